@@ -1,0 +1,5 @@
+import sys
+
+from probetag.cli import main
+
+sys.exit(main())

@@ -1,0 +1,559 @@
+"""The typed configuration: one frozen object, validated once at load.
+
+Theory of operation
+-------------------
+* Every setting is a field of a frozen dataclass below. The field's metadata
+  holds its description; the default is the dataclass default. That single
+  place feeds validation, ``probetag check-config``, ``--help`` and
+  ``docs/configuration.md`` (``probetag config-reference`` prints it).
+* YAML is composed into nodes (not loaded into dicts) so that every error can
+  name the file, the line and the dotted key: ``probetag.yaml:12: output.port:
+  expected an integer, got 'abc'``.
+* Unknown keys are errors, not warnings: a typo must not silently run with a
+  default.
+* Values are converted strictly: ``"10"`` is not an integer, ``yes`` is a
+  bool only because YAML says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "config_from_mapping",
+    "parse_hostport",
+    "reference",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file, line and key it concerns."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.reason = message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        keypart = f"{key}: " if key else ""
+        super().__init__(f"{where}{keypart}{message}")
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": text, **extra}
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``[v6]:PORT`` -> (host, port). Raises ValueError."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"expected [HOST]:PORT, got {value!r}")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port!r}")
+    return (host or default_host), int(port)
+
+
+# --------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str = field(metadata=_doc("User name sent in PING."))
+    password: str = field(metadata=_doc("Password; never logged.", secret=True))
+
+
+@dataclass(frozen=True, slots=True)
+class TLS:
+    cert_file: str | None = field(default=None, metadata=_doc("PEM certificate (chain)."))
+    key_file: str | None = field(default=None, metadata=_doc("PEM private key."))
+    ca_file: str | None = field(default=None, metadata=_doc(
+        "CA bundle. On a listener: require and verify client certificates. "
+        "On a client: verify the server against it."))
+    verify: bool = field(default=True, metadata=_doc("Client side: verify the server certificate."))
+    server_name: str | None = field(default=None, metadata=_doc("Client side: SNI / expected name."))
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """The forward-protocol input (Fluentd / Fluent Bit out_forward, fluent-logger)."""
+
+    address: str = field(default="127.0.0.1:24224", metadata=_doc(
+        "HOST:PORT to listen on (TCP, plus the UDP heartbeat on the same port)."))
+    shared_key: str | None = field(default=None, metadata=_doc(
+        "Enables the HELO/PING/PONG handshake with this key. Never logged.", secret=True))
+    self_hostname: str = field(default="probetag", metadata=_doc(
+        "Our host name in PONG; must differ from the client's (Fluentd checks)."))
+    users: tuple[User, ...] = field(default=(), metadata=_doc(
+        "If non-empty, clients must also authenticate with one of these users."))
+    tls: TLS | None = field(default=None, metadata=_doc("Serve TLS on the same port."))
+    udp_heartbeat: bool = field(default=True, metadata=_doc(
+        "Answer UDP heartbeats (0x00 -> 0x00) on the same port."))
+    tag_prefix: str | None = field(default=None, metadata=_doc(
+        "Prefix added to incoming tags as 'PREFIX.tag' (Fluentd add_tag_prefix)."))
+    max_frame_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
+        "Largest forward frame accepted; a larger one closes the connection. Bytes."))
+    max_decompressed_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
+        "Largest decompressed payload of one frame (gzip/zstd bomb guard). Bytes."))
+    max_connections: int = field(default=1024, metadata=_doc(
+        "Concurrent TCP connections; more are refused (counted)."))
+    idle_timeout: float = field(default=300.0, metadata=_doc(
+        "Close a connection that sends nothing for this long. Seconds."))
+    handshake_timeout: float = field(default=10.0, metadata=_doc(
+        "Close a connection that does not finish the handshake in time. Seconds."))
+    deny_keepalive: bool = field(default=False, metadata=_doc(
+        "Close each connection after its first request (Fluentd deny_keepalive)."))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpInput:
+    """Input for Vector's ``http`` sink (JSON array or NDJSON bodies)."""
+
+    address: str | None = field(default=None, metadata=_doc(
+        "HOST:PORT; unset disables the HTTP input."))
+    path: str = field(default="/v1/vector", metadata=_doc("Request path accepted for POST."))
+    default_tag: str = field(default="vector", metadata=_doc(
+        "Tag for events without a 'tag' field."))
+    tag_field: str = field(default="tag", metadata=_doc("Event field that holds the tag."))
+    time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
+        "Largest request body, after decompression. Bytes."))
+    tls: TLS | None = field(default=None, metadata=_doc("Serve HTTPS."))
+
+
+@dataclass(frozen=True, slots=True)
+class NdjsonInput:
+    """Input for Vector's ``socket`` sink (TCP, newline-delimited JSON). No acks."""
+
+    address: str | None = field(default=None, metadata=_doc(
+        "HOST:PORT; unset disables the NDJSON input."))
+    default_tag: str = field(default="vector", metadata=_doc(
+        "Tag for events without a 'tag' field."))
+    tag_field: str = field(default="tag", metadata=_doc("Event field that holds the tag."))
+    time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
+    max_line_bytes: int = field(default=1024 * 1024, metadata=_doc(
+        "Longest line; a longer one is rejected (counted) and skipped."))
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Where enriched records go."""
+
+    type: Literal["stdout", "forward", "ndjson"] = field(default="stdout", metadata=_doc(
+        "stdout: JSON lines on standard output. forward: Fluentd in_forward or Vector "
+        "'fluent' source, acked. ndjson: TCP newline-delimited JSON (Vector 'socket' source), "
+        "no acks."))
+    address: str | None = field(default=None, metadata=_doc("HOST:PORT of the downstream."))
+    shared_key: str | None = field(default=None, metadata=_doc(
+        "Forward: do the handshake with this key. Never logged.", secret=True))
+    self_hostname: str = field(default="probetag", metadata=_doc("Forward: our name in PING."))
+    username: str | None = field(default=None, metadata=_doc("Forward: user name for user auth."))
+    password: str | None = field(default=None, metadata=_doc(
+        "Forward: password for user auth. Never logged.", secret=True))
+    tls: TLS | None = field(default=None, metadata=_doc("Connect with TLS."))
+    compress: Literal["text", "gzip"] = field(default="text", metadata=_doc(
+        "Forward: 'gzip' sends CompressedPackedForward."))
+    require_ack: bool = field(default=True, metadata=_doc(
+        "Forward: send a chunk id and wait for the ack before acking upstream."))
+    ack_timeout: float = field(default=30.0, metadata=_doc(
+        "Forward: seconds to wait for an ack before retrying on a new connection."))
+    connect_timeout: float = field(default=5.0, metadata=_doc("Seconds."))
+    retry_initial: float = field(default=0.1, metadata=_doc("First retry delay. Seconds."))
+    retry_max: float = field(default=5.0, metadata=_doc("Largest retry delay (exponential). Seconds."))
+    keepalive: bool = field(default=True, metadata=_doc("Reuse the connection between chunks."))
+    time_as_integer: bool = field(default=False, metadata=_doc(
+        "Forward: send integer seconds instead of EventTime."))
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Backpressure: what may be in flight between upstream and downstream."""
+
+    max_inflight_records: int = field(default=200_000, metadata=_doc(
+        "Records read but not yet acked downstream; above it inputs stop reading."))
+    max_inflight_bytes: int = field(default=128 * 1024 * 1024, metadata=_doc(
+        "Bytes read but not yet acked downstream; above it inputs stop reading."))
+    batch_records: int = field(default=1000, metadata=_doc(
+        "Stdout/NDJSON outputs and the HTTP input split work in batches of this size."))
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A user-defined probe signature (same fields as a catalogue entry)."""
+
+    id: str = field(metadata=_doc("Unique id, e.g. 'local-healthcheck'."))
+    probe: str = field(metadata=_doc("Probe name put in probe.name."))
+    scanner: str = field(metadata=_doc("Scanner name put in probe.scanner."))
+    payload: str = field(metadata=_doc(
+        "The bytes as sent, in Python-escape notation (\\r, \\n, \\xHH)."))
+    transport: Literal["tcp", "udp", "any"] = field(default="any", metadata=_doc("tcp, udp or any."))
+    match: Literal["prefix", "contains"] = field(default="prefix", metadata=_doc(
+        "prefix: the line must start with a fragment of the payload; contains: anywhere."))
+    provenance: str = field(default="user config", metadata=_doc("Where the bytes come from."))
+
+
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    sources: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Addresses or CIDR networks of the organisation's own scanners."))
+    scanners: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Scanner names whose probes are allowed (e.g. 'openvas')."))
+    mode: Literal["pass", "tag"] = field(default="tag", metadata=_doc(
+        "pass: allowlisted probes get no fields; tag: they get probe.allowed = true."))
+
+
+@dataclass(frozen=True, slots=True)
+class Detect:
+    enabled: bool = field(default=True, metadata=_doc("Run detection at all."))
+    catalogue: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Extra catalogue YAML files, loaded after the built-in one."))
+    builtin_catalogue: bool = field(default=True, metadata=_doc("Load the bundled catalogue."))
+    signatures: tuple[Signature, ...] = field(default=(), metadata=_doc("Inline signatures."))
+    allowlist: Allowlist = field(default_factory=Allowlist, metadata=_doc("Own scanners."))
+    fields: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Record fields that hold the payload, in order. Empty: auto-detect "
+        "(rawmsg, message/msg/log, host+ident, HOSTNAME/TAG/MSG...)."))
+    source_fields: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Record fields that hold the sender address. Empty: auto-detect "
+        "(source_address, fromhost-ip, fromhost, host...)."))
+    escapes: tuple[str, ...] = field(default=("rsyslog", "cstyle", "backslash-octal"), metadata=_doc(
+        "Escape dialects to undo: rsyslog (#ooo), cstyle (\\r, \\xHH), backslash-octal (\\ooo)."))
+    min_confidence: float = field(default=0.5, metadata=_doc(
+        "Matches below this confidence are not tagged."))
+    output_field: str = field(default="probe", metadata=_doc("Name of the added map."))
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    window: float = field(default=5.0, metadata=_doc(
+        "Lines of one source this close in time belong to one connection/probe. Seconds."))
+    scan_idle: float = field(default=60.0, metadata=_doc(
+        "A source silent this long ends its scan (a summary is emitted). Seconds."))
+    max_sources: int = field(default=100_000, metadata=_doc(
+        "Sources tracked at once; the least recently seen is evicted (counted)."))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What happens to tagged records that match (first matching rule wins)."""
+
+    action: Literal["keep", "drop", "retag"] = field(metadata=_doc("keep, drop or retag."))
+    probe: tuple[str, ...] = field(default=(), metadata=_doc("Probe names; empty = any."))
+    scanner: tuple[str, ...] = field(default=(), metadata=_doc("Scanner names; empty = any."))
+    min_confidence: float = field(default=0.0, metadata=_doc("Only matches at least this sure."))
+    tag: str | None = field(default=None, metadata=_doc(
+        "retag: template, e.g. 'security.probe.${tag}' (${tag}, ${probe}, ${scanner})."))
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    rules: tuple[Rule, ...] = field(default=(), metadata=_doc(
+        "Rules in order; a tagged record that matches none is kept with its tag."))
+    summaries: bool = field(default=False, metadata=_doc(
+        "Emit a scan summary record when a source's scan goes idle."))
+    summary_tag: str = field(default="probetag.summary", metadata=_doc("Tag of summary records."))
+    ecs: bool = field(default=False, metadata=_doc(
+        "Also add Elastic Common Schema fields (event.*, source.ip, rule.name...)."))
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    address: str | None = field(default=None, metadata=_doc(
+        "HOST:PORT for /metrics (Prometheus text) and /health; unset disables."))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Listen = field(default_factory=Listen, metadata=_doc("Forward input."))
+    http: HttpInput = field(default_factory=HttpInput, metadata=_doc("Vector http-sink input."))
+    ndjson: NdjsonInput = field(default_factory=NdjsonInput, metadata=_doc("NDJSON TCP input."))
+    output: Output = field(default_factory=Output, metadata=_doc("Downstream."))
+    flow: Flow = field(default_factory=Flow, metadata=_doc("Backpressure bounds."))
+    detect: Detect = field(default_factory=Detect, metadata=_doc("Decoding and matching."))
+    correlation: Correlation = field(default_factory=Correlation, metadata=_doc("Per-source state."))
+    actions: Actions = field(default_factory=Actions, metadata=_doc("What to do with tagged records."))
+    metrics: Metrics = field(default_factory=Metrics, metadata=_doc("Prometheus and health."))
+    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=_doc(
+        "Log level of probetag's own logs (stderr)."))
+
+    def validate(self) -> None:
+        """Cross-field checks. Raises ConfigError naming the key."""
+        addr_fields = [("listen.address", self.listen.address), ("http.address", self.http.address),
+                       ("ndjson.address", self.ndjson.address), ("output.address", self.output.address),
+                       ("metrics.address", self.metrics.address)]
+        for key, value in addr_fields:
+            if value is not None:
+                try:
+                    parse_hostport(value)
+                except ValueError as exc:
+                    raise ConfigError(str(exc), key=key) from None
+        if self.output.type in ("forward", "ndjson") and not self.output.address:
+            raise ConfigError(f"output.type {self.output.type!r} needs an address", key="output.address")
+        if self.output.username and not self.output.shared_key:
+            raise ConfigError("user auth needs a shared_key (the handshake carries it)",
+                              key="output.username")
+        if self.listen.users and not self.listen.shared_key:
+            raise ConfigError("users need a shared_key (the handshake carries them)",
+                              key="listen.users")
+        for i, rule in enumerate(self.actions.rules):
+            if rule.action == "retag" and not rule.tag:
+                raise ConfigError("retag needs a tag template", key=f"actions.rules[{i}].tag")
+        for i, src in enumerate(self.detect.allowlist.sources):
+            try:
+                ipaddress.ip_network(src, strict=False)
+            except ValueError:
+                raise ConfigError(f"not an address or CIDR network: {src!r}",
+                                  key=f"detect.allowlist.sources[{i}]") from None
+        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections"):
+            if getattr(self.listen, name) <= 0:
+                raise ConfigError("must be > 0", key=f"listen.{name}")
+        if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
+            raise ConfigError("must be > 0", key="flow")
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+class _Ctx:
+    __slots__ = ("file",)
+
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+
+
+def _err(ctx: _Ctx, node: yaml.Node | None, key: str, msg: str) -> ConfigError:
+    line = node.start_mark.line + 1 if node is not None else None
+    return ConfigError(msg, file=ctx.file, line=line, key=key or None)
+
+
+_LOADER = yaml.SafeLoader("")
+
+
+def _construct(node: yaml.Node) -> Any:
+    return _LOADER.construct_object(node, deep=True)
+
+
+def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin in (Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            if type(None) in args:
+                return None
+            raise _err(ctx, node, key, "must not be empty")
+        if len(non_none) == 1:
+            return _convert(ctx, node, non_none[0], key)
+        raise TypeError(f"unsupported union {tp}")
+    if dataclasses.is_dataclass(tp):
+        return _build(ctx, node, tp, key)
+    if origin is tuple:
+        item_tp = args[0]
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return ()
+        if isinstance(node, yaml.ScalarNode) and item_tp is str:
+            # A lone string where a list is expected is a one-item list.
+            return (_convert(ctx, node, str, key),)
+        if not isinstance(node, yaml.SequenceNode):
+            raise _err(ctx, node, key, "expected a list")
+        return tuple(_convert(ctx, item, item_tp, f"{key}[{i}]") for i, item in enumerate(node.value))
+    if origin is Literal:
+        value = _convert(ctx, node, type(args[0]), key)
+        if value not in args:
+            raise _err(ctx, node, key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if tp is bool:
+        value = _construct(node) if isinstance(node, yaml.ScalarNode) else None
+        if not isinstance(value, bool):
+            raise _err(ctx, node, key, f"expected true or false, got {_text(node)}")
+        return value
+    if tp is int:
+        value = _construct(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _err(ctx, node, key, f"expected an integer, got {_text(node)}")
+        return value
+    if tp is float:
+        value = _construct(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _err(ctx, node, key, f"expected a number, got {_text(node)}")
+        if value < 0:
+            raise _err(ctx, node, key, f"must not be negative, got {value}")
+        return float(value)
+    if tp is str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise _err(ctx, node, key, "expected a string")
+        value = _construct(node)
+        if isinstance(value, (dict, list)) or value is None:
+            raise _err(ctx, node, key, f"expected a string, got {_text(node)}")
+        if isinstance(value, bool):
+            raise _err(ctx, node, key, f"expected a string, got {_text(node)} (quote it)")
+        return str(value) if not isinstance(value, str) else value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _text(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    return "a list"
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    h = _HINTS.get(cls)
+    if h is None:
+        h = _HINTS[cls] = get_type_hints(cls)
+    return h
+
+
+def _build(ctx: _Ctx, node: yaml.Node | None, cls: type, key: str) -> Any:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+        node = yaml.MappingNode("tag:yaml.org,2002:map", [])
+    if not isinstance(node, yaml.MappingNode):
+        raise _err(ctx, node, key, f"expected a mapping of settings, got {_text(node)}")
+    hints = _hints(cls)
+    fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for knode, vnode in node.value:
+        name = knode.value if isinstance(knode, yaml.ScalarNode) else None
+        full = f"{key}.{name}" if key else str(name)
+        if name not in fields_by_name:
+            known = ", ".join(sorted(fields_by_name))
+            raise _err(ctx, knode, full, f"unknown key (known here: {known})")
+        if name in kwargs:
+            raise _err(ctx, knode, full, "given twice")
+        kwargs[name] = _convert(ctx, vnode, hints[name], full)
+    for name, f in fields_by_name.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise _err(ctx, node, f"{key}.{name}" if key else name, "required key missing")
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, *, text: str | None = None) -> Config:
+    """Load and validate a YAML config file (or ``text``); no path and no text = defaults."""
+    file = str(path) if path is not None else ("<config>" if text is not None else None)
+    if text is None and path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=file) from None
+        except UnicodeDecodeError:
+            raise ConfigError("not UTF-8 text", file=file) from None
+    ctx = _Ctx(file)
+    node = None
+    if text is not None:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            raise ConfigError(f"YAML syntax: {exc.problem}", file=file,
+                              line=mark.line + 1 if mark else None) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"YAML: {exc}", file=file) from None
+    cfg = _build(ctx, node, Config, "")
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        line = _line_of(node, exc.key) if exc.key else None
+        raise ConfigError(exc.reason, file=file, line=line, key=exc.key) from None
+    return cfg
+
+
+def config_from_mapping(data: dict[str, Any]) -> Config:
+    """Build a Config from a plain mapping (tests, programmatic use)."""
+    return load_config(text=yaml.safe_dump(data))
+
+
+def _line_of(node: yaml.Node | None, dotted: str) -> int | None:
+    """Best-effort line of a dotted key (for cross-field errors)."""
+    if node is None:
+        return None
+    cur: yaml.Node = node
+    for part in dotted.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("[") and isinstance(cur, yaml.SequenceNode):
+            idx = int(part[1:-1])
+            if idx >= len(cur.value):
+                break
+            cur = cur.value[idx]
+            continue
+        if not isinstance(cur, yaml.MappingNode):
+            break
+        for k, v in cur.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == part:
+                cur = v
+                break
+        else:
+            break
+    return cur.start_mark.line + 1
+
+
+def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every setting, for docs and --help."""
+    rows: list[tuple[str, str, str]] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        sub = _dataclass_in(tp)
+        if sub is not None and get_origin(tp) is not tuple:
+            rows.append((key, "", f.metadata.get("doc", "")))
+            rows.extend(reference(sub, key + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        rows.append((key, "" if default is None else repr(default), f.metadata.get("doc", "")))
+    return rows
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    for a in get_args(tp):
+        if dataclasses.is_dataclass(a):
+            return a  # type: ignore[return-value]
+    return None
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """``replace(cfg, listen={'address': ...})``: override fields of sections (CLI flags)."""
+    changes = {}
+    for name, values in sections.items():
+        changes[name] = dataclasses.replace(getattr(cfg, name), **values)
+    out = dataclasses.replace(cfg, **changes)
+    out.validate()
+    return out
+
+
+_ = typing  # keep import for forward refs in get_type_hints

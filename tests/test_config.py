@@ -1,0 +1,48 @@
+import pytest
+
+from probetag._config import Config, ConfigError, load_config, reference
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.listen.address == "127.0.0.1:24224"
+    assert cfg.output.type == "stdout"
+
+
+def test_unknown_key_names_file_line_key(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("listen:\n  address: 127.0.0.1:1\n  adress: x\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    e = ei.value
+    assert e.file == str(p) and e.line == 3 and e.key == "listen.adress"
+    assert str(p) in str(e) and ":3:" in str(e) and "unknown key" in str(e)
+
+
+@pytest.mark.parametrize("text,key,line", [
+    ("listen:\n  max_connections: abc\n", "listen.max_connections", 2),
+    ("output:\n  type: carrier-pigeon\n", "output.type", 2),
+    ("listen:\n  udp_heartbeat: 3\n", "listen.udp_heartbeat", 2),
+    ("listen:\n  address: nohost\n", "listen.address", 2),
+    ("detect:\n  allowlist:\n    sources: [10.0.0.0/8, not-a-net]\n", "detect.allowlist.sources[1]", 3),
+    ("actions:\n  rules:\n    - action: retag\n", "actions.rules[0].tag", 3),
+    ("actions:\n  rules:\n    - probe: [x]\n", "actions.rules[0].action", 3),
+])
+def test_bad_values(text, key, line):
+    with pytest.raises(ConfigError) as ei:
+        load_config(text=text)
+    assert ei.value.key == key
+    assert ei.value.line == line
+
+
+def test_yaml_syntax_error_has_line():
+    with pytest.raises(ConfigError) as ei:
+        load_config(text="listen:\n  address: [\n")
+    assert ei.value.line is not None and "YAML" in str(ei.value)
+
+
+def test_reference_covers_every_leaf():
+    keys = {k for k, _, _ in reference()}
+    assert "listen.shared_key" in keys and "output.ack_timeout" in keys
+    assert all(doc for _, _, doc in reference())
