@@ -1,0 +1,183 @@
+"""The catalogue loader (validation, errors naming file:line and id) and the
+built-in catalogue's content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probetag._config import Signature as ConfigSignature
+from probetag.detect._catalogue import (
+    CatalogueError,
+    Signature,
+    builtin_catalogue_paths,
+    format_payload,
+    load_catalogue,
+    parse_catalogue,
+)
+
+GOOD = '''\
+# a comment
+- id: t-one            # beside an entry
+  probe: One
+  scanner: nmap
+  transport: tcp
+  payload: "GET / HTTP/1.0\\r\\n\\r\\n"
+  confidence: 0.9
+  ports: [80, 8080]
+  provenance: "test"
+- id: t-two
+  probe: Two
+  scanner: masscan
+  transport: udp
+  payload: "\\x00\\xff\\x80"
+  match: marker
+  provenance: "test"
+  notes: "free text"
+'''
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _entry(**over: str) -> str:
+    fields = {"id": "x-1", "probe": "P", "scanner": "nmap", "transport": "tcp",
+              "payload": '"abc"', "provenance": '"test"'}
+    fields.update(over)
+    lines = []
+    for i, (k, v) in enumerate(fields.items()):
+        lines.append(("- " if i == 0 else "  ") + f"{k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Loader
+# --------------------------------------------------------------------------
+
+
+def test_good_file_parses_to_exact_bytes(tmp_path: Path) -> None:
+    path = _write(tmp_path, "good.yaml", GOOD)
+    sigs = load_catalogue([path], builtin=False)
+    assert [s.id for s in sigs] == ["t-one", "t-two"]
+    one, two = sigs
+    assert one.payload == b"GET / HTTP/1.0\r\n\r\n"
+    assert one.match == "payload" and one.confidence == 0.9 and one.ports == (80, 8080)
+    assert one.source == f"{path}:2"
+    assert two.payload == b"\x00\xff\x80"
+    assert two.match == "marker" and two.confidence is None and two.ports == ()
+    assert two.notes == "free text" and two.transport == "udp"
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", bytes(range(256)), b'"\\\r\n\t#015'])
+def test_format_payload_round_trips(data: bytes) -> None:
+    if not data:
+        return _assert_empty_rejected(data)
+    text = _entry(payload=format_payload(data))
+    (sig,) = parse_catalogue(text, file="rt.yaml")
+    assert sig.payload == data
+
+
+def _assert_empty_rejected(data: bytes) -> None:
+    with pytest.raises(CatalogueError, match="payload: must not be empty"):
+        parse_catalogue(_entry(payload=format_payload(data)), file="e.yaml")
+
+
+@pytest.mark.parametrize(
+    ("over", "line", "key", "reason"),
+    [
+        ({"colour": '"red"'}, 8, "colour", "unknown key"),
+        ({"transport": "sctp"}, 5, "transport", "must be one of tcp, udp, any"),
+        ({"payload": '""'}, 6, "payload", "must not be empty"),
+        ({"match": "regex"}, 8, "match", "must be one of payload, marker"),
+        ({"confidence": "1.5"}, 8, "confidence", "between 0 and 1"),
+        ({"ports": "[70000]"}, 8, "ports", "0..65535"),
+        ({"payload": "'GET\\r\\n'"}, 6, "payload", "not double-quoted"),
+        ({"payload": '"caf\u00e9\u20ac"'}, 6, "payload", "is not a byte"),
+        ({"provenance": '""'}, 7, "provenance", "must not be empty"),
+    ],
+)
+def test_bad_entries_name_file_line_id_and_key(over: dict[str, str], line: int, key: str,
+                                               reason: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, "bad.yaml", "# header\n" + _entry(**over))
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([path], builtin=False)
+    err = info.value
+    assert (err.file, err.line, err.entry, err.key) == (str(path), line, "x-1", key)
+    assert reason in err.reason
+    assert str(err).startswith(f"{path}:{line}: x-1: {key}: ")
+
+
+def test_missing_required_key_names_entry(tmp_path: Path) -> None:
+    text = "- id: no-prov\n  probe: P\n  scanner: s\n  transport: tcp\n  payload: \"a\"\n"
+    path = _write(tmp_path, "m.yaml", text)
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([path], builtin=False)
+    assert (info.value.line, info.value.entry, info.value.key) == (1, "no-prov", "provenance")
+
+
+def test_duplicate_id_across_files_names_both_places(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a.yaml", GOOD)
+    b = _write(tmp_path, "b.yaml", "# other\n\n" + _entry(id="t-two"))
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([a, b], builtin=False)
+    err = info.value
+    assert (err.file, err.line, err.entry) == (str(b), 3, "t-two")
+    assert f"{a}:10" in str(err)
+
+
+def test_duplicate_id_against_builtin(tmp_path: Path) -> None:
+    builtin_id = load_catalogue()[0].id
+    extra = _write(tmp_path, "extra.yaml", _entry(id=builtin_id))
+    with pytest.raises(CatalogueError, match="duplicate id"):
+        load_catalogue([extra])
+
+
+def test_not_a_list_and_yaml_syntax(tmp_path: Path) -> None:
+    with pytest.raises(CatalogueError, match=r"m\.yaml:1: expected a list"):
+        parse_catalogue("id: x\n", file="m.yaml")
+    with pytest.raises(CatalogueError, match=r"s\.yaml:\d+: YAML syntax"):
+        parse_catalogue("- id: [\n", file="s.yaml")
+    assert parse_catalogue("# only comments\n", file="c.yaml") == ()
+
+
+def test_config_signatures_convert() -> None:
+    extra = [ConfigSignature(id="local-hc", probe="HealthCheck", scanner="lb",
+                             payload="HEAD /hc HTTP/1.1\\r\\nX: \\x00\\xff"),
+             ConfigSignature(id="local-ua", probe="UA", scanner="mine", payload="MyScanner/1.0",
+                             transport="tcp", match="contains", provenance="ops wiki")]
+    sigs = load_catalogue(builtin=False, extra=extra)
+    assert sigs[0] == Signature(id="local-hc", probe="HealthCheck", scanner="lb", transport="any",
+                                payload=b"HEAD /hc HTTP/1.1\r\nX: \x00\xff", match="payload",
+                                confidence=None, ports=(), provenance="user config",
+                                source="config:detect.signatures[0]")
+    assert sigs[1].match == "marker" and sigs[1].provenance == "ops wiki"
+    bad = [ConfigSignature(id="bad", probe="P", scanner="s", payload="\\x4")]
+    with pytest.raises(CatalogueError, match="bad: payload: bad escape"):
+        load_catalogue(builtin=False, extra=bad)
+
+
+# --------------------------------------------------------------------------
+# The built-in catalogue
+# --------------------------------------------------------------------------
+
+
+def test_builtin_catalogue_loads_with_provenance() -> None:
+    paths = builtin_catalogue_paths()
+    assert paths and all(p.suffix == ".yaml" for p in paths)
+    assert list(paths) == sorted(paths)
+    sigs = load_catalogue()
+    assert len({s.id for s in sigs}) == len(sigs)
+    for s in sigs:
+        assert s.provenance.strip(), s.id
+        assert "nmap-service-probes" not in s.provenance.lower(), s.id
+        assert "nmap-payloads" not in s.provenance.lower(), s.id
+
+
+def test_builtin_has_default_http_probes() -> None:
+    by_probe = {(s.scanner, s.transport, s.probe): s for s in load_catalogue()}
+    assert by_probe[("nmap", "tcp", "GetRequest")].payload == b"GET / HTTP/1.0\r\n\r\n"
+    assert by_probe[("nmap", "tcp", "HTTPOptions")].payload == b"OPTIONS / HTTP/1.0\r\n\r\n"
