@@ -1,0 +1,237 @@
+"""The runtime between inputs and outputs: flow control, delivery, settling.
+
+Theory of operation
+-------------------
+* An input hands the pipeline one chunk at a time: ``submit(tag, entries,
+  nbytes, on_settled)``. The pipeline runs ``Processor.process`` on it
+  synchronously (CPU work in the event loop, one call per chunk, no
+  per-record coroutines), hands the resulting ``OutChunk``s to the output and
+  calls ``on_settled(True)`` once *all* of them are settled downstream (acked
+  by the downstream forward server, or written and flushed to stdout). Only
+  then does the forward input write ``{"ack": chunk}`` upstream: acks are end
+  to end. A chunk whose records were all dropped or rejected has nothing to
+  wait for and is settled at once.
+* ``on_settled(False)`` means the output is gone (stdout closed, shutdown):
+  the input must not ack; the upstream keeps the chunk and resends it.
+* Flow control bounds what is in flight (records read but not settled):
+  ``flow.max_inflight_records`` and ``flow.max_inflight_bytes``. Inputs
+  ``await wait_capacity()`` before handing over the next chunk and before
+  the next socket read, so when the bound is hit they simply stop reading:
+  the kernel buffers fill, TCP windows close and the senders' writes block.
+  Nothing is buffered beyond the bound except the one chunk being admitted;
+  a single chunk larger than the bound is still admitted when nothing else
+  is in flight, or it could never pass.
+* Outputs never give up, so when the downstream is down the in-flight
+  records stay at the bound and everything upstream waits; nothing is
+  dropped.
+* Scan summaries: if the processor has ``expire(now)``, it is called every
+  ``EXPIRE_INTERVAL`` seconds and the chunks it returns go to the output like
+  any other (they have no upstream to ack).
+* Logs are one line each, ``key=value`` (logfmt), on stderr; secrets never
+  reach them (only addresses, reasons and counts are logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from ._config import Flow
+from ._metrics import Metrics
+from ._stage import OutChunk, Processor
+from .outputs import Output, OutputClosed
+
+__all__ = ["FlowControl", "Pipeline", "log_event", "setup_logging", "EXPIRE_INTERVAL"]
+
+EXPIRE_INTERVAL = 1.0
+
+_log = logging.getLogger("probetag")
+
+
+def _fmt_value(v: Any) -> str:
+    s = v if isinstance(v, str) else str(v)
+    if s and all(c.isprintable() and c not in ' "=\\' for c in s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def log_event(level: int, event: str, **fields: Any) -> None:
+    """Log ``event=NAME k=v ...`` (logfmt) on the ``probetag`` logger."""
+    if not _log.isEnabledFor(level):
+        return
+    parts = [f"event={event}"]
+    parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
+    _log.log(level, " ".join(parts))
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} {record.getMessage()}"
+        if record.exc_info:
+            line += " exc=" + _fmt_value(self.formatException(record.exc_info))
+        return line
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogfmtFormatter())
+    _log.handlers[:] = [handler]
+    _log.setLevel(level.upper())
+    _log.propagate = False
+
+
+class FlowControl:
+    """Counts records and bytes in flight and tells inputs when to wait."""
+
+    def __init__(self, config: Flow, metrics: Metrics) -> None:
+        self.max_records = config.max_inflight_records
+        self.max_bytes = config.max_inflight_bytes
+        self.metrics = metrics
+        self.records = 0
+        self.bytes = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def full(self) -> bool:
+        return self.records >= self.max_records or self.bytes >= self.max_bytes
+
+    async def wait(self) -> None:
+        """Return when there is room for one more chunk."""
+        if self._room.is_set():
+            return
+        self.metrics.inc("backpressure_waits")
+        await self._room.wait()
+
+    def add(self, records: int, nbytes: int) -> None:
+        self.records += records
+        self.bytes += nbytes
+        self._update()
+
+    def release(self, records: int, nbytes: int) -> None:
+        self.records -= records
+        self.bytes -= nbytes
+        self._update()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def _update(self) -> None:
+        self.metrics.set("inflight_records", self.records)
+        self.metrics.set("inflight_bytes", self.bytes)
+        if self.full:
+            self._room.clear()
+        else:
+            self._room.set()
+        if self.records == 0 and self.bytes == 0:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+
+Settled = Callable[[bool], None]
+
+
+class Pipeline:
+    """Processor -> output, with flow control and end-to-end settling."""
+
+    def __init__(self, processor: Processor, output: Output, flow: Flow, metrics: Metrics) -> None:
+        self.processor = processor
+        self.output = output
+        self.metrics = metrics
+        self.flow = FlowControl(flow, metrics)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expirer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        await self.output.start()
+        if hasattr(self.processor, "expire"):
+            self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def wait_capacity(self) -> None:
+        await self.flow.wait()
+
+    def submit(self, tag: str, entries: bytes, nbytes: int, on_settled: Settled | None = None) -> None:
+        """Process one chunk now; ``on_settled(ok)`` is called once its output
+        is settled (at once when nothing is left to deliver)."""
+        if self._closed:
+            if on_settled is not None:
+                on_settled(False)
+            return
+        result = self.processor.process(tag, entries)
+        self._dispatch(result.chunks, nbytes, on_settled)
+
+    def _dispatch(self, chunks: list[OutChunk], nbytes: int, on_settled: Settled | None) -> None:
+        if not chunks:
+            if on_settled is not None:
+                on_settled(True)
+            return
+        records = sum(c.count for c in chunks)
+        self.flow.add(records, nbytes)
+        task = asyncio.get_running_loop().create_task(self._deliver(chunks, records, nbytes, on_settled))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, chunks: list[OutChunk], records: int, nbytes: int,
+                       on_settled: Settled | None) -> None:
+        ok = False
+        try:
+            if len(chunks) == 1:
+                await self.output.send(chunks[0])
+            else:
+                await asyncio.gather(*(self.output.send(c) for c in chunks))
+            ok = True
+        except OutputClosed as exc:
+            log_event(logging.WARNING, "output_closed", records=records, reason=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # our bug: keep serving, never ack what was not delivered
+            self.metrics.inc("internal_errors", where="output")
+            _log.exception("event=output_failed records=%d", records)
+        finally:
+            self.flow.release(records, nbytes)
+            if on_settled is not None:
+                try:
+                    on_settled(ok)
+                except Exception:
+                    self.metrics.inc("internal_errors", where="on_settled")
+                    _log.exception("event=settle_callback_failed")
+
+    async def _expire_loop(self) -> None:
+        expire = getattr(self.processor, "expire")
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            try:
+                chunks = expire(time.time())
+            except Exception:
+                self.metrics.inc("internal_errors", where="expire")
+                _log.exception("event=expire_failed")
+                continue
+            if chunks:
+                self._dispatch(list(chunks), 0, None)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is in flight (True) or ``timeout`` passes (False)."""
+        try:
+            await asyncio.wait_for(self.flow.wait_idle(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        """Stop: cancel what is still undelivered (left un-acked upstream) and
+        close the output."""
+        self._closed = True
+        if self._expirer is not None:
+            self._expirer.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        await self.output.close()
