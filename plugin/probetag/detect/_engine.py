@@ -1,0 +1,340 @@
+"""The matching engine: one decoded log line in, the probes it can be part of out.
+
+Theory of operation
+-------------------
+* ``Detector`` is compiled once from the catalogue. For every ``payload``
+  signature it derives what rsyslog can have logged from those bytes
+  (FIELD_GUIDE sections 1-3), each a *piece* with the index of the LF-piece
+  (``fragment``) it comes from:
+
+  - TCP: the payload cut at every LF, LF removed, CR kept, empty pieces
+    dropped; a NUL that ends a piece is removed (2.1).
+  - UDP: the whole payload as one line; a trailing NUL and then one trailing
+    LF removed, inner CR/LF kept.
+  - damage, as kind ``damaged``: octet-counted framing eats leading digits
+    plus the next byte of every TCP frame (1, RFC 6587); the RFC 5424
+    version rule eats a leading ``1 `` (3.4); a forwarder that re-encodes
+    to UTF-8 replaces invalid bytes with U+FFFD (Python's "replace" decoder
+    and Rust's ``from_utf8_lossy`` both follow the Unicode "maximal subpart"
+    practice, so the replaced piece is computed exactly).
+  - trimmed variants (spaces/tabs/CR at the ends removed), because the
+    HOSTNAME/TAG/MSG join of the file formats adds or drops spacing.
+
+* ``match(line)`` tries, cheapest first:
+
+  1. an exact dict lookup of the line among all pieces and variants;
+  2. a bisect in the sorted pieces for a piece the line is a proper prefix
+     of (``truncated``: TAG cut at 510 bytes, RFC 5424 printable prefix,
+     a connection closed early);
+  3. one multi-literal scan (``_prefilter.LiteralSet``: hyperscan,
+     pyahocorasick or ``re``) for markers anywhere (``marker``), a
+     distinctive piece at the start of a longer line (``prefix``) and a
+     binary piece inside a line (``damaged``).
+
+* A piece that is not distinctive on its own (a lone ``\\r``, ``\\r\\n``, a
+  single common word, a run of one byte) gives ``ambiguous=True`` matches
+  with a low confidence; ``_correlate`` decides those from the lines of the
+  same source around them. Plain text inside a longer line only counts when
+  it starts the line, so application logs that *quote* a request line do
+  not match.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from ._prefilter import LiteralSet
+
+__all__ = ["Detector", "Match", "KINDS", "DEFAULT_CONFIDENCE"]
+
+KINDS = ("exact", "prefix", "truncated", "marker", "damaged")
+
+#: Confidence of a catalogue entry that does not state one.
+DEFAULT_CONFIDENCE = 0.9
+#: Multiplier per match kind (exact and marker are as sure as the entry).
+_KIND_FACTOR = {"exact": 1.0, "marker": 1.0, "prefix": 0.9, "damaged": 0.85, "truncated": 0.75}
+#: Confidence factor of a non-distinctive piece: below any sane threshold,
+#: so only correlation can make it a tag.
+_AMBIGUOUS_FACTOR = 0.25
+#: A truncated line shorter than this says nothing.
+_MIN_TRUNCATED = 4
+#: Shortest piece used for substring (prefix/damaged) search.
+_MIN_SUBSTRING = 6
+#: Bounded candidate walk in the truncation bisect.
+_MAX_TRUNC_CANDIDATES = 256
+
+_FRAMING_DIGITS = re.compile(rb"^[0-9]+")
+_WORD = re.compile(rb"^[A-Za-z0-9_.-]{1,16}$")
+_TRIM = b" \t\r"
+_SPLIT_TOKENS = re.compile(rb"[ :\[\]]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    signature: Any  # probetag.detect._catalogue.Signature
+    fragment: int
+    kind: str
+    confidence: float
+    ambiguous: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    sig: int  # index into Detector.signatures
+    fragment: int
+    kind: str  # exact | damaged
+    transport: str  # tcp | udp
+    text: bytes
+    distinctive: bool
+    trimmed: bool
+
+
+def distinctive(piece: bytes) -> bool:
+    """Can this line, alone, identify a probe? (FIELD_GUIDE 5: expect lines
+    that are only ``#015``; common words like ``HELP`` appear in ordinary
+    logs too.)"""
+    t = piece.strip(b" \t\r\n")
+    if len(t) < 4:
+        return False
+    if _WORD.match(t):
+        return False
+    if len(set(t)) == 1:
+        return False
+    return True
+
+
+def _has_binary(piece: bytes) -> bool:
+    return any(c < 0x20 and c not in (0x09, 0x0D) or c >= 0x7F for c in piece)
+
+
+def replaced(data: bytes) -> bytes:
+    """What a forwarder that forces valid UTF-8 leaves of ``data``."""
+    return data.decode("utf-8", "replace").encode("utf-8")
+
+
+def _logged_lines(payload: bytes, transport: str) -> list[tuple[str, int, bytes]]:
+    """(transport, fragment index, line) for each line rsyslog logs."""
+    out: list[tuple[str, int, bytes]] = []
+    if transport in ("tcp", "any"):
+        n = 0
+        for part in payload.split(b"\n"):
+            if not part.rstrip(b"\0"):
+                continue  # empty frame, or a lone NUL: an empty message
+            out.append(("tcp", n, part[:-1] if part.endswith(b"\0") else part))
+            if part.endswith(b"\0"):
+                # Also the unstripped form: other parser settings and other
+                # syslog daemons keep the final NUL (escaped).
+                out.append(("tcp", n, part))
+            n += 1
+    if transport in ("udp", "any"):
+        seen = set()
+        # FIELD_GUIDE 2.1: a final NUL goes, then one trailing LF; both orders
+        # are indexed because senders differ in which comes last.
+        for line in (payload, payload[:-1] if payload.endswith(b"\0") else payload):
+            line = line[:-1] if line.endswith(b"\n") else line
+            line = line[:-1] if line.endswith(b"\0") else line
+            if line and line not in seen:
+                seen.add(line)
+                out.append(("udp", 0, line))
+    return out
+
+
+def _damage(line: bytes, transport: str) -> list[bytes]:
+    """Variants of a logged line with bytes destroyed on the way in."""
+    out: list[bytes] = []
+    if transport == "tcp":
+        m = _FRAMING_DIGITS.match(line)
+        if m and len(line) > m.end() + 1:
+            # RFC 6587 octet counting: the digits and the following byte are
+            # consumed (FIELD_GUIDE 1).
+            out.append(line[m.end() + 1:])
+    if line.startswith(b"1 ") and len(line) > 2:
+        out.append(line[2:])  # read as the RFC 5424 VERSION field
+    return out
+
+
+class Detector:
+    """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
+
+    def __init__(self, signatures: Sequence[Any], backend: str | None = None) -> None:
+        self.signatures: tuple[Any, ...] = tuple(signatures)
+        self._exact: dict[bytes, list[_Piece]] = {}
+        self._pieces: list[_Piece] = []
+        markers: list[tuple[bytes, int]] = []
+        for si, sig in enumerate(self.signatures):
+            if sig.match == "marker":
+                if sig.payload:
+                    markers.append((bytes(sig.payload), si))
+                continue
+            for transport, frag, line in _logged_lines(bytes(sig.payload), sig.transport):
+                for text, kind in self._variants(line, transport):
+                    self._add(_Piece(si, frag, kind, transport, text, distinctive(text),
+                                     trimmed=False))
+                    for t in {text.strip(_TRIM), text.rstrip(_TRIM), text.lstrip(_TRIM)}:
+                        if t and t != text:
+                            self._add(_Piece(si, frag, kind, transport, t, distinctive(t),
+                                             trimmed=True))
+        # Sorted keys for the truncation bisect.
+        self._sorted = sorted(self._exact)
+        # Substring engine: markers, plus distinctive untrimmed pieces.
+        subs: list[bytes] = []
+        self._sub_info: list[tuple[str, Any]] = []
+        for text, si in markers:
+            subs.append(text)
+            self._sub_info.append(("marker", si))
+        for p in self._pieces:
+            if p.distinctive and not p.trimmed and len(p.text) >= _MIN_SUBSTRING:
+                subs.append(p.text)
+                self._sub_info.append(("piece", p))
+        self._markers = markers
+        self._subs = LiteralSet(subs, backend)
+        self.backend = self._subs.backend
+
+    @staticmethod
+    def _variants(line: bytes, transport: str) -> list[tuple[bytes, str]]:
+        out = [(line, "exact")]
+        for d in _damage(line, transport):
+            out.append((d, "damaged"))
+        for text, _kind in list(out):
+            r = replaced(text)
+            if r != text:
+                out.append((r, "damaged"))
+        return out
+
+    def _add(self, piece: _Piece) -> None:
+        lst = self._exact.setdefault(piece.text, [])
+        for q in lst:
+            if q.sig == piece.sig and q.fragment == piece.fragment and q.transport == piece.transport:
+                return
+        lst.append(piece)
+        self._pieces.append(piece)
+
+    # -- public --------------------------------------------------------------
+
+    def fragments(self) -> list[bytes]:
+        """Raw byte fragments one of which survives intact in any record that
+        holds a line this detector can match, whatever field split the parser
+        made (it splits at spaces, ``:`` and ``[``; FIELD_GUIDE 3). The
+        prefilter escapes them per dialect."""
+        out: set[bytes] = set()
+        for text, _ in self._markers:
+            out.add(text)
+            toks = [t for t in _SPLIT_TOKENS.split(text) if len(t) >= 4]
+            if toks:
+                out.add(max(toks, key=len)[:32])
+        for p in self._pieces:
+            if p.trimmed:
+                continue
+            toks = [t for t in _SPLIT_TOKENS.split(p.text) if t]
+            if not toks:
+                continue
+            # A token with a control or 8-bit byte is rare in ordinary logs;
+            # prefer those. A field boundary can fall between any two tokens,
+            # so every such token is a fragment (a prefix of it is enough,
+            # and survives the 510-byte TAG cut).
+            rich = [t for t in toks if _has_binary(t) or b"\r" in t]
+            chosen = rich if rich else [t for t in toks if len(t) >= 3] or toks
+            for t in chosen:
+                out.add(t[:32])
+        return sorted(out)
+
+    def match(self, line: bytes, *, alternatives: Iterable[bytes] = (),
+              transport: str | None = None) -> list[Match]:
+        """Matches for ``line``, best first; the first candidate (line, then
+        each alternative) that gives any match wins."""
+        for cand in (line, *alternatives):
+            if not cand:
+                continue
+            got = self._match_one(cand, transport)
+            if got:
+                return got
+        return []
+
+    # -- internals -------------------------------------------------------------
+
+    def _conf(self, si: int, kind: str, ambiguous: bool, scale: float = 1.0) -> float:
+        base = self.signatures[si].confidence
+        if base is None:
+            base = DEFAULT_CONFIDENCE
+        c = base * _KIND_FACTOR[kind] * scale
+        if ambiguous:
+            c *= _AMBIGUOUS_FACTOR
+        return round(min(c, 1.0), 4)
+
+    def _ok_transport(self, piece: _Piece, transport: str | None) -> bool:
+        return transport is None or piece.transport == transport
+
+    def _match_one(self, line: bytes, transport: str | None) -> list[Match]:
+        best: dict[int, Match] = {}
+
+        def offer(m: Match) -> None:
+            key = id(m.signature)
+            old = best.get(key)
+            if old is None or (m.confidence, not m.ambiguous) > (old.confidence, not old.ambiguous):
+                best[key] = m
+
+        exact = self._exact.get(line)
+        if exact:
+            for p in exact:
+                if not self._ok_transport(p, transport):
+                    continue
+                amb = not p.distinctive
+                scale = 0.95 if p.trimmed else 1.0
+                offer(Match(self.signatures[p.sig], p.fragment, p.kind,
+                            self._conf(p.sig, p.kind, amb, scale), amb))
+            if best:
+                return self._finish(best)
+
+        # Truncated: the line is a proper prefix of pieces.
+        if len(line.strip(_TRIM)) >= _MIN_TRUNCATED:
+            keys = self._sorted
+            i = bisect_left(keys, line)
+            n = 0
+            hits: list[tuple[_Piece, float]] = []
+            while i < len(keys) and n < _MAX_TRUNC_CANDIDATES and keys[i].startswith(line):
+                key = keys[i]
+                if len(key) > len(line):
+                    for p in self._exact[key]:
+                        if self._ok_transport(p, transport):
+                            hits.append((p, len(line) / len(key)))
+                i += 1
+                n += 1
+            if hits:
+                probes = {self.signatures[p.sig].probe for p, _ in hits}
+                amb = not distinctive(line) or len(probes) > 1
+                for p, ratio in hits:
+                    offer(Match(self.signatures[p.sig], p.fragment, "truncated",
+                                self._conf(p.sig, "truncated", amb, 0.8 + 0.2 * ratio), amb))
+
+        for start, pid in self._subs.find(line):
+            what, info = self._sub_info[pid]
+            if what == "marker":
+                offer(Match(self.signatures[info], 0, "marker", self._conf(info, "marker", False), False))
+                continue
+            p = info
+            if not self._ok_transport(p, transport):
+                continue
+            if start == 0:
+                if len(p.text) < len(line):
+                    offer(Match(self.signatures[p.sig], p.fragment, "prefix",
+                                self._conf(p.sig, "prefix", False), False))
+            elif _has_binary(p.text) and len(p.text) >= 8:
+                # Binary bytes inside a longer line: something in front of them
+                # was damaged or mis-parsed. Text pieces quoted inside a line
+                # (an app logging a request line) are not evidence.
+                offer(Match(self.signatures[p.sig], p.fragment, "damaged",
+                            self._conf(p.sig, "damaged", False), False))
+        return self._finish(best)
+
+    def _finish(self, best: dict[int, Match]) -> list[Match]:
+        out = sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.id))
+        # The same bytes claimed by different probes: the line alone cannot tell
+        # them apart; keep every candidate but say so in the confidence.
+        sure = [m for m in out if not m.ambiguous]
+        if len({(m.signature.probe, m.signature.scanner) for m in sure}) > 1:
+            out = [Match(m.signature, m.fragment, m.kind, round(m.confidence * 0.85, 4), m.ambiguous)
+                   for m in out]
+        return out

@@ -1,0 +1,258 @@
+"""The matching engine on every shape a probe takes once rsyslog has logged it.
+
+Log lines are built here from the catalogue payloads by the FIELD_GUIDE rules
+(independently of the engine's own derivation), then matched.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from probetag.detect._catalogue import Signature, load_catalogue
+from probetag.detect._engine import Detector
+from probetag.detect._prefilter import LiteralSet, available_backends
+
+CATALOGUE = load_catalogue()
+PAYLOAD_SIGS = [s for s in CATALOGUE if s.match == "payload"]
+
+
+def sig(id: str, payload: bytes, *, transport: str = "tcp", probe: str | None = None,
+        scanner: str = "test", match: str = "payload", confidence: float | None = None) -> Signature:
+    return Signature(id=id, probe=probe or id, scanner=scanner, transport=transport, payload=payload,
+                     match=match, confidence=confidence, ports=(), provenance="test", notes="",
+                     source="test")
+
+
+# -- the FIELD_GUIDE rules, written out for the tests -------------------------
+
+def tcp_lines(payload: bytes) -> list[bytes]:
+    """imtcp LF framing: cut at LF, LF removed, CR kept, empty frames dropped,
+    a final NUL removed (FIELD_GUIDE 1, 2.1)."""
+    out = []
+    for part in payload.split(b"\n"):
+        if part.endswith(b"\0"):
+            part = part[:-1]
+        if part:
+            out.append(part)
+    return out
+
+
+def udp_line(payload: bytes) -> bytes:
+    if payload.endswith(b"\0"):
+        payload = payload[:-1]
+    return payload[:-1] if payload.endswith(b"\n") else payload
+
+
+def ids(matches) -> list[str]:
+    return [m.signature.id for m in matches]
+
+
+def best(matches):
+    assert matches, "no match"
+    return matches[0]
+
+
+# Binary and text test signatures covering what the seed catalogue lacks.
+BIN_SPLIT = sig("bin-split", b"\x16\x03\x01\x00\x8f\x01\x00\x00\x8b\x03\x03\nZ\x9c\xe1\x00\x11\x22\x33\x44\x55\x66")
+UDP_SIP = sig("udp-sip", b"OPTIONS sip:nm SIP/2.0\r\nVia: SIP/2.0/UDP nm;branch=foo\r\nCall-ID: 50000\r\n\r\n",
+              transport="udp", scanner="nmap")
+NUL_END = sig("nul-end", b"\x00\x00\x00\xa4\xff\x53\x4d\x42\x72\x00\x00\x00\x00\x08\x01\x40\x00")
+DIGITS = sig("digits", b"0\x84\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06\x00\x01\xab\xcd\xef")
+ONE_SP = sig("one-space", b"1 HELLO-PROBE v2 \x01\x02\x03 end\r\n")
+LONG_BIN = sig("long-bin", bytes(range(0x80, 0x100)) * 5 + b"\x00\x01tail-of-the-probe")
+HIGH = sig("high-bytes", b"\x80\x81zgrab\xfe\xffhandshake\xc3(bad utf8)\r\n")
+MARKER = sig("ua-marker", b"Nmap Scripting Engine", match="marker", scanner="nmap")
+EXTRA = [BIN_SPLIT, UDP_SIP, NUL_END, DIGITS, ONE_SP, LONG_BIN, HIGH, MARKER]
+
+
+@pytest.fixture(scope="module", params=available_backends())
+def det(request) -> Detector:
+    return Detector(CATALOGUE + tuple(EXTRA), backend=request.param)
+
+
+# -- every fragment kind --------------------------------------------------------
+
+@pytest.mark.parametrize("s", PAYLOAD_SIGS, ids=lambda s: s.id)
+def test_every_catalogue_tcp_line_matches_its_probe(det, s):
+    assert s.transport in ("tcp", "any", "udp")
+    lines = tcp_lines(s.payload) if s.transport != "udp" else [udp_line(s.payload)]
+    assert lines
+    for i, line in enumerate(lines):
+        got = det.match(line)
+        mine = [m for m in got if m.signature.id == s.id]
+        assert mine, (line, ids(got))
+        assert mine[0].kind == "exact"
+        if len(line.strip()) >= 8 and re.search(rb"[^A-Za-z0-9]", line.strip()):
+            assert not mine[0].ambiguous
+            assert mine[0].confidence >= 0.5
+
+
+def test_request_line_names_the_probe(det):
+    m = best(det.match(b"GET / HTTP/1.0\r"))
+    assert (m.signature.probe, m.signature.scanner, m.kind, m.fragment) == ("GetRequest", "nmap", "exact", 0)
+    assert not m.ambiguous and m.confidence >= 0.5
+    m = best(det.match(b"OPTIONS / RTSP/1.0\r"))
+    assert m.signature.probe == "RTSPRequest"
+
+
+def test_lone_cr_is_ambiguous_and_low(det):
+    got = det.match(b"\r")
+    assert "nmap-tcp-GetRequest" in ids(got)
+    assert all(m.ambiguous and m.confidence < 0.5 for m in got)
+    assert {m.fragment for m in got if m.signature.id == "nmap-tcp-GetRequest"} == {1}
+
+
+def test_binary_split_at_arbitrary_lf(det):
+    first, second = tcp_lines(BIN_SPLIT.payload)
+    assert ids(det.match(first))[0] == "bin-split"
+    m = best(det.match(second))
+    assert (m.signature.id, m.fragment) == ("bin-split", 1)
+
+
+def test_udp_payload_is_one_line_with_inner_crlf(det):
+    line = udp_line(UDP_SIP.payload)
+    assert b"\r\n" in line
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind, m.ambiguous) == ("udp-sip", "exact", False)
+    # Transport filter: a UDP-only signature is not offered for a TCP line.
+    assert "udp-sip" not in ids(det.match(line, transport="tcp"))
+    assert "udp-sip" in ids(det.match(line, transport="udp"))
+
+
+def test_trailing_nul_removed(det):
+    line = tcp_lines(NUL_END.payload)[0]
+    assert not line.endswith(b"\0")
+    assert best(det.match(line)).signature.id == "nul-end"
+
+
+def test_octet_counting_eats_digits_and_next_byte(det):
+    line = DIGITS.payload[2:]  # "0" and 0x84 consumed by imtcp
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind) == ("digits", "damaged")
+    assert not m.ambiguous and m.confidence >= 0.5
+
+
+def test_rfc5424_version_rule_eats_one_space(det):
+    line = tcp_lines(ONE_SP.payload)[0][2:]
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind) == ("one-space", "damaged")
+
+
+def test_tag_cut_at_510_bytes(det):
+    full = tcp_lines(LONG_BIN.payload)[0]
+    assert len(full) > 510
+    line = full[:510]
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind) == ("long-bin", "truncated")
+    assert m.confidence >= 0.5
+
+
+def test_utf8_replacement(det):
+    line = tcp_lines(HIGH.payload)[0].decode("utf-8", "replace").encode("utf-8")
+    assert "\ufffd".encode() in line
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind) == ("high-bytes", "damaged")
+
+
+def test_rfc5424_printable_prefix(det):
+    # SyslogProtocol23Format keeps only the printable prefix (FIELD_GUIDE 3).
+    m = best(det.match(b"GET /nice%20ports%2C/Tri"))
+    assert (m.signature.probe, m.kind) == ("FourOhFourRequest", "truncated")
+    assert m.confidence >= 0.5
+
+
+def test_short_prefix_shared_by_probes_is_ambiguous(det):
+    got = det.match(b"OPTIONS / ")
+    assert {"nmap-tcp-HTTPOptions", "nmap-tcp-RTSPRequest"} <= set(ids(got))
+    assert all(m.ambiguous for m in got)
+
+
+def test_piece_at_start_of_longer_line_is_prefix(det):
+    m = best(det.match(b"GET /nice%20ports%2C/Tri%6Eity.txt%2ebak HTTP/1.0\r trailing junk"))
+    assert (m.signature.probe, m.kind) == ("FourOhFourRequest", "prefix")
+
+
+def test_marker_anywhere(det):
+    m = best(det.match(b'10.0.0.9 - - "GET /x HTTP/1.1" 404 "Mozilla/5.0 (compatible; Nmap Scripting Engine)"'))
+    assert (m.signature.id, m.kind, m.ambiguous) == ("ua-marker", "marker", False)
+
+
+def test_binary_piece_inside_line_is_damaged(det):
+    line = b"xx" + tcp_lines(NUL_END.payload)[0]
+    m = best(det.match(line))
+    assert (m.signature.id, m.kind) == ("nul-end", "damaged")
+
+
+def test_alternatives_tried_after_line(det):
+    got = det.match(b"GET / HTTP/1.0#015", alternatives=(b"GET / HTTP/1.0\r",))
+    assert best(got).signature.probe == "GetRequest"
+
+
+NEAR_MISSES = [
+    b'nginx: 10.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.0"',
+    b"proxy: upstream sent GET / HTTP/1.0\r",
+    b'{"level":"info","msg":"request GET / HTTP/1.0 done","status":200}',
+    b"the sequence #015 is how rsyslog writes a carriage return",
+    b"key=value\tuser=alice\tstatus=ok",
+    b"Windows service started successfully\r",
+    b"\xc3\xa9v\xc3\xa9nement enregistr\xc3\xa9 \xe2\x80\x94 caf\xc3\xa9 ouvert",
+    b"kernel: [12345.678] eth0: link up, 1000Mbps, full-duplex",
+    b"sshd[812]: Accepted publickey for root from 10.0.0.5 port 50122",
+    b"GET",
+    b"2026-11-27 12:00:00 INFO started",
+]
+
+
+@pytest.mark.parametrize("line", NEAR_MISSES)
+def test_benign_near_misses_do_not_match(det, line):
+    got = det.match(line)
+    assert all(m.ambiguous and m.confidence < 0.5 for m in got), [(m.signature.id, m.kind) for m in got]
+    if line not in (b"GET",):
+        assert got == []
+
+
+# -- backends agree -----------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pats=st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=25),
+       data=st.binary(max_size=200), glue=st.lists(st.integers(0, 24), max_size=8))
+def test_literal_backends_agree(pats, data, glue):
+    # Plant some of the patterns in the data so there is something to find.
+    for g in glue:
+        data += pats[g % len(pats)] + data[:3]
+    results = {b: LiteralSet(pats, b).find(data) for b in available_backends()}
+    ref = results["re"]
+    # Independent oracle.
+    expect = sorted((i, k) for k, p in enumerate(pats) for i in range(len(data)) if data.startswith(p, i))
+    assert ref == expect
+    for b, got in results.items():
+        assert got == ref, b
+
+
+_ALL = CATALOGUE + tuple(EXTRA)
+_DETECTORS = {b: Detector(_ALL, backend=b) for b in available_backends()}
+_PIECES = sorted({p for s in _ALL for p in tcp_lines(s.payload)} | {udp_line(s.payload) for s in _ALL})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=12)), min_size=1, max_size=4),
+       cut=st.integers(0, 600))
+def test_engine_backends_agree_on_generated_lines(parts, cut):
+    line = b"".join(parts)
+    line = line[:cut] if cut < len(line) and cut > 0 else line
+    seen = {}
+    for b, d in _DETECTORS.items():
+        seen[b] = [(m.signature.id, m.fragment, m.kind, m.confidence, m.ambiguous) for m in d.match(line)]
+    ref = seen["re"]
+    for b, got in seen.items():
+        assert got == ref, b
+
+
+def test_backends_available():
+    # hyperscan and pyahocorasick are project dependencies: a missing one must
+    # fail here rather than silently test only the fallback.
+    assert available_backends() == ("hyperscan", "ahocorasick", "re")
