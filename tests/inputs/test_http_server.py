@@ -77,7 +77,8 @@ async def read_response(reader):
 class Harness:
     def __init__(self, stream, **flow):
         self.cfg = config_from_mapping({"http": {"address": "127.0.0.1:0"},
-                                        "flow": {"batch_records": 100, **flow}})
+                                        "flow": {"batch_records": 100, **flow},
+                                        "detect": {"enabled": False}})
         self.metrics = Metrics()
         self.output = StdoutOutput(self.cfg.output, self.metrics, stream=stream)
         self.pipeline = Pipeline(Processor(self.cfg, self.metrics), self.output, self.cfg.flow, self.metrics)

@@ -1,0 +1,228 @@
+"""Input for Vector's ``socket`` sink: TCP, one JSON object per line. No acks.
+
+Theory of operation
+-------------------
+* Vector's ``socket`` sink with ``mode: tcp`` and ``encoding.codec: json``
+  writes each event as one JSON object followed by ``\\n`` (the default
+  ``newline_delimited`` framing, FORWARD_NOTES §4.1). There is no
+  application-level ack: an event counts as delivered for Vector once it is
+  written to the socket. This input therefore gives **no delivery
+  guarantee**: what is in the kernel buffers or in our pipeline when
+  probetag stops is lost. Use the HTTP input when that matters.
+* ``LineSplitter`` (sans-I/O) cuts the byte stream into lines. A line longer
+  than ``ndjson.max_line_bytes`` is not buffered: the splitter reports it
+  once as ``LineTooLong`` and discards bytes up to its newline. ``\\r\\n``
+  is accepted as well as ``\\n``. A final line without a newline is taken at
+  EOF.
+* Each line is mapped like an HTTP event (``_vector.event_to_entry``). Bad
+  lines (not JSON, not an object, too long) are counted as
+  ``records_in`` + ``records_rejected{reason}`` and logged once per
+  connection with the peer address (first reason; the count is in the
+  close log line), so a misconfigured sender cannot flood the log.
+* Backpressure: before each read the connection awaits the pipeline's
+  capacity, so a full pipeline stops reading and TCP pushes back on Vector.
+  Lines of one read are handed over in chunks of at most
+  ``flow.batch_records`` per tag.
+* Vector connects once at start-up as a healthcheck and closes without
+  sending; it also polls the socket for a peer close before each write and
+  discards anything read. So the server never writes to the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+from .._config import Config, parse_hostport
+from .._metrics import Metrics
+from .._stage import pack_entry
+from ._vector import event_to_entry
+
+if TYPE_CHECKING:
+    from .._runtime import Pipeline
+
+__all__ = ["LineSplitter", "LineTooLong", "NdjsonInput", "lines_to_chunks"]
+
+log = logging.getLogger("probetag.inputs.ndjson")
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """A line over the bound was skipped; ``length`` is at least this many bytes."""
+
+    length: int
+
+
+class LineSplitter:
+    """Bytes in, complete lines (bytes, without the newline) or LineTooLong out."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max = max_line_bytes
+        self._buf = bytearray()
+        self._skipping = 0  # >0: inside an over-long line, this many bytes seen
+
+    def feed(self, data: bytes) -> Iterator[bytes | LineTooLong]:
+        start = 0
+        n = len(data)
+        while start < n:
+            nl = data.find(b"\n", start)
+            if self._skipping:
+                if nl < 0:
+                    self._skipping += n - start
+                    return
+                yield LineTooLong(self._skipping + nl - start)
+                self._skipping = 0
+                start = nl + 1
+                continue
+            if nl < 0:
+                self._buf += data[start:]
+                if len(self._buf) > self.max:
+                    self._skipping = len(self._buf)
+                    self._buf.clear()
+                return
+            if len(self._buf) + nl - start > self.max:
+                yield LineTooLong(len(self._buf) + nl - start)
+                self._buf.clear()
+            else:
+                if self._buf:
+                    self._buf += data[start:nl]
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                else:
+                    line = data[start:nl]
+                yield line[:-1] if line.endswith(b"\r") else line
+            start = nl + 1
+
+    def eof(self) -> Iterator[bytes | LineTooLong]:
+        """The stream ended: a final line without a newline still counts."""
+        if self._skipping:
+            yield LineTooLong(self._skipping)
+            self._skipping = 0
+        elif self._buf:
+            line = bytes(self._buf)
+            self._buf.clear()
+            yield line[:-1] if line.endswith(b"\r") else line
+
+
+def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_field: str,
+                    time_field: str, batch: int
+                    ) -> tuple[list[tuple[str, bytes, int]], dict[str, int], str | None]:
+    """Lines -> ([(tag, entries, count)], rejected reason -> count, first error)."""
+    by_tag: dict[str, list[bytes]] = {}
+    chunks: list[tuple[str, bytes, int]] = []
+    rejected: dict[str, int] = {}
+    first: str | None = None
+    for line in lines:
+        if isinstance(line, LineTooLong):
+            reason, why = "line_too_long", f"line of {line.length}+ bytes over the limit"
+        else:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError as exc:
+                reason, why = "bad_json", f"not JSON: {exc}"
+            else:
+                try:
+                    m = event_to_entry(value, default_tag=default_tag, tag_field=tag_field,
+                                       time_field=time_field)
+                except ValueError as exc:
+                    reason, why = "event_not_object", str(exc)
+                else:
+                    parts = by_tag.setdefault(m.tag, [])
+                    parts.append(pack_entry(m.time, m.record))
+                    if len(parts) >= batch:
+                        chunks.append((m.tag, b"".join(parts), len(parts)))
+                        del by_tag[m.tag]
+                    continue
+        rejected[reason] = rejected.get(reason, 0) + 1
+        first = first or why
+    chunks.extend((tag, b"".join(parts), len(parts)) for tag, parts in by_tag.items())
+    return chunks, rejected, first
+
+
+class NdjsonInput:
+    """The asyncio server. ``await start()``, ``await close()``."""
+
+    def __init__(self, config: Config, metrics: Metrics, pipeline: "Pipeline") -> None:
+        self.config = config
+        self.cfg = config.ndjson
+        self.metrics = metrics
+        self.pipeline = pipeline
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        assert self.cfg.address is not None, "ndjson.address is not set"
+        host, port = parse_hostport(self.cfg.address)
+        self._server = await asyncio.start_server(self._client, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("ndjson input listening on %s:%s (no acks)", host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._conns):
+            t.cancel()
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        peer = writer.get_extra_info("peername")
+        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.metrics.inc("ndjson_connections")
+        splitter = LineSplitter(self.cfg.max_line_bytes)
+        state = {"bad": 0, "logged": False}
+        try:
+            while True:
+                await self.pipeline.wait_capacity()
+                try:
+                    data = await asyncio.wait_for(reader.read(256 * 1024), self.config.listen.idle_timeout)
+                except asyncio.TimeoutError:
+                    self.metrics.inc("ndjson_idle_closed")
+                    break
+                if not data:
+                    self._hand_over(list(splitter.eof()), peer_s, state)
+                    break
+                self._hand_over(list(splitter.feed(data)), peer_s, state)
+        except ConnectionError as exc:
+            self.metrics.inc("ndjson_connection_errors")
+            log.debug("ndjson %s: %s", peer_s, exc)
+        finally:
+            self._conns.discard(task)
+            if state["bad"]:
+                log.warning("ndjson %s: connection closed, %d bad line(s) rejected", peer_s, state["bad"])
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except (OSError, asyncio.TimeoutError):
+                pass
+
+    def _hand_over(self, lines: list[bytes | LineTooLong], peer: str, state: dict[str, int | bool]) -> None:
+        if not lines:
+            return
+        chunks, rejected, first = lines_to_chunks(
+            lines, default_tag=self.cfg.default_tag, tag_field=self.cfg.tag_field,
+            time_field=self.cfg.time_field, batch=self.config.flow.batch_records)
+        if rejected:
+            n = sum(rejected.values())
+            state["bad"] = int(state["bad"]) + n
+            for reason, k in rejected.items():
+                self.metrics.inc("records_in", k)
+                self.metrics.inc("records_rejected", k, reason=reason)
+            if not state["logged"]:
+                state["logged"] = True
+                log.warning("ndjson %s: bad line rejected (%s); further ones on this connection "
+                            "are only counted", peer, first)
+        for tag, entries, count in chunks:
+            self.metrics.inc("ndjson_events", count)
+            self.pipeline.submit(tag, entries, len(entries))
