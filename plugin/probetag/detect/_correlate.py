@@ -1,0 +1,215 @@
+"""Per-source correlation: lines of one sender close in time belong together.
+
+Theory of operation
+-------------------
+* rsyslog logs one TCP connection or datagram as one or more lines that share
+  only the sender address and nearly the same time (FIELD_GUIDE 1, 5): there
+  is no source port to link them. So the key is the *source* (sender
+  address; the caller falls back to the record's host field), and lines of
+  one source within ``window`` seconds of each other are one connection.
+* ``observe(source, t, matches, following=...)`` is called for every line the
+  engine produced matches for, in stream order, and returns a ``Verdict``:
+
+  - a line with a distinctive match is a probe line on its own; it becomes
+    the source's *context* (signature, confidence, time);
+  - a line with only ambiguous matches (``\\r``, a common word) inherits the
+    context's probe when the context is at most ``window`` old and the same
+    signature could have produced the line (``GET / HTTP/1.0\\r`` then
+    ``\\r``). Otherwise it stays untagged.
+  - Look-behind across chunks, look-ahead only inside a chunk: a record
+    stream cannot be held back to wait for the next line without adding
+    latency to every record, but a chunk is processed at once, so the stage
+    passes the next distinctive match of the same source in the same chunk
+    as ``following``. An ambiguous line that is the *first* line of a
+    connection and the last line of its chunk stays untagged (documented
+    miss; it is not a distinctive line anyway).
+  - consecutive lines of the same signature within ``window`` form one
+    *group* (``group_lines`` counts them); all lines of a source form one
+    *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
+    hash of the source and the scan's first time, so replaying the same log
+    gives the same ids.
+
+* **Event time, not wall clock.** ``t`` is the record's own time. Replaying
+  a day of logs through probetag in a minute then groups lines exactly as
+  they happened, and ``expire(now)`` must be called with a time on the same
+  scale: the stage uses the highest event time it has seen, a live server
+  may pass the wall clock (records then arrive in near real time).
+* Bounded: at most ``max_sources`` sources are tracked; the least recently
+  seen is evicted (its scan summary is emitted early and the eviction is
+  counted as ``correlation_evicted``). Only lines with a distinctive match
+  create state, so benign ``#015`` lines cannot fill the table.
+* ``expire(now)`` returns summary dicts for scans idle for ``scan_idle``
+  (plus any ended early by a new scan of the same source or an eviction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ._engine import Match
+
+__all__ = ["Correlator", "Verdict"]
+
+#: An inherited probe is a little less sure than the line it leans on.
+_INHERIT_FACTOR = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    match: Match
+    confidence: float
+    scan_id: str
+    group: int  # ordinal of the group inside the scan
+    group_lines: int  # lines in the group so far, this one included
+    inherited: bool
+
+
+@dataclass(slots=True)
+class _Scan:
+    source: str
+    scan_id: str
+    first: float
+    last: float
+    lines: int = 0
+    probes: dict[str, int] = field(default_factory=dict)
+    scanners: dict[str, int] = field(default_factory=dict)
+    # context: the last distinctive match and its time
+    ctx: Match | None = None
+    ctx_conf: float = 0.0
+    ctx_t: float = float("-inf")
+    group: int = 0
+    group_lines: int = 0
+    group_sig: str | None = None
+    group_t: float = float("-inf")
+    group_frag: int = -1
+
+
+def _scan_id(source: str, first: float) -> str:
+    return hashlib.blake2b(f"{source}|{first:.6f}".encode("utf-8", "surrogateescape"),
+                           digest_size=8).hexdigest()
+
+
+class Correlator:
+    def __init__(self, window: float = 5.0, scan_idle: float = 60.0, max_sources: int = 100_000,
+                 metrics: Any = None) -> None:
+        if max_sources <= 0:
+            raise ValueError("max_sources must be > 0")
+        self.window = window
+        self.scan_idle = scan_idle
+        self.max_sources = max_sources
+        self.metrics = metrics
+        self._sources: OrderedDict[str, _Scan] = OrderedDict()
+        self._ended: list[dict[str, Any]] = []
+        self.high_water = float("-inf")  # highest event time observed
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def observe(self, source: str | None, t: float, matches: Sequence[Match], *,
+                following: Match | None = None) -> Verdict | None:
+        """The verdict for one line, or None when it stays untagged."""
+        if not matches:
+            return None
+        if t > self.high_water:
+            self.high_water = t
+        src = source or "-"
+        sure = [m for m in matches if not m.ambiguous]
+        scan = self._sources.get(src)
+        if scan is not None and t - scan.last > self.scan_idle:
+            self._end(src)  # silent too long: that scan is over
+            scan = None
+        if sure:
+            m = sure[0]
+            scan = self._touch(src, t, scan)
+            scan.ctx, scan.ctx_conf, scan.ctx_t = m, m.confidence, t
+            return self._record(scan, m, m.confidence, t, inherited=False)
+        # Only ambiguous matches: lean on the context.
+        by_sig = {m.signature.id: m for m in matches}
+        if scan is not None and scan.ctx is not None and 0 <= t - scan.ctx_t <= self.window:
+            m = by_sig.get(scan.ctx.signature.id)
+            if m is not None:
+                scan = self._touch(src, t, scan)
+                scan.ctx_t = t  # the connection is still talking
+                return self._record(scan, m, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True)
+        if following is not None:
+            m = by_sig.get(following.signature.id)
+            if m is not None:
+                scan = self._touch(src, t, scan)
+                return self._record(scan, m, following.confidence * _INHERIT_FACTOR, t, inherited=True)
+        return None
+
+    def expire(self, now: float) -> list[dict[str, Any]]:
+        """Summaries of scans ended so far and of scans idle at ``now``."""
+        idle = [s for s, scan in self._sources.items() if now - scan.last >= self.scan_idle]
+        for s in idle:
+            self._end(s)
+        out, self._ended = self._ended, []
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End every scan (shutdown)."""
+        for s in list(self._sources):
+            self._end(s)
+        out, self._ended = self._ended, []
+        return out
+
+    # -- internals -------------------------------------------------------------
+
+    def _touch(self, src: str, t: float, scan: _Scan | None) -> _Scan:
+        if scan is None:
+            scan = _Scan(src, _scan_id(src, t), t, t)
+            self._sources[src] = scan
+            while len(self._sources) > self.max_sources:
+                old, _ = next(iter(self._sources.items()))
+                self._end(old)
+                if self.metrics is not None:
+                    self.metrics.inc("correlation_evicted")
+        else:
+            self._sources.move_to_end(src)
+        if t > scan.last:
+            scan.last = t
+        if t < scan.first:
+            scan.first = t
+        return scan
+
+    def _record(self, scan: _Scan, m: Match, conf: float, t: float, *, inherited: bool) -> Verdict:
+        sig = m.signature
+        scan.lines += 1
+        scan.probes[sig.probe] = scan.probes.get(sig.probe, 0) + 1
+        scan.scanners[sig.scanner] = scan.scanners.get(sig.scanner, 0) + 1
+        # A new group starts with another signature, after a pause, or when a
+        # distinctive line goes back to an earlier fragment (a new connection
+        # sending the same probe again).
+        same = (scan.group_sig == sig.id and scan.group_lines > 0
+                and 0 <= t - scan.group_t <= self.window
+                and (inherited or m.fragment > scan.group_frag))
+        if same:
+            scan.group_lines += 1
+        else:
+            scan.group += 1
+            scan.group_lines = 1
+        scan.group_sig = sig.id
+        scan.group_t = t
+        if not inherited or not same:
+            scan.group_frag = m.fragment
+        return Verdict(m, round(conf, 4), scan.scan_id, scan.group, scan.group_lines, inherited)
+
+    def _end(self, src: str) -> None:
+        scan = self._sources.pop(src, None)
+        if scan is None:
+            return
+        scanners = sorted(scan.scanners, key=lambda k: (-scan.scanners[k], k))
+        self._ended.append({
+            "source": scan.source,
+            "scan_id": scan.scan_id,
+            "first_seen": scan.first,
+            "last_seen": scan.last,
+            "probes": dict(sorted(scan.probes.items())),
+            "probe_count": len(scan.probes),
+            "scanner": scanners[0] if scanners else None,
+            "scanners": scanners,
+            "lines": scan.lines,
+        })
