@@ -42,7 +42,7 @@ class Output(Protocol):
 _OUTPUTS: dict[str, tuple[str, str]] = {
     "stdout": ("probetag.outputs.stdout", "StdoutOutput"),
     "forward": ("probetag.outputs.forward_client", "ForwardOutput"),
-    "ndjson": ("probetag.outputs.ndjson", "NdjsonOutput"),
+    "ndjson": ("probetag.outputs.ndjson_client", "NdjsonOutput"),
 }
 
 
