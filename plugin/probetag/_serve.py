@@ -1,0 +1,185 @@
+"""``probetag serve``: wire config, processor, inputs and output, run until signalled.
+
+Theory of operation
+-------------------
+* ``Service`` owns one event loop's worth of parts: the ``Processor``, the
+  output (``make_output``), the ``Pipeline`` (flow control, end-to-end
+  settling) and the forward input. ``start()`` binds and returns;
+  ``stop()`` shuts down in the order that keeps the at-least-once promise:
+  1. stop accepting; keep reading open connections for ``READ_GRACE``
+     seconds, so what a client without acks (fluent-logger) wrote just
+     before the signal is still taken in; then stop reading;
+  2. drain: wait, up to ``drain_timeout``, until every record in flight is
+     settled downstream; their upstream acks are written as they settle;
+  3. close the sockets and the output. Whatever was still in flight when the
+     bound ran out is simply not acked upstream, so the clients resend it.
+* CLI flags override the file: ``--listen`` sets ``listen.address``,
+  ``--forward-to`` sets ``output.type=forward`` and ``output.address``.
+  Config errors print ``error: FILE:LINE: KEY: reason`` and exit 2.
+* SIGINT/SIGTERM start the shutdown; a second signal exits at once.
+* ``--demo`` sends the bundled sample (``probetag/samples/demo.jsonl``) to
+  our own listener with the fluent-logger client once serving, so the
+  enriched JSON lines show on stdout, then keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import BinaryIO
+
+from ._config import Config, ConfigError, load_config, replace
+from ._metrics import Metrics
+from ._runtime import Pipeline, log_event, setup_logging
+from ._stage import Processor
+
+__all__ = ["Service", "main", "build_config"]
+
+DRAIN_TIMEOUT = 10.0
+READ_GRACE = 0.5
+
+
+class Service:
+    """The running processor. ``await start()``, ``listen_port``, ``await stop()``."""
+
+    def __init__(self, config: Config, metrics: Metrics | None = None,
+                 stdout: BinaryIO | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.stdout = stdout
+        self.pipeline: Pipeline | None = None
+        self.server = None
+        self.inputs: list = []  # further inputs (HTTP), started after the forward one
+        self.listen_port = 0
+        self.listen_host = ""
+
+    async def start(self) -> None:
+        from .inputs.forward_server import ForwardServer
+        from .outputs import make_output
+
+        processor = Processor(self.config, self.metrics)
+        if self.config.output.type == "stdout":
+            from .outputs.stdout import StdoutOutput
+            output = StdoutOutput(self.config.output, self.metrics, self.stdout)
+        else:
+            output = make_output(self.config, self.metrics)
+        self.pipeline = Pipeline(processor, output, self.config.flow, self.metrics)
+        await self.pipeline.start()
+        self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics)
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.pipeline.close()
+            raise
+        self.listen_host, self.listen_port = self.server.host, self.server.port
+        if self.config.http.address:
+            from .inputs.http import HttpInput
+            http = HttpInput(self.config, self.metrics, self.pipeline)
+            await http.start()
+            self.inputs.append(http)
+        if self.config.ndjson.address:  # Vector socket sink input (no acks)
+            from .inputs.ndjson import NdjsonInput
+            ndjson = NdjsonInput(self.config, self.metrics, self.pipeline)
+            await ndjson.start()
+            self.inputs.append(ndjson)
+        out = self.config.output
+        log_event(logging.INFO, "serving", output=out.type,
+                  downstream=out.address if out.type != "stdout" else "-")
+
+    async def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> bool:
+        """Shut down; True if everything in flight was settled in time."""
+        assert self.pipeline is not None and self.server is not None
+        await self.server.stop_accepting()
+        for extra in self.inputs:
+            # HTTP answers a request only once it is settled: closing the
+            # listener first and the open requests after the drain keeps that.
+            server = getattr(extra, "_server", None)
+            if server is not None:
+                server.close()
+        await asyncio.sleep(min(READ_GRACE, drain_timeout))
+        self.server.stop_reading()
+        drained = await self.pipeline.drain(drain_timeout)
+        left = self.pipeline.flow.records
+        await self.server.close()
+        for extra in self.inputs:
+            await extra.close()
+        await self.pipeline.close()
+        log_event(logging.INFO if drained else logging.WARNING, "stopped",
+                  drained=drained, unsettled_records=left)
+        return drained
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config)
+    if args.listen:
+        cfg = replace(cfg, listen={"address": args.listen})
+    if args.forward_to:
+        cfg = replace(cfg, output={"type": "forward", "address": args.forward_to})
+    return cfg
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="probetag serve",
+        description="Run the stream processor: forward protocol in, enriched records out "
+                    "(forward protocol to --forward-to, or JSON lines on stdout).")
+    ap.add_argument("-c", "--config", metavar="CONFIG.yaml", help="YAML config file (default: built-in defaults)")
+    ap.add_argument("--listen", metavar="HOST:PORT", help="forward input address (overrides listen.address)")
+    ap.add_argument("--forward-to", metavar="HOST:PORT",
+                    help="send to this forward server (sets output.type=forward, output.address)")
+    ap.add_argument("--demo", action="store_true",
+                    help="send the bundled sample to ourselves once serving, then keep serving")
+    ap.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, metavar="SECONDS",
+                    help="on SIGINT/SIGTERM, wait this long for in-flight records to be acked")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        where = exc.file or (args.config or "<command line>")
+        line = f"{exc.line}:" if exc.line is not None else ""
+        key = f" {exc.key}:" if exc.key else ""
+        print(f"error: {where}:{line}{key} {exc.reason}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        return asyncio.run(_serve(cfg, args.demo, args.drain_timeout))
+    except OSError as exc:  # bind failure and the like
+        log_event(logging.ERROR, "fatal", reason=str(exc))
+        return 1
+
+
+async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log_event(logging.WARNING, "exit_now", signal=signal.Signals(signum).name)
+            raise SystemExit(1)
+        log_event(logging.INFO, "shutdown", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, on_signal, s)
+    service = Service(cfg)
+    await service.start()
+    demo_task = None
+    if demo:
+        from .samples import send_demo
+        demo_task = loop.create_task(
+            asyncio.to_thread(send_demo, service.listen_host, service.listen_port))
+    await stop.wait()
+    if demo_task is not None and not demo_task.done():
+        demo_task.cancel()
+    drained = await service.stop(drain_timeout)
+    return 0 if drained else 1

@@ -1,0 +1,368 @@
+"""Input: the Fluentd forward-protocol server (TCP, optional TLS, UDP heartbeat).
+
+Theory of operation
+-------------------
+* Thin asyncio glue. All parsing, handshake and ack encoding is done by the
+  sans-I/O ``probetag.forward.ServerConnection``; this module moves bytes
+  between it and the socket and hands each ``Chunk`` to the ``Pipeline``.
+* One task per connection runs the loop: drain events, then (after waiting
+  for pipeline capacity) read once more. Before every chunk is handed over
+  and before every read the task awaits ``Pipeline.wait_capacity()``: when
+  the in-flight bound is hit the connection simply stops reading, the
+  StreamReader stops the transport once its buffer is full, and the sender's
+  writes block (TCP flow control). Nothing is buffered beyond the bound.
+* Acks are end to end: ``{"ack": chunk}`` is written from the pipeline's
+  settle callback, i.e. only after every record of the chunk is acked
+  downstream (or flushed to stdout). Acks may therefore leave in a different
+  order than chunks arrived; Fluentd and Fluent Bit match them by chunk id.
+  If the output cannot take the chunk (shutdown, stdout gone) the connection
+  is closed without an ack so the client resends (FD-OUT rolls back).
+* A chunk without ``chunk`` option gets no reply (SPEC1 "Response").
+* Peer errors (``ProtocolError``) are counted in ``frames_rejected{reason}``;
+  the first one of a connection is logged with the peer address (never the
+  key or passwords); a fatal one closes the connection. A connection opened
+  and closed without data is Fluentd's transport heartbeat (FD-OUT
+  ``send_heartbeat``): normal, not an error.
+* Timeouts: ``handshake_timeout`` until the PING/PONG is done (only with a
+  shared key; also given to asyncio as the TLS handshake timeout),
+  ``idle_timeout`` between reads afterwards. A connection that waits for
+  pipeline capacity is not idle: the wait is ours.
+* ``max_connections``: one more connection is accepted and closed at once
+  (``connections_refused``); the listening socket keeps accepting.
+* ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
+  request, write its ack when it settles, then close.
+* UDP heartbeat on the same port: ``handle_udp_heartbeat`` decides the reply
+  (Fluentd answers ``0x00`` to ``0x00``).
+* Shutdown: ``stop_accepting()`` closes the listener, ``stop_reading()``
+  makes every connection stop reading (data not yet handed over is never
+  acked, so the client resends it). Acks for what is in flight still go out while the
+  runtime drains; ``close()`` then closes the sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Any
+
+from .._config import Listen, parse_hostport
+from .._metrics import Metrics
+from .._runtime import Pipeline, log_event
+from ..forward import (
+    CLOSED,
+    NEED_DATA,
+    Chunk,
+    HandshakeReply,
+    Heartbeat,
+    Limits,
+    ProtocolError,
+    ServerConnection,
+    ServerSecurity,
+    handle_udp_heartbeat,
+)
+
+__all__ = ["ForwardServer", "server_ssl_context", "format_peer"]
+
+READ_SIZE = 64 * 1024
+_log = logging.getLogger("probetag")
+
+
+def format_peer(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr or "unknown")
+
+
+def server_ssl_context(tls: Any) -> ssl.SSLContext:
+    """TLS for the listener; client certificates are required and verified
+    against ``ca_file`` when it is set."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.ca_file:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(tls.ca_file)
+    return ctx
+
+
+class _UdpHeartbeat(asyncio.DatagramProtocol):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = handle_udp_heartbeat(data)
+        if reply is None:
+            self.metrics.inc("frames_rejected", reason="udp_not_heartbeat")
+            return
+        self.metrics.inc("heartbeats", transport="udp")
+        if self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class _Connection:
+    """One TCP connection: its ServerConnection, read loop and pending acks."""
+
+    def __init__(self, server: ForwardServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = format_peer(writer.get_extra_info("peername"))
+        cfg = server.config
+        self.proto = ServerConnection(self.peer, limits=server.limits, security=server.security)
+        self.authenticated = server.security is None
+        self.pending = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.stopping = False
+        self.closed = False
+        self.logged_error = False
+        self.requests = 0
+        self.deny_keepalive = cfg.deny_keepalive
+
+    # -- settle callbacks (called by the pipeline) ---------------------------
+
+    def _on_settled(self, chunk_id: Any, ok: bool) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self._settled.set()
+        if self.closed:
+            return
+        if not ok:
+            # Not delivered: no ack, and close so the client resends promptly
+            # instead of waiting out its ack timeout.
+            self._close()
+            return
+        if chunk_id is not None:
+            self.writer.write(self.proto.ack_bytes(chunk_id))
+            self.server.metrics.inc("acks_sent")
+
+    # -- main loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        m = self.server.metrics
+        loop = asyncio.get_running_loop()
+        initial = self.proto.initial_bytes()
+        if initial:
+            self.writer.write(initial)
+        handshake_deadline = loop.time() + self.server.config.handshake_timeout
+        while not self.stopping:
+            ev = self.proto.next_event()
+            if ev is NEED_DATA:
+                await self.server.pipeline.wait_capacity()
+                if self.stopping:
+                    break
+                if self.authenticated:
+                    timeout = self.server.config.idle_timeout
+                    reason = "idle_timeout"
+                else:
+                    timeout = max(0.0, handshake_deadline - loop.time())
+                    reason = "handshake_timeout"
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                except asyncio.TimeoutError:
+                    m.inc("connections_timed_out", reason=reason)
+                    self._log_once(reason, fatal=True)
+                    break
+                except (ConnectionError, ssl.SSLError, OSError) as exc:
+                    m.inc("connections_reset")
+                    self._log_once("read_error", fatal=True, detail=type(exc).__name__)
+                    break
+                if self.stopping:
+                    break
+                self.proto.receive_data(data)
+                continue
+            if ev is CLOSED:
+                break
+            if isinstance(ev, Chunk):
+                await self._chunk(ev)
+                if self.deny_keepalive:
+                    break
+            elif isinstance(ev, Heartbeat):
+                m.inc("heartbeats", transport="tcp")
+            elif isinstance(ev, HandshakeReply):
+                if ev.data:
+                    self.writer.write(ev.data)
+                if ev.ok:
+                    self.authenticated = True
+                else:
+                    m.inc("handshake_failures", reason=_reason_label(ev.reason))
+                    self._log_once("handshake_failed", fatal=True, detail=ev.reason)
+                    break
+            elif isinstance(ev, ProtocolError):
+                m.inc("frames_rejected", reason=ev.reason)
+                self._log_once(ev.reason, fatal=ev.fatal, detail=ev.detail)
+                if ev.fatal:
+                    break
+            else:  # pragma: no cover - a new event type is our bug
+                raise TypeError(f"unexpected forward event {ev!r}")
+        # Acks of chunks already handed over still go out on this socket
+        # (the peer may have half-closed; Fluentd waits for acks before it
+        # closes). The runtime bounds this wait at shutdown.
+        await self._settled.wait()
+
+    async def _chunk(self, ev: Chunk) -> None:
+        m = self.server.metrics
+        await self.server.pipeline.wait_capacity()
+        if self.stopping:
+            return  # shutdown while waiting: not handed over, never acked
+        m.inc("frames_in", mode=str(ev.mode))
+        self.requests += 1
+        tag = ev.tag
+        prefix = self.server.config.tag_prefix
+        if prefix:
+            tag = f"{prefix}.{tag}"
+        chunk_id = ev.chunk_id
+        self.pending += 1
+        self._settled.clear()
+        try:
+            self.server.pipeline.submit(tag, ev.entries, len(ev.entries),
+                                        lambda ok: self._on_settled(chunk_id, ok))
+        except Exception:
+            # A bug in processing must not take the server down; the chunk is
+            # not acked, so the client keeps it and resends.
+            m.inc("internal_errors", where="process")
+            _log.exception("event=process_failed peer=%s tag=%s", self.peer, tag)
+            self._on_settled(chunk_id, False)
+
+    def _log_once(self, reason: str, *, fatal: bool, detail: Any = None) -> None:
+        if self.logged_error:
+            return
+        self.logged_error = True
+        fields: dict[str, Any] = {"peer": self.peer, "reason": reason, "fatal": fatal}
+        if detail:
+            fields["detail"] = str(detail)[:200]
+        log_event(logging.WARNING, "forward_peer_error", **fields)
+
+    def stop(self) -> None:
+        """Stop reading (shutdown). Acks of handed-over chunks still go out."""
+        self.stopping = True
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.pause_reading()
+        self.reader.feed_eof()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stopping = True
+        self.writer.close()
+
+    async def close(self) -> None:
+        self._close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass
+
+
+def _reason_label(reason: str | None) -> str:
+    # PONG reasons may name the client address ("anonymous source host
+    # '10.1.2.3' denied"); keep the metric label set small.
+    text = (reason or "unknown").split(" '")[0]
+    return text[:60]
+
+
+class ForwardServer:
+    """The forward input. ``await start()``, then ``port``; ``stop_accepting()``
+    and ``close()`` on shutdown."""
+
+    def __init__(self, config: Listen, pipeline: Pipeline, metrics: Metrics) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.limits = Limits(config.max_frame_bytes, config.max_decompressed_bytes)
+        self.security = (
+            ServerSecurity(config.shared_key, config.self_hostname,
+                           users={u.username: u.password for u in config.users})
+            if config.shared_key is not None else None
+        )
+        self._server: asyncio.base_events.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._conns: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = 0
+        self.host = ""
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.config.address)
+        ctx = server_ssl_context(self.config.tls) if self.config.tls else None
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=ctx, limit=READ_SIZE,
+            ssl_handshake_timeout=self.config.handshake_timeout if ctx else None,
+            reuse_address=True,
+        )
+        sock = self._server.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        if self.config.udp_heartbeat:
+            loop = asyncio.get_running_loop()
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpHeartbeat(self.metrics), local_addr=(self.host, self.port), family=family)
+        log_event(logging.INFO, "listening", input="forward", address=format_peer((self.host, self.port)),
+                  tls=bool(ctx), handshake=self.security is not None)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        m = self.metrics
+        task = asyncio.current_task()
+        if len(self._conns) >= self.config.max_connections or self._server is None:
+            m.inc("connections_refused")
+            log_event(logging.WARNING, "connection_refused",
+                      peer=format_peer(writer.get_extra_info("peername")),
+                      reason="max_connections", limit=self.config.max_connections)
+            writer.close()
+            return
+        conn = _Connection(self, reader, writer)
+        self._conns.add(conn)
+        if task is not None:
+            self._tasks.add(task)
+        m.inc("connections_accepted")
+        m.set("connections_open", len(self._conns))
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conns.discard(conn)
+            if task is not None:
+                self._tasks.discard(task)
+            m.set("connections_open", len(self._conns))
+            await conn.close()
+
+    async def stop_accepting(self) -> None:
+        """Close the listener (and the UDP heartbeat endpoint)."""
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+    def stop_reading(self) -> None:
+        """Every connection stops reading; acks of handed-over chunks still go out."""
+        for conn in list(self._conns):
+            conn.stop()
+
+    async def close(self) -> None:
+        """Close every connection (after the runtime drained)."""
+        await self.stop_accepting()
+        self.stop_reading()
+        for conn in list(self._conns):
+            await conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+            self._server = None

@@ -1,0 +1,331 @@
+"""Output: a forward-protocol client toward Fluentd in_forward or Vector's
+``fluent`` source, acked, retried forever.
+
+Theory of operation
+-------------------
+* Thin asyncio glue around the sans-I/O ``probetag.forward.ClientConnection``
+  (framing, handshake, ack parsing live there).
+* One sender task owns the connection and sends **one request at a time**:
+  write a PackedForward with a fresh ``chunk`` id, wait for ``{"ack": id}``,
+  settle, next. No pipelining, on purpose: a failed request is then exactly
+  one known batch to resend, acks can never be attributed to the wrong
+  chunk, and a peer that closes after each request (Fluentd
+  ``deny_keepalive``) costs nothing extra. Throughput comes from batching
+  instead: every chunk that is queued for the same tag when the sender is
+  free goes out in the same request (up to ``MAX_BATCH_BYTES``), so under
+  load one round trip carries many upstream chunks.
+* A batch is settled (every waiting ``send`` returns) only on the matching
+  ack. On ack timeout, EOF, a mismatched ack, a ``{}`` (Vector's reject
+  reply, FORWARD_NOTES §1) or any connection error: close the connection,
+  count ``downstream_retries{reason}``, back off (``retry_initial`` doubling
+  to ``retry_max``, with jitter), and resend the *same records* with a *new*
+  chunk id on a new connection (Fluentd out_forward does the same: roll back
+  and retry, discard the keepalive socket, #4057). It never gives up: the
+  records are never dropped and the upstream stays un-acked meanwhile, which
+  is the backpressure. Duplicates are possible only when an ack is lost
+  after the downstream accepted the request (at-least-once).
+* ``require_ack: false``: a request is settled once written and drained to
+  the kernel (no delivery guarantee beyond that, as Fluentd without
+  ``require_ack_response``).
+* ``keepalive: false`` closes the connection after each settled request
+  (Fluentd's default). A kept-alive connection is checked for EOF before
+  reuse, so a downstream that closed an idle connection costs no retry.
+* ``time_as_integer``: EventTime is replaced by integer seconds for old
+  peers; entries are re-encoded only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .._config import Output as OutputConfig
+from .._config import parse_hostport
+from .._metrics import Metrics
+from .._runtime import log_event
+from .._stage import OutChunk, pack_entry, unpacker_for
+from ..forward import (
+    CLOSED,
+    NEED_DATA,
+    AckReceived,
+    ClientConnection,
+    ClientSecurity,
+    HandshakeDone,
+    HandshakeFailed,
+    HandshakePing,
+    ProtocolError,
+    new_chunk_id,
+)
+from . import OutputClosed
+
+__all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
+
+#: Largest request assembled from queued chunks (one chunk alone may be larger).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+READ_SIZE = 64 * 1024
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Item:
+    chunk: OutChunk
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    proto: ClientConnection
+    sent: int = field(default=0)
+
+
+def client_ssl_context(tls: Any) -> ssl.SSLContext:
+    if tls.ca_file:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+    else:
+        ctx = ssl.create_default_context()
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+def integer_times(entries: bytes) -> bytes:
+    """Re-encode entries with integer-second times (``time_as_integer``)."""
+    out = []
+    for t, record in unpacker_for(entries):
+        if isinstance(t, msgpack.ExtType):
+            t = int.from_bytes(t.data[:4], "big")
+        out.append(pack_entry(t, record))
+    return b"".join(out)
+
+
+class ForwardOutput:
+    def __init__(self, config: OutputConfig, metrics: Metrics) -> None:
+        assert config.address, "output.address is validated by Config"
+        self.config = config
+        self.metrics = metrics
+        self.host, self.port = parse_hostport(config.address)
+        self.security = (
+            ClientSecurity(config.shared_key, config.self_hostname, config.username, config.password)
+            if config.shared_key is not None else None
+        )
+        self.ssl = client_ssl_context(config.tls) if config.tls else None
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: _Conn | None = None
+        self._closed = False
+        self._failures = 0
+
+    # -- Output interface ------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def send(self, chunk: OutChunk) -> None:
+        if self._closed:
+            raise OutputClosed("forward output is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(chunk, fut))
+        self._wakeup.set()
+        await fut
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(OutputClosed("forward output closed"))
+        await self._drop_conn()
+
+    # -- sender ------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        size = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # cancelled by its waiter (shutdown)
+                self._queue.popleft()
+                continue
+            if batch and (item.chunk.tag != batch[0].chunk.tag
+                          or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
+                break
+            self._queue.popleft()
+            batch.append(item)
+            size += len(item.chunk.entries)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take_batch()
+            if not batch:
+                continue
+            await self._deliver(batch)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
+
+    async def _deliver(self, batch: list[_Item]) -> None:
+        tag = batch[0].chunk.tag
+        entries = b"".join(i.chunk.entries for i in batch)
+        count = sum(i.chunk.count for i in batch)
+        if self.config.time_as_integer:
+            entries = integer_times(entries)
+        delay = self.config.retry_initial
+        while True:
+            try:
+                await self._request(tag, entries, count)
+            except _Retry as exc:
+                await self._drop_conn()
+                self._failures += 1
+                self.metrics.inc("downstream_retries", reason=exc.reason)
+                # First failure of a streak, then every 10th: an outage must
+                # not flood the log.
+                if self._failures == 1 or self._failures % 10 == 0:
+                    log_event(logging.WARNING, "downstream_retry", address=self.config.address,
+                              reason=exc.reason, detail=exc.detail, failures=self._failures,
+                              retry_in=f"{delay:.3f}")
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.config.retry_max)
+                continue
+            if self._failures:
+                log_event(logging.INFO, "downstream_recovered", address=self.config.address,
+                          failures=self._failures)
+                self._failures = 0
+            self.metrics.inc("chunks_out")
+            self.metrics.inc("records_out", count)
+            if not self.config.keepalive:
+                await self._drop_conn()
+            return
+
+    async def _request(self, tag: str, entries: bytes, count: int) -> None:
+        conn = await self._connection()
+        chunk_id = new_chunk_id() if self.config.require_ack else None
+        data = conn.proto.send_packed(tag, entries, count, chunk_id, compress=self.config.compress)
+        try:
+            conn.writer.write(data)
+            await asyncio.wait_for(conn.writer.drain(), self.config.ack_timeout)
+        except asyncio.TimeoutError:
+            raise _Retry("write_timeout") from None
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            raise _Retry("write_error", type(exc).__name__) from None
+        conn.sent += 1
+        if chunk_id is None:
+            return
+        try:
+            await asyncio.wait_for(self._await_ack(conn, chunk_id), self.config.ack_timeout)
+        except asyncio.TimeoutError:
+            raise _Retry("ack_timeout") from None
+        self.metrics.inc("acks_received")
+
+    async def _await_ack(self, conn: _Conn, chunk_id: str) -> None:
+        while True:
+            ev = await self._next_event(conn)
+            if isinstance(ev, AckReceived):
+                if ev.chunk_id == chunk_id:
+                    return
+                raise _Retry("ack_mismatch")
+            self._unexpected(ev)
+
+    def _unexpected(self, ev: Any) -> None:
+        if isinstance(ev, ProtocolError):
+            raise _Retry(_label(ev.reason), str(getattr(ev, "detail", "") or "")[:200])
+        if isinstance(ev, HandshakeFailed):
+            raise _Retry("handshake_failed", str(ev.reason)[:200])
+        raise _Retry("unexpected_reply", type(ev).__name__)
+
+    async def _next_event(self, conn: _Conn) -> Any:
+        while True:
+            ev = conn.proto.next_event()
+            if ev is CLOSED:
+                raise _Retry("eof")
+            if ev is not NEED_DATA:
+                return ev
+            try:
+                data = await conn.reader.read(READ_SIZE)
+            except (ConnectionError, ssl.SSLError, OSError) as exc:
+                raise _Retry("read_error", type(exc).__name__) from None
+            conn.proto.receive_data(data)
+
+    async def _connection(self) -> _Conn:
+        conn = self._conn
+        if conn is not None:
+            if conn.reader.at_eof() or conn.writer.transport.is_closing():
+                # The downstream closed the idle connection (Fluentd
+                # deny_keepalive, Vector after {}); not a delivery failure.
+                await self._drop_conn()
+            else:
+                return conn
+        timeout = self.config.connect_timeout
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl, limit=READ_SIZE,
+                    server_hostname=(self.config.tls.server_name or self.host) if self.ssl else None),
+                timeout)
+        except asyncio.TimeoutError:
+            raise _Retry("connect_timeout") from None
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            raise _Retry("connect_error", type(exc).__name__) from None
+        conn = _Conn(reader, writer, ClientConnection(security=self.security))
+        self._conn = conn
+        if self.security is not None:
+            try:
+                await asyncio.wait_for(self._handshake(conn), timeout)
+            except asyncio.TimeoutError:
+                raise _Retry("handshake_timeout") from None
+        return conn
+
+    async def _handshake(self, conn: _Conn) -> None:
+        # Server speaks first (HELO); we answer with the PING the core builds
+        # and wait for a verified PONG (SPEC1 "Handshake Messages").
+        while True:
+            ev = await self._next_event(conn)
+            if isinstance(ev, HandshakePing):
+                conn.writer.write(ev.data)
+            elif isinstance(ev, HandshakeDone):
+                return
+            else:
+                self._unexpected(ev)
+
+    async def _drop_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.writer.close()
+        try:
+            await asyncio.wait_for(conn.writer.wait_closed(), 1.0)
+        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass
+
+
+def _label(reason: str) -> str:
+    return (reason or "protocol_error")[:60]
