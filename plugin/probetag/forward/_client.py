@@ -84,7 +84,7 @@ class ClientConnection:
         return tuple(self._outstanding.values())
 
     def receive_data(self, data: bytes) -> None:
-        if self._framer.eof:
+        if data and self._framer.eof:
             raise LocalProtocolError("receive_data() after EOF")
         self._framer.feed(bytes(data))
 

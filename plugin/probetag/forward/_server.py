@@ -114,7 +114,7 @@ class ServerConnection:
         return self._helo
 
     def receive_data(self, data: bytes) -> None:
-        if self._framer.eof:
+        if data and self._framer.eof:
             raise LocalProtocolError("receive_data() after EOF")
         self._framer.feed(bytes(data))
 

@@ -326,7 +326,7 @@ def gunzip_bounded(data: bytes, limit: int) -> bytes:
                         "decompressed_too_large", f"gzip output exceeds {limit} bytes"
                     )
                 out.append(piece)
-                if not piece and not buf:
+                if not piece and not buf and not d.eof:
                     raise BadPayload("bad_gzip", f"truncated gzip member #{members + 1}")
             members += 1
             rest = d.unused_data
