@@ -1,0 +1,309 @@
+"""``probetag exec-filter``: records on stdin, enriched records on stdout, for
+Fluentd's ``out_exec_filter``.
+
+Theory of operation
+-------------------
+* What Fluentd writes (``lib/fluent/plugin/out_exec_filter.rb``, v1): each
+  record is passed through ``<inject>`` and then the ``<format>`` plugin.
+  With ``<format> @type json`` that is one JSON object per line; with
+  ``@type msgpack`` a bare stream of msgpack maps (no framing, no newline).
+  The tag and the time are *only* in the record if ``<inject>`` puts them
+  there (``tag_key``, ``time_key``; ``out_exec_filter`` defaults the inject
+  ``time_type`` to ``unixtime``, i.e. integer seconds; ``float`` and
+  formatted strings are also possible). Our keys default to ``tag`` and
+  ``time`` (``--tag-key``, ``--time-key``).
+* What Fluentd reads back: the ``<parse>`` plugin over our stdout (json: one
+  object per line; msgpack: a stream of maps), then ``<extract>`` takes the
+  tag and time out of the record. So we answer in the format we were given
+  (``--out-format`` defaults to ``--in-format``), and:
+
+  - the time field is left in the record exactly as it arrived (int, float
+    or string), so ``<extract>`` reads back what ``<inject>`` wrote, whatever
+    its ``time_type``;
+  - the tag field is written back only on records that arrived with one,
+    holding the record's tag after ``retag`` rules. Records that came without
+    it get no field added (and Fluentd uses its ``tag`` parameter).
+
+  Whatever the routing, the ``<match>`` that receives our output must not be
+  the one that feeds us, or records loop forever (FORWARD_NOTES §8): the
+  ready configs send it to a ``@label``.
+* ``ExecFilterCore`` is the sans-I/O part: ``feed(bytes)`` decodes records
+  into a pending batch; ``flush()`` runs the batch through ``Processor`` and
+  returns the output bytes. Consecutive records with the same tag (and the
+  same presence of the tag field) form one chunk, so the output order is the
+  input order, minus dropped records.
+* ``main`` is the thin I/O loop: it reads stdin with ``select``, flushes when
+  ``flow.batch_records`` records are pending, when stdin has been quiet for
+  ``IDLE_FLUSH`` seconds, or when the oldest pending record is ``MAX_DELAY``
+  seconds old, so a partial batch never waits for more input forever. Each
+  flush writes and flushes stdout (Fluentd reads the pipe as it comes).
+* Bad input is counted and logged (stderr), never passed on silently: a JSON
+  line that does not parse or is not an object is rejected and skipped; a
+  msgpack value that is not a map is rejected; a msgpack stream that cannot
+  be decoded cannot be resynchronised, so the filter logs it, writes what it
+  has and exits with status 1 (Fluentd's ``child_respawn`` restarts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import sys
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .._config import Config, ConfigError, load_config
+from .._jsonenc import to_jsonable
+from .._metrics import Metrics
+from .._stage import OutChunk, Processor, event_time_now, pack_entry, unpacker_for
+from ._vector import parse_timestamp
+
+__all__ = ["ExecFilterCore", "main", "IDLE_FLUSH", "MAX_DELAY"]
+
+log = logging.getLogger("probetag.exec_filter")
+
+IDLE_FLUSH = 0.2   # seconds of quiet stdin before a partial batch is processed
+MAX_DELAY = 1.0    # a pending record never waits longer than this
+MAX_LINE = 16 * 1024 * 1024
+
+_json_out = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_packer = msgpack.Packer(unicode_errors="surrogateescape", use_bin_type=True)
+
+
+class StreamBroken(Exception):
+    """The msgpack input cannot be decoded any further."""
+
+
+@dataclass(slots=True)
+class _Run:
+    tag: str
+    had_tag: bool
+    entries: list[bytes] = field(default_factory=list)
+
+
+class ExecFilterCore:
+    """Sans-I/O: bytes of Fluentd's formatted records in, formatted records out."""
+
+    def __init__(self, config: Config, metrics: Metrics, *, in_format: str = "json",
+                 out_format: str | None = None, tag_key: str = "tag", time_key: str = "time",
+                 default_tag: str = "exec_filter", processor: Processor | None = None) -> None:
+        if in_format not in ("json", "msgpack"):
+            raise ValueError(f"in_format must be json or msgpack, got {in_format!r}")
+        self.in_format = in_format
+        self.out_format = out_format or in_format
+        if self.out_format not in ("json", "msgpack"):
+            raise ValueError(f"out_format must be json or msgpack, got {self.out_format!r}")
+        self.metrics = metrics
+        self.processor = processor or Processor(config, metrics)
+        self.tag_key = tag_key
+        self.time_key = time_key
+        self.default_tag = default_tag
+        self._runs: list[_Run] = []
+        self.pending = 0
+        self.oldest: float | None = None  # monotonic time of the oldest pending record
+        self._line = bytearray()
+        self._skipping_line = False
+        self._unpacker = unpacker_for(None, max_size=MAX_LINE) if in_format == "msgpack" else None
+        self._fed = 0
+        self._complete = 0
+        self.first_error: str | None = None
+
+    # -- input ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._unpacker is not None:
+            self._fed += len(data)
+            self._unpacker.feed(data)
+            try:
+                for value in self._unpacker:
+                    # tell() also counts bytes of a value still incomplete, so
+                    # remember where the last whole one ended.
+                    self._complete = self._unpacker.tell()
+                    self._record(value)
+            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+                self._reject("undecodable_stream", f"msgpack stream undecodable: {exc}")
+                raise StreamBroken(str(exc)) from None
+            return
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                if not self._skipping_line:
+                    self._line += data[start:]
+                    if len(self._line) > MAX_LINE:
+                        self._reject("line_too_long", f"line over {MAX_LINE} bytes")
+                        self._line.clear()
+                        self._skipping_line = True
+                return
+            if self._skipping_line:
+                self._skipping_line = False
+            else:
+                self._line += data[start:nl]
+                self._json_line(bytes(self._line))
+                self._line.clear()
+            start = nl + 1
+
+    def eof(self) -> None:
+        """End of input: a final JSON line without a newline still counts; a
+        msgpack value cut short is rejected."""
+        if self._line:
+            self._json_line(bytes(self._line))
+            self._line.clear()
+        if self._unpacker is not None and self._complete < self._fed:
+            self._reject("truncated", "msgpack input ended inside a value")
+
+    def _json_line(self, line: bytes) -> None:
+        line = line.strip(b" \t\r")
+        if not line:
+            return
+        try:
+            value = json.loads(line.decode("utf-8", "surrogateescape"))
+        except ValueError as exc:
+            self._reject("bad_json", f"not JSON: {exc}")
+            return
+        self._record(value)
+
+    def _record(self, value: Any) -> None:
+        if not isinstance(value, dict):
+            self._reject("record_not_map", f"a {type(value).__name__} is not a record")
+            return
+        raw_tag = value.get(self.tag_key)
+        had_tag = isinstance(raw_tag, str) and bool(raw_tag)
+        tag = raw_tag if had_tag else self.default_tag
+        t: Any = None
+        raw_time = value.get(self.time_key)
+        if raw_time is not None:
+            try:
+                sec, nsec = parse_timestamp(raw_time)
+                t = msgpack.ExtType(0, sec.to_bytes(4, "big") + nsec.to_bytes(4, "big"))
+            except ValueError:
+                self.metrics.inc("exec_filter_time_unparsed")
+        if t is None:
+            t = event_time_now()
+        if not self._runs or self._runs[-1].tag != tag or self._runs[-1].had_tag != had_tag:
+            self._runs.append(_Run(tag, had_tag))
+        self._runs[-1].entries.append(pack_entry(t, value))
+        self.pending += 1
+        if self.oldest is None:
+            self.oldest = _time.monotonic()
+
+    def _reject(self, reason: str, why: str) -> None:
+        self.metrics.inc("records_in")
+        self.metrics.inc("records_rejected", reason=reason)
+        if self.first_error is None:
+            self.first_error = why
+            log.warning("exec-filter: bad input rejected (%s); further ones are only counted", why)
+
+    # -- output --------------------------------------------------------------
+
+    def flush(self) -> bytes:
+        """Process the pending batch; the formatted output records."""
+        runs, self._runs = self._runs, []
+        self.pending = 0
+        self.oldest = None
+        out: list[bytes] = []
+        for run in runs:
+            result = self.processor.process(run.tag, b"".join(run.entries))
+            for chunk in result.chunks:
+                self._render(chunk, run.had_tag, out)
+        expire = getattr(self.processor, "expire", None)
+        if expire is not None:
+            for chunk in expire(_time.time()) or ():
+                self._render(chunk, True, out)
+        return b"".join(out)
+
+    def _render(self, chunk: OutChunk, with_tag: bool, out: list[bytes]) -> None:
+        for _t, record in unpacker_for(chunk.entries):
+            if with_tag:
+                record[self.tag_key] = chunk.tag
+            if self.out_format == "json":
+                out.append(_json_out.encode(to_jsonable(record)).encode("utf-8"))
+                out.append(b"\n")
+            else:
+                out.append(_packer.pack(record))
+            self.metrics.inc("records_out")
+
+
+# -- the I/O loop -------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="probetag exec-filter",
+        description="Read records as Fluentd's out_exec_filter writes them on stdin, write the "
+                    "enriched records on stdout in the same format.")
+    ap.add_argument("-c", "--config", metavar="CONFIG.yaml", help="probetag config (detect/actions)")
+    ap.add_argument("--in-format", choices=("json", "msgpack"), default="json",
+                    help="<format> @type of the out_exec_filter (default json)")
+    ap.add_argument("--out-format", choices=("json", "msgpack"), default=None,
+                    help="<parse> @type of the out_exec_filter (default: same as --in-format)")
+    ap.add_argument("--tag-key", default="tag", help="<inject>/<extract> tag_key (default tag)")
+    ap.add_argument("--time-key", default="time", help="<inject>/<extract> time_key (default time)")
+    ap.add_argument("--default-tag", default="exec_filter",
+                    help="tag for records without the tag key (for rules and ${tag})")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    metrics = Metrics()
+    core = ExecFilterCore(cfg, metrics, in_format=args.in_format, out_format=args.out_format,
+                          tag_key=args.tag_key, time_key=args.time_key, default_tag=args.default_tag)
+    return run(core, cfg.flow.batch_records, sys.stdin.buffer.fileno(), sys.stdout.buffer)
+
+
+def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
+    status = 0
+    try:
+        while True:
+            timeout = IDLE_FLUSH if core.pending else None
+            if core.pending and core.oldest is not None:
+                timeout = max(0.0, min(IDLE_FLUSH, core.oldest + MAX_DELAY - _time.monotonic()))
+            readable, _, _ = select.select([in_fd], [], [], timeout)
+            if not readable:
+                _write(out, core.flush())
+                continue
+            data = os.read(in_fd, 256 * 1024)
+            if not data:
+                core.eof()
+                break
+            try:
+                core.feed(data)
+            except StreamBroken as exc:
+                log.error("exec-filter: msgpack input cannot be decoded (%s); exiting", exc)
+                status = 1
+                break
+            if core.pending >= batch or (core.oldest is not None
+                                         and _time.monotonic() - core.oldest >= MAX_DELAY):
+                _write(out, core.flush())
+        _write(out, core.flush())
+    except BrokenPipeError:
+        log.error("exec-filter: stdout closed by the reader")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    m = core.metrics
+    log.info("exec-filter: done, in=%d passed=%d tagged=%d dropped=%d rejected=%d",
+             m.get("records_in"), m.get("records_passed"), m.get("records_tagged"),
+             m.get("records_dropped"), m.get("records_rejected"))
+    return status
+
+
+def _write(out: Any, data: bytes) -> None:
+    if data:
+        out.write(data)
+    out.flush()
