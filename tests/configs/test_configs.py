@@ -1,0 +1,207 @@
+"""The shipped configs: probetag's pass check-config, and each Fluentd/Vector
+config points at the ports, paths and formats of the probetag config it pairs
+with (named in its header comment)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from probetag._config import load_config, parse_hostport
+
+from .fluentconf import FluentConfError, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+PROBETAG = sorted((CONFIGS / "probetag").glob("*.yaml"))
+FLUENTD = sorted((CONFIGS / "fluentd").glob("*.conf"))
+VECTOR = sorted((CONFIGS / "vector").glob("*.yaml"))
+
+
+def paired(path: Path):
+    m = re.search(r"^# probetag config: (\S+)$", path.read_text(), re.M)
+    assert m, f"{path.name}: no '# probetag config: ...' header"
+    target = ROOT / m.group(1)
+    assert target.exists(), f"{path.name}: {m.group(1)} does not exist"
+    return target, load_config(target)
+
+
+def test_there_are_configs_for_every_use_case():
+    for stem in ("enrich", "filter-noise", "security-index"):
+        assert (CONFIGS / "fluentd" / f"{stem}.conf").exists()
+        assert (CONFIGS / "vector" / f"{stem}.yaml").exists()
+        assert (CONFIGS / "probetag" / f"fluentd-{stem}.yaml").exists()
+        assert (CONFIGS / "probetag" / f"vector-{stem}.yaml").exists()
+    assert (CONFIGS / "fluentd" / "exec-filter.conf").exists()
+
+
+def test_check_config_accepts_every_probetag_config():
+    p = subprocess.run([sys.executable, "-m", "probetag", "check-config", *map(str, PROBETAG)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("ok: ") == len(PROBETAG) >= 7
+
+
+def test_check_config_rejects_a_broken_copy(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PROBETAG[0].read_text() + "\nhttp:\n  adress: x\n")
+    p = subprocess.run([sys.executable, "-m", "probetag", "check-config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "adress" in p.stderr
+
+
+@pytest.mark.parametrize("path", PROBETAG, ids=lambda p: p.name)
+def test_rules_and_templates_build(path):
+    from probetag._config import Actions  # noqa: F401  (config types are what Actions takes)
+    from probetag.act import Actions as Acts
+    cfg = load_config(path)
+    Acts(cfg.actions, cfg.detect.allowlist, cfg.detect.output_field)  # templates compile
+
+
+def test_fluent_reader_rejects_unbalanced():
+    with pytest.raises(FluentConfError):
+        parse("<match **>\n  @type null\n")
+    with pytest.raises(FluentConfError):
+        parse("</match>\n")
+    root = parse('<source>\n  @type forward # c\n  tag "a b"\n</source>\n')
+    assert root.children[0].params == {"@type": "forward", "tag": "a b"}
+
+
+@pytest.mark.parametrize("path", [p for p in FLUENTD if p.name != "exec-filter.conf"], ids=lambda p: p.name)
+def test_fluentd_forward_pairs(path):
+    _, cfg = paired(path)
+    root = parse(path.read_text())
+    # out_forward to probetag's listener, at-least-once
+    (fwd,) = root.find("match", **{"@type": "forward"})
+    assert fwd.params["require_ack_response"] == "true"
+    server = fwd.child("server")
+    assert (server.params["host"], int(server.params["port"])) == parse_hostport(cfg.listen.address)
+    # in_forward receiving probetag's output, into its own label
+    assert cfg.output.type == "forward" and cfg.output.require_ack
+    (back,) = root.find("source", **{"@type": "forward"})
+    assert int(back.params["port"]) == parse_hostport(cfg.output.address)[1]
+    label = back.params["@label"]
+    assert [d for d in root.children if d.name == "label" and d.arg == label]
+    # the label is not where records are sent to probetag: no loop
+    assert fwd not in root.find("label")[0].find("match")
+    # the sender address the probetag config looks for is what in_syslog writes
+    (syslog,) = root.find("source", **{"@type": "syslog"})
+    assert syslog.params["source_address_key"] in cfg.detect.source_fields
+    # retagged records and summaries reach a specific <match> in the label,
+    # not the catch-all: the first pattern that matches them (Fluentd's order)
+    label_matches = [m.arg for m in root.find("label")[0].children if m.name == "match"]
+    tags = [render_retag(rule.tag) for rule in cfg.actions.rules if rule.action == "retag"]
+    if cfg.actions.summaries:
+        tags.append(cfg.actions.summary_tag)
+    for tag in tags:
+        first = next(p for p in label_matches if fluent_match(p, tag))
+        assert first != "**", f"{path.name}: {tag} only reaches the catch-all"
+    assert fluent_match(label_matches[-1], "syslog.auth.info")  # the rest is indexed too
+
+
+def render_retag(template: str) -> str:
+    from probetag._config import Actions as ActionsCfg, Allowlist, Rule
+    from probetag.act import Actions
+    acts = Actions(ActionsCfg(rules=(Rule(action="retag", tag=template),)), Allowlist())
+    return acts.decide("syslog.auth.info", {}, {"name": "GetRequest", "scanner": "nmap"}, None).tag
+
+
+def fluent_match(pattern: str, tag: str) -> bool:
+    """Fluentd <match> patterns: '*' one tag part, '**' zero or more parts,
+    '{a,b}' alternatives, several patterns separated by spaces."""
+    for pat in pattern.split():
+        rx, i = "", 0
+        while i < len(pat):
+            if pat.startswith(".**", i):
+                rx += r"(?:\..*)?"
+                i += 3
+            elif pat.startswith("**", i):
+                rx += ".*"
+                i += 2
+            elif pat[i] == "*":
+                rx += r"[^.]+"
+                i += 1
+            elif pat[i] == "{":
+                j = pat.index("}", i)
+                rx += "(?:" + "|".join(re.escape(a) for a in pat[i + 1:j].split(",")) + ")"
+                i = j + 1
+            else:
+                rx += re.escape(pat[i])
+                i += 1
+        if re.fullmatch(rx, tag):
+            return True
+    return False
+
+
+def test_fluent_match_semantics():
+    assert fluent_match("security.**", "security.probe.syslog.auth")
+    assert fluent_match("security.**", "security")
+    assert not fluent_match("security.**", "securityx.a")
+    assert fluent_match("a.*", "a.b") and not fluent_match("a.*", "a.b.c")
+    assert fluent_match("{x,y}.z", "y.z") and fluent_match("a b", "b")
+
+
+def test_fluentd_exec_filter_pair():
+    path = CONFIGS / "fluentd" / "exec-filter.conf"
+    target, cfg = paired(path)
+    root = parse(path.read_text())
+    (m,) = root.find("match", **{"@type": "exec_filter"})
+    argv = shlex.split(m.params["command"])
+    assert argv[:2] == ["probetag", "exec-filter"]
+    opts = dict(zip(argv[2::2], argv[3::2]))
+    assert opts["--in-format"] == m.child("format").params["@type"]
+    assert opts["--out-format"] == m.child("parse").params["@type"]
+    inject, extract = m.child("inject").params, m.child("extract").params
+    assert opts["--tag-key"] == inject["tag_key"] == extract["tag_key"]
+    assert opts["--time-key"] == inject["time_key"] == extract["time_key"]
+    assert Path(opts["-c"]).name == target.name
+    assert m.params["@label"] in [d.arg for d in root.children if d.name == "label"]
+    # the command line really parses
+    from probetag.inputs.exec_filter import _parser
+    _parser().parse_args(argv[2:])
+
+
+@pytest.mark.parametrize("path", VECTOR, ids=lambda p: p.name)
+def test_vector_pairs(path):
+    _, cfg = paired(path)
+    doc = yaml.safe_load(path.read_text())
+    assert doc["acknowledgements"]["enabled"] is True
+    (sink,) = [s for s in doc["sinks"].values() if s["type"] == "http"]
+    url = urlsplit(sink["uri"])
+    assert (url.hostname, url.port) == parse_hostport(cfg.http.address)
+    assert url.path == cfg.http.path
+    assert sink["encoding"]["codec"] == "json"
+    assert sink.get("framing", {}).get("method", "newline_delimited") in ("newline_delimited", "character_delimited")
+    assert sink.get("compression", "none") in ("none", "gzip", "zlib", "zstd")
+    assert sink["batch"]["max_bytes"] <= cfg.http.max_body_bytes
+    (src,) = [s for n, s in doc["sources"].items() if s["type"] == "fluent"]
+    assert cfg.output.type == "forward" and not cfg.output.shared_key  # fluent source has no shared key
+    assert parse_hostport(src["address"])[1] == parse_hostport(cfg.output.address)[1]
+    # nothing that comes back from probetag is sent to probetag again
+    fluent_name = [n for n, s in doc["sources"].items() if s["type"] == "fluent"][0]
+    assert fluent_name not in sink["inputs"]
+    # every sink/transform input exists
+    names = set(doc["sources"]) | {f"{t}.{r}" for t, v in doc.get("transforms", {}).items()
+                                    for r in list(v.get("route", {})) + ["_unmatched"]}
+    names |= set(doc.get("transforms", {}))
+    for s in list(doc["sinks"].values()) + list(doc.get("transforms", {}).values()):
+        for i in s["inputs"]:
+            assert i in names, f"{path.name}: unknown input {i}"
+    # retagged events and summaries have a route of their own: a route
+    # condition names a string literal the tag starts with
+    literals = [lit for t in doc.get("transforms", {}).values() if t["type"] == "route"
+                for cond in t["route"].values() for lit in re.findall(r'"([^"]+)"', cond)]
+    tags = [render_retag(r.tag) for r in cfg.actions.rules if r.action == "retag"]
+    if cfg.actions.summaries:
+        tags.append(cfg.actions.summary_tag)
+    for tag in tags:
+        assert any(lit and tag.startswith(lit) for lit in literals), f"{path.name}: no route for {tag}"
+    # Vector's syslog source puts the peer address in source_ip
+    assert "source_ip" in cfg.detect.source_fields
