@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 * ``Service`` owns one event loop's worth of parts: the ``Processor``, the
   output (``make_output``), the ``Pipeline`` (flow control, end-to-end
-  settling) and the forward input. ``start()`` binds and returns;
+  settling), the forward input and, when their addresses are set, the HTTP
+  and NDJSON inputs (all feed the same pipeline). ``start()`` binds and returns;
   ``stop()`` shuts down in the order that keeps the at-least-once promise:
   1. stop accepting; keep reading open connections for ``READ_GRACE``
      seconds, so what a client without acks (fluent-logger) wrote just
@@ -52,7 +53,7 @@ class Service:
         self.stdout = stdout
         self.pipeline: Pipeline | None = None
         self.server = None
-        self.inputs: list = []  # further inputs (HTTP), started after the forward one
+        self.inputs: list = []  # further inputs (HTTP, NDJSON), started after the forward one
         self.listen_port = 0
         self.listen_host = ""
 
@@ -80,6 +81,11 @@ class Service:
             http = HttpInput(self.config, self.metrics, self.pipeline)
             await http.start()
             self.inputs.append(http)
+        if self.config.ndjson.address:
+            from .inputs.ndjson import NdjsonInput
+            nd = NdjsonInput(self.config, self.metrics, self.pipeline)
+            await nd.start()
+            self.inputs.append(nd)
         if self.config.ndjson.address:  # Vector socket sink input (no acks)
             from .inputs.ndjson import NdjsonInput
             ndjson = NdjsonInput(self.config, self.metrics, self.pipeline)

@@ -122,21 +122,26 @@ def test_refusing_downstream_is_retried(fault):
 
 
 def test_downstream_restart_mid_stream():
-    with Downstream(ack_delay=0.05) as ds, ServiceThread(_cfg(ds.port)) as svc:
+    with Downstream() as ds, ServiceThread(_cfg(ds.port)) as svc:
         up = Upstream(svc.port)
         try:
             per = 10
-            for c in range(10):
+            ds.hold_acks()
+            for c in range(5):
                 up.send_chunk("up.restart", [{"seq": c * per + i} for i in range(per)])
-                if c == 4:
-                    time.sleep(0.1)
-                    ds.restart(pause=0.5)
+            # A request is in flight, un-acked, when the downstream goes away.
+            assert ds.wait_until(lambda: len(ds.snapshot()) >= 1, 10)
+            ds.restart(pause=0.5)
+            ds.release_acks()
+            for c in range(5, 10):
+                up.send_chunk("up.restart", [{"seq": c * per + i} for i in range(per)])
             assert up.read_acks(10, timeout=30) == 10
         finally:
             up.close()
-        assert svc.metrics.get("downstream_retries") >= 1
+        assert svc.metrics.get("downstream_retries", reason="eof") >= 1
     dups = _check_all_arrived(ds, 100)
     retried = [r for r in ds.snapshot() if r.outcome != "acked"]
+    assert retried, "the restart did not interrupt a request"
     # Duplicates are bounded by what was in requests that had to be retried.
     assert dups <= sum(len(r.records) for r in retried)
     _check_ack_order(ds, up, 10)

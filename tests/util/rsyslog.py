@@ -25,6 +25,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -69,6 +70,17 @@ _JSON_TEMPLATE = """template(name="pt_json" type="list" option.jsonf="on") {
   property(outname="inputname" name="inputname" format="jsonf")
 }"""
 
+# The harness's own record (not a fixture format): reception time to the
+# microsecond, which headerless probe lines share with timereported but
+# benign lines with a syslog header do not.
+_CAPTURE_TEMPLATE = """template(name="pt_capture" type="list" option.jsonf="on") {
+  property(outname="timegenerated" name="timegenerated" dateFormat="unixtimestamp" format="jsonf")
+  property(outname="usec" name="timegenerated" dateFormat="subseconds" format="jsonf")
+  property(outname="inputname" name="inputname" format="jsonf")
+  property(outname="fromhost-ip" name="fromhost-ip" format="jsonf")
+  property(outname="rawmsg" name="rawmsg" format="jsonf")
+}"""
+
 
 class RsyslogError(RuntimeError):
     pass
@@ -111,6 +123,7 @@ class PrivateRsyslog:
         self.pid_file = self.dir / "rsyslogd.pid"
         self.stderr_file = self.dir / "rsyslogd.stderr"
         self.conf_file = self.dir / "rsyslog.conf"
+        self.capture_file = self.dir / "capture.jsonl"
 
     # -- config ----------------------------------------------------------
     def config_text(self) -> str:
@@ -118,12 +131,14 @@ class PrivateRsyslog:
         actions = "\n".join(
             f'  action(type="omfile" file="{self.files[fmt]}" template="{_TEMPLATES[fmt]}")' for fmt in FORMATS
         )
+        actions += f'\n  action(type="omfile" file="{self.capture_file}" template="pt_capture")'
         octet = "on" if o.octet_counting else "off"
         return f"""# private rsyslogd for probetag tests (generated)
 global(workDirectory="{self.dir}" net.enableDNS="off" processInternalMessages="on" {o.extra_global})
 module(load="imtcp")
 module(load="imudp")
 {_JSON_TEMPLATE}
+{_CAPTURE_TEMPLATE}
 ruleset(name="pt_out") {{
 {actions}
 }}
@@ -225,3 +240,166 @@ call pt_out
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+
+# ------------------------------------------------- what rsyslog makes of bytes
+# A model of imtcp/imudp framing and sanitising, written from FIELD_GUIDE
+# sections 1 and 2 (observed behaviour of 8.2302). Ground truth uses it only to
+# *predict* which log lines a captured payload gives; a predicted line is
+# accepted only when rsyslog really wrote a line with exactly these bytes.
+
+
+def rsyslog_escape(data: bytes) -> bytes:
+    """0x00-0x1F -> ``#ooo``; DEL, bytes >= 0x80 and ``#`` unchanged."""
+    if not any(b < 0x20 for b in data):
+        return data
+    return b"".join(b"#%03o" % b if b < 0x20 else bytes((b,)) for b in data)
+
+
+def sanitize(msg: bytes) -> bytes:
+    # a NUL that is the last byte goes first, then one trailing LF
+    if msg.endswith(b"\x00"):
+        msg = msg[:-1]
+    if msg.endswith(b"\n"):
+        msg = msg[:-1]
+    return rsyslog_escape(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One message rsyslog should log for a payload: its rawmsg bytes, the
+    payload offset of its last byte, and whether it is only logged when the
+    connection closes (no LF after it)."""
+
+    rawmsg: bytes
+    end: int
+    at_close: bool
+
+
+def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
+    out: list[Piece] = []
+    i, n = 0, len(payload)
+    while i < n:
+        if octet_counting and 0x30 <= payload[i] <= 0x39:
+            j = i
+            while j < n and 0x30 <= payload[j] <= 0x39:
+                j += 1
+            if j >= n:
+                break  # digits to the end: "Incomplete frame", nothing logged
+            count, delim = int(payload[i:j]), payload[j]
+            if delim == 0x20 and count > 0:
+                if j + 1 + count > n:
+                    break  # connection ends inside the frame: thrown away
+                msg = payload[j + 1 : j + 1 + count]
+                if msg:
+                    out.append(Piece(sanitize(msg), j + count, False))
+                i = j + 1 + count
+                continue
+            i = j + 1  # framing error: digits and the next byte are gone, LF framing
+        lf = payload.find(b"\n", i)
+        if lf < 0:
+            msg, end, at_close, i = payload[i:], n - 1, True, n
+        else:
+            msg, end, at_close, i = payload[i:lf], lf, False, lf + 1
+        if msg:
+            out.append(Piece(sanitize(msg), end, at_close))
+    return out
+
+
+def udp_pieces(payload: bytes) -> list[Piece]:
+    return [Piece(sanitize(payload), len(payload) - 1, False)] if payload else []
+
+
+def read_json_lines(path: Path) -> list[dict[str, object]]:
+    """rsyslog's JSON lines, bytes >= 0x80 kept (as surrogates) so that
+    ``s.encode('utf-8', 'surrogateescape')`` gives rsyslog's bytes back."""
+    out = []
+    for raw in path.read_bytes().split(b"\n"):
+        if raw:
+            out.append(json.loads(raw.decode("utf-8", "surrogateescape")))
+    return out
+
+
+# -------------------------------------------------------------- benign traffic
+def _ts3164(t: float) -> str:
+    return time.strftime("%b %e %H:%M:%S", time.localtime(t))
+
+
+def benign_items(now: float | None = None) -> list[tuple[str, bytes]]:
+    """(transport, payload) pairs a normal network sends to a syslog port.
+    Several of them deliberately look like probes to a naive matcher."""
+    ts = _ts3164(now or time.time())
+    tcp = [
+        # application logs quoting an HTTP request line
+        f'<14>{ts} web01 nginx: 10.0.0.5 - - "GET / HTTP/1.1" 200 612 "-" "curl/8.0.1"\n',
+        f'<14>{ts} web01 haproxy[311]: 10.0.0.7:40112 fe be/s1 0/0/1/2/3 200 "OPTIONS / HTTP/1.0"\n',
+        # prose with a literal "#015" and other #NNN-looking text
+        f"<13>{ts} build01 make: note: rsyslog writes CR as #015 and NUL as #000 (ticket #1234)\n",
+        # tab-separated key=value
+        f"<13>{ts} app01 audit: user=alice\taction=login\tresult=ok\tsrc=10.0.0.9\n",
+        # Windows-style forwarder: CRLF line ends
+        f"<13>{ts} WIN-SRV01 EventLog: The Windows Update service entered the running state.\r\n"
+        f"<13>{ts} WIN-SRV01 EventLog: The Print Spooler service entered the stopped state.\r\n",
+        # UTF-8 text
+        f"<14>{ts} app01 app: utilisateur café créé, résumé envoyé; ログイン成功 (日本)\n",
+        # a JSON log line, with and without a syslog header
+        f'<14>{ts} app01 svc: {{"level":"info","msg":"GET /health ok","status":200,"path":"/"}}\n',
+        '{"time":"2026-11-27T10:00:05Z","level":"warn","msg":"HELP requested by client"}\n',
+        # headerless line starting with a date: the octet-counting trap
+        # (read as a frame length of 2026; swallowed and lost)
+        "2026-11-27 10:00:06,123 INFO worker-3 started\n2026-11-27 10:00:06,200 INFO ready\n",
+        # sshd, including sshd itself reporting a probe it received
+        f"<38>{ts} bastion sshd[1234]: Accepted publickey for deploy from 10.1.2.3 port 52211 ssh2: ED25519 SHA256:Qm9vYmFy\n",
+        f"<38>{ts} bastion sshd[1240]: Failed password for invalid user admin from 203.0.113.9 port 4242 ssh2\n",
+        f"<38>{ts} bastion sshd[1250]: Bad protocol version identification 'GET / HTTP/1.0' from 198.51.100.7 port 50000\n",
+        f"<38>{ts} bastion sshd[1251]: Connection closed by 198.51.100.7 port 50002 [preauth]\n",
+    ]
+    udp = [
+        f"<11>{ts} app02 java: Exception in thread \"main\" java.lang.IllegalStateException: boom\n\tat com.example.Main.run(Main.java:42)\n",
+        f"<13>{ts} WIN-SRV02 EventLog: Session logoff for user CORP\\bob\r\n",
+        f"<14>{ts} app02 app: SIP OPTIONS keepalive to pbx01 ok; RTSP/1.0 camera cam3 online\n",
+        f"<30>{ts} ntp01 chronyd[512]: Selected source 192.0.2.10 (pool.example.org)\n",
+        "<13>" + ts + " dev01 logger-test: plain UDP message without newline",
+    ]
+    return [("tcp", s.encode()) for s in tcp] + [("udp", s.encode()) for s in udp]
+
+
+def logger_commands(port: int) -> list[tuple[list[str], bytes]]:
+    """util-linux ``logger`` invocations, with the message text that marks
+    their payload on the wire."""
+    exe = shutil.which("logger") or "logger"
+    base = [exe, "--server", "127.0.0.1", "--port", str(port)]
+    items = [
+        (["--tcp", "--rfc3164", "-t", "CRON", "-p", "cron.info"], "(root) CMD (run-parts /etc/cron.hourly)"),
+        (["--udp", "--rfc3164", "-t", "kernel"], "eth0: link up, 1000 Mbps, full duplex"),
+        (["--tcp", "--rfc5424", "-t", "app", "--msgid", "REQ"], "proxy forwarded GET / HTTP/1.1 for 10.0.0.5"),
+        (["--udp", "--rfc5424", "-t", "backup", "--sd-id", "meta@32473", "--sd-param", 'job="nightly"'],
+         "backup finished: 12 GiB in 340 s"),
+        (["--tcp", "--octet-count", "--rfc5424", "-t", "app"], "octet-counted frame from logger"),
+    ]
+    return [(base + opts + ["--", msg], msg.encode()) for opts, msg in items]
+
+
+def send_benign(port: int, *, spread: float = 0.0, deadline: float | None = None) -> list[bytes]:
+    """Send every benign item (raw sockets and ``logger``), spaced ``spread``
+    seconds apart (bounded by ``deadline``, a time.monotonic() value).
+    Returns the byte strings that identify benign payloads on the wire."""
+    markers: list[bytes] = []
+    jobs: list[object] = [*benign_items(), *logger_commands(port)]
+    for k, job in enumerate(jobs):
+        if k and spread and (deadline is None or time.monotonic() + spread < deadline):
+            time.sleep(spread)
+        if isinstance(job[0], str):
+            transport, payload = job  # type: ignore[misc]
+            if transport == "tcp":
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(payload)
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(payload, ("127.0.0.1", port))
+            markers.append(payload)
+        else:
+            argv, marker = job  # type: ignore[misc]
+            subprocess.run(argv, check=True, timeout=10, stdin=subprocess.DEVNULL)
+            markers.append(marker)
+    return markers

@@ -32,19 +32,79 @@ def new_chunk_id() -> str:
     return base64.encodebytes(os.urandom(16)).decode()
 
 
+class HandshakeError(Exception):
+    pass
+
+
 class Upstream:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    """``ssl_context`` wraps the socket in TLS; ``security`` (a
+    ``probetag.forward.ClientSecurity``) does the HELO/PING/PONG handshake
+    with ``probetag.forward.ClientConnection`` before anything is sent;
+    ``sndbuf`` shrinks the kernel send buffer (backpressure tests)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, *,
+                 ssl_context: Any = None, security: Any = None, sndbuf: int | None = None) -> None:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if sndbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        raw.settimeout(timeout)
+        raw.connect((host, port))
+        self.sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
         self.unpacker = msgpack.Unpacker(raw=False)
+        self.bytes_sent = 0
+        if security is not None:
+            self._handshake(security, timeout)
         self.sent_at: dict[str, float] = {}
         self.acked_at: dict[str, float] = {}
         self.other_replies: list[Any] = []
 
+    def _handshake(self, security: Any, timeout: float) -> None:
+        from probetag.forward import (CLOSED, NEED_DATA, ClientConnection, HandshakeDone,
+                                      HandshakeFailed, HandshakePing)
+        cli = ClientConnection(security=security)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = cli.next_event()
+            if ev is NEED_DATA:
+                data = self.sock.recv(65536)
+                cli.receive_data(data)
+            elif isinstance(ev, HandshakePing):
+                self.sock.sendall(ev.data)
+            elif isinstance(ev, HandshakeDone):
+                return
+            elif isinstance(ev, HandshakeFailed):
+                raise HandshakeError(ev.reason)
+            elif ev is CLOSED:
+                raise HandshakeError("closed")
+            else:
+                raise HandshakeError(repr(ev))
+        raise HandshakeError("timeout")
+
     def send_chunk(self, tag: str, records: list[dict]) -> str:
         cid = new_chunk_id()
-        self.sock.sendall(packed_frame(tag, records, cid))
+        frame = packed_frame(tag, records, cid)
         self.sent_at[cid] = time.monotonic()
+        self.sock.sendall(frame)
+        self.bytes_sent += len(frame)
         return cid
+
+    def peer_closed(self, timeout: float = 5.0) -> bool:
+        """True if the server closes the connection within ``timeout``
+        (replies before the EOF are kept in ``other_replies``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+            if not data:
+                return True
+            self.unpacker.feed(data)
+            self.other_replies.extend(self.unpacker)
+        return False
 
     def read_acks(self, want: int, timeout: float = 20.0) -> int:
         """Read replies until ``want`` acks in total arrived or ``timeout``."""
