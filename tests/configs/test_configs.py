@@ -197,7 +197,7 @@ def test_vector_pairs(path):
     # retagged events and summaries have a route of their own: a route
     # condition names a string literal the tag starts with
     literals = [lit for t in doc.get("transforms", {}).values() if t["type"] == "route"
-                for cond in t["route"].values() for lit in re.findall(r'"([^"]+)"', cond)]
+                for cond in t["route"].values() for lit in re.findall(r'"([^"]*)"', cond)]
     tags = [render_retag(r.tag) for r in cfg.actions.rules if r.action == "retag"]
     if cfg.actions.summaries:
         tags.append(cfg.actions.summary_tag)
