@@ -86,11 +86,6 @@ class Service:
             nd = NdjsonInput(self.config, self.metrics, self.pipeline)
             await nd.start()
             self.inputs.append(nd)
-        if self.config.ndjson.address:  # Vector socket sink input (no acks)
-            from .inputs.ndjson import NdjsonInput
-            ndjson = NdjsonInput(self.config, self.metrics, self.pipeline)
-            await ndjson.start()
-            self.inputs.append(ndjson)
         out = self.config.output
         log_event(logging.INFO, "serving", output=out.type,
                   downstream=out.address if out.type != "stdout" else "-")
