@@ -1,0 +1,380 @@
+"""Rebuild the line a sender sent from one log record.
+
+Theory of operation
+-------------------
+* A record reaches us in one of a few shapes; each keeps the payload line in
+  different fields and loses different bytes (FIELD_GUIDE 3, FORWARD_NOTES 8).
+  Auto-detection tries them in this order (first fit wins):
+
+  ``rsyslog-rawmsg``  ``rawmsg`` is the whole line after sanitising and before
+                      parsing: exact.
+  ``rsyslog-json``    ``hostname``/``syslogtag``/``msg`` (or ``app-name`` from
+                      RFC 5424 output, lossy).
+  ``fluentd-syslog``  ``host``/``ident``[/``pid``]/``message`` from Fluentd's
+                      syslog parser: the separator between ident and message
+                      (spaces, a colon, ``[pid]:``) is gone.
+  ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``.
+  ``file-line``       ``message``/``log`` holds a whole rsyslog file line
+                      (in_tail ``none`` parser, Vector ``file``): parsed with
+                      ``parse_syslog_line`` and rebuilt from that record.
+  ``message``         any other ``message``/``msg``/``log``/``MESSAGE`` field.
+
+* The HOSTNAME rule (FIELD_GUIDE 3.3): the HOSTNAME is either the sender or
+  the payload's first word. It is the sender when it equals a source field;
+  it is certainly the payload's when the rest of the line starts with a word
+  rsyslog would have taken as HOSTNAME itself; otherwise it is a guess (IP
+  addresses, ``localhost`` and dotted names are senders; words rsyslog's
+  senders never have, such as ``GET`` or ``SSH-2.0-...``, are payload), and
+  the other reading is offered in ``alternatives``.
+* The escaped text is unescaped once, with the dialect chosen for the primary
+  line, and every alternative is decoded with that same dialect: one line,
+  one dialect.
+* ``lossy`` is set where bytes are known to be missing: RFC 5424 output (TAG
+  beyond APP-NAME), a TAG cut at 510 bytes, U+FFFD in the text, and a TAG-less
+  line that lost a leading ``1 `` (octet-counting or version field).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
+from ._syslog import TAG_MAX, parse_syslog_line
+
+__all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS"]
+
+SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line", "message")
+
+#: Fields that hold the sender's address, most specific first.
+SOURCE_FIELDS = ("fromhost-ip", "source_ip", "source_address", "fromhost_ip", "fromhost",
+                 "source_host", "source_hostname", "remote_addr", "client_ip", "src_ip", "peer")
+#: Fields that hold a plain payload line, in order.
+PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    line: bytes
+    escaped: bytes
+    alternatives: tuple[bytes, ...]
+    source: str | None
+    shape: str
+    lossy: bool
+    dialect: str | None
+    escapes: int
+    evidence: float
+
+
+# ------------------------------------------------------------ HOSTNAME rule ---
+
+_HOSTWORD = re.compile(rb"[A-Za-z0-9._-]*[A-Za-z0-9]")
+_DNS_NAME = re.compile(rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*")
+_PROTO_WORD = re.compile(rb"[A-Z]+|[A-Z][A-Za-z0-9_]*-[0-9][0-9.]*-.*|RFB|[A-Z]+/[0-9.]+")
+
+
+def _takes_hostname(text: bytes) -> bool:
+    """Would pmrfc3164 take the first word of ``text`` as HOSTNAME?"""
+    sp = text.find(b" ")
+    word = text if sp < 0 else text[:sp]
+    return bool(word) and _HOSTWORD.fullmatch(word) is not None
+
+
+def _is_ip(word: bytes) -> bool:
+    try:
+        ipaddress.ip_address(word.decode("ascii"))
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def _looks_like_sender(host: bytes) -> bool:
+    if _is_ip(host) or host.lower() == b"localhost":
+        return True
+    if _PROTO_WORD.fullmatch(host):
+        return False
+    # dotted DNS names and plain lower-case/mixed machine names
+    return _DNS_NAME.fullmatch(host) is not None or not host.isupper()
+
+
+def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
+                    exact: bool = True) -> tuple[bool, bool]:
+    """(host is the sender, certain). ``exact``: ``rest`` is rsyslog's
+    TAG+MSG as parsed (not rebuilt from a lossy shape), so the HOSTNAME rule
+    can be replayed on it."""
+    if not host:
+        return True, True
+    if host in sources:
+        return True, True
+    if _HOSTWORD.fullmatch(host) is None:
+        return True, True  # e.g. an IPv6 sender: never a payload word
+    if exact and rest and not rest.startswith(b"1 ") and _takes_hostname(rest):
+        return False, True  # the sender's line would have lost this word to HOSTNAME
+    if not rest:
+        # TAG and MSG empty: rsyslog saw a line made only of hostname
+        # characters, or an empty message (a lone NUL) from the sender.
+        return (True, False) if (_is_ip(host) or host.lower() == b"localhost") else (False, False)
+    if sources and not _is_ip(host) and host.lower() != b"localhost":
+        # A known sender that differs from HOSTNAME: the word is the payload's
+        # (DNS-resolved sender names are the exception, kept as alternative).
+        return False, False
+    return _looks_like_sender(host), False
+
+
+def _join_host(host: bytes, rest: bytes) -> bytes:
+    return host + b" " + rest if rest else host
+
+
+# ------------------------------------------------------------- candidates ---
+
+class _Cand:
+    """Escaped text of the primary reconstruction and its alternatives."""
+
+    __slots__ = ("primary", "alts", "lossy", "source")
+
+    def __init__(self, primary: bytes, alts: list[bytes] | None = None, lossy: bool = False):
+        self.primary = primary
+        self.alts = list(alts or ())
+        self.lossy = lossy
+        self.source: str | None = None
+
+    def add(self, alt: bytes) -> None:
+        self.alts.append(alt)
+
+
+def _with_host(cand: _Cand, host: bytes | None, rest_alts: list[bytes], rest: bytes,
+               sources: tuple[bytes, ...], exact: bool = True) -> None:
+    """Apply the HOSTNAME rule to a reconstruction of TAG+MSG."""
+    if host is None:
+        return
+    sender, certain = _host_is_sender(host, rest, sources, exact)
+    if sender:
+        if not certain:
+            cand.add(_join_host(host, rest))
+            for a in rest_alts:
+                cand.add(_join_host(host, a))
+    else:
+        cand.primary = _join_host(host, rest)
+        cand.alts = [_join_host(host, a) for a in rest_alts]
+        if not certain:
+            cand.add(rest)
+            cand.alts.extend(rest_alts)
+
+
+def _tag_msg(tag: bytes, msg: bytes, spacing: str, lossy: bool) -> tuple[bytes, list[bytes], bool]:
+    """(TAG+MSG, alternatives, lossy) with the printed-spacing doubts resolved."""
+    alts: list[bytes] = []
+    if tag == b"-":
+        # force.tagEndingByColon: TAG '-' and the data in MSG. A file template
+        # printed one space before MSG; rsyslog 8.2302 starts MSG with a raw
+        # NUL when HOSTNAME is the sender (observed; Fluentd passes it on).
+        body = msg[1:] if msg.startswith(b" ") else msg
+        return body, [], lossy
+    rest = tag + msg
+    if spacing == "colon":
+        alts.append(tag + msg[1:])  # 'sip:nm' printed as 'sip: nm'
+    elif spacing == "empty-tag":
+        alts.append(msg[1:])
+        alts.append(b"1 " + msg[1:])  # '1 ' read as a version field and dropped
+    elif spacing == "cut":
+        alts.append(tag + b" " + msg)
+        lossy = True
+    if not tag and msg and msg[:1] not in (b" ", b"{", b"[", b"<"):
+        # An empty TAG is only printed before ' ', '{', '[' or an invalid PRI;
+        # anything else lost a leading '1 ' (FIELD_GUIDE 3.4).
+        rest = b"1 " + msg
+        alts.append(msg)
+    if len(tag) >= TAG_MAX:
+        lossy = True
+    return rest, alts, lossy
+
+
+def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+    host = to_bytes(rec.get("hostname"))
+    msg = to_bytes(rec.get("msg")) or b""
+    spacing = _str(rec.get("_spacing"))
+    if "syslogtag" in rec:
+        tag = to_bytes(rec.get("syslogtag")) or b""
+        rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
+        cand = _Cand(rest, alts, lossy)
+        if tag == b"-" and host is not None:
+            _colon_host(cand, host, rest, sources)
+            return cand
+    else:
+        # RFC 5424 output: only APP-NAME (programname) of the TAG survives.
+        app = to_bytes(rec.get("app-name")) or b""
+        if app == b"":
+            # rsyslog leaves APP-NAME empty (not '-') after dropping a '1 '.
+            rest = b"1 " + msg
+            cand = _Cand(rest, [msg], True)
+        else:
+            app = b"" if app == b"-" else app
+            rest = app + msg
+            cand = _Cand(rest, [app] if app and msg else [], True)
+        alts = list(cand.alts)
+        _with_host(cand, host, alts, rest, sources, exact=False)
+        return cand
+    _with_host(cand, host, alts, rest, sources)
+    return cand
+
+
+def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...]) -> None:
+    """HOSTNAME rule for force.tagEndingByColon records (TAG '-')."""
+    if body.startswith(b"\x00"):
+        cand.primary = body[1:]
+        return
+    if host in sources or _is_ip(host):
+        return
+    if body == host[-1:]:
+        # rsyslog 8.2302 leaves the line's last byte in MSG when the whole line
+        # was the HOSTNAME ('stats' -> host 'stats', msg 's').
+        cand.primary, cand.alts = host, [_join_host(host, body), body]
+        return
+    cand.primary, cand.alts = _join_host(host, body), [body]
+
+
+def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+    """Fluentd's RFC 3164 parser: ``host ident[pid]<anything up to ':'>: *message``
+    (FORWARD_NOTES 8). The separator is gone, so the common ones are offered."""
+    host = to_bytes(rec.get("host"))
+    ident = to_bytes(rec.get("ident")) or b""
+    msg = to_bytes(rec.get("message")) or b""
+    pid = to_bytes(rec.get("pid"))
+    if ident == b"-":
+        cand = _Cand(msg)
+        if host is not None:
+            _colon_host(cand, host, msg, sources)
+        return cand
+    alts: list[bytes] = []
+    if pid:
+        rest = ident + b"[" + pid + b"]: " + msg
+    elif not msg:
+        rest = ident
+        alts.append(ident + b":")
+    elif not ident:
+        rest = msg
+        alts.append(b" " + msg)
+    else:
+        rest = ident + b" " + msg
+        alts += [ident + b": " + msg, ident + b":" + msg]
+    cand = _Cand(rest, alts)
+    # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
+    _with_host(cand, host, alts, rest, sources, exact=False)
+    return cand
+
+
+def _from_vector(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+    host = to_bytes(rec.get("hostname"))
+    app = to_bytes(rec.get("appname")) or b""
+    procid = to_bytes(rec.get("procid"))
+    msg = to_bytes(rec.get("message")) or b""
+    alts: list[bytes] = []
+    if app and procid:
+        rest = app + b"[" + procid + b"]: " + msg
+    elif app:
+        rest = app + b": " + msg if msg else app
+        alts += [app + b" " + msg, app + b":" + msg]
+    else:
+        rest = msg
+    cand = _Cand(rest, alts)
+    _with_host(cand, host, alts, rest, sources, exact=False)
+    return cand
+
+
+def _str(value: Any) -> str:
+    b = to_bytes(value)
+    return b.decode("utf-8", "replace") if b is not None else ""
+
+
+def _first(rec: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, bytes] | None:
+    for name in names:
+        if name in rec:
+            b = to_bytes(rec[name])
+            if b is not None:
+                return name, b
+    return None
+
+
+_FILE_FORMATS = ("traditional", "rfc3339", "rfc5424")
+_FILE_LINE_START = re.compile(
+    rb"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|<(?:[0-9]{1,3}|invld)>1 |\{\")")
+
+
+def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...]) -> tuple[str | None, tuple[bytes, ...]]:
+    names = source_fields or SOURCE_FIELDS
+    found: list[bytes] = []
+    for name in names:
+        b = to_bytes(rec.get(name))
+        if b:
+            found.append(b)
+    if not found:
+        return None, ()
+    return found[0].decode("utf-8", "replace"), tuple(found)
+
+
+def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[bytes, ...],
+            depth: int) -> tuple[_Cand, str] | None:
+    if fields:
+        values = [to_bytes(rec.get(f)) for f in fields if f in rec]
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        if len(present) == 1:
+            return _single(present[0], sources, depth)
+        return _Cand(b" ".join(v for v in present if v)), "message"
+    raw = rec.get("rawmsg")
+    if raw is not None and to_bytes(raw) is not None:
+        return _Cand(to_bytes(raw) or b""), "rsyslog-rawmsg"
+    if "syslogtag" in rec or ("hostname" in rec and "app-name" in rec and "msg" in rec):
+        # parse_syslog_line() marks records it made from file lines
+        shape = "file-line" if _str(rec.get("_format")) in _FILE_FORMATS else "rsyslog-json"
+        return _from_rsyslog(rec, sources), shape
+    if "ident" in rec and ("host" in rec or "message" in rec):
+        return _from_fluentd(rec, sources), "fluentd-syslog"
+    if "appname" in rec and "message" in rec:
+        return _from_vector(rec, sources), "vector-syslog"
+    hit = _first(rec, PAYLOAD_FIELDS)
+    if hit is None:
+        return None
+    return _single(hit[1], sources, depth)
+
+
+def _single(value: bytes, sources: tuple[bytes, ...], depth: int) -> tuple[_Cand, str]:
+    if depth == 0 and _FILE_LINE_START.match(value):
+        parsed = parse_syslog_line(value)
+        if parsed.fmt != "raw":
+            inner = _detect(parsed.record, (), sources, depth + 1)
+            if inner is not None:
+                cand, _ = inner
+                cand.lossy = cand.lossy or parsed.lossy
+                cand.source = _source(parsed.record, ())[0]
+                return cand, "file-line"
+    return _Cand(value), "message"
+
+
+def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
+            source_fields: tuple[str, ...] = (),
+            dialects: tuple[str, ...] = DEFAULT_DIALECTS) -> Rebuilt | None:
+    """The best reconstruction of the one line the sender sent, or None when
+    the record has no payload field. Never raises on odd values."""
+    if not isinstance(record, Mapping):
+        return None
+    source, sources = _source(record, source_fields)
+    found = _detect(record, fields, sources, 0)
+    if found is None:
+        return None
+    cand, shape = found
+    if source is None:
+        source = cand.source  # from inside a parsed file line (rsyslog json)
+    u = unescape(cand.primary, dialects)
+    seen = {cand.primary}
+    alts: list[bytes] = []
+    for a in cand.alts:
+        if a not in seen:
+            seen.add(a)
+            alts.append(unescape_as(a, u.dialect))
+    lossy = cand.lossy or u.replaced > 0
+    return Rebuilt(u.data, cand.primary, tuple(alts), source, shape, lossy, u.dialect, u.escapes,
+                   u.evidence)

@@ -1,0 +1,198 @@
+"""Split one physical line of an rsyslog output file into its properties.
+
+Theory of operation
+-------------------
+* rsyslog's file templates print HOSTNAME, TAG and MSG (FIELD_GUIDE section
+  3); this module undoes the template, not the escaping. Formats:
+
+  ``traditional``  ``Mmm dd hh:mm:ss HOST TAG[sp]MSG``
+                   (RSYSLOG_TraditionalFileFormat)
+  ``rfc3339``      the same with an RFC 3339 timestamp (RSYSLOG_FileFormat,
+                   Debian 12's /var/log/syslog)
+  ``rfc5424``      ``<PRI>1 TS HOST APP PROCID MSGID SD MSG``
+                   (RSYSLOG_SyslogProtocol23Format): only APP-NAME of the TAG
+                   survives, so these lines are ``lossy``
+  ``json``         one JSON object per line (rsyslog ``json``/``jsonf``
+                   properties or ``%jsonmesg%``), bytes >= 0x80 raw inside
+  ``raw``          anything else: the whole line is the payload.
+
+* ``[sp]`` is the template's ``sp-if-no-1st-sp``: a space is printed after the
+  TAG only when MSG does not start with one. Where the TAG ended at a space the
+  split is exact; after a TAG ending in ``:``, an empty TAG or a TAG cut at 510
+  bytes, the space may or may not be the payload's. ``SyslogLine.record``
+  keeps MSG as printed (minus the space that is certainly added) and names the
+  doubtful case in ``_spacing`` so ``rebuild()`` offers both readings.
+* ``record`` has rsyslog property names (``hostname``, ``syslogtag``, ``msg``,
+  ``app-name``...), so ``rebuild(parse_syslog_line(l).record)`` is the same
+  code path as a record that arrived over the network (explain == serve).
+  Values are bytes; invalid UTF-8 never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ._escape import to_bytes
+
+__all__ = ["FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag"]
+
+FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "raw")
+
+#: pmrfc3164 cuts the TAG at this many bytes (FIELD_GUIDE 3.4).
+TAG_MAX = 510
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogLine:
+    fmt: str
+    time: str | None
+    host: bytes | None
+    tag: bytes
+    msg: bytes
+    record: dict[str, Any] = field(hash=False)
+    lossy: bool
+
+
+_TRAD = re.compile(rb"([A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}) (\S+) (.*)", re.S)
+_RFC3339 = re.compile(
+    rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})) "
+    rb"(\S+) (.*)", re.S)
+# Fields of RSYSLOG_SyslogProtocol23Format are separated by single spaces. APP-NAME is
+# rsyslog's programname and can be empty (not '-') after the '1 ' version strip.
+_RFC5424 = re.compile(
+    rb"<([0-9]{1,3}|invld)>1 (\S+) (\S+) (\S*) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S)
+_TAG_END = re.compile(rb"[ :]")
+
+
+def split_tag(rest: bytes) -> tuple[bytes, bytes]:
+    """Split the text after HOSTNAME into (TAG, MSG) by pmrfc3164's rule:
+    up to the first space (excluded) or colon (included), at most 510 bytes;
+    a text starting with a space, '{' or '[' has an empty TAG."""
+    if not rest or rest[:1] in (b" ", b"{", b"["):
+        return b"", rest
+    m = _TAG_END.search(rest, 0, TAG_MAX + 1)
+    if m is None:
+        if len(rest) <= TAG_MAX:
+            return rest, b""
+        return rest[:TAG_MAX], rest[TAG_MAX:]
+    end = m.end() if m.group() == b":" else m.start()
+    if end > TAG_MAX:
+        return rest[:TAG_MAX], rest[TAG_MAX:]
+    return rest[:end], rest[end:]
+
+
+def _split_printed(rest: bytes) -> tuple[bytes, bytes, str]:
+    """Undo ``TAG + sp-if-no-1st-sp + MSG`` of the file templates.
+
+    Returns (tag, msg, spacing) where spacing says what is uncertain:
+    "" exact; "colon" a space after a TAG ending in ':' may be added;
+    "empty-tag" a space after an empty TAG may be added; "cut" the space after
+    a TAG cut at 510 bytes is most likely added.
+    """
+    if rest.startswith(b" "):
+        # Empty TAG. MSG starting with '{', '[' or '<' (invalid PRI) got the
+        # space from the template; otherwise it is ambiguous.
+        body = rest[1:]
+        if body[:1] in (b"{", b"[", b"<") or not body:
+            return b"", body, ""
+        return b"", rest, "empty-tag"
+    m = _TAG_END.search(rest, 0, TAG_MAX + 1)
+    if m is None:
+        tag, msg = rest[:TAG_MAX], rest[TAG_MAX:]
+    elif m.group() == b":" and m.end() <= TAG_MAX:
+        tag, msg = rest[:m.end()], rest[m.end():]
+    elif m.start() <= TAG_MAX:
+        tag, msg = rest[:m.start()], rest[m.start():]
+    else:
+        tag, msg = rest[:TAG_MAX], rest[TAG_MAX:]
+    if msg == b" ":
+        # MSG empty: the template printed one space after the TAG.
+        return tag, b"", ""
+    if len(tag) >= TAG_MAX and not tag.endswith(b":"):
+        if msg.startswith(b" "):
+            return tag, msg[1:], "cut"
+        return tag, msg, ""
+    if tag.endswith(b":"):
+        if msg.startswith(b" "):
+            return tag, msg, "colon"
+        return tag, msg, ""
+    return tag, msg, ""
+
+
+def _parse_json(line: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _s(value: Any) -> str | None:
+    if value is None:
+        return None
+    b = to_bytes(value)
+    return b.decode("utf-8", "replace") if b is not None else str(value)
+
+
+def parse_syslog_line(line: bytes | str, fmt: str = "auto") -> SyslogLine:
+    """Parse one line of an rsyslog output file. Never raises on bad bytes;
+    a line that does not fit ``fmt`` (or any format, for "auto") is "raw"."""
+    if fmt not in ("auto", *FORMATS):
+        raise ValueError(f"unknown syslog file format {fmt!r}; known: auto, {', '.join(FORMATS)}")
+    data = to_bytes(line) or b""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if fmt in ("auto", "json") and data[:1] == b"{":
+        obj = _parse_json(data)
+        if obj is not None:
+            rec: dict[str, Any] = {}
+            for k, v in obj.items():
+                b = to_bytes(v)
+                rec[k] = b if b is not None else v
+            rec["_format"] = "json"
+            tag = to_bytes(obj.get("syslogtag")) or b""
+            return SyslogLine("json", _s(obj.get("timegenerated") or obj.get("timereported")),
+                              to_bytes(obj.get("hostname")), tag, to_bytes(obj.get("msg")) or b"",
+                              rec, "rawmsg" not in obj and "syslogtag" not in obj)
+    if fmt in ("auto", "rfc5424") and data[:1] == b"<":
+        m = _RFC5424.fullmatch(data)
+        if m:
+            pri, ts, host, app, procid, msgid, sd, msg = m.groups()
+            rec = {"pri": pri, "timereported": ts, "hostname": host, "app-name": app,
+                   "procid": procid, "msgid": msgid, "structured-data": sd, "msg": msg,
+                   "protocol-version": b"1", "_format": "rfc5424"}
+            return SyslogLine("rfc5424", ts.decode("ascii", "replace"), host,
+                              b"" if app == b"-" else app, msg, rec, True)
+    for name, pattern in (("rfc3339", _RFC3339), ("traditional", _TRAD)):
+        if fmt in ("auto", name):
+            m = pattern.fullmatch(data)
+            if m:
+                ts, host, rest = m.groups()
+                tag, msg, spacing = _split_printed(rest)
+                rec = {"timereported": ts, "hostname": host, "syslogtag": tag, "msg": msg,
+                       "_format": name}
+                if spacing:
+                    rec["_spacing"] = spacing
+                return SyslogLine(name, ts.decode("ascii", "replace"), host, tag, msg, rec,
+                                  len(tag) >= TAG_MAX)
+    return SyslogLine("raw", None, None, b"", data, {"message": data, "_format": "raw"}, False)
+
+
+def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
+    """The format most of the first ``sample`` non-empty lines parse as
+    ("raw" wins only if nothing else does better)."""
+    votes: Counter[str] = Counter()
+    for i, line in enumerate(lines):
+        if i >= sample * 4 or sum(votes.values()) >= sample:
+            break
+        b = to_bytes(line) or b""
+        if not b.strip():
+            continue
+        votes[parse_syslog_line(b).fmt] += 1
+    if not votes:
+        return "raw"
+    return votes.most_common(1)[0][0]
