@@ -21,6 +21,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import re
 import time as _time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -130,53 +131,172 @@ RecordHook = Callable[[str, Any, dict[Any, Any]], Any]
 
 
 class Processor:
-    """Runs one chunk through validation, detection and actions."""
+    """Runs one chunk through validation, detection and actions.
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    ``detector`` and ``actions`` default to ones built from ``config``
+    (catalogue files, allowlist, rules). ``expire(now)`` turns scans that went
+    idle into summary chunks (``now`` on the records' event-time scale; see
+    ``probetag.detect._correlate``)."""
+
+    def __init__(self, config: Config, metrics: Metrics, detector: Any = None,
+                 actions: Any = None) -> None:
         self.config = config
         self.metrics = metrics
+        self.enricher = None
+        self.prefilter = None
+        self.correlator = None
+        self.actions = actions
+        if config.detect.enabled:
+            from .detect._enrich import build_detection
+
+            parts = build_detection(config, metrics, detector=detector, actions=actions)
+            self.detector, self.prefilter, self.correlator, self.actions, self.enricher = parts
+        else:
+            self.detector = detector
+
+    # -- the hot path --------------------------------------------------------
 
     def process(self, tag: str, entries: bytes) -> StageResult:
         res = StageResult()
+        n = len(entries)
         up = unpacker_for(entries)
-        parts: list[bytes] = []
-        count = 0
-        start = 0
-        try:
-            for entry in up:
-                end = up.tell()
-                raw = entries[start:end]
-                start = end
-                if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
-                    self._reject(res, "entry_not_pair")
-                    continue
-                t, record = entry
-                if is_group_marker(t):
-                    res.markers += 1
-                    continue
-                if not isinstance(record, dict):
-                    self._reject(res, "record_not_map")
-                    continue
-                nt, reason = normalize_time(t)
-                if reason is not None:
-                    self._reject(res, reason)
-                    continue
-                if nt is t:
-                    parts.append(raw)
+        starts: list[int] = []
+        slow: list[int] = []  # entries the fast check cannot vouch for
+        pos = 0
+        error = None
+        fast = _FAST_ENTRY.match
+        while pos < n:
+            try:
+                up.skip()
+            except msgpack.OutOfData:
+                error = "entries_truncated"
+                break
+            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError):
+                # Garbage inside the entries blob: the rest cannot be framed.
+                error = "entries_undecodable"
+                break
+            end = up.tell()
+            # Cheap validation without building objects (one C-level regex
+            # match, see _FAST_ENTRY). Anything else takes the full path, which
+            # rejects, normalises or removes it exactly as before.
+            if fast(entries, pos) is None:
+                slow.append(len(starts))
+            starts.append(pos)
+            pos = end
+        count_entries = len(starts)
+        starts.append(pos)  # sentinel: end of the last whole entry
+
+        # One multi-literal scan over the packed bytes picks the entries to decode.
+        hits: list[int] = []
+        if self.prefilter is not None and count_entries:
+            hits = self.prefilter.entries_hit(entries if pos == n else entries[:pos], starts)
+            if hits:
+                self.metrics.inc("prefilter_hits", len(hits))
+        todo = sorted(set(slow).union(hits)) if slow else hits
+        hitset = set(hits)
+
+        # entry index -> None (removed: rejected, marker, dropped, retagged)
+        # or bytes (re-encoded); entries not in it leave as they came.
+        changes: dict[int, Any] = {}
+        retagged: dict[str, list[bytes]] = {}
+        detect_idx: list[int] = []
+        detect_items: list[tuple[float, dict[Any, Any]]] = []
+        detect_time: list[Any] = []
+        detect_changed: list[bool] = []
+        for i in todo:
+            raw = entries[starts[i]:starts[i + 1]]
+            entry = _unpack_one(raw)
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+                self._reject(res, "entry_not_pair")
+                changes[i] = None
+                continue
+            t, record = entry
+            if is_group_marker(t):
+                res.markers += 1
+                changes[i] = None
+                continue
+            if not isinstance(record, dict):
+                self._reject(res, "record_not_map")
+                changes[i] = None
+                continue
+            nt, reason = normalize_time(t)
+            if reason is not None:
+                self._reject(res, reason)
+                changes[i] = None
+                continue
+            if i in hitset and self.enricher is not None:
+                detect_idx.append(i)
+                detect_items.append((_seconds(nt), record))
+                detect_time.append(nt)
+                detect_changed.append(nt is not t)
+                continue
+            res.passed += 1
+            if nt is not t:
+                changes[i] = pack_entry(nt, record)
+        if detect_items:
+            decisions = self.enricher.batch(tag, detect_items)  # type: ignore[union-attr]
+            for k, i in enumerate(detect_idx):
+                d = decisions[k]
+                nt = detect_time[k]
+                if d is None or d.outcome == "passed":
+                    res.passed += 1
+                    if detect_changed[k]:
+                        changes[i] = pack_entry(nt, detect_items[k][1])
+                elif d.outcome == "dropped":
+                    res.dropped += 1
+                    changes[i] = None
                 else:
-                    parts.append(pack_entry(nt, record))
-                count += 1
-                res.passed += 1
-        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-            # Garbage inside the entries blob: the rest cannot be framed.
-            self._reject(res, "entries_undecodable")
-            _ = exc
-        if start < len(entries) and not res.reject_reasons.get("entries_undecodable"):
-            self._reject(res, "entries_truncated")
-        if count:
-            res.chunks.append(OutChunk(tag, b"".join(parts), count))
+                    res.tagged += 1
+                    packed = pack_entry(nt, d.record)
+                    if d.tag != tag:
+                        retagged.setdefault(d.tag, []).append(packed)
+                        changes[i] = None
+                    else:
+                        changes[i] = packed
+        res.passed += count_entries - len(todo)
+
+        if error is not None:
+            self._reject(res, error)
+        kept = count_entries - len(changes) + sum(1 for v in changes.values() if v is not None)
+        if kept:
+            if not changes:
+                data = entries if pos == n else entries[:pos]
+            else:
+                # Runs of untouched entries are copied as slices of the input.
+                parts: list[bytes] = []
+                run = 0
+                for i in sorted(changes):
+                    if starts[i] > starts[run]:
+                        parts.append(entries[starts[run]:starts[i]])
+                    v = changes[i]
+                    if v is not None:
+                        parts.append(v)
+                    run = i + 1
+                if starts[count_entries] > starts[run]:
+                    parts.append(entries[starts[run]:starts[count_entries]])
+                data = b"".join(parts)
+            res.chunks.append(OutChunk(tag, data, kept))
+        for new_tag, packed_list in retagged.items():
+            res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
         self._account(res)
         return res
+
+    def expire(self, now: float) -> list[OutChunk]:
+        """Summary records for scans idle at ``now`` (event-time seconds)."""
+        if self.correlator is None:
+            return []
+        out: list[OutChunk] = []
+        for summary in self.correlator.expire(now):
+            self.metrics.inc("scan_summaries")
+            made = self.actions.summary(summary) if self.actions is not None else None
+            if made is None:
+                continue
+            stag, record = made
+            last = float(summary.get("last_seen") or 0.0)
+            sec = int(last)
+            t = event_time(sec, min(int(round((last - sec) * 1e9)), 999_999_999)) if last > 0 else event_time_now()
+            out.append(OutChunk(stag, pack_entry(t, record), 1))
+        return out
 
     def _reject(self, res: StageResult, reason: str) -> None:
         res.rejected += 1
@@ -195,3 +315,28 @@ class Processor:
             m.inc("records_rejected", n, reason=reason)
         if res.markers:
             m.inc("group_markers", res.markers)
+
+
+# The fast path's entry check, as one regex over the entry's first bytes:
+# a 2-array (0x92); then a time that needs no normalisation: an EventTime
+# (fixext8 0xd7, type 0) whose seconds are not a Fluent Bit group marker
+# (0xFFFFFFFE/0xFFFFFFFF with nsec 0 -- excluded with any nsec; those rare
+# entries just take the full path) and whose nanoseconds are < 10**9
+# (0x3B9AC9FF, spelt out byte by byte), or a positive fixint, or a non-zero
+# uint32 (0xce); then a map header (fixmap, map16, map32).
+_NSEC = (rb"(?:[\x00-\x3a][\x00-\xff]{3}|\x3b[\x00-\x99][\x00-\xff]{2}"
+         rb"|\x3b\x9a[\x00-\xc8][\x00-\xff]|\x3b\x9a\xc9[\x00-\xff])")
+_FAST_ENTRY = re.compile(
+    rb"\x92(?:\xd7\x00(?!\xff\xff\xff[\xfe\xff])[\x00-\xff]{4}" + _NSEC
+    + rb"|[\x01-\x7f]|\xce(?!\x00\x00\x00\x00)[\x00-\xff]{4})[\x80-\x8f\xde\xdf]",
+    re.DOTALL)
+
+
+def _unpack_one(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+
+
+def _seconds(t: Any) -> float:
+    if isinstance(t, msgpack.ExtType):
+        return int.from_bytes(t.data[:4], "big") + int.from_bytes(t.data[4:], "big") / 1e9
+    return float(t)

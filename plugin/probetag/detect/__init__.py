@@ -1,1 +1,32 @@
-"""detect"""
+"""detect: is this log line part of a scanner's probe, and which one?
+
+Where a record is matched. The catalogue (``_catalogue``, data files in
+``catalogue/``) is compiled once into a ``Detector`` (``_engine``), which
+takes one decoded line and returns ``Match`` objects. ``Correlator``
+(``_correlate``) keeps per-source state so that lines that say nothing on
+their own (a lone ``\\r``) are decided by their neighbours, and summarises
+scans. ``Enricher`` (``_enrich``) is the record path that ties decoding,
+matching, correlation and actions together; ``probetag._stage`` calls it
+only for records the chunk prefilter (``_prefilter``) hit. No I/O.
+"""
+
+from ._catalogue import CatalogueError, Signature, load_catalogue
+from ._correlate import Correlator, Verdict
+from ._engine import Detector, Match
+from ._enrich import Enricher, show_bytes
+from ._prefilter import LiteralSet, Prefilter, available_backends
+
+__all__ = [
+    "CatalogueError",
+    "Signature",
+    "load_catalogue",
+    "Detector",
+    "Match",
+    "Correlator",
+    "Verdict",
+    "Enricher",
+    "show_bytes",
+    "LiteralSet",
+    "Prefilter",
+    "available_backends",
+]

@@ -1,0 +1,205 @@
+"""The record path: decoded record -> payload line -> matches -> verdict -> probe map.
+
+Theory of operation
+-------------------
+* ``Enricher.batch(tag, items)`` takes the records of one chunk that the
+  prefilter hit (in stream order) and returns, per record, either ``None``
+  (nothing to add: the stage passes the original bytes on) or the
+  ``Decision`` from ``probetag.act``.
+* Per record: ``probetag.decode.rebuild`` gives the logged line (escapes
+  undone), alternatives for ambiguous escaping, the sender and the record's
+  shape; the engine matches the line, then each alternative. The sender is
+  the correlation key; when the record has no sender field the host field
+  stands in (``host``, ``hostname``...).
+* Correlation runs over the whole batch in order, with look-ahead inside the
+  batch (see ``_correlate``): the next distinctive match of the same source
+  within the window is offered to an ambiguous line.
+* A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
+  map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
+  ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
+  ``source``, ``shape``, ``lossy``; ``payload`` is the decoded line with
+  bytes shown the Python way (``\\r``, ``\\x00``, ``\\\\``) so the map is
+  valid UTF-8 whatever the probe sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ._correlate import Correlator, Verdict
+from ._engine import Detector, Match
+
+__all__ = ["Enricher", "Analysis", "show_bytes", "HOST_FIELDS"]
+
+#: Record fields that stand in for the sender when no sender field exists.
+HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
+#: Shortest literal the chunk prefilter looks for.
+_MIN_FRAGMENT = 3
+#: How many later hit records an ambiguous line may look ahead to.
+_LOOKAHEAD = 16
+
+_SHOW = {c: chr(c) for c in range(0x20, 0x7F)}
+_SHOW.update({c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7F, 0x100))})
+_SHOW.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x5C: "\\\\"})
+
+
+def show_bytes(data: bytes) -> str:
+    """Bytes as Python shows them inside ``b'...'`` (no quotes): always valid UTF-8."""
+    return data.decode("latin-1").translate(_SHOW)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    line: bytes
+    matches: tuple[Match, ...]
+    source: str | None
+    shape: str
+    lossy: bool
+
+
+class Enricher:
+    def __init__(self, config: Any, detector: Detector, actions: Any, correlator: Correlator,
+                 metrics: Any = None) -> None:
+        from .. import decode  # the decoder is its own package; imported once here
+
+        self._rebuild = decode.rebuild
+        d = config.detect
+        self.fields = tuple(d.fields)
+        self.source_fields = tuple(d.source_fields)
+        self.dialects = tuple(d.escapes)
+        self.min_confidence = d.min_confidence
+        self.detector = detector
+        self.actions = actions
+        self.correlator = correlator
+        self.metrics = metrics
+
+    def analyse(self, record: dict[Any, Any]) -> Analysis | None:
+        rb = self._rebuild(record, fields=self.fields, source_fields=self.source_fields,
+                           dialects=self.dialects)
+        if rb is None:
+            return None
+        line, matches = rb.line, self.detector.match(rb.line)
+        if not matches:
+            # Ambiguous escaping (a literal ``#015`` in text): try the other
+            # readings, and report the one that matched.
+            for alt in rb.alternatives:
+                matches = self.detector.match(alt)
+                if matches:
+                    line = alt
+                    break
+            else:
+                return None
+        source = rb.source
+        if not source:
+            for key in HOST_FIELDS:
+                v = record.get(key)
+                if isinstance(v, str) and v:
+                    source = v
+                    break
+        return Analysis(line, tuple(matches), source, rb.shape, bool(rb.lossy))
+
+    def batch(self, tag: str, items: Sequence[tuple[float, dict[Any, Any]]]) -> list[Any]:
+        """``items``: (event time in seconds, record) in stream order ->
+        one ``Decision`` or ``None`` per item."""
+        analyses = [self.analyse(rec) for _, rec in items]
+        out: list[Any] = [None] * len(items)
+        for i, an in enumerate(analyses):
+            if an is None:
+                continue
+            t = items[i][0]
+            following = None
+            if all(m.ambiguous for m in an.matches):
+                following = self._following(analyses, items, i, an.source, t)
+            verdict = self.correlator.observe(an.source, t, an.matches, following=following)
+            if verdict is None or verdict.confidence < self.min_confidence:
+                if self.metrics is not None:
+                    self.metrics.inc("probe_below_confidence")
+                continue
+            probe = self.probe_map(an, verdict)
+            out[i] = self.actions.decide(tag, items[i][1], probe, an.source)
+            if self.metrics is not None:
+                self.metrics.inc("probes_matched", probe=verdict.match.signature.probe,
+                                 kind=verdict.match.kind)
+        return out
+
+    def _following(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
+                   i: int, source: str | None, t: float) -> Match | None:
+        window = self.correlator.window
+        for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
+            an = analyses[j]
+            if an is None or an.source != source:
+                continue
+            if items[j][0] - t > window:
+                return None
+            sure = [m for m in an.matches if not m.ambiguous]
+            if sure:
+                return sure[0]
+        return None
+
+    def probe_map(self, an: Analysis, v: Verdict) -> dict[str, Any]:
+        sig = v.match.signature
+        return {
+            "name": sig.probe,
+            "scanner": sig.scanner,
+            "id": sig.id,
+            "confidence": v.confidence,
+            "transport": sig.transport,
+            "kind": v.match.kind,
+            "payload": show_bytes(an.line),
+            "fragment": v.match.fragment,
+            "scan_id": v.scan_id,
+            "group_lines": v.group_lines,
+            "inherited": v.inherited,
+            "source": an.source,
+            "shape": an.shape,
+            "lossy": an.lossy,
+        }
+
+
+def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[bytes]:
+    """The literals the chunk prefilter looks for: each engine fragment raw,
+    escaped in every configured dialect, and as a UTF-8-replacing forwarder
+    leaves it (msgpack strings hold these bytes verbatim)."""
+    from ..decode import escape
+
+    from ._engine import replaced
+
+    names = list(dialects)
+    if "rsyslog" in names and "rsyslog-8bit" not in names:
+        # escape8BitCharactersOnReceive is one rsyslog setting away.
+        names.append("rsyslog-8bit")
+    out: set[bytes] = set()
+    for frag in detector.fragments():
+        forms = {frag}
+        for d in names:
+            forms.add(bytes(escape(frag, d)))
+        for f in list(forms):
+            forms.add(replaced(f))
+        for f in forms:
+            # Shorter literals hit msgpack's own framing bytes (lengths, times)
+            # in every chunk. The price: a line that is only a raw CR (rsyslog
+            # with escaping off) is not looked at; it is ambiguous anyway.
+            if len(f) >= _MIN_FRAGMENT:
+                out.add(f)
+    return sorted(out)
+
+
+def build_detection(config: Any, metrics: Any, *, detector: Detector | None = None,
+                    actions: Any = None) -> tuple[Any, ...]:
+    """(detector, prefilter, correlator, actions, enricher) for the stage."""
+    from ..act import Actions
+    from ._catalogue import load_catalogue
+    from ._prefilter import Prefilter
+
+    d = config.detect
+    if detector is None:
+        detector = Detector(load_catalogue(d.catalogue or None, builtin=d.builtin_catalogue,
+                                           extra=d.signatures))
+    if actions is None:
+        actions = Actions(config.actions, d.allowlist, d.output_field)
+    c = config.correlation
+    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
+    prefilter = Prefilter(prefilter_fragments(detector, d.escapes), detector.backend)
+    enricher = Enricher(config, detector, actions, correlator, metrics)
+    return detector, prefilter, correlator, actions, enricher

@@ -1,0 +1,322 @@
+"""The processing stage: packed entries in, OutChunks out, with detection.
+
+Records are shaped like rsyslog output carried by a forwarder: the logged
+line (escaped by ``probetag.decode.escape``, as rsyslog does) in ``message``
+and the sender in ``source_address``.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from probetag._config import config_from_mapping
+from probetag._metrics import Metrics
+from probetag._stage import Processor, event_time, pack_entry, unpacker_for
+from probetag.decode import escape
+
+BASE = {"detect": {"fields": ["message"], "source_fields": ["source_address"]}}
+
+
+def make(extra: dict | None = None, metrics: Metrics | None = None) -> Processor:
+    cfg = dict(BASE)
+    for k, v in (extra or {}).items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    return Processor(config_from_mapping(cfg), metrics or Metrics())
+
+
+def line(raw: bytes) -> str:
+    """A probe line as rsyslog logs it (default #ooo escaping), as a str."""
+    return escape(raw, "rsyslog").decode("utf-8", "surrogateescape")
+
+
+def rec(msg: str, src: str = "192.0.2.7", **more) -> dict:
+    return {"host": "web1", "source_address": src, "message": msg, **more}
+
+
+def et(sec: int, nsec: int = 0) -> msgpack.ExtType:
+    return event_time(sec, nsec)
+
+
+def split(data: bytes) -> list[bytes]:
+    up = unpacker_for(data)
+    out, start = [], 0
+    for _ in up:
+        end = up.tell()
+        out.append(data[start:end])
+        start = end
+    assert start == len(data)
+    return out
+
+
+def decode_all(data: bytes) -> list:
+    return list(unpacker_for(data))
+
+
+BENIGN = [
+    rec("Accepted publickey for root from 10.0.0.5 port 50122 ssh2"),
+    rec('10.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 612'),
+    rec("key=value#011user=alice#011ok"),
+    rec("the sequence #015 is how rsyslog writes a carriage return"),
+    rec("\u00e9v\u00e9nement enregistr\u00e9 \u2014 caf\u00e9"),
+    rec('{"level":"info","msg":"GET / HTTP/1.0"}'),
+    {"log": "plain fluent-bit record", "stream": "stdout"},
+    {"message": "bytes \udcff\udcfe not utf-8"},  # surrogateescape: raw invalid UTF-8
+    {"message": b"bin \x00\x01 field", "n": 3, "f": 1.5, "nested": {"a": [1, 2]}},
+]
+
+
+def benign_chunk(times=None) -> bytes:
+    times = times or [et(1_800_000_000, 5), 1_800_000_001, et(1_800_000_002, 999_999_999)]
+    return b"".join(pack_entry(times[i % len(times)], r) for i, r in enumerate(BENIGN))
+
+
+# -- pass-through -----------------------------------------------------------------
+
+def test_non_matching_records_leave_byte_identical():
+    m = Metrics()
+    p = make(metrics=m)
+    data = benign_chunk()
+    res = p.process("syslog", data)
+    assert [c.tag for c in res.chunks] == ["syslog"]
+    assert res.chunks[0].entries == data
+    assert res.chunks[0].count == len(BENIGN) == res.passed
+    assert (res.tagged, res.dropped, res.rejected) == (0, 0, 0)
+    assert m.get("records_in") == m.get("records_passed") == len(BENIGN)
+
+
+def test_probe_record_gets_probe_map_and_others_untouched():
+    p = make()
+    probe = pack_entry(et(1_800_000_010), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4"))
+    data = benign_chunk() + probe + benign_chunk()
+    res = p.process("syslog", data)
+    assert (res.passed, res.tagged) == (2 * len(BENIGN), 1)
+    out = split(res.chunks[0].entries)
+    ins = split(data)
+    assert len(out) == len(ins)
+    changed = [i for i, (a, b) in enumerate(zip(ins, out)) if a != b]
+    assert changed == [len(BENIGN)]
+    t, r = msgpack.unpackb(out[len(BENIGN)], raw=False)
+    pr = r["probe"]
+    assert (pr["name"], pr["scanner"], pr["id"]) == ("GetRequest", "nmap", "nmap-tcp-GetRequest")
+    assert pr["confidence"] >= 0.5 and pr["fragment"] == 0 and pr["transport"] == "tcp"
+    assert pr["payload"] == "GET / HTTP/1.0\\r"
+    assert pr["source"] == "198.51.100.4" and pr["scan_id"]
+    assert "shape" in pr and pr["lossy"] is False
+    assert t == et(1_800_000_010)
+    # Every other field of the record is unchanged.
+    assert {k: v for k, v in r.items() if k != "probe"} == rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")
+
+
+def test_ambiguous_cr_line_follows_its_source():
+    p = make()
+    parts = [
+        pack_entry(et(100), rec(line(b"\r"), src="198.51.100.4")),  # before its context (look-ahead)
+        pack_entry(et(100), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")),
+        pack_entry(et(100), rec(line(b"\r"), src="203.0.113.9")),  # a Windows forwarder elsewhere
+        pack_entry(et(101), rec(line(b"\r"), src="198.51.100.4")),
+    ]
+    res = p.process("syslog", b"".join(parts))
+    assert (res.tagged, res.passed) == (3, 1)
+    out = decode_all(res.chunks[0].entries)
+    assert [r.get("probe", {}).get("name") for _, r in out] == ["GetRequest", "GetRequest", None, "GetRequest"]
+    assert out[0][1]["probe"]["inherited"] is True
+    assert len({r["probe"]["scan_id"] for _, r in out if "probe" in r}) == 1
+    assert split(res.chunks[0].entries)[2] == parts[2]
+    # Next chunk: the context carries over (look-behind across chunks).
+    res2 = p.process("syslog", pack_entry(et(102), rec(line(b"\r"), src="198.51.100.4")))
+    assert res2.tagged == 1
+
+
+def test_literal_hash_015_in_prose_is_not_tagged():
+    p = make()
+    data = pack_entry(et(5), rec("operator typed #015 into the form"))
+    res = p.process("syslog", data)
+    assert res.passed == 1 and res.chunks[0].entries == data
+
+
+# -- validation, normalisation, accounting -------------------------------------------
+
+def test_nested_time_entries_normalised():
+    p = make()
+    nested = msgpack.packb([[et(1_800_000_000, 7), {"k": "v"}], {"message": "hello"}], use_bin_type=True)
+    res = p.process("t", nested)
+    assert res.passed == 1
+    (t, r), = decode_all(res.chunks[0].entries)
+    assert t == et(1_800_000_000, 7) and r == {"message": "hello"}
+
+
+def test_nested_time_probe_record_tagged():
+    p = make()
+    nested = msgpack.packb([[et(1_800_000_000), {}], rec(line(b"OPTIONS / RTSP/1.0\r"))], use_bin_type=True)
+    res = p.process("t", nested)
+    assert res.tagged == 1
+    (t, r), = decode_all(res.chunks[0].entries)
+    assert t == et(1_800_000_000) and r["probe"]["name"] == "RTSPRequest"
+
+
+def test_rejects_markers_and_invariant():
+    m = Metrics()
+    p = make(metrics=m)
+    good = pack_entry(1_800_000_000, {"message": "ok"})
+    parts = [
+        good,
+        msgpack.packb([1, 2, 3]),  # not a pair
+        msgpack.packb([1_800_000_000, "not a map"]),
+        msgpack.packb([-5, {}]),  # time out of range
+        msgpack.packb([msgpack.ExtType(0, b"\0\0\0\1\xff\xff\xff\xff"), {}]),  # nsec >= 1e9
+        msgpack.packb([msgpack.ExtType(0, b"\xff\xff\xff\xff\0\0\0\0"), {}]),  # group marker
+        pack_entry(0, {"message": "time zero -> now"}),
+        pack_entry(1.5, {"message": "float time"}),
+        pack_entry(et(1_800_000_000), rec(line(b"GET / HTTP/1.0\r"))),
+        good,
+    ]
+    data = b"".join(parts) + b"\x92\xce\x00"  # truncated tail
+    res = p.process("t", data)
+    assert res.reject_reasons == {"entry_not_pair": 1, "record_not_map": 1, "time_out_of_range": 1,
+                                  "bad_event_time": 1, "entries_truncated": 1}
+    assert res.markers == 1
+    assert (res.passed, res.tagged, res.rejected) == (4, 1, 5)
+    assert res.chunks[0].count == 5
+    out = split(res.chunks[0].entries)
+    assert out[0] == good and out[-1] == good
+    assert len(decode_all(res.chunks[0].entries)) == 5
+    assert m.get("records_in") == sum(m.get(f"records_{o}") for o in ("passed", "tagged", "dropped", "rejected"))
+    assert m.get("records_rejected", reason="entries_truncated") == 1
+    assert m.get("group_markers") == 1
+
+
+def test_undecodable_garbage_counted():
+    p = make()
+    res = p.process("t", pack_entry(1_800_000_000, {"a": 1}) + b"\xc1\xc1\xc1")
+    assert res.passed == 1 and res.reject_reasons == {"entries_undecodable": 1}
+
+
+# -- actions ---------------------------------------------------------------------------
+
+def test_retag_and_drop_via_actions():
+    p = make({"actions": {"rules": [
+        {"action": "drop", "probe": ["HTTPOptions"]},
+        {"action": "retag", "probe": ["GetRequest"], "tag": "security.${probe}"},
+    ]}})
+    parts = [
+        pack_entry(et(1), {"message": "benign"}),
+        pack_entry(et(2), rec(line(b"GET / HTTP/1.0\r"))),
+        pack_entry(et(3), rec(line(b"OPTIONS / HTTP/1.0\r"))),
+        pack_entry(et(4), rec(line(b"OPTIONS / RTSP/1.0\r"))),
+    ]
+    res = p.process("syslog", b"".join(parts))
+    assert (res.passed, res.tagged, res.dropped) == (1, 2, 1)
+    tags = [(c.tag, c.count) for c in res.chunks]
+    assert tags == [("syslog", 2), ("security.GetRequest", 1)]
+    main = decode_all(res.chunks[0].entries)
+    assert main[0][1] == {"message": "benign"} and main[1][1]["probe"]["name"] == "RTSPRequest"
+    (t, r), = decode_all(res.chunks[1].entries)
+    assert r["probe"]["name"] == "GetRequest" and t == et(2)
+
+
+def test_allowlisted_source_in_pass_mode_is_untouched():
+    p = make({"detect": {**BASE["detect"], "allowlist": {"sources": ["198.51.100.0/24"], "mode": "pass"}}})
+    data = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4"))
+    res = p.process("syslog", data)
+    assert res.passed == 1 and res.tagged == 0 and res.chunks[0].entries == data
+
+
+def test_detection_disabled_passes_everything():
+    p = make({"detect": {**BASE["detect"], "enabled": False}})
+    data = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r")))
+    res = p.process("syslog", data)
+    assert res.passed == 1 and res.chunks[0].entries == data
+
+
+def test_expire_emits_scan_summary():
+    m = Metrics()
+    p = make({"actions": {"summaries": True}}, metrics=m)
+    p.process("syslog", b"".join([
+        pack_entry(et(1000), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")),
+        pack_entry(et(1000), rec(line(b"\r"), src="198.51.100.4")),
+        pack_entry(et(1001), rec(line(b"OPTIONS / HTTP/1.0\r"), src="198.51.100.4")),
+    ]))
+    assert p.expire(1030.0) == []
+    chunks = p.expire(1061.0 + 60)
+    assert len(chunks) == 1 and chunks[0].tag == "probetag.summary" and chunks[0].count == 1
+    (t, r), = decode_all(chunks[0].entries)
+    s = r["probe_summary"]
+    assert s["source"] == "198.51.100.4" and s["lines"] == 3
+    assert s["probes"] == {"GetRequest": 2, "HTTPOptions": 1}
+    assert t == et(1001)
+    assert m.get("scan_summaries") == 1
+
+
+# -- properties ---------------------------------------------------------------------------
+
+PROBE_LINES = [b"GET / HTTP/1.0\r", b"OPTIONS / HTTP/1.0\r", b"\r", b"OPTIONS / RTSP/1.0\r",
+               b"l\x00\x0b\x00\x00\x00\x00\x00\x00\x00\x00"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 8), st.sampled_from(["a", "b"]),
+                          st.integers(1, 4_000_000_000)), min_size=1, max_size=30))
+def test_untagged_entries_byte_identical_and_invariant(spec):
+    m = Metrics()
+    p = make(metrics=m)
+    parts = []
+    for is_probe, k, src, t in spec:
+        if is_probe:
+            r = rec(line(PROBE_LINES[k % len(PROBE_LINES)]), src=src)
+        else:
+            r = BENIGN[k % len(BENIGN)]
+        parts.append(pack_entry(t, r))
+    res = p.process("x", b"".join(parts))
+    assert res.total == len(spec)
+    out = split(res.chunks[0].entries)
+    assert len(out) == len(parts)
+    for a, b in zip(parts, out):
+        rb = msgpack.unpackb(b, raw=False, unicode_errors="surrogateescape", strict_map_key=False)[1]
+        if "probe" not in rb or rb is None:
+            assert a == b
+        else:
+            assert rb["probe"]["name"]
+    assert m.get("records_in") == m.get("records_passed") + m.get("records_tagged")
+
+
+# -- the fast entry check agrees with the full path ---------------------------------------
+
+from probetag._stage import _FAST_ENTRY, is_group_marker, normalize_time  # noqa: E402
+
+_times = st.one_of(
+    st.integers(-2**40, 2**40),
+    st.sampled_from([0, 2**32 - 1, 2**32, 2**64 - 1, -1]),
+    st.floats(allow_nan=True),
+    st.none(),
+    st.text(max_size=3),
+    st.builds(lambda s, ns: msgpack.ExtType(0, s.to_bytes(4, "big") + ns.to_bytes(4, "big")),
+              st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0xFFFFFFFF, 0xFFFFFFFE])),
+              st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 999_999_999, 1_000_000_000]))),
+    st.builds(lambda c, d: msgpack.ExtType(c, d), st.integers(0, 5), st.binary(max_size=10)),
+)
+_ints = st.integers(-2**63, 2**63 - 1)
+_records = st.one_of(st.dictionaries(st.text(max_size=3), _ints, max_size=3),
+                     st.dictionaries(st.text(max_size=2), _ints, min_size=16, max_size=20),
+                     _ints, st.text(max_size=4), st.lists(_ints, max_size=2), st.none())
+
+
+@settings(max_examples=400, deadline=None)
+@given(t=_times, r=_records, nested=st.booleans())
+def test_fast_entry_check_only_vouches_for_entries_passed_unchanged(t, r, nested):
+    raw = msgpack.packb([[t, {}] if nested else t, r], use_bin_type=True)
+    if _FAST_ENTRY.match(raw) is None:
+        return
+    # The full path must pass this entry as is: valid time, no marker, a map.
+    assert not nested and isinstance(r, dict)
+    assert not is_group_marker(t)
+    nt, reason = normalize_time(t)
+    assert reason is None and nt is t
+
+
+@pytest.mark.parametrize("t", [1, 127, 1_800_000_000, et(1_800_000_000, 999_999_999), et(0xFFFFFFFD, 0)])
+def test_fast_entry_check_accepts_ordinary_entries(t):
+    assert _FAST_ENTRY.match(pack_entry(t, {"a": 1})) is not None
+    assert _FAST_ENTRY.match(pack_entry(t, {str(i): i for i in range(20)})) is not None
