@@ -26,7 +26,8 @@ Theory of operation
   dropped.
 * Scan summaries: if the processor has ``expire(now)``, it is called every
   ``EXPIRE_INTERVAL`` seconds and the chunks it returns go to the output like
-  any other (they have no upstream to ack).
+  any other (they have no upstream to ack). At shutdown ``flush_summaries``
+  ends every open scan so no summary is lost with the process.
 * Logs are one line each, ``key=value`` (logfmt), on stderr; secrets never
   reach them (only addresses, reasons and counts are logged).
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -215,6 +217,21 @@ class Pipeline:
                 continue
             if chunks:
                 self._dispatch(list(chunks), 0, None)
+
+    def flush_summaries(self) -> None:
+        """Shutdown: end every open scan so its summary still goes out
+        (``expire`` at infinity treats every source as idle)."""
+        expire = getattr(self.processor, "expire", None)
+        if expire is None or self._closed:
+            return
+        try:
+            chunks = expire(math.inf)
+        except Exception:
+            self.metrics.inc("internal_errors", where="expire")
+            _log.exception("event=expire_failed")
+            return
+        if chunks:
+            self._dispatch(list(chunks), 0, None)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is in flight (True) or ``timeout`` passes (False)."""

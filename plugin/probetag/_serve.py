@@ -10,7 +10,8 @@ Theory of operation
   1. stop accepting; keep reading open connections for ``READ_GRACE``
      seconds, so what a client without acks (fluent-logger) wrote just
      before the signal is still taken in; then stop reading;
-  2. drain: wait, up to ``drain_timeout``, until every record in flight is
+  2. flush the scan summaries still open, then drain: wait, up to
+     ``drain_timeout``, until every record in flight is
      settled downstream; their upstream acks are written as they settle;
   3. close the sockets and the output. Whatever was still in flight when the
      bound ran out is simply not acked upstream, so the clients resend it.
@@ -30,7 +31,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from ._config import Config, ConfigError, load_config, replace
 from ._metrics import Metrics
@@ -102,6 +103,7 @@ class Service:
                 server.close()
         await asyncio.sleep(min(READ_GRACE, drain_timeout))
         self.server.stop_reading()
+        self.pipeline.flush_summaries()
         drained = await self.pipeline.drain(drain_timeout)
         left = self.pipeline.flow.records
         await self.server.close()
@@ -156,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+async def _demo(send: Callable[[str, int], int], host: str, port: int) -> None:
+    try:
+        n = await asyncio.to_thread(send, host, port)
+    except OSError as exc:
+        log_event(logging.WARNING, "demo_failed", reason=str(exc))
+        return
+    log_event(logging.INFO, "demo_sent", records=n, address=f"{host}:{port}")
+
+
 async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -177,8 +188,7 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
     demo_task = None
     if demo:
         from .samples import send_demo
-        demo_task = loop.create_task(
-            asyncio.to_thread(send_demo, service.listen_host, service.listen_port))
+        demo_task = loop.create_task(_demo(send_demo, service.listen_host, service.listen_port))
     await stop.wait()
     if demo_task is not None and not demo_task.done():
         demo_task.cancel()

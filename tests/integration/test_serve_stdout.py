@@ -115,3 +115,29 @@ def test_bad_flag_value_exit_2():
     r = subprocess.run(_serve_cmd("--forward-to", "nohost"), capture_output=True, timeout=30)
     assert r.returncode == 2
     assert b"error:" in r.stderr and b"output.address" in r.stderr
+
+
+def test_subprocess_demo_prints_enriched_sample(tmp_path):
+    from probetag.samples import load_demo
+
+    sample = load_demo()
+    port = free_port()
+    out_path = tmp_path / "out.jsonl"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(_serve_cmd("--demo", "--listen", f"127.0.0.1:{port}"),
+                                stdout=out, stderr=subprocess.PIPE)
+        try:
+            assert _wait(lambda: out_path.read_bytes().count(b"\n") >= len(sample), 20)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == 0, err
+    assert b"event=demo_sent records=%d" % len(sample) in err
+    objs = [json.loads(x) for x in out_path.read_bytes().splitlines()]
+    assert [o["tag"] for o in objs] == [t for t, _ in sample]
+    for o, (_, rec) in zip(objs, sample):
+        assert {k: v for k, v in o["record"].items() if k != "probe"} == rec
+    assert "probe" not in objs[0]["record"]  # the sshd login line is not a probe

@@ -31,8 +31,10 @@ def load_demo() -> list[tuple[str, dict[str, Any]]]:
 
 def send_demo(host: str, port: int) -> int:
     """Send the sample to a forward server; returns the number of records sent."""
-    from fluent import sender  # fluent-logger, the reference Python client
-
+    try:
+        from fluent import sender  # fluent-logger, the reference Python client
+    except ImportError:
+        return _send_plain(host, port)
     # fluent-logger builds the tag as "<prefix>.<label>" (FLP), so split ours.
     senders: dict[str, Any] = {}
     sent = 0
@@ -50,3 +52,20 @@ def send_demo(host: str, port: int) -> int:
         for s in senders.values():
             s.close()
     return sent
+
+
+def _send_plain(host: str, port: int) -> int:
+    """Without fluent-logger: the same Message-mode frames it would send
+    (``[tag, EventTime, record]``, FLP ``nanosecond_precision``)."""
+    import socket
+
+    import msgpack
+
+    frames = []
+    for tag, record in load_demo():
+        ns = time.time_ns()
+        et = msgpack.ExtType(0, (ns // 10**9).to_bytes(4, "big") + (ns % 10**9).to_bytes(4, "big"))
+        frames.append(msgpack.packb([tag, et, record], use_bin_type=True))
+    with socket.create_connection((host, port), timeout=3.0) as sock:
+        sock.sendall(b"".join(frames))
+    return len(frames)
