@@ -7,7 +7,7 @@ Theory of operation
   in *skip* mode over them only to find where each object ends: skipping
   builds no Python objects, so a length prefix never allocates anything. It
   feeds the unpacker in slices of at most ``_FEED`` bytes, so its buffer stays
-  below ``max_frame_bytes + _FEED`` however much the caller hands us at once.
+  below ``max_frame_bytes + 2 * _FEED`` however much the caller hands us at once.
 * The one bound check: a frame whose bytes (received or, when it can be read
   from a header, declared) exceed ``max_frame_bytes`` is fatal. Declared sizes
   are checked by a shallow header walk (``_declared_overflow``) so that a
@@ -189,7 +189,7 @@ class Framer:
         self._up = msgpack.Unpacker(
             raw=True,
             strict_map_key=False,
-            max_buffer_size=max_frame_bytes + _FEED,
+            max_buffer_size=max_frame_bytes + 2 * _FEED,
         )
 
     @property
@@ -212,6 +212,10 @@ class Framer:
         Raises ``FrameError`` (fatal) on undecodable, too deep or too large
         input."""
         while True:
+            if self._fed - self._start < _FEED:
+                # Keep the skipper a slice ahead so a buffered frame is found
+                # without first paying for an OutOfData round trip.
+                self._feed_slice()
             try:
                 self._up.skip()
             except OutOfData:
@@ -248,13 +252,18 @@ class Framer:
                         "frame_too_large",
                         f"frame declares at least {claimed} bytes > limit {self._limit}",
                     )
-            avail = self._start + len(self._buf) - self._fed
-            if avail <= 0:
+            if not self._feed_slice():
                 return None
-            lo = self._fed - self._start
-            take = min(avail, _FEED)
-            self._up.feed(bytes(self._buf[lo:lo + take]))
-            self._fed += take
+
+    def _feed_slice(self) -> bool:
+        """Hand the skipper the next (at most ``_FEED``) received bytes."""
+        lo = self._fed - self._start
+        take = min(len(self._buf) - lo, _FEED)
+        if take <= 0:
+            return False
+        self._up.feed(bytes(self._buf[lo:lo + take]))
+        self._fed += take
+        return True
 
 
 # ---------------------------------------------------------------- parsing
