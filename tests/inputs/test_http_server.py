@@ -260,3 +260,43 @@ def test_closed_output_is_503():
 
     status, head = asyncio.run(asyncio.wait_for(main(), 30))
     assert status == 503 and b"Retry-After" in head
+
+
+def test_https_with_vector_tls_client(tmp_path):
+    import ssl
+    import subprocess
+
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    buf = io.BytesIO()
+
+    async def main():
+        h = Harness(buf)
+        h.cfg = config_from_mapping({"http": {"address": "127.0.0.1:0",
+                                              "tls": {"cert_file": str(crt), "key_file": str(key)}},
+                                     "detect": {"enabled": False}})
+        h.server = HttpInput(h.cfg, h.metrics, h.pipeline, idle_timeout=5)
+        async with h:
+            ctx = ssl.create_default_context(cafile=str(crt))
+            r, w = await asyncio.open_connection("127.0.0.1", h.server.port, ssl=ctx,
+                                                 server_hostname="127.0.0.1")
+            w.write(vector_request(ndjson_body(events(3)), ndjson=True, encoding="zstd", port=h.server.port))
+            await w.drain()
+            status, _, _ = await read_response(r)
+            w.close()
+            # plain HTTP to the TLS port is not a request: no 200, nothing taken
+            r, w = await h.connect()
+            w.write(vector_request(ndjson_body(events(1, 99)), ndjson=True, port=h.server.port))
+            await w.drain()
+            try:
+                reply = await asyncio.wait_for(r.read(), 5)
+            except ConnectionError:
+                reply = b""
+            assert not reply.startswith(b"HTTP/1.1 200")
+            w.close()
+            return status
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == 200
+    assert [json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()] == ["line 0", "line 1", "line 2"]
