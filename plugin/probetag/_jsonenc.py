@@ -28,15 +28,41 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from typing import Any
 
 import msgpack
 
-__all__ = ["to_jsonable", "text_of", "event_time_seconds", "record_line"]
+__all__ = ["to_jsonable", "text_of", "event_time_seconds", "record_line", "record_lines", "dumps"]
 
 _EXT_EVENT_TIME = 0
+_SEC_NSEC = struct.Struct(">II")  # uint32 BE seconds, uint32 BE nanoseconds
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"not JSON-safe: {type(o).__name__}")
+
+
+def _make_dumps() -> Any:
+    # json.dumps builds a new C encoder object on every call, which costs more
+    # than encoding a small record; build it once (no cycle check: decoded
+    # msgpack cannot be cyclic).
+    c_make = getattr(json.encoder, "c_make_encoder", None)
+    if c_make is None:  # pragma: no cover - pure-Python json
+        return _encoder.encode
+    enc = c_make(None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+    def dumps(o: Any) -> str:
+        return "".join(enc(o, 0))
+
+    return dumps
+
+
+#: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` for values
+#: from ``to_jsonable``.
+dumps = _make_dumps()
 
 
 def text_of(value: str | bytes) -> str:
@@ -120,8 +146,7 @@ def event_time_seconds(t: Any) -> float:
     if type(t) is int:
         return float(t)
     if isinstance(t, msgpack.ExtType) and t.code == _EXT_EVENT_TIME and len(t.data) == 8:
-        sec = int.from_bytes(t.data[:4], "big")
-        nsec = int.from_bytes(t.data[4:], "big")
+        sec, nsec = _SEC_NSEC.unpack(t.data)
         return sec + nsec / 1e9
     if isinstance(t, float):
         return t
@@ -132,5 +157,14 @@ def event_time_seconds(t: Any) -> float:
 
 def record_line(tag: str, t: Any, record: Any) -> bytes:
     """One JSON line (with the newline) ``{"tag", "time", "record"}``."""
-    obj = {"tag": text_of(tag), "time": event_time_seconds(t), "record": to_jsonable(record)}
-    return _encoder.encode(obj).encode("utf-8") + b"\n"
+    return record_lines(tag, [(t, record)])
+
+
+def record_lines(tag: str, entries: Any) -> bytes:
+    """The JSON lines of ``(time, record)`` pairs sharing one tag."""
+    head = '{"tag":' + dumps(text_of(tag)) + ',"time":'
+    parts = []
+    for t, record in entries:
+        # float repr is what json writes for floats.
+        parts.append(f'{head}{event_time_seconds(t)!r},"record":{dumps(to_jsonable(record))}}}\n')
+    return "".join(parts).encode("utf-8")

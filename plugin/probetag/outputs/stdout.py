@@ -21,7 +21,7 @@ import sys
 from typing import BinaryIO
 
 from .._config import Output as OutputConfig
-from .._jsonenc import record_line
+from .._jsonenc import record_lines
 from .._metrics import Metrics
 from .._stage import OutChunk, unpacker_for
 from . import OutputClosed
@@ -31,10 +31,7 @@ __all__ = ["StdoutOutput", "render_chunk"]
 
 def render_chunk(chunk: OutChunk) -> bytes:
     """The JSON lines of one chunk."""
-    lines = []
-    for t, record in unpacker_for(chunk.entries):
-        lines.append(record_line(chunk.tag, t, record))
-    return b"".join(lines)
+    return record_lines(chunk.tag, unpacker_for(chunk.entries))
 
 
 class StdoutOutput:
