@@ -123,17 +123,18 @@ def escape(data: bytes, dialect: str = "rsyslog") -> bytes:
 # ---------------------------------------------------------------- reverse ---
 
 # Each dialect: (prefix byte that must be present, compiled pattern with one
-# group, table group -> byte value). The rsyslog pattern follows FIELD_GUIDE 2.1
-# exactly: '#' and three octal digits with the first in 0-3; a fourth digit is
-# literal. rsyslog-8bit output decodes with the same pattern.
+# group, table group -> byte value). The octal patterns follow FIELD_GUIDE 2.1
+# ('#' and three octal digits, the first 0-3; a fourth digit is literal) minus
+# the printable range #040-#177, which rsyslog never escapes: '#123' or '#1234'
+# is always text. rsyslog-8bit output decodes with the same pattern.
 _OCT = {b"%03o" % v: v for v in range(256)}
 _CSTY = {b"0": 0x00, b"a": 0x07, b"b": 0x08, b"t": 0x09, b"n": 0x0A, b"v": 0x0B, b"f": 0x0C,
          b"r": 0x0D, b"e": 0x1B}
 for _v in range(256):
     for _h in {b"x%02X" % _v, b"x%02x" % _v, b"x%X%x" % (_v >> 4, _v & 15), b"x%x%X" % (_v >> 4, _v & 15)}:
         _CSTY[_h] = _v
-_OCT_RE = re.compile(rb"#([0-3][0-7][0-7])")
-_BS_OCT_RE = re.compile(rb"\\([0-3][0-7][0-7])")
+_OCT_RE = re.compile(rb"#(0[0-3][0-7]|[23][0-7][0-7])")
+_BS_OCT_RE = re.compile(rb"\\(0[0-3][0-7]|[23][0-7][0-7])")
 _CSTY_RE = re.compile(rb"\\([0abefnrtv]|x[0-9A-Fa-f]{2})")
 
 _REVERSE: dict[str, tuple[bytes, re.Pattern[bytes], dict[bytes, int]]] = {
@@ -201,9 +202,6 @@ def _evidence(data: bytes, dialect: str) -> tuple[float, int, list[bytes]]:
     parts = pattern.split(data)
     count = len(parts) >> 1
     if count == 0:
-        return 0.0, 0, parts
-    if dialect == "rsyslog-8bit" and not _HIGH_OCT.search(data):
-        # Only the 8-bit range tells this dialect apart from plain rsyslog.
         return 0.0, 0, parts
     if count > 1 and _RUN[dialect].search(data):
         # A run of control/8-bit escapes: binary data, not prose.

@@ -46,6 +46,9 @@ from ._syslog import TAG_MAX, parse_syslog_line
 
 __all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS"]
 
+#: Evidence below this offers the other reading (literal vs decoded) too.
+UNSURE = 0.5
+
 SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line", "message")
 
 #: Fields that hold the sender's address, most specific first.
@@ -110,6 +113,10 @@ def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
         return True, True
     if _HOSTWORD.fullmatch(host) is None:
         return True, True  # e.g. an IPv6 sender: never a payload word
+    if _is_ip(host):
+        # DNS off (the usual server setting): HOSTNAME is the sender's IP.
+        # A payload starting with a bare IPv4 address is kept as alternative.
+        return True, False
     if exact and rest and not rest.startswith(b"1 ") and _takes_hostname(rest):
         return False, True  # the sender's line would have lost this word to HOSTNAME
     if not rest:
@@ -369,12 +376,19 @@ def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
     if source is None:
         source = cand.source  # from inside a parsed file line (rsyslog json)
     u = unescape(cand.primary, dialects)
-    seen = {cand.primary}
+    seen = {u.data}
     alts: list[bytes] = []
     for a in cand.alts:
+        a = unescape_as(a, u.dialect)
         if a not in seen:
             seen.add(a)
-            alts.append(unescape_as(a, u.dialect))
+            alts.append(a)
+    if u.evidence and u.evidence < UNSURE:
+        # Escaped or literal was a close call: offer the other reading last.
+        other = (cand.primary if u.dialect is not None
+                 else unescape(cand.primary, dialects, assume_escaped=True).data)
+        if other not in seen:
+            alts.append(other)
     lossy = cand.lossy or u.replaced > 0
     return Rebuilt(u.data, cand.primary, tuple(alts), source, shape, lossy, u.dialect, u.escapes,
                    u.evidence)

@@ -1,0 +1,215 @@
+"""rebuild(): every record shape, the HOSTNAME rule, bytes vs str values."""
+
+from __future__ import annotations
+
+import msgpack
+from hypothesis import given, settings, strategies as st
+
+from probetag.decode import SHAPES, Rebuilt, parse_syslog_line, rebuild
+
+
+def _via_msgpack(record):
+    """The record as the stage sees it: packed, then decoded with raw=False and
+    surrogateescape (bin stays bytes)."""
+    packed = msgpack.packb(record, use_bin_type=True, unicode_errors="surrogateescape")
+    return msgpack.unpackb(packed, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+
+
+def _all(rb: Rebuilt) -> list[bytes]:
+    return [rb.line, *rb.alternatives]
+
+
+# ------------------------------------------------------- HOSTNAME rule ---
+
+def test_hostname_is_first_payload_word():
+    rb = rebuild(parse_syslog_line(b"Nov 27 10:00:00 GET / HTTP/1.0#015").record)
+    assert rb.line == b"GET / HTTP/1.0\r"
+    assert b"/ HTTP/1.0\r" in rb.alternatives  # the other reading
+    assert rb.shape == "file-line" and not rb.lossy and rb.dialect == "rsyslog"
+
+
+def test_hostname_is_sender_address():
+    rb = rebuild(parse_syslog_line(b"Nov 27 10:00:00 127.0.0.1 GET / HTTP/1.0#015").record)
+    assert rb.line == b"GET / HTTP/1.0\r"
+    assert b"127.0.0.1 GET / HTTP/1.0\r" in rb.alternatives
+
+
+def test_hostname_certainly_payload_when_rest_would_have_been_hostname():
+    # 'f  ' then 'oo bar baz': if 'oo' were the sender, rsyslog would have
+    # taken 'bar' as HOSTNAME; so 'oo' is the payload's first word.
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:31+00:00 oo bar baz").record)
+    assert rb.line == b"oo bar baz" and b"bar baz" not in rb.alternatives
+
+
+def test_hostname_equal_to_source_field_is_sender():
+    rec = {"hostname": "web01", "syslogtag": "HELP#015", "msg": "", "fromhost-ip": "10.1.2.3",
+           "fromhost": "web01"}
+    rb = rebuild(rec)
+    assert (rb.line, rb.source, rb.shape) == (b"HELP\r", "10.1.2.3", "rsyslog-json")
+
+
+def test_hostname_differs_from_source_field_is_payload():
+    rec = {"hostname": "GET", "syslogtag": "/", "msg": " HTTP/1.0#015", "fromhost-ip": "192.0.2.7"}
+    rb = rebuild(rec)
+    assert rb.line == b"GET / HTTP/1.0\r" and rb.source == "192.0.2.7"
+
+
+def test_whole_line_hostname():
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:30.603496+00:00 stats  ").record)
+    assert rb.line == b"stats"
+
+
+def test_all_tag_binary_line_with_trailing_space():
+    rb = rebuild(parse_syslog_line(
+        b"2026-11-27T13:26:30.754083+00:00 127.0.0.1 #026#003#001#000/#001#000#000+#003#003 ").record)
+    assert rb.line == b"\x16\x03\x01\x00/\x01\x00\x00+\x03\x03"
+    assert rb.evidence >= 0.9
+
+
+# ------------------------------------------------------------ lossy shapes ---
+
+def test_lines_that_lost_a_leading_1_space():
+    # UDP '1 foo bar baz': rsyslog reads '1 ' as a version field and drops it
+    rec = {"hostname": "localhost", "syslogtag": "", "msg": "foo bar baz", "fromhost-ip": "127.0.0.1"}
+    assert rebuild(rec).line == b"1 foo bar baz"
+    rb = rebuild(parse_syslog_line(b"<13>1 2026-11-27T13:27:51+00:00 localhost  - - - foo bar baz").record)
+    assert rb.line == b"1 foo bar baz" and rb.lossy
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:27:51+00:00 localhost  foo bar baz").record)
+    assert b"1 foo bar baz" in _all(rb)
+
+
+def test_rfc5424_empty_record_and_app_name_only():
+    rb = rebuild(parse_syslog_line(b"<13>1 2026-11-27T13:26:30.904645+00:00 10.0.0.5 - - - - ").record)
+    assert rb.line == b"" and rb.lossy and rb.shape == "file-line"
+    rb = rebuild(parse_syslog_line(b"<13>1 2026-11-27T13:26:30+00:00 10.0.0.5 HELP#015 - - - ").record)
+    assert rb.line == b"HELP\r" and rb.lossy
+
+
+def test_rfc5424_invld_pri():
+    rb = rebuild(parse_syslog_line(
+        b"<invld>1 2026-11-27T13:26:31.356595+00:00 10.0.0.5 - - - - <xml version=1.0>#015").record)
+    assert rb.line == b"<xml version=1.0>\r" and rb.lossy
+
+
+def test_tag_cut_is_lossy():
+    body = b"\x80" * 600
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:31+00:00 10.0.0.9 " + body[:510] + b" " + body[510:]).record)
+    assert rb.line == body and rb.lossy
+
+
+def test_replacement_characters_make_it_lossy():
+    rb = rebuild({"message": "GET / HTTP/1.0#015\ufffd"})
+    assert rb.lossy and rb.line == "GET / HTTP/1.0\r\ufffd".encode()
+
+
+# -------------------------------------------------------------- Fluentd ---
+
+def test_fluentd_host_ident_message_str_and_bin():
+    for rec in ({"host": "GET", "ident": "/", "message": "HTTP/1.0#015"},
+                {"host": b"GET", "ident": b"/", "message": b"HTTP/1.0#015"}):
+        rb = rebuild(_via_msgpack(rec))
+        assert rb.line == b"GET / HTTP/1.0\r" and rb.shape == "fluentd-syslog"
+
+
+def test_fluentd_binary_probe_in_ident():
+    rb = rebuild(_via_msgpack({"host": b"10.0.0.5", "ident": b"#026#003#001\x80\x81", "message": b""}))
+    assert rb.line == b"\x16\x03\x01\x80\x81"
+
+
+def test_fluentd_tag_ending_by_colon_with_leading_nul():
+    # force.tagEndingByColon: ident '-', data in message, a raw NUL first
+    rb = rebuild(_via_msgpack({"host": b"localhost", "ident": b"-", "message": b"\x00HELP#015"}))
+    assert rb.line == b"HELP\r"
+    rb = rebuild(_via_msgpack({"host": "GET", "ident": "-", "message": "/ HTTP/1.0#015"}))
+    assert rb.line == b"GET / HTTP/1.0\r"
+
+
+def test_fluentd_pid_and_colon_separator():
+    rb = rebuild({"host": "web01", "ident": "sshd", "pid": "42", "message": "Accepted key"})
+    assert rb.line == b"sshd[42]: Accepted key"
+    rb = rebuild({"host": "web01", "ident": "app", "message": "issue #015 fixed"})
+    assert b"app: issue #015 fixed" in _all(rb)
+    assert rb.dialect is None  # prose kept literal
+
+
+def test_fluentd_in_tail_surrogates_and_invalid_utf8():
+    raw = b"GET / HTTP/1.0\xff#015"
+    rec = {"host": "10.0.0.1", "ident": raw.split(b" ")[0].decode("utf-8", "surrogateescape"),
+           "message": raw.split(b" ", 1)[1].decode("utf-8", "surrogateescape")}
+    rb = rebuild(rec)
+    assert rb.line == b"GET / HTTP/1.0\xff\r"
+
+
+# ------------------------------------------------------ other shapes ---
+
+def test_rawmsg_is_exact():
+    rb = rebuild({"rawmsg": "OPTIONS sip:nm SIP/2.0#015#012Via: x", "hostname": "OPTIONS",
+                  "syslogtag": "sip:", "msg": "nm SIP/2.0#015#012Via: x", "fromhost-ip": "127.0.0.1"})
+    assert rb.line == b"OPTIONS sip:nm SIP/2.0\r\nVia: x"
+    assert (rb.shape, rb.source, rb.alternatives) == ("rsyslog-rawmsg", "127.0.0.1", ())
+
+
+def test_vector_syslog_shape():
+    rb = rebuild({"hostname": "GET", "appname": "/", "message": "HTTP/1.0#015", "source_ip": "10.9.9.9"})
+    assert rb.shape == "vector-syslog" and rb.source == "10.9.9.9"
+    assert b"GET / HTTP/1.0\r" in _all(rb)
+
+
+def test_file_line_in_message_field():
+    rb = rebuild({"message": b"2026-11-27T13:26:30.000876+00:00 GET / HTTP/1.0#015"})
+    assert (rb.line, rb.shape) == (b"GET / HTTP/1.0\r", "file-line")
+    rb = rebuild({"log": '{"fromhost-ip":"10.0.0.8","rawmsg":"HELP#015"}'})
+    assert (rb.line, rb.shape, rb.source) == (b"HELP\r", "file-line", "10.0.0.8")
+
+
+def test_plain_message_and_configured_fields():
+    assert rebuild({"MESSAGE": "stats#015"}).line == b"stats\r"
+    rb = rebuild({"payload": "x#015", "message": "other"}, fields=("payload",))
+    assert rb.line == b"x\r" and rb.shape == "message"
+    rb = rebuild({"a": "GET", "b": "/ HTTP/1.0#015"}, fields=("a", "b"))
+    assert rb.line == b"GET / HTTP/1.0\r"
+    rb = rebuild({"message": "x", "peer_addr": "10.1.1.1"}, source_fields=("peer_addr",))
+    assert rb.source == "10.1.1.1"
+
+
+def test_no_payload_field():
+    assert rebuild({"level": "info", "count": 3}) is None
+    assert rebuild({"message": 42}) is None
+    assert rebuild([1, 2]) is None  # type: ignore[arg-type]
+
+
+def test_cstyle_record():
+    rb = rebuild({"rawmsg": "\\x0E\\x0F\\e[0m"}, dialects=("rsyslog", "cstyle"))
+    assert rb.line == b"\x0e\x0f\x1b[0m" and rb.dialect == "cstyle"
+
+
+def test_8bit_record():
+    rb = rebuild({"rawmsg": "GET /caf#303#251 HTTP/1.0#015"})
+    assert rb.line == "GET /café HTTP/1.0\r".encode()
+
+
+def test_tabs_decoded_low_evidence_with_literal_alternative():
+    rb = rebuild({"rawmsg": "app: user=bob#011ip=10.0.0.1"})
+    assert rb.line == b"app: user=bob\tip=10.0.0.1" and rb.evidence <= 0.3
+    assert b"app: user=bob#011ip=10.0.0.1" in rb.alternatives
+
+
+def test_literal_prose_with_decoded_alternative():
+    rb = rebuild({"rawmsg": "app: issue #015 fixed in build #1234"})
+    assert rb.line == b"app: issue #015 fixed in build #1234" and rb.dialect is None
+    assert b"app: issue \r fixed in build #1234" in rb.alternatives
+
+
+_val = st.one_of(st.text(max_size=40), st.binary(max_size=40), st.integers(), st.none(),
+                 st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["message", "msg", "log", "rawmsg", "host", "ident", "pid",
+                                        "hostname", "syslogtag", "app-name", "appname", "fromhost-ip",
+                                        "source_ip", "_spacing", "_format", "procid"]), _val, max_size=6))
+def test_never_raises_on_arbitrary_records(rec):
+    rb = rebuild(rec)
+    if rb is not None:
+        assert rb.shape in SHAPES
+        assert isinstance(rb.line, bytes) and all(isinstance(a, bytes) for a in rb.alternatives)

@@ -1,0 +1,96 @@
+"""parse_syslog_line / detect_file_format on real-looking rsyslog lines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from probetag.decode import FORMATS, detect_file_format, parse_syslog_line, split_tag
+
+
+def test_traditional_first_word_is_hostname():
+    p = parse_syslog_line(b"Nov 27 10:00:00 GET / HTTP/1.0#015\n")
+    assert (p.fmt, p.time, p.host, p.tag, p.msg) == (
+        "traditional", "Nov 27 10:00:00", b"GET", b"/", b" HTTP/1.0#015")
+    assert p.record["hostname"] == b"GET" and p.record["syslogtag"] == b"/"
+    assert not p.lossy
+
+
+def test_rfc3339_all_tag_binary_line_drops_template_space():
+    p = parse_syslog_line(b"2026-11-27T13:26:30.754083+00:00 127.0.0.1 #026#003#001#000/#001 ")
+    assert (p.fmt, p.host, p.tag, p.msg) == ("rfc3339", b"127.0.0.1", b"#026#003#001#000/#001", b"")
+
+
+def test_colon_tag_space_is_ambiguous():
+    p = parse_syslog_line(b"2026-11-27T13:26:33.617413+00:00 OPTIONS sip: nm SIP/2.0#015#012")
+    assert (p.tag, p.msg, p.record["_spacing"]) == (b"sip:", b" nm SIP/2.0#015#012", "colon")
+
+
+def test_empty_tag_lines():
+    # '{' / '[' / invalid-PRI lines: the template added the space
+    p = parse_syslog_line(b"2026-11-27T13:26:32.863550+00:00 localhost  {\"a\": 1}")
+    assert (p.tag, p.msg) == (b"", b"{\"a\": 1}") and "_spacing" not in p.record
+    p = parse_syslog_line(b"2026-11-27T13:26:31.968800+00:00 localhost  foo bar baz")
+    assert (p.tag, p.msg, p.record["_spacing"]) == (b"", b" foo bar baz", "empty-tag")
+    p = parse_syslog_line(b"2026-11-27T13:26:31.968800+00:00 localhost  ")
+    assert (p.tag, p.msg) == (b"", b"")
+
+
+def test_tag_cut_at_510_bytes():
+    body = b"\x80" * 600
+    p = parse_syslog_line(b"2026-11-27T13:26:31+00:00 10.0.0.9 " + body[:510] + b" " + body[510:])
+    assert len(p.tag) == 510 and p.msg == body[510:] and p.lossy
+    assert p.record["_spacing"] == "cut"
+    assert split_tag(body) == (body[:510], body[510:])
+
+
+def test_rfc5424_invld_and_empty_records():
+    p = parse_syslog_line(b"<invld>1 2026-11-27T13:26:31.356595+00:00 localhost - - - - <xml version=1.0>#015")
+    assert (p.fmt, p.record["pri"], p.host, p.tag, p.msg) == (
+        "rfc5424", b"invld", b"localhost", b"", b"<xml version=1.0>#015")
+    assert p.lossy
+    p = parse_syslog_line(b"<13>1 2026-11-27T13:26:30.904645+00:00 localhost - - - - ")
+    assert (p.fmt, p.tag, p.msg) == ("rfc5424", b"", b"")
+    # APP-NAME empty (two spaces) after rsyslog dropped a leading '1 '
+    p = parse_syslog_line(b"<13>1 2026-11-27T13:27:51.968800+00:00 localhost  - - - foo bar baz")
+    assert (p.record["app-name"], p.msg) == (b"", b"foo bar baz")
+
+
+def test_json_line_with_raw_8bit_bytes():
+    line = (b'{"timegenerated":"2026-11-27T13:26:30+00:00", "fromhost-ip":"127.0.0.1", '
+            b'"hostname":"localhost", "syslogtag":"M\x80#000", "msg":"", "rawmsg":"M\x80#000\\/"}')
+    p = parse_syslog_line(line)
+    assert p.fmt == "json" and p.host == b"localhost" and p.tag == b"M\x80#000"
+    assert p.record["rawmsg"] == b"M\x80#000/"
+    assert p.time == "2026-11-27T13:26:30+00:00"
+
+
+def test_raw_and_forced_formats():
+    p = parse_syslog_line(b"GET / HTTP/1.0\r")
+    assert (p.fmt, p.msg, p.record["message"]) == ("raw", b"GET / HTTP/1.0\r", b"GET / HTTP/1.0\r")
+    assert parse_syslog_line(b"Nov 27 10:00:00 h x", "rfc5424").fmt == "raw"
+    assert parse_syslog_line(b"{broken json", "auto").fmt == "raw"
+    with pytest.raises(ValueError):
+        parse_syslog_line(b"x", "xml")
+
+
+def test_detect_file_format_majority():
+    lines = [b"2026-11-27T13:26:30+00:00 localhost #015 "] * 5 + [b"garbage"] * 2
+    assert detect_file_format(lines) == "rfc3339"
+    assert detect_file_format([]) == "raw"
+    assert detect_file_format([b"Nov 27 10:00:00 h x"] * 3) == "traditional"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(("auto", *FORMATS)))
+def test_never_raises_on_bytes(data, fmt):
+    p = parse_syslog_line(data, fmt)
+    assert p.fmt in FORMATS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_never_raises_after_a_timestamp(data):
+    for prefix in (b"Nov 27 10:00:00 ", b"2026-11-27T10:00:00+00:00 ", b"<13>1 2026-11-27T10:00:00Z h "):
+        p = parse_syslog_line(prefix + data)
+        assert p.fmt in FORMATS
