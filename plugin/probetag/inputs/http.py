@@ -513,6 +513,11 @@ class HttpInput:
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             self.metrics.inc("http_connection_errors")
             log.debug("http %s: %s", peer_s, exc)
+        except asyncio.CancelledError:
+            # close() cancels open connections. Ending normally here keeps
+            # asyncio's start_server callback from logging the cancellation
+            # as an error (it calls task.exception() on the finished task).
+            pass
         finally:
             self._conns.discard(task)
             writer.close()

@@ -197,6 +197,11 @@ class NdjsonInput:
         except ConnectionError as exc:
             self.metrics.inc("ndjson_connection_errors")
             log.debug("ndjson %s: %s", peer_s, exc)
+        except asyncio.CancelledError:
+            # close() cancels open connections. Ending normally here keeps
+            # asyncio's start_server callback from logging the cancellation
+            # as an error (it calls task.exception() on the finished task).
+            pass
         finally:
             self._conns.discard(task)
             if state["bad"]:
