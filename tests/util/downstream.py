@@ -42,6 +42,8 @@ class Request:
     chunk_id: Any
     records: list[tuple[Any, dict]]
     received_at: float
+    mode: str = ""
+    connection: int = 0
     outcome: str = "pending"  # acked | nacked | dropped | pending | lost
     acked_at: float | None = None
 
@@ -138,6 +140,7 @@ class Downstream:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         self.connections += 1
+        conn_no = self.connections
         peer = str(writer.get_extra_info("peername"))
         sec = ServerSecurity(self.shared_key, "downstream") if self.shared_key else None
         conn = ServerConnection(peer, limits=Limits(64 * 1024 * 1024, 256 * 1024 * 1024), security=sec)
@@ -165,7 +168,7 @@ class Downstream:
                     if ev.fatal:
                         break
                 elif isinstance(ev, Chunk):
-                    req = self._record(ev)
+                    req = self._record(ev, conn_no)
                     if req.n < self.nack_first:
                         req.outcome = "nacked"
                         writer.write(b"\x80")  # {}
@@ -187,10 +190,11 @@ class Downstream:
             self._writers.discard(writer)
             writer.close()
 
-    def _record(self, ev: Chunk) -> Request:
+    def _record(self, ev: Chunk, conn_no: int) -> Request:
         records = [(t, rec) for t, rec in unpacker_for(ev.entries)]
         with self.lock:
-            req = Request(self._count, ev.tag, ev.chunk_id, records, time.monotonic())
+            req = Request(self._count, ev.tag, ev.chunk_id, records, time.monotonic(),
+                          mode=ev.mode, connection=conn_no)
             self._count += 1
             self.requests.append(req)
         return req
