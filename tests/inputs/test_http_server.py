@@ -300,3 +300,26 @@ def test_https_with_vector_tls_client(tmp_path):
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == 200
     assert [json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()] == ["line 0", "line 1", "line 2"]
+
+
+def test_connection_limit_503():
+    async def main():
+        h = Harness(io.BytesIO())
+        h.cfg = config_from_mapping({"http": {"address": "127.0.0.1:0"}, "listen": {"max_connections": 2},
+                                     "detect": {"enabled": False}})
+        h.server = HttpInput(h.cfg, h.metrics, h.pipeline, idle_timeout=5)
+        async with h:
+            held = [await h.connect() for _ in range(2)]
+            for _, w in held:  # make sure both are accepted and counted
+                w.write(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            for r, _ in held:
+                assert (await read_response(r))[0] == 200
+            r, w = await h.connect()
+            status, head, _ = await read_response(r)
+            assert status == 503 and b"Connection: close" in head
+            w.close()
+            for r, w in held:
+                w.close()
+            return h.metrics.get("http_connections_refused")
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == 1

@@ -37,7 +37,8 @@ Rules it keeps (what Vector's ``http`` sink sends and expects, FORWARD_NOTES
   accounting invariant holds), logged once per request with the peer, and
   the rest is processed. Only a body with nothing usable in it is a 400.
 * Header block bounded (``MAX_HEADER_BYTES``); bodies by Content-Length or
-  chunked transfer coding, bounded by ``max_body_bytes``. Keep-alive is the
+  chunked transfer coding, bounded by ``max_body_bytes``; open connections
+  bounded by ``listen.max_connections`` (more get 503 and are closed). Keep-alive is the
   HTTP/1.1 default; ``Connection: close`` and HTTP/1.0 without keep-alive
   close after the response. Requests on one connection are answered in
   order (no pipelining of processing).
@@ -476,6 +477,15 @@ class HttpInput:
         peer = writer.get_extra_info("peername")
         peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.metrics.inc("http_connections")
+        if len(self._conns) > self.config.listen.max_connections:
+            # Each connection may buffer up to max_body_bytes: bound how many.
+            self._conns.discard(task)
+            self.metrics.inc("http_connections_refused")
+            log.warning("http %s: refused, %d connections open", peer_s, len(self._conns))
+            writer.write(render_response(503, _err_body("too many connections"), keep_alive=False,
+                                         extra=(("Retry-After", "1"),)))
+            writer.close()
+            return
         parser = RequestParser(self.cfg.max_body_bytes)
         try:
             while True:
