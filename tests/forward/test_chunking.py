@@ -117,3 +117,30 @@ def test_message_mode_with_ext8_time():
     frame = b"\x93\xa1t" + event_time_ext8(3, 4) + b"\x80"
     (chunk, _) = feed(ServerConnection("p"), frame)
     assert chunk.mode == "message" and chunk.entries == b"\x92" + event_time_ext8(3, 4) + b"\x80"
+
+
+# ------------------------------------------------------------------ fuzzing
+
+
+def _run_to_end(conn, data: bytes) -> list:
+    evs = [e for e in feed(conn, data) if e is not NEED_DATA]
+    evs += feed(conn, b"", eof=True)
+    return evs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames, st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6), st.binary(max_size=40))
+def test_corrupted_streams_give_events_never_exceptions(frame_list, flips, tail):
+    stream = bytearray(b"".join(frame_list))
+    for pos, value in flips:
+        stream[pos % len(stream)] = value
+    from probetag.forward import ClientConnection, ServerSecurity
+
+    for conn in (
+        ServerConnection("p"),
+        ServerConnection("p", security=ServerSecurity("k", "h")),
+        ClientConnection(),
+    ):
+        evs = _run_to_end(conn, bytes(stream) + tail)
+        assert evs[-1] is CLOSED
+        assert all(getattr(e, "reason", "x") for e in evs)

@@ -229,3 +229,24 @@ def test_forward_entries_are_not_validated_here():
     frame = _pk(["t", [[1.5, {"a": 1}], [1, "x"]]])
     (chunk, _) = feed(ServerConnection("p"), frame)
     assert isinstance(chunk, Chunk) and chunk.entries == _pk([1.5, {"a": 1}]) + _pk([1, "x"])
+
+
+@pytest.mark.parametrize(
+    "frame,reason",
+    [
+        (b"\x93\xa1t\x90\x81\x80\x01", "bad_option"),  # option map with a map as key
+        (b"\x93\xa1t\x90\x81\x91\x01\x01", "bad_option"),  # ... an array as key
+        (b"\x93\xa1t\x90\x81\xa8metadata\xd4\xff\x00", "bad_option"),  # malformed msgpack timestamp
+        (b"\x93\xa1t\xd4\xff\x00\x80", "bad_time"),  # Message time: fixext1 type -1
+        (b"\x93\xa1t\xc8\x00\x08\x00" + b"\x00" * 8 + b"\x80", None),  # ext16 EventTime: 8 bytes, type 0
+    ],
+    ids=["map key", "array key", "bad timestamp ext", "timestamp as time", "ext16 event time"],
+)
+def test_values_python_cannot_hold_are_reported_not_raised(frame, reason):
+    conn = ServerConnection("p")
+    evs = feed(conn, frame + GOOD)
+    if reason is None:
+        assert isinstance(evs[0], Chunk) and evs[0].mode == "message"
+    else:
+        assert isinstance(evs[0], ProtocolError) and (evs[0].reason, evs[0].fatal) == (reason, False)
+    assert isinstance(evs[1], Chunk)

@@ -317,3 +317,15 @@ def test_client_rejects_bad_helo(helo):
     cli = ClientConnection(ClientSecurity(KEY, "me"))
     (ev, _) = feed(cli, helo)
     assert ev == HandshakeFailed("invalid format for HELO message")
+
+
+def test_undecodable_first_frame_is_not_a_crash():
+    conn = server()
+    evs = feed(conn, b"\x96\xa4PING\x81\x80\x01\xa0\xa0\xa0\xa0")
+    assert isinstance(evs[0], ProtocolError) and evs[0].fatal and evs[1] is CLOSED
+
+
+def test_client_undecodable_reply_is_fatal():
+    cli = ClientConnection()
+    (ev, closed) = feed(cli, b"\x81\x81\x80\x01\x01")
+    assert isinstance(ev, ProtocolError) and (ev.reason, ev.fatal) == ("parse_error", True)

@@ -42,7 +42,7 @@ from ._events import (
     ProtocolError,
 )
 from ._handshake import build_ping, check_pong, parse_helo
-from ._wire import FrameError, Framer, new_unpacker, to_bytes
+from ._wire import FrameError, Framer, Undecodable, to_bytes, unpack_frame
 
 __all__ = ["ClientConnection", "new_chunk_id"]
 
@@ -86,7 +86,7 @@ class ClientConnection:
     def receive_data(self, data: bytes) -> None:
         if data and self._framer.eof:
             raise LocalProtocolError("receive_data() after EOF")
-        self._framer.feed(bytes(data))
+        self._framer.feed(data)
 
     def next_event(self) -> ClientEvent:
         if self._state == _DONE:
@@ -102,9 +102,10 @@ class ClientConnection:
                 return self._fatal("truncated_frame", "EOF inside a reply")
             self._state = _DONE
             return CLOSED
-        up = new_unpacker(len(frame))
-        up.feed(frame)
-        msg = up.unpack()
+        try:
+            msg = unpack_frame(frame)
+        except Undecodable as exc:
+            return self._fatal("parse_error", f"undecodable reply ({exc})")
         if self._state == _HELO:
             return self._on_helo(msg)
         if self._state == _PONG:

@@ -42,7 +42,7 @@ from ._events import (
     ServerSecurity,
 )
 from ._handshake import build_helo, check_ping
-from ._wire import ARRAY, FrameError, Framer, kind_at, new_unpacker, parse_frame
+from ._wire import ARRAY, FrameError, Framer, Undecodable, kind_at, parse_frame, unpack_frame
 
 __all__ = ["ServerConnection", "encode_ack", "encode_nack", "handle_udp_heartbeat"]
 
@@ -116,7 +116,7 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         if data and self._framer.eof:
             raise LocalProtocolError("receive_data() after EOF")
-        self._framer.feed(bytes(data))
+        self._framer.feed(data)
 
     def ack_bytes(self, chunk_id: ChunkId) -> bytes:
         return encode_ack(chunk_id)
@@ -129,7 +129,7 @@ class ServerConnection:
             # Fluentd in_forward switches to JSON when the first byte is { or [
             # (FD-IN). We speak msgpack only; as msgpack those bytes are small
             # ints and every following byte would be another bogus frame.
-            first = self._framer_first_byte()
+            first = self._framer.peek()
             if first in (0x7B, 0x5B):
                 return self._fatal("json_unsupported", "stream starts with '{' or '[': JSON forward is not supported")
         try:
@@ -153,9 +153,6 @@ class ServerConnection:
 
     # ----------------------------------------------------------- internals
 
-    def _framer_first_byte(self) -> int:
-        return self._framer._buf[0]  # noqa: SLF001 - same package
-
     def _fatal(self, reason: str, detail: str) -> ProtocolError:
         self._state = _DONE
         return ProtocolError(reason, True, detail)
@@ -164,9 +161,10 @@ class ServerConnection:
         assert self.security is not None
         msg = None
         if kind_at(frame, 0) == ARRAY and len(frame) <= _MAX_PING_BYTES:
-            up = new_unpacker(len(frame))
-            up.feed(frame)
-            msg = up.unpack()
+            try:
+                msg = unpack_frame(frame)
+            except Undecodable:
+                msg = None  # a real PING holds only str/bin: no map keys to fail on
         head = msg[0] if isinstance(msg, list) and msg else None
         if head not in ("PING", b"PING"):
             # Fluentd answers PONG false "invalid ping message" to any

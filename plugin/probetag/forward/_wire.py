@@ -47,6 +47,8 @@ __all__ = [
     "gunzip_bounded",
     "unzstd_bounded",
     "new_unpacker",
+    "unpack_frame",
+    "Undecodable",
     "to_bytes",
     "kind_at",
 ]
@@ -201,6 +203,10 @@ class Framer:
     def eof(self) -> bool:
         return self._eof
 
+    def peek(self) -> int:
+        """The first buffered byte (call only when ``buffered``)."""
+        return self._buf[0]
+
     def feed(self, data: bytes) -> None:
         if data:
             self._buf += data
@@ -276,6 +282,26 @@ def new_unpacker(max_size: int) -> msgpack.Unpacker:
         strict_map_key=False,
         max_buffer_size=max(max_size, 1024),
     )
+
+
+class Undecodable(Exception):
+    """A complete msgpack object that still has no Python value (a map key
+    that is itself a map or an array, a malformed msgpack timestamp...)."""
+
+
+def unpack_one(up: msgpack.Unpacker) -> Any:
+    """``up.unpack()`` for peer data: raises only ``Undecodable``."""
+    try:
+        return up.unpack()
+    except (TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise Undecodable(f"{type(exc).__name__}: {exc}") from None
+
+
+def unpack_frame(frame: bytes) -> Any:
+    """The Python value of one complete (small) frame; ``Undecodable`` else."""
+    up = new_unpacker(len(frame))
+    up.feed(frame)
+    return unpack_one(up)
 
 
 def to_bytes(value: str | bytes) -> bytes:
@@ -382,6 +408,19 @@ _DECOMPRESSORS: dict[str, Callable[[bytes, int], bytes]] = {
     "zstd": unzstd_bounded,
 }
 
+def _ext_at(buf: bytes, pos: int) -> tuple[int, int]:
+    """(ext type, payload length) of the ext object at ``pos``. Read from the
+    header bytes: msgpack-python would turn type -1 into a Timestamp (and
+    raise on a malformed one) before we could look at it."""
+    b = buf[pos]
+    fixed = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}.get(b)
+    if fixed is not None:
+        return struct.unpack_from(">b", buf, pos + 1)[0], fixed
+    hlen, fmt = _VAR[b]
+    (length,) = struct.unpack_from(fmt, buf, pos + 1)
+    return struct.unpack_from(">b", buf, pos + hlen - 1)[0], length
+
+
 # Header lengths of the str/bin carrying PackedForward entries and of the
 # array carrying Forward entries.
 _PAYLOAD_HLEN = {0xC4: 2, 0xC5: 3, 0xC6: 5, 0xD9: 2, 0xDA: 3, 0xDB: 5}
@@ -485,7 +524,11 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
         po = up.tell()
         ko = _KINDS[frame[po]]
         if ko == MAP:
-            chunk, compressed, size_hint, signal = _parse_options(up.unpack())
+            try:
+                option = unpack_one(up)
+            except Undecodable as exc:
+                raise _Skip("bad_option", f"undecodable option map ({exc})") from None
+            chunk, compressed, size_hint, signal = _parse_options(option)
         elif ko != NIL:
             # nil options: old Docker fluentd logging driver (Fluent Bit accepts them).
             raise _Skip("bad_option", f"option is {ko}, not map")
@@ -493,9 +536,8 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     if mode == "message":
         # The time decides the mode, so it must be a real time here; in the
         # other modes entry times are the stage's business.
-        if k2 == EXT:
-            if parse_event_time(msgpack.unpackb(frame[p2:p3])) is None:
-                raise _Skip("bad_time", "Message time is an ext but not an 8-byte EventTime", chunk)
+        if k2 == EXT and _ext_at(frame, p2) != (0, 8):
+            raise _Skip("bad_time", "Message time is an ext but not an 8-byte EventTime", chunk)
         entries = b"\x92" + frame[p2:record_end]
     elif mode == "forward":
         b = frame[p2]
