@@ -67,6 +67,7 @@ def test_lines_to_chunks_batches_tags_and_rejects():
 
 def run_server(stream, scenario, **cfg):
     config = config_from_mapping({"ndjson": {"address": "127.0.0.1:0", **cfg.pop("ndjson", {})},
+                                  "listen": cfg.pop("listen", {}),
                                   "flow": {"batch_records": 50, **cfg.pop("flow", {})},
                                   "detect": {"enabled": False}})
     metrics = Metrics()
@@ -137,3 +138,32 @@ def test_slow_downstream_backpressure_nothing_lost():
     msgs = [json.loads(l)["record"]["message"] for l in pipe.data.splitlines()]
     assert msgs == [f"m{i}" for i in range(n)]
     assert m.get("backpressure_waits") > 0
+
+
+def test_connection_limit():
+    buf = io.BytesIO()
+
+    async def scenario(port):
+        held = []
+        for i in range(2):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(json.dumps({"message": f"held{i}"}).encode() + b"\n")
+            await w.drain()
+            held.append((r, w))
+        for _ in range(200):  # both accepted and read
+            if buf.getvalue().count(b"\n") >= 2:
+                break
+            await asyncio.sleep(0.01)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b'{"message":"refused"}\n')
+        try:  # closed by the server (a reset, since our line was never read)
+            assert await asyncio.wait_for(r.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+        w.close()
+        for _, hw in held:
+            hw.close()
+
+    m = run_server(buf, scenario, listen={"max_connections": 2})
+    assert sorted(json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()) == ["held0", "held1"]
+    assert m.get("ndjson_connections_refused") == 1

@@ -19,6 +19,8 @@ Theory of operation
   ``records_in`` + ``records_rejected{reason}`` and logged once per
   connection with the peer address (first reason; the count is in the
   close log line), so a misconfigured sender cannot flood the log.
+* At most ``listen.max_connections`` connections are open; more are closed
+  at once (counted as ``ndjson_connections_refused``).
 * Backpressure: before each read the connection awaits the pipeline's
   capacity, so a full pipeline stops reading and TCP pushes back on Vector.
   Lines of one read are handed over in chunks of at most
@@ -180,6 +182,13 @@ class NdjsonInput:
         peer = writer.get_extra_info("peername")
         peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.metrics.inc("ndjson_connections")
+        if len(self._conns) > self.config.listen.max_connections:
+            # Each connection may buffer up to max_line_bytes: bound how many.
+            self._conns.discard(task)
+            self.metrics.inc("ndjson_connections_refused")
+            log.warning("ndjson %s: refused, %d connections open", peer_s, len(self._conns))
+            writer.close()
+            return
         splitter = LineSplitter(self.cfg.max_line_bytes)
         state = {"bad": 0, "logged": False}
         try:
