@@ -212,6 +212,10 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     else:
         # RFC 5424 output: only APP-NAME (programname) of the TAG survives.
         app = to_bytes(rec.get("app-name")) or b""
+        if app == b"-" and msg.startswith(b"\x00"):
+            # force.tagEndingByColon: TAG '-', the whole line in MSG after
+            # rsyslog's stray NUL, HOSTNAME the sender (see _tag_msg).
+            return _Cand(msg[1:], [], True)
         if app == b"":
             # rsyslog leaves APP-NAME empty (not '-') after dropping a '1 '.
             rest = b"1 " + msg
