@@ -143,8 +143,9 @@ def parse_catalogue(text: str, *, file: str = "<catalogue>") -> tuple[Signature,
 
 def format_payload(data: bytes) -> str:
     """``data`` as a YAML double-quoted scalar that ``parse_catalogue`` reads back
-    byte for byte (printable ASCII kept, ``\\r \\n \\t \\0`` named, rest ``\\xHH``)."""
-    named = {0x0D: "\\r", 0x0A: "\\n", 0x09: "\\t", 0x00: "\\0", 0x22: '\\"', 0x5C: "\\\\"}
+    byte for byte (printable ASCII kept, ``\\r \\n \\t`` named, rest ``\\xHH``).
+    NUL is ``\\x00``, not YAML's ``\\0``, so that a following digit cannot be misread."""
+    named = {0x0D: "\\r", 0x0A: "\\n", 0x09: "\\t", 0x22: '\\"', 0x5C: "\\\\"}
     parts = []
     for b in data:
         if b in named:
