@@ -329,3 +329,8 @@ def test_client_undecodable_reply_is_fatal():
     cli = ClientConnection()
     (ev, closed) = feed(cli, b"\x81\x81\x80\x01\x01")
     assert isinstance(ev, ProtocolError) and (ev.reason, ev.fatal) == ("parse_error", True)
+
+
+def test_deny_keepalive_is_announced_in_the_helo():
+    conn = ServerConnection("p", security=ServerSecurity(KEY, "collector"), keepalive=False)
+    assert helo_of(conn)[b"keepalive"] is False

@@ -9,9 +9,13 @@ style of h11. The asyncio server and client in ``probetag.inputs`` /
 Theory of operation
 -------------------
 * ``ServerConnection`` (``_server``) is one accepted connection: optional
-  HELO/PING/PONG handshake, then frames -> ``Chunk`` / ``Heartbeat`` /
-  ``ProtocolError``. ``ClientConnection`` (``_client``) is one outgoing
-  connection: handshake, ``send_packed()``, acks.
+  HELO/PING/PONG handshake (``initial_bytes()`` then ``HandshakeReply``),
+  then frames -> ``Chunk`` / ``Heartbeat`` / ``ProtocolError``; the caller
+  writes ``ack_bytes(chunk_id)`` once a chunk's records are settled.
+* ``ClientConnection`` (``_client``) is one outgoing connection: HELO ->
+  ``HandshakePing(data)`` (write it) -> PONG -> ``HandshakeDone``; then
+  ``send_packed()`` and ``AckReceived``. A ``{}`` reply is the fatal
+  ``ProtocolError("nack")``: close and resend.
 * ``_wire`` cuts the stream into frames and types them; ``_handshake`` holds
   the digests and message checks.
 * Every ``Chunk`` carries *packed entries* (concatenated msgpack
@@ -48,6 +52,10 @@ Where peers differ, and what we do
   arity or field types gets that PONG false; key and user failures get
   Fluentd's PONG false reasons. Fluent Bit closes without a PONG on a key
   mismatch; we always send the PONG so the peer can log why.
+* Chunk ids are echoed with the msgpack type they came with (str or bin)
+  and their exact bytes, trailing newline included (Fluentd's ids end in
+  "\\n"; Fluent Bit compares the ack byte for byte). A chunk id of another
+  type is skipped as ``bad_chunk_id`` (Fluent Bit and Vector reject it too).
 * A JSON stream (first byte ``{`` or ``[``, which Fluentd accepts) is the
   fatal ``json_unsupported``.
 * UDP heartbeat: only the spec's single 0x00 byte gets the 0x00 reply.

@@ -84,8 +84,16 @@ class ServerConnection:
     """One accepted TCP connection, server side."""
 
     def __init__(
-        self, peer: str, limits: Limits = Limits(), security: ServerSecurity | None = None
+        self,
+        peer: str,
+        limits: Limits = Limits(),
+        security: ServerSecurity | None = None,
+        *,
+        keepalive: bool = True,
     ) -> None:
+        """``keepalive=False`` is Fluentd's ``deny_keepalive``: the HELO then
+        says ``keepalive: false`` and the caller closes after the first
+        request (and its ack)."""
         self.peer = peer
         self.limits = limits
         self.security = security
@@ -100,7 +108,7 @@ class ServerConnection:
             # salt only when user auth is on ("auth": "" otherwise).
             self._nonce = os.urandom(16)
             self._auth_salt = os.urandom(16) if security.users else b""
-            self._helo = build_helo(self._nonce, self._auth_salt, keepalive=True)
+            self._helo = build_helo(self._nonce, self._auth_salt, keepalive=keepalive)
 
     @property
     def handshake_pending(self) -> bool:
