@@ -82,7 +82,7 @@ def text_of(value: str | bytes) -> str:
             # CESU-style input decoded elsewhere): keep its code unit bytes.
             raw = value.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "backslashreplace")
-    raw = bytes(value)
+    raw = bytes(value)  # type: ignore[arg-type]  # str was handled above
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

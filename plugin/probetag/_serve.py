@@ -31,12 +31,16 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._config import Config, ConfigError, load_config, replace
 from ._metrics import Metrics
 from ._runtime import Pipeline, log_event, setup_logging
 from ._stage import Processor
+
+if TYPE_CHECKING:
+    from .inputs.forward_server import ForwardServer
+    from .outputs import Output
 
 __all__ = ["Service", "main", "build_config"]
 
@@ -53,7 +57,7 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self.stdout = stdout
         self.pipeline: Pipeline | None = None
-        self.server = None
+        self.server: ForwardServer | None = None
         self.inputs: list = []  # further inputs (HTTP, NDJSON), started after the forward one
         self.listen_port = 0
         self.listen_host = ""
@@ -63,6 +67,7 @@ class Service:
         from .outputs import make_output
 
         processor = Processor(self.config, self.metrics)
+        output: Output
         if self.config.output.type == "stdout":
             from .outputs.stdout import StdoutOutput
             output = StdoutOutput(self.config.output, self.metrics, self.stdout)
@@ -70,13 +75,13 @@ class Service:
             output = make_output(self.config, self.metrics)
         self.pipeline = Pipeline(processor, output, self.config.flow, self.metrics)
         await self.pipeline.start()
-        self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics)
+        server = self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics)
         try:
-            await self.server.start()
+            await server.start()
         except BaseException:
             await self.pipeline.close()
             raise
-        self.listen_host, self.listen_port = self.server.host, self.server.port
+        self.listen_host, self.listen_port = server.host, server.port
         if self.config.http.address:
             from .inputs.http import HttpInput
             http = HttpInput(self.config, self.metrics, self.pipeline)

@@ -245,7 +245,7 @@ class _Connection:
         """Stop reading (shutdown). Acks of handed-over chunks still go out."""
         self.stopping = True
         transport = self.writer.transport
-        if not transport.is_closing():
+        if not transport.is_closing() and isinstance(transport, asyncio.ReadTransport):
             transport.pause_reading()
         self.reader.feed_eof()
 

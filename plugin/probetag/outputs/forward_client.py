@@ -289,7 +289,7 @@ class ForwardOutput:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     self.host, self.port, ssl=self.ssl, limit=READ_SIZE,
-                    server_hostname=(self.config.tls.server_name or self.host) if self.ssl else None),
+                    server_hostname=self._server_name() if self.ssl else None),
                 timeout)
         except asyncio.TimeoutError:
             raise _Retry("connect_timeout") from None
@@ -303,6 +303,10 @@ class ForwardOutput:
             except asyncio.TimeoutError:
                 raise _Retry("handshake_timeout") from None
         return conn
+
+    def _server_name(self) -> str:
+        tls = self.config.tls
+        return (tls.server_name if tls is not None and tls.server_name else None) or self.host
 
     async def _handshake(self, conn: _Conn) -> None:
         # Server speaks first (HELO); we answer with the PING the core builds
