@@ -116,7 +116,8 @@ class _Connection:
         self.writer = writer
         self.peer = format_peer(writer.get_extra_info("peername"))
         cfg = server.config
-        self.proto = ServerConnection(self.peer, limits=server.limits, security=server.security)
+        self.proto = ServerConnection(self.peer, limits=server.limits, security=server.security,
+                                      keepalive=not cfg.deny_keepalive)
         self.authenticated = server.security is None
         self.pending = 0
         self._settled = asyncio.Event()
