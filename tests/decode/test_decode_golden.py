@@ -129,7 +129,7 @@ def test_file_formats_rebuild_within_alternatives(variant, fmt):
         primary += rb.line == want
     # the primary reading is right for most lines (the rest are HOSTNAME or
     # spacing guesses, covered by the alternatives)
-    assert primary >= 0.75 * len(exp), (primary, len(exp))
+    assert primary >= 0.85 * len(exp), (primary, len(exp))
 
 
 @pytest.mark.parametrize("variant", ["default", "cstyle", "8bit", "bsoctal"])

@@ -213,3 +213,15 @@ def test_never_raises_on_arbitrary_records(rec):
     if rb is not None:
         assert rb.shape in SHAPES
         assert isinstance(rb.line, bytes) and all(isinstance(a, bytes) for a in rb.alternatives)
+
+
+def test_space_after_colon_tag():
+    # the template prints 'sip:' + ' ' + 'nm ...': a probe's TAG (payload
+    # HOSTNAME) drops it, an application's 'app: text' keeps it
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 OPTIONS sip: nm SIP/2.0#015#012").record)
+    assert rb.line == b"OPTIONS sip:nm SIP/2.0\r\n"
+    assert b"OPTIONS sip: nm SIP/2.0\r\n" in rb.alternatives
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 app: started").record)
+    assert rb.line == b"app: started" and b"app:started" in rb.alternatives
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 #026\x80: x").record)
+    assert rb.line == b"\x16\x80:x"

@@ -130,6 +130,9 @@ def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
     return _looks_like_sender(host), False
 
 
+_BINARY_TAG = re.compile(rb"[\x80-\xff]|#0[0-3][0-7]|\\")
+
+
 def _join_host(host: bytes, rest: bytes) -> bytes:
     return host + b" " + rest if rest else host
 
@@ -205,6 +208,11 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     if "syslogtag" in rec:
         tag = to_bytes(rec.get("syslogtag")) or b""
         rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
+        if spacing == "colon" and alts and (
+                _BINARY_TAG.search(tag) or (host and not _host_is_sender(host, rest, sources)[0])):
+            # 'OPTIONS sip: nm' / a binary TAG ending in ':': the space after
+            # the colon is the template's, not the payload's ('app: text' is).
+            rest, alts[0] = alts[0], rest
         cand = _Cand(rest, alts, lossy)
         if tag == b"-" and host is not None:
             _colon_host(cand, host, rest, sources)
