@@ -150,6 +150,9 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._expirer: asyncio.Task[None] | None = None
         self._closed = False
+        #: Set when the output reported it is gone for good (stdout closed);
+        #: ``probetag serve`` then shuts down instead of refusing every chunk.
+        self.output_failed = asyncio.Event()
 
     async def start(self) -> None:
         await self.output.start()
@@ -190,7 +193,9 @@ class Pipeline:
                 await asyncio.gather(*(self.output.send(c) for c in chunks))
             ok = True
         except OutputClosed as exc:
-            log_event(logging.WARNING, "output_closed", records=records, reason=str(exc))
+            if not self._closed and not self.output_failed.is_set():
+                log_event(logging.ERROR, "output_closed", records=records, reason=str(exc))
+            self.output_failed.set()
         except asyncio.CancelledError:
             raise
         except Exception:  # our bug: keep serving, never ack what was not delivered

@@ -18,7 +18,9 @@ Theory of operation
 * CLI flags override the file: ``--listen`` sets ``listen.address``,
   ``--forward-to`` sets ``output.type=forward`` and ``output.address``.
   Config errors print ``error: FILE:LINE: KEY: reason`` and exit 2.
-* SIGINT/SIGTERM start the shutdown; a second signal exits at once.
+* SIGINT/SIGTERM start the shutdown; a second signal exits at once. An
+  output that is gone for good (stdout closed under ``| head``) also shuts
+  down, with exit status 1: un-acked upstream chunks are resent elsewhere.
 * ``--demo`` sends the bundled sample (``probetag/samples/demo.jsonl``) to
   our own listener with the fluent-logger client once serving, so the
   enriched JSON lines show on stdout, then keeps serving.
@@ -194,8 +196,15 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
     if demo:
         from .samples import send_demo
         demo_task = loop.create_task(_demo(send_demo, service.listen_host, service.listen_port))
-    await stop.wait()
+    failed = asyncio.ensure_future(service.pipeline.output_failed.wait())  # type: ignore[union-attr]
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for fut in (failed, stopping):
+        fut.cancel()
+    output_gone = service.pipeline is not None and service.pipeline.output_failed.is_set()
+    if output_gone:
+        log_event(logging.ERROR, "shutdown", reason="output closed")
     if demo_task is not None and not demo_task.done():
         demo_task.cancel()
     drained = await service.stop(drain_timeout)
-    return 0 if drained else 1
+    return 0 if drained and not output_gone else 1

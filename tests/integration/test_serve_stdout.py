@@ -141,3 +141,23 @@ def test_subprocess_demo_prints_enriched_sample(tmp_path):
     for o, (_, rec) in zip(objs, sample):
         assert {k: v for k, v in o["record"].items() if k != "probe"} == rec
     assert "probe" not in objs[0]["record"]  # the sshd login line is not a probe
+
+
+def test_subprocess_exits_when_stdout_closes():
+    port = free_port()
+    proc = subprocess.Popen(_serve_cmd("--listen", f"127.0.0.1:{port}"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert wait_listening(port)
+        proc.stdout.close()  # the reader goes away, as `probetag serve | head -1` would
+        s = sender.FluentSender("gone", host="127.0.0.1", port=port, timeout=3.0)
+        assert s.emit("x", {"seq": 1}), s.last_error
+        s.close()
+        rc = proc.wait(20)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert rc == 1
+    assert b"event=output_closed" in err and b'reason="output closed"' in err
