@@ -259,9 +259,23 @@ def test_client_user_auth_against_server():
 
 def test_client_without_credentials_when_server_wants_them():
     cli = ClientConnection(ClientSecurity(KEY, "c"))
-    cli_events, _ = pump(cli, server({"alice": PASSWORD}))
-    assert cli_events[0] == HandshakeFailed("username and password are required")
+    cli_events, srv_events = pump(cli, server({"alice": PASSWORD}))
+    assert srv_events[0].reason == "username/password mismatch"
+    assert cli_events[2] == HandshakeFailed("authentication failed: username/password mismatch")
     assert cli.next_event() is CLOSED and not cli.ready
+
+
+def test_client_against_fluentd_helo_with_auth_salt_but_no_user_auth():
+    # Fluentd's in_forward always sends a 16-byte auth salt under <security>;
+    # its out_forward then sends username "" and sha512_hex(salt + "" + "").
+    nonce, auth = b"n" * 16, b"a" * 16
+    cli = ClientConnection(ClientSecurity(KEY, "c"))
+    (ev, _) = feed(cli, msgpack.packb(["HELO", {"nonce": nonce, "auth": auth, "keepalive": True}], use_bin_type=True))
+    ping = msgpack.unpackb(ev.data)
+    assert ping[4:] == ["", sha(auth)]
+    salt = ping[2].encode()
+    (done, _) = feed(cli, msgpack.packb(["PONG", True, "", "fluentd", sha(salt, b"fluentd", nonce, KEY.encode())]))
+    assert done == HandshakeDone()
 
 
 def test_client_reports_server_rejection():

@@ -56,6 +56,10 @@ Where peers differ, and what we do
   and their exact bytes, trailing newline included (Fluentd's ids end in
   "\\n"; Fluent Bit compares the ack byte for byte). A chunk id of another
   type is skipped as ``bad_chunk_id`` (Fluent Bit and Vector reject it too).
+* HELO ``auth``: a 16-byte bin salt only when user auth is on, else ``""``
+  (SPEC1). Fluentd sends a salt whenever ``<security>`` is on; every client
+  handles both. Our client, given a salt and no credentials, sends Fluentd's
+  defaults (username ``""``, ``sha512_hex(salt)``).
 * A JSON stream (first byte ``{`` or ``[``, which Fluentd accepts) is the
   fatal ``json_unsupported``.
 * UDP heartbeat: only the spec's single 0x00 byte gets the 0x00 reply.

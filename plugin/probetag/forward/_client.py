@@ -164,10 +164,7 @@ class ClientConnection:
         if isinstance(helo, str):
             return self._failed(helo)
         self._nonce, auth, _keepalive = helo
-        ping = build_ping(self.security, self._nonce, auth)
-        if isinstance(ping, str):
-            return self._failed(ping)
-        data, self._salt = ping
+        data, self._salt = build_ping(self.security, self._nonce, auth)
         self._state = _PONG
         return HandshakePing(data)
 

@@ -142,10 +142,16 @@ def parse_helo(msg: Any) -> tuple[bytes, bytes, bool] | str:
     return to_bytes(nonce), to_bytes(auth), keepalive
 
 
-def build_ping(security: ClientSecurity, nonce: bytes, auth: bytes) -> tuple[bytes, bytes] | str:
-    """(PING bytes, shared-key salt) or a failure reason. The salt is 32 hex
-    chars like Fluentd's ``SecureRandom.hex(16)``. User credentials go out only
-    when the HELO asked for them (non-empty ``auth``), as in Fluentd."""
+def build_ping(security: ClientSecurity, nonce: bytes, auth: bytes) -> tuple[bytes, bytes]:
+    """(PING bytes, shared-key salt). The salt is 32 hex chars like Fluentd's
+    ``SecureRandom.hex(16)``.
+
+    User credentials go out only when the HELO carries an auth salt. Fluentd's
+    in_forward sends one whenever ``<security>`` is on, even without
+    ``user_auth``; Fluentd's out_forward then sends its default empty
+    username and password, i.e. ``""`` and ``sha512_hex(auth_salt)``. We do
+    the same when we have no credentials: a server without user auth ignores
+    them and one with user auth answers "username/password mismatch"."""
     salt = secrets.token_hex(16)
     host = security.self_hostname
     key = security.shared_key.encode()
@@ -153,10 +159,9 @@ def build_ping(security: ClientSecurity, nonce: bytes, auth: bytes) -> tuple[byt
     username = ""
     pass_digest = ""
     if auth:
-        if security.username is None or security.password is None:
-            return "username and password are required"
-        username = security.username
-        pass_digest = sha512_hex(auth, username.encode(), security.password.encode())
+        username = security.username or ""
+        password = security.password or ""
+        pass_digest = sha512_hex(auth, username.encode(), password.encode())
     ping = _packer.pack(["PING", host, salt, digest, username, pass_digest])
     return ping, salt.encode()
 
