@@ -266,18 +266,23 @@ def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
         if host is not None:
             _colon_host(cand, host, msg, sources)
         return cand
-    alts: list[bytes] = []
-    if pid:
-        rest = ident + b"[" + pid + b"]: " + msg
-    elif not msg:
-        rest = ident
-        alts.append(ident + b":")
-    elif not ident:
-        rest = msg
-        alts.append(b" " + msg)
-    else:
-        rest = ident + b" " + msg
-        alts += [ident + b": " + msg, ident + b":" + msg]
+    # A trailing space with no other space in MSG is the file template's
+    # (rsyslog printed an empty MSG after a space-less TAG); keep both.
+    msgs = [msg[:-1], msg] if msg.endswith(b" ") and b" " not in msg[:-1] else [msg]
+    readings: list[bytes] = []
+    for m in msgs:
+        if pid:
+            readings.append(ident + b"[" + pid + b"]: " + m)
+        elif not m:
+            readings += [ident, ident + b":"]
+        elif not ident:
+            readings += [m, b" " + m]
+        elif m.startswith(b"["):
+            # ident stops at '[' and a non-numeric '[...' stays in message
+            readings += [ident + m, ident + b" " + m]
+        else:
+            readings += [ident + b" " + m, ident + b": " + m, ident + b":" + m, ident + m]
+    rest, alts = readings[0], readings[1:]
     cand = _Cand(rest, alts)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
