@@ -110,9 +110,10 @@ class LineSplitter:
 
 
 def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_field: str,
-                    time_field: str, batch: int
+                    time_field: str, batch: int, notes: dict[str, int] | None = None
                     ) -> tuple[list[tuple[str, bytes, int]], dict[str, int], str | None]:
-    """Lines -> ([(tag, entries, count)], rejected reason -> count, first error)."""
+    """Lines -> ([(tag, entries, count)], rejected reason -> count, first error).
+    ``notes`` (if given) counts events that got the receipt time, by reason."""
     by_tag: dict[str, list[bytes]] = {}
     chunks: list[tuple[str, bytes, int]] = []
     rejected: dict[str, int] = {}
@@ -134,6 +135,8 @@ def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_f
                 except ValueError as exc:
                     reason, why = "event_not_object", str(exc)
                 else:
+                    if m.time_note and notes is not None:
+                        notes[m.time_note] = notes.get(m.time_note, 0) + 1
                     parts = by_tag.setdefault(m.tag, [])
                     parts.append(pack_entry(m.time, m.record))
                     if len(parts) >= batch:
@@ -224,9 +227,12 @@ class NdjsonInput:
     def _hand_over(self, lines: list[bytes | LineTooLong], peer: str, state: dict[str, int | bool]) -> None:
         if not lines:
             return
+        notes: dict[str, int] = {}
         chunks, rejected, first = lines_to_chunks(
             lines, default_tag=self.cfg.default_tag, tag_field=self.cfg.tag_field,
-            time_field=self.cfg.time_field, batch=self.config.flow.batch_records)
+            time_field=self.cfg.time_field, batch=self.config.flow.batch_records, notes=notes)
+        for note, n in notes.items():
+            self.metrics.inc("vector_time_receipt", n, reason=note)
         if rejected:
             n = sum(rejected.values())
             state["bad"] = int(state["bad"]) + n
