@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from probetag.decode import FORMATS, detect_file_format, parse_syslog_line, split_tag
+from probetag.decode import (FORMATS, FramingError, detect_file_format, parse_framing_error,
+                             parse_syslog_line, split_tag)
 
 
 def test_traditional_first_word_is_hostname():
@@ -94,3 +95,21 @@ def test_never_raises_after_a_timestamp(data):
     for prefix in (b"Nov 27 10:00:00 ", b"2026-11-27T10:00:00+00:00 ", b"<13>1 2026-11-27T10:00:00Z h "):
         p = parse_syslog_line(prefix + data)
         assert p.fmt in FORMATS
+
+
+def test_framing_errors_from_rsyslog_internal_messages():
+    # the exact texts rsyslogd 8.2302 printed for the fixtures' '0\x84...' and
+    # '1 f...' style payloads (tests/decode/fixtures/capture.py run)
+    e = parse_framing_error(
+        b"2026-11-27T13:26:31+00:00 host rsyslogd: imtcp imtcp: Framing Error in received TCP message "
+        b"from peer: (hostname) scanner.example, (ip) 192.0.2.9: delimiter is not SP but has ASCII "
+        b"value -124. [v8.2302.0]")
+    assert e == FramingError("delimiter", "scanner.example", "192.0.2.9", 0x84)
+    e = parse_framing_error("imtcp imtcp: Framing Error in received TCP message from peer: (hostname) "
+                            "localhost, (ip) localhost: invalid octet count 0. [v8.2302.0]")
+    assert e == FramingError("zero-count", "localhost", "localhost", None)
+    e = parse_framing_error(b"imtcp: Incomplete frame at end of stream in session 0x7f00 - ignoring "
+                            b"extra data (a message may be lost).")
+    assert e is not None and e.kind == "incomplete" and e.ip is None
+    assert parse_framing_error(b"GET / HTTP/1.0#015") is None
+    assert parse_framing_error(b"\xff Frame") is None

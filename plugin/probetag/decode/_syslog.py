@@ -22,6 +22,9 @@ Theory of operation
   bytes, the space may or may not be the payload's. ``SyslogLine.record``
   keeps MSG as printed (minus the space that is certainly added) and names the
   doubtful case in ``_spacing`` so ``rebuild()`` offers both readings.
+* ``parse_framing_error`` reads imtcp's own error messages about octet-counted
+  framing (FIELD_GUIDE 1): they name the peer whose next logged line lost its
+  leading digits and one more byte (or, "incomplete", a whole message).
 * ``record`` has rsyslog property names (``hostname``, ``syslogtag``, ``msg``,
   ``app-name``...), so ``rebuild(parse_syslog_line(l).record)`` is the same
   code path as a record that arrived over the network (explain == serve).
@@ -38,7 +41,8 @@ from typing import Any, Iterable
 
 from ._escape import to_bytes
 
-__all__ = ["FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag"]
+__all__ = ["FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
+           "FramingError", "parse_framing_error"]
 
 FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "raw")
 
@@ -196,3 +200,41 @@ def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
     if not votes:
         return "raw"
     return votes.most_common(1)[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class FramingError:
+    """An rsyslog imtcp framing error: the peer's data lost bytes.
+
+    kind: "delimiter" (digits then a byte other than SP: the digits and that
+    byte are gone), "zero-count" (``0`` then a byte: both gone),
+    "incomplete" (a counted frame cut by the close: the data is gone, no peer
+    named). ``lost_byte`` is the byte after the digits (rsyslog prints it as a
+    signed char; here 0..255)."""
+
+    kind: str
+    host: str | None
+    ip: str | None
+    lost_byte: int | None
+
+
+_FRAMING = re.compile(
+    rb"Framing Error in received TCP message from peer: \(hostname\) ([^,]*), \(ip\) ([^:]*): "
+    rb"(?:delimiter is not SP but has ASCII value (-?[0-9]+)|invalid octet count ([0-9]+))")
+_INCOMPLETE = re.compile(rb"Incomplete frame at end of stream in session ")
+
+
+def parse_framing_error(text: bytes | str) -> FramingError | None:
+    """The framing error an rsyslog internal message reports, or None."""
+    data = to_bytes(text) or b""
+    if b"Framing Error" not in data and b"Incomplete frame" not in data:
+        return None  # the common case, without running the regexes
+    m = _FRAMING.search(data)
+    if m:
+        host, ip = m.group(1).decode("utf-8", "replace"), m.group(2).decode("utf-8", "replace")
+        if m.group(3) is not None:
+            return FramingError("delimiter", host, ip, int(m.group(3)) & 0xFF)
+        return FramingError("zero-count", host, ip, None)
+    if _INCOMPLETE.search(data):
+        return FramingError("incomplete", None, None, None)
+    return None
