@@ -225,3 +225,10 @@ def test_space_after_colon_tag():
     assert rb.line == b"app: started" and b"app:started" in rb.alternatives
     rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 #026\x80: x").record)
     assert rb.line == b"\x16\x80:x"
+
+
+def test_vector_syslog_without_appname():
+    # Vector adds 'appname' only when it found one
+    rb = rebuild({"hostname": "localhost", "host": "localhost", "message": "#026#003#001",
+                  "source_ip": "203.0.113.4", "facility": "user"})
+    assert (rb.shape, rb.line, rb.source) == ("vector-syslog", b"\x16\x03\x01", "203.0.113.4")

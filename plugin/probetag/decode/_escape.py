@@ -50,6 +50,11 @@ _REPLACEMENT = "\ufffd".encode()
 
 @dataclass(frozen=True, slots=True)
 class Unescaped:
+    """data: the bytes with one dialect's escapes undone (the input itself
+    when ``dialect`` is None); escapes: how many were undone; replaced: U+FFFD
+    sequences seen (bytes a lossy UTF-8 hop destroyed); evidence in [0, 1]:
+    how likely the escapes are real rather than literal text."""
+
     data: bytes
     dialect: str | None
     escapes: int

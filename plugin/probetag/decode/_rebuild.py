@@ -13,7 +13,8 @@ Theory of operation
   ``fluentd-syslog``  ``host``/``ident``[/``pid``]/``message`` from Fluentd's
                       syslog parser: the separator between ident and message
                       (spaces, a colon, ``[pid]:``) is gone.
-  ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``.
+  ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``
+                      (Vector's ``syslog`` source; ``appname`` may be absent).
   ``file-line``       ``message``/``log`` holds a whole rsyslog file line
                       (in_tail ``none`` parser, Vector ``file``): parsed with
                       ``parse_syslog_line`` and rebuilt from that record.
@@ -30,8 +31,12 @@ Theory of operation
   line, and every alternative is decoded with that same dialect: one line,
   one dialect.
 * ``lossy`` is set where bytes are known to be missing: RFC 5424 output (TAG
-  beyond APP-NAME), a TAG cut at 510 bytes, U+FFFD in the text, and a TAG-less
-  line that lost a leading ``1 `` (octet-counting or version field).
+  beyond APP-NAME), a TAG cut at 510 bytes (the split point's space is a
+  guess) and U+FFFD in the text (a lossy UTF-8 hop replaced bytes). A leading
+  ``1 `` that rsyslog dropped (read as a version field) is put back where the
+  record proves it (empty TAG before ordinary text; empty APP-NAME). Bytes
+  eaten by octet-counted framing cannot be seen in the record itself: see
+  ``parse_framing_error`` for rsyslog's own report of them.
 """
 
 from __future__ import annotations
@@ -60,6 +65,16 @@ PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
 
 @dataclass(frozen=True, slots=True)
 class Rebuilt:
+    """One record's payload line.
+
+    line: the best reconstruction, unescaped; escaped: the same before
+    unescaping; alternatives: other plausible readings (HOSTNAME word
+    with/without, spacing, literal vs decoded), unescaped, best first;
+    source: the sender address from a source field, if any; shape: one of
+    ``SHAPES``; lossy: bytes are known to be missing; dialect, escapes,
+    evidence: from ``unescape`` of ``escaped``.
+    """
+
     line: bytes
     escaped: bytes
     alternatives: tuple[bytes, ...]
@@ -357,7 +372,8 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[byte
         return _from_rsyslog(rec, sources), shape
     if "ident" in rec and ("host" in rec or "message" in rec):
         return _from_fluentd(rec, sources), "fluentd-syslog"
-    if "appname" in rec and "message" in rec:
+    if "message" in rec and ("appname" in rec or ("hostname" in rec and "source_ip" in rec)):
+        # Vector adds 'appname' only when it found one; 'source_ip' is the peer.
         return _from_vector(rec, sources), "vector-syslog"
     hit = _first(rec, PAYLOAD_FIELDS)
     if hit is None:

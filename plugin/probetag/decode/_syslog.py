@@ -52,6 +52,10 @@ TAG_MAX = 510
 
 @dataclass(frozen=True, slots=True)
 class SyslogLine:
+    """fmt: one of ``FORMATS``; time: the timestamp text; host: HOSTNAME;
+    tag: TAG (APP-NAME for rfc5424); msg: MSG as printed; record: rsyslog
+    property names -> bytes, for ``rebuild``; lossy: bytes known missing."""
+
     fmt: str
     time: str | None
     host: bytes | None
