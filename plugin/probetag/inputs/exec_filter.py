@@ -175,7 +175,7 @@ class ExecFilterCore:
             return
         raw_tag = value.get(self.tag_key)
         had_tag = isinstance(raw_tag, str) and bool(raw_tag)
-        tag = raw_tag if had_tag else self.default_tag
+        tag: str = raw_tag if isinstance(raw_tag, str) and raw_tag else self.default_tag
         t: Any = None
         raw_time = value.get(self.time_key)
         if raw_time is not None:
