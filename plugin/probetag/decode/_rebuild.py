@@ -41,6 +41,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -100,7 +101,15 @@ def _takes_hostname(text: bytes) -> bool:
     return bool(word) and _HOSTWORD.fullmatch(word) is not None
 
 
+_IP_SHAPE = re.compile(rb"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%\S+)?")
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_ip(word: bytes) -> bool:
+    # Host names repeat from line to line: cached, and the cheap shape test
+    # spares ipaddress's exception path for ordinary words.
+    if _IP_SHAPE.fullmatch(word) is None:
+        return False
     try:
         ipaddress.ip_address(word.decode("ascii"))
         return True
@@ -345,9 +354,10 @@ def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...]) -> tuple[str
     names = source_fields or SOURCE_FIELDS
     found: list[bytes] = []
     for name in names:
-        b = to_bytes(rec.get(name))
-        if b:
-            found.append(b)
+        if name in rec:
+            b = to_bytes(rec[name])
+            if b:
+                found.append(b)
     if not found:
         return None, ()
     return found[0].decode("utf-8", "replace"), tuple(found)
