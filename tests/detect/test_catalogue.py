@@ -3,6 +3,12 @@ built-in catalogue's content."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,7 +183,100 @@ def test_builtin_catalogue_loads_with_provenance() -> None:
         assert "nmap-payloads" not in s.provenance.lower(), s.id
 
 
+# What nmap 7.93's default -sV (--version-intensity 7) sent to a port no probe
+# is registered for, in the order it sent them (capture run tcp-i7).
+DEFAULT_TCP_PROBES = (
+    "GenericLines", "GetRequest", "HTTPOptions", "RTSPRequest", "RPCCheck", "DNSVersionBindReqTCP",
+    "DNSStatusRequestTCP", "Help", "SSLSessionReq", "TerminalServerCookie", "TLSSessionReq",
+    "Kerberos", "SMBProgNeg", "X11Probe", "FourOhFourRequest", "LPDString", "LDAPSearchReq",
+    "LDAPBindReq", "SIPOptions", "LANDesk-RC", "TerminalServer", "NCP", "NotesRPC", "JavaRMI",
+    "WMSRequest", "oracle-tns", "ms-sql-s", "afp", "giop",
+)
+
+
+def test_builtin_has_every_default_tcp_probe() -> None:
+    tcp = {s.probe: s for s in load_catalogue()
+           if s.scanner == "nmap" and s.transport == "tcp" and s.match == "payload"}
+    missing = [p for p in DEFAULT_TCP_PROBES if p not in tcp]
+    assert not missing
+    for name in DEFAULT_TCP_PROBES:
+        assert tcp[name].notes.startswith("default -sV sends it"), name
+    # --version-all adds the rarer ones; the capture saw 99 TCP probes in all.
+    assert len(tcp) >= 99
+    assert {s.probe for s in tcp.values() if "--version-intensity 9" in s.notes} >= {"metasploit-xmlrpc"}
+
+
 def test_builtin_has_default_http_probes() -> None:
     by_probe = {(s.scanner, s.transport, s.probe): s for s in load_catalogue()}
     assert by_probe[("nmap", "tcp", "GetRequest")].payload == b"GET / HTTP/1.0\r\n\r\n"
     assert by_probe[("nmap", "tcp", "HTTPOptions")].payload == b"OPTIONS / HTTP/1.0\r\n\r\n"
+
+
+# --------------------------------------------------------------------------
+# The capture against a real nmap: the catalogue's bytes are what nmap sends
+# --------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+RECORDER = REPO / "tools" / "capture" / "recorder.py"
+# Ports nmap sends GetRequest to even at --version-intensity 0 (observed in
+# the capture's tcp-reg run); several, in case one is taken on this machine.
+GET_PORTS = (7070, 5800, 1234, 9999, 4000)
+
+
+def _wait_ready(journal: Path, proc: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "recorder exited early"
+        if journal.exists():
+            for line in journal.read_text().splitlines():
+                ev = json.loads(line)
+                if ev["ev"] == "ready":
+                    return ev
+        time.sleep(0.05)
+    raise AssertionError("recorder not ready in time")
+
+
+@pytest.mark.e2e
+def test_recorder_sees_nmap_send_the_catalogue_bytes(tmp_path: Path) -> None:
+    nmap = shutil.which("nmap")
+    assert nmap, "nmap is not installed (scripts/test installs it)"
+    journal = tmp_path / "rec.jsonl"
+    proc = subprocess.Popen([sys.executable, str(RECORDER), "--out", str(journal),
+                             "--tcp", ",".join(map(str, GET_PORTS)), "--udp", "",
+                             "--duration", "55", "--close-after-idle", "0.3"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ready = _wait_ready(journal, proc, 10)
+        assert ready["tcp"], f"none of {GET_PORTS} could be bound"
+        port = ready["tcp"][0]
+        out = subprocess.run([nmap, "-sV", "--version-intensity", "0", "--version-trace", "-Pn", "-n",
+                              "--max-retries", "1", "-p", str(port), "127.0.0.1"],
+                             capture_output=True, text=True, timeout=45)
+        time.sleep(0.5)  # the recorder's close event for the last connection
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    trace = [m.group(1) for m in re.finditer(
+        rf"^Service scan sending probe (\S+) to 127\.0\.0\.1:{port} \(tcp\)$", out.stdout, re.M)]
+    assert trace[:2] == ["NULL", "GetRequest"], out.stdout[-2000:]
+    # One send per connection (the recorder closes 0.3 s after the last byte);
+    # NULL shares its connection with the first real probe.
+    conns: dict[int, dict] = {}
+    for ev in events:
+        if ev.get("port") != port:
+            continue
+        c = conns.setdefault(ev.get("conn", 0), {"data": b""})
+        if ev["ev"] == "open":
+            c["open"] = ev["t"]
+        elif ev["ev"] == "data":
+            c.setdefault("first", ev["t"])
+            c["data"] += bytes.fromhex(ev["hex"])
+    sent = [c for _, c in sorted(conns.items()) if c["data"]]
+    assert len(sent) == len(trace) - 1  # every named probe but NULL sent bytes
+    # NULL sends nothing: the first bytes on the first connection come only
+    # after nmap has waited for a banner (its NULL probe waits 6 s).
+    assert sent[0]["first"] - sent[0]["open"] > 4.0
+    catalogue = {(s.scanner, s.transport, s.probe): s.payload for s in load_catalogue()}
+    for name, c in zip(trace[1:], sent):
+        assert catalogue[("nmap", "tcp", name)] == c["data"], name

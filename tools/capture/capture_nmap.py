@@ -219,6 +219,9 @@ def scan_nse(work: Path, parallel: int) -> dict:
 
 def _prov(version: str, run: dict, date: str, extra: str = "") -> str:
     cmd = run["cmd"].replace("nmap ", f"nmap {version} ", 1)
+    # The port list of the all-ports runs is recorder.py's DEFAULT_*_PORTS; name it, do not repeat it.
+    cmd = re.sub(r"-p (\S+)", lambda m: (f"-p <{len(_ports_arg(m[1]))} ports>"
+                                        if len(m[1]) > 40 else m[0]), cmd)
     return (f"observed: {cmd} -> tools/capture/recorder.py on 127.0.0.1 "
             f"(tools/capture/capture_nmap.py), {date}{extra}")
 
@@ -285,7 +288,7 @@ def build_service(work: Path, proto: str, manifest: dict, version: str, date: st
             elif r <= 7:
                 when = f"default -sV sends it to every port (first sent at --version-intensity {r})"
             else:
-                when = f"sent to every port from --version-intensity {r} (--version-all)"
+                when = f"sent to every port only from --version-intensity {r} (default -sV is 7)"
             seen_on = ports_of[(name, payload)]
             notes = when
             if k:
@@ -295,7 +298,33 @@ def build_service(work: Path, proto: str, manifest: dict, version: str, date: st
             entries.append(Entry(id=pid, probe=name, scanner="nmap", transport=proto, payload=payload,
                                  provenance=prov, confidence=_confidence(payload),
                                  ports=tuple(sorted(reg.get(name, ()))), notes=notes))
+            for m, line in enumerate(_naming_lines(payload), 1):
+                entries.append(Entry(id=f"{pid}-marker-{m}", probe=name, scanner="nmap", transport=proto,
+                                     payload=line, match="marker", provenance=prov,
+                                     ports=tuple(sorted(reg.get(name, ()))),
+                                     notes=f"a line of the {name} probe that names nmap; other tools "
+                                           "copying it are matched too"))
     return entries
+
+
+def _naming_lines(payload: bytes) -> list[bytes]:
+    """Lines of a probe that name nmap (``Cookie: mstshash=nmap``): worth a
+    marker of their own, as they also turn up inside other requests."""
+    out = []
+    for line in payload.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if b"nmap" in line.lower() and len(line) >= 8 and line != payload:
+            # From the printable stretch around "nmap" (binary framing differs per copy).
+            start = line.lower().index(b"nmap")
+            lo = start
+            while lo > 0 and 0x20 <= line[lo - 1] < 0x7F:
+                lo -= 1
+            hi = start
+            while hi < len(line) and 0x20 <= line[hi] < 0x7F:
+                hi += 1
+            if hi - lo >= 8:
+                out.append(line[lo:hi])
+    return out
 
 
 def build_udp_scan(work: Path, manifest: dict, version: str, date: str) -> list[Entry]:
