@@ -59,6 +59,9 @@ _OPTIONAL = ("match", "confidence", "ports", "notes")
 _KEYS = _REQUIRED + _OPTIONAL
 
 _CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
+# libyaml's parser when present: same nodes, styles and marks, about 15x faster
+# on the bundled files (the pure-Python one takes over a second).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ def load_catalogue(paths: Iterable[Path | str] | None = None, *, builtin: bool =
 def parse_catalogue(text: str, *, file: str = "<catalogue>") -> tuple[Signature, ...]:
     """Parse one catalogue file's text (ids checked unique within it)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise CatalogueError(f"YAML syntax: {exc.problem}", file=file,
