@@ -232,3 +232,20 @@ def test_vector_syslog_without_appname():
     rb = rebuild({"hostname": "localhost", "host": "localhost", "message": "#026#003#001",
                   "source_ip": "203.0.113.4", "facility": "user"})
     assert (rb.shape, rb.line, rb.source) == ("vector-syslog", b"\x16\x03\x01", "203.0.113.4")
+
+
+def test_configured_fields_that_form_a_known_shape():
+    rec = {"h": "x", "host": "GET", "ident": "/", "message": "HTTP/1.0#015", "log": "other"}
+    rb = rebuild(rec, fields=("host", "ident", "message"))
+    assert (rb.line, rb.shape) == (b"GET / HTTP/1.0\r", "fluentd-syslog")
+
+
+def test_dns_name_hostname_with_a_different_source_ip():
+    # rsyslog with DNS lookups on: HOSTNAME is the sender's resolved name
+    rec = {"hostname": "scanner.example.net", "syslogtag": "HELP#015", "msg": "",
+           "fromhost-ip": "198.51.100.7"}
+    rb = rebuild(rec)
+    assert rb.line == b"HELP\r" and b"scanner.example.net HELP\r" in rb.alternatives
+    rec = {"hostname": "SSH-2.0-OpenSSH_9.2p1", "syslogtag": "Debian-2#015", "msg": "",
+           "fromhost-ip": "198.51.100.7"}
+    assert rebuild(rec).line == b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r"

@@ -147,10 +147,10 @@ def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
         # TAG and MSG empty: rsyslog saw a line made only of hostname
         # characters, or an empty message (a lone NUL) from the sender.
         return (True, False) if (_is_ip(host) or host.lower() == b"localhost") else (False, False)
-    if sources and not _is_ip(host) and host.lower() != b"localhost":
-        # A known sender that differs from HOSTNAME: the word is the payload's
-        # (DNS-resolved sender names are the exception, kept as alternative).
-        return False, False
+    if sources and host.lower() != b"localhost":
+        # A known sender that differs from HOSTNAME: the word is the payload's,
+        # unless it is a dotted DNS name (rsyslog with DNS lookups on).
+        return _DNS_NAME.fullmatch(host) is not None, False
     return _looks_like_sender(host), False
 
 
@@ -372,6 +372,12 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[byte
             return None
         if len(present) == 1:
             return _single(present[0], sources, depth)
+        # Configured fields that form a known shape (host/ident/message...)
+        # are rebuilt as that shape; anything else is joined with spaces.
+        sub = {f: rec[f] for f in fields if f in rec}
+        found = _detect(sub, (), sources, depth + 1)
+        if found is not None and found[1] != "message":
+            return found
         return _Cand(b" ".join(v for v in present if v)), "message"
     raw = rec.get("rawmsg")
     if raw is not None and to_bytes(raw) is not None:
