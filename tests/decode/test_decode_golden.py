@@ -207,3 +207,41 @@ def test_fluentd_in_tail_records(variant):
         assert want in readings, (variant, name, rec, rb)
         checked += 1
     assert checked >= 25
+
+
+# A real `nmap -sV --version-intensity 2` against two silent ports
+# (fixtures/capture_nmap.py): rsyslog's files for one, the bytes nmap sent on
+# each connection to the other. Both get the same probes.
+NMAP_WIRE = json.loads((FIXTURES / "nmap-wire.json").read_text())
+
+
+def _nmap_frames() -> list[bytes]:
+    return sorted(f for c in NMAP_WIRE["connections"]
+                  for f in frames(bytes.fromhex(c), "tcp", octet_counting=True))
+
+
+def test_nmap_fixture_has_probes():
+    wire = [bytes.fromhex(c) for c in NMAP_WIRE["connections"]]
+    assert b"GET / HTTP/1.0\r\n\r\n" in wire
+    assert any(c.startswith(b"\x16\x03") for c in wire)  # TLS ClientHello probes
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonmesg"])
+def test_nmap_lines_rebuild_exactly(fmt):
+    got = sorted(rebuild(parse_syslog_line(line).record).line for line in load("nmap", fmt))
+    assert got == _nmap_frames()
+
+
+@pytest.mark.parametrize("fmt", ["traditional", "file"])
+def test_nmap_file_lines_rebuild_within_alternatives(fmt):
+    want = _nmap_frames()
+    lines = load("nmap", fmt)
+    assert len(lines) == len(want)
+    remaining = list(want)
+    for line in lines:
+        rb = rebuild(parse_syslog_line(line).record)
+        hit = next((r for r in (rb.line, *rb.alternatives) if r in remaining), None)
+        assert hit is not None, (line, rb)
+        assert hit == rb.line, (line, rb)  # the primary reading is the right one
+        remaining.remove(hit)
+    assert remaining == []
