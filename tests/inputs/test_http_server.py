@@ -323,3 +323,30 @@ def test_connection_limit_503():
             return h.metrics.get("http_connections_refused")
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == 1
+
+
+def test_503_then_the_same_batch_resent_to_a_restarted_instance():
+    first, second = io.BytesIO(), io.BytesIO()
+    body = ndjson_body(events(4))
+
+    async def send(h):
+        r, w = await h.connect()
+        w.write(vector_request(body, ndjson=True, encoding="gzip", port=h.server.port))
+        await w.drain()
+        status, _, _ = await read_response(r)
+        w.close()
+        return status
+
+    async def main():
+        async with Harness(first) as h:
+            await h.output.close()        # downstream gone: nothing can settle
+            assert await send(h) == 503
+            m1 = h.metrics
+        async with Harness(second) as h:  # Vector retries against the restarted instance
+            assert await send(h) == 200
+            return m1, h.metrics
+
+    m1, m2 = asyncio.run(asyncio.wait_for(main(), 30))
+    assert first.getvalue() == b"" and m1.get("http_unsettled") == 1
+    assert [json.loads(l)["record"]["message"] for l in second.getvalue().splitlines()] == \
+        [f"line {i}" for i in range(4)]
