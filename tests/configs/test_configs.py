@@ -205,3 +205,56 @@ def test_vector_pairs(path):
         assert any(lit and tag.startswith(lit) for lit in literals), f"{path.name}: no route for {tag}"
     # Vector's syslog source puts the peer address in source_ip
     assert "source_ip" in cfg.detect.source_fields
+
+
+def test_vector_security_config_routes_a_vector_syslog_probe():
+    """The shipped Vector security-index config, run for real (addresses moved
+    to free ports, output to stdout): a probe event as Vector's syslog source
+    shapes it comes back retagged for the security route; a normal one not."""
+    import asyncio
+    import gzip
+    import io
+    import json
+
+    from probetag._config import replace
+    from probetag._metrics import Metrics
+    from probetag._serve import Service
+
+    cfg = load_config(CONFIGS / "probetag" / "vector-security-index.yaml")
+    cfg = replace(cfg, listen={"address": "127.0.0.1:0"}, http={"address": "127.0.0.1:0"},
+                  output={"type": "stdout", "address": None})
+    base = {"facility": "user", "host": "127.0.0.1:40000", "hostname": "web1", "severity": "notice",
+            "source_ip": "203.0.113.7", "source_type": "syslog", "timestamp": "2026-11-27T10:00:00Z"}
+    events = [{**base, "appname": "GET", "message": "/ HTTP/1.0#015#012#015#012"},
+              {**base, "appname": "sshd", "procid": 812, "message": "Accepted publickey for deploy"}]
+    body = gzip.compress("\n".join(json.dumps(e, sort_keys=True) for e in events).encode())
+    out = io.BytesIO()
+
+    async def main():
+        svc = Service(cfg, Metrics(), stdout=out)
+        await svc.start()
+        try:
+            http = svc.inputs[0]
+            r, w = await asyncio.open_connection("127.0.0.1", http.port)
+            w.write((f"POST {cfg.http.path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\n"
+                     f"content-encoding: gzip\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body)
+            await w.drain()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            w.close()
+            return head
+        finally:
+            await svc.stop(drain_timeout=5)
+
+    head = asyncio.run(asyncio.wait_for(main(), 30))
+    assert head.startswith(b"HTTP/1.1 200")
+    decoded = [json.loads(l) for l in out.getvalue().splitlines()]
+    lines = {d["record"]["appname"]: d for d in decoded if "appname" in d["record"]}
+    # the scan (event time long past) is already idle: its summary follows
+    summaries = [d for d in decoded if d["tag"] == cfg.actions.summary_tag]
+    assert len(decoded) == 3 and len(summaries) == 1
+    assert summaries[0]["record"]["probe_summary"]["probes"] == {"GetRequest": 1}
+    assert lines["GET"]["tag"] == "security.probe.vector.syslog"
+    rec = lines["GET"]["record"]
+    assert rec["probe"]["scanner"] == "nmap" and rec["source"] == {"ip": "203.0.113.7"}
+    assert rec["event"]["kind"] == "alert"
+    assert lines["sshd"]["tag"] == "vector.syslog" and "probe" not in lines["sshd"]["record"]
