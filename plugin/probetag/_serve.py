@@ -15,6 +15,9 @@ Theory of operation
      settled downstream; their upstream acks are written as they settle;
   3. close the sockets and the output. Whatever was still in flight when the
      bound ran out is simply not acked upstream, so the clients resend it.
+* ``metrics.address`` serves ``GET /metrics`` (Prometheus text format
+  0.0.4, ``Metrics.render``) and ``GET /health``: one request per
+  connection, bounded head, nothing else.
 * CLI flags override the file: ``--listen`` sets ``listen.address``,
   ``--forward-to`` sets ``output.type=forward`` and ``output.address``.
   Config errors print ``error: FILE:LINE: KEY: reason`` and exit 2.
@@ -35,7 +38,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
-from ._config import Config, ConfigError, load_config, replace
+from ._config import Config, ConfigError, load_config, parse_hostport, replace
 from ._metrics import Metrics
 from ._runtime import Pipeline, log_event, setup_logging
 from ._stage import Processor
@@ -48,6 +51,52 @@ __all__ = ["Service", "main", "build_config"]
 
 DRAIN_TIMEOUT = 10.0
 READ_GRACE = 0.5
+_MAX_HTTP_HEAD = 8192
+
+
+class MetricsServer:
+    """``GET /metrics`` and ``GET /health`` over plain HTTP/1.1 (one request
+    per connection, ``Connection: close``)."""
+
+    def __init__(self, address: str, metrics: Metrics) -> None:
+        self.address = address
+        self.metrics = metrics
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        host, port = parse_hostport(self.address)
+        self._server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HTTP_HEAD)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log_event(logging.INFO, "listening", input="metrics", address=f"{host}:{self.port}")
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if method not in (b"GET", b"HEAD"):
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"use GET\n"
+            elif path == b"/metrics":
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+                body = self.metrics.render().encode()
+            elif path == b"/health":
+                status, ctype, body = "200 OK", "application/json", b'{"status":"ok"}'
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"GET /metrics or /health\n"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + (b"" if method == b"HEAD" else body))
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
+            self.metrics.inc("metrics_http_errors")
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
 
 class Service:
@@ -62,6 +111,7 @@ class Service:
         self.server: ForwardServer | None = None
         self.inputs: list = []  # further inputs (HTTP, NDJSON), started after the forward one
         self.listen_port = 0
+        self.metrics_server: MetricsServer | None = None
         self.listen_host = ""
 
     async def start(self) -> None:
@@ -89,6 +139,9 @@ class Service:
             http = HttpInput(self.config, self.metrics, self.pipeline)
             await http.start()
             self.inputs.append(http)
+        if self.config.metrics.address:
+            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics)
+            await self.metrics_server.start()
         if self.config.ndjson.address:
             from .inputs.ndjson import NdjsonInput
             nd = NdjsonInput(self.config, self.metrics, self.pipeline)
@@ -117,6 +170,8 @@ class Service:
         for extra in self.inputs:
             await extra.close()
         await self.pipeline.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         log_event(logging.INFO if drained else logging.WARNING, "stopped",
                   drained=drained, unsettled_records=left)
         return drained
