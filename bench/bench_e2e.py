@@ -1,0 +1,574 @@
+"""End-to-end benchmark: load generator -> ``probetag serve`` -> counting sink.
+
+    python bench/bench_e2e.py [--mode max|latency|sources] [--seconds 20]
+                              [--rate 50000] [--sources 100000] [--workers N]
+                              [--profile]
+
+Theory of operation
+-------------------
+* Three processes besides this one, so each one's CPU is its own: the sink
+  (``_sink.py``, a forward server that acks and measures arrival), ``python
+  -m probetag serve`` with a generated config (forward input on a free
+  loopback port, forward output to the sink, detection on), and the load
+  generator (``_loadgen.py``, pre-built 1000-record PackedForward chunks with
+  acks). probetag acks upstream only once the sink has acked, so in the
+  closed-loop ``max`` mode the acks pace the sender and the figure is what
+  probetag sustains.
+* Figures come from a measurement window that starts after ``--warmup``
+  seconds of load and lasts ``--seconds``: the sink and ``/proc/PID/stat`` of
+  the serve process(es) are sampled at both ends. records/s and MB/s (of
+  the records as sent) are counted where they arrive, at the sink; latency
+  is sink arrival minus the record's send stamp (p50/p99 over the window);
+  CPU seconds per million records is serve's user+system time over the
+  window per record delivered; peak RSS is ``VmHWM``.
+* The floor: in the same run, after the load, this process decodes and
+  re-encodes the same chunks with msgpack in one Python loop (every record
+  unpacked and packed again): what any Python stage that looks at every
+  record pays. probetag's rate / floor is printed; the target is >= 0.5.
+* Modes: ``max`` (closed loop, as fast as acks allow), ``latency`` (open
+  loop at ``--rate`` records/s; the p99 target applies), ``sources`` (every
+  record a probe line from one of ``--sources`` distinct senders, so the
+  correlation state holds that many sources; the RSS target applies).
+* ``--workers N`` is passed to ``probetag serve`` if its ``--help`` lists the
+  flag; otherwise the run goes on with one process and the JSON says
+  ``"workers_supported": false``.
+* ``--profile`` samples the serve process with py-spy during the window and
+  prints the functions with the most samples (self and inclusive %).
+* Every wait has a bound. Results are printed as a table and written as JSON
+  to ``bench/results/`` (git-ignored), or to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _loadgen import CHUNK_RECORDS, build_templates, stamp  # noqa: E402
+from _sink import hist_diff, percentile  # noqa: E402
+
+TARGETS = {
+    "max": {"records_per_s": 300_000, "floor_ratio": 0.5},
+    "latency": {"latency_p99_ms": 10.0},
+    "sources": {"peak_rss_mb": 200.0},
+    "workers_scaling": 1.8,
+}
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ children
+
+
+class Child:
+    """A subprocess whose stdout JSON lines are read by a thread, so every
+    wait for one has a timeout."""
+
+    def __init__(self, argv: list[str], *, stdin: bool = False, stderr_path: Path | None = None,
+                 env: dict | None = None) -> None:
+        self.stderr_file = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self.stderr_file, env=env,
+                                     text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next_json(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no output from {self.proc.args[1:3]} within {timeout} s")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"{self.proc.args[1:3]} exited (rc={self.proc.wait(5)}) before answering")
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.stderr_file is not subprocess.DEVNULL:
+            self.stderr_file.close()
+        return self.proc.returncode
+
+
+def free_port() -> int:
+    """A loopback TCP port whose UDP twin is free too (the forward listener
+    binds both for the heartbeat)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"probetag serve exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"probetag serve not listening on {port} within {timeout} s")
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system seconds of ``pids`` (and of children they reaped)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
+        total += sum(int(x) for x in fields[11:15])
+    return total / _CLK
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """Sum of ``VmHWM`` over ``pids`` (one process: its peak RSS)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+# ---------------------------------------------------------------- floor
+
+
+def msgpack_floor(templates, seconds: float) -> float:
+    """records/s of decoding and re-encoding every record of the chunks with
+    msgpack in one Python loop (best pass; the machine is shared and other
+    work only ever slows a pass down)."""
+    chunks = [stamp(t, time.time()) for t in templates]
+    packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    passes = 0
+    while passes < 1 or (time.perf_counter() < deadline and passes < 1000):
+        t0 = time.perf_counter()
+        for ch in chunks:
+            up = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False,
+                                  max_buffer_size=len(ch) + 1)
+            up.feed(ch)
+            b"".join([packer.pack(entry) for entry in up])
+        best = min(best, time.perf_counter() - t0)
+        passes += 1
+    return len(chunks) * CHUNK_RECORDS / best
+
+
+# ---------------------------------------------------------------- profile
+
+
+def summarize_profile(raw_path: Path, top: int = 15) -> dict:
+    """Sample shares from py-spy's raw (collapsed stack) output, one
+    ``frame;frame;... count`` per line, frames as ``func (file:line)``:
+    per function (line numbers folded) self and inclusive %, and the hottest
+    lines by self %."""
+    self_fn: dict[str, int] = {}
+    incl_fn: dict[str, int] = {}
+    self_line: dict[str, int] = {}
+    total = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        fns = [_fold_line(f) for f in frames]
+        for f in set(fns):
+            if not f.startswith(_SCAFFOLD):
+                incl_fn[f] = incl_fn.get(f, 0) + n
+        self_fn[fns[-1]] = self_fn.get(fns[-1], 0) + n
+        self_line[frames[-1]] = self_line.get(frames[-1], 0) + n
+
+    def pct(d: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [(k, round(100.0 * v / total, 1)) for k, v in ranked] if total else []
+
+    return {"samples": total, "self": pct(self_fn), "inclusive": pct(incl_fn), "lines": pct(self_line)}
+
+
+# Frames every sample has (interpreter start, the event loop, CLI dispatch):
+# left out of the inclusive list, where they would only say "100 %".
+_SCAFFOLD = ("_run_module_as_main ", "_run_code ", "<module> (probetag/__main__", "main (probetag/cli",
+             "main (probetag/_serve", "run (asyncio/runners", "Runner.run ", "BaseEventLoop.run_",
+             "BaseEventLoop._run_once ", "Handle._run ")
+
+
+def _fold_line(frame: str) -> str:
+    """``f (path.py:123)`` -> ``f (path.py)``."""
+    head, sep, tail = frame.rpartition(":")
+    return f"{head})" if sep and tail.rstrip(")").isdigit() else frame
+
+
+# ---------------------------------------------------------------- the run
+
+
+def serve_supports(flag: str) -> bool:
+    out = subprocess.run([sys.executable, "-m", "probetag", "serve", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    return flag in out.stdout
+
+
+def write_config(dirpath: Path, listen_port: int, sink_port: int) -> Path:
+    cfg = dirpath / "probetag.yaml"
+    cfg.write_text(
+        "# generated by bench/bench_e2e.py\n"
+        f"listen:\n  address: \"127.0.0.1:{listen_port}\"\n"
+        f"output:\n  type: forward\n  address: \"127.0.0.1:{sink_port}\"\n"
+        "detect:\n  enabled: true\n"
+        "log_level: warning\n")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> dict:
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        if args.verbose:
+            print(f"[{time.monotonic() - t0:6.2f} s] {name}", file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="probetag-bench-"))
+    result: dict = {"mode": args.mode, "seconds": args.seconds, "warmup": args.warmup,
+                    "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    workers_ok = args.workers > 1 and serve_supports("--workers")
+    result["workers_requested"] = args.workers
+    result["workers_supported"] = workers_ok if args.workers > 1 else None
+    connections = args.connections or (4 if args.workers > 1 else 1)
+    result["connections"] = connections
+    result["window"] = args.window
+    sink = serve = load = None
+    try:
+        # Sink, serve and the load generator start together: serve's start-up
+        # (imports, catalogue compilation) is the long pole.
+        sink_port = free_port()
+        sink = Child([sys.executable, str(HERE / "_sink.py"), "--port", str(sink_port)], stdin=True,
+                     stderr_path=tmp / "sink.err")
+        listen_port = free_port()
+        cfg = write_config(tmp, listen_port, sink_port)
+        argv = [sys.executable, "-m", "probetag", "serve", "-c", str(cfg)]
+        if workers_ok:
+            argv += ["--workers", str(args.workers)]
+        t_serve = time.monotonic()
+        serve = Child(argv, stderr_path=tmp / "serve.err")
+        # The load generator builds its chunks while serve starts; it retries
+        # connecting until serve listens (bounded by --connect-timeout).
+        load_argv = [sys.executable, str(HERE / "_loadgen.py"), "--port", str(listen_port),
+                     "--seconds", str(args.warmup + args.seconds + 0.5), "--window", str(args.window),
+                     "--connections", str(connections), "--chunks", str(args.chunks),
+                     "--connect-timeout", "90"]
+        if args.mode == "latency":
+            load_argv += ["--rate", str(args.rate)]
+        if args.mode == "sources":
+            load_argv += ["--sources", str(args.sources)]
+        if not workers_ok:
+            load = Child(load_argv, stderr_path=tmp / "loadgen.err")
+        wait_listening(listen_port, 60, serve.proc)
+        result["serve_startup_s"] = round(time.monotonic() - t_serve, 2)
+        phase("serve listening")
+        sink.next_json(30)  # {"event": "listening"}
+        if workers_ok:
+            # Every worker must have bound before the load connects, or
+            # SO_REUSEPORT has only the first one to hand connections to.
+            time.sleep(1.0)
+            load = Child(load_argv, stderr_path=tmp / "loadgen.err")
+        assert load is not None
+        load.next_json(120)  # "started": the chunks are built and connections are up
+        phase("load started")
+        result["serve_processes"] = len(process_tree(serve.proc.pid))
+
+        time.sleep(args.warmup)
+        pids = process_tree(serve.proc.pid)
+        sink.send("snap")
+        a = sink.next_json(30)
+        cpu_a = cpu_seconds(pids)
+        phase("window opened")
+        t_a = time.monotonic()
+        spy = None
+        if args.profile:
+            spy = _start_profile(serve.proc.pid, args.seconds, tmp / "profile.txt", workers_ok)
+        time.sleep(args.seconds)
+        pids = process_tree(serve.proc.pid)
+        sink.send("snap")
+        b = sink.next_json(30)
+        cpu_b = cpu_seconds(pids)
+        phase("window closed")
+        t_b = time.monotonic()
+        rss = peak_rss_mb(pids)
+        if spy is not None:
+            try:
+                spy.wait(args.seconds + 30)
+                result["profile"] = summarize_profile(tmp / "profile.txt")
+                keep = HERE / "results" / f"profile-{args.mode}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+                keep.parent.mkdir(exist_ok=True)
+                shutil.copy(tmp / "profile.txt", keep)
+                result["profile_raw"] = str(keep)
+            except (subprocess.TimeoutExpired, OSError) as exc:
+                result["profile_error"] = repr(exc)
+        done = load.next_json(args.warmup + args.seconds + 60)
+        phase("load done")
+        rss = max(rss, peak_rss_mb(process_tree(serve.proc.pid)))
+        time.sleep(0.2)
+        sink.send("snap")
+        final = sink.next_json(30)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        for name in ("serve", "loadgen", "sink"):
+            err = tmp / f"{name}.err"
+            if err.exists():
+                result[f"{name}_stderr_tail"] = err.read_text(errors="replace")[-1500:]
+        return result
+    finally:
+        for child in (load, serve, sink):
+            if child is not None:
+                rc = child.stop(15)
+                if child is serve:
+                    result["serve_exit"] = rc
+    phase("processes stopped")
+    serve_err = (tmp / "serve.err").read_text(errors="replace")
+    if serve_err.strip():
+        result["serve_stderr_tail"] = serve_err[-1500:]
+
+    dt = t_b - t_a
+    recs = b["records"] - a["records"]
+    avg_in = done["bytes_sent"] / max(done["records_sent"], 1)
+    hist = hist_diff(b["hist"], a["hist"])
+    rps = recs / dt if dt > 0 else 0.0
+    result.update({
+        "records_per_s": round(rps),
+        "mb_per_s": round(rps * avg_in / 1e6, 3),
+        "avg_record_bytes": round(avg_in, 1),
+        "latency_p50_ms": _r(percentile(hist, 0.50)),
+        "latency_p99_ms": _r(percentile(hist, 0.99)),
+        "latency_max_ms": _r(percentile(hist, 1.0)),
+        "cpu_s_per_million": round((cpu_b - cpu_a) / recs * 1e6, 2) if recs else None,
+        "serve_cpu_util": round((cpu_b - cpu_a) / dt, 2) if dt > 0 else None,
+        "peak_rss_mb": round(rss, 1),
+        "window_records": recs,
+        "window_tagged": b["tagged"] - a["tagged"],
+        "expected_tagged_share": round(done["probes_sent"] / max(done["records_sent"], 1), 4),
+        "tagged_share": round((b["tagged"] - a["tagged"]) / recs, 4) if recs else None,
+        "loadgen": {k: done[k] for k in ("records_sent", "records_acked", "unacked_chunks", "errors",
+                                          "ack_rtt_p50_ms", "ack_rtt_p99_ms", "max_behind_ms",
+                                          "cpu_seconds", "seconds")},
+        "sink": {"records_total": final["records"], "cpu_seconds": final["cpu_seconds"],
+                 "errors": final["errors"]},
+        # Acked upstream must have arrived downstream (acks are end to end).
+        "delivery_ok": final["records"] >= done["records_acked"] and not done["errors"],
+    })
+    if args.mode == "sources":
+        result["sources"] = args.sources
+        result["sources_covered"] = min(args.sources, done["records_sent"])
+    if not args.no_floor:
+        templates = build_templates(min(args.chunks, 20), sources=args.sources if args.mode == "sources" else 0)
+        floor = msgpack_floor(templates, args.floor_seconds)
+        result["floor_records_per_s"] = round(floor)
+        result["floor_ratio"] = round(rps / floor, 3) if floor else None
+    phase("floor measured")
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _start_profile(pid: int, seconds: float, out: Path, subprocesses: bool) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy not found (pip install py-spy); no profile", file=sys.stderr)
+        return None
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]
+    if subprocesses:
+        argv.append("--subprocesses")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- report
+
+
+def verdicts(result: dict) -> dict:
+    """Target checks that apply to this mode (True/False)."""
+    out = {}
+    mode = result["mode"]
+    for key, target in TARGETS.get(mode, {}).items():
+        value = result.get(key)
+        if value is None:
+            continue
+        out[key] = value <= target if key in ("latency_p99_ms", "peak_rss_mb") else value >= target
+    return out
+
+
+def table(rows: list[tuple[str, str, str]]) -> str:
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows)
+
+
+def print_result(result: dict) -> None:
+    if "error" in result:
+        print(f"mode {result['mode']}: ERROR {result['error']}")
+        for key in ("serve_stderr_tail", "loadgen_stderr_tail", "sink_stderr_tail"):
+            if key in result:
+                print(f"--- {key}\n{result[key]}")
+        return
+    v = verdicts(result)
+    mark = lambda k: "" if k not in v else ("  [target met]" if v[k] else "  [target MISSED]")  # noqa: E731
+    t = TARGETS.get(result["mode"], {})
+    rows = [
+        ("mode", result["mode"], f"workers={result['workers_requested']}"
+         + ("" if result["workers_supported"] in (None, True) else " (--workers missing: ran 1 process)")),
+        ("records/s", f"{result['records_per_s']:,}", (f"target >= {t['records_per_s']:,}" if "records_per_s" in t else "") + mark("records_per_s")),
+        ("MB/s (records in)", f"{result['mb_per_s']}", f"avg record {result['avg_record_bytes']} B"),
+        ("latency p50 / p99 ms", f"{result['latency_p50_ms']} / {result['latency_p99_ms']}",
+         (f"target p99 <= {t['latency_p99_ms']}" if "latency_p99_ms" in t else "") + mark("latency_p99_ms")),
+        ("CPU s / M records", f"{result['cpu_s_per_million']}", f"serve CPU use {result['serve_cpu_util']} cores"),
+        ("peak RSS MB", f"{result['peak_rss_mb']}", (f"target <= {t['peak_rss_mb']}" if "peak_rss_mb" in t else "") + mark("peak_rss_mb")),
+        ("tagged share", f"{result['tagged_share']}", f"probe share sent {result['expected_tagged_share']}"),
+    ]
+    if "floor_records_per_s" in result:
+        rows.append(("msgpack floor rec/s", f"{result['floor_records_per_s']:,}",
+                     f"ratio {result['floor_ratio']}" + (" (target >= 0.5)" if "floor_ratio" in t else "") + mark("floor_ratio")))
+    lg = result["loadgen"]
+    rows.append(("delivery", "ok" if result["delivery_ok"] else "NOT OK",
+                 f"acked {lg['records_acked']:,}, sink {result['sink']['records_total']:,}, unacked chunks {lg['unacked_chunks']}"))
+    rows.append(("load average", f"{result['load_avg_start'][0]} -> {result['load_avg_end'][0]}",
+                 f"loadgen CPU {lg['cpu_seconds']} s, sink CPU {result['sink']['cpu_seconds']} s"))
+    print(table(rows))
+    prof = result.get("profile")
+    if prof and prof["samples"]:
+        print(f"profile ({prof['samples']} samples), self time:")
+        for name, pct in prof["self"][:12]:
+            print(f"  {pct:5.1f}%  {name}")
+        print("inclusive:")
+        for name, pct in prof["inclusive"][:15]:
+            print(f"  {pct:5.1f}%  {name}")
+        print("hottest lines (self):")
+        for name, pct in prof["lines"][:10]:
+            print(f"  {pct:5.1f}%  {name}")
+
+
+def write_json(result: dict, path: Path | None) -> Path:
+    stamp_ = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if path is None:
+        path = HERE / "results" / f"bench_e2e-{result['mode']}-{stamp_}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"when": stamp_, "python": sys.version.split()[0], "machine": platform.machine(),
+           "cpus": os.cpu_count(), "msgpack": msgpack.version, "chunk_records": CHUNK_RECORDS,
+           "targets": TARGETS, "verdicts": verdicts(result) if "error" not in result else {},
+           "result": result}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench_e2e.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("max", "latency", "sources"), default="max")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measurement window (default 20)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="load before the window starts")
+    ap.add_argument("--rate", type=float, default=50_000.0, help="latency mode: records/s (open loop)")
+    ap.add_argument("--sources", type=int, default=100_000, help="sources mode: distinct probing senders")
+    ap.add_argument("--workers", type=int, default=1, help="passed to probetag serve if it has --workers")
+    ap.add_argument("--connections", type=int, default=0, help="load connections (default 1, 4 with workers)")
+    ap.add_argument("--window", type=int, default=8, help="unacked chunks per connection")
+    ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
+    ap.add_argument("--floor-seconds", type=float, default=3.0)
+    ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="sample serve with py-spy in the window")
+    ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
+    ap.add_argument("--verbose", action="store_true", help="print the phases with their times on stderr")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.seconds <= 0 or args.seconds > 600 or args.warmup < 0:
+        print("--seconds must be in (0, 600], --warmup >= 0", file=sys.stderr)
+        return 2
+    result = run(args)
+    print_result(result)
+    path = write_json(result, args.json)
+    print(f"wrote {path}")
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

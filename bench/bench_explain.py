@@ -1,0 +1,227 @@
+"""Benchmark: ``probetag explain`` on a large syslog file.
+
+    python bench/bench_explain.py [--mb 200] [--formats jsonl,text]
+
+Theory of operation
+-------------------
+* The file is RSYSLOG_FileFormat (Debian's ``/var/log/syslog`` default):
+  ``2026-11-27T10:00:00.123456+00:00 HOST TAG: MSG``, ordinary lines from a
+  pool of realistic messages (``_loadgen.benign_message``) with 1 % scanner
+  probe lines as rsyslog writes them (``_loadgen.probe_lines`` through
+  ``rsyslog_split``: escaped control bytes, the payload's first word taken
+  as HOSTNAME, raw bytes >= 0x80). Multi-line probes keep their line order
+  and sender, with other lines in between. Timestamps increase line by
+  line (~200 us apart).
+* Building 1 GB line by line in Python would take longer than explaining
+  it, so each line is a fresh timestamp plus a body drawn from a pool of
+  ``--pool`` distinct bodies. The file is cached under ``--cache-dir``
+  (default: the temp dir), named by size, seed and a format version, and
+  reused by later runs; ``--no-cache`` writes it afresh and deletes it.
+* Each format is timed as a child process (``python -m probetag explain
+  --format F FILE``, output to a file so the terminal is not measured), one
+  run each, bounded by ``--timeout``. MB/s is file bytes / wall seconds
+  (MB = 10**6 bytes); CPU seconds and peak RSS come from ``wait4``. The
+  start-up cost (the same command on a one-line file) is measured too, and
+  ``mb_per_s_after_startup`` leaves it out.
+* Results are printed as a table and written as JSON to ``bench/results/``
+  (git-ignored), or to ``--json``. The target is >= 100 MB/s for a 1 GB file
+  (``--mb 1024``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _loadgen import HOSTS, benign_message, file_line, probe_lines, rsyslog_split  # noqa: E402
+
+TARGET_MB_S = 100.0
+FILE_VERSION = 2  # bump when the generated content changes, so caches are not reused
+
+
+def generate(path: Path, mb: float, probe_rate: float = 0.01, seed: int = 11, pool: int = 20000) -> dict:
+    """Write ``mb`` MB (10**6 bytes) of lines to ``path``; -> counts."""
+    rng = random.Random(seed)
+    bodies = []
+    for _ in range(pool):
+        ident, msg = benign_message(rng)
+        host = rng.choice(HOSTS).split(".")[0]
+        bodies.append(f" {host} {ident}[{rng.randrange(100, 99999)}]: {msg}\n".encode())
+    scanners = [f"203.0.113.{i}" for i in range(1, 41)] + [f"198.51.100.{i}" for i in range(1, 21)]
+    limit = int(mb * 1e6)
+    written = lines = probes = 0
+    pending: list[bytes] = []
+    t = 1_795_780_800  # 2026-11-27T10:00:00Z
+    us = 0
+    with open(path, "wb") as f:
+        buf: list[bytes] = []
+        while written < limit:
+            for _ in range(10000):
+                us += rng.randrange(1, 400)
+                sec, micro = divmod(us, 1_000_000)
+                st = time.gmtime(t + sec)
+                ts = f"{st.tm_year:04d}-{st.tm_mon:02d}-{st.tm_mday:02d}T{st.tm_hour:02d}:{st.tm_min:02d}:{st.tm_sec:02d}.{micro:06d}+00:00"
+                # A probe's later lines take later probe slots, so lines of
+                # other senders fall in between (FIELD_GUIDE 5) and the probe
+                # share stays ``probe_rate``.
+                if rng.random() < probe_rate:
+                    if not pending:
+                        sender = rng.choice(scanners)
+                        pending = [(ln, sender) for ln in probe_lines(rng)]
+                    raw, sender = pending.pop(0)
+                    host, tag, msg = rsyslog_split(raw, sender)
+                    line = file_line(ts, host, tag, msg).encode("utf-8", "surrogateescape") + b"\n"
+                    probes += 1
+                else:
+                    line = ts.encode() + bodies[rng.randrange(pool)]
+                buf.append(line)
+                written += len(line)
+                lines += 1
+                if written >= limit:
+                    break
+            f.write(b"".join(buf))
+            buf.clear()
+    return {"bytes": written, "lines": lines, "probe_lines": probes}
+
+
+def ensure_file(args: argparse.Namespace) -> tuple[Path, dict, bool]:
+    """-> (path, counts, cached). Reuses a cached file of the same recipe."""
+    cache = Path(args.cache_dir or tempfile.gettempdir())
+    name = f"probetag-bench-explain-v{FILE_VERSION}-{args.mb:g}mb-s{args.seed}-p{args.probe_rate:g}.log"
+    path = cache / name
+    meta = path.with_suffix(".json")
+    if not args.no_cache and path.exists() and meta.exists():
+        counts = json.loads(meta.read_text())
+        if counts.get("bytes") == path.stat().st_size:
+            return path, counts, True
+    t0 = time.perf_counter()
+    counts = generate(path, args.mb, args.probe_rate, args.seed)
+    counts["generate_seconds"] = round(time.perf_counter() - t0, 2)
+    if not args.no_cache:
+        meta.write_text(json.dumps(counts))
+    return path, counts, False
+
+
+def time_explain(path: Path, fmt: str, timeout: float, extra: list[str]) -> dict:
+    out_path = Path(tempfile.mkstemp(prefix=f"probetag-explain-{fmt}-", suffix=".out")[1])
+    err_path = out_path.with_suffix(".err")
+    argv = [sys.executable, "-m", "probetag", "explain", "--format", fmt, *extra, str(path)]
+    res: dict = {"format": fmt}
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        box: dict = {}
+
+        def reap() -> None:
+            box["wait"] = os.wait4(proc.pid, 0)
+
+        waiter = threading.Thread(target=reap, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        wall = time.perf_counter() - t0
+        if waiter.is_alive():
+            proc.kill()
+            waiter.join(10)
+            res["error"] = f"timed out after {timeout:.0f} s"
+    if "wait" in box:
+        _, status, usage = box["wait"]
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        res["exit"] = proc.returncode
+        res["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
+        res["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+        if proc.returncode not in (0, 1) and "error" not in res:
+            # 1 may mean "probe lines found" (grep-like); anything else is a failure.
+            res["error"] = f"exit status {proc.returncode}"
+    size = path.stat().st_size
+    res["seconds"] = round(wall, 3)
+    res["mb_per_s"] = round(size / wall / 1e6, 3) if "error" not in res else None
+    res["output_bytes"] = out_path.stat().st_size
+    with open(out_path, "rb") as f:
+        res["output_lines"] = sum(1 for _ in f)
+    stderr = err_path.read_text(errors="replace")
+    if stderr.strip():
+        res["stderr_tail"] = stderr[-800:]
+    out_path.unlink()
+    err_path.unlink()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench_explain.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mb", type=float, default=200.0, help="file size in MB (10**6 bytes); 1024 for the target")
+    ap.add_argument("--formats", default="jsonl,text", help="comma-separated explain output formats")
+    ap.add_argument("--probe-rate", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--cache-dir", default=None, help="where the generated file is kept (default: temp dir)")
+    ap.add_argument("--no-cache", action="store_true", help="generate afresh and delete the file afterwards")
+    ap.add_argument("--timeout", type=float, default=0.0,
+                    help="per format, seconds (default: enough for 2 MB/s, at least 60)")
+    ap.add_argument("--explain-args", default="", help="extra arguments for probetag explain, space-separated")
+    ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
+    args = ap.parse_args(argv)
+    if not 0 < args.mb <= 4096:
+        print("--mb must be in (0, 4096]", file=sys.stderr)
+        return 2
+    timeout = args.timeout or max(60.0, args.mb / 2.0)
+    load0 = [round(x, 2) for x in os.getloadavg()]
+    path, counts, cached = ensure_file(args)
+    runs = []
+    # The fixed cost (interpreter, imports, catalogue compilation) on a
+    # one-line file, so the per-byte rate can be told apart from start-up.
+    tiny = Path(tempfile.mkstemp(prefix="probetag-explain-tiny-", suffix=".log")[1])
+    with open(path, "rb") as f:
+        tiny.write_bytes(f.readline())
+    startup = time_explain(tiny, "jsonl", 120, args.explain_args.split())
+    tiny.unlink()
+    try:
+        for fmt in [f for f in args.formats.split(",") if f]:
+            r = time_explain(path, fmt, timeout, args.explain_args.split())
+            if r.get("mb_per_s") and "error" not in startup and r["seconds"] > startup["seconds"]:
+                r["mb_per_s_after_startup"] = round(counts["bytes"] / (r["seconds"] - startup["seconds"]) / 1e6, 3)
+            runs.append(r)
+    finally:
+        if args.no_cache:
+            path.unlink(missing_ok=True)
+    load1 = [round(x, 2) for x in os.getloadavg()]
+
+    size_mb = counts["bytes"] / 1e6
+    print(f"file: {size_mb:,.1f} MB, {counts['lines']:,} lines, {counts['probe_lines']:,} probe lines"
+          f" ({'cached' if cached else 'generated in %.1f s' % counts.get('generate_seconds', 0)}); "
+          f"load average {load0[0]} -> {load1[0]}")
+    print(f"explain start-up (one-line file): {startup['seconds']:.2f} s")
+    for r in runs:
+        if "error" in r:
+            print(f"explain --format {r['format']:5s}  ERROR {r['error']}")
+            if "stderr_tail" in r:
+                print(r["stderr_tail"])
+            continue
+        verdict = "target met" if r["mb_per_s"] >= TARGET_MB_S else "target MISSED"
+        print(f"explain --format {r['format']:5s}  {r['mb_per_s']:8.1f} MB/s "
+              f"({r.get('mb_per_s_after_startup', 0):.1f} without start-up)  {r['seconds']:7.2f} s  "
+              f"CPU {r['cpu_seconds']} s  RSS {r['peak_rss_mb']} MB  out {r['output_lines']:,} lines"
+              f"  (target >= {TARGET_MB_S:g} MB/s: {verdict})")
+    stamp_ = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.json or HERE / "results" / f"bench_explain-{stamp_}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "when": stamp_, "python": sys.version.split()[0], "machine": platform.machine(),
+        "cpus": os.cpu_count(), "target_mb_per_s": TARGET_MB_S, "file": counts, "file_cached": cached,
+        "load_avg_start": load0, "load_avg_end": load1, "startup": startup, "runs": runs}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 1 if any("error" in r for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The benchmarks themselves: their parts in memory, then each benchmark run
+in a tiny bounded mode, checking the figures it reports are sane and its JSON
+is complete. Network traffic is loopback only; every run has a timeout."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _loadgen  # noqa: E402
+import _sink  # noqa: E402
+import bench_e2e  # noqa: E402
+from probetag.forward import NEED_DATA, AckReceived, ClientConnection, new_chunk_id  # noqa: E402
+
+
+_TAIL_BENIGN = re.compile(r"\S+ \S+ [\w/-]+\[\d+\]: ")
+
+
+def _unpack_all(data: bytes) -> list:
+    up = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+    up.feed(data)
+    return list(up)
+
+
+# ----------------------------------------------------------------- workload
+
+
+def test_stamp_sets_every_event_time_and_send_stamp():
+    (t,) = _loadgen.build_templates(1, seed=3)
+    sent = 1_795_786_709.123456
+    data = _loadgen.stamp(t, sent)
+    entries = _unpack_all(data)
+    assert len(entries) == t.count == _loadgen.CHUNK_RECORDS
+    assert len(data) == t.nbytes
+    for et, record in entries:
+        assert isinstance(et, msgpack.ExtType) and et.code == 0
+        sec = int.from_bytes(et.data[:4], "big")
+        nsec = int.from_bytes(et.data[4:], "big")
+        assert sec == int(sent) and abs(nsec - (sent - int(sent)) * 1e9) < 1000
+        assert record[_loadgen.STAMP_KEY] == sent
+        assert list(record)[-1] == _loadgen.STAMP_KEY
+
+
+def test_workload_shapes_sizes_and_probe_share():
+    templates = _loadgen.build_templates(4, probe_rate=0.01, seed=5)
+    assert [t.probes for t in templates] == [10, 10, 10, 10]
+    sizes = []
+    probes = 0
+    for t in templates:
+        for _, rec in _unpack_all(_loadgen.stamp(t, 1.0)):
+            sizes.append(len(msgpack.packb(rec, use_bin_type=True, unicode_errors="surrogateescape")))
+            assert "message" in rec
+            # Ordinary lines carry a pid (in_syslog) or "ident[pid]:" (in_tail).
+            benign = "pid" in rec if "host" in rec else _TAIL_BENIGN.match(rec["message"])
+            probes += not benign
+    assert probes == 40
+    mean = sum(sizes) / len(sizes)
+    assert 150 <= mean <= 250, mean
+
+
+def test_sources_workload_has_distinct_senders():
+    templates = _loadgen.build_templates(3, sources=2500, seed=1)
+    senders = set()
+    for t in templates:
+        assert t.probes == t.count
+        for _, rec in _unpack_all(_loadgen.stamp(t, 1.0)):
+            senders.add(rec["source_address"])
+    assert len(senders) == 2500
+
+
+@pytest.mark.parametrize("line, host, tag, msg", [
+    (b"GET / HTTP/1.0\r", "GET", "/", " HTTP/1.0#015"),
+    (b"\r", "203.0.113.9", "#015", ""),
+    (b"OPTIONS sip:nm SIP/2.0\r", "OPTIONS", "sip:", "nm SIP/2.0#015"),
+    (b"\x16\x03\x00\x00S\x01\x00", "203.0.113.9", "#026#003#000#000S#001#000", ""),
+    (b"HELP", "HELP", "", ""),
+])
+def test_rsyslog_split_follows_the_field_guide(line, host, tag, msg):
+    assert _loadgen.rsyslog_split(line, "203.0.113.9") == (host, tag, msg)
+
+
+def test_file_line_adds_one_space_before_msg():
+    assert _loadgen.file_line("TS", "h", "sshd[1]:", "x") == "TS h sshd[1]: x"
+    assert _loadgen.file_line("TS", "GET", "/", " HTTP/1.0#015") == "TS GET / HTTP/1.0#015"
+    assert _loadgen.file_line("TS", "10.0.0.1", "#015", "") == "TS 10.0.0.1 #015 "
+
+
+# ----------------------------------------------------------------- sink maths
+
+
+def test_percentile_and_hist_diff():
+    hist = {}
+    for ms in (1.0, 2.0, 3.0, 4.0, 100.0):
+        idx = int(round(math.log(ms * 1000) / math.log(_sink.BUCKET)))
+        hist[idx] = hist.get(idx, 0) + 20
+    assert abs(_sink.percentile(hist, 0.5) - 3.0) < 0.05
+    assert abs(_sink.percentile(hist, 0.99) - 100.0) < 1.0
+    assert _sink.percentile({}, 0.5) is None
+    later = {str(k): v + 5 for k, v in hist.items()}
+    assert _sink.hist_diff(later, {str(k): v for k, v in hist.items()}) == {k: 5 for k in hist}
+
+
+def test_profile_summary_folds_lines(tmp_path):
+    raw = tmp_path / "p.txt"
+    raw.write_text("_run_code (<frozen runpy>:88);f (a.py:1);g (b.py:7) 30\n"
+                   "_run_code (<frozen runpy>:88);f (a.py:2) 10\n"
+                   "_run_code (<frozen runpy>:88);f (a.py:1);g (b.py:9) 60\n")
+    s = bench_e2e.summarize_profile(raw)
+    assert s["samples"] == 100
+    assert s["self"] == [("g (b.py)", 90.0), ("f (a.py)", 10.0)]
+    assert dict(s["inclusive"]) == {"f (a.py)": 100.0, "g (b.py)": 90.0}
+    assert s["lines"][0] == ("g (b.py:9)", 60.0)
+
+
+# ----------------------------------------------------------------- sink process
+
+
+def test_sink_acks_counts_and_measures_latency():
+    sink = bench_e2e.Child([sys.executable, str(BENCH / "_sink.py")], stdin=True)
+    try:
+        port = sink.next_json(30)["port"]
+        templates = _loadgen.build_templates(2, seed=2)
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.settimeout(10)
+            conn = ClientConnection()
+            sent_at = time.time() - 0.005  # 5 ms "in flight" before sending
+            for t in templates:
+                s.sendall(conn.send_packed("t", _loadgen.stamp(t, sent_at), t.count, new_chunk_id()))
+            acks = 0
+            while acks < 2:
+                data = s.recv(65536)
+                assert data, "sink closed before acking"
+                conn.receive_data(data)
+                while (ev := conn.next_event()) is not NEED_DATA:
+                    assert isinstance(ev, AckReceived)
+                    acks += 1
+        sink.send("snap")
+        snap = sink.next_json(30)
+    finally:
+        sink.stop(10)
+    assert snap["chunks"] == 2 and snap["records"] == 2000 and snap["stamped"] == 2000
+    assert snap["bytes"] == sum(t.nbytes for t in templates)
+    assert snap["tagged"] == 0  # nothing went through probetag
+    p50 = _sink.percentile({int(k): v for k, v in snap["hist"].items()}, 0.5)
+    assert 4.9 <= p50 < 5000
+
+
+# ----------------------------------------------------------------- whole runs
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def _e2e(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "e2e.json"
+    proc = _run([str(BENCH / "bench_e2e.py"), "--seconds", "1", "--warmup", "0.5", "--chunks", "5",
+                 "--floor-seconds", "0.3", "--json", str(out), *extra], 120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"wrote {out}" in proc.stdout
+    doc = json.loads(out.read_text())
+    res = doc["result"]
+    assert "error" not in res, res
+    assert doc["chunk_records"] == 1000 and doc["targets"]["max"]["records_per_s"] == 300_000
+    assert res["delivery_ok"], res
+    assert res["records_per_s"] > 100
+    assert res["mb_per_s"] == pytest.approx(res["records_per_s"] * res["avg_record_bytes"] / 1e6, rel=0.01, abs=0.002)
+    assert 0 < res["latency_p50_ms"] <= res["latency_p99_ms"] <= res["latency_max_ms"] < 60_000
+    assert res["cpu_s_per_million"] > 0
+    assert 10 < res["peak_rss_mb"] < 4000
+    assert res["loadgen"]["unacked_chunks"] == 0 and res["loadgen"]["errors"] == []
+    assert len(res["load_avg_start"]) == 3 and len(res["load_avg_end"]) == 3
+    return res
+
+
+def test_e2e_max_mode_reports_sane_figures(tmp_path):
+    res = _e2e(tmp_path, "--mode", "max")
+    assert res["floor_records_per_s"] > 1000
+    assert res["floor_ratio"] == pytest.approx(res["records_per_s"] / res["floor_records_per_s"], rel=0.01)
+    # Detection is on: about the sent probe share comes back tagged.
+    assert res["expected_tagged_share"] == 0.01
+    assert 0.002 <= res["tagged_share"] <= 0.012, res["tagged_share"]
+
+
+def test_e2e_latency_mode_holds_the_rate_and_records_workers_support(tmp_path):
+    has = bench_e2e.serve_supports("--workers")
+    res = _e2e(tmp_path, "--mode", "latency", "--rate", "10000", "--no-floor", "--workers", "2")
+    assert "floor_records_per_s" not in res
+    # Open loop: what arrives is what was scheduled (10 chunks/s).
+    assert 6000 <= res["records_per_s"] <= 14000, res["records_per_s"]
+    assert res["loadgen"]["max_behind_ms"] >= 0
+    assert res["workers_supported"] is has
+    assert res["connections"] == 4
+    assert res["serve_processes"] >= (2 if has else 1)
+
+
+def test_e2e_sources_mode_covers_the_senders(tmp_path):
+    res = _e2e(tmp_path, "--mode", "sources", "--sources", "1000", "--no-floor")
+    assert res["sources"] == 1000 and res["sources_covered"] == 1000
+    assert res["expected_tagged_share"] == 1.0
+    assert res["tagged_share"] > 0.3
+
+
+def test_explain_bench_times_both_formats(tmp_path):
+    out = tmp_path / "explain.json"
+    proc = _run([str(BENCH / "bench_explain.py"), "--mb", "0.5", "--cache-dir", str(tmp_path), "--no-cache",
+                 "--timeout", "60", "--json", str(out)], 150)
+    assert out.exists(), proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["target_mb_per_s"] == 100.0
+    assert 500_000 <= doc["file"]["bytes"] < 501_000
+    assert "error" not in doc["startup"] and doc["startup"]["seconds"] > 0
+    assert 0.005 <= doc["file"]["probe_lines"] / doc["file"]["lines"] <= 0.015
+    assert [r["format"] for r in doc["runs"]] == ["jsonl", "text"]
+    for r in doc["runs"]:
+        assert "error" not in r, r
+        assert r["mb_per_s"] == pytest.approx(doc["file"]["bytes"] / 1e6 / r["seconds"], rel=0.01, abs=0.002)
+        assert r["output_lines"] >= 1 and r["cpu_seconds"] > 0
+    assert not list(tmp_path.glob("probetag-bench-explain-*.log"))  # --no-cache removes it
+    assert proc.returncode == 0
+
+
+def test_generated_syslog_lines_are_rsyslog_file_format(tmp_path):
+    import bench_explain
+
+    path = tmp_path / "s.log"
+    counts = bench_explain.generate(path, 0.2, probe_rate=0.05, seed=4, pool=50)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 1 == counts["lines"]
+    stamps = [ln.split(b" ", 1)[0] for ln in lines[:-1]]
+    assert stamps == sorted(stamps)
+    assert all(len(s) == 32 and s.endswith(b"+00:00") for s in stamps)
+    probe = [ln for ln in lines if b" 203.0.113." in ln or b" 198.51.100." in ln
+             or b" GET / HTTP/1.0#015" in ln or b" OPTIONS " in ln]
+    assert len(probe) >= counts["probe_lines"] * 0.9
+    rng = random.Random(0)
+    assert counts["probe_lines"] == pytest.approx(0.05 * counts["lines"], rel=0.35), rng
