@@ -6,7 +6,10 @@ Theory of operation
 * The caller writes ``initial_bytes()`` on connect (the HELO when a shared
   key is configured, else nothing), feeds every received byte string to
   ``receive_data()`` (``b""`` for EOF) and drains ``next_event()`` until it
-  returns ``NEED_DATA`` or ``CLOSED``.
+  returns ``NEED_DATA`` or ``CLOSED`` before reading again. That drain is
+  what bounds memory: ``receive_data()`` itself only appends, while
+  ``next_event()`` never holds more than one frame (``max_frame_bytes``)
+  plus the last read.
 * States: HANDSHAKE (security set, waiting for PING) -> DATA -> DONE. In
   HANDSHAKE the first frame must be a PING; anything else is the fatal
   ``handshake_required``. A failed PING yields ``HandshakeReply(ok=False)``
