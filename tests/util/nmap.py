@@ -28,6 +28,7 @@ lines.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import select
@@ -83,6 +84,10 @@ class TraceWrite:
     sport: int | None = None  # NSE only: --script-trace names the source port
     data: bytes | None = None  # NSE only: --script-trace dumps the bytes
 
+    @property
+    def payload_len(self) -> int:
+        return self.nbytes
+
 
 @dataclass(frozen=True, slots=True)
 class ScriptRun:
@@ -105,6 +110,8 @@ _WRITE = re.compile(r"(?:Write|Sendto) request for (\d+) bytes to IOD #(\d+) EID
 # --script-trace: "NSE: TCP 127.0.0.1:53812 > 127.0.0.1:15514 | 00000000: 47 45 ...  GET"
 # then continuation lines "00000010: 0d 0a ...": 16 hex bytes in a fixed 48-column field
 _NSE_DUMP = re.compile(r"^NSE: (TCP|UDP) [\d.]+:(\d+) > [\d.]+:(\d+) \| (00000000: .*)$")
+# --packet-trace: raw packets of the port-scan phase; -sU sends UDP payloads
+_SENT_UDP = re.compile(r"^SENT \(([\d.]+)s\) UDP [\d.]+:(\d+) > [\d.]+:(\d+) .*\biplen=(\d+)")
 _DUMP_CONT = re.compile(r"^([0-9a-f]{8}): (.*)$")
 _NSE_START = re.compile(r"^NSE: Starting (\S+) against [\d.]+:(\d+)\.")
 _NSE_END = re.compile(r"^NSE: Finished (\S+) against [\d.]+:(\d+)\.")
@@ -135,6 +142,13 @@ def parse_trace(text: str) -> Trace:
             name = f"nse:{script}" if script else "nse:?"
             writes.append(TraceWrite(name, transport, dport, last_t, len(dump_bytes), -1, script, sport, bytes(dump_bytes)))
             dump = None
+        m = _SENT_UDP.match(line)
+        if m:
+            size = int(m.group(4)) - 28  # IPv4 + UDP headers, no options
+            if size > 0:
+                writes.append(TraceWrite("portscan:udp", "udp", int(m.group(3)), float(m.group(1)), size, -1,
+                                         None, int(m.group(2)), None))
+            continue
         m = _NSE_DUMP.match(line)
         if m:
             dump = (m.group(1).lower(), int(m.group(2)), int(m.group(3)))
@@ -198,12 +212,15 @@ def run_nmap(port: int, *, udp: bool = False, timeout: float = 280.0, extra: Ite
     exe = nmap_path()
     if exe is None:
         raise RuntimeError("nmap is not installed")
-    argv = [exe, "-sU" if udp else "-sS", "-sV", "--version-trace", "--script-trace", "-Pn", "-n", "-p", str(port)]
+    argv = [exe, "-sU" if udp else "-sS", "-sV", "--version-trace", "--script-trace", "--packet-trace", "-Pn", "-n", "-p", str(port)]
     argv += [*extra, "127.0.0.1"]
     t0 = time.time()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    # one stream: "sending probe" goes to stdout and the nsock lines to stderr;
+    # only their interleaving ties a write to its probe name
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout)
     t1 = time.time()
-    out = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
+    out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
         raise RuntimeError(f"nmap failed ({proc.returncode}): {out[-2000:]}")
     return NmapRun(argv, t0, t1, proc.returncode, out, parse_trace(out))
@@ -237,6 +254,28 @@ class Flow:
 
 
 _ETH_P_ALL = 0x0003
+_SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS has the same value (asm-generic/socket.h)
+_SO_ATTACH_FILTER = 26
+
+
+def _attach_port_filter(sock: socket.socket, port: int) -> object:
+    """Classic BPF: IPv4, TCP or UDP, destination port ``port``; else drop.
+    (What ``tcpdump 'ip and (tcp or udp) and dst port P'`` compiles to.)"""
+    prog = [
+        (0x28, 0, 0, 12),  # ldh [12]            ethertype
+        (0x15, 0, 6, 0x0800),  # jeq IPv4 ? next : drop
+        (0x30, 0, 0, 23),  # ldb [23]            IP protocol
+        (0x15, 1, 0, 6),  # jeq TCP ? port : next
+        (0x15, 0, 3, 17),  # jeq UDP ? port : drop
+        (0xB1, 0, 0, 14),  # ldxb 4*([14]&0xf)   IP header length
+        (0x48, 0, 0, 16),  # ldh [x + 16]        destination port
+        (0x15, 1, 0, port),  # jeq port ? accept : drop
+        (0x06, 0, 0, 0),  # drop
+        (0x06, 0, 0, 0x40000),  # accept (whole packet)
+    ]
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(prog), ctypes.addressof(buf)))
+    return buf  # (the kernel copies the program; nothing needs to keep it alive)
 
 
 class WireCapture:
@@ -246,8 +285,13 @@ class WireCapture:
     def __init__(self, port: int, iface: str = "lo") -> None:
         self.port = port
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+        # the kernel keeps only packets to our port (other scans may be busy
+        # on lo), and stamps each packet on arrival: a Python thread that
+        # falls behind must not shift the times ground truth relies on
+        self._filter = _attach_port_filter(self._sock, port)
+        self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._sock.bind((iface, 0))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wire-capture", daemon=True)
         self._lock = threading.Lock()
@@ -280,12 +324,17 @@ class WireCapture:
                 continue
             for _ in range(1000):  # drain what is queued, bounded
                 try:
-                    data, addr = sock.recvfrom(65600, socket.MSG_DONTWAIT)
+                    data, anc, _flags, addr = sock.recvmsg(65600, socket.CMSG_SPACE(16), socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
                 if addr[2] == socket.PACKET_OUTGOING:  # lo shows each packet twice
                     continue
-                self._packet(time.time(), data)
+                t = time.time()
+                for level, kind, cdata in anc:
+                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= 16:
+                        sec, nsec = struct.unpack("qq", cdata[:16])
+                        t = sec + nsec / 1e9
+                self._packet(t, data)
 
     def _packet(self, t: float, frame: bytes) -> None:
         if len(frame) < 34 or frame[12:14] != b"\x08\x00":
@@ -331,10 +380,25 @@ class AttributionError(AssertionError):
     pass
 
 
-def _segments_in_order(flows: list[Flow], transport: str) -> list[tuple[Flow, Segment]]:
-    out = [(f, s) for f in flows if f.transport == transport and f.label is None for s in f.segments]
-    out.sort(key=lambda fs: fs[1].t)
-    return out
+def _best_offset(writes: list[TraceWrite], segs: list[tuple[Flow, Segment]]) -> float | None:
+    """The shift from nmap's clock to the wall clock under which the most
+    traced writes line up (equal size, within 0.2 s) with captured segments.
+    Candidates come from pairing each of the first writes with each
+    equal-sized segment; the probes are seconds apart, so the right shift
+    stands out."""
+    best: tuple[int, float] | None = None
+    for w in writes[:6]:
+        for _, s in segs:
+            if len(s.data) != w.nbytes:
+                continue
+            off = s.t - w.t
+            score = sum(
+                1 for w2 in writes
+                if any(len(s2.data) == w2.nbytes and abs(s2.t - w2.t - off) <= 0.2 for _, s2 in segs)
+            )
+            if best is None or score > best[0]:
+                best = (score, off)
+    return None if best is None else best[1]
 
 
 def attribute_flows(flows: list[Flow], runs: list[NmapRun], benign_payloads: list[bytes]) -> None:
@@ -342,61 +406,48 @@ def attribute_flows(flows: list[Flow], runs: list[NmapRun], benign_payloads: lis
 
     * A flow whose payload carries one of ``benign_payloads`` (what the
       harness sent itself) is benign.
-    * The remaining payload segments of each transport are matched in order
-      to nmap's traced writes of that transport: sizes must be equal and the
-      times must agree to within 0.5 s once the clock offset (estimated from
-      the first write) is removed. NSE writes are matched the same way and
-      named ``nse:<script>``.
+    * NSE writes (``--script-trace``) and UDP port-scan datagrams
+      (``--packet-trace``) name their source port: matched on port and bytes
+      (or size).
+    * Service-probe writes are matched to captured segments of the same size
+      within 0.5 s, after removing the clock offset between nmap's trace and
+      the wall clock (``_best_offset``); each segment is used once.
     * Anything left over raises ``AttributionError``: nothing is guessed.
     """
     for f in flows:
         p = f.payload
         if any(b and b in p for b in benign_payloads):
             f.label, f.scanner, f.probe = "benign", None, None
-    # NSE writes name their source port and dump their bytes: exact match
     for run in runs:
         for w in run.trace.writes:
             if w.sport is None:
                 continue
             hit = [f for f in flows if f.label is None and f.transport == w.transport and f.sport == w.sport
-                   and w.data and w.data in f.payload]
+                   and (w.payload_len == len(f.payload) if w.data is None else (w.data and w.data in f.payload))]
             if not hit:
-                raise AttributionError(f"NSE write {w.probe} from port {w.sport} not captured")
+                raise AttributionError(f"{w.probe} write from port {w.sport} ({w.nbytes} bytes) not captured")
             for f in hit:
                 f.label, f.scanner, f.probe = "probe", "nmap", w.probe
     for run in runs:
         transport = "udp" if "-sU" in run.argv else "tcp"
         writes = [w for w in run.trace.writes if w.nbytes > 0 and w.transport == transport and w.sport is None]
-        segs = _segments_in_order(flows, transport)
         if not writes:
             continue
-        # nmap's clock starts a little after the process is spawned; estimate
-        # the offset from the first write whose size matches a segment
-        offset = None
-        for f, s in segs:
-            if len(s.data) == writes[0].nbytes and s.t >= run.wall_start:
-                offset = s.t - writes[0].t
-                break
+        segs = [(f, s) for f in flows if f.transport == transport and f.label is None for s in f.segments]
+        offset = _best_offset(writes, segs)
         if offset is None:
-            raise AttributionError(f"no captured segment matches nmap's first {transport} write")
-        i = 0
+            raise AttributionError(f"no captured {transport} segment has the size of any traced write")
+        used: set[int] = set()
         for w in writes:
             want = w.t + offset
-            while i < len(segs) and segs[i][1].t < want - 0.5:
-                i += 1
-            if i >= len(segs):
-                raise AttributionError(f"nmap write {w} has no captured segment")
-            f, s = segs[i]
-            if len(s.data) != w.nbytes or abs(s.t - want) > 0.5:
-                raise AttributionError(f"nmap write {w} vs captured {len(s.data)} bytes at {s.t - offset:.3f}")
-            if f.label is not None and f.probe != w.probe:
-                # more than one probe on one connection (NULL + GenericLines);
-                # keep the one that wrote bytes
-                if f.probe == "NULL":
-                    f.probe = w.probe
-            else:
-                f.label, f.scanner, f.probe = "probe", "nmap", w.probe
-            i += 1
+            cands = [k for k, (f, s) in enumerate(segs)
+                     if k not in used and len(s.data) == w.nbytes and abs(s.t - want) <= 0.5]
+            if not cands:
+                raise AttributionError(f"nmap write {w.probe} ({w.nbytes} bytes at {w.t:.3f}) has no captured segment")
+            k = min(cands, key=lambda k: abs(segs[k][1].t - want))
+            used.add(k)
+            f = segs[k][0]
+            f.label, f.scanner, f.probe = "probe", "nmap", w.probe
     left = [f for f in flows if f.label is None]
     if left:
         raise AttributionError(
@@ -444,7 +495,7 @@ def _piece_time(flow: Flow, piece: Piece) -> float:
 
 
 def label_log_lines(records: list[dict[str, object]], flows: list[Flow], octet_counting: bool = True,
-                    max_skew: float = 1.0) -> list[LineTruth]:
+                    max_skew: float = 0.25) -> list[LineTruth]:
     """Assign every log line (records of the harness's capture file, in file
     order) to the flow whose bytes rsyslog turned into exactly that rawmsg,
     logged within ``max_skew`` seconds of when those bytes (or the closing
@@ -521,11 +572,15 @@ def capture_scan(workdir: Path | None = None, *, tcp: bool = True, udp: bool = T
     except BaseException:
         r.cleanup()
         raise
-    flows = cap.flows()
-    attribute_flows(flows, runs, markers)
-    records = read_json_lines(r.capture_file)
-    counts = {fmt: r.line_count(fmt) for fmt in FORMATS}
-    if set(counts.values()) != {len(records)}:
-        raise AttributionError(f"output files disagree on line count: {counts}, capture {len(records)}")
-    truth = label_log_lines(records, flows)
-    return ScanCapture(r, runs, flows, truth, markers)
+    result = ScanCapture(r, runs, cap.flows(), [], markers)
+    try:
+        attribute_flows(result.flows, runs, markers)
+        records = read_json_lines(r.capture_file)
+        counts = {fmt: r.line_count(fmt) for fmt in FORMATS}
+        if set(counts.values()) != {len(records)}:
+            raise AttributionError(f"output files disagree on line count: {counts}, capture {len(records)}")
+        result.truth = label_log_lines(records, result.flows)
+    except AttributionError as e:
+        e.capture = result  # type: ignore[attr-defined]  # for post-mortems
+        raise
+    return result

@@ -286,8 +286,10 @@ def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
                 j += 1
             if j >= n:
                 break  # digits to the end: "Incomplete frame", nothing logged
-            count, delim = int(payload[i:j]), payload[j]
-            if delim == 0x20 and count > 0:
+            count = int(payload[i:j])
+            # the byte after the digits is consumed whether or not it is the
+            # SP delimiter (a non-SP one only adds a "Framing Error" line)
+            if count > 0:
                 if j + 1 + count > n:
                     break  # connection ends inside the frame: thrown away
                 msg = payload[j + 1 : j + 1 + count]
@@ -295,7 +297,7 @@ def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
                     out.append(Piece(sanitize(msg), j + count, False))
                 i = j + 1 + count
                 continue
-            i = j + 1  # framing error: digits and the next byte are gone, LF framing
+            i = j + 1  # "invalid octet count 0": digits and next byte gone, LF framing
         lf = payload.find(b"\n", i)
         if lf < 0:
             msg, end, at_close, i = payload[i:], n - 1, True, n

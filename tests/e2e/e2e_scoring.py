@@ -1,0 +1,110 @@
+"""Scoring probetag's verdicts against ground truth (truth.jsonl rows).
+
+The truth never comes from probetag: see tests/util/nmap.py. A probe line is
+*named correctly* when the verdict's scanner is the truth's scanner and its
+name is the truth's probe or a probe whose bytes on the wire were identical
+(``wire_equal``: nmap's skypev2-version script sends exactly GetRequest's
+bytes). Lines nmap sent outside its service-probe list (NSE scripts other
+than byte-identical ones, UDP port-scan payloads) have no catalogue name to
+expect: for them the scanner must be right and the name is reported.
+
+RFC 5424 output (RSYSLOG_SyslogProtocol23Format) prints APP-NAME instead of
+the TAG, so whatever rsyslog put into the TAG beyond APP-NAME is gone
+(FIELD_GUIDE 3). A line is *recoverable* there only when the TAG is the
+APP-NAME (optionally with its ':'), judged from rsyslog's own properties in
+the JSON output, not from the detector. Unrecoverable lines are not required
+to be tagged; if they are, the name must still be right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LOSSY_FORMATS = ("rfc5424",)
+
+
+def recoverable(fmt: str, props: dict[str, Any]) -> bool:
+    if fmt not in LOSSY_FORMATS:
+        return True
+    tag = str(props.get("syslogtag", ""))
+    prog = str(props.get("programname", ""))
+    return tag in (prog, prog + ":")
+
+
+def accepted(truth: dict[str, Any]) -> set[str] | None:
+    """Names that count as correct; None = any name from the right scanner."""
+    probe = truth["probe"]
+    names = {probe, *truth.get("wire_equal", [])}
+    if probe.startswith(("nse:", "portscan:")):
+        rest = names - {probe}
+        return rest or None
+    return names
+
+
+@dataclass
+class Score:
+    fmt: str
+    lines: int = 0
+    probe_lines: int = 0
+    recoverable_probe_lines: int = 0
+    tagged: int = 0
+    correct: int = 0
+    correct_recoverable: int = 0
+    false_positives: list[tuple[int, str, Any]] = field(default_factory=list)
+    misnamed: list[tuple[int, str, Any]] = field(default_factory=list)
+    missed: list[tuple[int, str]] = field(default_factory=list)
+    unrecoverable_missed: int = 0
+    extra_names: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.tagged if self.tagged else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.correct_recoverable / self.recoverable_probe_lines if self.recoverable_probe_lines else 1.0
+
+    def line(self) -> str:
+        return (f"{self.fmt:<12} lines {self.lines:>4}  probe lines {self.probe_lines:>3} "
+                f"(recoverable {self.recoverable_probe_lines:>3})  tagged {self.tagged:>3}  "
+                f"precision {self.precision:.3f}  recall {self.recall:.3f}  "
+                f"false+ {len(self.false_positives)}  misnamed {len(self.misnamed)}  missed {len(self.missed)}"
+                + (f"  (unrecoverable, untagged: {self.unrecoverable_missed})" if self.unrecoverable_missed else ""))
+
+
+def score(fmt: str, truth: list[dict[str, Any]], props: list[dict[str, Any]],
+          verdicts: list[dict[str, Any] | None]) -> Score:
+    assert len(truth) == len(verdicts) == len(props), (len(truth), len(verdicts), len(props))
+    s = Score(fmt, lines=len(truth))
+    for t, p, v in zip(truth, props, verdicts):
+        n = t["line"]
+        if v is not None:
+            s.tagged += 1
+        if t["kind"] != "probe":
+            if v is not None:
+                s.false_positives.append((n, t["kind"], v.get("name")))
+            continue
+        s.probe_lines += 1
+        rec = recoverable(fmt, p)
+        s.recoverable_probe_lines += rec
+        if v is None:
+            if rec:
+                s.missed.append((n, t["probe"]))
+            else:
+                s.unrecoverable_missed += 1
+            continue
+        names = accepted(t)
+        ok = v.get("scanner") == t["scanner"] and (names is None or v.get("name") in names)
+        if not ok:
+            s.misnamed.append((n, t["probe"], (v.get("scanner"), v.get("name"))))
+            continue
+        s.correct += 1
+        s.correct_recoverable += rec
+        if names is None:
+            s.extra_names.setdefault(t["probe"], set()).add(str(v.get("name")))
+    return s
+
+
+#: lines printed in pytest's terminal summary (see conftest.py)
+REPORT: list[str] = []
