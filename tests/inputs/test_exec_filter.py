@@ -151,3 +151,18 @@ def test_many_records_batched_in_order():
     lines = [json.loads(l) for l in out.splitlines()]
     assert [l["time"] for l in lines] == [r["time"] for r in recs]
     assert sum("probe" in l for l in lines) == len(range(0, 5000, 7))
+
+
+def test_scan_summary_at_end_of_input(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("actions:\n  summaries: true\n  summary_tag: security.scan_summary\n")
+    now = int(time.time())  # event times of now: the scan is still open at EOF
+    recs = [{"message": PROBE, "source_address": "203.0.113.9", "tag": "syslog.daemon", "time": now},
+            {"message": "plain", "source_address": "203.0.113.9", "tag": "syslog.daemon", "time": now}]
+    rc, out, err = run(["-c", str(cfg)], b"".join(yajl(r) for r in recs))
+    assert rc == 0, err
+    lines = [json.loads(l) for l in out.splitlines()]
+    assert [l.get("message") for l in lines[:2]] == [PROBE, "plain"]
+    (summary,) = lines[2:]
+    assert summary["tag"] == "security.scan_summary"
+    assert summary["probe_summary"]["source"] == "203.0.113.9"

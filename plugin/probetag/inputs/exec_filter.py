@@ -42,6 +42,9 @@ Theory of operation
   msgpack value that is not a map is rejected; a msgpack stream that cannot
   be decoded cannot be resynchronised, so the filter logs it, writes what it
   has and exits with status 1 (Fluentd's ``child_respawn`` restarts it).
+* Scan summaries (``actions.summaries``) leave under ``actions.summary_tag``
+  in the tag field, when a scan goes idle and, for every open scan, at the
+  end of input.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import select
 import sys
@@ -202,8 +206,9 @@ class ExecFilterCore:
 
     # -- output --------------------------------------------------------------
 
-    def flush(self) -> bytes:
-        """Process the pending batch; the formatted output records."""
+    def flush(self, final: bool = False) -> bytes:
+        """Process the pending batch; the formatted output records. ``final``
+        (end of input) also ends every open scan, so no summary is lost."""
         runs, self._runs = self._runs, []
         self.pending = 0
         self.oldest = None
@@ -214,7 +219,7 @@ class ExecFilterCore:
                 self._render(chunk, run.had_tag, out)
         expire = getattr(self.processor, "expire", None)
         if expire is not None:
-            for chunk in expire(_time.time()) or ():
+            for chunk in expire(math.inf if final else _time.time()) or ():
                 self._render(chunk, True, out)
         return b"".join(out)
 
@@ -290,7 +295,7 @@ def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
             if core.pending >= batch or (core.oldest is not None
                                          and _time.monotonic() - core.oldest >= MAX_DELAY):
                 _write(out, core.flush())
-        _write(out, core.flush())
+        _write(out, core.flush(final=True))
     except BrokenPipeError:
         log.error("exec-filter: stdout closed by the reader")
         return 1
