@@ -9,6 +9,8 @@ import struct
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probetag.forward import (
     CLOSED,
@@ -17,9 +19,11 @@ from probetag.forward import (
     Chunk,
     ClientConnection,
     ClientSecurity,
+    Limits,
     LocalProtocolError,
     ProtocolError,
     ServerConnection,
+    ServerSecurity,
     encode_nack,
     handle_udp_heartbeat,
     new_chunk_id,
@@ -181,3 +185,39 @@ def test_large_entries_round_trip_at_the_frame_limit():
     (chunk,) = got
     assert chunk.entries == big and chunk.frame_bytes == len(frame)
     assert frame[3] == 0xC6 and struct.unpack(">I", frame[4:8])[0] == len(big)  # bin32 header
+
+
+# ------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tag=st.text(min_size=1, max_size=40),
+    entries=st.binary(max_size=2000),
+    count=st.integers(0, 2**32),
+    with_chunk=st.booleans(),
+    compress=st.sampled_from(["text", "gzip"]),
+)
+def test_send_packed_round_trip_property(tag, entries, count, with_chunk, compress):
+    cli = ClientConnection()
+    cid = new_chunk_id() if with_chunk else None
+    frame = cli.send_packed(tag, entries, count, cid, compress=compress)
+    (chunk, marker) = feed(ServerConnection("p"), frame)
+    assert marker is NEED_DATA
+    assert isinstance(chunk, Chunk), chunk
+    assert (chunk.tag, chunk.entries, chunk.chunk_id, chunk.size_hint) == (tag, entries, cid, count)
+
+
+def test_settings_are_validated():
+    for bad in (0, -1, 10, True, 1.5):
+        with pytest.raises(ValueError):
+            Limits(max_frame_bytes=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ClientSecurity("k", "h", username="u")
+    with pytest.raises(ValueError):
+        ServerSecurity("k", "")
+    with pytest.raises(TypeError):
+        ServerSecurity("k", "h", {"u": 1})  # type: ignore[dict-item]
+    sec = ServerSecurity("k", "h", {"u": "p"})
+    with pytest.raises(TypeError):
+        sec.users["v"] = "q"  # type: ignore[index]
