@@ -23,8 +23,11 @@ Theory of operation
   key or passwords); a fatal one closes the connection. A connection opened
   and closed without data is Fluentd's transport heartbeat (FD-OUT
   ``send_heartbeat``): normal, not an error.
-* Timeouts: ``handshake_timeout`` until the PING/PONG is done (only with a
-  shared key; also given to asyncio as the TLS handshake timeout),
+* TLS is started on each accepted connection (after the connection limit
+  check); a failed or slow TLS handshake is ``connections_rejected{reason}``
+  and one log line with the peer address.
+* Timeouts: ``handshake_timeout`` for the TLS handshake and until the
+  PING/PONG is done (only with a shared key),
   ``idle_timeout`` between reads afterwards. A connection that waits for
   pipeline capacity is not idle: the wait is ours.
 * ``max_connections``: one more connection is accepted and closed at once
@@ -292,15 +295,16 @@ class ForwardServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
         self.host = ""
+        self._ssl: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         host, port = parse_hostport(self.config.address)
-        ctx = server_ssl_context(self.config.tls) if self.config.tls else None
+        ctx = self._ssl = server_ssl_context(self.config.tls) if self.config.tls else None
+        # TLS is started per connection in _accept (not by start_server), so a
+        # failed TLS handshake is counted and logged like any peer error;
+        # asyncio itself only reports those in debug mode.
         self._server = await asyncio.start_server(
-            self._accept, host, port, ssl=ctx, limit=READ_SIZE,
-            ssl_handshake_timeout=self.config.handshake_timeout if ctx else None,
-            reuse_address=True,
-        )
+            self._accept, host, port, limit=READ_SIZE, reuse_address=True)
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         if self.config.udp_heartbeat:
@@ -321,6 +325,8 @@ class ForwardServer:
                       reason="max_connections", limit=self.config.max_connections)
             writer.close()
             return
+        if self._ssl is not None and not await self._start_tls(writer):
+            return
         conn = _Connection(self, reader, writer)
         self._conns.add(conn)
         if task is not None:
@@ -337,6 +343,22 @@ class ForwardServer:
                 self._tasks.discard(task)
             m.set("connections_open", len(self._conns))
             await conn.close()
+
+    async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
+        assert self._ssl is not None
+        peer = format_peer(writer.get_extra_info("peername"))
+        try:
+            await asyncio.wait_for(writer.start_tls(self._ssl), self.config.handshake_timeout)
+            return True
+        except asyncio.TimeoutError:
+            reason, detail = "tls_handshake_timeout", ""
+        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            reason, detail = "tls_handshake_failed", getattr(exc, "reason", None) or type(exc).__name__
+        self.metrics.inc("connections_rejected", reason=reason)
+        log_event(logging.WARNING, "forward_peer_error", peer=peer, reason=reason, fatal=True,
+                  detail=str(detail)[:200])
+        writer.close()
+        return False
 
     async def stop_accepting(self) -> None:
         """Close the listener (and the UDP heartbeat endpoint)."""
