@@ -350,3 +350,28 @@ def test_503_then_the_same_batch_resent_to_a_restarted_instance():
     assert first.getvalue() == b"" and m1.get("http_unsettled") == 1
     assert [json.loads(l)["record"]["message"] for l in second.getvalue().splitlines()] == \
         [f"line {i}" for i in range(4)]
+
+
+def test_large_body_decoded_off_the_loop():
+    buf = io.BytesIO()
+    n = 8000
+    body = ndjson_body(events(n))
+    assert len(body) > 256 * 1024  # takes the worker-thread path
+
+    async def main():
+        async with Harness(buf) as h:
+            r, w = await h.connect()
+            w.write(vector_request(body, ndjson=True, port=h.server.port))
+            await w.drain()
+            # the loop stays responsive while the body is decoded
+            r2, w2 = await h.connect()
+            w2.write(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert (await read_response(r2))[0] == 200
+            w2.close()
+            status, _, _ = await read_response(r)
+            w.close()
+            return status
+
+    assert asyncio.run(asyncio.wait_for(main(), 40)) == 200
+    msgs = [json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()]
+    assert msgs == [f"line {i}" for i in range(n)]

@@ -76,6 +76,8 @@ __all__ = [
 log = logging.getLogger("probetag.inputs.http")
 
 MAX_HEADER_BYTES = 16 * 1024
+#: Request bodies larger than this are decoded in a worker thread.
+OFFLOAD_BYTES = 256 * 1024
 _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
             413: "Content Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
@@ -536,6 +538,13 @@ class HttpInput:
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
                 pass
 
+    def _decode(self, req: Request) -> tuple[ParsedBody, list[tuple[str, bytes, int]], dict[str, int]]:
+        body = decode_body(req.body, req.header("content-encoding"), self.cfg.max_body_bytes)
+        parsed = parse_events(body, req.header("content-type"))
+        chunks, notes = build_chunks(parsed.events, default_tag=self.cfg.default_tag,
+                                     tag_field=self.cfg.tag_field, time_field=self.cfg.time_field)
+        return parsed, chunks, notes
+
     def _count_status(self, status: int) -> None:
         self.metrics.inc("http_requests", status=str(status))
 
@@ -552,16 +561,18 @@ class HttpInput:
         if req.method != "POST":
             return 405, _err_body("use POST"), (("Allow", "POST, HEAD"),)
         try:
-            body = decode_body(req.body, req.header("content-encoding"), self.cfg.max_body_bytes)
-            parsed = parse_events(body, req.header("content-type"))
+            if len(req.body) > OFFLOAD_BYTES:
+                # Decompressing and decoding megabytes takes a while: do it in a
+                # thread so other connections (and forward heartbeats) keep going.
+                parsed, chunks, notes = await asyncio.to_thread(self._decode, req)
+            else:
+                parsed, chunks, notes = self._decode(req)
         except HttpError as err:
             log.warning("http %s: %s", peer, err)
             return err.status, _err_body(err.reason), ()
         bad = sum(parsed.rejected.values())
         if bad:
             log.warning("http %s: %d unusable event(s) rejected, first: %s", peer, bad, parsed.first_error)
-        chunks, notes = build_chunks(parsed.events, default_tag=self.cfg.default_tag,
-                                     tag_field=self.cfg.tag_field, time_field=self.cfg.time_field)
         # Room is checked once for the whole request and nothing is awaited
         # between the check and the submits, so a request is either taken
         # entirely or not at all (429): Vector's retry then sends nothing twice.
