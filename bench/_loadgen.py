@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=None, help="records/s (open loop); default: as fast as acks allow")
-    ap.add_argument("--window", type=int, default=8, help="unacked chunks per connection")
+    ap.add_argument("--window", type=int, default=16, help="unacked chunks per connection")
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
     ap.add_argument("--probe-rate", type=float, default=0.01)

@@ -548,7 +548,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sources", type=int, default=100_000, help="sources mode: distinct probing senders")
     ap.add_argument("--workers", type=int, default=1, help="passed to probetag serve if it has --workers")
     ap.add_argument("--connections", type=int, default=0, help="load connections (default 1, 4 with workers)")
-    ap.add_argument("--window", type=int, default=8, help="unacked chunks per connection")
+    ap.add_argument("--window", type=int, default=16, help="unacked chunks per connection")
     ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
     ap.add_argument("--no-floor", action="store_true")
