@@ -200,12 +200,6 @@ def _with_host(cand: _Cand, host: bytes | None, rest_alts: list[bytes], rest: by
 def _tag_msg(tag: bytes, msg: bytes, spacing: str, lossy: bool) -> tuple[bytes, list[bytes], bool]:
     """(TAG+MSG, alternatives, lossy) with the printed-spacing doubts resolved."""
     alts: list[bytes] = []
-    if tag == b"-":
-        # force.tagEndingByColon: TAG '-' and the data in MSG. A file template
-        # printed one space before MSG; rsyslog 8.2302 starts MSG with a raw
-        # NUL when HOSTNAME is the sender (observed; Fluentd passes it on).
-        body = msg[1:] if msg.startswith(b" ") else msg
-        return body, [], lossy
     rest = tag + msg
     if spacing == "colon":
         alts.append(tag + msg[1:])  # 'sip:nm' printed as 'sip: nm'
@@ -231,6 +225,10 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     spacing = _str(rec.get("_spacing"))
     if "syslogtag" in rec:
         tag = to_bytes(rec.get("syslogtag")) or b""
+        if tag == b"-":
+            colon = _colon_tag(host, msg, sources, _str(rec.get("_format")) in _FILE_FORMATS)
+            if colon is not None:
+                return colon
         rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
         if spacing == "colon" and alts and (
                 _BINARY_TAG.search(tag) or (host and not _host_is_sender(host, rest, sources)[0])):
@@ -238,15 +236,12 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
             # the colon is the template's, not the payload's ('app: text' is).
             rest, alts[0] = alts[0], rest
         cand = _Cand(rest, alts, lossy)
-        if tag == b"-" and host is not None:
-            _colon_host(cand, host, rest, sources)
-            return cand
     else:
         # RFC 5424 output: only APP-NAME (programname) of the TAG survives.
         app = to_bytes(rec.get("app-name")) or b""
         if app == b"-" and msg.startswith(b"\x00"):
             # force.tagEndingByColon: TAG '-', the whole line in MSG after
-            # rsyslog's stray NUL, HOSTNAME the sender (see _tag_msg).
+            # rsyslog's stray NUL, HOSTNAME the sender (see _colon_tag).
             return _Cand(msg[1:], [], True)
         if app == b"":
             # rsyslog leaves APP-NAME empty (not '-') after dropping a '1 '.
@@ -263,6 +258,31 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     return cand
 
 
+def _colon_tag(host: bytes | None, msg: bytes, sources: tuple[bytes, ...],
+               printed: bool) -> _Cand | None:
+    """A TAG of '-': pmrfc3164 with force.tagEndingByColon (FIELD_GUIDE 4), or
+    a payload that starts with '- ' under the default parser. None: the latter.
+
+    With force.tagEndingByColon the whole rest of the line is MSG, without its
+    first space (remove.msgFirstSpace); rsyslog 8.2302 starts that MSG with a
+    raw NUL when HOSTNAME is the sender (observed; Fluentd passes it on). A
+    default-parser MSG after a TAG '-' starts with a space or is empty."""
+    body = msg[1:] if printed and msg.startswith(b" ") else msg
+    if body.startswith(b"\x00"):
+        return _Cand(body[1:])
+    if printed:
+        # 'HOST - rest' reads either way; a sender HOSTNAME would have had
+        # the NUL under force.tagEndingByColon, so then it is the default.
+        if not body or host is None or host in sources or _is_ip(host) or host.lower() == b"localhost":
+            return None
+    elif not msg or msg.startswith(b" "):
+        return None
+    cand = _Cand(body, [b"-" + msg] if printed else [])
+    if host is not None:
+        _colon_host(cand, host, body, sources)
+    return cand
+
+
 def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...]) -> None:
     """HOSTNAME rule for force.tagEndingByColon records (TAG '-')."""
     if body.startswith(b"\x00"):
@@ -270,12 +290,14 @@ def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...
         return
     if host in sources or _is_ip(host):
         return
+    extra = cand.alts
     if body == host[-1:]:
         # rsyslog 8.2302 leaves the line's last byte in MSG when the whole line
         # was the HOSTNAME ('stats' -> host 'stats', msg 's').
         cand.primary, cand.alts = host, [_join_host(host, body), body]
-        return
-    cand.primary, cand.alts = _join_host(host, body), [body]
+    else:
+        cand.primary, cand.alts = _join_host(host, body), [body]
+    cand.alts += [_join_host(host, a) for a in extra] + extra
 
 
 def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
