@@ -237,7 +237,8 @@ class Framer:
                 n = end - self._start
                 if n > self._limit:
                     raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
-                frame = bytes(self._buf[:n])
+                with memoryview(self._buf) as view:
+                    frame = view[:n].tobytes()  # one copy, not slice + bytes()
                 del self._buf[:n]  # O(1) amortised at the front of a bytearray
                 self._start = end
                 return frame
