@@ -320,3 +320,27 @@ def test_fast_entry_check_only_vouches_for_entries_passed_unchanged(t, r, nested
 def test_fast_entry_check_accepts_ordinary_entries(t):
     assert _FAST_ENTRY.match(pack_entry(t, {"a": 1})) is not None
     assert _FAST_ENTRY.match(pack_entry(t, {str(i): i for i in range(20)})) is not None
+
+
+# -- lines several probes share -----------------------------------------------------------
+
+def _names(res):
+    return [r.get("probe", {}).get("name") for _, r in decode_all(res.chunks[0].entries)]
+
+
+def test_shared_first_line_resolved_by_following_lines():
+    # nmap's GetRequest and masscan's banner request both start with this line.
+    from probetag.detect import load_catalogue
+    starts = [s for s in load_catalogue() if s.payload.startswith(b"GET / HTTP/1.0\r\n")]
+    assert {s.scanner for s in starts} >= {"nmap", "masscan"}
+    masscan = next(s for s in starts if s.scanner == "masscan")
+    p = make()
+    lines = [x for x in masscan.payload.split(b"\n") if x]
+    res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.1")) for x in lines))
+    assert _names(res) == [masscan.probe] * len(lines)
+    res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.2"))
+                                   for x in (b"GET / HTTP/1.0\r", b"\r")))
+    assert _names(res) == ["GetRequest", "GetRequest"]
+    # Alone: the payload with the fewest lines still to come explains it best.
+    res = p.process("s", pack_entry(et(10), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.3")))
+    assert _names(res) == ["GetRequest"]

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from probetag._metrics import Metrics
-from probetag.detect._catalogue import load_catalogue
+from probetag.detect._catalogue import Signature
 from probetag.detect._correlate import Correlator
 from probetag.detect._engine import Detector
 
-DET = Detector(load_catalogue())
+
+def _sig(probe: str, payload: bytes) -> Signature:
+    return Signature(id=f"t-{probe}", probe=probe, scanner="nmap", transport="tcp", payload=payload,
+                     match="payload", confidence=None, ports=(), provenance="test", notes="", source="test")
+
+
+# A fixed catalogue: these tests are about correlation, not catalogue contents.
+DET = Detector([_sig("GetRequest", b"GET / HTTP/1.0\r\n\r\n"), _sig("HTTPOptions", b"OPTIONS / HTTP/1.0\r\n\r\n"),
+                _sig("X11Probe", b"l\0\x0b\0\0\0\0\0\0\0\0\0")])
 GET = b"GET / HTTP/1.0\r"
 OPT = b"OPTIONS / HTTP/1.0\r"
 CR = b"\r"

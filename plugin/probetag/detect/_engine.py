@@ -59,15 +59,19 @@ _KIND_FACTOR = {"exact": 1.0, "marker": 1.0, "prefix": 0.9, "damaged": 0.85, "tr
 #: Confidence factor of a non-distinctive piece: below any sane threshold,
 #: so only correlation can make it a tag.
 _AMBIGUOUS_FACTOR = 0.25
-#: A truncated line shorter than this says nothing.
+#: A truncated line shorter than this says nothing (binary / plain text);
+#: ``fragments()`` gives the prefilter piece prefixes of these lengths.
 _MIN_TRUNCATED = 4
+_MIN_TRUNCATED_TEXT = 16
 #: Shortest piece used for substring (prefix/damaged) search.
 _MIN_SUBSTRING = 6
 #: Bounded candidate walk in the truncation bisect.
 _MAX_TRUNC_CANDIDATES = 256
 
 _FRAMING_DIGITS = re.compile(rb"^[0-9]+")
-_WORD = re.compile(rb"^[A-Za-z0-9_.-]{1,16}$")
+#: A lone common word (``HELP``, ``stats``, ``OPTIONS``): ordinary logs have
+#: those too. Version-like tokens (``SSH-2.0-Go``) are not common words.
+_WORD = re.compile(rb"^[A-Za-z]{1,12}$")
 _TRIM = b" \t\r"
 _SPLIT_TOKENS = re.compile(rb"[ :\[\]]+")
 
@@ -121,7 +125,7 @@ def _logged_lines(payload: bytes, transport: str) -> list[tuple[str, int, bytes]
     if transport in ("tcp", "any"):
         n = 0
         for part in payload.split(b"\n"):
-            if not part.rstrip(b"\0"):
+            if part in (b"", b"\0"):
                 continue  # empty frame, or a lone NUL: an empty message
             out.append(("tcp", n, part[:-1] if part.endswith(b"\0") else part))
             if part.endswith(b"\0"):
@@ -163,20 +167,28 @@ class Detector:
         self.signatures: tuple[Any, ...] = tuple(signatures)
         self._exact: dict[bytes, list[_Piece]] = {}
         self._pieces: list[_Piece] = []
+        #: signature id -> number of LF-pieces its payload gives over TCP
+        self.fragment_count: dict[str, int] = {}
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
                 if sig.payload:
                     markers.append((bytes(sig.payload), si))
                 continue
-            for transport, frag, line in _logged_lines(bytes(sig.payload), sig.transport):
+            logged = _logged_lines(bytes(sig.payload), sig.transport)
+            self.fragment_count[sig.id] = max((f for _, f, _ in logged), default=-1) + 1
+            for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
                     self._add(_Piece(si, frag, kind, transport, text, distinctive(text),
                                      trimmed=False))
                     for t in {text.strip(_TRIM), text.rstrip(_TRIM), text.lstrip(_TRIM)}:
                         if t and t != text:
-                            self._add(_Piece(si, frag, kind, transport, t, distinctive(t),
-                                             trimmed=True))
+                            # rsyslog keeps the CR (FIELD_GUIDE 1): a request
+                            # line without it is what applications log when
+                            # they quote one, so that reading needs context.
+                            lost_cr = t.count(b"\r") < text.count(b"\r")
+                            self._add(_Piece(si, frag, kind, transport, t,
+                                             distinctive(t) and not lost_cr, trimmed=True))
         # Sorted keys for the truncation bisect.
         self._sorted = sorted(self._exact)
         # Substring engine: markers, plus distinctive untrimmed pieces.
@@ -239,6 +251,11 @@ class Detector:
             chosen = rich if rich else [t for t in toks if len(t) >= 3] or toks
             for t in chosen:
                 out.add(t[:32])
+            # A truncated line (TAG cut, RFC 5424 printable prefix) is only a
+            # prefix of the piece: the shortest prefix the engine accepts.
+            n = _MIN_TRUNCATED if _has_binary(p.text) else _MIN_TRUNCATED_TEXT
+            if len(p.text) > n:
+                out.add(p.text[:n])
         return sorted(out)
 
     def match(self, line: bytes, *, alternatives: Iterable[bytes] = (),
@@ -289,7 +306,8 @@ class Detector:
                 return self._finish(best)
 
         # Truncated: the line is a proper prefix of pieces.
-        if len(line.strip(_TRIM)) >= _MIN_TRUNCATED:
+        core = len(line.strip(_TRIM))
+        if core >= _MIN_TRUNCATED_TEXT or (core >= _MIN_TRUNCATED and _has_binary(line)):
             keys = self._sorted
             i = bisect_left(keys, line)
             n = 0

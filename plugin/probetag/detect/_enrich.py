@@ -25,6 +25,7 @@ Theory of operation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from ._correlate import Correlator, Verdict
@@ -34,8 +35,9 @@ __all__ = ["Enricher", "Analysis", "show_bytes", "HOST_FIELDS"]
 
 #: Record fields that stand in for the sender when no sender field exists.
 HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
-#: Shortest literal the chunk prefilter looks for.
-_MIN_FRAGMENT = 3
+#: Shortest raw literal the chunk prefilter looks for; longest escaped form.
+_MIN_RAW = 6
+_MAX_ESCAPED = 24
 #: How many later hit records an ambiguous line may look ahead to.
 _LOOKAHEAD = 16
 
@@ -104,14 +106,20 @@ class Enricher:
         one ``Decision`` or ``None`` per item."""
         analyses = [self.analyse(rec) for _, rec in items]
         out: list[Any] = [None] * len(items)
+        # Pass 1: lines several probes share are ordered by what follows.
+        resolved: list[tuple[Match, ...]] = [
+            () if an is None else self._by_sequence(analyses, items, i, an, items[i][0])
+            for i, an in enumerate(analyses)]
+        # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
         for i, an in enumerate(analyses):
             if an is None:
                 continue
             t = items[i][0]
             following = None
-            if all(m.ambiguous for m in an.matches):
-                following = self._following(analyses, items, i, an.source, t)
-            verdict = self.correlator.observe(an.source, t, an.matches, following=following)
+            matches = resolved[i]
+            if all(m.ambiguous for m in matches):
+                following = self._following(analyses, resolved, items, i, an.source, t)
+            verdict = self.correlator.observe(an.source, t, matches, following=following)
             if verdict is None or verdict.confidence < self.min_confidence:
                 if self.metrics is not None:
                     self.metrics.inc("probe_below_confidence")
@@ -123,8 +131,39 @@ class Enricher:
                                  kind=verdict.match.kind)
         return out
 
-    def _following(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
-                   i: int, source: str | None, t: float) -> Match | None:
+    def _by_sequence(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
+                     i: int, an: Analysis, t: float) -> tuple[Match, ...]:
+        """Order the distinctive matches of a line several probes share
+        (``GET / HTTP/1.0\\r`` starts nmap's GetRequest and masscan's banner
+        request) by how well the next lines of the same source continue each
+        payload: fragment 0, then 1, 2... A tie goes to the payload with the
+        fewest pieces still to come, since a longer payload's other lines would
+        arrive together with this one (one connection, one batch)."""
+        sure = [m for m in an.matches if not m.ambiguous]
+        if len({(m.signature.probe, m.signature.scanner) for m in sure}) < 2:
+            return an.matches
+        window = self.correlator.window
+        ranked = []
+        for m in sure:
+            expect, score = m.fragment + 1, 0
+            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
+                aj = analyses[j]
+                if aj is None or aj.source != an.source:
+                    continue
+                if items[j][0] - t > window:
+                    break
+                if not any(x.signature.id == m.signature.id and x.fragment == expect for x in aj.matches):
+                    break
+                score += 1
+                expect += 1
+            left = self.detector.fragment_count.get(m.signature.id, 1) - m.fragment - 1
+            ranked.append((-score, left, -m.confidence, m.signature.id, m))
+        ranked.sort(key=lambda r: r[:4])
+        return tuple(r[4] for r in ranked) + tuple(m for m in an.matches if m.ambiguous)
+
+    def _following(self, analyses: Sequence[Analysis | None], resolved: Sequence[tuple[Match, ...]],
+                   items: Sequence[tuple[float, Any]], i: int, source: str | None,
+                   t: float) -> Match | None:
         window = self.correlator.window
         for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
             an = analyses[j]
@@ -132,7 +171,7 @@ class Enricher:
                 continue
             if items[j][0] - t > window:
                 return None
-            sure = [m for m in an.matches if not m.ambiguous]
+            sure = [m for m in resolved[j] if not m.ambiguous]
             if sure:
                 return sure[0]
         return None
@@ -171,17 +210,18 @@ def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[byt
         names.append("rsyslog-8bit")
     out: set[bytes] = set()
     for frag in detector.fragments():
-        forms = {frag}
-        for d in names:
-            forms.add(bytes(escape(frag, d)))
-        for f in list(forms):
-            forms.add(replaced(f))
-        for f in forms:
-            # Shorter literals hit msgpack's own framing bytes (lengths, times)
-            # in every chunk. The price: a line that is only a raw CR (rsyslog
-            # with escaping off) is not looked at; it is ambiguous anyway.
-            if len(f) >= _MIN_FRAGMENT:
-                out.add(f)
+        raw = {frag, replaced(frag)}
+        # A prefix of a fragment's escaped form is as good a witness as the
+        # whole of it, and keeps the literal set small.
+        escaped = {bytes(escape(frag, d))[:_MAX_ESCAPED] for d in names} - raw
+        escaped |= {replaced(f) for f in escaped}
+        # Short or low-variety raw literals (``\0\0\0``, ``0000``) hit
+        # msgpack's own framing bytes (lengths, integers, times) in every
+        # chunk. The price: with rsyslog's escaping turned off, a line that is
+        # only a CR or a short binary prefix is not looked at. Escaped forms
+        # are text and carry an escape (C-style ``\r`` is 2 bytes).
+        out.update(f for f in raw if len(f) >= _MIN_RAW and len(set(f)) >= 3)
+        out.update(f for f in escaped if len(f) >= 2)
     return sorted(out)
 
 
@@ -189,17 +229,49 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
                     actions: Any = None) -> tuple[Any, ...]:
     """(detector, prefilter, correlator, actions, enricher) for the stage."""
     from ..act import Actions
-    from ._catalogue import load_catalogue
     from ._prefilter import Prefilter
 
     d = config.detect
     if detector is None:
-        detector = Detector(load_catalogue(d.catalogue or None, builtin=d.builtin_catalogue,
-                                           extra=d.signatures))
+        detector = _detector_for(d)
     if actions is None:
         actions = Actions(config.actions, d.allowlist, d.output_field)
     c = config.correlation
     correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
-    prefilter = Prefilter(prefilter_fragments(detector, d.escapes), detector.backend)
+    # Compiling the literal sets is the slow part of start-up (hyperscan):
+    # a detector keeps the prefilter built for each dialect list.
+    cache = detector.__dict__.setdefault("_prefilters", {})
+    prefilter = cache.get(tuple(d.escapes))
+    if prefilter is None:
+        prefilter = cache[tuple(d.escapes)] = Prefilter(prefilter_fragments(detector, d.escapes),
+                                                        detector.backend)
     enricher = Enricher(config, detector, actions, correlator, metrics)
     return detector, prefilter, correlator, actions, enricher
+
+
+_DETECTORS: dict[Any, Detector] = {}
+
+
+def _detector_for(d: Any) -> Detector:
+    """One compiled detector per catalogue (files with their mtimes, inline
+    signatures): processors built from the same config share it. Bounded."""
+    from ._catalogue import builtin_catalogue_paths, load_catalogue
+
+    files = list(builtin_catalogue_paths()) if d.builtin_catalogue else []
+    files += [Path(p) for p in d.catalogue]
+    key = (tuple((str(f), _mtime(f)) for f in files), d.builtin_catalogue, tuple(d.signatures))
+    det = _DETECTORS.get(key)
+    if det is None:
+        det = Detector(load_catalogue(d.catalogue or None, builtin=d.builtin_catalogue,
+                                      extra=d.signatures))
+        if len(_DETECTORS) >= 8:
+            _DETECTORS.clear()
+        _DETECTORS[key] = det
+    return det
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1  # load_catalogue reports the missing file
