@@ -171,3 +171,30 @@ def test_subprocess_forward_to_with_fluent_logger():
     assert out == b""
     counts = _seqs(ds.acked_records())
     assert counts == Counter([-1] + [r["seq"] for r in sent])
+
+
+def test_sigterm_drains_in_flight_acked_downstream_then_upstream():
+    port = free_port()
+    with Downstream(ack_delay=1.0) as ds:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "probetag", "serve", "--listen", f"127.0.0.1:{port}",
+             "--forward-to", f"127.0.0.1:{ds.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert wait_listening(port), "server did not come up"
+            up = Upstream(port)
+            cid = up.send_chunk("drain.t", [{"seq": i} for i in range(10)])
+            assert ds.wait_until(lambda: len(ds.snapshot()) >= 1, 10)  # downstream has it, un-acked
+            proc.send_signal(signal.SIGTERM)
+            assert up.read_acks(1, timeout=15) == 1
+            up.close()
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == 0, err
+    assert b"drained=True" in err
+    (req,) = ds.snapshot()
+    assert req.outcome == "acked" and up.acked_at[cid] >= req.acked_at
+    assert sorted(rec["seq"] for _, rec in req.records) == list(range(10))
