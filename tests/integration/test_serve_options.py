@@ -83,3 +83,15 @@ def test_output_options(opts, check):
     reqs = [r for r in ds.snapshot() if r.outcome == "acked"]
     assert sorted(rec["seq"] for r in reqs for _, rec in r.records) == list(range(40))
     assert check(reqs), [(r.mode, r.connection, r.chunk_id) for r in reqs]
+
+
+def test_waiting_for_acks_is_not_idle():
+    with Downstream(ack_delay=1.0) as ds, ServiceThread({
+        "listen": {"address": "127.0.0.1:0", "idle_timeout": 0.3}, "output": _out(ds.port),
+    }) as svc:
+        up = Upstream(svc.port)
+        cid = up.send_chunk("idle.wait", [{"seq": 1}])
+        assert up.read_acks(1, timeout=10) == 1 and cid in up.acked_at
+        assert up.peer_closed(5)  # idle after the ack: closed
+        up.close()
+        assert svc.metrics.get("connections_timed_out", reason="idle_timeout") == 1

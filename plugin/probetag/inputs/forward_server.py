@@ -29,7 +29,8 @@ Theory of operation
 * Timeouts: ``handshake_timeout`` for the TLS handshake and until the
   PING/PONG is done (only with a shared key),
   ``idle_timeout`` between reads afterwards. A connection that waits for
-  pipeline capacity is not idle: the wait is ours.
+  pipeline capacity, or whose client waits for our acks, is not idle: the
+  wait is ours.
 * ``max_connections``: one more connection is accepted and closed at once
   (``connections_refused``); the listening socket keeps accepting.
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
@@ -172,8 +173,17 @@ class _Connection:
                 try:
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
                 except asyncio.TimeoutError:
+                    if self.authenticated and self.pending:
+                        # The client is waiting for our acks (the downstream
+                        # is slow): its silence is ours, not idleness.
+                        continue
                     m.inc("connections_timed_out", reason=reason)
                     self._log_once(reason, fatal=True)
+                    break
+                except ConnectionResetError:
+                    # An RST instead of a FIN is how some peers close (SO_LINGER
+                    # 0, as Fluentd's server side does); like EOF, not an error.
+                    m.inc("connections_reset")
                     break
                 except (ConnectionError, ssl.SSLError, OSError) as exc:
                     m.inc("connections_reset")
