@@ -17,6 +17,29 @@ Theory of operation
   the stage adds them to ``Metrics``.
 * Fluent Bit group markers (EventTime seconds 0xFFFFFFFF / 0xFFFFFFFE) are not
   log records: they are removed and counted as ``group_markers``.
+
+Hot path
+--------
+Almost every record is ordinary log traffic, so the stage is built to not
+look at it:
+
+1. Entry boundaries come from ``Unpacker.skip()``/``tell()`` (C code, no
+   Python objects built). Each entry's first bytes are checked by one
+   compiled regex (``_FAST_ENTRY``: a 2-array, a time that needs no
+   normalisation, a map). Entries that fail it take the full path below
+   (nested ``[[time, meta], record]``, time 0/float/nil, rejects, markers).
+2. ONE multi-literal scan (``detect.Prefilter``: hyperscan, else
+   pyahocorasick, else ``re``) runs over the chunk's packed bytes. Its
+   literals are fragments of every catalogue line, raw and as rsyslog
+   escapes them in each configured dialect, plus the context marker ``#015``;
+   msgpack stores strings unescaped, so a record holding a probe line
+   contains one of them. Hit offsets map to entries by bisect.
+3. Only hit entries (and full-path ones) are decoded; hit entries go
+   through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
+   one batch, so an ambiguous line can look ahead within the chunk.
+4. Output: runs of untouched entries are copied as slices of the input;
+   only changed records are re-encoded. Records retagged by a rule leave in
+   their own ``OutChunk`` per new tag, after the chunk of the input tag.
 """
 
 from __future__ import annotations

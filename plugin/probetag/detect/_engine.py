@@ -167,6 +167,7 @@ class Detector:
         self.signatures: tuple[Any, ...] = tuple(signatures)
         self._exact: dict[bytes, list[_Piece]] = {}
         self._pieces: list[_Piece] = []
+        self._exact_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
         #: signature id -> number of LF-pieces its payload gives over TCP
         self.fragment_count: dict[str, int] = {}
         markers: list[tuple[bytes, int]] = []
@@ -295,6 +296,11 @@ class Detector:
 
         exact = self._exact.get(line)
         if exact:
+            # The answer for a catalogue piece never changes: computed once.
+            # (Bounded: the keys are the catalogue's own pieces.)
+            cached = self._exact_answers.get((line, transport))
+            if cached is not None:
+                return list(cached)
             for p in exact:
                 if not self._ok_transport(p, transport):
                     continue
@@ -303,7 +309,9 @@ class Detector:
                 offer(Match(self.signatures[p.sig], p.fragment, p.kind,
                             self._conf(p.sig, p.kind, amb, scale), amb))
             if best:
-                return self._finish(best)
+                answer = self._finish(best)
+                self._exact_answers[(line, transport)] = tuple(answer)
+                return answer
 
         # Truncated: the line is a proper prefix of pieces.
         core = len(line.strip(_TRIM))
