@@ -1,0 +1,360 @@
+"""``probetag explain FILE...``: what are these syslog lines?
+
+Theory of operation
+-------------------
+* Input is rsyslog output files (``-`` is stdin; gzip is recognised by its
+  magic bytes). The format is detected once per file from its first lines
+  (``probetag.decode.detect_file_format``) unless ``--input-format`` names it.
+* The file is read in blocks of whole lines (``_BLOCK`` bytes), so memory
+  stays constant however big the file is. Per block, the *same* code as
+  ``probetag serve`` decides:
+
+  1. the chunk prefilter (one multi-literal scan over the block's bytes, as
+     the stage does over a chunk) picks the lines worth decoding; for JSON
+     files the fragments are also searched the way rsyslog's JSON escaping
+     writes them (``\\/``, ``\\"``, ``\\\\``);
+  2. each picked line goes through ``probetag.decode.parse_syslog_line``,
+     whose ``record`` takes the network path: ``Enricher.batch`` (rebuild,
+     match, correlate, actions) in line order, with the line's own time as
+     event time. Lines the prefilter skips are benign by construction.
+
+* Output: ``jsonl`` is one object per input line, in order:
+  ``{"line": N, "probe": {...}}`` or ``{"line": N, "probe": null}`` (N is
+  1-based per file; ``"file"`` is added when several files are given).
+  ``text`` is a per-source summary (scanner, probes, first/last seen, lines,
+  the listener that received them and how to close it) and a count of the
+  other lines, from the correlator's scan summaries.
+* Each file gets its own correlator: correlation runs on event time, and two
+  files are two time lines. The compiled detector is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import sys
+import time as _time
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import accumulate
+from typing import IO, Any, Iterator
+
+from . import decode
+from ._config import Config, ConfigError, load_config
+from ._metrics import Metrics
+
+__all__ = ["main", "Explainer", "FileReport", "INPUT_FORMATS"]
+
+INPUT_FORMATS = ("auto", *decode.FORMATS)
+#: Bytes read per block (whole lines). Bounded memory: one block at a time.
+_BLOCK = 4 * 1024 * 1024
+#: A single line longer than this is cut (and counted): rsyslog's own
+#: maximum message size is 8 KiB by default, so only garbage gets here.
+_MAX_LINE = 1024 * 1024
+#: Lines the format detection looks at.
+_SNIFF_LINES = 200
+
+_MONTHS = {m.encode(): i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def _json_escaped(fragment: bytes) -> bytes:
+    # rsyslog's jsonf/json property formats escape these three (FIELD_GUIDE 3)
+    return fragment.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"/", b"\\/")
+
+
+@dataclass(slots=True)
+class _SourceInfo:
+    transports: set[str] = field(default_factory=set)
+    inputs: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class FileReport:
+    """What one file held; ``summaries`` are the correlator's scan summaries."""
+
+    name: str
+    fmt: str = "raw"
+    lines: int = 0
+    probe_lines: int = 0
+    framing_errors: int = 0
+    cut_lines: int = 0
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, _SourceInfo] = field(default_factory=dict)
+
+    @property
+    def benign_lines(self) -> int:
+        return self.lines - self.probe_lines - self.framing_errors
+
+
+class Explainer:
+    """The sans-I/O core of ``explain``: blocks of lines in, one probe map (or
+    None) per line out. One instance per file."""
+
+    def __init__(self, config: Config, fmt: str, name: str = "-", detector: Any = None) -> None:
+        # NOTE: build_detection / prefilter_fragments are what the stage uses;
+        # they are not (yet) part of probetag.detect's public surface.
+        from .detect._enrich import build_detection, prefilter_fragments
+        from .detect import Prefilter
+
+        self.config = config
+        self.fmt = fmt
+        self.metrics = Metrics()
+        det, _pre, self.correlator, _actions, self.enricher = build_detection(config, self.metrics, detector=detector)
+        self.detector = det
+        frags = prefilter_fragments(det, config.detect.escapes)
+        if fmt in ("json", "auto"):
+            frags = sorted(set(frags) | {_json_escaped(f) for f in frags})
+        self.prefilter = Prefilter(frags, det.backend)
+        self.output_field = config.detect.output_field
+        self.report = FileReport(name, fmt)
+        self._tcache: dict[bytes, float] = {}
+        self._last_t = 0.0
+        self._year = datetime.now().year
+
+    # -- event time ----------------------------------------------------------
+    def _time(self, sl: decode.SyslogLine) -> float:
+        ts = sl.time
+        if not ts:
+            return self._last_t
+        key = ts.encode() if isinstance(ts, str) else ts
+        t = self._tcache.get(key)
+        if t is None:
+            t = self._parse_time(key)
+            if len(self._tcache) > 100_000:
+                self._tcache.clear()
+            self._tcache[key] = t
+        if t != t or t <= 0:  # unparsable: keep the previous line's time
+            return self._last_t
+        self._last_t = t
+        return t
+
+    def _parse_time(self, ts: bytes) -> float:
+        try:
+            if ts[:1].isdigit():
+                return datetime.fromisoformat(ts.decode("ascii").replace("Z", "+00:00")).timestamp()
+            # "Nov 27 13:25:57": no year in the traditional format; only
+            # differences matter to correlation, so the current year will do
+            mon = _MONTHS[ts[:3]]
+            day, hms = int(ts[4:6]), ts[7:15].split(b":")
+            return datetime(self._year, mon, day, int(hms[0]), int(hms[1]), int(hms[2])).timestamp()
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError):
+            return float("nan")
+
+    # -- one block -------------------------------------------------------------
+    def block(self, lines: list[bytes]) -> list[dict[str, Any] | None]:
+        """``lines`` without their LF -> one probe map or None per line."""
+        rep = self.report
+        n = len(lines)
+        rep.lines += n
+        out: list[dict[str, Any] | None] = [None] * n
+        if not n:
+            return out
+        starts = [0, *accumulate(len(ln) + 1 for ln in lines)]
+        hits = self.prefilter.entries_hit(b"\n".join(lines), starts)
+        items: list[tuple[float, dict[Any, Any]]] = []
+        where: list[int] = []
+        for i in hits:
+            if i >= n:
+                continue
+            sl = decode.parse_syslog_line(lines[i], self.fmt)
+            rec = sl.record
+            if sl.tag == b"rsyslogd:" and (b"Framing Error" in sl.msg or b"Incomplete frame" in sl.msg):
+                # rsyslog's own complaint about the bytes a client sent: not a
+                # probe line itself, but counted (it means octet counting ate
+                # the start of a probe)
+                rep.framing_errors += 1
+                continue
+            items.append((self._time(sl), rec))
+            where.append(i)
+        if not items:
+            return out
+        for k, d in enumerate(self.enricher.batch("explain", items)):
+            if d is None or d.outcome == "passed":
+                continue
+            probe = d.record.get(self.output_field) if d.outcome == "tagged" else None
+            if not isinstance(probe, dict):
+                continue
+            i = where[k]
+            out[i] = probe
+            rep.probe_lines += 1
+            src = str(probe.get("source") or "-")
+            info = rep.sources.setdefault(src, _SourceInfo())
+            if probe.get("transport"):
+                info.transports.add(str(probe["transport"]))
+            inp = items[k][1].get("inputname")
+            if inp:
+                info.inputs.add(inp.decode("utf-8", "replace") if isinstance(inp, bytes) else str(inp))
+        return out
+
+    def finish(self) -> FileReport:
+        self.report.summaries = self.correlator.flush()
+        return self.report
+
+
+# ---------------------------------------------------------------- file I/O
+def _open(path: str) -> IO[bytes]:
+    raw: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
+    return buffered
+
+
+def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[list[bytes]]:
+    if first:
+        yield first
+    rest = b""
+    while True:
+        data = f.read(_BLOCK)
+        if not data:
+            break
+        data = rest + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > _MAX_LINE:
+                report.cut_lines += 1
+                yield [data[:_MAX_LINE]]
+                rest = b""
+            else:
+                rest = data
+            continue
+        rest = data[cut + 1:]
+        yield data[:cut].split(b"\n")
+    if rest:
+        yield [rest]
+
+
+def _sniff(f: IO[bytes]) -> list[bytes]:
+    out = []
+    for _ in range(_SNIFF_LINES):
+        ln = f.readline(_MAX_LINE)
+        if not ln:
+            break
+        out.append(ln[:-1] if ln.endswith(b"\n") else ln)
+    return out
+
+
+# ----------------------------------------------------------------- output
+_NULL = '{"line": %d, "probe": null}\n'
+_NULL_FILE = '{"file": %s, "line": %d, "probe": null}\n'
+
+
+def _jsonl(out: IO[str], results: list[dict[str, Any] | None], base: int, fname: str | None) -> None:
+    parts = []
+    fq = json.dumps(fname) if fname is not None else None
+    for k, p in enumerate(results, base + 1):
+        if p is None:
+            parts.append(_NULL % k if fq is None else _NULL_FILE % (fq, k))
+        elif fq is None:
+            parts.append(json.dumps({"line": k, "probe": p}, ensure_ascii=False, default=str) + "\n")
+        else:
+            parts.append(json.dumps({"file": fname, "line": k, "probe": p}, ensure_ascii=False, default=str) + "\n")
+    out.write("".join(parts))
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
+    tr = sorted(info.transports) or ["tcp", "udp"]
+    named = sorted(info.inputs - {"rsyslogd"})
+    if named:
+        where = ", ".join(named)
+    else:
+        where = "a syslog network input (" + "/".join(t.upper() for t in tr) + "; this format does not name it)"
+    how = []
+    if "tcp" in tr:
+        how.append('bind imtcp to a trusted address: input(type="imtcp" address="127.0.0.1" ...), '
+                   "or firewall its port (514/tcp by default) from untrusted networks")
+    if "udp" in tr:
+        how.append('bind imudp the same way: input(type="imudp" address=...), or firewall 514/udp')
+    if "tcp" in tr:
+        # FIELD_GUIDE 1: a leading digit starts an octet count that eats bytes
+        how.append('if every sender uses LF framing, supportOctetCountedFraming="off" on imtcp '
+                   "keeps digits at a line start from swallowing the following bytes")
+    return where, how
+
+
+def _text(out: IO[str], rep: FileReport) -> None:
+    sources = {s["source"] for s in rep.summaries}
+    out.write(f"{rep.name}: {rep.lines} lines ({rep.fmt} format)\n")
+    out.write(f"  {rep.probe_lines} scanner-probe lines from {len(sources)} source(s), "
+              f"{rep.benign_lines} other (benign) lines")
+    if rep.framing_errors:
+        out.write(f", {rep.framing_errors} rsyslog framing-error lines")
+    out.write("\n")
+    for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
+        info = rep.sources.get(s["source"], _SourceInfo())
+        where, how = _listener(info)
+        scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "?"])
+        src = s["source"] if s["source"] != "-" else "sender unknown (the file does not record it)"
+        out.write(f"\n  {src}: {scanners}\n")
+        out.write(f"    {s['lines']} lines, {len(s['probes'])} distinct probes, "
+                  f"first seen {_ts(s['first_seen'])}, last seen {_ts(s['last_seen'])}\n")
+        probes = sorted(s["probes"].items(), key=lambda kv: (-kv[1], kv[0]))
+        out.write("    probes: " + ", ".join(f"{p} x{c}" for p, c in probes) + "\n")
+        out.write(f"    received by: {where}\n")
+        out.write("    to close it:\n")
+        for h in how:
+            out.write(f"      - {h}\n")
+    if rep.cut_lines:
+        out.write(f"  {rep.cut_lines} over-long lines were cut at {_MAX_LINE} bytes\n")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="probetag explain",
+                                 description="Tell what scanner-probe lines in rsyslog output files are.")
+    ap.add_argument("files", nargs="+", metavar="FILE", help="syslog files ('-' = stdin; .gz is read too)")
+    ap.add_argument("--format", choices=("text", "jsonl"), default="text", help="output (default: text)")
+    ap.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
+                    help="how the files were written (default: detected per file)")
+    ap.add_argument("-c", "--config", metavar="FILE", help="probetag config (detect/correlation settings)")
+    args = ap.parse_args(argv)
+    try:
+        config = load_config(args.config) if args.config else load_config(None)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    detector = None
+    status = 0
+    several = len(args.files) > 1
+    for path in args.files:
+        try:
+            f = _open(path)
+        except OSError as exc:
+            print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        with f:
+            first = _sniff(f)
+            fmt = args.input_format
+            if fmt == "auto":
+                fmt = decode.detect_file_format(first)
+            ex = Explainer(config, fmt, path, detector)
+            detector = ex.detector
+            try:
+                base = 0
+                for lines in _blocks(f, first, ex.report):
+                    res = ex.block(lines)
+                    if args.format == "jsonl":
+                        _jsonl(out, res, base, path if several else None)
+                    base += len(lines)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                print(f"error: {path}: {exc}", file=sys.stderr)
+                status = 1
+            rep = ex.finish()
+        if args.format == "text":
+            if several and path is not args.files[0]:
+                out.write("\n")
+            _text(out, rep)
+    out.flush()
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
