@@ -9,8 +9,9 @@ Theory of operation
   stays constant however big the file is. Per block, the *same* code as
   ``probetag serve`` decides:
 
-  1. the chunk prefilter (one multi-literal scan over the block's bytes, as
-     the stage does over a chunk) picks the lines worth decoding; for JSON
+  1. the chunk prefilter's literal set (one multi-literal scan over the
+     block's bytes, as the stage does over a chunk) picks the lines worth
+     decoding; the other lines are never split out one by one. For JSON
      files the fragments are also searched the way rsyslog's JSON escaping
      writes them (``\\/``, ``\\"``, ``\\\\``);
   2. each picked line goes through ``probetag.decode.parse_syslog_line``,
@@ -38,7 +39,6 @@ import sys
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import accumulate
 from typing import IO, Any, Iterator
 
 from . import decode
@@ -144,41 +144,48 @@ class Explainer:
             return float("nan")
 
     # -- one block -------------------------------------------------------------
-    def block(self, lines: list[bytes]) -> list[dict[str, Any] | None]:
-        """``lines`` without their LF -> one probe map or None per line."""
+    def block(self, data: bytes) -> tuple[int, dict[int, dict[str, Any]]]:
+        """``data``: whole lines joined by LF (no final LF) -> (number of
+        lines, {0-based line index: probe map}) for the lines that are probes.
+
+        Only lines the prefilter hits are split out and decoded; the others
+        are never touched one by one (that is what makes big files fast)."""
         rep = self.report
-        n = len(lines)
+        n = data.count(b"\n") + 1
         rep.lines += n
-        out: list[dict[str, Any] | None] = [None] * n
-        if not n:
-            return out
-        starts = [0, *accumulate(len(ln) + 1 for ln in lines)]
-        hits = self.prefilter.entries_hit(b"\n".join(lines), starts)
+        found: dict[int, dict[str, Any]] = {}
+        hits = self.prefilter.literals.find(data)
+        if not hits:
+            return n, found
         items: list[tuple[float, dict[Any, Any]]] = []
         where: list[int] = []
-        for i in hits:
-            if i >= n:
+        idx, pos, last = 0, 0, -1
+        for off, _ in hits:  # sorted by offset
+            idx += data.count(b"\n", pos, off)
+            pos = off
+            if idx == last:
                 continue
-            sl = decode.parse_syslog_line(lines[i], self.fmt)
-            rec = sl.record
+            last = idx
+            start = data.rfind(b"\n", 0, off) + 1
+            end = data.find(b"\n", off)
+            sl = decode.parse_syslog_line(data[start:end if end >= 0 else len(data)], self.fmt)
             if sl.tag == b"rsyslogd:" and (b"Framing Error" in sl.msg or b"Incomplete frame" in sl.msg):
                 # rsyslog's own complaint about the bytes a client sent: not a
-                # probe line itself, but counted (it means octet counting ate
-                # the start of a probe)
+                # probe line itself, but counted (octet counting ate the
+                # start of a probe, FIELD_GUIDE 1)
                 rep.framing_errors += 1
                 continue
-            items.append((self._time(sl), rec))
-            where.append(i)
+            items.append((self._time(sl), sl.record))
+            where.append(idx)
         if not items:
-            return out
+            return n, found
         for k, d in enumerate(self.enricher.batch("explain", items)):
-            if d is None or d.outcome == "passed":
+            if d is None or d.outcome != "tagged":
                 continue
-            probe = d.record.get(self.output_field) if d.outcome == "tagged" else None
+            probe = d.record.get(self.output_field)
             if not isinstance(probe, dict):
                 continue
-            i = where[k]
-            out[i] = probe
+            found[where[k]] = probe
             rep.probe_lines += 1
             src = str(probe.get("source") or "-")
             info = rep.sources.setdefault(src, _SourceInfo())
@@ -187,7 +194,7 @@ class Explainer:
             inp = items[k][1].get("inputname")
             if inp:
                 info.inputs.add(inp.decode("utf-8", "replace") if isinstance(inp, bytes) else str(inp))
-        return out
+        return n, found
 
     def finish(self) -> FileReport:
         self.report.summaries = self.correlator.flush()
@@ -203,9 +210,10 @@ def _open(path: str) -> IO[bytes]:
     return buffered
 
 
-def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[list[bytes]]:
+def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[bytes]:
+    """Blocks of whole lines joined by LF, without the last LF."""
     if first:
-        yield first
+        yield b"\n".join(first)
     rest = b""
     while True:
         data = f.read(_BLOCK)
@@ -216,15 +224,15 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[li
         if cut < 0:
             if len(data) > _MAX_LINE:
                 report.cut_lines += 1
-                yield [data[:_MAX_LINE]]
+                yield data[:_MAX_LINE]
                 rest = b""
             else:
                 rest = data
             continue
         rest = data[cut + 1:]
-        yield data[:cut].split(b"\n")
+        yield data[:cut]
     if rest:
-        yield [rest]
+        yield rest
 
 
 def _sniff(f: IO[bytes]) -> list[bytes]:
@@ -238,21 +246,28 @@ def _sniff(f: IO[bytes]) -> list[bytes]:
 
 
 # ----------------------------------------------------------------- output
-_NULL = '{"line": %d, "probe": null}\n'
-_NULL_FILE = '{"file": %s, "line": %d, "probe": null}\n'
+_NULL = '{"line": %d, "probe": null}'
+_NULL_FILE = '{"file": %s, "line": %d, "probe": null}'
 
 
-def _jsonl(out: IO[str], results: list[dict[str, Any] | None], base: int, fname: str | None) -> None:
-    parts = []
+def _jsonl(out: IO[str], n: int, found: dict[int, dict[str, Any]], base: int, fname: str | None) -> None:
+    """Lines base+1 .. base+n; ``found`` maps 0-based block indices to probes."""
+    parts: list[str] = []
     fq = json.dumps(fname) if fname is not None else None
-    for k, p in enumerate(results, base + 1):
-        if p is None:
-            parts.append(_NULL % k if fq is None else _NULL_FILE % (fq, k))
-        elif fq is None:
-            parts.append(json.dumps({"line": k, "probe": p}, ensure_ascii=False, default=str) + "\n")
-        else:
-            parts.append(json.dumps({"file": fname, "line": k, "probe": p}, ensure_ascii=False, default=str) + "\n")
-    out.write("".join(parts))
+    nulls = _NULL.__mod__ if fq is None else (lambda k: _NULL_FILE % (fq, k))
+    k = 0
+    for i in sorted(found):
+        if i > k:
+            parts.append("\n".join(map(nulls, range(base + k + 1, base + i + 1))))
+        obj = {"line": base + i + 1, "probe": found[i]}
+        if fname is not None:
+            obj = {"file": fname, **obj}
+        parts.append(json.dumps(obj, ensure_ascii=False, default=str))
+        k = i + 1
+    if n > k:
+        parts.append("\n".join(map(nulls, range(base + k + 1, base + n + 1))))
+    if parts:
+        out.write("\n".join(parts) + "\n")
 
 
 def _ts(t: float) -> str:
@@ -339,11 +354,11 @@ def main(argv: list[str]) -> int:
             detector = ex.detector
             try:
                 base = 0
-                for lines in _blocks(f, first, ex.report):
-                    res = ex.block(lines)
+                for data in _blocks(f, first, ex.report):
+                    n, found = ex.block(data)
                     if args.format == "jsonl":
-                        _jsonl(out, res, base, path if several else None)
-                    base += len(lines)
+                        _jsonl(out, n, found, base, path if several else None)
+                    base += n
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1

@@ -163,15 +163,17 @@ def test_big_file_streams_in_constant_memory(tmp_path: Path) -> None:
             f.write(golden)
     size = big.stat().st_size
     lines = golden.count(b"\n") * _REPEAT + 20_000 * _REPEAT
-    _, rss_small, _ = _explain_rss("--format", "jsonl", str(FIX / "rfc3339.log"))
+    _, rss_small, dt_small = _explain_rss("--format", "jsonl", str(FIX / "rfc3339.log"))
     out, rss_big, dt = _explain_rss("--format", "jsonl", str(big))
     assert out.count(b"\n") == lines
     tagged_small = sum(1 for x in _jsonl(str(FIX / "rfc3339.log")) if x["probe"])
     assert out.count(b'"probe": {') >= _REPEAT * tagged_small * 0.9  # correlation across blocks may differ slightly
     _, rss_text, dt_text = _explain_rss(str(big))
-    REPORT.append(f"explain on {size / 1e6:.0f} MB / {lines} lines: jsonl {size / 1e6 / dt:.1f} MB/s, "
-                  f"text {size / 1e6 / dt_text:.1f} MB/s (incl. start-up); peak RSS {rss_small // 1024} MB "
-                  f"(small file) vs {rss_big // 1024} MB (big)")
+    # start-up (imports, compiling the catalogue) is measured on the small file
+    # and taken out; wall clock, so other load on the machine lowers it
+    REPORT.append(f"explain on {size / 1e6:.0f} MB / {lines} lines: jsonl {size / 1e6 / max(dt - dt_small, 1e-3):.0f} MB/s, "
+                  f"text {size / 1e6 / max(dt_text - dt_small, 1e-3):.0f} MB/s after start-up ({dt_small:.1f} s); "
+                  f"peak RSS {rss_small // 1024} MB (small file) vs {rss_big // 1024} MB (big)")
     # constant memory: the big file costs far less extra than its own size
     assert (rss_big - rss_small) * 1024 < size / 2, (rss_small, rss_big)
     assert (rss_text - rss_small) * 1024 < size / 2, (rss_small, rss_text)
