@@ -113,21 +113,41 @@ def test_probe_record_gets_probe_map_and_others_untouched():
 def test_ambiguous_cr_line_follows_its_source():
     p = make()
     parts = [
-        pack_entry(et(100), rec(line(b"\r"), src="198.51.100.4")),  # before its context (look-ahead)
+        pack_entry(et(100), rec(line(b"\r"), src="198.51.100.4")),  # before its context: no
         pack_entry(et(100), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")),
         pack_entry(et(100), rec(line(b"\r"), src="203.0.113.9")),  # a Windows forwarder elsewhere
         pack_entry(et(101), rec(line(b"\r"), src="198.51.100.4")),
     ]
     res = p.process("syslog", b"".join(parts))
-    assert (res.tagged, res.passed) == (3, 1)
+    assert (res.tagged, res.passed) == (2, 2)
     out = decode_all(res.chunks[0].entries)
-    assert [r.get("probe", {}).get("name") for _, r in out] == ["GetRequest", "GetRequest", None, "GetRequest"]
-    assert out[0][1]["probe"]["inherited"] is True
-    assert len({r["probe"]["scan_id"] for _, r in out if "probe" in r}) == 1
-    assert split(res.chunks[0].entries)[2] == parts[2]
+    assert [r.get("probe", {}).get("name") for _, r in out] == [None, "GetRequest", None, "GetRequest"]
+    assert out[3][1]["probe"]["inherited"] is True and out[1][1]["probe"]["inherited"] is False
+    assert out[3][1]["probe"]["scan_id"] == out[1][1]["probe"]["scan_id"]
+    ins = split(b"".join(parts))
+    outs = split(res.chunks[0].entries)
+    assert (outs[0], outs[2]) == (ins[0], ins[2])
     # Next chunk: the context carries over (look-behind across chunks).
     res2 = p.process("syslog", pack_entry(et(102), rec(line(b"\r"), src="198.51.100.4")))
     assert res2.tagged == 1
+
+
+def test_ambiguous_first_line_tagged_by_lookahead_in_chunk():
+    from probetag.detect import Detector, Signature
+    sig = Signature(id="t-help-version", probe="HelpThenVersion", scanner="test", transport="tcp",
+                    payload=b"HELP\r\nVERSION-QUERY 1.2\r\n", match="payload", confidence=None,
+                    ports=(), provenance="test", notes="", source="test")
+    p = Processor(config_from_mapping(BASE), Metrics(), detector=Detector([sig]))
+    first = pack_entry(et(100), rec(line(b"HELP\r"), src="198.51.100.4"))
+    second = pack_entry(et(100), rec(line(b"VERSION-QUERY 1.2\r"), src="198.51.100.4"))
+    res = p.process("syslog", first + second)
+    out = decode_all(res.chunks[0].entries)
+    assert [r["probe"]["fragment"] for _, r in out] == [0, 1]
+    assert out[0][1]["probe"]["inherited"] is True
+    # Split over two chunks, the first line cannot wait for the second.
+    p2 = Processor(config_from_mapping(BASE), Metrics(), detector=Detector([sig]))
+    assert p2.process("syslog", first).tagged == 0
+    assert p2.process("syslog", second).tagged == 1
 
 
 def test_literal_hash_015_in_prose_is_not_tagged():

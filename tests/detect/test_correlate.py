@@ -15,7 +15,8 @@ def _sig(probe: str, payload: bytes) -> Signature:
 
 # A fixed catalogue: these tests are about correlation, not catalogue contents.
 DET = Detector([_sig("GetRequest", b"GET / HTTP/1.0\r\n\r\n"), _sig("HTTPOptions", b"OPTIONS / HTTP/1.0\r\n\r\n"),
-                _sig("X11Probe", b"l\0\x0b\0\0\0\0\0\0\0\0\0")])
+                _sig("X11Probe", b"l\0\x0b\0\0\0\0\0\0\0\0\0"),
+                _sig("HelpThenVersion", b"HELP\r\nVERSION-QUERY 1.2\r\n")])
 GET = b"GET / HTTP/1.0\r"
 OPT = b"OPTIONS / HTTP/1.0\r"
 CR = b"\r"
@@ -62,13 +63,22 @@ def test_interleaved_sources_keep_their_own_probe():
 
 
 def test_lookahead_within_chunk():
+    # "HELP\r" says nothing alone; the next line of the same source is the
+    # distinctive second piece of the same payload.
+    nxt = DET.match(b"VERSION-QUERY 1.2\r")[0]
+    assert nxt.fragment == 1 and not nxt.ambiguous
+    help_matches = DET.match(b"HELP\r")
+    assert help_matches and all(m.ambiguous for m in help_matches)
     c = Correlator(window=5, scan_idle=60)
-    nxt = DET.match(GET)[0]
-    v = obs(c, "a", 1.0, CR, following=nxt)
-    assert v is not None and v.inherited and v.match.signature.id == nxt.signature.id
-    # A following match of a probe the line cannot belong to lends nothing.
+    v = c.observe("a", 1.0, help_matches, following=nxt)
+    assert v is not None and v.inherited and v.match.signature.probe == "HelpThenVersion"
+    assert v.match.fragment == 0
+    # A line logged before fragment 0 of a payload cannot belong to it.
+    get = DET.match(GET)[0]
+    assert get.fragment == 0
+    assert obs(Correlator(), "a", 1.0, CR, following=get) is None
+    # Nor can a following match of a probe the line is no piece of.
     other = [m for m in DET.signatures if m.probe == "X11Probe"]
-    assert other
     x11 = DET.match(other[0].payload[:-1])[0]
     assert obs(Correlator(), "a", 1.0, CR, following=x11) is None
 

@@ -20,9 +20,11 @@ Theory of operation
     stream cannot be held back to wait for the next line without adding
     latency to every record, but a chunk is processed at once, so the stage
     passes the next distinctive match of the same source in the same chunk
-    as ``following``. An ambiguous line that is the *first* line of a
-    connection and the last line of its chunk stays untagged (documented
-    miss; it is not a distinctive line anyway).
+    as ``following``. It only counts when the ambiguous line can be an
+    *earlier* piece of that payload (a connection's lines are logged in
+    order). An ambiguous line that is the last line of its chunk and comes
+    before its context stays untagged (documented miss; it is not a
+    distinctive line anyway).
   - consecutive lines of the same signature within ``window`` form one
     *group* (``group_lines`` counts them); all lines of a source form one
     *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
@@ -136,7 +138,9 @@ class Correlator:
                 return self._record(scan, m, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True)
         if following is not None:
             m = by_sig.get(following.signature.id)
-            if m is not None:
+            # rsyslog logs one connection's lines in order, so a line that
+            # comes first must be an earlier piece of the same payload.
+            if m is not None and m.fragment < following.fragment:
                 scan = self._touch(src, t, scan)
                 return self._record(scan, m, following.confidence * _INHERIT_FACTOR, t, inherited=True)
         return None
