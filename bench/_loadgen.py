@@ -94,12 +94,41 @@ def benign_message(rng: random.Random) -> tuple[str, str]:
         HEX="%010X" % rng.getrandbits(40))
 
 
+_CATALOGUE: list[list[bytes]] | None = None
+
+
+def _catalogue_probes() -> list[list[bytes]]:
+    """The built-in catalogue's TCP payloads cut into lines the way rsyslog's
+    imtcp cuts them (at LF; empty frames dropped, FIELD_GUIDE 1). Payloads
+    that start with a digit are left out: octet-counting framing would eat
+    them (FIELD_GUIDE 1)."""
+    global _CATALOGUE
+    if _CATALOGUE is None:
+        from probetag.detect import load_catalogue
+
+        out = []
+        for sig in load_catalogue():
+            if sig.transport != "tcp" or not sig.payload or sig.payload[:1].isdigit():
+                continue
+            lines = [ln for ln in sig.payload.split(b"\n") if ln][:4]
+            if lines:
+                out.append(lines)
+        _CATALOGUE = out
+    return _CATALOGUE
+
+
 def probe_lines(rng: random.Random) -> list[bytes]:
     """The lines of one probe as rsyslog cuts them (at LF, CR kept), as sent.
 
-    These are request shapes every scanner family writes (HTTP and RTSP
-    request lines, a SIP OPTIONS, a TLS ClientHello with random bytes after
-    its first octets, a bare CRLF), not copied from any scanner's data."""
+    Half are drawn from the built-in catalogue's TCP payloads (what the
+    scanners send); the other half are request shapes every scanner family
+    writes (HTTP and RTSP request lines, a SIP OPTIONS, a TLS ClientHello
+    with random bytes after its first octets, a bare CRLF), some of which no
+    signature matches exactly, as in real traffic."""
+    if rng.random() < 0.5:
+        known = _catalogue_probes()
+        if known:
+            return list(rng.choice(known))
     kind = rng.randrange(6)
     if kind == 0:
         return [b"GET / HTTP/1.0\r", b"\r"]
@@ -114,6 +143,11 @@ def probe_lines(rng: random.Random) -> list[bytes]:
         return [b"\x16\x03\x00\x00S\x01\x00\x00O\x03\x00" + tail]
     return [b"\r"]
 
+
+#: Probe lines that are probes on their own (the correlator keeps state
+#: only for sources with such a line; a lone ``#015`` creates none).
+_DISTINCTIVE = (b"GET / HTTP/1.0\r", b"OPTIONS / HTTP/1.0\r", b"OPTIONS / RTSP/1.0\r",
+                b"OPTIONS sip:nm SIP/2.0\r")
 
 _HOSTWORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
@@ -202,9 +236,10 @@ class Template:
 def build_templates(chunks: int, probe_rate: float = 0.01, seed: int = 7,
                     sources: int = 0) -> list[Template]:
     """``chunks`` templates of 1000 records. ``sources`` > 0 builds the
-    correlation-state workload instead: every record is a probe line from
-    its own sender, ``sources`` distinct senders in turn (10.x.y.z), all in
-    the in_syslog shape, which keeps the sender in ``source_address``."""
+    correlation-state workload instead: every record is a distinctive probe
+    line (one the correlator keeps state for) from its own sender,
+    ``sources`` distinct senders in turn (10.x.y.z), all in the in_syslog
+    shape, which keeps the sender in ``source_address``."""
     rng = random.Random(seed)
     out = []
     pending: list[tuple[bytes, str]] = []  # rest of the current probe's lines, in order
@@ -222,7 +257,8 @@ def build_templates(chunks: int, probe_rate: float = 0.01, seed: int = 7,
                 sender = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
                 # in_syslog only: an in_tail line whose HOSTNAME is the
                 # payload's first word has lost the sender (FIELD_GUIDE 3.3).
-                bodies.append(_entry_body(_probe_record(rng, probe_lines(rng)[0], sender, 0.0)))
+                line = _DISTINCTIVE[n % len(_DISTINCTIVE)]
+                bodies.append(_entry_body(_probe_record(rng, line, sender, 0.0)))
                 nprobe += 1
             elif where is not None and i in where:
                 if not pending:
@@ -313,8 +349,11 @@ def _pct(values: list[float], q: float) -> float:
 async def run_load(host: str, port: int, templates: list[Template], seconds: float, *,
                    rate: float | None = None, window: int = 8, connections: int = 1,
                    drain_timeout: float = 15.0, connect_timeout: float = 10.0, tag: str = TAG,
+                   min_records: int = 0, max_seconds: float = 0.0,
                    on_started=None) -> LoadResult:
-    """Send for ``seconds`` (see the module doc); returns the figures."""
+    """Send for ``seconds`` (see the module doc); returns the figures.
+    ``min_records``: closed loop only, keep sending past ``seconds`` until that
+    many records went out, but never past ``max_seconds``."""
     res = LoadResult("rate" if rate else "max")
     cpu0 = time.process_time()
     conns = []
@@ -355,12 +394,18 @@ async def run_load(host: str, port: int, templates: list[Template], seconds: flo
         res.bytes_sent += t.nbytes
         res.probes_sent += t.probes
 
+    hard_end = start + max(seconds, max_seconds)
+
+    def more() -> bool:
+        now = time.monotonic()
+        return now < end or (res.records_sent < min_records and now < hard_end)
+
     async def closed_loop(c: _Conn) -> None:
         # One task per connection, so a slow connection does not hold the
         # others' windows.
         while True:
             await c.slots.acquire()
-            if c.dead or time.monotonic() >= end:
+            if c.dead or not more():
                 return
             send(c, time.time())
             if c.writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
@@ -423,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
     ap.add_argument("--probe-rate", type=float, default=0.01)
     ap.add_argument("--sources", type=int, default=0, help="correlation workload: this many distinct probing senders")
+    ap.add_argument("--min-records", type=int, default=0,
+                    help="closed loop: send at least this many records (up to --max-seconds)")
+    ap.add_argument("--max-seconds", type=float, default=0.0)
     ap.add_argument("--drain-timeout", type=float, default=15.0)
     ap.add_argument("--connect-timeout", type=float, default=10.0,
                     help="keep retrying the first connect this long (server starting up)")
@@ -437,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     res = asyncio.run(run_load(args.host, args.port, templates, args.seconds, rate=args.rate,
                                window=args.window, connections=args.connections,
                                drain_timeout=args.drain_timeout, connect_timeout=args.connect_timeout,
+                               min_records=args.min_records, max_seconds=args.max_seconds,
                                on_started=started))
     out = asdict(res)
     out["event"] = "done"

@@ -28,7 +28,9 @@ Theory of operation
 * Modes: ``max`` (closed loop, as fast as acks allow), ``latency`` (open
   loop at ``--rate`` records/s; the p99 target applies), ``sources`` (every
   record a probe line from one of ``--sources`` distinct senders, so the
-  correlation state holds that many sources; the RSS target applies).
+  correlation state holds that many sources; the load goes on past the
+  window, up to ``--sources-max-extra`` seconds, until every sender was sent
+  once; the RSS target applies).
 * ``--workers N`` is passed to ``probetag serve`` if its ``--help`` lists the
   flag; otherwise the run goes on with one process and the JSON says
   ``"workers_supported": false``.
@@ -337,7 +339,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.mode == "latency":
             load_argv += ["--rate", str(args.rate)]
         if args.mode == "sources":
-            load_argv += ["--sources", str(args.sources)]
+            # Every sender must have been seen once before the peak RSS means
+            # anything: keep sending until all were, within a bound.
+            load_argv += ["--sources", str(args.sources), "--min-records", str(args.sources),
+                          "--max-seconds", str(args.warmup + args.seconds + args.sources_max_extra)]
         if not workers_ok:
             load = Child(load_argv, stderr_path=tmp / "loadgen.err")
         wait_listening(listen_port, 60, serve.proc)
@@ -382,7 +387,8 @@ def run(args: argparse.Namespace) -> dict:
                 result["profile_raw"] = str(keep)
             except (subprocess.TimeoutExpired, OSError) as exc:
                 result["profile_error"] = repr(exc)
-        done = load.next_json(args.warmup + args.seconds + 60)
+        extra = args.sources_max_extra if args.mode == "sources" else 0.0
+        done = load.next_json(args.warmup + args.seconds + extra + 60)
         phase("load done")
         rss = max(rss, peak_rss_mb(process_tree(serve.proc.pid)))
         time.sleep(0.2)
@@ -435,7 +441,8 @@ def run(args: argparse.Namespace) -> dict:
     })
     if args.mode == "sources":
         result["sources"] = args.sources
-        result["sources_covered"] = min(args.sources, done["records_sent"])
+        result["sources_covered"] = min(args.sources, done["records_acked"])
+        result["load_seconds"] = done["seconds"]
     if not args.no_floor:
         templates = build_templates(min(args.chunks, 20), sources=args.sources if args.mode == "sources" else 0)
         floor = msgpack_floor(templates, args.floor_seconds)
@@ -504,6 +511,9 @@ def print_result(result: dict) -> None:
         ("peak RSS MB", f"{result['peak_rss_mb']}", (f"target <= {t['peak_rss_mb']}" if "peak_rss_mb" in t else "") + mark("peak_rss_mb")),
         ("tagged share", f"{result['tagged_share']}", f"probe share sent {result['expected_tagged_share']}"),
     ]
+    if "sources" in result:
+        rows.append(("senders covered", f"{result['sources_covered']:,}",
+                     f"of {result['sources']:,} (load ran {result['load_seconds']:.1f} s)"))
     if "floor_records_per_s" in result:
         rows.append(("msgpack floor rec/s", f"{result['floor_records_per_s']:,}",
                      f"ratio {result['floor_ratio']}" + (" (target >= 0.5)" if "floor_ratio" in t else "") + mark("floor_ratio")))
@@ -546,6 +556,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=float, default=3.0, help="load before the window starts")
     ap.add_argument("--rate", type=float, default=50_000.0, help="latency mode: records/s (open loop)")
     ap.add_argument("--sources", type=int, default=100_000, help="sources mode: distinct probing senders")
+    ap.add_argument("--sources-max-extra", type=float, default=60.0,
+                    help="sources mode: seconds the load may run past the window to reach every sender")
     ap.add_argument("--workers", type=int, default=1, help="passed to probetag serve if it has --workers")
     ap.add_argument("--connections", type=int, default=0, help="load connections (default 1, 4 with workers)")
     ap.add_argument("--window", type=int, default=16, help="unacked chunks per connection")

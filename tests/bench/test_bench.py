@@ -212,7 +212,7 @@ def test_e2e_sources_mode_covers_the_senders(tmp_path):
     res = _e2e(tmp_path, "--mode", "sources", "--sources", "1000", "--no-floor")
     assert res["sources"] == 1000 and res["sources_covered"] == 1000
     assert res["expected_tagged_share"] == 1.0
-    assert res["tagged_share"] > 0.3
+    assert res["tagged_share"] > 0.95  # distinctive lines only: every sender is tracked
 
 
 def test_explain_bench_times_both_formats(tmp_path):
