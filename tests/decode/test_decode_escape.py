@@ -64,7 +64,7 @@ def test_binary_run_scores_high():
 
 def test_literal_hash_numbers_in_prose_stay_literal():
     for text in (b"app: issue #015 fixed in build #1234", b"lone #1234", b"see ticket #012, thanks",
-                 b"#123#124 are printable"):
+                 b"#123#124 are printable", b"CR is #015 and LF is #012, TAB is #011 here"):
         u = unescape(text)
         assert u.data == text, text
         assert u.dialect is None and u.escapes == 0

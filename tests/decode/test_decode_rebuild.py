@@ -223,8 +223,15 @@ def test_space_after_colon_tag():
     assert b"OPTIONS sip: nm SIP/2.0\r\n" in rb.alternatives
     rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 app: started").record)
     assert rb.line == b"app: started" and b"app:started" in rb.alternatives
-    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 #026\x80: x").record)
-    assert rb.line == b"\x16\x80:x"
+    # binary right after the space: the template's (nmap's SNMPv3 and NotesRPC
+    # probes in tests/fixtures/rsyslog); text after a binary TAG: the payload's
+    # (TerminalServerCookie's 'Cookie: mstshash=')
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 0: #002#001#003").record)
+    assert rb.line == b"0:\x02\x01\x03"
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 #003\xe0Cookie: mstshash=x").record)
+    assert rb.line == b"\x03\xe0Cookie: mstshash=x"
+    rb = rebuild(parse_syslog_line(b"2026-11-27T13:26:33+00:00 10.0.0.1 #026\x80: _x").record)
+    assert rb.line == b"\x16\x80:_x"
 
 
 def test_vector_syslog_without_appname():

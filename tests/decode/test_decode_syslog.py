@@ -30,7 +30,7 @@ def test_colon_tag_space_is_ambiguous():
 def test_empty_tag_lines():
     # '{' / '[' / invalid-PRI lines: the template added the space
     p = parse_syslog_line(b"2026-11-27T13:26:32.863550+00:00 localhost  {\"a\": 1}")
-    assert (p.tag, p.msg) == (b"", b"{\"a\": 1}") and "_spacing" not in p.record
+    assert (p.tag, p.msg, p.record["_spacing"]) == (b"", b"{\"a\": 1}", "lead")
     p = parse_syslog_line(b"2026-11-27T13:26:31.968800+00:00 localhost  foo bar baz")
     assert (p.tag, p.msg, p.record["_spacing"]) == (b"", b" foo bar baz", "empty-tag")
     p = parse_syslog_line(b"2026-11-27T13:26:31.968800+00:00 localhost  ")

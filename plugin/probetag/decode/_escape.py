@@ -212,15 +212,22 @@ def _evidence(data: bytes, dialect: str) -> tuple[float, int, list[bytes]]:
         # A run of control/8-bit escapes: binary data, not prose.
         return 0.95, count, parts
     miss = 1.0
+    weak = 0.0
     tabs_only = True
     for i, m in enumerate(pattern.finditer(data)):
         code = m.group(1)
         value = table[code]
         tabs_only = tabs_only and value == 0x09
-        miss *= 1.0 - _score(data, m.start(), m.end(), value, dialect, code)
+        s = _score(data, m.start(), m.end(), value, dialect, code)
+        if s < DECODE_MIN:
+            # Prose-like escapes do not add up: a note that quotes '#015'
+            # three times is still a note.
+            weak = max(weak, s)
+        else:
+            miss *= 1.0 - s
         if i >= 16:
             break
-    ev = 1.0 - miss
+    ev = 1.0 - miss if miss < 1.0 else weak
     if tabs_only:
         # Tabs in key=value logs are real escapes but say nothing about probes.
         ev = min(ev, 0.3)

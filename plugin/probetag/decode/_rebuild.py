@@ -157,6 +157,22 @@ def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
 _BINARY_TAG = re.compile(rb"[\x80-\xff]|#0[0-3][0-7]|\\")
 
 
+def _template_space(tag: bytes, msg: bytes, host: bytes | None, rest: bytes,
+                    sources: tuple[bytes, ...]) -> bool:
+    """After a TAG ending in ':' the file templates print a space when MSG
+    does not start with one, so 'x: y' may stand for 'x:y'. Guess which:
+    binary right after the space ('0: #002#001', ': #000#000') or a probe
+    line (HOSTNAME is the payload's word: 'OPTIONS sip: nm') -> the template's;
+    text after a binary TAG ('...Cookie: mstshash=') or an application's
+    'app: text' -> the payload's."""
+    after = msg[1:2]
+    if after and (after[0] >= 0x80 or _BINARY_TAG.match(msg, 1)):
+        return True
+    if host and not _host_is_sender(host, rest, sources)[0]:
+        return True
+    return bool(_BINARY_TAG.search(tag)) and not after.isalnum()
+
+
 def _join_host(host: bytes, rest: bytes) -> bytes:
     return host + b" " + rest if rest else host
 
@@ -206,6 +222,8 @@ def _tag_msg(tag: bytes, msg: bytes, spacing: str, lossy: bool) -> tuple[bytes, 
     elif spacing == "empty-tag":
         alts.append(msg[1:])
         alts.append(b"1 " + msg[1:])  # '1 ' read as a version field and dropped
+    elif spacing == "lead":
+        alts.append(b" " + msg)
     elif spacing == "cut":
         alts.append(tag + b" " + msg)
         lossy = True
@@ -230,10 +248,7 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
             if colon is not None:
                 return colon
         rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
-        if spacing == "colon" and alts and (
-                _BINARY_TAG.search(tag) or (host and not _host_is_sender(host, rest, sources)[0])):
-            # 'OPTIONS sip: nm' / a binary TAG ending in ':': the space after
-            # the colon is the template's, not the payload's ('app: text' is).
+        if spacing == "colon" and alts and _template_space(tag, msg, host, rest, sources):
             rest, alts[0] = alts[0], rest
         cand = _Cand(rest, alts, lossy)
     else:
@@ -455,11 +470,17 @@ def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
             seen.add(a)
             alts.append(a)
     if u.evidence and u.evidence < UNSURE:
-        # Escaped or literal was a close call: offer the other reading last.
-        other = (cand.primary if u.dialect is not None
-                 else unescape(cand.primary, dialects, assume_escaped=True).data)
-        if other not in seen:
-            alts.append(other)
+        # Escaped or literal was a close call: offer the other reading of
+        # every candidate, after all of the first reading.
+        if u.dialect is not None:
+            others = [cand.primary, *cand.alts]
+        else:
+            d = unescape(cand.primary, dialects, assume_escaped=True).dialect
+            others = [unescape_as(c, d) for c in (cand.primary, *cand.alts)]
+        for other in others:
+            if other not in seen:
+                seen.add(other)
+                alts.append(other)
     lossy = cand.lossy or u.replaced > 0
     return Rebuilt(u.data, cand.primary, tuple(alts), source, shape, lossy, u.dialect, u.escapes,
                    u.evidence)

@@ -98,15 +98,18 @@ def _split_printed(rest: bytes) -> tuple[bytes, bytes, str]:
 
     Returns (tag, msg, spacing) where spacing says what is uncertain:
     "" exact; "colon" a space after a TAG ending in ':' may be added;
-    "empty-tag" a space after an empty TAG may be added; "cut" the space after
-    a TAG cut at 510 bytes is most likely added.
+    "empty-tag" a space after an empty TAG may be added; "lead" the space
+    before a '{', '[' or '<' MSG is most likely added (it is not in ``msg``);
+    "cut" the space after a TAG cut at 510 bytes is most likely added.
     """
     if rest.startswith(b" "):
         # Empty TAG. MSG starting with '{', '[' or '<' (invalid PRI) got the
         # space from the template; otherwise it is ambiguous.
         body = rest[1:]
-        if body[:1] in (b"{", b"[", b"<") or not body:
-            return b"", body, ""
+        if not body:
+            return b"", b"", ""
+        if body[:1] in (b"{", b"[", b"<"):
+            return b"", body, "lead"  # most likely the template's; ' [' is possible
         return b"", rest, "empty-tag"
     m = _TAG_END.search(rest, 0, TAG_MAX + 1)
     if m is None:
