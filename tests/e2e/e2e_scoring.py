@@ -65,6 +65,22 @@ class Score:
     def recall(self) -> float:
         return self.correct_recoverable / self.recoverable_probe_lines if self.recoverable_probe_lines else 1.0
 
+    def problems(self) -> str:
+        """One readable paragraph for an assertion message."""
+        from collections import Counter
+
+        out = []
+        if self.false_positives:
+            out.append("tagged but not probes (line, kind, name): " + repr(self.false_positives[:10]))
+        if self.misnamed:
+            pairs = Counter(f"{t} -> {v[0]}/{v[1]}" for _, t, v in self.misnamed)
+            out.append("misnamed (truth -> verdict): " + ", ".join(f"{k} x{c}" for k, c in sorted(pairs.items())))
+        if self.missed:
+            names = Counter(p for _, p in self.missed)
+            out.append("not tagged: " + ", ".join(f"{k} x{c}" for k, c in sorted(names.items()))
+                       + f" (lines {[n for n, _ in self.missed][:30]})")
+        return f"{self.fmt}: " + "; ".join(out)
+
     def line(self) -> str:
         return (f"{self.fmt:<12} lines {self.lines:>4}  probe lines {self.probe_lines:>3} "
                 f"(recoverable {self.recoverable_probe_lines:>3})  tagged {self.tagged:>3}  "

@@ -1,0 +1,87 @@
+"""The ground-truth tooling on the stored run (fast, no nmap): nmap's trace
+parser, the wire records and truth.jsonl agree with each other."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from util.nmap import parse_trace
+from util.rsyslog import read_json_lines, tcp_pieces, udp_pieces
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "rsyslog"
+
+
+def _wire() -> list[dict]:
+    return [json.loads(x) for x in (FIX / "wire.jsonl").read_text().splitlines()]
+
+
+def _truth() -> list[dict]:
+    return [json.loads(x) for x in (FIX / "truth.jsonl").read_text().splitlines()]
+
+
+def test_trace_parser_finds_every_probe_and_its_size() -> None:
+    tcp = parse_trace((FIX / "nmap_tcp.trace.txt").read_text())
+    udp = parse_trace((FIX / "nmap_udp.trace.txt").read_text())
+    # every "sending probe" line has its write; NULL writes nothing
+    assert [w.probe for w in tcp.writes if w.sport is None] == list(tcp.probes_sent)
+    assert [w.probe for w in udp.writes if w.sport is None and w.probe != "portscan:udp"] == list(udp.probes_sent)
+    assert all(w.nbytes > 0 for w in tcp.writes if w.probe != "NULL")
+    assert [w.nbytes for w in tcp.writes if w.probe == "NULL"] == [0]
+    # NSE writes carry the dumped bytes and the source port
+    nse = [w for w in tcp.writes + udp.writes if w.script]
+    assert {w.script for w in nse} == {"skypev2-version", "rpc-grind"}
+    assert all(w.data is not None and len(w.data) == w.nbytes and w.sport for w in nse)
+    assert next(w.data for w in nse if w.script == "skypev2-version") == b"GET / HTTP/1.0\r\n\r\n"
+    # the -sU port scan's datagrams come from --packet-trace
+    assert [w for w in udp.writes if w.probe == "portscan:udp"]
+    # times increase along the trace
+    svc = [w.t for w in tcp.writes if w.sport is None]
+    assert svc == sorted(svc)
+
+
+def test_every_traced_write_is_a_labelled_flow_on_the_wire() -> None:
+    wire = _wire()
+    tcp = parse_trace((FIX / "nmap_tcp.trace.txt").read_text())
+    udp = parse_trace((FIX / "nmap_udp.trace.txt").read_text())
+    want = Counter((("tcp" if w in tcp.writes else "udp"), w.probe, w.nbytes)
+                   for w in tcp.writes + udp.writes if w.nbytes > 0)
+    got = Counter((f["transport"], f["probe"], len(bytes.fromhex(f["payload_hex"])))
+                  for f in wire if f["label"] == "probe")
+    assert got == want
+    assert {f["label"] for f in wire} == {"probe", "benign"}
+
+
+def test_truth_lines_follow_from_the_wire_bytes() -> None:
+    wire = _wire()
+    truth = _truth()
+    props = read_json_lines(FIX / "json.log")
+    assert len(truth) == len(props)
+    for t, p in zip(truth, props):
+        if t["kind"] == "internal":
+            assert p["inputname"] == "rsyslogd"
+            continue
+        assert t["kind"] in ("probe", "benign"), t
+        f = wire[t["flow"]]
+        assert f["transport"] == t["transport"] and f["label"] == t["kind"]
+        assert f["probe"] == t["probe"]
+        payload = bytes.fromhex(f["payload_hex"])
+        pieces = tcp_pieces(payload) if f["transport"] == "tcp" else udp_pieces(payload)
+        raw = str(p["rawmsg"]).encode("utf-8", "surrogateescape")
+        assert raw in [x.rawmsg for x in pieces], (t, raw)
+        assert abs(t["dt_ms"]) < 250
+
+
+def test_wire_equal_means_identical_bytes() -> None:
+    wire = _wire()
+    by_probe: dict[str, set[bytes]] = {}
+    for f in wire:
+        if f["label"] == "probe":
+            by_probe.setdefault(f["probe"], set()).add(bytes.fromhex(f["payload_hex"]))
+    pairs = 0
+    for t in _truth():
+        for other in t.get("wire_equal", []):
+            assert by_probe[t["probe"]] & by_probe[other], (t["probe"], other)
+            pairs += 1
+    assert pairs > 0  # skypev2-version and GetRequest send the same bytes
