@@ -150,3 +150,22 @@ def test_flush_ends_everything():
     obs(c, "a", 1.0, GET)
     obs(c, "b", 1.0, GET)
     assert sorted(s["source"] for s in c.flush()) == ["a", "b"] and len(c) == 0
+
+
+def test_whole_probe_line_tagged_during_a_scan_of_its_scanner():
+    det = Detector([_sig("Help", b"HELP\r\n"), _sig("GetRequest", b"GET / HTTP/1.0\r\n\r\n"),
+                    _sig("HTTPOptions", b"OPTIONS / HTTP/1.0\r\n\r\n")])
+    help_m = det.match(b"HELP\r")
+    assert help_m and all(m.ambiguous for m in help_m)
+    c = Correlator(window=5, scan_idle=60)
+    # No scan yet: a lone HELP line is nothing.
+    assert c.observe("a", 1.0, help_m, whole=help_m) is None
+    c.observe("a", 2.0, det.match(b"GET / HTTP/1.0\r"))
+    assert c.observe("a", 10.0, help_m, whole=help_m) is None  # one probe is not yet a scan
+    c.observe("a", 12.0, det.match(b"OPTIONS / HTTP/1.0\r"))
+    v = c.observe("a", 20.0, help_m, whole=help_m)
+    assert v is not None and v.via == "scan" and v.match.signature.probe == "Help"
+    assert 0.5 <= v.confidence < 0.9
+    # Another source, or the same one after the scan went idle: nothing.
+    assert c.observe("b", 20.0, help_m, whole=help_m) is None
+    assert c.observe("a", 200.0, help_m, whole=help_m) is None

@@ -25,6 +25,11 @@ Theory of operation
     order). An ambiguous line that is the last line of its chunk and comes
     before its context stays untagged (documented miss; it is not a
     distinctive line anyway).
+  - a line that is a scanner's *whole* probe but says nothing alone
+    (``HELP\\r``, nmap's Help) is tagged, at a modest confidence, when its
+    source is in the middle of a scan by that scanner (at least two
+    different probes seen on distinctive lines, not idle). Lone ``\\r``
+    lines never qualify: no probe is only a CR.
   - consecutive lines of the same signature within ``window`` form one
     *group* (``group_lines`` counts them); all lines of a source form one
     *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
@@ -57,6 +62,11 @@ __all__ = ["Correlator", "Verdict"]
 
 #: An inherited probe is a little less sure than the line it leans on.
 _INHERIT_FACTOR = 0.95
+#: A source is scanning once this many different probes came from it on
+#: distinctive lines; then a lone line that is a whole probe of the same
+#: scanner (``HELP\r``) is tagged with this confidence.
+_SCAN_MIN_PROBES = 2
+_SCAN_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,9 @@ class Verdict:
     group: int  # ordinal of the group inside the scan
     group_lines: int  # lines in the group so far, this one included
     inherited: bool
+    #: what decided: the line itself, the source's preceding context, a
+    #: following line of the chunk, or the source's ongoing scan
+    via: str = "line"
 
 
 @dataclass(slots=True)
@@ -78,6 +91,7 @@ class _Scan:
     lines: int = 0
     probes: dict[str, int] = field(default_factory=dict)
     scanners: dict[str, int] = field(default_factory=dict)
+    sure_probes: set[str] = field(default_factory=set)  # probes seen on distinctive lines
     # context: the last distinctive match and its time
     ctx: Match | None = None
     ctx_conf: float = 0.0
@@ -111,8 +125,10 @@ class Correlator:
         return len(self._sources)
 
     def observe(self, source: str | None, t: float, matches: Sequence[Match], *,
-                following: Match | None = None) -> Verdict | None:
-        """The verdict for one line, or None when it stays untagged."""
+                following: Match | None = None, whole: Sequence[Match] = ()) -> Verdict | None:
+        """The verdict for one line, or None when it stays untagged.
+        ``whole``: those ambiguous ``matches`` that are a signature's complete
+        payload on their own (``HELP\\r`` is all of nmap's Help probe)."""
         if not matches:
             return None
         if t > self.high_water:
@@ -127,6 +143,7 @@ class Correlator:
             m = sure[0]
             scan = self._touch(src, t, scan)
             scan.ctx, scan.ctx_conf, scan.ctx_t = m, m.confidence, t
+            scan.sure_probes.add(m.signature.probe)
             return self._record(scan, m, m.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = {m.signature.id: m for m in matches}
@@ -135,14 +152,23 @@ class Correlator:
             if m is not None:
                 scan = self._touch(src, t, scan)
                 scan.ctx_t = t  # the connection is still talking
-                return self._record(scan, m, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True)
+                return self._record(scan, m, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
+                                    via="context")
         if following is not None:
             m = by_sig.get(following.signature.id)
             # rsyslog logs one connection's lines in order, so a line that
             # comes first must be an earlier piece of the same payload.
             if m is not None and m.fragment < following.fragment:
                 scan = self._touch(src, t, scan)
-                return self._record(scan, m, following.confidence * _INHERIT_FACTOR, t, inherited=True)
+                return self._record(scan, m, following.confidence * _INHERIT_FACTOR, t, inherited=True,
+                                    via="lookahead")
+        if whole and scan is not None and len(scan.sure_probes) >= _SCAN_MIN_PROBES:
+            # A source in the middle of a scan sends a line that is, whole, one
+            # of its scanner's probes: that is the best reading of it.
+            cands = [m for m in whole if m.signature.scanner in scan.scanners]
+            if len({m.signature.probe for m in cands}) == 1:
+                scan = self._touch(src, t, scan)
+                return self._record(scan, cands[0], _SCAN_CONFIDENCE, t, inherited=True, via="scan")
         return None
 
     def expire(self, now: float) -> list[dict[str, Any]]:
@@ -179,7 +205,8 @@ class Correlator:
             scan.first = t
         return scan
 
-    def _record(self, scan: _Scan, m: Match, conf: float, t: float, *, inherited: bool) -> Verdict:
+    def _record(self, scan: _Scan, m: Match, conf: float, t: float, *, inherited: bool,
+                via: str = "line") -> Verdict:
         sig = m.signature
         scan.lines += 1
         scan.probes[sig.probe] = scan.probes.get(sig.probe, 0) + 1
@@ -199,7 +226,7 @@ class Correlator:
         scan.group_t = t
         if not inherited or not same:
             scan.group_frag = m.fragment
-        return Verdict(m, round(conf, 4), scan.scan_id, scan.group, scan.group_lines, inherited)
+        return Verdict(m, round(conf, 4), scan.scan_id, scan.group, scan.group_lines, inherited, via)
 
     def _end(self, src: str) -> None:
         scan = self._sources.pop(src, None)

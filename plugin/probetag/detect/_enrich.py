@@ -119,7 +119,13 @@ class Enricher:
             matches = resolved[i]
             if all(m.ambiguous for m in matches):
                 following = self._following(analyses, resolved, items, i, an.source, t)
-            verdict = self.correlator.observe(an.source, t, matches, following=following)
+            whole: tuple[Match, ...] = ()
+            if all(m.ambiguous for m in matches) and an.line.strip(b" \t\r\n"):
+                count = self.detector.fragment_count
+                whole = tuple(m for m in matches if m.kind == "exact"
+                              and count.get(m.signature.id) == 1)
+            verdict = self.correlator.observe(an.source, t, matches, following=following,
+                                              whole=whole)
             if verdict is None or verdict.confidence < self.min_confidence:
                 if self.metrics is not None:
                     self.metrics.inc("probe_below_confidence")
@@ -190,6 +196,7 @@ class Enricher:
             "scan_id": v.scan_id,
             "group_lines": v.group_lines,
             "inherited": v.inherited,
+            "via": v.via,
             "source": an.source,
             "shape": an.shape,
             "lossy": an.lossy,
