@@ -4,7 +4,6 @@ plus the JSON encoding of awkward msgpack values."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -77,26 +76,28 @@ def _serve_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "probetag", "serve", *args]
 
 
-def test_subprocess_serve_stdout_and_sigterm():
+def test_subprocess_serve_stdout_and_sigterm(tmp_path):
     port = free_port()
-    proc = subprocess.Popen(_serve_cmd("--listen", f"127.0.0.1:{port}"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert wait_listening(port), "server did not come up"
-        s = sender.FluentSender("sub", host="127.0.0.1", port=port, timeout=3.0)
-        assert s.emit("probe", {"seq": -1}), s.last_error
-        for i in range(N):
-            assert s.emit("probe", {"seq": i, "message": f"line {i}"}), s.last_error
-        s.close()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+    out_path = tmp_path / "out.jsonl"
+    with open(out_path, "wb") as out_file:
+        proc = subprocess.Popen(_serve_cmd("--listen", f"127.0.0.1:{port}"), stdout=out_file,
+                                stderr=subprocess.PIPE)
+        try:
+            assert wait_listening(port), "server did not come up"
+            s = sender.FluentSender("sub", host="127.0.0.1", port=port, timeout=3.0)
+            assert s.emit("probe", {"seq": -1}), s.last_error
+            for i in range(N):
+                assert s.emit("probe", {"seq": i, "message": f"line {i}"}), s.last_error
+            s.close()
+            assert _wait(lambda: out_path.read_bytes().count(b"\n") >= N + 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
     assert proc.returncode == 0, err.decode(errors="replace")
-    objs = [json.loads(x) for x in out.splitlines() if x]
+    objs = [json.loads(x) for x in out_path.read_bytes().splitlines() if x]
     seqs = sorted(o["record"]["seq"] for o in objs)
     assert seqs == [-1] + list(range(N))
     assert all(o["tag"] == "sub.probe" for o in objs)
