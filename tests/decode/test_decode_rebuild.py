@@ -256,3 +256,8 @@ def test_dns_name_hostname_with_a_different_source_ip():
     rec = {"hostname": "SSH-2.0-OpenSSH_9.2p1", "syslogtag": "Debian-2#015", "msg": "",
            "fromhost-ip": "198.51.100.7"}
     assert rebuild(rec).line == b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r"
+
+
+def test_bytes_keys():
+    rb = rebuild({b"host": b"GET", b"ident": b"/", b"message": b"HTTP/1.0#015", 7: "x"})
+    assert rb.line == b"GET / HTTP/1.0\r" and rb.shape == "fluentd-syslog"

@@ -454,6 +454,10 @@ def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
     the record has no payload field. Never raises on odd values."""
     if not isinstance(record, Mapping):
         return None
+    if any(isinstance(k, bytes) for k in record):
+        # peers that send msgpack str keys as bin (raw=True style decoders)
+        record = {k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: v
+                  for k, v in record.items()}
     source, sources = _source(record, source_fields)
     found = _detect(record, fields, sources, 0)
     if found is None:
