@@ -23,8 +23,11 @@ Theory of operation
   (``dialect=None``). The score is built from what rsyslog can and cannot
   produce: runs of escapes, NUL and other control bytes, a CR/LF at the end of
   the line score high; TAB scores low (tabs in key=value logs are real but
-  carry no probe signal); a value rsyslog never escapes (``#123`` = ``S``) or
-  an escape standing alone as a word inside prose scores near zero.
+  carry no probe signal); an escape standing alone as a word inside prose
+  (``issue #015 fixed``) scores near zero, and such prose-like escapes do not
+  add up. Octal escapes of printable ASCII (``#123``, ``#1234``) are never
+  decoded at all: rsyslog does not write them (FIELD_GUIDE 2.1 gives the
+  outer bound ``#[0-3][0-7][0-7]``; 0x20-0x7F is cut out of it).
 * One line is decoded with one dialect: the one with the highest evidence
   (ties go to the earlier one in ``dialects``).
 * Decoding uses one compiled ``split`` per dialect and a lookup table; a line
