@@ -35,6 +35,7 @@ import argparse
 import gzip
 import io
 import json
+import os
 import sys
 import time as _time
 from dataclasses import dataclass, field
@@ -334,6 +335,15 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, config)
+    except BrokenPipeError:
+        # the reader went away (``| head``): stop quietly, like other filters
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     out = sys.stdout
     detector = None
     status = 0
@@ -359,6 +369,8 @@ def main(argv: list[str]) -> int:
                     if args.format == "jsonl":
                         _jsonl(out, n, found, base, path if several else None)
                     base += n
+            except BrokenPipeError:
+                raise
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1

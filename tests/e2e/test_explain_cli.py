@@ -177,3 +177,16 @@ def test_big_file_streams_in_constant_memory(tmp_path: Path) -> None:
     # constant memory: the big file costs far less extra than its own size
     assert (rss_big - rss_small) * 1024 < size / 2, (rss_small, rss_big)
     assert (rss_text - rss_small) * 1024 < size / 2, (rss_small, rss_text)
+
+
+def test_reader_going_away_stops_quietly(tmp_path: Path) -> None:
+    f = tmp_path / "many.log"
+    f.write_bytes(b"Nov 27 10:00:00 h app: line\n" * 200_000)
+    p = subprocess.Popen([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(f)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline() == b'{"line": 1, "probe": null}\n'
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141
+    assert b"Traceback" not in err and b"error" not in err
