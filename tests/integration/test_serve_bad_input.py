@@ -33,6 +33,7 @@ BAD_INPUTS = {
     "huge_size_prefix": b"\x93\xa3tag\xc6\xff\xff\xff\xf0",
     "gzip_bomb": _bomb_frame(),
     "deep_nesting": b"\x91" * 2000 + b"\xc0",
+    "empty_tag": msgpack.packb(["", [[1, {"a": 1}]], {"chunk": "e1"}]),
     "empty": b"",
     "nil_heartbeat": b"\xc0",
 }
@@ -106,6 +107,8 @@ def test_bad_connections_beside_a_good_one(caplog):
         assert m.get("frames_rejected", reason="too_deep") >= 1
         assert m.get("frames_rejected", reason="decompressed_too_large") == 1
         assert m.get("frames_rejected", reason="not_array") >= 1  # garbage bytes are msgpack ints
+        assert m.get("frames_rejected", reason="empty_tag") == 1
+        assert not results["empty_tag"][1]  # skipped, connection kept
         assert m.get("heartbeats", transport="tcp") == 1
         assert m.get("connections_accepted") == 1 + len(BAD_INPUTS)
         lines = svc.stdout.lines()
@@ -114,7 +117,7 @@ def test_bad_connections_beside_a_good_one(caplog):
     assert seqs == sorted(sent) == list(range(GOOD_CHUNKS * PER_CHUNK))
     # One log line per misbehaving connection, naming its address.
     warnings = [r.getMessage() for r in caplog.records if "forward_peer_error" in r.getMessage()]
-    for name in ("garbage", "c1", "huge_size_prefix", "gzip_bomb", "deep_nesting"):
+    for name in ("garbage", "c1", "huge_size_prefix", "gzip_bomb", "deep_nesting", "empty_tag"):
         me = results[name][0]
         assert sum(f"peer={me} " in w for w in warnings) == 1, (name, me, warnings)
     for name in ("empty", "nil_heartbeat"):

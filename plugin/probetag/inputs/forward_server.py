@@ -227,12 +227,18 @@ class _Connection:
         await self.server.pipeline.wait_capacity()
         if self.stopping:
             return  # shutdown while waiting: not handed over, never acked
-        m.inc("frames_in", mode=str(ev.mode))
         self.requests += 1
         tag = ev.tag
         prefix = self.server.config.tag_prefix
         if prefix:
             tag = f"{prefix}.{tag}"
+        if not tag:
+            # No downstream takes an empty tag (Fluentd routes by it; our own
+            # forward client refuses it): skip the frame, no ack, counted.
+            m.inc("frames_rejected", reason="empty_tag")
+            self._log_once("empty_tag", fatal=False)
+            return
+        m.inc("frames_in", mode=str(ev.mode))
         chunk_id = ev.chunk_id
         self.pending += 1
         self._settled.clear()

@@ -188,7 +188,15 @@ class ForwardOutput:
             batch = self._take_batch()
             if not batch:
                 continue
-            await self._deliver(batch)
+            try:
+                await self._deliver(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # our bug: fail this batch, keep the sender alive
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
             for item in batch:
                 if not item.future.done():
                     item.future.set_result(None)
