@@ -261,3 +261,11 @@ def test_dns_name_hostname_with_a_different_source_ip():
 def test_bytes_keys():
     rb = rebuild({b"host": b"GET", b"ident": b"/", b"message": b"HTTP/1.0#015", 7: "x"})
     assert rb.line == b"GET / HTTP/1.0\r" and rb.shape == "fluentd-syslog"
+
+
+def test_fluentd_ident_cut_by_rsyslog_forwarding():
+    # RSYSLOG_ForwardFormat prints %syslogtag:1:32%: a 32-byte ident with an
+    # empty message may be the front of a longer binary line
+    rb = rebuild({"host": "10.0.0.3", "ident": "#026#003#001#000#000#000#000#000", "message": ""})
+    assert rb.lossy and rb.line == b"\x16\x03\x01\x00\x00\x00\x00\x00"
+    assert not rebuild({"host": "10.0.0.3", "ident": "#026#003", "message": ""}).lossy

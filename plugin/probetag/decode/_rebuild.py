@@ -32,7 +32,8 @@ Theory of operation
   one dialect.
 * ``lossy`` is set where bytes are known to be missing: RFC 5424 output (TAG
   beyond APP-NAME), a TAG cut at 510 bytes (the split point's space is a
-  guess) and U+FFFD in the text (a lossy UTF-8 hop replaced bytes). A leading
+  guess), a Fluentd ident of exactly 32 bytes with nothing after it (rsyslog's
+  forwarding template cuts the TAG there) and U+FFFD in the text (a lossy UTF-8 hop replaced bytes). A leading
   ``1 `` that rsyslog dropped (read as a version field) is put back where the
   record proves it (empty TAG before ordinary text; empty APP-NAME). Bytes
   eaten by octet-counted framing cannot be seen in the record itself: see
@@ -51,6 +52,9 @@ from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
 from ._syslog import TAG_MAX, parse_syslog_line
 
 __all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS"]
+
+#: rsyslog's RSYSLOG_ForwardFormat prints ``%syslogtag:1:32%``.
+FORWARD_TAG_MAX = 32
 
 #: Evidence below this offers the other reading (literal vs decoded) too.
 UNSURE = 0.5
@@ -344,7 +348,9 @@ def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
         else:
             readings += [ident + b" " + m, ident + b": " + m, ident + b":" + m, ident + m]
     rest, alts = readings[0], readings[1:]
-    cand = _Cand(rest, alts)
+    # rsyslog's forwarding template cuts the TAG at 32 bytes (FORWARD_NOTES 8):
+    # an ident of exactly that length may be the cut front of a longer line.
+    cand = _Cand(rest, alts, lossy=len(ident) == FORWARD_TAG_MAX and not msg)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand
