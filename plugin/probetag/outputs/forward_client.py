@@ -41,7 +41,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -90,7 +90,6 @@ class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     proto: ClientConnection
-    sent: int = field(default=0)
 
 
 def client_ssl_context(tls: Any) -> ssl.SSLContext:
@@ -245,7 +244,6 @@ class ForwardOutput:
             raise _Retry("write_timeout") from None
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             raise _Retry("write_error", type(exc).__name__) from None
-        conn.sent += 1
         if chunk_id is None:
             return
         try:
