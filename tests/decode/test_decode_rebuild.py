@@ -269,3 +269,9 @@ def test_fluentd_ident_cut_by_rsyslog_forwarding():
     rb = rebuild({"host": "10.0.0.3", "ident": "#026#003#001#000#000#000#000#000", "message": ""})
     assert rb.lossy and rb.line == b"\x16\x03\x01\x00\x00\x00\x00\x00"
     assert not rebuild({"host": "10.0.0.3", "ident": "#026#003", "message": ""}).lossy
+
+
+def test_application_json_in_message_is_the_payload():
+    text = '{"time":"2026-11-27T10:00:05Z","level":"warn","msg":"HELP requested by x"}'
+    rb = rebuild({"message": text})
+    assert (rb.line, rb.shape, rb.lossy) == (text.encode(), "message", False)

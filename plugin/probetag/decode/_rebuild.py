@@ -389,6 +389,8 @@ def _first(rec: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, bytes] 
 
 
 _FILE_FORMATS = ("traditional", "rfc3339", "rfc5424")
+#: A JSON line is an rsyslog record (not an application's JSON) with one of these.
+_RSYSLOG_KEYS = frozenset(("rawmsg", "syslogtag", "fromhost-ip", "fromhost", "programname"))
 _FILE_LINE_START = re.compile(
     rb"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|<(?:[0-9]{1,3}|invld)>1 |\{\")")
 
@@ -443,6 +445,9 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[byte
 def _single(value: bytes, sources: tuple[bytes, ...], depth: int) -> tuple[_Cand, str]:
     if depth == 0 and _FILE_LINE_START.match(value):
         parsed = parse_syslog_line(value)
+        if parsed.fmt == "json" and not _RSYSLOG_KEYS.intersection(parsed.record):
+            # an application's own JSON line is the payload itself
+            return _Cand(value), "message"
         if parsed.fmt != "raw":
             inner = _detect(parsed.record, (), sources, depth + 1)
             if inner is not None:
