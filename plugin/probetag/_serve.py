@@ -11,7 +11,8 @@ Theory of operation
      seconds, so what a client without acks (fluent-logger) wrote just
      before the signal is still taken in; then stop reading;
   2. flush the scan summaries still open, then drain: wait, up to
-     ``drain_timeout``, until every record in flight is
+     ``shutdown_timeout`` (config; ``--drain-timeout`` overrides it) from
+     the signal, until every record in flight is
      settled downstream; their upstream acks are written as they settle;
   3. close the sockets and the output. Whatever was still in flight when the
      bound ran out is simply not acked upstream, so the clients resend it.
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Service", "main", "build_config"]
 
-DRAIN_TIMEOUT = 10.0
 READ_GRACE = 0.5
 _MAX_HTTP_HEAD = 8192
 
@@ -151,9 +151,14 @@ class Service:
         log_event(logging.INFO, "serving", output=out.type,
                   downstream=out.address if out.type != "stdout" else "-")
 
-    async def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> bool:
-        """Shut down; True if everything in flight was settled in time."""
+    async def stop(self, drain_timeout: float | None = None) -> bool:
+        """Shut down; True if everything in flight was settled in time.
+        ``drain_timeout`` (default ``shutdown_timeout``) bounds the read grace
+        plus the drain."""
         assert self.pipeline is not None and self.server is not None
+        if drain_timeout is None:
+            drain_timeout = self.config.shutdown_timeout
+        grace = min(READ_GRACE, drain_timeout / 4)
         await self.server.stop_accepting()
         for extra in self.inputs:
             # HTTP answers a request only once it is settled: closing the
@@ -161,10 +166,10 @@ class Service:
             server = getattr(extra, "_server", None)
             if server is not None:
                 server.close()
-        await asyncio.sleep(min(READ_GRACE, drain_timeout))
+        await asyncio.sleep(grace)
         self.server.stop_reading()
         self.pipeline.flush_summaries()
-        drained = await self.pipeline.drain(drain_timeout)
+        drained = await self.pipeline.drain(drain_timeout - grace)
         left = self.pipeline.flow.records
         await self.server.close()
         for extra in self.inputs:
@@ -197,8 +202,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="send to this forward server (sets output.type=forward, output.address)")
     ap.add_argument("--demo", action="store_true",
                     help="send the bundled sample to ourselves once serving, then keep serving")
-    ap.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, metavar="SECONDS",
-                    help="on SIGINT/SIGTERM, wait this long for in-flight records to be acked")
+    ap.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
+                    help="on SIGINT/SIGTERM, wait this long for in-flight records to be acked "
+                         "(overrides shutdown_timeout)")
     return ap
 
 
