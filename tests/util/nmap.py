@@ -8,22 +8,27 @@ independent records of the scan:
 1. **nmap's own trace.** ``--version-trace`` prints, for every service probe,
    ``Service scan sending probe NAME to HOST:PORT (tcp|udp)`` followed by the
    nsock line ``Write request for N bytes to IOD #k``, with times relative to
-   nmap's start. ``--script-trace`` adds the NSE scripts that ``-sV`` runs
-   (``NSE: Starting SCRIPT against HOST:PORT`` ... ``Finished``). rsyslog never
+   nmap's start. nmap prints the names on stdout and the nsock lines on
+   stderr: the two are read as one stream, or their order is lost.
+   ``--script-trace`` adds the NSE scripts that ``-sV`` runs, with a hex dump
+   of each write and its source port; ``--packet-trace`` adds the raw packets
+   of the port scan (``-sU`` sends a UDP payload there). rsyslog never
    answers, so nmap walks its probes in order until the intensity runs out.
    ``parse_trace`` turns that text into ``TraceWrite`` events.
-2. **The bytes on the wire.** ``WireCapture`` reads every IPv4 packet on the
+2. **The bytes on the wire.** ``WireCapture`` reads the IPv4 packets on the
    loopback interface (an ``AF_PACKET`` socket, root only, the same privilege
-   ``nmap -sU`` needs) whose destination is the rsyslog port, and rebuilds
-   each TCP connection (SYN, payload segments, FIN/RST) and each UDP datagram
-   as a ``Flow``.
+   ``nmap -sU`` needs) whose destination is the rsyslog port (kernel BPF
+   filter, kernel receive time stamps), and rebuilds each TCP connection
+   (SYN, payload segments, FIN/RST) and each UDP datagram as a ``Flow``.
 
-``attribute_flows`` pairs the two: every nmap write is matched, in order, to
-a captured payload of exactly the traced size, after estimating the one
-offset between nmap's clock and the wall clock. Flows nobody claims must be
+``attribute_flows`` pairs the two: NSE and port-scan writes by source port
+and bytes; service-probe writes to a captured payload of exactly the traced
+size at the traced time, once the one offset between nmap's clock and the
+wall clock is fitted. Flows nobody claims must be
 the benign traffic the harness sent itself (matched by content), otherwise
-attribution fails loudly. ``tests.util.groundtruth`` then maps flows to log
-lines.
+attribution fails loudly. ``label_log_lines`` then maps flows to log lines
+with the rsyslog model of ``tests/util/rsyslog.py``; ``capture_scan`` does
+the whole run.
 """
 
 from __future__ import annotations
@@ -81,12 +86,8 @@ class TraceWrite:
     nbytes: int
     iod: int
     script: str | None = None  # NSE script name when the write came from NSE
-    sport: int | None = None  # NSE only: --script-trace names the source port
+    sport: int | None = None  # NSE (--script-trace) and -sU port scan (--packet-trace) name it
     data: bytes | None = None  # NSE only: --script-trace dumps the bytes
-
-    @property
-    def payload_len(self) -> int:
-        return self.nbytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +424,7 @@ def attribute_flows(flows: list[Flow], runs: list[NmapRun], benign_payloads: lis
             if w.sport is None:
                 continue
             hit = [f for f in flows if f.label is None and f.transport == w.transport and f.sport == w.sport
-                   and (w.payload_len == len(f.payload) if w.data is None else (w.data and w.data in f.payload))]
+                   and (w.nbytes == len(f.payload) if w.data is None else (w.data and w.data in f.payload))]
             if not hit:
                 raise AttributionError(f"{w.probe} write from port {w.sport} ({w.nbytes} bytes) not captured")
             for f in hit:
