@@ -364,3 +364,14 @@ def test_shared_first_line_resolved_by_following_lines():
     # Alone: the payload with the fewest lines still to come explains it best.
     res = p.process("s", pack_entry(et(10), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.3")))
     assert _names(res) == ["GetRequest"]
+
+
+def test_input_transport_from_record_limits_signatures():
+    # rsyslog's inputname says which input a line came in on: a TCP probe's
+    # line received over UDP is not that probe.
+    p = make()
+    tcp = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.8", inputname="imtcp"))
+    udp = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.9", inputname="imudp"))
+    res = p.process("s", tcp + udp)
+    assert _names(res) == ["GetRequest", None]
+    assert split(res.chunks[0].entries)[1] == udp

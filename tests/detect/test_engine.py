@@ -270,3 +270,25 @@ def test_backends_available():
     # hyperscan and pyahocorasick are project dependencies: a missing one must
     # fail here rather than silently test only the fallback.
     assert available_backends() == ("hyperscan", "ahocorasick", "re")
+
+
+# -- lossy records: one gap where the TAG beyond APP-NAME was -------------------------------
+
+SIP_TCP = sig("sip-tcp", b"OPTIONS sip:nm SIP/2.0\r\nVia: SIP/2.0/TCP nm;branch=foo\r\n\r\n")
+
+
+def test_gapped_match_only_for_lossy_records():
+    d = Detector([SIP_TCP, sig("get", b"GET / HTTP/1.0\r\n\r\n"),
+                  sig("get404", b"GET /nice%20ports%2C/Tri%6Eity.txt%2ebak HTTP/1.0\r\n\r\n")])
+    # RFC 5424 output: HOSTNAME "OPTIONS", APP-NAME "sip" (the ':' is lost), MSG.
+    assert d.match(b"OPTIONS sipnm SIP/2.0\r") == []
+    m = best(d.match(b"OPTIONS sipnm SIP/2.0\r", lossy=True))
+    assert (m.signature.id, m.fragment, m.kind, m.ambiguous) == ("sip-tcp", 0, "damaged", False)
+    assert m.confidence >= 0.5
+    m = best(d.match(b"Via SIP/2.0/TCP nm;branch=foo\r", lossy=True))
+    assert (m.signature.id, m.fragment) == ("sip-tcp", 1)
+    # The lost TAG of a request line is its path: several GET probes fit.
+    got = d.match(b"GET  HTTP/1.0\r", lossy=True)
+    assert sorted(ids(got)) == ["get", "get404"] and all(m.ambiguous for m in got)
+    # A gap with a space in it is not a TAG: no match.
+    assert d.match(b"OPTIONS SIP/2.0\r", lossy=True) == []

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from os.path import commonprefix
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -63,6 +64,10 @@ _AMBIGUOUS_FACTOR = 0.25
 #: ``fragments()`` gives the prefilter piece prefixes of these lengths.
 _MIN_TRUNCATED = 4
 _MIN_TRUNCATED_TEXT = 16
+#: Gapped (lossy) lines: shortest line and kept tail, and the head used to
+#: find candidates.
+_MIN_GAPPED = 6
+_GAP_PREFIX = 3
 #: Shortest piece used for substring (prefix/damaged) search.
 _MIN_SUBSTRING = 6
 #: Bounded candidate walk in the truncation bisect.
@@ -192,6 +197,7 @@ class Detector:
                                              distinctive(t) and not lost_cr, trimmed=True))
         # Sorted keys for the truncation bisect.
         self._sorted = sorted(self._exact)
+        self._rsorted = sorted(k[::-1] for k in self._exact)
         # Substring engine: markers, plus distinctive untrimmed pieces.
         subs: list[bytes] = []
         self._sub_info: list[tuple[str, Any]] = []
@@ -260,16 +266,85 @@ class Detector:
         return sorted(out)
 
     def match(self, line: bytes, *, alternatives: Iterable[bytes] = (),
-              transport: str | None = None) -> list[Match]:
+              transport: str | None = None, lossy: bool = False) -> list[Match]:
         """Matches for ``line``, best first; the first candidate (line, then
-        each alternative) that gives any match wins."""
-        for cand in (line, *alternatives):
-            if not cand:
-                continue
+        each alternative) that gives any match wins. ``lossy``: the record is
+        known to miss bytes inside the line (RFC 5424 output drops the TAG
+        beyond APP-NAME), so a piece with one gap is also accepted."""
+        cands = [c for c in (line, *alternatives) if c]
+        for cand in cands:
             got = self._match_one(cand, transport)
             if got:
                 return got
+        if lossy:
+            for cand in cands:
+                got = self._gapped(cand, transport)
+                if got:
+                    return got
         return []
+
+    def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
+        """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost
+        in one stretch (FIELD_GUIDE 3: RFC 5424 output prints APP-NAME, not
+        the rest of the TAG). ``A`` may be empty (the whole TAG lost); ``B``
+        must be long enough to mean something."""
+        if len(line.strip(_TRIM)) < _MIN_GAPPED:
+            return []
+        hits: list[tuple[_Piece, float]] = []
+        seen: set[bytes] = set()
+
+        def consider(key: bytes) -> None:
+            if key in seen or len(key) <= len(line):
+                return
+            seen.add(key)
+            cp = len(commonprefix([key, line]))
+            cs = len(commonprefix([key[::-1], line[::-1]]))
+            if cp + cs < len(line) or cs < _MIN_GAPPED:
+                return
+            # Place the gap as late as the kept tail allows (the shortest B),
+            # then check it is a TAG remainder: no space inside, at most 510
+            # bytes, ending where the TAG ends (before a space, or with ':').
+            a = min(cp, len(line))
+            b = len(line) - a
+            gap = key[a:len(key) - b]
+            if not gap or b" " in gap or len(gap) > 510:
+                return
+            rest = key[len(key) - b:]
+            if rest[:1] not in (b" ", b"") and not gap.endswith(b":"):
+                return
+            for p in self._exact[key]:
+                if self._ok_transport(p, transport) and not p.trimmed:
+                    hits.append((p, len(line) / len(key)))
+
+        keys = self._sorted
+        head = line[:_GAP_PREFIX]
+        i = bisect_left(keys, head)
+        n = 0
+        while i < len(keys) and n < _MAX_TRUNC_CANDIDATES and keys[i].startswith(head):
+            consider(keys[i])
+            i += 1
+            n += 1
+        # A empty: the line is what followed the lost TAG, a suffix of a piece.
+        rkeys = self._rsorted
+        tail = line[::-1]
+        i = bisect_left(rkeys, tail)
+        n = 0
+        while i < len(rkeys) and n < _MAX_TRUNC_CANDIDATES and rkeys[i].startswith(tail):
+            consider(rkeys[i][::-1])
+            i += 1
+            n += 1
+        if not hits:
+            return []
+        probes = {self.signatures[p.sig].probe for p, _ in hits}
+        amb = not distinctive(line) or len(probes) > 1
+        best: dict[int, Match] = {}
+        for p, ratio in hits:
+            m = Match(self.signatures[p.sig], p.fragment, "damaged",
+                      self._conf(p.sig, "damaged", amb, 0.8 + 0.2 * ratio), amb)
+            old = best.get(p.sig)
+            if old is None or m.confidence > old.confidence:
+                best[p.sig] = m
+        return sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.id))
 
     # -- internals -------------------------------------------------------------
 

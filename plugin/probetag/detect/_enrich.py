@@ -51,6 +51,25 @@ def show_bytes(data: bytes) -> str:
     return data.decode("latin-1").translate(_SHOW)
 
 
+#: Record fields naming the input a line came in on, and what they mean.
+#: rsyslog's ``inputname`` property is ``imtcp``/``imudp`` (``imptcp``,
+#: ``imrelp`` are TCP too); other pipelines say ``tcp``/``udp``.
+TRANSPORT_FIELDS = ("inputname", "protocol", "transport")
+_TRANSPORTS = {"imudp": "udp", "udp": "udp", "imtcp": "tcp", "imptcp": "tcp", "imrelp": "tcp",
+               "tcp": "tcp", "imgssapi": "tcp"}
+
+
+def _transport(record: dict[Any, Any]) -> str | None:
+    """tcp/udp when the record says which input it came in on, else None."""
+    for key in TRANSPORT_FIELDS:
+        v = record.get(key)
+        if isinstance(v, str):
+            t = _TRANSPORTS.get(v.lower())
+            if t is not None:
+                return t
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
     line: bytes
@@ -81,17 +100,28 @@ class Enricher:
                            dialects=self.dialects)
         if rb is None:
             return None
-        line, matches = rb.line, self.detector.match(rb.line)
+        transport = _transport(record)
+        line, matches = rb.line, self.detector.match(rb.line, transport=transport)
         if not matches:
-            # Ambiguous escaping (a literal ``#015`` in text): try the other
-            # readings, and report the one that matched.
-            for alt in rb.alternatives:
-                matches = self.detector.match(alt)
+            # Ambiguous escaping (a literal ``#015`` in text) or a doubtful
+            # HOSTNAME: try the other readings, and report the one that
+            # matched; then, for records known to miss bytes, gapped matches.
+            cands = (rb.line, *rb.alternatives)
+            for alt in cands[1:]:
+                matches = self.detector.match(alt, transport=transport)
                 if matches:
                     line = alt
                     break
             else:
-                return None
+                if not rb.lossy:
+                    return None
+                for alt in cands:
+                    matches = self.detector.match(alt, transport=transport, lossy=True)
+                    if matches:
+                        line = alt
+                        break
+                else:
+                    return None
         source = rb.source
         if not source:
             for key in HOST_FIELDS:
