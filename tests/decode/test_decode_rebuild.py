@@ -275,3 +275,10 @@ def test_application_json_in_message_is_the_payload():
     text = '{"time":"2026-11-27T10:00:05Z","level":"warn","msg":"HELP requested by x"}'
     rb = rebuild({"message": text})
     assert (rb.line, rb.shape, rb.lossy) == (text.encode(), "message", False)
+
+
+def test_rsyslog_json_line_in_message_uses_its_own_sender():
+    line = ('{"fromhost-ip":"198.51.100.9","hostname":"198.51.100.9","syslogtag":"HELP#015",'
+            '"msg":""}')
+    rb = rebuild({"message": line})
+    assert (rb.line, rb.source, rb.shape, rb.alternatives) == (b"HELP\r", "198.51.100.9", "file-line", ())

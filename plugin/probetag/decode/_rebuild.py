@@ -449,11 +449,13 @@ def _single(value: bytes, sources: tuple[bytes, ...], depth: int) -> tuple[_Cand
             # an application's own JSON line is the payload itself
             return _Cand(value), "message"
         if parsed.fmt != "raw":
-            inner = _detect(parsed.record, (), sources, depth + 1)
+            # an rsyslog JSON line names its sender (fromhost-ip) itself
+            inner_source, inner_sources = _source(parsed.record, ())
+            inner = _detect(parsed.record, (), sources + inner_sources, depth + 1)
             if inner is not None:
                 cand, _ = inner
                 cand.lossy = cand.lossy or parsed.lossy
-                cand.source = _source(parsed.record, ())[0]
+                cand.source = inner_source
                 return cand, "file-line"
     return _Cand(value), "message"
 
