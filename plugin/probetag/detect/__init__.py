@@ -13,7 +13,7 @@ only for records the chunk prefilter (``_prefilter``) hit. No I/O.
 from ._catalogue import CatalogueError, Signature, load_catalogue
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
-from ._enrich import Enricher, show_bytes
+from ._enrich import Enricher, build_detection, prefilter_fragments, show_bytes
 from ._prefilter import LiteralSet, Prefilter, available_backends
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "Correlator",
     "Verdict",
     "Enricher",
+    "build_detection",
+    "prefilter_fragments",
     "show_bytes",
     "LiteralSet",
     "Prefilter",

@@ -135,6 +135,11 @@ class Enricher:
         """``items``: (event time in seconds, record) in stream order ->
         one ``Decision`` or ``None`` per item."""
         analyses = [self.analyse(rec) for _, rec in items]
+        if self.metrics is not None:
+            misses = analyses.count(None)
+            if misses:
+                # Prefilter hits that match nothing: the price of a cheap scan.
+                self.metrics.inc("prefilter_no_match", misses)
         out: list[Any] = [None] * len(items)
         # Pass 1: lines several probes share are ordered by what follows.
         resolved: list[tuple[Match, ...]] = [
