@@ -333,6 +333,12 @@ class Config:
                 raise ConfigError("must be > 0", key=f"listen.{name}")
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             raise ConfigError("must be > 0", key="flow")
+        from .decode import DIALECTS  # the decoder owns the dialect names
+
+        for i, dialect in enumerate(self.detect.escapes):
+            if dialect not in DIALECTS:
+                raise ConfigError(f"unknown escape dialect {dialect!r}; known: {', '.join(DIALECTS)}",
+                                  key=f"detect.escapes[{i}]")
 
 
 # --------------------------------------------------------------------------

@@ -175,3 +175,13 @@ def test_speed_is_bounded():
     for _ in range(2000):
         unescape(line)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_config_rejects_unknown_dialects():
+    from probetag import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="unknown escape dialect") as exc:
+        load_config(text="detect:\n  escapes: [rsyslog, yaml]\n")
+    assert "detect.escapes[1]" in str(exc.value)
+    assert load_config(text="detect:\n  escapes: [rsyslog-8bit, cstyle]\n").detect.escapes == (
+        "rsyslog-8bit", "cstyle")
