@@ -113,3 +113,14 @@ def test_framing_errors_from_rsyslog_internal_messages():
     assert e is not None and e.kind == "incomplete" and e.ip is None
     assert parse_framing_error(b"GET / HTTP/1.0#015") is None
     assert parse_framing_error(b"\xff Frame") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_every_parsed_line_rebuilds(data):
+    from probetag.decode import SHAPES, rebuild
+
+    for prefix in (b"", b"Nov 27 10:00:00 h ", b"2026-11-27T10:00:00+00:00 10.0.0.1 ",
+                   b"<13>1 2026-11-27T10:00:00Z h - - - - ", b'{"rawmsg":"'):
+        rb = rebuild(parse_syslog_line(prefix + data).record)
+        assert rb is not None and rb.shape in SHAPES
