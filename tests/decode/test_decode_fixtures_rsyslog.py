@@ -108,3 +108,16 @@ def test_probe_lines_from_rfc5424_keep_what_survived():
         assert rb.lossy
         readings = [r for r in (rb.line, *rb.alternatives) if r]
         assert not rb.line or any(want.startswith(r[:1]) or r in want for r in readings), (i + 1, rb)
+
+
+def test_framing_errors_are_read_from_internal_lines():
+    from probetag.decode import parse_framing_error
+
+    errors = [(i, parse_framing_error(line)) for i, line in enumerate(lines("rfc3339"))]
+    errors = [(i, e) for i, e in errors if e is not None]
+    assert errors and all(TRUTH[i]["kind"] == "internal" for i, _ in errors)
+    assert {e.kind for _, e in errors} == {"delimiter", "zero-count", "incomplete"}
+    assert all(e.ip == "127.0.0.1" for _, e in errors if e.kind != "incomplete")
+    # no probe or benign line is mistaken for one
+    assert all(parse_framing_error(line) is None
+               for i, line in enumerate(lines("json")) if TRUTH[i]["kind"] != "internal")
