@@ -16,7 +16,9 @@ Theory of operation
   probetag sustains.
 * Figures come from a measurement window that starts after ``--warmup``
   seconds of load and lasts ``--seconds``: the sink and ``/proc/PID/stat`` of
-  the serve process(es) are sampled at both ends. records/s and MB/s (of
+  the serve process(es) are sampled at both ends. ``/proc/PID/task/*/
+  schedstat`` gives the time serve was runnable but waiting for a CPU: on a
+  shared machine that share says how far other load held the figures back. records/s and MB/s (of
   the records as sent) are counted where they arrive, at the sink; latency
   is sink arrival minus the record's send stamp (p50/p99 over the window);
   CPU seconds per million records is serve's user+system time over the
@@ -196,6 +198,25 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _CLK
 
 
+def runqueue_wait(pids: list[int]) -> float:
+    """Seconds the threads of ``pids`` spent runnable but waiting for a CPU
+    (``/proc/PID/task/TID/schedstat``, second field, ns): how much a busy
+    machine held the process back."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
 def peak_rss_mb(pids: list[int]) -> float:
     """Sum of ``VmHWM`` over ``pids`` (one process: its peak RSS)."""
     total = 0
@@ -365,6 +386,7 @@ def run(args: argparse.Namespace) -> dict:
         sink.send("snap")
         a = sink.next_json(30)
         cpu_a = cpu_seconds(pids)
+        wait_a = runqueue_wait(pids)
         phase("window opened")
         t_a = time.monotonic()
         spy = None
@@ -375,6 +397,7 @@ def run(args: argparse.Namespace) -> dict:
         sink.send("snap")
         b = sink.next_json(30)
         cpu_b = cpu_seconds(pids)
+        wait_b = runqueue_wait(pids)
         phase("window closed")
         t_b = time.monotonic()
         rss = peak_rss_mb(pids)
@@ -427,6 +450,10 @@ def run(args: argparse.Namespace) -> dict:
         "latency_max_ms": _r(percentile(hist, 1.0)),
         "cpu_s_per_million": round((cpu_b - cpu_a) / recs * 1e6, 2) if recs else None,
         "serve_cpu_util": round((cpu_b - cpu_a) / dt, 2) if dt > 0 else None,
+        # Share of the window serve was ready to run but had no CPU: near 0 on
+        # a quiet machine; well above 0 means the figures are held back by
+        # other load, not by probetag.
+        "serve_runqueue_wait_share": round((wait_b - wait_a) / dt, 2) if dt > 0 else None,
         "peak_rss_mb": round(rss, 1),
         "window_records": recs,
         "window_tagged": b["tagged"] - a["tagged"],
@@ -508,7 +535,9 @@ def print_result(result: dict) -> None:
         ("MB/s (records in)", f"{result['mb_per_s']}", f"avg record {result['avg_record_bytes']} B"),
         ("latency p50 / p99 ms", f"{result['latency_p50_ms']} / {result['latency_p99_ms']}",
          (f"target p99 <= {t['latency_p99_ms']}" if "latency_p99_ms" in t else "") + mark("latency_p99_ms")),
-        ("CPU s / M records", f"{result['cpu_s_per_million']}", f"serve CPU use {result['serve_cpu_util']} cores"),
+        ("CPU s / M records", f"{result['cpu_s_per_million']}",
+         f"serve CPU use {result['serve_cpu_util']} cores, waited for a CPU {result['serve_runqueue_wait_share']:.0%}"
+         " of the window"),
         ("peak RSS MB", f"{result['peak_rss_mb']}", (f"target <= {t['peak_rss_mb']}" if "peak_rss_mb" in t else "") + mark("peak_rss_mb")),
         ("tagged share", f"{result['tagged_share']}", f"probe share sent {result['expected_tagged_share']}"),
     ]
