@@ -31,6 +31,8 @@ Theory of operation
   ``idle_timeout`` between reads afterwards. A connection that waits for
   pipeline capacity, or whose client waits for our acks, is not idle: the
   wait is ours.
+* ``acks_pending`` (gauge): chunks handed over whose settling (upstream
+  ack, or close without one) is still to come, over all connections.
 * ``max_connections``: one more connection is accepted and closed at once
   (``connections_refused``); the listening socket keeps accepting.
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
@@ -136,6 +138,7 @@ class _Connection:
 
     def _on_settled(self, chunk_id: Any, ok: bool) -> None:
         self.pending -= 1
+        self.server.count_pending(-1)
         if self.pending == 0:
             self._settled.set()
         if self.closed:
@@ -241,6 +244,7 @@ class _Connection:
         m.inc("frames_in", mode=str(ev.mode))
         chunk_id = ev.chunk_id
         self.pending += 1
+        self.server.count_pending(1)
         self._settled.clear()
         try:
             self.server.pipeline.submit(tag, ev.entries, len(ev.entries),
@@ -312,6 +316,13 @@ class ForwardServer:
         self.port = 0
         self.host = ""
         self._ssl: ssl.SSLContext | None = None
+        self.acks_pending = 0
+
+    def count_pending(self, delta: int) -> None:
+        """Chunks handed to the pipeline whose upstream ack (or refusal) is
+        still to come: the ``acks_pending`` gauge."""
+        self.acks_pending += delta
+        self.metrics.set("acks_pending", self.acks_pending)
 
     async def start(self) -> None:
         host, port = parse_hostport(self.config.address)
