@@ -22,6 +22,15 @@ Theory of operation
 * CLI flags override the file: ``--listen`` sets ``listen.address``,
   ``--forward-to`` sets ``output.type=forward`` and ``output.address``.
   Config errors print ``error: FILE:LINE: KEY: reason`` and exit 2.
+* SIGHUP reloads: the config file is read again (with the same CLI
+  overrides) and, if it is valid, a new ``Processor`` (catalogue files,
+  signatures, allowlist, rules, correlation) is built off the event loop and
+  swapped in between two chunks; open connections, in-flight records and
+  their acks are untouched. Open scans of the old processor are ended (their
+  summaries go out). Listener, inputs, output, flow and metrics settings
+  cannot change on a live socket: a reload that changes them is applied
+  without them and says which sections need a restart. An invalid file
+  keeps the running config (``reloads{result="failed"}``, one log line).
 * SIGINT/SIGTERM start the shutdown; a second signal exits at once. An
   output that is gone for good (stdout closed under ``| head``) also shuts
   down, with exit status 1: un-acked upstream chunks are resent elsewhere.
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -49,6 +59,9 @@ if TYPE_CHECKING:
     from .outputs import Output
 
 __all__ = ["Service", "main", "build_config"]
+
+#: Sections a reload cannot apply to open sockets and a running output.
+RESTART_SECTIONS = ("listen", "http", "ndjson", "output", "flow", "metrics")
 
 READ_GRACE = 0.5
 _MAX_HTTP_HEAD = 8192
@@ -151,6 +164,22 @@ class Service:
         log_event(logging.INFO, "serving", output=out.type,
                   downstream=out.address if out.type != "stdout" else "-")
 
+    async def reload(self, cfg: Config) -> tuple[str, ...]:
+        """Apply ``cfg`` to the processing stage (see SIGHUP above); returns
+        the sections that changed but need a restart."""
+        assert self.pipeline is not None
+        # Building the detector compiles the catalogue: seconds of CPU for big
+        # catalogues, so not on the event loop, which keeps serving meanwhile.
+        processor = await asyncio.to_thread(Processor, cfg, self.metrics)
+        pending = tuple(name for name in RESTART_SECTIONS
+                        if getattr(cfg, name) != getattr(self.config, name))
+        self.pipeline.flush_summaries()
+        self.pipeline.processor = processor
+        self.config = dataclasses.replace(
+            self.config, detect=cfg.detect, correlation=cfg.correlation, actions=cfg.actions,
+            log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout)
+        return pending
+
     async def stop(self, drain_timeout: float | None = None) -> bool:
         """Shut down; True if everything in flight was settled in time.
         ``drain_timeout`` (default ``shutdown_timeout``) bounds the read grace
@@ -220,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(cfg.log_level)
     try:
-        return asyncio.run(_serve(cfg, args.demo, args.drain_timeout))
+        return asyncio.run(_serve(cfg, args.demo, args.drain_timeout, lambda: build_config(args)))
     except OSError as exc:  # bind failure and the like
         log_event(logging.ERROR, "fatal", reason=str(exc))
         return 1
@@ -235,10 +264,51 @@ async def _demo(send: Callable[[str, int], int], host: str, port: int) -> None:
     log_event(logging.INFO, "demo_sent", records=n, address=f"{host}:{port}")
 
 
-async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
+async def _reload(service: Service, load: Callable[[], Config]) -> None:
+    try:
+        cfg = await asyncio.to_thread(load)
+        pending = await service.reload(cfg)
+    except ConfigError as exc:
+        service.metrics.inc("reloads", result="failed")
+        log_event(logging.ERROR, "reload_failed", file=exc.file or "-", line=exc.line or "-",
+                  key=exc.key or "-", reason=exc.reason)
+        return
+    except Exception as exc:  # a catalogue that does not compile, unreadable file...
+        service.metrics.inc("reloads", result="failed")
+        log_event(logging.ERROR, "reload_failed", reason=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return
+    setup_logging(cfg.log_level)
+    service.metrics.inc("reloads", result="ok")
+    if pending:
+        log_event(logging.WARNING, "reload_restart_needed", sections=",".join(pending))
+    log_event(logging.INFO, "reloaded", catalogue_files=len(cfg.detect.catalogue),
+              signatures=len(cfg.detect.signatures))
+
+
+async def _serve(cfg: Config, demo: bool, drain_timeout: float | None,
+                 load: Callable[[], Config] | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
+    reloading: asyncio.Task[None] | None = None
+    reload_again = False
+
+    def on_hangup() -> None:
+        nonlocal reloading, reload_again
+        if load is None:
+            return
+        if reloading is not None and not reloading.done():
+            reload_again = True  # one more once this one is done: the file may have changed since
+            return
+        log_event(logging.INFO, "reload", signal="SIGHUP")
+        reloading = loop.create_task(_reload(service, load))
+        reloading.add_done_callback(lambda _t: _again())
+
+    def _again() -> None:
+        nonlocal reload_again
+        if reload_again and not stop.is_set():
+            reload_again = False
+            on_hangup()
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -253,6 +323,7 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
         loop.add_signal_handler(s, on_signal, s)
     service = Service(cfg)
     await service.start()
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     demo_task = None
     if demo:
         from .samples import send_demo
@@ -267,5 +338,7 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float) -> int:
         log_event(logging.ERROR, "shutdown", reason="output closed")
     if demo_task is not None and not demo_task.done():
         demo_task.cancel()
+    if reloading is not None and not reloading.done():
+        reloading.cancel()
     drained = await service.stop(drain_timeout)
     return 0 if drained and not output_gone else 1
