@@ -149,3 +149,20 @@ def test_forward_in_tail_records_through_serve(scan: ScanCapture) -> None:
     assert not s_.false_positives, s_.problems()
     assert not s_.misnamed, s_.problems()
     assert not s_.missed, s_.problems()
+
+
+def test_explain_text_names_the_scanner_source_and_listener(scan: ScanCapture) -> None:
+    path = scan.rsyslog.files["json"]
+    proc = subprocess.run([sys.executable, "-m", "probetag", "explain", str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    text = proc.stdout.decode()
+    n = len(scan.truth)
+    assert f"{n} lines (json format)" in text
+    # the scan came from 127.0.0.1 over both transports, and the JSON output
+    # names the inputs that received it
+    assert "127.0.0.1: nmap" in text
+    assert "received by: imtcp, imudp" in text
+    internal_framing = sum(1 for p in read_json_lines(path)
+                           if p["inputname"] == "rsyslogd" and ("Framing Error" in str(p["rawmsg"])
+                                                                or "Incomplete frame" in str(p["rawmsg"])))
+    assert f"{internal_framing} rsyslog framing-error lines" in text
