@@ -217,11 +217,16 @@ def _evidence(data: bytes, dialect: str) -> tuple[float, int, list[bytes]]:
     miss = 1.0
     weak = 0.0
     tabs_only = True
-    for i, m in enumerate(pattern.finditer(data)):
-        code = m.group(1)
+    # Positions come from the split parts: no second scan of the line.
+    pos = 0
+    plen = len(prefix)
+    for i in range(count):
+        start = pos + len(parts[2 * i])
+        code = parts[2 * i + 1]
+        pos = start + plen + len(code)
         value = table[code]
         tabs_only = tabs_only and value == 0x09
-        s = _score(data, m.start(), m.end(), value, dialect, code)
+        s = _score(data, start, pos, value, dialect, code)
         if s < DECODE_MIN:
             # Prose-like escapes do not add up: a note that quotes '#015'
             # three times is still a note.
