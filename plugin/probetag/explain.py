@@ -103,12 +103,12 @@ class Explainer:
         self.config = config
         self.fmt = fmt
         self.metrics = Metrics()
-        det, _pre, self.correlator, _actions, self.enricher = build_detection(config, self.metrics, detector=detector)
+        det, pre, self.correlator, _actions, self.enricher = build_detection(config, self.metrics, detector=detector)
         self.detector = det
-        frags = prefilter_fragments(det, config.detect.escapes)
         if fmt in ("json", "auto"):
-            frags = sorted(set(frags) | {_json_escaped(f) for f in frags})
-        self.prefilter = Prefilter(frags, det.backend)
+            frags = prefilter_fragments(det, config.detect.escapes)
+            pre = Prefilter(sorted(set(frags) | {_json_escaped(f) for f in frags}), det.backend)
+        self.prefilter = pre
         self.output_field = config.detect.output_field
         self.report = FileReport(name, fmt)
         self._tcache: dict[bytes, float] = {}

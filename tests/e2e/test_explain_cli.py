@@ -190,3 +190,17 @@ def test_reader_going_away_stops_quietly(tmp_path: Path) -> None:
     err = p.stderr.read()
     assert p.wait(timeout=60) == 141
     assert b"Traceback" not in err and b"error" not in err
+
+
+def test_config_file_sets_the_detection(tmp_path: Path) -> None:
+    src = str(FIX / "traditional.log")
+    default = [o["probe"] for o in _jsonl(src)]
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("detect:\n  min_confidence: 0.99\n")
+    picky = [o["probe"] for o in _jsonl("--config", str(strict), src)]
+    assert sum(p is not None for p in picky) < sum(p is not None for p in default)
+    assert all(p is None or p["confidence"] >= 0.99 for p in picky)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detect:\n  no_such_key: 1\n")
+    p = _run("--config", str(bad), src)
+    assert p.returncode == 2 and b"no_such_key" in p.stderr
