@@ -11,8 +11,9 @@ import os
 import threading
 import time
 
-from harness import FluentdUpstream, ServeProcess, tally, wait_for
+from harness import FluentdUpstream, ServeProcess, parse_metrics, scrape, tally, wait_for
 from util.downstream import Downstream
+from util.ports import free_port
 
 #: Outage length of the "downstream down" scenario. The issue asks for a
 #: minute; RELIABILITY_OUTAGE shortens it for a quick local run.
@@ -41,7 +42,10 @@ def _check(fig, ds: Downstream, up: FluentdUpstream, total: int, **extra: object
 
 def test_downstream_restarted_repeatedly_under_load(tmp_path, figures):
     total, restarts = 24_000, 5
-    with Downstream() as ds, ServeProcess(tmp_path, _config(ds.port)) as pt:
+    mport = free_port()
+    # A small ack delay keeps a request waiting for its ack most of the time,
+    # so the restarts cut requests in flight.
+    with Downstream(ack_delay=0.03) as ds, ServeProcess(tmp_path, _config(ds.port), metrics_port=mport) as pt:
         up = FluentdUpstream(pt.port, total, per_chunk=100, interval=0.04).start()  # ~10 s of load
         for i in range(restarts):
             # Restart when a share of the stream has gone through, so every
@@ -49,11 +53,15 @@ def test_downstream_restarted_repeatedly_under_load(tmp_path, figures):
             assert wait_for(lambda: up.sent_chunks >= (i + 1) * len(up.chunks) // (restarts + 2), 30)
             ds.restart(pause=0.3)
         assert up.wait(90), f"acked {up.acked_chunks()}/{len(up.chunks)}"
+        series = parse_metrics(scrape(mport)[1])
+        retries = sum(v for k, v in series.items() if k.startswith("probetag_downstream_retries"))
         rc = pt.stop()
         _check(figures, ds, up, total, restarts=restarts, downstream_connections=ds.connections,
+               probetag_retries=int(retries),
                peak_rss_mib=round(pt.peak_rss_kib / 1024, 1), exit=rc)
     assert rc == 0
     assert ds.connections >= restarts + 1  # probetag reconnected after each restart
+    assert retries >= 1, "no restart cut a request in flight"
 
 
 def test_downstream_down_for_a_long_while(tmp_path, figures):
