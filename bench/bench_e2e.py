@@ -38,6 +38,11 @@ Theory of operation
   ``"workers_supported": false``.
 * ``--profile`` samples the serve process with py-spy during the window and
   prints the functions with the most samples (self and inclusive %).
+  py-spy samples wall time, so on a busy machine time spent waiting for a
+  CPU lands on whatever line was running (often a socket write that woke
+  another process). ``--profile cprofile`` runs serve under cProfile with a
+  CPU-time clock, switched on only for the window: immune to that, but
+  cProfile's per-call overhead inflates call-heavy code.
 * Every wait has a bound. Results are printed as a table and written as JSON
   to ``bench/results/`` (git-ignored), or to ``--json``.
 """
@@ -49,6 +54,7 @@ import json
 import os
 import platform
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -184,9 +190,9 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """user + system seconds of ``pids`` (and of children they reaped)."""
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) seconds of ``pids`` (and of children they reaped)."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -194,8 +200,14 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
-        total += sum(int(x) for x in fields[11:15])
-    return total / _CLK
+        user += int(fields[11]) + int(fields[13])
+        system += int(fields[12]) + int(fields[14])
+    return user / _CLK, system / _CLK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system seconds of ``pids`` (and of children they reaped)."""
+    return sum(cpu_times(pids))
 
 
 def runqueue_wait(pids: list[int]) -> float:
@@ -289,11 +301,58 @@ def summarize_profile(raw_path: Path, top: int = 15) -> dict:
     return {"samples": total, "self": pct(self_fn), "inclusive": pct(incl_fn), "lines": pct(self_line)}
 
 
+#: ``probetag serve`` under cProfile with a CPU-time clock, switched on by
+#: SIGUSR1 and off (and dumped to argv[1]) by SIGUSR2, so only the window is
+#: profiled and time spent waiting for a CPU is not charged to anything.
+_CPROFILE_SERVE = """
+import cProfile, signal, sys, time
+from probetag.cli import main
+out = sys.argv[1]
+prof = cProfile.Profile(time.process_time)
+def on_signal(signum, frame):
+    if signum == signal.SIGUSR1:
+        prof.enable()
+    else:
+        prof.disable()
+        prof.dump_stats(out)
+signal.signal(signal.SIGUSR1, on_signal)
+signal.signal(signal.SIGUSR2, on_signal)
+sys.exit(main(["serve", *sys.argv[2:]]))
+"""
+
+
+def summarize_cprofile(path: Path, top: int = 15) -> dict:
+    """Self (tottime) and inclusive (cumtime) CPU shares per function from a
+    cProfile dump; the total is the sum of self times."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values())
+
+    def name(key: tuple) -> str:
+        file, line, func = key
+        short = re.sub(r"^.*/(?:site-packages|plugin|lib/python3\.\d+)/", "", file)
+        return f"{func} ({short})" if line else func
+
+    def pct(idx: int) -> list[tuple[str, float]]:
+        ranked = sorted(stats.items(), key=lambda kv: -kv[1][idx])
+        out = [(name(k), round(100.0 * v[idx] / total, 1)) for k, v in ranked
+               if not name(k).startswith(_SCAFFOLD_CPROFILE)]
+        return out[:top] if total else []
+
+    return {"samples": round(total, 3), "unit": "CPU seconds", "self": pct(2), "inclusive": pct(3), "lines": []}
+
+
 # Frames every sample has (interpreter start, the event loop, CLI dispatch):
 # left out of the inclusive list, where they would only say "100 %".
 _SCAFFOLD = ("_run_module_as_main ", "_run_code ", "<module> (probetag/__main__", "main (probetag/cli",
              "main (probetag/_serve", "run (asyncio/runners", "Runner.run ", "BaseEventLoop.run_",
              "BaseEventLoop._run_once ", "Handle._run ")
+
+
+_SCAFFOLD_CPROFILE = ("_run_once (asyncio/", "_run (asyncio/events", "<method 'run' of '_contextvars",
+                      "run_forever (asyncio/", "run_until_complete (asyncio/", "run (asyncio/runners",
+                      "main (probetag/cli", "main (probetag/_serve", "<module>")
 
 
 def _fold_line(frame: str) -> str:
@@ -347,7 +406,10 @@ def run(args: argparse.Namespace) -> dict:
                      stderr_path=tmp / "sink.err")
         listen_port = free_port()
         cfg = write_config(tmp, listen_port, sink_port)
-        argv = [sys.executable, "-m", "probetag", "serve", "-c", str(cfg)]
+        if args.profile == "cprofile":
+            argv = [sys.executable, "-c", _CPROFILE_SERVE, str(tmp / "serve.prof"), "-c", str(cfg)]
+        else:
+            argv = [sys.executable, "-m", "probetag", "serve", "-c", str(cfg)]
         if workers_ok:
             argv += ["--workers", str(args.workers)]
         t_serve = time.monotonic()
@@ -385,18 +447,24 @@ def run(args: argparse.Namespace) -> dict:
         pids = process_tree(serve.proc.pid)
         sink.send("snap")
         a = sink.next_json(30)
-        cpu_a = cpu_seconds(pids)
+        user_a, sys_a = cpu_times(pids)
+        cpu_a = user_a + sys_a
         wait_a = runqueue_wait(pids)
         phase("window opened")
         t_a = time.monotonic()
         spy = None
-        if args.profile:
+        if args.profile == "py-spy":
             spy = _start_profile(serve.proc.pid, args.seconds, tmp / "profile.txt", workers_ok)
+        elif args.profile == "cprofile":
+            os.kill(serve.proc.pid, signal.SIGUSR1)
         time.sleep(args.seconds)
+        if args.profile == "cprofile":
+            os.kill(serve.proc.pid, signal.SIGUSR2)
         pids = process_tree(serve.proc.pid)
         sink.send("snap")
         b = sink.next_json(30)
-        cpu_b = cpu_seconds(pids)
+        user_b, sys_b = cpu_times(pids)
+        cpu_b = user_b + sys_b
         wait_b = runqueue_wait(pids)
         phase("window closed")
         t_b = time.monotonic()
@@ -410,6 +478,20 @@ def run(args: argparse.Namespace) -> dict:
                 shutil.copy(tmp / "profile.txt", keep)
                 result["profile_raw"] = str(keep)
             except (subprocess.TimeoutExpired, OSError) as exc:
+                result["profile_error"] = repr(exc)
+        if args.profile == "cprofile":
+            prof = tmp / "serve.prof"
+            deadline = time.monotonic() + 15
+            while not prof.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.3)  # let the dump finish
+            try:
+                result["profile"] = summarize_cprofile(prof)
+                keep = HERE / "results" / f"cprofile-{args.mode}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.prof"
+                keep.parent.mkdir(exist_ok=True)
+                shutil.copy(prof, keep)
+                result["profile_raw"] = str(keep)
+            except (OSError, EOFError, ValueError, TypeError) as exc:
                 result["profile_error"] = repr(exc)
         extra = args.sources_max_extra if args.mode == "sources" else 0.0
         done = load.next_json(args.warmup + args.seconds + extra + 60)
@@ -450,6 +532,8 @@ def run(args: argparse.Namespace) -> dict:
         "latency_max_ms": _r(percentile(hist, 1.0)),
         "cpu_s_per_million": round((cpu_b - cpu_a) / recs * 1e6, 2) if recs else None,
         "serve_cpu_util": round((cpu_b - cpu_a) / dt, 2) if dt > 0 else None,
+        # Kernel time (socket I/O, loopback TCP) as a share of serve's CPU.
+        "serve_system_share": round((sys_b - sys_a) / (cpu_b - cpu_a), 2) if cpu_b > cpu_a else None,
         # Share of the window serve was ready to run but had no CPU: near 0 on
         # a quiet machine; well above 0 means the figures are held back by
         # other load, not by probetag.
@@ -536,8 +620,8 @@ def print_result(result: dict) -> None:
         ("latency p50 / p99 ms", f"{result['latency_p50_ms']} / {result['latency_p99_ms']}",
          (f"target p99 <= {t['latency_p99_ms']}" if "latency_p99_ms" in t else "") + mark("latency_p99_ms")),
         ("CPU s / M records", f"{result['cpu_s_per_million']}",
-         f"serve CPU use {result['serve_cpu_util']} cores, waited for a CPU {result['serve_runqueue_wait_share']:.0%}"
-         " of the window"),
+         f"serve CPU use {result['serve_cpu_util']} cores ({result['serve_system_share']:.0%} system),"
+         f" waited for a CPU {result['serve_runqueue_wait_share']:.0%} of the window"),
         ("peak RSS MB", f"{result['peak_rss_mb']}", (f"target <= {t['peak_rss_mb']}" if "peak_rss_mb" in t else "") + mark("peak_rss_mb")),
         ("tagged share", f"{result['tagged_share']}", f"probe share sent {result['expected_tagged_share']}"),
     ]
@@ -555,15 +639,17 @@ def print_result(result: dict) -> None:
     print(table(rows))
     prof = result.get("profile")
     if prof and prof["samples"]:
-        print(f"profile ({prof['samples']} samples), self time:")
+        unit = prof.get("unit", "samples")
+        print(f"profile ({prof['samples']} {unit}), self time:")
         for name, pct in prof["self"][:12]:
             print(f"  {pct:5.1f}%  {name}")
         print("inclusive:")
         for name, pct in prof["inclusive"][:15]:
             print(f"  {pct:5.1f}%  {name}")
-        print("hottest lines (self):")
-        for name, pct in prof["lines"][:10]:
-            print(f"  {pct:5.1f}%  {name}")
+        if prof["lines"]:
+            print("hottest lines (self):")
+            for name, pct in prof["lines"][:10]:
+                print(f"  {pct:5.1f}%  {name}")
 
 
 def write_json(result: dict, path: Path | None) -> Path:
@@ -594,7 +680,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
     ap.add_argument("--no-floor", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="sample serve with py-spy in the window")
+    ap.add_argument("--profile", nargs="?", const="py-spy", choices=("py-spy", "cprofile"), default=None,
+                    help="profile serve in the window: py-spy (sampling, wall clock; default) or cprofile "
+                         "(deterministic, CPU clock: not skewed by other load, but slows serve down)")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
     ap.add_argument("--verbose", action="store_true", help="print the phases with their times on stderr")
     return ap

@@ -124,6 +124,28 @@ def test_profile_summary_folds_lines(tmp_path):
     assert s["lines"][0] == ("g (b.py:9)", 60.0)
 
 
+def test_cprofile_summary_shares_add_up(tmp_path):
+    import cProfile
+
+    def leaf(n):
+        return sum(i * i for i in range(n))
+
+    def outer():
+        return [leaf(20000) for _ in range(20)]
+
+    prof = cProfile.Profile(time.process_time)
+    prof.runcall(outer)
+    path = tmp_path / "p.prof"
+    prof.dump_stats(str(path))
+    s = bench_e2e.summarize_cprofile(path, top=50)
+    assert s["unit"] == "CPU seconds" and s["samples"] > 0
+    assert sum(p for _, p in s["self"]) == pytest.approx(100.0, abs=1.0)
+    incl = dict(s["inclusive"])
+    outer_share = next(v for k, v in incl.items() if k.startswith("outer ("))
+    leaf_share = next(v for k, v in incl.items() if k.startswith("leaf ("))
+    assert outer_share >= leaf_share > 50.0
+
+
 # ----------------------------------------------------------------- sink process
 
 
