@@ -108,7 +108,8 @@ def test_tls_in_and_out_with_client_certificates(cert):
         plain.send_chunk("tls.plain", [{"seq": 998}])
         assert plain.peer_closed(5)
         plain.close()
-        assert svc.metrics.get("connections_rejected", reason="tls_handshake_failed") == 2
+        assert ds.wait_until(
+            lambda: svc.metrics.get("connections_rejected", reason="tls_handshake_failed") == 2, 5)
         up2 = Upstream(svc.port, ssl_context=_client_ctx(crt, key))
         up2.send_chunk("tls.ok", [{"seq": 50}])
         assert up2.read_acks(1, timeout=15) == 1

@@ -166,3 +166,16 @@ def test_subprocess_exits_when_stdout_closes():
             proc.wait(5)
     assert rc == 1
     assert b"event=output_closed" in err and b'reason="output closed"' in err
+
+
+def test_flags_override_the_file(tmp_path):
+    from probetag._serve import _parser, build_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("listen:\n  address: 127.0.0.1:1111\n  tag_prefix: edge\n"
+                 "output:\n  type: stdout\n  ack_timeout: 7\n")
+    cfg = build_config(_parser().parse_args(["-c", str(p), "--listen", "127.0.0.1:2222",
+                                             "--forward-to", "10.0.0.1:24224"]))
+    assert cfg.listen.address == "127.0.0.1:2222" and cfg.listen.tag_prefix == "edge"
+    assert (cfg.output.type, cfg.output.address, cfg.output.ack_timeout) == ("forward", "10.0.0.1:24224", 7.0)
+    assert build_config(_parser().parse_args(["-c", str(p)])).output.type == "stdout"

@@ -112,6 +112,19 @@ class _UdpHeartbeat(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
+class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that reads nothing until ``_accept`` resumes it.
+
+    Bytes a client sends at once (a TLS ClientHello) must not be consumed by
+    the plain StreamReader before ``start_tls`` takes the socket over, or the
+    TLS handshake waits for bytes already gone."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
+        super().connection_made(transport)
+
+
 class _Connection:
     """One TCP connection: its ServerConnection, read loop and pending acks."""
 
@@ -327,11 +340,15 @@ class ForwardServer:
     async def start(self) -> None:
         host, port = parse_hostport(self.config.address)
         ctx = self._ssl = server_ssl_context(self.config.tls) if self.config.tls else None
-        # TLS is started per connection in _accept (not by start_server), so a
-        # failed TLS handshake is counted and logged like any peer error;
-        # asyncio itself only reports those in debug mode.
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=READ_SIZE, reuse_address=True)
+        # TLS is started per connection in _accept (not by create_server's
+        # ssl=), so a failed TLS handshake is counted and logged like any peer
+        # error; asyncio itself reports those only in debug mode.
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
+
+        self._server = await loop.create_server(protocol, host, port, reuse_address=True)
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         if self.config.udp_heartbeat:
@@ -345,31 +362,36 @@ class ForwardServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         m = self.metrics
         task = asyncio.current_task()
-        if len(self._conns) >= self.config.max_connections or self._server is None:
+        assert task is not None
+        # Connections still in their TLS handshake count against the limit too.
+        if len(self._tasks) >= self.config.max_connections or self._server is None:
             m.inc("connections_refused")
             log_event(logging.WARNING, "connection_refused",
                       peer=format_peer(writer.get_extra_info("peername")),
                       reason="max_connections", limit=self.config.max_connections)
             writer.close()
             return
-        if self._ssl is not None and not await self._start_tls(writer):
-            return
-        conn = _Connection(self, reader, writer)
-        self._conns.add(conn)
-        if task is not None:
-            self._tasks.add(task)
-        m.inc("connections_accepted")
-        m.set("connections_open", len(self._conns))
+        self._tasks.add(task)
         try:
-            await conn.run()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._conns.discard(conn)
-            if task is not None:
-                self._tasks.discard(task)
+            if self._ssl is not None:
+                if not await self._start_tls(writer):
+                    return
+            elif isinstance(writer.transport, asyncio.ReadTransport):
+                writer.transport.resume_reading()
+            conn = _Connection(self, reader, writer)
+            self._conns.add(conn)
+            m.inc("connections_accepted")
             m.set("connections_open", len(self._conns))
-            await conn.close()
+            try:
+                await conn.run()
+            finally:
+                self._conns.discard(conn)
+                m.set("connections_open", len(self._conns))
+                await conn.close()
+        except asyncio.CancelledError:
+            writer.close()  # shutdown (close() cancels what is left)
+        finally:
+            self._tasks.discard(task)
 
     async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
         assert self._ssl is not None
