@@ -271,17 +271,28 @@ class Detector:
         each alternative) that gives any match wins. ``lossy``: the record is
         known to miss bytes inside the line (RFC 5424 output drops the TAG
         beyond APP-NAME), so a piece with one gap is also accepted."""
-        cands = [c for c in (line, *alternatives) if c]
-        for cand in cands:
-            got = self._match_one(cand, transport)
-            if got:
-                return got
-        if lossy:
+        return self.match_best((line, *alternatives), transport=transport, lossy=lossy)[1]
+
+    def match_best(self, candidates: Iterable[bytes], *, transport: str | None = None,
+                   lossy: bool = False) -> tuple[bytes, list[Match]]:
+        """(candidate, its matches) for the first candidate with a
+        distinctive match; exact/prefix/truncated readings before gapped ones
+        (``lossy``); failing that, the first candidate with ambiguous matches
+        only, so correlation can still use it. ``(b"", [])`` when nothing
+        matches."""
+        cands = [c for c in candidates if c]
+        fallback: tuple[bytes, list[Match]] | None = None
+        passes = [self._match_one] + ([self._gapped] if lossy else [])
+        for fn in passes:
             for cand in cands:
-                got = self._gapped(cand, transport)
-                if got:
-                    return got
-        return []
+                got = fn(cand, transport)
+                if not got:
+                    continue
+                if any(not m.ambiguous for m in got):
+                    return cand, got
+                if fallback is None:
+                    fallback = (cand, got)
+        return fallback if fallback is not None else (b"", [])
 
     def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
         """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost

@@ -38,6 +38,8 @@ HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
 #: Shortest raw literal the chunk prefilter looks for; longest escaped form.
 _MIN_RAW = 6
 _MAX_ESCAPED = 24
+#: Shortest line the scan rule may tag as a whole probe (``HELP``).
+_MIN_WHOLE = 4
 #: How many later hit records an ambiguous line may look ahead to.
 _LOOKAHEAD = 16
 
@@ -100,28 +102,13 @@ class Enricher:
                            dialects=self.dialects)
         if rb is None:
             return None
-        transport = _transport(record)
-        line, matches = rb.line, self.detector.match(rb.line, transport=transport)
+        # The primary reading, then the other readings rebuild offers
+        # (ambiguous escaping such as a literal ``#015``, a doubtful
+        # HOSTNAME), then, for records known to miss bytes, gapped matches.
+        line, matches = self.detector.match_best((rb.line, *rb.alternatives),
+                                                 transport=_transport(record), lossy=bool(rb.lossy))
         if not matches:
-            # Ambiguous escaping (a literal ``#015`` in text) or a doubtful
-            # HOSTNAME: try the other readings, and report the one that
-            # matched; then, for records known to miss bytes, gapped matches.
-            cands = (rb.line, *rb.alternatives)
-            for alt in cands[1:]:
-                matches = self.detector.match(alt, transport=transport)
-                if matches:
-                    line = alt
-                    break
-            else:
-                if not rb.lossy:
-                    return None
-                for alt in cands:
-                    matches = self.detector.match(alt, transport=transport, lossy=True)
-                    if matches:
-                        line = alt
-                        break
-                else:
-                    return None
+            return None
         source = rb.source
         if not source:
             for key in HOST_FIELDS:
@@ -155,7 +142,7 @@ class Enricher:
             if all(m.ambiguous for m in matches):
                 following = self._following(analyses, resolved, items, i, an.source, t)
             whole: tuple[Match, ...] = ()
-            if all(m.ambiguous for m in matches) and an.line.strip(b" \t\r\n"):
+            if all(m.ambiguous for m in matches) and len(an.line.strip(b" \t\r\n")) >= _MIN_WHOLE:
                 count = self.detector.fragment_count
                 whole = tuple(m for m in matches if m.kind == "exact"
                               and count.get(m.signature.id) == 1)
