@@ -292,3 +292,17 @@ def test_gapped_match_only_for_lossy_records():
     assert sorted(ids(got)) == ["get", "get404"] and all(m.ambiguous for m in got)
     # A gap with a space in it is not a TAG: no match.
     assert d.match(b"OPTIONS SIP/2.0\r", lossy=True) == []
+
+
+def test_match_best_prefers_a_distinctive_reading():
+    d = Detector([sig("help", b"HELP\r\n"), SIP_TCP])
+    # The first reading is only ambiguous; a later one is distinctive.
+    cand, got = d.match_best([b"HELP\r", b"OPTIONS sip:nm SIP/2.0\r"])
+    assert cand == b"OPTIONS sip:nm SIP/2.0\r" and ids(got) == ["sip-tcp"]
+    # With nothing better, the ambiguous reading is returned for correlation.
+    cand, got = d.match_best([b"nothing here", b"HELP\r"])
+    assert cand == b"HELP\r" and all(m.ambiguous for m in got)
+    assert d.match_best([b"nothing here"]) == (b"", [])
+    # Exact readings win over gapped ones even when the gapped one comes first.
+    cand, got = d.match_best([b"OPTIONS sipnm SIP/2.0\r", b"OPTIONS sip:nm SIP/2.0\r"], lossy=True)
+    assert cand == b"OPTIONS sip:nm SIP/2.0\r" and got[0].kind == "exact"
