@@ -325,6 +325,8 @@ class FluentdUpstream:
                  inflight: dict[str, tuple[_Chunk, float]]) -> str | None:
         unpacker = msgpack.Unpacker(raw=False)
         sock.setblocking(False)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         out = b""
         while not self._stop.is_set():
             now = time.monotonic()
@@ -345,7 +347,11 @@ class FluentdUpstream:
             oldest = min((t for _, t in inflight.values()), default=None)
             if oldest is not None and now - oldest > self.ack_timeout:
                 return "ack_timeout"
-            r, w, _ = select.select([sock], [sock] if out else [], [], 0.05)
+            # poll, not select: scenarios with thousands of sockets have fds > 1024
+            poller.modify(sock, select.POLLIN | (select.POLLOUT if out else 0))
+            ready = {ev for _, ev in poller.poll(50)}
+            r = any(ev & (select.POLLIN | select.POLLHUP | select.POLLERR) for ev in ready)
+            w = any(ev & select.POLLOUT for ev in ready)
             if w:
                 try:
                     n = sock.send(out)
