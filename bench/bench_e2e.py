@@ -80,6 +80,11 @@ TARGETS = {
     "workers_scaling": 1.8,
 }
 _CLK = os.sysconf("SC_CLK_TCK")
+#: glibc malloc: serve buffers up to 32 MiB from the heap instead of a fresh
+#: mmap each, and keep freed memory instead of trimming it at once (mallopt(3),
+#: M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
+MALLOC_BIG_BUFFERS = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+                      "MALLOC_TRIM_THRESHOLD_": str(128 * 1024 * 1024)}
 
 
 # ------------------------------------------------------------------ children
@@ -398,12 +403,24 @@ def run(args: argparse.Namespace) -> dict:
     result["connections"] = connections
     result["window"] = args.window
     sink = serve = load = None
+    # The sink and the load generator handle multi-megabyte buffers; with
+    # glibc's defaults every such buffer is a fresh mmap that page-faults on
+    # first touch, which made the sink several times dearer per byte. They
+    # are harness, not the system under test, so they get the cheap setting.
+    harness_env = {**os.environ, **MALLOC_BIG_BUFFERS}
+    serve_env = dict(os.environ)
+    for item in args.serve_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--serve-env wants KEY=VALUE, got {item!r}")
+        serve_env[key] = value
+    result["serve_env"] = list(args.serve_env)
     try:
         # Sink, serve and the load generator start together: serve's start-up
         # (imports, catalogue compilation) is the long pole.
         sink_port = free_port()
         sink = Child([sys.executable, str(HERE / "_sink.py"), "--port", str(sink_port)], stdin=True,
-                     stderr_path=tmp / "sink.err")
+                     stderr_path=tmp / "sink.err", env=harness_env)
         listen_port = free_port()
         cfg = write_config(tmp, listen_port, sink_port)
         if args.profile == "cprofile":
@@ -413,7 +430,7 @@ def run(args: argparse.Namespace) -> dict:
         if workers_ok:
             argv += ["--workers", str(args.workers)]
         t_serve = time.monotonic()
-        serve = Child(argv, stderr_path=tmp / "serve.err")
+        serve = Child(argv, stderr_path=tmp / "serve.err", env=serve_env)
         # The load generator builds its chunks while serve starts; it retries
         # connecting until serve listens (bounded by --connect-timeout).
         load_argv = [sys.executable, str(HERE / "_loadgen.py"), "--port", str(listen_port),
@@ -428,7 +445,7 @@ def run(args: argparse.Namespace) -> dict:
             load_argv += ["--sources", str(args.sources), "--min-records", str(args.sources),
                           "--max-seconds", str(args.warmup + args.seconds + args.sources_max_extra)]
         if not workers_ok:
-            load = Child(load_argv, stderr_path=tmp / "loadgen.err")
+            load = Child(load_argv, stderr_path=tmp / "loadgen.err", env=harness_env)
         wait_listening(listen_port, 60, serve.proc)
         result["serve_startup_s"] = round(time.monotonic() - t_serve, 2)
         phase("serve listening")
@@ -437,7 +454,7 @@ def run(args: argparse.Namespace) -> dict:
             # Every worker must have bound before the load connects, or
             # SO_REUSEPORT has only the first one to hand connections to.
             time.sleep(1.0)
-            load = Child(load_argv, stderr_path=tmp / "loadgen.err")
+            load = Child(load_argv, stderr_path=tmp / "loadgen.err", env=harness_env)
         assert load is not None
         load.next_json(120)  # "started": the chunks are built and connections are up
         phase("load started")
@@ -683,6 +700,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", nargs="?", const="py-spy", choices=("py-spy", "cprofile"), default=None,
                     help="profile serve in the window: py-spy (sampling, wall clock; default) or cprofile "
                          "(deterministic, CPU clock: not skewed by other load, but slows serve down)")
+    ap.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for probetag serve (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=33554432")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
     ap.add_argument("--verbose", action="store_true", help="print the phases with their times on stderr")
     return ap
