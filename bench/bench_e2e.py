@@ -387,13 +387,21 @@ def write_config(dirpath: Path, listen_port: int, sink_port: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """One benchmark run (see the module doc); the figures as a dict."""
+    tmp = Path(tempfile.mkdtemp(prefix="probetag-bench-"))
+    try:
+        return _run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> dict:
     t0 = time.monotonic()
 
     def phase(name: str) -> None:
         if args.verbose:
             print(f"[{time.monotonic() - t0:6.2f} s] {name}", file=sys.stderr, flush=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="probetag-bench-"))
     result: dict = {"mode": args.mode, "seconds": args.seconds, "warmup": args.warmup,
                     "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     workers_ok = args.workers > 1 and serve_supports("--workers")
