@@ -140,28 +140,28 @@ class Correlator:
             self._end(src)  # silent too long: that scan is over
             scan = None
         if sure:
-            m = sure[0]
+            first = sure[0]
             scan = self._touch(src, t, scan)
-            scan.ctx, scan.ctx_conf, scan.ctx_t = m, m.confidence, t
-            scan.sure_probes.add(m.signature.probe)
-            return self._record(scan, m, m.confidence, t, inherited=False)
+            scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
+            scan.sure_probes.add(first.signature.probe)
+            return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = {m.signature.id: m for m in matches}
         if scan is not None and scan.ctx is not None and 0 <= t - scan.ctx_t <= self.window:
-            m = by_sig.get(scan.ctx.signature.id)
-            if m is not None:
+            behind = by_sig.get(scan.ctx.signature.id)
+            if behind is not None:
                 scan = self._touch(src, t, scan)
                 scan.ctx_t = t  # the connection is still talking
-                return self._record(scan, m, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
+                return self._record(scan, behind, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
                                     via="context")
         if following is not None:
-            m = by_sig.get(following.signature.id)
+            ahead = by_sig.get(following.signature.id)
             # rsyslog logs one connection's lines in order, so a line that
             # comes first must be an earlier piece of the same payload.
-            if m is not None and m.fragment < following.fragment:
+            if ahead is not None and ahead.fragment < following.fragment:
                 scan = self._touch(src, t, scan)
-                return self._record(scan, m, following.confidence * _INHERIT_FACTOR, t, inherited=True,
-                                    via="lookahead")
+                return self._record(scan, ahead, following.confidence * _INHERIT_FACTOR, t,
+                                    inherited=True, via="lookahead")
         if whole and scan is not None and len(scan.sure_probes) >= _SCAN_MIN_PROBES:
             # A source in the middle of a scan sends a line that is, whole, one
             # of its scanner's probes: that is the best reading of it.

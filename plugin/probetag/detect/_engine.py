@@ -47,6 +47,7 @@ from os.path import commonprefix
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from ._catalogue import Signature
 from ._prefilter import LiteralSet
 
 __all__ = ["Detector", "Match", "KINDS", "DEFAULT_CONFIDENCE"]
@@ -83,7 +84,7 @@ _SPLIT_TOKENS = re.compile(rb"[ :\[\]]+")
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    signature: Any  # probetag.detect._catalogue.Signature
+    signature: Signature
     fragment: int
     kind: str
     confidence: float
@@ -115,8 +116,12 @@ def distinctive(piece: bytes) -> bool:
     return True
 
 
+_BINARY = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\xff]")
+
+
 def _has_binary(piece: bytes) -> bool:
-    return any(c < 0x20 and c not in (0x09, 0x0D) or c >= 0x7F for c in piece)
+    """A control byte other than TAB/CR, DEL, or an 8-bit byte."""
+    return _BINARY.search(piece) is not None
 
 
 def replaced(data: bytes) -> bytes:
@@ -168,8 +173,8 @@ def _damage(line: bytes, transport: str) -> list[bytes]:
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
-    def __init__(self, signatures: Sequence[Any], backend: str | None = None) -> None:
-        self.signatures: tuple[Any, ...] = tuple(signatures)
+    def __init__(self, signatures: Sequence[Signature], backend: str | None = None) -> None:
+        self.signatures: tuple[Signature, ...] = tuple(signatures)
         self._exact: dict[bytes, list[_Piece]] = {}
         self._pieces: list[_Piece] = []
         self._exact_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
