@@ -375,3 +375,15 @@ def test_input_transport_from_record_limits_signatures():
     res = p.process("s", tcp + udp)
     assert _names(res) == ["GetRequest", None]
     assert split(res.chunks[0].entries)[1] == udp
+
+
+def test_expire_defaults_to_event_time_and_flush_ends_all():
+    p = make({"actions": {"summaries": True}})
+    p.process("syslog", pack_entry(et(5000), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")))
+    p.process("syslog", pack_entry(et(5100), rec(line(b"OPTIONS / HTTP/1.0\r"), src="198.51.100.5")))
+    # High-water event time 5100: the first source has been idle 100 s.
+    chunks = p.expire()
+    assert [decode_all(c.entries)[0][1]["probe_summary"]["source"] for c in chunks] == ["198.51.100.4"]
+    chunks = p.flush()
+    assert [decode_all(c.entries)[0][1]["probe_summary"]["source"] for c in chunks] == ["198.51.100.5"]
+    assert p.flush() == []

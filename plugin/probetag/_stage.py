@@ -304,12 +304,24 @@ class Processor:
         self._account(res)
         return res
 
-    def expire(self, now: float) -> list[OutChunk]:
-        """Summary records for scans idle at ``now`` (event-time seconds)."""
+    def expire(self, now: float | None = None) -> list[OutChunk]:
+        """Summary records for scans idle at ``now`` (event-time seconds;
+        None: the highest event time seen so far, right for replays)."""
         if self.correlator is None:
             return []
+        if now is None:
+            now = self.correlator.high_water
+        return self._summaries(self.correlator.expire(now))
+
+    def flush(self) -> list[OutChunk]:
+        """Summary records for every scan still open (shutdown)."""
+        if self.correlator is None:
+            return []
+        return self._summaries(self.correlator.flush())
+
+    def _summaries(self, summaries: list[dict[str, Any]]) -> list[OutChunk]:
         out: list[OutChunk] = []
-        for summary in self.correlator.expire(now):
+        for summary in summaries:
             self.metrics.inc("scan_summaries")
             made = self.actions.summary(summary) if self.actions is not None else None
             if made is None:
