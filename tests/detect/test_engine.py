@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probetag.detect._catalogue import Signature, load_catalogue
-from probetag.detect._engine import Detector
+from probetag.detect._engine import DEFAULT_CONFIDENCE, Detector
 from probetag.detect._prefilter import LiteralSet, available_backends
 
 CATALOGUE = load_catalogue()
@@ -306,3 +306,17 @@ def test_match_best_prefers_a_distinctive_reading():
     # Exact readings win over gapped ones even when the gapped one comes first.
     cand, got = d.match_best([b"OPTIONS sipnm SIP/2.0\r", b"OPTIONS sip:nm SIP/2.0\r"], lossy=True)
     assert cand == b"OPTIONS sip:nm SIP/2.0\r" and got[0].kind == "exact"
+
+
+MARKER_SIGS = [s for s in CATALOGUE if s.match == "marker"]
+
+
+@pytest.mark.parametrize("s", MARKER_SIGS, ids=lambda s: s.id)
+def test_every_catalogue_marker_found_inside_a_line(det, s):
+    assert b"\n" not in s.payload or s.transport == "udp"
+    line = b"10.0.0.7 - prefix " + s.payload + b" suffix"
+    got = [m for m in det.match(line) if m.signature.id == s.id]
+    assert got and got[0].kind == "marker" and not got[0].ambiguous
+    # As sure as the catalogue says (less when other probes share the marker).
+    base = s.confidence if s.confidence is not None else DEFAULT_CONFIDENCE
+    assert 0.8 * base <= got[0].confidence <= base
