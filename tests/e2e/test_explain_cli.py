@@ -33,13 +33,17 @@ def _jsonl(*args: str, stdin: bytes | None = None) -> list[dict[str, Any]]:
     return [json.loads(x) for x in p.stdout.splitlines()]
 
 
-def _truth() -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (FIX / "truth.jsonl").read_text().splitlines()]
+def _truth(fix: Path = FIX) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (fix / "truth.jsonl").read_text().splitlines()]
 
 
-def _props() -> list[dict[str, Any]]:
+def _props(fix: Path = FIX) -> list[dict[str, Any]]:
     return [json.loads(x.decode("utf-8", "surrogateescape"))
-            for x in (FIX / "json.log").read_bytes().split(b"\n") if x]
+            for x in (fix / "json.log").read_bytes().split(b"\n") if x]
+
+
+#: the same kind of run with rsyslog set up differently (FIELD_GUIDE 2.2, 4)
+VARIANT_DIRS = sorted(d for d in (FIX / "variants").glob("*") if d.is_dir())
 
 
 def test_fixtures_are_aligned() -> None:
@@ -63,6 +67,18 @@ def test_golden_fixture_verdicts(fmt: str) -> None:
     assert not s.false_positives, s.false_positives[:10]
     assert not [m for m in s.misnamed if m[2][0] != "nmap"], s.misnamed[:10]
     assert s.correct > 0
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+@pytest.mark.parametrize("vdir", VARIANT_DIRS, ids=[d.name for d in VARIANT_DIRS])
+def test_golden_variant_verdicts(vdir: Path, fmt: str) -> None:
+    truth = _truth(vdir)
+    out = _jsonl(str(vdir / FILES[fmt]))
+    assert [o["line"] for o in out] == list(range(1, len(truth) + 1))
+    s = score(fmt, truth, _props(vdir), [o["probe"] for o in out])
+    REPORT.append(f"golden/{vdir.name} " + s.line())
+    assert not s.false_positives, s.problems()
+    assert not [m for m in s.misnamed if m[2][0] != "nmap"], s.problems()
 
 
 def test_explicit_input_format_equals_auto() -> None:

@@ -7,21 +7,31 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from util.nmap import parse_trace
-from util.rsyslog import read_json_lines, tcp_pieces, udp_pieces
+from util.rsyslog import VARIANTS, read_json_lines, tcp_pieces, udp_pieces
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "rsyslog"
-
-
-def _wire() -> list[dict]:
-    return [json.loads(x) for x in (FIX / "wire.jsonl").read_text().splitlines()]
+BASE = Path(__file__).resolve().parents[1] / "fixtures" / "rsyslog"
+#: (variant, directory): the stock set-up and every captured variant
+RUNS = [("default", BASE)] + [(d.name, d) for d in sorted((BASE / "variants").glob("*")) if d.is_dir()]
 
 
-def _truth() -> list[dict]:
-    return [json.loads(x) for x in (FIX / "truth.jsonl").read_text().splitlines()]
+@pytest.fixture(params=RUNS, ids=[name for name, _ in RUNS])
+def run(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    return request.param
 
 
-def test_trace_parser_finds_every_probe_and_its_size() -> None:
+def _wire(fix: Path) -> list[dict]:
+    return [json.loads(x) for x in (fix / "wire.jsonl").read_text().splitlines()]
+
+
+def _truth(fix: Path) -> list[dict]:
+    return [json.loads(x) for x in (fix / "truth.jsonl").read_text().splitlines()]
+
+
+def test_trace_parser_finds_every_probe_and_its_size(run: tuple[str, Path]) -> None:
+    FIX = run[1]
     tcp = parse_trace((FIX / "nmap_tcp.trace.txt").read_text())
     udp = parse_trace((FIX / "nmap_udp.trace.txt").read_text())
     # every "sending probe" line has its write; NULL writes nothing
@@ -41,8 +51,9 @@ def test_trace_parser_finds_every_probe_and_its_size() -> None:
     assert svc == sorted(svc)
 
 
-def test_every_traced_write_is_a_labelled_flow_on_the_wire() -> None:
-    wire = _wire()
+def test_every_traced_write_is_a_labelled_flow_on_the_wire(run: tuple[str, Path]) -> None:
+    FIX = run[1]
+    wire = _wire(FIX)
     tcp = parse_trace((FIX / "nmap_tcp.trace.txt").read_text())
     udp = parse_trace((FIX / "nmap_udp.trace.txt").read_text())
     want = Counter((("tcp" if w in tcp.writes else "udp"), w.probe, w.nbytes)
@@ -53,9 +64,10 @@ def test_every_traced_write_is_a_labelled_flow_on_the_wire() -> None:
     assert {f["label"] for f in wire} == {"probe", "benign"}
 
 
-def test_truth_lines_follow_from_the_wire_bytes() -> None:
-    wire = _wire()
-    truth = _truth()
+def test_truth_lines_follow_from_the_wire_bytes(run: tuple[str, Path]) -> None:
+    v, FIX = VARIANTS[run[0]], run[1]
+    wire = _wire(FIX)
+    truth = _truth(FIX)
     props = read_json_lines(FIX / "json.log")
     assert len(truth) == len(props)
     for t, p in zip(truth, props):
@@ -67,20 +79,24 @@ def test_truth_lines_follow_from_the_wire_bytes() -> None:
         assert f["transport"] == t["transport"] and f["label"] == t["kind"]
         assert f["probe"] == t["probe"]
         payload = bytes.fromhex(f["payload_hex"])
-        pieces = tcp_pieces(payload) if f["transport"] == "tcp" else udp_pieces(payload)
+        if f["transport"] == "tcp":
+            pieces = tcp_pieces(payload, v.octet_counting, v.escape)
+        else:
+            pieces = udp_pieces(payload, v.escape)
         raw = str(p["rawmsg"]).encode("utf-8", "surrogateescape")
         assert raw in [x.rawmsg for x in pieces], (t, raw)
         assert abs(t["dt_ms"]) < 250
 
 
-def test_wire_equal_means_identical_bytes() -> None:
-    wire = _wire()
+def test_wire_equal_means_identical_bytes(run: tuple[str, Path]) -> None:
+    FIX = run[1]
+    wire = _wire(FIX)
     by_probe: dict[str, set[bytes]] = {}
     for f in wire:
         if f["label"] == "probe":
             by_probe.setdefault(f["probe"], set()).add(bytes.fromhex(f["payload_hex"]))
     pairs = 0
-    for t in _truth():
+    for t in _truth(FIX):
         for other in t.get("wire_equal", []):
             assert by_probe[t["probe"]] & by_probe[other], (t["probe"], other)
             pairs += 1

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from util.rsyslog import FORMATS, PrivateRsyslog, read_json_lines, rsyslogd_path, tcp_pieces, udp_pieces
+from util.rsyslog import FORMATS, VARIANTS, PrivateRsyslog, read_json_lines, rsyslogd_path, tcp_pieces, udp_pieces
 
 TCP_CASES = [
     b"GET / HTTP/1.0\r\n\r\n",  # CRLF lines: trailing #015, a lone #015 line
@@ -28,11 +28,11 @@ TCP_CASES = [
 UDP_CASES = [b"one\r\ntwo\r\n", b"trailing lf\n", b"nul at end\x00", b"\x16\x03\x01\x00\x05hello"]
 
 
-@pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def rsyslog(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     if rsyslogd_path() is None:
         pytest.fail("rsyslogd is not installed (./scripts/test installs it)")
-    r = PrivateRsyslog(tmp_path_factory.mktemp("model"))
+    r = PrivateRsyslog(tmp_path_factory.mktemp("model"), variant=request.param)
     t0 = time.monotonic()
     r.start()
     startup = time.monotonic() - t0
@@ -69,13 +69,28 @@ def test_all_formats_have_the_same_lines(rsyslog) -> None:  # type: ignore[no-un
 def test_model_predicts_every_logged_message(rsyslog) -> None:  # type: ignore[no-untyped-def]
     r, _ = rsyslog
     recs = read_json_lines(r.capture_file)
+    v = r.variant
     got_tcp = [str(x["rawmsg"]).encode("utf-8", "surrogateescape") for x in recs if x["inputname"] == "imtcp"]
     got_udp = [str(x["rawmsg"]).encode("utf-8", "surrogateescape") for x in recs if x["inputname"] == "imudp"]
-    assert got_tcp == [p.rawmsg for c in TCP_CASES for p in tcp_pieces(c)]
-    assert got_udp == [p.rawmsg for c in UDP_CASES for p in udp_pieces(c)]
+    assert got_tcp == [p.rawmsg for c in TCP_CASES for p in tcp_pieces(c, v.octet_counting, v.escape)]
+    assert got_udp == [p.rawmsg for c in UDP_CASES for p in udp_pieces(c, v.escape)]
     internal = [str(x["rawmsg"]) for x in recs if x["inputname"] == "rsyslogd"]
-    assert sum("Framing Error" in m for m in internal) == 3  # 0x84 (two) and '-' after 2026
-    assert sum("Incomplete frame" in m for m in internal) >= 2  # "123" and the date trap
+    if v.octet_counting:
+        assert sum("Framing Error" in m for m in internal) == 3  # 0x84 (two) and '-' after 2026
+        assert sum("Incomplete frame" in m for m in internal) >= 2  # "123" and the date trap
+    else:
+        assert not [m for m in internal if "Framing Error" in m or "Incomplete frame" in m]
+
+
+def test_tag_ending_by_colon_keeps_the_payload_in_msg(rsyslog) -> None:  # type: ignore[no-untyped-def]
+    r, _ = rsyslog
+    recs = [x for x in read_json_lines(r.files["json"]) if x["inputname"] == "imtcp"]
+    get = next(x for x in recs if str(x["rawmsg"]).startswith("GET "))
+    if r.variant.tag_ending_by_colon:
+        # FIELD_GUIDE 4: TAG "-" unless the token ends in ':', payload in MSG
+        assert get["syslogtag"] == "-" and get["msg"] == get["rawmsg"][4:]
+    else:
+        assert get["hostname"] == "GET" and get["syslogtag"] == "/"
 
 
 def test_model_without_octet_counting() -> None:

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .rsyslog import FORMATS, Piece, PrivateRsyslog, read_json_lines, send_benign, tcp_pieces, udp_pieces
+from .rsyslog import (FORMATS, VARIANTS, Piece, PrivateRsyslog, Variant, read_json_lines, send_benign, tcp_pieces,
+                      udp_pieces)
 
 __all__ = [
     "TraceWrite",
@@ -495,7 +496,7 @@ def _piece_time(flow: Flow, piece: Piece) -> float:
     return flow.segments[-1].t
 
 
-def label_log_lines(records: list[dict[str, object]], flows: list[Flow], octet_counting: bool = True,
+def label_log_lines(records: list[dict[str, object]], flows: list[Flow], variant: Variant = VARIANTS["default"],
                     max_skew: float = 0.25) -> list[LineTruth]:
     """Assign every log line (records of the harness's capture file, in file
     order) to the flow whose bytes rsyslog turned into exactly that rawmsg,
@@ -509,7 +510,10 @@ def label_log_lines(records: list[dict[str, object]], flows: list[Flow], octet_c
             by_payload.setdefault(f.payload, set()).add(f.probe)
     pieces: dict[tuple[str, bytes], list[tuple[float, int]]] = {}
     for k, f in enumerate(flows):
-        ps = tcp_pieces(f.payload, octet_counting) if f.transport == "tcp" else udp_pieces(f.payload)
+        if f.transport == "tcp":
+            ps = tcp_pieces(f.payload, variant.octet_counting, variant.escape)
+        else:
+            ps = udp_pieces(f.payload, variant.escape)
         for p in ps:
             pieces.setdefault((f.transport, p.rawmsg), []).append((_piece_time(f, p), k))
     out: list[LineTruth] = []
@@ -547,7 +551,8 @@ class ScanCapture:
 
 
 def capture_scan(workdir: Path | None = None, *, tcp: bool = True, udp: bool = True,
-                 benign_spread: float = 4.0, nmap_timeout: float = 280.0) -> ScanCapture:
+                 benign_spread: float = 4.0, nmap_timeout: float = 280.0,
+                 variant: Variant | str = "default") -> ScanCapture:
     """Private rsyslog + wire capture; real ``nmap -sV`` (TCP) and
     ``nmap -sU -sV`` (UDP) in parallel while benign traffic trickles in; stop
     everything; attribute flows; label every log line. Raises
@@ -555,7 +560,7 @@ def capture_scan(workdir: Path | None = None, *, tcp: bool = True, udp: bool = T
     or if the output files disagree on their line count."""
     from concurrent.futures import ThreadPoolExecutor
 
-    r = PrivateRsyslog(workdir).start()
+    r = PrivateRsyslog(workdir, variant=variant).start()
     try:
         with WireCapture(r.port) as cap:
             deadline = time.monotonic() + nmap_timeout
@@ -580,7 +585,7 @@ def capture_scan(workdir: Path | None = None, *, tcp: bool = True, udp: bool = T
         counts = {fmt: r.line_count(fmt) for fmt in FORMATS}
         if set(counts.values()) != {len(records)}:
             raise AttributionError(f"output files disagree on line count: {counts}, capture {len(records)}")
-        result.truth = label_log_lines(records, result.flows)
+        result.truth = label_log_lines(records, result.flows, r.variant)
     except AttributionError as e:
         e.capture = result  # type: ignore[attr-defined]  # for post-mortems
         raise

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .ports import free_port
 
-__all__ = ["FORMATS", "RsyslogError", "PrivateRsyslog", "rsyslogd_path"]
+__all__ = ["FORMATS", "VARIANTS", "Variant", "RsyslogError", "PrivateRsyslog", "rsyslogd_path"]
 
 #: output format name -> file name; the order of this dict is the order of
 #: the actions in the ruleset.
@@ -93,8 +93,37 @@ def rsyslogd_path() -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """One rsyslog set-up (FIELD_GUIDE 2.2 and 4); ``escape`` names the
+    control-character escaping the ground-truth model applies."""
+
+    name: str
+    escape: str = "rsyslog"  # rsyslog | rsyslog-8bit | cstyle | backslash
+    octet_counting: bool = True
+    tag_ending_by_colon: bool = False
+
+    def global_params(self) -> str:
+        return {
+            "rsyslog": "",
+            "rsyslog-8bit": 'parser.escape8BitCharactersOnReceive="on"',
+            "cstyle": 'parser.escapeControlCharactersCStyle="on"',
+            "backslash": 'parser.controlCharacterEscapePrefix="\\\\"',
+        }[self.escape]
+
+
+#: the set-ups fixtures are captured with; "default" is Debian's stock rsyslog
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("default"),
+    Variant("cstyle", escape="cstyle"),
+    Variant("escape8bit", escape="rsyslog-8bit"),
+    Variant("backslash", escape="backslash"),
+    Variant("colon-nooctet", octet_counting=False, tag_ending_by_colon=True),
+)}
+
+
+@dataclass(frozen=True, slots=True)
 class _Options:
-    octet_counting: bool
+    variant: Variant
     extra_global: str
 
 
@@ -106,7 +135,7 @@ class PrivateRsyslog:
         self,
         workdir: str | os.PathLike[str] | None = None,
         *,
-        octet_counting: bool = True,
+        variant: Variant | str = "default",
         extra_global: str = "",
     ) -> None:
         exe = rsyslogd_path()
@@ -116,7 +145,8 @@ class PrivateRsyslog:
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="pt-rsyslog-"))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._opts = _Options(octet_counting, extra_global)
+        self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
+        self._opts = _Options(self.variant, extra_global)
         self.port = 0
         self.files: dict[str, Path] = {fmt: self.dir / name for fmt, name in FORMATS.items()}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -132,14 +162,20 @@ class PrivateRsyslog:
             f'  action(type="omfile" file="{self.files[fmt]}" template="{_TEMPLATES[fmt]}")' for fmt in FORMATS
         )
         actions += f'\n  action(type="omfile" file="{self.capture_file}" template="pt_capture")'
-        octet = "on" if o.octet_counting else "off"
-        return f"""# private rsyslogd for probetag tests (generated)
-global(workDirectory="{self.dir}" net.enableDNS="off" processInternalMessages="on" {o.extra_global})
+        v = o.variant
+        octet = "on" if v.octet_counting else "off"
+        parser, use_parser = "", ""
+        if v.tag_ending_by_colon:
+            parser = ('parser(name="pt.rfc3164" type="pmrfc3164" force.tagEndingByColon="on" '
+                      'remove.msgFirstSpace="on")\n')
+            use_parser = ' parser=["rsyslog.rfc5424", "pt.rfc3164"]'
+        return f"""# private rsyslogd for probetag tests (generated), variant {v.name}
+global(workDirectory="{self.dir}" net.enableDNS="off" processInternalMessages="on" {v.global_params()} {o.extra_global})
 module(load="imtcp")
 module(load="imudp")
-{_JSON_TEMPLATE}
+{parser}{_JSON_TEMPLATE}
 {_CAPTURE_TEMPLATE}
-ruleset(name="pt_out") {{
+ruleset(name="pt_out"{use_parser}) {{
 {actions}
 }}
 input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="pt_out" supportOctetCountedFraming="{octet}")
@@ -249,20 +285,44 @@ call pt_out
 # accepted only when rsyslog really wrote a line with exactly these bytes.
 
 
-def rsyslog_escape(data: bytes) -> bytes:
-    """0x00-0x1F -> ``#ooo``; DEL, bytes >= 0x80 and ``#`` unchanged."""
-    if not any(b < 0x20 for b in data):
+_CSTYLE = {0x00: b"\\0", 0x07: b"\\a", 0x08: b"\\b", 0x1B: b"\\e", 0x0C: b"\\f", 0x0A: b"\\n",
+           0x0D: b"\\r", 0x09: b"\\t", 0x0B: b"\\v"}
+
+
+def _esc_table(escape: str) -> list[bytes]:
+    table = [bytes((b,)) for b in range(256)]
+    for b in range(0x20):
+        if escape == "cstyle":
+            table[b] = _CSTYLE.get(b, b"\\x%02X" % b)
+        elif escape == "backslash":
+            table[b] = b"\\%03o" % b
+        else:
+            table[b] = b"#%03o" % b
+    if escape == "rsyslog-8bit":
+        for b in range(0x80, 0x100):
+            table[b] = b"#%03o" % b
+    return table
+
+
+_TABLES = {e: _esc_table(e) for e in ("rsyslog", "rsyslog-8bit", "cstyle", "backslash")}
+
+
+def rsyslog_escape(data: bytes, escape: str = "rsyslog") -> bytes:
+    """Default: 0x00-0x1F -> ``#ooo``; DEL, bytes >= 0x80 and ``#`` unchanged.
+    The other ``escape`` names are the variants of FIELD_GUIDE 2.2."""
+    table = _TABLES[escape]
+    if escape != "rsyslog-8bit" and not any(b < 0x20 for b in data):
         return data
-    return b"".join(b"#%03o" % b if b < 0x20 else bytes((b,)) for b in data)
+    return b"".join(table[b] for b in data)
 
 
-def sanitize(msg: bytes) -> bytes:
+def sanitize(msg: bytes, escape: str = "rsyslog") -> bytes:
     # a NUL that is the last byte goes first, then one trailing LF
     if msg.endswith(b"\x00"):
         msg = msg[:-1]
     if msg.endswith(b"\n"):
         msg = msg[:-1]
-    return rsyslog_escape(msg)
+    return rsyslog_escape(msg, escape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +336,7 @@ class Piece:
     at_close: bool
 
 
-def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
+def tcp_pieces(payload: bytes, octet_counting: bool = True, escape: str = "rsyslog") -> list[Piece]:
     out: list[Piece] = []
     i, n = 0, len(payload)
     while i < n:
@@ -294,7 +354,7 @@ def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
                     break  # connection ends inside the frame: thrown away
                 msg = payload[j + 1 : j + 1 + count]
                 if msg:
-                    out.append(Piece(sanitize(msg), j + count, False))
+                    out.append(Piece(sanitize(msg, escape), j + count, False))
                 i = j + 1 + count
                 continue
             i = j + 1  # "invalid octet count 0": digits and next byte gone, LF framing
@@ -304,12 +364,12 @@ def tcp_pieces(payload: bytes, octet_counting: bool = True) -> list[Piece]:
         else:
             msg, end, at_close, i = payload[i:lf], lf, False, lf + 1
         if msg:
-            out.append(Piece(sanitize(msg), end, at_close))
+            out.append(Piece(sanitize(msg, escape), end, at_close))
     return out
 
 
-def udp_pieces(payload: bytes) -> list[Piece]:
-    return [Piece(sanitize(payload), len(payload) - 1, False)] if payload else []
+def udp_pieces(payload: bytes, escape: str = "rsyslog") -> list[Piece]:
+    return [Piece(sanitize(payload, escape), len(payload) - 1, False)] if payload else []
 
 
 def read_json_lines(path: Path) -> list[dict[str, object]]:
