@@ -95,10 +95,8 @@ class Explainer:
     None) per line out. One instance per file."""
 
     def __init__(self, config: Config, fmt: str, name: str = "-", detector: Any = None) -> None:
-        # NOTE: build_detection / prefilter_fragments are what the stage uses;
-        # they are not (yet) part of probetag.detect's public surface.
-        from .detect._enrich import build_detection, prefilter_fragments
-        from .detect import Prefilter
+        # the same construction the stage uses (probetag._stage)
+        from .detect import Prefilter, build_detection, prefilter_fragments
 
         self.config = config
         self.fmt = fmt
