@@ -37,7 +37,6 @@ import io
 import json
 import os
 import sys
-import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Iterator
@@ -203,7 +202,7 @@ class Explainer:
 # ---------------------------------------------------------------- file I/O
 def _open(path: str) -> IO[bytes]:
     raw: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
     if buffered.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
     return buffered

@@ -34,7 +34,6 @@ the whole run.
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 import select
 import shutil
