@@ -18,6 +18,12 @@ Theory of operation
      whose ``record`` takes the network path: ``Enricher.batch`` (rebuild,
      match, correlate, actions) in line order, with the line's own time as
      event time. Lines the prefilter skips are benign by construction.
+     Correlation looks ahead inside a block, as the stage does inside a
+     chunk, and back across blocks.
+
+* rsyslog's own "Framing Error" / "Incomplete frame" lines are counted
+  (they mean octet counting ate the start of some bytes) and never tagged. A
+  "line" longer than ``_MAX_LINE`` without LF is cut and counted.
 
 * Output: ``jsonl`` is one object per input line, in order:
   ``{"line": N, "probe": {...}}`` or ``{"line": N, "probe": null}`` (N is
