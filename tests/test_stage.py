@@ -387,3 +387,17 @@ def test_expire_defaults_to_event_time_and_flush_ends_all():
     chunks = p.flush()
     assert [decode_all(c.entries)[0][1]["probe_summary"]["source"] for c in chunks] == ["198.51.100.5"]
     assert p.flush() == []
+
+
+def test_marker_in_another_field_of_a_parsed_access_log():
+    from probetag.detect import load_catalogue
+    nikto = next(s for s in load_catalogue() if s.id == "nikto-user-agent")
+    p = make()
+    r = {"remote": "198.51.100.20", "method": "GET", "path": "/cgi-bin/test.cgi", "code": "404",
+         "agent": "Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:000003)"}
+    assert nikto.payload.decode() in r["agent"]
+    res = p.process("nginx", pack_entry(et(1), r) + pack_entry(et(1), {"agent": "curl/8.0.1", "path": "/"}))
+    out = decode_all(res.chunks[0].entries)
+    pr = out[0][1]["probe"]
+    assert (pr["id"], pr["kind"], pr["shape"]) == ("nikto-user-agent", "marker", "field:agent")
+    assert "probe" not in out[1][1]

@@ -299,6 +299,17 @@ class Detector:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])
 
+    def match_markers(self, data: bytes) -> list[Match]:
+        """Marker signatures only (a user agent, a tool's name) anywhere in
+        ``data``: for record fields other than the payload line, such as the
+        ``agent`` field of a parsed access log."""
+        best: dict[int, Match] = {}
+        for _start, pid in self._subs.find(data):
+            what, si = self._sub_info[pid]
+            if what == "marker" and si not in best:
+                best[si] = Match(self.signatures[si], 0, "marker", self._conf(si, "marker", False), False)
+        return self._finish({id(m.signature): m for m in best.values()}) if best else []
+
     def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
         """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost
         in one stretch (FIELD_GUIDE 3: RFC 5424 output prints APP-NAME, not

@@ -40,6 +40,8 @@ _MIN_RAW = 6
 _MAX_ESCAPED = 24
 #: Shortest line the scan rule may tag as a whole probe (``HELP``).
 _MIN_WHOLE = 4
+#: Top-level fields searched for markers when the payload line has none.
+_MAX_MARKER_FIELDS = 64
 #: How many later hit records an ambiguous line may look ahead to.
 _LOOKAHEAD = 16
 
@@ -100,23 +102,45 @@ class Enricher:
     def analyse(self, record: dict[Any, Any]) -> Analysis | None:
         rb = self._rebuild(record, fields=self.fields, source_fields=self.source_fields,
                            dialects=self.dialects)
-        if rb is None:
-            return None
-        # The primary reading, then the other readings rebuild offers
-        # (ambiguous escaping such as a literal ``#015``, a doubtful
-        # HOSTNAME), then, for records known to miss bytes, gapped matches.
-        line, matches = self.detector.match_best((rb.line, *rb.alternatives),
-                                                 transport=_transport(record), lossy=bool(rb.lossy))
+        matches: list[Match] = []
+        if rb is not None:
+            # The primary reading, then the other readings rebuild offers
+            # (ambiguous escaping such as a literal ``#015``, a doubtful
+            # HOSTNAME), then, for records known to miss bytes, gapped matches.
+            line, matches = self.detector.match_best(
+                (rb.line, *rb.alternatives), transport=_transport(record), lossy=bool(rb.lossy))
+            shape, lossy, source = rb.shape, bool(rb.lossy), rb.source
         if not matches:
-            return None
-        source = rb.source
+            # Markers (user agents...) also count in other fields of the
+            # record, e.g. the ``agent`` of a parsed access log.
+            found = self._marker_field(record)
+            if found is None:
+                return None
+            key, line, matches = found
+            shape, lossy = f"field:{key}", False
+            source = rb.source if rb is not None else None
         if not source:
             for key in HOST_FIELDS:
                 v = record.get(key)
                 if isinstance(v, str) and v:
                     source = v
                     break
-        return Analysis(line, tuple(matches), source, rb.shape, bool(rb.lossy))
+        return Analysis(line, tuple(matches), source, shape, lossy)
+
+    def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
+        for n, (key, value) in enumerate(record.items()):
+            if n >= _MAX_MARKER_FIELDS:
+                break
+            if isinstance(value, str):
+                data = value.encode("utf-8", "surrogateescape")
+            elif isinstance(value, bytes):
+                data = value
+            else:
+                continue
+            got = self.detector.match_markers(data)
+            if got:
+                return str(key), data, got
+        return None
 
     def batch(self, tag: str, items: Sequence[tuple[float, dict[Any, Any]]]) -> list[Any]:
         """``items``: (event time in seconds, record) in stream order ->
