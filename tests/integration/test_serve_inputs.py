@@ -103,3 +103,31 @@ def test_metrics_endpoint():
         conn.request("GET", "/nope")
         assert conn.getresponse().status == 404
         conn.close()
+
+
+def test_buffered_message_frames_are_merged_and_each_acked():
+    # fluent-logger style Message frames, here with ack requests, all in one
+    # write: they reach the pipeline as a few merged chunks, and every frame
+    # still gets its own ack.
+    ids = [f"m{i}" for i in range(200)]
+    data = b"".join(msgpack.packb(["merge.t", event_time(time.time()), {"seq": i}, {"chunk": cid}],
+                                  use_bin_type=True) for i, cid in enumerate(ids))
+    with ServiceThread({"listen": {"address": "127.0.0.1:0"}}) as svc:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as s:
+            s.sendall(data)
+            s.settimeout(10)
+            up = msgpack.Unpacker(raw=False)
+            acks: list = []
+            deadline = time.monotonic() + 10
+            while len(acks) < len(ids) and time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                up.feed(chunk)
+                acks.extend(up)
+        assert sorted(a["ack"] for a in acks) == sorted(ids)
+        assert svc.metrics.get("frames_in", mode="message") == 200
+        assert svc.metrics.get("acks_sent") == 200
+        assert svc.metrics.get("chunks_out") < 200  # merged
+        lines = [json.loads(x) for x in svc.stdout.lines()]
+    assert [o["record"]["seq"] for o in lines] == list(range(200))

@@ -18,6 +18,13 @@ Theory of operation
   If the output cannot take the chunk (shutdown, stdout gone) the connection
   is closed without an ack so the client resends (FD-OUT rolls back).
 * A chunk without ``chunk`` option gets no reply (SPEC1 "Response").
+* Merging: frames of the same tag that are *already buffered* (one read
+  often holds hundreds of fluent-logger Message frames, one record each) are
+  handed to the pipeline as one chunk (their packed entries concatenate),
+  up to ``MERGE_MAX_BYTES`` / ``MERGE_MAX_FRAMES`` and never past the
+  in-flight bound (records counted from the ``size`` option, 1 for a
+  Message frame); their acks are all written when that chunk settles. Nothing waits for more frames to merge,
+  so merging adds no latency; it only saves per-chunk work.
 * Peer errors (``ProtocolError``) are counted in ``frames_rejected{reason}``;
   the first one of a connection is logged with the peer address (never the
   key or passwords); a fatal one closes the connection. A connection opened
@@ -72,6 +79,9 @@ from ..forward import (
 __all__ = ["ForwardServer", "server_ssl_context", "format_peer"]
 
 READ_SIZE = 64 * 1024
+#: Bounds of one merged group of buffered frames (see "Merging").
+MERGE_MAX_BYTES = 1024 * 1024
+MERGE_MAX_FRAMES = 1000
 _log = logging.getLogger("probetag")
 
 
@@ -149,9 +159,9 @@ class _Connection:
 
     # -- settle callbacks (called by the pipeline) ---------------------------
 
-    def _on_settled(self, chunk_id: Any, ok: bool) -> None:
+    def _on_settled(self, chunk_ids: list[Any], ok: bool) -> None:
         self.pending -= 1
-        self.server.count_pending(-1)
+        self.server.count_pending(-len(chunk_ids))
         if self.pending == 0:
             self._settled.set()
         if self.closed:
@@ -161,9 +171,10 @@ class _Connection:
             # instead of waiting out its ack timeout.
             self._close()
             return
-        if chunk_id is not None:
-            self.writer.write(self.proto.ack_bytes(chunk_id))
-            self.server.metrics.inc("acks_sent")
+        acks = [self.proto.ack_bytes(cid) for cid in chunk_ids if cid is not None]
+        if acks:
+            self.writer.write(b"".join(acks))
+            self.server.metrics.inc("acks_sent", len(acks))
 
     # -- main loop -------------------------------------------------------------
 
@@ -174,8 +185,30 @@ class _Connection:
         if initial:
             self.writer.write(initial)
         handshake_deadline = loop.time() + self.server.config.handshake_timeout
+        group: list[Chunk] = []
+        group_bytes = group_records = 0
+        flow = self.server.pipeline.flow
         while not self.stopping:
             ev = self.proto.next_event()
+            if isinstance(ev, Chunk) and not self.deny_keepalive:
+                # Frames already buffered with the same tag go to the pipeline
+                # as one chunk (see "Merging" above); nothing waits for more.
+                n = ev.size_hint if ev.size_hint and ev.size_hint > 0 else 1
+                if group and (ev.tag != group[0].tag or len(group) >= MERGE_MAX_FRAMES
+                              or group_bytes + len(ev.entries) > MERGE_MAX_BYTES
+                              or flow.records + group_records + n > flow.max_records
+                              or flow.bytes + group_bytes + len(ev.entries) > flow.max_bytes):
+                    await self._submit(group)
+                    group, group_bytes, group_records = [], 0, 0
+                group.append(ev)
+                group_bytes += len(ev.entries)
+                group_records += n
+                continue
+            if group:
+                await self._submit(group)
+                group, group_bytes, group_records = [], 0, 0
+                if self.stopping:
+                    break
             if ev is NEED_DATA:
                 await self.server.pipeline.wait_capacity()
                 if self.stopping:
@@ -211,10 +244,9 @@ class _Connection:
                 continue
             if ev is CLOSED:
                 break
-            if isinstance(ev, Chunk):
-                await self._chunk(ev)
-                if self.deny_keepalive:
-                    break
+            if isinstance(ev, Chunk):  # deny_keepalive: the first request only
+                await self._submit([ev])
+                break
             elif isinstance(ev, Heartbeat):
                 m.inc("heartbeats", transport="tcp")
             elif isinstance(ev, HandshakeReply):
@@ -238,36 +270,39 @@ class _Connection:
         # closes). The runtime bounds this wait at shutdown.
         await self._settled.wait()
 
-    async def _chunk(self, ev: Chunk) -> None:
+    async def _submit(self, group: list[Chunk]) -> None:
+        """Hand buffered frames of one tag to the pipeline as one chunk."""
         m = self.server.metrics
         await self.server.pipeline.wait_capacity()
         if self.stopping:
             return  # shutdown while waiting: not handed over, never acked
-        self.requests += 1
-        tag = ev.tag
+        self.requests += len(group)
+        tag = group[0].tag
         prefix = self.server.config.tag_prefix
         if prefix:
             tag = f"{prefix}.{tag}"
         if not tag:
             # No downstream takes an empty tag (Fluentd routes by it; our own
-            # forward client refuses it): skip the frame, no ack, counted.
-            m.inc("frames_rejected", reason="empty_tag")
+            # forward client refuses it): skip the frames, no ack, counted.
+            m.inc("frames_rejected", len(group), reason="empty_tag")
             self._log_once("empty_tag", fatal=False)
             return
-        m.inc("frames_in", mode=str(ev.mode))
-        chunk_id = ev.chunk_id
+        for ev in group:
+            m.inc("frames_in", mode=str(ev.mode))
+        chunk_ids = [ev.chunk_id for ev in group]
+        entries = group[0].entries if len(group) == 1 else b"".join(ev.entries for ev in group)
         self.pending += 1
-        self.server.count_pending(1)
+        self.server.count_pending(len(group))
         self._settled.clear()
         try:
-            self.server.pipeline.submit(tag, ev.entries, len(ev.entries),
-                                        lambda ok: self._on_settled(chunk_id, ok))
+            self.server.pipeline.submit(tag, entries, len(entries),
+                                        lambda ok: self._on_settled(chunk_ids, ok))
         except Exception:
-            # A bug in processing must not take the server down; the chunk is
-            # not acked, so the client keeps it and resends.
+            # A bug in processing must not take the server down; the frames
+            # are not acked, so the client keeps them and resends.
             m.inc("internal_errors", where="process")
             _log.exception("event=process_failed peer=%s tag=%s", self.peer, tag)
-            self._on_settled(chunk_id, False)
+            self._on_settled(chunk_ids, False)
 
     def _log_once(self, reason: str, *, fatal: bool, detail: Any = None) -> None:
         if self.logged_error:
