@@ -78,7 +78,7 @@ def test_good_file_parses_to_exact_bytes(tmp_path: Path) -> None:
     assert two.notes == "free text" and two.transport == "udp"
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", bytes(range(256)), b'"\\\r\n\t#015'])
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x009\x00x", bytes(range(256)), b'"\\\r\n\t#015'])
 def test_format_payload_round_trips(data: bytes) -> None:
     if not data:
         return _assert_empty_rejected(data)
@@ -204,6 +204,43 @@ def test_builtin_has_every_default_tcp_probe() -> None:
     # --version-all adds the rarer ones; the capture saw 99 TCP probes in all.
     assert len(tcp) >= 99
     assert {s.probe for s in tcp.values() if "--version-intensity 9" in s.notes} >= {"metasploit-xmlrpc"}
+
+
+# The same for -sU -sV (capture run udp-i7). UDP has no NULL probe.
+DEFAULT_UDP_PROBES = (
+    "RPCCheck", "DNSVersionBindReq", "DNSStatusRequest", "NBTStat", "Help", "SIPOptions", "Sqlping",
+    "NTPRequest", "SNMPv1public", "SNMPv3GetRequest", "xdmcp", "AFSVersionRequest", "DNS-SD",
+    "Citrix", "Kerberos", "sybaseanywhere", "NetMotionMobility", "DTLSSessionReq", "QUIC",
+)
+
+
+def test_builtin_has_every_default_udp_probe() -> None:
+    udp = {s.probe: s for s in load_catalogue()
+           if s.scanner == "nmap" and s.transport == "udp" and s.match == "payload"}
+    missing = [p for p in DEFAULT_UDP_PROBES if p not in udp]
+    assert not missing
+    for name in DEFAULT_UDP_PROBES:
+        assert udp[name].notes.startswith("default -sV sends it"), name
+    # Same name, different bytes per transport: separate entries.
+    tcp_rpc = next(s for s in load_catalogue() if s.id == "nmap-tcp-RPCCheck")
+    assert udp["RPCCheck"].payload != tcp_rpc.payload
+    assert tcp_rpc.payload[4:] == udp["RPCCheck"].payload  # TCP adds RPC record marking (RFC 5531 11)
+    # The -sU port scan's own payloads are there too, named by their port.
+    scan = [s for s in load_catalogue() if s.id.startswith("nmap-udp-scan-")]
+    assert any(53 in s.ports for s in scan) and any(161 in s.ports for s in scan)
+
+
+def test_builtin_has_observed_markers_that_name_nmap() -> None:
+    markers = {(s.scanner, s.payload) for s in load_catalogue() if s.match == "marker"}
+    # NSE's HTTP library, seen in the http requests of the version scripts.
+    assert ("nmap-nse", b"User-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; "
+            b"https://nmap.org/book/nse.html)") in markers
+    assert ("nmap", b"Cookie: mstshash=nmap") in markers  # inside the RDP TerminalServerCookie probe
+    assert ("sipvicious", b"User-Agent: friendly-scanner") in markers
+    for s in load_catalogue():
+        if s.match == "marker" and s.transport == "tcp":
+            assert b"\n" not in s.payload, s.id  # rsyslog cuts TCP streams at LF: no line holds it
+        assert b"127.0.0.1" not in s.payload or s.scanner == "nmap", s.id  # nothing names our target
 
 
 def test_builtin_has_default_http_probes() -> None:

@@ -48,13 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recorder  # noqa: E402
 from capture_common import (  # noqa: E402
-    Entry, Send, constant_marker, pair, parse_nmap_trace, parse_nse_sockets, read_journal, safe_id, sends, write_yaml,
+    TARGET_BYTES, Entry, Send, constant_marker, pair, parse_nmap_trace, parse_nse_sockets, read_journal, safe_id, sends, write_yaml,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = REPO / "plugin" / "probetag" / "detect" / "catalogue"
-LADDER_BASE = 40000  # ladder run N uses port LADDER_BASE + N (tcp and udp)
-NSE_BASE = 42000  # script i uses ports NSE_BASE + 2i and NSE_BASE + 2i + 1
+LADDER_BASE = 31000  # ladder run N uses port LADDER_BASE + N (tcp and udp); below the ephemeral range
+NSE_BASE = 21000  # script i uses ports NSE_BASE + 2i and NSE_BASE + 2i + 1 (below the ephemeral range)
 COMMON = ["-Pn", "-n", "--allports", "--max-retries", "1", "--host-timeout", "25m", "--script-trace"]
 
 
@@ -349,7 +349,13 @@ def build_udp_scan(work: Path, manifest: dict, version: str, date: str) -> list[
     return entries
 
 
-def build_nse(work: Path, manifest: dict, version: str, date: str) -> tuple[list[Entry], list[str]]:
+def _is_text(data: bytes) -> bool:
+    return sum(32 <= c < 127 or c in (9, 10, 13) for c in data) >= 0.95 * len(data)
+
+
+def build_nse(work: Path, manifest: dict, version: str, date: str,
+              known: set[tuple[str, bytes]]) -> tuple[list[Entry], list[str]]:
+    """``known``: (transport, bytes) of the service probes, not repeated here."""
     info = manifest["nse"]
     observed = sends(read_journal(work / info["journal"]))
     entries: list[Entry] = []
@@ -365,33 +371,60 @@ def build_nse(work: Path, manifest: dict, version: str, date: str) -> tuple[list
             if s.data and (s.proto, s.peer_port, s.port) in src:
                 per[(s.proto, s.port)].append(s)
         made = 0
+
+        def add(proto: str, payload: bytes, match: str, notes: str, k: int,
+                confidence: float | None = None) -> None:
+            nonlocal made
+            if (proto, payload) in seen_payloads:
+                return  # the same bytes from another step or script: listed once
+            made += 1
+            pid = f"nmap-nse-{script}-{proto}-{made}"
+            seen_payloads[(proto, payload)] = pid
+            extra = f"; send {k + 1} of the script on port {a}"
+            entries.append(Entry(id=pid, probe=script, scanner="nmap-nse", transport=proto,
+                                 payload=payload, match=match,
+                                 confidence=confidence if confidence is not None else _confidence(payload),
+                                 provenance=_prov(version, run, date, extra), notes=notes))
+
         for proto in ("tcp", "udp"):
             first, second = per.get((proto, a), []), per.get((proto, b), [])
             for k, s in enumerate(first):
                 other = second[k].data if k < len(second) else None
-                payload, match, notes = s.data, "payload", ""
-                if other is not None and other != payload:
-                    found = constant_marker(payload, other, forbid=b"\n" if proto == "tcp" else b"")
+                if (proto, s.data) in known:
+                    continue  # a service probe's bytes (http-server-header's GET): listed there
+                if other == s.data:
+                    add(proto, s.data, "payload", "", k)
+                elif other is None and not _is_text(s.data):
+                    continue  # one observation: its random parts cannot be told from its constant ones
+                elif _is_text(s.data):
+                    # HTTP and the like: the Host line names the port. Keep the
+                    # lines both ports' sends share that name no target and say
+                    # who sent them: the request line and the User-Agent.
+                    shared = set(other.split(b"\n")) if other is not None else None
+                    where = "the same on both ports" if other is not None else "seen on one port"
+                    for i, line in enumerate(s.data.split(b"\n")):
+                        text = line.rstrip(b"\r")
+                        if ((shared is not None and line not in shared) or len(text) < 8
+                                or any(t in text for t in TARGET_BYTES)):
+                            continue
+                        if i == 0 and b" / " not in text:
+                            # "GET / HTTP/1.1" is every client's; a path is the script's.
+                            add(proto, text, "marker", f"the request line; {where}", k, 0.4)
+                        elif text.lower().startswith(b"user-agent:"):
+                            add(proto, text, "marker", f"the User-Agent line; {where}", k)
+                else:
+                    found = constant_marker(s.data, other, forbid=b"\n" if proto == "tcp" else b"")
                     if found is None:
                         continue  # nothing constant enough to recognise it by
-                    lo, run = found
-                    n = min(len(payload), len(other))
-                    varying = [i for i in range(n) if payload[i] != other[i]]
-                    payload, match = run, "marker"
-                    notes = (f"bytes {lo}..{lo + len(run) - 1} of a {len(s.data)}-byte send; bytes at "
-                             f"offsets {varying[:12]}{'...' if len(varying) > 12 else ''} differ between "
-                             "the two ports' sends (random ids)"
-                             + ("; lengths differ too" if len(other) != len(s.data) else ""))
-                if (proto, payload) in seen_payloads:
-                    continue  # the same bytes from another step or script: listed once
-                made += 1
-                pid = f"nmap-nse-{script}-{proto}-{made}"
-                seen_payloads[(proto, payload)] = pid
-                extra = f"; send {k + 1} of the script on port {a}"
-                entries.append(Entry(id=pid, probe=script, scanner="nmap-nse", transport=proto,
-                                     payload=payload, match=match, confidence=_confidence(payload),
-                                     provenance=_prov(version, run, date, extra), notes=notes))
-        if not made:
+                    lo, marker = found
+                    n = min(len(s.data), len(other))
+                    varying = [i for i in range(n) if s.data[i] != other[i]]
+                    add(proto, marker, "marker",
+                        f"bytes {lo}..{lo + len(marker) - 1} of a {len(s.data)}-byte send; bytes at "
+                        f"offsets {varying[:12]}{'...' if len(varying) > 12 else ''} differ between "
+                        "the two ports' sends (random ids)"
+                        + ("; lengths differ too" if len(other) != len(s.data) else ""), k)
+        if not any(per.values()):
             silent.append(script)
     return entries, silent
 
@@ -434,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
               "Generated by tools/capture/capture_nmap.py from nmap {version} on the wire, {date};\n"
               "see tools/capture/README.md. Regenerate rather than edit by hand.")
     summary = {}
+    tcp: list[Entry] = []
     if "tcp" in manifest:
         tcp = build_service(work, "tcp", manifest, version, date)
         write_yaml(args.out_dir / "nmap-tcp.yaml", tcp,
@@ -452,11 +486,13 @@ def main(argv: list[str] | None = None) -> int:
                    header.format(what="nmap -sU -sV service probes and -sU port-scan payloads over UDP.",
                                  version=version, date=date))
     if "nse" in manifest:
-        nse, silent = build_nse(work, manifest, version, date)
+        known = {(e.transport, e.payload) for e in (tcp + udp) if e.match == "payload"}
+        nse, silent = build_nse(work, manifest, version, date, known)
         write_yaml(args.out_dir / "nmap-nse.yaml", nse,
                    header.format(what="What the NSE scripts of -sV (category 'version') send.",
                                  version=version, date=date)
-                   + "\nScripts that sent nothing we could record: " + ", ".join(silent))
+                   + "\nScripts that sent nothing when forced onto a silent port: " + ", ".join(silent)
+                   + "\nSends equal to a service probe's bytes are listed only in nmap-tcp/nmap-udp.yaml.")
         summary["nse_entries"] = len(nse)
         summary["nse_scripts_silent"] = silent
     print(json.dumps(summary, indent=1))

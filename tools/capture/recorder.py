@@ -37,9 +37,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-# Ports that nmap's probes (and the NSE scripts -sV runs) are aimed at, plus
-# the other scanners' targets. Taken from the ports nmap itself chose in the
-# capture runs (tools/capture/README.md) and from IANA service assignments.
+# Well-known service ports (IANA assignments) that scanners aim probes at.
+# The capture's tcp-reg / udp-reg runs show which of them nmap has probes
+# registered for (tools/capture/README.md); the rest still get every probe
+# at --version-all.
 DEFAULT_TCP_PORTS = (
     "7,9,11,13,17,19,21-23,25,37,42,43,49,53,69,70,79-81,88,102,106,110,111,113,119,135,"
     "139,143,161,177,179,199,264,389,407,427,443-445,465,497,500,502,512-515,523,540,548,"
