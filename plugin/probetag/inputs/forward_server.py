@@ -364,6 +364,7 @@ class ForwardServer:
         self.port = 0
         self.host = ""
         self._ssl: ssl.SSLContext | None = None
+        self._refused = 0
         self.acks_pending = 0
 
     def count_pending(self, delta: int) -> None:
@@ -401,9 +402,12 @@ class ForwardServer:
         # Connections still in their TLS handshake count against the limit too.
         if len(self._tasks) >= self.config.max_connections or self._server is None:
             m.inc("connections_refused")
-            log_event(logging.WARNING, "connection_refused",
-                      peer=format_peer(writer.get_extra_info("peername")),
-                      reason="max_connections", limit=self.config.max_connections)
+            self._refused += 1
+            if self._refused % 100 == 1:  # a connection flood must not flood the log
+                log_event(logging.WARNING, "connection_refused",
+                          peer=format_peer(writer.get_extra_info("peername")),
+                          reason="max_connections", limit=self.config.max_connections,
+                          refused_total=self._refused)
             writer.close()
             return
         self._tasks.add(task)
