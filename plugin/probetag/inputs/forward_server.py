@@ -10,7 +10,8 @@ Theory of operation
   and before every read the task awaits ``Pipeline.wait_capacity()``: when
   the in-flight bound is hit the connection simply stops reading, the
   StreamReader stops the transport once its buffer is full, and the sender's
-  writes block (TCP flow control). Nothing is buffered beyond the bound.
+  writes block (TCP flow control). Nothing is buffered beyond the bound
+  but the one chunk being admitted.
 * Acks are end to end: ``{"ack": chunk}`` is written from the pipeline's
   settle callback, i.e. only after every record of the chunk is acked
   downstream (or flushed to stdout). Acks may therefore leave in a different
@@ -23,8 +24,9 @@ Theory of operation
   handed to the pipeline as one chunk (their packed entries concatenate),
   up to ``MERGE_MAX_BYTES`` / ``MERGE_MAX_FRAMES`` and never past the
   in-flight bound (records counted from the ``size`` option, 1 for a
-  Message frame); their acks are all written when that chunk settles. Nothing waits for more frames to merge,
-  so merging adds no latency; it only saves per-chunk work.
+  Message frame); their acks are all written when that chunk settles.
+  Nothing waits for more frames to merge, so merging adds no latency; it
+  only saves per-chunk work.
 * Peer errors (``ProtocolError``) are counted in ``frames_rejected{reason}``;
   the first one of a connection is logged with the peer address (never the
   key or passwords); a fatal one closes the connection. A connection opened
@@ -34,22 +36,24 @@ Theory of operation
   check); a failed or slow TLS handshake is ``connections_rejected{reason}``
   and one log line with the peer address.
 * Timeouts: ``handshake_timeout`` for the TLS handshake and until the
-  PING/PONG is done (only with a shared key),
-  ``idle_timeout`` between reads afterwards. A connection that waits for
+  PING/PONG is done (only with a shared key), ``idle_timeout`` between
+  reads afterwards. A connection that waits for
   pipeline capacity, or whose client waits for our acks, is not idle: the
   wait is ours.
 * ``acks_pending`` (gauge): chunks handed over whose settling (upstream
   ack, or close without one) is still to come, over all connections.
-* ``max_connections``: one more connection is accepted and closed at once
-  (``connections_refused``); the listening socket keeps accepting.
+* ``max_connections`` (connections still in their TLS handshake count):
+  one more connection is accepted and closed at once
+  (``connections_refused``, logged once per hundred); the listening socket
+  keeps accepting.
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
   request, write its ack when it settles, then close.
 * UDP heartbeat on the same port: ``handle_udp_heartbeat`` decides the reply
   (Fluentd answers ``0x00`` to ``0x00``).
 * Shutdown: ``stop_accepting()`` closes the listener, ``stop_reading()``
   makes every connection stop reading (data not yet handed over is never
-  acked, so the client resends it). Acks for what is in flight still go out while the
-  runtime drains; ``close()`` then closes the sockets.
+  acked, so the client resends it). Acks for what is in flight still go
+  out while the runtime drains; ``close()`` then closes the sockets.
 """
 
 from __future__ import annotations
