@@ -18,9 +18,9 @@ Theory of operation
   ``await wait_capacity()`` before handing over the next chunk and before
   the next socket read, so when the bound is hit they simply stop reading:
   the kernel buffers fill, TCP windows close and the senders' writes block.
-  Nothing is buffered beyond the bound except the one chunk being admitted;
-  a single chunk larger than the bound is still admitted when nothing else
-  is in flight, or it could never pass.
+  The bound is checked before a chunk is admitted, so what is in flight
+  exceeds it by at most one chunk (a chunk larger than the bound must still
+  be able to pass).
 * Outputs never give up, so when the downstream is down the in-flight
   records stay at the bound and everything upstream waits; nothing is
   dropped.
