@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -286,6 +287,8 @@ def test_recorder_sees_nmap_send_the_catalogue_bytes(tmp_path: Path) -> None:
         ready = _wait_ready(journal, proc, 10)
         assert ready["tcp"], f"none of {GET_PORTS} could be bound"
         port = ready["tcp"][0]
+        get = next(s for s in load_catalogue() if s.id == "nmap-tcp-GetRequest")
+        assert port in get.ports  # so even intensity 0 sends GetRequest there
         out = subprocess.run([nmap, "-sV", "--version-intensity", "0", "--version-trace", "-Pn", "-n",
                               "--max-retries", "1", "-p", str(port), "127.0.0.1"],
                              capture_output=True, text=True, timeout=45)
@@ -317,3 +320,39 @@ def test_recorder_sees_nmap_send_the_catalogue_bytes(tmp_path: Path) -> None:
     catalogue = {(s.scanner, s.transport, s.probe): s.payload for s in load_catalogue()}
     for name, c in zip(trace[1:], sent):
         assert catalogue[("nmap", "tcp", name)] == c["data"], name
+
+
+def test_recorder_records_and_never_answers(tmp_path: Path) -> None:
+    """What the capture relies on: bytes and times recorded exactly, nothing
+    sent back (a scanner must see a silent service), UDP datagrams too."""
+    journal = tmp_path / "rec.jsonl"
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(RECORDER), "--out", str(journal), "--tcp", str(port),
+                             "--udp", str(port), "--duration", "20", "--close-after-idle", "0.5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ready = _wait_ready(journal, proc, 10)
+        assert ready["tcp"] == [port] and ready["udp"] == [port]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"HELP\r\n")
+            time.sleep(0.1)
+            c.sendall(b"\x00\xff")
+            c.settimeout(3)
+            assert c.recv(100) == b""  # closed by the recorder after 0.5 s idle, never answered
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(b"\x00\x00\x10\x00", ("127.0.0.1", port))
+            u.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                u.recvfrom(100)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    data = [bytes.fromhex(e["hex"]) for e in events if e["ev"] == "data"]
+    assert b"".join(data) == b"HELP\r\n\x00\xff" and 1 <= len(data) <= 2  # recv() may join them
+    close = next(e for e in events if e["ev"] == "close")
+    assert (close["by"], close["bytes"]) == ("idle", 8)
+    assert [bytes.fromhex(e["hex"]) for e in events if e["ev"] == "udp"] == [b"\x00\x00\x10\x00"]
+    assert events[-1]["ev"] == "end"
