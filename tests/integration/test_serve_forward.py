@@ -105,19 +105,20 @@ def test_late_acks_upstream_ack_follows_downstream_ack():
     assert min(up.acked_at.values()) - min(up.sent_at.values()) >= 0.3
 
 
-@pytest.mark.parametrize("fault", ["nack", "drop"])
+@pytest.mark.parametrize("fault", ["nack", "drop", "wrong_ack"])
 def test_refusing_downstream_is_retried(fault):
-    kw = {"nack_first": 3} if fault == "nack" else {"drop_first": 3}
+    kw = {f"{fault}_first": 3}
     with Downstream(**kw) as ds, ServiceThread(_cfg(ds.port)) as svc:
         up = _upstream_run(ds, svc, chunks=5, per_chunk=10)
         reasons = {k: v for k, v in svc.metrics.snapshot().items() if k.startswith("downstream_retries")}
     dups = _check_all_arrived(ds, 50)
-    refused = [r for r in ds.snapshot() if r.outcome in ("nacked", "dropped")]
+    refused = [r for r in ds.snapshot() if r.outcome in ("nacked", "dropped", "wrong_ack")]
     assert len(refused) == 3
     # Duplicates only come from retried requests, and there were none here:
     # a refused request was never acked, so its records count once.
     assert dups == 0
-    assert sum(reasons.values()) == 3, reasons
+    reason = {"nack": "nack", "drop": "eof", "wrong_ack": "unexpected_ack"}[fault]
+    assert reasons == {f'downstream_retries{{reason="{reason}"}}': 3}, reasons
     _check_ack_order(ds, up, 10)
 
 

@@ -9,6 +9,8 @@ by request number (0-based, across connections):
 * ``nack_first=N``: answer the first N requests with ``{}`` and close
   (Vector's reject reply, FORWARD_NOTES §1);
 * ``drop_first=N``: close the next N requests' connections without acking;
+* ``wrong_ack_first=N``: ack the next N requests with an id that is not
+  theirs (Fluentd out_forward treats it as a failed request);
 * ``hold_acks()`` / ``release_acks()``: stop acking (records are still read
   until the socket buffers fill) and resume;
 * ``restart()``: close the listener and every connection, reopen the same
@@ -53,6 +55,7 @@ class Downstream:
     ack_delay: float = 0.0
     nack_first: int = 0
     drop_first: int = 0
+    wrong_ack_first: int = 0
     shared_key: str | None = None
     ssl_context: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
@@ -177,6 +180,10 @@ class Downstream:
                     if req.n < self.nack_first + self.drop_first:
                         req.outcome = "dropped"
                         break
+                    if req.n < self.nack_first + self.drop_first + self.wrong_ack_first:
+                        req.outcome = "wrong_ack"
+                        writer.write(conn.ack_bytes("bm90LXlvdXJzLW5vdC15b3Vycw=="))
+                        continue
                     t = asyncio.get_running_loop().create_task(self._ack(conn, writer, req))
                     pending.add(t)
                     t.add_done_callback(pending.discard)
