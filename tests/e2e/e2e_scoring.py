@@ -4,7 +4,7 @@ The truth never comes from probetag: see tests/util/nmap.py. A probe line is
 *named correctly* when the verdict's scanner is the truth's scanner and its
 name is the truth's probe or a probe whose bytes on the wire were identical
 (``wire_equal``: nmap's skypev2-version script sends exactly GetRequest's
-bytes). Lines nmap sent outside its service-probe list (NSE scripts other
+bytes); a scanner family such as ``nmap-nse`` counts as its scanner. Lines nmap sent outside its service-probe list (NSE scripts other
 than byte-identical ones, UDP port-scan payloads) have no catalogue name to
 expect: for them the scanner must be right and the name is reported.
 
@@ -30,6 +30,11 @@ def recoverable(fmt: str, props: dict[str, Any]) -> bool:
     tag = str(props.get("syslogtag", ""))
     prog = str(props.get("programname", ""))
     return tag in (prog, prog + ":")
+
+
+def same_scanner(verdict: Any, truth: str) -> bool:
+    """``nmap-nse`` (a catalogue family for nmap's NSE scripts) is nmap."""
+    return isinstance(verdict, str) and (verdict == truth or verdict.startswith(truth + "-"))
 
 
 def accepted(truth: dict[str, Any]) -> set[str] | None:
@@ -111,7 +116,7 @@ def score(fmt: str, truth: list[dict[str, Any]], props: list[dict[str, Any]],
                 s.unrecoverable_missed += 1
             continue
         names = accepted(t)
-        ok = v.get("scanner") == t["scanner"] and (names is None or v.get("name") in names)
+        ok = same_scanner(v.get("scanner"), t["scanner"]) and (names is None or v.get("name") in names)
         if not ok:
             s.misnamed.append((n, t["probe"], (v.get("scanner"), v.get("name"))))
             continue
