@@ -401,3 +401,47 @@ def test_marker_in_another_field_of_a_parsed_access_log():
     pr = out[0][1]["probe"]
     assert (pr["id"], pr["kind"], pr["shape"]) == ("nikto-user-agent", "marker", "field:agent")
     assert "probe" not in out[1][1]
+
+
+def test_crlf_lines_without_probe_context_are_not_decoded():
+    m = Metrics()
+    p = make(metrics=m)
+    windows = b"".join(pack_entry(et(500 + i), rec(line(b"Service started\r"), src="203.0.113.9"))
+                       for i in range(20))
+    lone_cr = pack_entry(et(521), rec(line(b"\r"), src="203.0.113.9"))
+    res = p.process("syslog", windows + lone_cr)
+    assert res.chunks[0].entries == windows + lone_cr and res.passed == 21
+    assert m.get("prefilter_skipped_no_context") == 21 and m.get("prefilter_hits") == 0
+    # Once a probe context is live, bare-CR lines near it in time are looked
+    # at (and the one that continues the probe is tagged); older ones are not.
+    p.process("syslog", pack_entry(et(600), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.4")))
+    res = p.process("syslog", windows + pack_entry(et(601), rec(line(b"\r"), src="198.51.100.4")))
+    assert res.tagged == 1 and res.passed == 20
+    assert m.get("prefilter_hits") == 1 + 1
+    assert m.get("prefilter_skipped_no_context") == 21 + 20
+
+
+ORDINARY = [
+    {"host": "web-03", "ident": "sshd", "pid": "812", "message": "Accepted publickey for deploy from 10.1.4.22 port 50122 ssh2"},
+    {"host": "web-03", "ident": "CRON", "pid": "9911", "message": "pam_unix(cron:session): session closed for user root"},
+    {"hostname": "db-1", "syslogtag": "kernel:", "msg": " eth0: link up, 1000Mbps, full-duplex",
+     "fromhost-ip": "127.0.0.1", "rawmsg": "<6>Nov 27 10:00:00 db-1 kernel: eth0: link up, 1000Mbps, full-duplex"},
+    {"appname": "app", "hostname": "k8s-node-7", "message": '{"level":"info","ts":"2026-11-27T10:00:00Z","msg":"ok"}',
+     "source_ip": "10.0.3.8"},
+    {"log": '10.0.0.5 - - [27/Nov/2026:10:00:00 +0000] "POST /api/v1/items HTTP/1.1" 201 88 "-" '
+            '"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"'},
+    {"message": "connect from localhost[127.0.0.1] to 0.0.0.0:25 (HTTP/1.0 proxy disabled)"},
+    {"message": "user=alice action=login result=ok src=192.0.2.10 agent=Mozilla/5.0"},
+]
+
+
+def test_ordinary_logs_do_not_reach_the_decoder():
+    # The hot path's premise: ordinary records hit none of the prefilter's
+    # literals, whatever the catalogue holds (a literal like "HTTP/1.1" or
+    # "Mozilla/5.0" would send every access log through the slow path).
+    m = Metrics()
+    p = make(metrics=m)
+    data = b"".join(pack_entry(et(1_800_000_000 + i), r) for i, r in enumerate(ORDINARY * 20))
+    res = p.process("syslog", data)
+    assert res.passed == len(ORDINARY) * 20 and res.chunks[0].entries == data
+    assert m.get("prefilter_hits") == 0

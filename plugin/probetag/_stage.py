@@ -212,7 +212,14 @@ class Processor:
         # One multi-literal scan over the packed bytes picks the entries to decode.
         hits: list[int] = []
         if self.prefilter is not None and count_entries:
-            hits = self.prefilter.entries_hit(entries if pos == n else entries[:pos], starts)
+            hits, weak = self.prefilter.classify(entries if pos == n else entries[:pos], starts)
+            if weak and len(weak) == len(hits):
+                # Only bare-CR lines (a Windows forwarder's CRLF) in this chunk:
+                # decode those that some source's probe context is near in time.
+                keep = [i for i in hits if self._context_live(entries, starts, i)]
+                if len(keep) < len(hits):
+                    self.metrics.inc("prefilter_skipped_no_context", len(hits) - len(keep))
+                    hits = keep
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
         todo = sorted(set(slow).union(hits)) if slow else hits
@@ -303,6 +310,28 @@ class Processor:
             res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
         self._account(res)
         return res
+
+    def _context_live(self, entries: bytes, starts: list[int], i: int) -> bool:
+        """Is any source's probe context recent at entry ``i``'s time?"""
+        if self.correlator is None or self.correlator.last_context == float("-inf"):
+            return False
+        pos = starts[i]
+        if _FAST_ENTRY.match(entries, pos) is not None:
+            # The time's bytes, read in place (EventTime or a positive int).
+            if entries[pos + 1] == 0xD7:
+                sec = int.from_bytes(entries[pos + 3:pos + 7], "big")
+                nsec = int.from_bytes(entries[pos + 7:pos + 11], "big")
+                return self.correlator.context_live(sec + nsec / 1e9)
+            if entries[pos + 1] == 0xCE:
+                return self.correlator.context_live(int.from_bytes(entries[pos + 2:pos + 6], "big"))
+            return self.correlator.context_live(entries[pos + 1])
+        try:
+            entry = _unpack_one(entries[starts[i]:starts[i + 1]])
+            t, reason = normalize_time(entry[0])
+        except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData, msgpack.FormatError,
+                msgpack.StackError):
+            return True  # cannot tell: decode, the full path will judge it
+        return reason is not None or self.correlator.context_live(_seconds(t))
 
     def expire(self, now: float | None = None) -> list[OutChunk]:
         """Summary records for scans idle at ``now`` (event-time seconds;

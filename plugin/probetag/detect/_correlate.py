@@ -120,6 +120,7 @@ class Correlator:
         self._sources: OrderedDict[str, _Scan] = OrderedDict()
         self._ended: list[dict[str, Any]] = []
         self.high_water = float("-inf")  # highest event time observed
+        self.last_context = float("-inf")  # latest time any source had a probe context
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -143,6 +144,7 @@ class Correlator:
             first = sure[0]
             scan = self._touch(src, t, scan)
             scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
+            self.last_context = max(self.last_context, t)
             scan.sure_probes.add(first.signature.probe)
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
@@ -152,6 +154,7 @@ class Correlator:
             if behind is not None:
                 scan = self._touch(src, t, scan)
                 scan.ctx_t = t  # the connection is still talking
+                self.last_context = max(self.last_context, t)
                 return self._record(scan, behind, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
                                     via="context")
         if following is not None:
@@ -170,6 +173,11 @@ class Correlator:
                 scan = self._touch(src, t, scan)
                 return self._record(scan, cands[0], _SCAN_CONFIDENCE, t, inherited=True, via="scan")
         return None
+
+    def context_live(self, t: float) -> bool:
+        """Could a line at time ``t`` lean on some source's context? (False
+        lets the stage skip lines that are only a CR.)"""
+        return abs(t - self.last_context) <= self.window
 
     def expire(self, now: float) -> list[dict[str, Any]]:
         """Summaries of scans ended so far and of scans idle at ``now``."""

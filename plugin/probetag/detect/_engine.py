@@ -80,6 +80,8 @@ _FRAMING_DIGITS = re.compile(rb"^[0-9]+")
 _WORD = re.compile(rb"^[A-Za-z]{1,12}$")
 _TRIM = b" \t\r"
 _SPLIT_TOKENS = re.compile(rb"[ :\[\]]+")
+#: The first two tokens of a line (HOSTNAME and TAG in the RFC 3164 split).
+_MSG_PART = re.compile(rb"^[^ :\[]*[ :\[]+[^ :\[]*[ :\[]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,32 +241,41 @@ class Detector:
     # -- public --------------------------------------------------------------
 
     def fragments(self) -> list[bytes]:
-        """Raw byte fragments one of which survives intact in any record that
-        holds a line this detector can match, whatever field split the parser
-        made (it splits at spaces, ``:`` and ``[``; FIELD_GUIDE 3). The
-        prefilter escapes them per dialect."""
+        """Raw byte fragments one of which survives intact in a record that
+        holds a line this detector can match (the prefilter escapes them per
+        dialect). Syslog parsers split a line into HOSTNAME, TAG and MSG at
+        spaces, ``:`` and ``[`` (FIELD_GUIDE 3), so:
+
+        * a token with a control, CR or 8-bit byte is rare in ordinary logs
+          and a field boundary cannot cut it: every such token (its first 32
+          bytes, which also survive the 510-byte TAG cut) is a fragment;
+        * a plain-text piece gives its first 16 bytes (whole-line shapes:
+          ``rawmsg``, a file line, JSON) and, when 10 bytes or more, the start
+          of what follows its first two tokens (the MSG of split shapes).
+          Bare tokens such as ``HTTP/1.1`` would hit every access log, so a
+          plain-text probe line whose MSG part is that short is only found
+          in whole-line shapes (documented limit);
+        * the shortest prefix the engine accepts as ``truncated``;
+        * markers whole.
+        """
         out: set[bytes] = set()
         for text, _ in self._markers:
             out.add(text)
-            toks = [t for t in _SPLIT_TOKENS.split(text) if len(t) >= 4]
-            if toks:
-                out.add(max(toks, key=len)[:32])
         for p in self._pieces:
             if p.trimmed:
                 continue
             toks = [t for t in _SPLIT_TOKENS.split(p.text) if t]
             if not toks:
                 continue
-            # A token with a control or 8-bit byte is rare in ordinary logs;
-            # prefer those. A field boundary can fall between any two tokens,
-            # so every such token is a fragment (a prefix of it is enough,
-            # and survives the 510-byte TAG cut).
             rich = [t for t in toks if _has_binary(t) or b"\r" in t]
-            chosen = rich if rich else [t for t in toks if len(t) >= 3] or toks
-            for t in chosen:
-                out.add(t[:32])
-            # A truncated line (TAG cut, RFC 5424 printable prefix) is only a
-            # prefix of the piece: the shortest prefix the engine accepts.
+            if rich:
+                for t in rich:
+                    out.add(t[:32])
+            else:
+                out.add(p.text[:_MIN_TRUNCATED_TEXT])
+                msg = _MSG_PART.sub(b"", p.text, count=1).strip()
+                if len(msg) >= 10:
+                    out.add(msg[:16])
             n = _MIN_TRUNCATED if _has_binary(p.text) else _MIN_TRUNCATED_TEXT
             if len(p.text) > n:
                 out.add(p.text[:n])

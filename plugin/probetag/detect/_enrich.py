@@ -257,10 +257,7 @@ def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[byt
 
     from ._engine import replaced
 
-    names = list(dialects)
-    if "rsyslog" in names and "rsyslog-8bit" not in names:
-        # escape8BitCharactersOnReceive is one rsyslog setting away.
-        names.append("rsyslog-8bit")
+    names = _dialects(dialects)
     out: set[bytes] = set()
     for frag in detector.fragments():
         raw = {frag, replaced(frag)}
@@ -276,6 +273,22 @@ def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[byt
         out.update(f for f in raw if len(f) >= _MIN_RAW and len(set(f)) >= 3)
         out.update(f for f in escaped if len(f) >= 2)
     return sorted(out)
+
+
+def _dialects(dialects: Sequence[str]) -> list[str]:
+    names = list(dialects)
+    if "rsyslog" in names and "rsyslog-8bit" not in names:
+        # escape8BitCharactersOnReceive is one rsyslog setting away.
+        names.append("rsyslog-8bit")
+    return names
+
+
+def context_fragments(dialects: Sequence[str]) -> list[bytes]:
+    """The escaped forms of a bare CR (``#015``, ``\\r``, ``\\015``): the
+    prefilter literals that only matter next to a probe line."""
+    from ..decode import escape
+
+    return sorted({bytes(escape(b"\r", d)) for d in _dialects(dialects)})
 
 
 def build_detection(config: Any, metrics: Any, *, detector: Detector | None = None,
@@ -296,8 +309,9 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
     cache = detector.__dict__.setdefault("_prefilters", {})
     prefilter = cache.get(tuple(d.escapes))
     if prefilter is None:
-        prefilter = cache[tuple(d.escapes)] = Prefilter(prefilter_fragments(detector, d.escapes),
-                                                        detector.backend)
+        prefilter = cache[tuple(d.escapes)] = Prefilter(
+            prefilter_fragments(detector, d.escapes), detector.backend,
+            weak=context_fragments(d.escapes))
     enricher = Enricher(config, detector, actions, correlator, metrics)
     return detector, prefilter, correlator, actions, enricher
 

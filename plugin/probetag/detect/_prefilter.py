@@ -153,34 +153,59 @@ class LiteralSet:
 
 
 class Prefilter:
-    """One scan over a chunk's packed bytes -> indices of entries worth decoding."""
+    """One scan over a chunk's packed bytes -> indices of entries worth decoding.
 
-    __slots__ = ("literals",)
+    ``weak`` literals (the escaped forms of a bare CR: ``#015``) only matter
+    next to a probe line of the same sender; ``classify()`` tells the entries
+    hit by nothing else apart, so the stage can skip them when no probe
+    context is live (a Windows forwarder ends every line with ``#015``)."""
 
-    def __init__(self, fragments: Iterable[bytes], backend: str | None = None) -> None:
-        # A literal that has another literal as a prefix adds nothing (any
-        # bytes containing it contain the shorter one): dropping those cuts
-        # the full catalogue's set by two thirds, and hyperscan's compile time
-        # with it.
-        keep: list[bytes] = []
-        for f in sorted(set(f for f in fragments if f)):
-            if keep and f.startswith(keep[-1]):
-                continue
-            keep.append(f)
-        self.literals = LiteralSet(keep, backend)
+    __slots__ = ("literals", "_weak")
+
+    def __init__(self, fragments: Iterable[bytes], backend: str | None = None,
+                 weak: Iterable[bytes] = ()) -> None:
+        weak_set = set(f for f in weak if f)
+        strong = _drop_redundant(set(f for f in fragments if f) - weak_set)
+        weak_list = _drop_redundant(weak_set)
+        self.literals = LiteralSet(strong + weak_list, backend)
+        self._weak = frozenset(range(len(strong), len(strong) + len(weak_list)))
 
     def entries_hit(self, data: bytes, starts: Sequence[int]) -> list[int]:
         """Indices into ``starts`` (sorted entry start offsets, an end sentinel
-        allowed) of entries that contain at least one fragment. A hit straddling two entries is
-        attributed to the one it starts in (over-reporting is harmless)."""
+        allowed) of entries that contain at least one fragment. A hit
+        straddling two entries is attributed to the one it starts in
+        (over-reporting is harmless)."""
+        return self.classify(data, starts)[0]
+
+    def classify(self, data: bytes, starts: Sequence[int]) -> tuple[list[int], set[int]]:
+        """(every hit entry, the subset hit only by weak literals)."""
         hits = self.literals.find(data)
         if not hits:
-            return []
+            return [], set()
         out: list[int] = []
+        strong: set[int] = set()
+        weak = self._weak
         last = -1
-        for off, _ in hits:
+        for off, pid in hits:
             i = bisect_right(starts, off) - 1
-            if i != last and i >= 0:
+            if i < 0:
+                continue
+            if i != last:
                 out.append(i)
                 last = i
-        return out
+            if pid not in weak:
+                strong.add(i)
+        return out, set(out) - strong if weak else set()
+
+
+def _drop_redundant(literals: Iterable[bytes]) -> list[bytes]:
+    """Sorted, without literals that have another literal as a prefix: they
+    add nothing (bytes containing one contain the other), and dropping them
+    cuts the full catalogue's set by two thirds, and hyperscan's compile time
+    with it."""
+    keep: list[bytes] = []
+    for f in sorted(literals):
+        if keep and f.startswith(keep[-1]):
+            continue
+        keep.append(f)
+    return keep
