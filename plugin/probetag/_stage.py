@@ -33,7 +33,10 @@ look at it:
    literals are fragments of every catalogue line, raw and as rsyslog
    escapes them in each configured dialect, plus the context marker ``#015``;
    msgpack stores strings unescaped, so a record holding a probe line
-   contains one of them. Hit offsets map to entries by bisect.
+   contains one of them. Hit offsets map to entries by bisect. Entries hit
+   only by the context marker (a Windows forwarder's CRLF) are kept only if
+   the chunk also has a real hit or their time is near a live probe context
+   (read from the time's bytes in place).
 3. Only hit entries (and full-path ones) are decoded; hit entries go
    through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
    one batch, so an ambiguous line can look ahead within the chunk.
