@@ -429,6 +429,70 @@ def build_nse(work: Path, manifest: dict, version: str, date: str,
     return entries, silent
 
 
+def build_nse_natural(work: Path, manifest: dict, version: str, date: str,
+                      have: list[Entry]) -> list[Entry]:
+    """What NSE sent on its own during the -sV --version-all runs.
+
+    Once service detection has failed, -sV runs version scripts on the port
+    by itself; the trace names their sockets but not the scripts. Sends that
+    an entry already covers are skipped. Of the rest, requests whose first
+    line differs only in digits (a timestamp) give a marker on the shared
+    prefix, and binary sends that start alike give their longest constant run.
+    """
+    def covered(proto: str, data: bytes) -> bool:
+        return any(e.transport == proto and (e.payload == data or (e.match == "marker" and e.payload in data))
+                   for e in have + out)
+
+    out: list[Entry] = []
+    for proto in ("tcp", "udp"):
+        if proto not in manifest:
+            continue
+        info = manifest[proto]
+        name = f"{proto}-all"
+        run = info["runs"][name]
+        nse = parse_nse_sockets((work / run["output"]).read_text(encoding="utf-8"))
+        got = [s for s in sends(read_journal(work / info["journal"]))
+               if s.data and (s.proto, s.peer_port, s.port) in nse]
+        groups: dict[bytes, list[bytes]] = defaultdict(list)
+        for s in got:
+            if _is_text(s.data):
+                # rsyslog logs each line on its own: the request line must be
+                # matched by itself, whatever covers the User-Agent line.
+                first = s.data.split(b"\n")[0].rstrip(b"\r")
+                if not covered(proto, first):
+                    groups[b"T" + re.sub(rb"\d+", b"0", first)].append(first)
+            elif not covered(proto, s.data):
+                groups[b"B" + s.data[:6]].append(s.data)
+        for key, items in sorted(groups.items()):
+            distinct = sorted(set(items))
+            if len(distinct) < 2:
+                continue
+            a, b = distinct[0], distinct[1]
+            if key.startswith(b"T"):
+                n = 0
+                while n < min(len(a), len(b)) and a[n] == b[n]:
+                    n += 1
+                marker = a[:n].rstrip(b"0123456789")
+                notes = (f"the request line's prefix up to the digits that change between sends "
+                         f"({len(items)} sends on {len({x for x in items})} variants)")
+                if len(marker) < 12 or b" / " in marker + b" " or any(t in marker for t in TARGET_BYTES):
+                    continue
+                lo = 0
+            else:
+                found = constant_marker(a, b, forbid=b"\n" if proto == "tcp" else b"")
+                if found is None:
+                    continue
+                lo, marker = found
+                notes = f"bytes {lo}..{lo + len(marker) - 1} of {len(items)} sends that start alike"
+            if covered(proto, marker):
+                continue
+            out.append(Entry(id=f"nmap-nse-sV-{proto}-{len(out) + 1}", probe="nse-during-sV",
+                             scanner="nmap-nse", transport=proto, payload=marker, match="marker",
+                             provenance=_prov(version, run, date, "; NSE sockets of that run"),
+                             notes=notes + "; the trace does not name the script"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/probetag-capture"))
@@ -488,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     if "nse" in manifest:
         known = {(e.transport, e.payload) for e in (tcp + udp) if e.match == "payload"}
         nse, silent = build_nse(work, manifest, version, date, known)
+        nse += build_nse_natural(work, manifest, version, date, tcp + udp + nse)
         write_yaml(args.out_dir / "nmap-nse.yaml", nse,
                    header.format(what="What the NSE scripts of -sV (category 'version') send.",
                                  version=version, date=date)
