@@ -101,3 +101,36 @@ def test_wire_equal_means_identical_bytes(run: tuple[str, Path]) -> None:
             assert by_probe[t["probe"]] & by_probe[other], (t["probe"], other)
             pairs += 1
     assert pairs > 0  # skypev2-version and GetRequest send the same bytes
+
+
+@pytest.mark.e2e
+def test_wire_capture_sees_only_its_port_with_kernel_times() -> None:
+    import os
+    import socket
+    import time
+
+    from util.nmap import WireCapture
+    from util.ports import free_port
+
+    if os.geteuid() != 0:
+        pytest.fail("the packet capture needs root (CI runs as root)")
+    port = free_port()
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", port))
+        srv.listen()
+        with WireCapture(port) as cap:
+            t0 = time.time()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"hello\n")
+                time.sleep(0.05)
+                c.sendall(b"tail")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.sendto(b"dgram", ("127.0.0.1", port))
+                u.sendto(b"elsewhere", ("127.0.0.1", port + 1 if port < 65535 else port - 1))
+            time.sleep(0.1)
+            t1 = time.time()
+    flows = cap.flows()
+    assert [(f.transport, f.payload) for f in flows] == [("tcp", b"hello\ntail"), ("udp", b"dgram")]
+    tcp = flows[0]
+    assert len(tcp.segments) == 2 and tcp.t_close is not None
+    assert t0 <= tcp.t_open <= tcp.segments[0].t < tcp.segments[1].t <= tcp.t_close <= t1
