@@ -131,7 +131,7 @@ def parse_nse_sockets(text: str) -> set[tuple[str, int, int]]:
 
 
 def parse_nmap_trace(text: str) -> list[TraceProbe]:
-    out = []
+    out: list[TraceProbe] = []
     for line in text.splitlines():
         m = _PROBE_LINE.match(line)
         if m:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import signal
 import sys
@@ -180,7 +181,7 @@ class Recorder:
         handles: list[Any] = []
         for port in self.tcp_ports:
             try:
-                srv = await loop.create_server(lambda p=port: _TcpSink(self, p), self.host, port,
+                srv = await loop.create_server(functools.partial(_TcpSink, self, port), self.host, port,
                                                reuse_address=True, backlog=256)
             except OSError as exc:
                 self.journal.write("bind_error", proto="tcp", port=port, error=exc.strerror)
@@ -189,7 +190,7 @@ class Recorder:
             self.bound_tcp.append(port)
         for port in self.udp_ports:
             try:
-                tr, _ = await loop.create_datagram_endpoint(lambda p=port: _UdpSink(self, p),
+                tr, _ = await loop.create_datagram_endpoint(functools.partial(_UdpSink, self, port),
                                                             local_addr=(self.host, port))
             except OSError as exc:
                 self.journal.write("bind_error", proto="udp", port=port, error=exc.strerror)
