@@ -556,6 +556,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         "latency_p99_ms": _r(percentile(hist, 0.99)),
         "latency_max_ms": _r(percentile(hist, 1.0)),
         "cpu_s_per_million": round((cpu_b - cpu_a) / recs * 1e6, 2) if recs else None,
+        # What one fully available core would give at this CPU cost: a
+        # projection for busy machines, not a measurement.
+        "one_core_records_per_s": round(recs / (cpu_b - cpu_a)) if cpu_b > cpu_a else None,
         "serve_cpu_util": round((cpu_b - cpu_a) / dt, 2) if dt > 0 else None,
         # Kernel time (socket I/O, loopback TCP) as a share of serve's CPU.
         "serve_system_share": round((sys_b - sys_a) / (cpu_b - cpu_a), 2) if cpu_b > cpu_a else None,
@@ -644,6 +647,8 @@ def print_result(result: dict) -> None:
         ("MB/s (records in)", f"{result['mb_per_s']}", f"avg record {result['avg_record_bytes']} B"),
         ("latency p50 / p99 ms", f"{result['latency_p50_ms']} / {result['latency_p99_ms']}",
          (f"target p99 <= {t['latency_p99_ms']}" if "latency_p99_ms" in t else "") + mark("latency_p99_ms")),
+        ("one busy core would give", f"{result['one_core_records_per_s']:,}",
+         "records/s (projection from CPU s / M records)"),
         ("CPU s / M records", f"{result['cpu_s_per_million']}",
          f"serve CPU use {result['serve_cpu_util']} cores ({result['serve_system_share']:.0%} system),"
          f" waited for a CPU {result['serve_runqueue_wait_share']:.0%} of the window"),

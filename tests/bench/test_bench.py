@@ -203,6 +203,7 @@ def _e2e(tmp_path: Path, *extra: str) -> dict:
     assert res["mb_per_s"] == pytest.approx(res["records_per_s"] * res["avg_record_bytes"] / 1e6, rel=0.01, abs=0.002)
     assert 0 < res["latency_p50_ms"] <= res["latency_p99_ms"] <= res["latency_max_ms"] < 60_000
     assert res["cpu_s_per_million"] > 0
+    assert res["one_core_records_per_s"] == pytest.approx(1e6 / res["cpu_s_per_million"], rel=0.02)
     assert 0 < res["serve_cpu_util"] <= 2.5 and 0 <= res["serve_runqueue_wait_share"] <= 2.5
     assert 10 < res["peak_rss_mb"] < 4000
     assert res["loadgen"]["unacked_chunks"] == 0 and res["loadgen"]["errors"] == []
