@@ -356,3 +356,51 @@ def test_recorder_records_and_never_answers(tmp_path: Path) -> None:
     assert (close["by"], close["bytes"]) == ("idle", 8)
     assert [bytes.fromhex(e["hex"]) for e in events if e["ev"] == "udp"] == [b"\x00\x00\x10\x00"]
     assert events[-1]["ev"] == "end"
+
+
+# --------------------------------------------------------------------------
+# The capture's pairing of nmap's trace with the recorder's journal (no I/O)
+# --------------------------------------------------------------------------
+
+sys.path.insert(0, str(REPO / "tools" / "capture"))
+import capture_common as cc  # noqa: E402
+
+
+def test_pairing_nmap_trace_with_journal() -> None:
+    trace = cc.parse_nmap_trace(
+        "Service scan sending probe NULL to 127.0.0.1:80 (tcp)\n"
+        "Service scan sending probe GetRequest to 127.0.0.1:80 (tcp)\n"
+        "NSOCK INFO [6.5s] noise\n"
+        "Service scan sending probe HTTPOptions to 127.0.0.1:80 (tcp)\n"
+        "Service scan sending probe DNSStatusRequest to 127.0.0.1:53 (udp)\n")
+    events = [
+        # NULL and GetRequest share the first connection; GetRequest arrives in two reads.
+        {"ev": "open", "t": 0.0, "port": 80, "conn": 1, "peer": ["127.0.0.1", 40000]},
+        {"ev": "data", "t": 6.0, "port": 80, "conn": 1, "hex": b"GET / ".hex()},
+        {"ev": "data", "t": 6.01, "port": 80, "conn": 1, "hex": b"HTTP/1.0\r\n\r\n".hex()},
+        {"ev": "close", "t": 6.3, "port": 80, "conn": 1},
+        {"ev": "open", "t": 6.4, "port": 80, "conn": 2, "peer": ["127.0.0.1", 40001]},
+        {"ev": "data", "t": 6.5, "port": 80, "conn": 2, "hex": b"OPTIONS / HTTP/1.0\r\n\r\n".hex()},
+        {"ev": "close", "t": 6.8, "port": 80, "conn": 2},
+        # The -sU port scan's own datagram comes first; the probe is the last one.
+        {"ev": "udp", "t": 1.0, "port": 53, "peer": ["127.0.0.1", 5], "hex": "aa"},
+        {"ev": "udp", "t": 7.0, "port": 53, "peer": ["127.0.0.1", 6], "hex": "000010"},
+    ]
+    got = cc.pair(trace, cc.sends(events), align_end=True)
+    assert got.mismatched == []
+    assert [(tp.name, s.data) for tp, s in got.pairs] == [
+        ("GetRequest", b"GET / HTTP/1.0\r\n\r\n"), ("HTTPOptions", b"OPTIONS / HTTP/1.0\r\n\r\n"),
+        ("DNSStatusRequest", b"\x00\x00\x10")]
+    assert [s.data for s in got.leading[("udp", 53)]] == [b"\xaa"]
+    # One send too few: the port is reported, not paired wrongly.
+    short = cc.pair(trace, [s for s in cc.sends(events) if s.conn != 2])
+    assert ("tcp", 80, 2, 1) in short.mismatched
+    assert all(tp.port != 80 for tp, _ in short.pairs)
+
+
+def test_constant_marker_skips_random_bytes_target_and_lf() -> None:
+    a = b"\x16\x03\x01RAND" + b"ciphers-\n-list" + b"127.0.0.1" + b"constant-tail!"
+    b = b"\x16\x03\x01rnd!" + b"ciphers-\n-list" + b"127.0.0.1" + b"constant-tail!"
+    off, marker = cc.constant_marker(a, b, forbid=b"\n")
+    assert marker == b"constant-tail!" and a[off:off + len(marker)] == marker
+    assert cc.constant_marker(b"abc", b"xyz") is None
