@@ -6,8 +6,9 @@ Theory of operation
   {...}}`` (``probetag._jsonenc.record_lines``), written in arrival order.
 * A chunk is settled only after its lines are written *and flushed*, so an
   upstream ack means the lines reached the pipe or file.
-* One writer task owns the stream. Every chunk queued while it was busy is
-  rendered and written in one go, with one flush: under load (fluent-logger
+* One writer task owns the stream. The chunks queued while it was busy are
+  rendered and written in one go (up to ``MAX_BATCH_RECORDS``), with one
+  flush: under load (fluent-logger
   sends one record per frame) the per-write cost is paid once per batch,
   not once per record.
 * Rendering and writing happen in a worker thread: a slow reader on the
@@ -32,7 +33,11 @@ from .._metrics import Metrics
 from .._stage import OutChunk, unpacker_for
 from . import OutputClosed
 
-__all__ = ["StdoutOutput", "render_chunk"]
+__all__ = ["StdoutOutput", "render_chunk", "MAX_BATCH_RECORDS"]
+
+#: Records rendered and written per write (bounds the memory and the time
+#: one write holds the lines of the chunks behind it).
+MAX_BATCH_RECORDS = 10_000
 
 
 def render_chunk(chunk: OutChunk) -> bytes:
@@ -70,8 +75,13 @@ class StdoutOutput:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [(c, f) for c, f in self._queue if not f.done()]  # done = cancelled waiter
-            self._queue.clear()
+            batch = []
+            records = 0
+            while self._queue and records < MAX_BATCH_RECORDS:
+                chunk, fut = self._queue.popleft()
+                if not fut.done():  # done = its waiter was cancelled (shutdown)
+                    batch.append((chunk, fut))
+                    records += chunk.count
             if not batch:
                 continue
             chunks = [c for c, _ in batch]
