@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import ssl
 import subprocess
 import time
@@ -44,6 +46,27 @@ def test_shared_key_both_sides():
     assert frames_in == 1
     assert rejected >= 1  # handshake_required
     assert sorted(rec["seq"] for _, _, rec in ds.acked_records()) == list(range(20))
+
+
+def test_user_auth(caplog):
+    caplog.set_level(logging.DEBUG, logger="probetag")
+    with ServiceThread({"listen": {"address": "127.0.0.1:0", "shared_key": "k",
+                                   "users": [{"username": "alice", "password": "s3cret"}]}}) as svc:
+        ok = Upstream(svc.port, security=ClientSecurity("k", "client-a", "alice", "s3cret"))
+        ok.send_chunk("user.ok", [{"seq": 1}])
+        assert ok.read_acks(1, timeout=10) == 1
+        ok.close()
+        with pytest.raises(HandshakeError) as ei:
+            Upstream(svc.port, security=ClientSecurity("k", "client-b", "alice", "wrong"))
+        assert "password" in str(ei.value)
+        assert svc.metrics.get("frames_in") == 1
+    assert [json.loads(x)["tag"] for x in svc.stdout.lines()] == ["user.ok"]
+    # The failure is logged once, with its reason; passwords and the key never
+    # reach the logs or the metrics.
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert logs.count("event=forward_peer_error") == 1 and "password mismatch" in logs
+    for secret in ("s3cret", "wrong"):
+        assert secret not in logs and secret not in svc.metrics.render()
 
 
 def test_wrong_downstream_key_is_retried_never_acked_upstream():
