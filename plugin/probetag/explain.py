@@ -62,6 +62,33 @@ _MAX_LINE = 1024 * 1024
 #: Lines the format detection looks at.
 _SNIFF_LINES = 200
 
+#: rsyslog's internal messages when octet counting meets a non-syslog client
+_FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame at end of stream")
+
+
+
+def _count_lines_with(data: bytes, markers: tuple[bytes, ...]) -> int:
+    """How many lines of ``data`` contain one of ``markers`` (rare: found with
+    bytes.find, then one line counted once even if it holds several)."""
+    offs = []
+    for m in markers:
+        i = data.find(m)
+        while i >= 0:
+            offs.append(i)
+            i = data.find(m, i + len(m))
+    if not offs:
+        return 0
+    offs.sort()
+    lines, pos, idx, last = 0, 0, 0, -1
+    for off in offs:
+        idx += data.count(b"\n", pos, off)
+        pos = off
+        if idx != last:
+            lines += 1
+            last = idx
+    return lines
+
+
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -157,6 +184,9 @@ class Explainer:
         rep = self.report
         n = data.count(b"\n") + 1
         rep.lines += n
+        # rsyslog's own complaints about bytes a client sent (FIELD_GUIDE 1):
+        # counted here, whatever the prefilter thinks of them
+        rep.framing_errors += _count_lines_with(data, _FRAMING_MARKERS)
         found: dict[int, dict[str, Any]] = {}
         hits = self.prefilter.literals.find(data)
         if not hits:
@@ -173,12 +203,8 @@ class Explainer:
             start = data.rfind(b"\n", 0, off) + 1
             end = data.find(b"\n", off)
             sl = decode.parse_syslog_line(data[start:end if end >= 0 else len(data)], self.fmt)
-            if sl.tag == b"rsyslogd:" and (b"Framing Error" in sl.msg or b"Incomplete frame" in sl.msg):
-                # rsyslog's own complaint about the bytes a client sent: not a
-                # probe line itself, but counted (octet counting ate the
-                # start of a probe, FIELD_GUIDE 1)
-                rep.framing_errors += 1
-                continue
+            if sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS):
+                continue  # rsyslog's own line, counted above; never a probe
             items.append((self._time(sl), sl.record))
             where.append(idx)
         if not items:

@@ -220,3 +220,17 @@ def test_config_file_sets_the_detection(tmp_path: Path) -> None:
     bad.write_text("detect:\n  no_such_key: 1\n")
     p = _run("--config", str(bad), src)
     assert p.returncode == 2 and b"no_such_key" in p.stderr
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_text_counts_rsyslog_framing_errors(fmt: str) -> None:
+    data = (FIX / FILES[fmt]).read_bytes()
+    want = sum(1 for ln in data.split(b"\n")
+               if b"Framing Error in received TCP message" in ln or b"Incomplete frame at end of stream" in ln)
+    assert want > 0  # the nmap run provokes them (LDAP probes start with '0')
+    text = _run(str(FIX / FILES[fmt])).stdout.decode()
+    assert f"{want} rsyslog framing-error lines" in text
+    # they are never tagged
+    out = _jsonl(str(FIX / FILES[fmt]))
+    lines = data.split(b"\n")
+    assert not [o for o in out if o["probe"] and b"rsyslogd" in lines[o["line"] - 1][:60]]
