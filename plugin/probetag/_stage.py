@@ -238,7 +238,16 @@ class Processor:
         detect_changed: list[bool] = []
         for i in todo:
             raw = entries[starts[i]:starts[i + 1]]
-            entry = _unpack_one(raw)
+            try:
+                entry = _unpack_one(raw)
+            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+                # Well-framed msgpack Python cannot hold (a map or an array as
+                # a map key, a malformed timestamp ext): this record is
+                # rejected, the rest of the chunk goes on and is acked.
+                # Raising would leave the chunk un-acked, to be resent forever.
+                self._reject(res, "entry_undecodable")
+                changes[i] = None
+                continue
             if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
                 self._reject(res, "entry_not_pair")
                 changes[i] = None
