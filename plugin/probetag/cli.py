@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "exec-filter": ("probetag.inputs.exec_filter", "main", "filter records on stdin/stdout for Fluentd out_exec_filter"),
     "check-config": ("probetag._checkconfig", "main", "validate probetag config files"),
     "config-reference": ("probetag._checkconfig", "reference_main", "print every config key with default and description"),
+    "cluster": ("probetag.cluster._cli", "main", "run one role of a NATS JetStream cluster (ingress, worker, egress)"),
 }
 
 
