@@ -47,6 +47,7 @@ look at it:
 
 from __future__ import annotations
 
+import codecs
 import re
 import time as _time
 from dataclasses import dataclass, field
@@ -103,8 +104,27 @@ def unpacker_for(data: bytes | None = None, max_size: int = 0) -> msgpack.Unpack
 _packer = msgpack.Packer(unicode_errors="surrogateescape", use_bin_type=True)
 
 
+def _lone_surrogates(exc: UnicodeError) -> tuple[bytes, int]:
+    # U+DC80..U+DCFF is surrogateescape's byte that was not UTF-8: give the
+    # byte back. Any other lone surrogate (a JSON "\ud800" escape, which
+    # Python's json accepts) has no UTF-8 form at all: U+FFFD.
+    assert isinstance(exc, UnicodeEncodeError)
+    out = b"".join(bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else "\ufffd".encode()
+                   for c in exc.object[exc.start:exc.end])
+    return out, exc.end
+
+
+codecs.register_error("probetag-surrogates", _lone_surrogates)
+_lenient_packer = msgpack.Packer(unicode_errors="probetag-surrogates", use_bin_type=True)
+
+
 def pack_entry(t: Any, record: Any) -> bytes:
-    return _packer.pack([t, record])
+    try:
+        return _packer.pack([t, record])
+    except UnicodeEncodeError:
+        # Only JSON inputs can carry such strings; raising here would fail
+        # the whole request or line batch, so the record goes on with U+FFFD.
+        return _lenient_packer.pack([t, record])
 
 
 def event_time(seconds: int, nanoseconds: int = 0) -> msgpack.ExtType:
