@@ -7,13 +7,22 @@ Theory of operation
   (nothing to add: the stage passes the original bytes on) or the
   ``Decision`` from ``probetag.act``.
 * Per record: ``probetag.decode.rebuild`` gives the logged line (escapes
-  undone), alternatives for ambiguous escaping, the sender and the record's
-  shape; the engine matches the line, then each alternative. The sender is
-  the correlation key; when the record has no sender field the host field
-  stands in (``host``, ``hostname``...).
+  undone), alternative readings, the sender and the record's shape; the
+  engine takes the first reading with a distinctive match
+  (``Detector.match_best``), gapped readings only for records known to miss
+  bytes (``lossy``). rsyslog's ``inputname`` (``imtcp``/``imudp``), when the
+  record carries it, restricts signatures to that transport. No match in
+  the line: markers are looked for in the record's other top-level fields
+  (the ``agent`` of a parsed access log). The sender is the correlation
+  key; when the record has no sender field the host field stands in.
+* A line several probes share (``GET / HTTP/1.0\\r`` starts nmap's
+  GetRequest and masscan's banner request) is resolved by the following
+  lines of the same source in the batch: the payload whose next pieces they
+  are wins; otherwise the payload with the fewest pieces still to come.
 * Correlation runs over the whole batch in order, with look-ahead inside the
   batch (see ``_correlate``): the next distinctive match of the same source
-  within the window is offered to an ambiguous line.
+  within the window is offered to an ambiguous line, and a line that is a
+  whole probe (``HELP\\r``) may be tagged from its source's ongoing scan.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
