@@ -29,7 +29,14 @@ Theory of operation
   3. one multi-literal scan (``_prefilter.LiteralSet``: hyperscan,
      pyahocorasick or ``re``) for markers anywhere (``marker``), a
      distinctive piece at the start of a longer line (``prefix``) and a
-     binary piece inside a line (``damaged``).
+     binary piece inside a line (``damaged``);
+  4. only for records known to miss bytes (``lossy=True``: RFC 5424 output
+     prints APP-NAME, not the rest of the TAG), a piece ``A + X + B`` for a
+     line ``A + B`` where ``X`` is a plausible TAG remainder (``damaged``).
+
+  ``match_best(candidates)`` applies this to each reading of a record and
+  prefers the first with a distinctive match. The answers for lines that
+  are catalogue pieces are computed once and kept.
 
 * A piece that is not distinctive on its own (a lone ``\\r``, ``\\r\\n``, a
   single common word, a run of one byte) gives ``ambiguous=True`` matches
