@@ -311,7 +311,8 @@ async def lease_owners(urls: list[str], bucket: str = "probetag_leases") -> dict
         await nc.close()
 
 
-def wait_leases(urls: list[str], partitions: int, workers: int, timeout: float) -> dict[str, str]:
+def wait_leases(urls: list[str], partitions: int, workers: int, timeout: float,
+                settle: float = 3.0) -> dict[str, str]:
     """Until every partition is leased and spread over ``workers`` workers."""
     deadline = time.monotonic() + timeout
     owners: dict[str, str] = {}
@@ -324,6 +325,9 @@ def wait_leases(urls: list[str], partitions: int, workers: int, timeout: float) 
         for w in owners.values():
             per[w] = per.get(w, 0) + 1
         if len(owners) == partitions and len(per) == workers and max(per.values()) - min(per.values()) <= 1:
+            # A claimed partition is consumed only after the ack timeout
+            # (2 s here, write_cluster_yaml): let every worker get there.
+            time.sleep(settle)
             return owners
         time.sleep(0.5)
     raise AssertionError(f"leases not balanced in {timeout}s: {owners}")

@@ -37,7 +37,7 @@ import nats
 from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeout
 from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, RetentionPolicy,
                          StorageType, StreamConfig)
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 
 from .._config import Config
 from .._metrics import Metrics
@@ -53,7 +53,8 @@ from ._subjects import in_subject, out_subject, part_filter
 
 __all__ = ["connect", "ensure_streams", "JetStreamOutput", "Worker", "Egress"]
 
-_TRANSIENT = (NatsTimeout, asyncio.TimeoutError, NoRespondersError, APIError, ConnectionClosedError)
+_TRANSIENT = (NatsTimeout, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError, APIError,
+              ConnectionClosedError)
 
 
 async def connect(cfg: ClusterConfig, name: str) -> Any:
@@ -197,6 +198,9 @@ class Worker:
                 await self._upkeep()
             except _TRANSIENT as exc:
                 self.metrics.inc("cluster_lease_errors", reason=type(exc).__name__)
+            except Exception:  # our bug: keep the leases' upkeep alive, and say so
+                self.metrics.inc("internal_errors", where="cluster_upkeep")
+                logging.getLogger("probetag").exception("event=upkeep_failed worker=%s", self.id)
             self._drop_stale()
             if time.monotonic() - last_expire >= 1.0:
                 last_expire = time.monotonic()
