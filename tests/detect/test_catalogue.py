@@ -19,6 +19,7 @@ from probetag.detect._catalogue import (
     CatalogueError,
     Signature,
     builtin_catalogue_paths,
+    FAMILY_RANK,
     format_payload,
     load_catalogue,
     parse_catalogue,
@@ -234,7 +235,7 @@ def test_builtin_has_every_default_udp_probe() -> None:
 def test_builtin_has_observed_markers_that_name_nmap() -> None:
     markers = {(s.scanner, s.payload) for s in load_catalogue() if s.match == "marker"}
     # NSE's HTTP library, seen in the http requests of the version scripts.
-    assert ("nmap-nse", b"User-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; "
+    assert ("nmap", b"User-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; "
             b"https://nmap.org/book/nse.html)") in markers
     assert ("nmap", b"Cookie: mstshash=nmap") in markers  # inside the RDP TerminalServerCookie probe
     assert ("sipvicious", b"User-Agent: friendly-scanner") in markers
@@ -404,3 +405,66 @@ def test_constant_marker_skips_random_bytes_target_and_lf() -> None:
     off, marker = cc.constant_marker(a, b, forbid=b"\n")
     assert marker == b"constant-tail!" and a[off:off + len(marker)] == marker
     assert cc.constant_marker(b"abc", b"xyz") is None
+
+
+def test_constant_marker_as_logged_drops_chance_bytes_and_final_nul() -> None:
+    # rpc-grind's UDP call: a 4-byte random xid whose last byte happened to be
+    # equal on both ports, and a final NUL rsyslog removes (FIELD_GUIDE 2.1)
+    body = b"\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x86\xa0" + b"\x00" * 8
+    a, b = b"\x1b\xd4\x36\xc3" + body, b"\x77\x10\x99\xc3" + body
+    off, plain = cc.constant_marker(a, b)
+    assert (off, plain) == (3, a[3:])  # the chance byte and the NUL are kept
+    off, logged = cc.constant_marker(a, b, as_logged=True)
+    assert (off, logged) == (4, body[:-1])
+    line = (b"\x1b\xd4\x36\xde" + body)[:-1]  # another xid, as rsyslog logs it
+    assert logged in line and plain not in line
+
+
+def test_naming_policy_scanner_is_the_tool_family_says_which_part() -> None:
+    cat = load_catalogue()
+    nmapish = [s for s in cat if s.id.startswith("nmap-")]
+    assert nmapish and all(s.scanner == "nmap" for s in nmapish)
+    fam = {s.id: s.family for s in nmapish}
+    assert fam["nmap-tcp-GetRequest"] == "service-probe"
+    assert all(f == "nse" for i, f in fam.items() if i.startswith("nmap-nse-"))
+    assert all(f == "udp-payload" for i, f in fam.items() if i.startswith("nmap-udp-scan-"))
+    assert all(s.family in ("", *FAMILY_RANK) for s in cat)
+    ranks = {f: Signature(id="x", probe="p", scanner="s", transport="tcp", payload=b"x",
+                          match="payload", confidence=None, ports=(), provenance="t",
+                          family=f).rank[0] for f in ("service-probe", "nse", "udp-payload", "")}
+    assert ranks["service-probe"] < ranks["nse"] < ranks["udp-payload"] < ranks[""]
+
+
+def test_unknown_family_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text('- id: x\n  probe: p\n  scanner: s\n  family: nsee\n  transport: tcp\n'
+                 '  payload: "abc"\n  provenance: "t"\n')
+    with pytest.raises(CatalogueError, match="family: must be one of"):
+        load_catalogue([f], builtin=False)
+
+
+def test_no_forced_transport_artefacts_in_the_nse_entries() -> None:
+    # Scripts -sV ran by itself over one transport only (capture_nmap's
+    # natural_nse_transports) have no entries for the other one: nmap never
+    # sends http-server-header's GET over UDP, nor snmp-info over TCP.
+    nse = {(s.probe, s.transport) for s in load_catalogue() if s.family == "nse"}
+    for artefact in [("http-server-header", "udp"), ("snmp-info", "tcp"), ("oracle-tns-version", "udp"),
+                     ("skypev2-version", "udp")]:
+        assert artefact not in nse, artefact
+    assert ("rpc-grind", "tcp") in nse and ("rpc-grind", "udp") in nse  # ran on both by itself
+
+
+def test_shared_bytes_name_the_service_probe() -> None:
+    from probetag.detect import Detector
+
+    cat = load_catalogue()
+    det = Detector(cat)
+    by_id = {s.id: s for s in cat}
+    xdmcp = by_id["nmap-udp-xdmcp"]
+    twins = [s for s in cat if s.payload == xdmcp.payload and s.transport == "udp" and s is not xdmcp]
+    assert any(s.family == "udp-payload" for s in twins)  # the -sU payload for port 177
+    assert det.match(xdmcp.payload, transport="udp")[0].signature.probe == "xdmcp"
+    # whatever the load order
+    assert Detector(list(reversed(cat))).match(xdmcp.payload, transport="udp")[0].signature.probe == "xdmcp"
+    # an NSE script's UDP entry no longer competes with the service probe
+    assert not any(m.signature.family == "nse" for m in det.match(b"GET / HTTP/1.0\r\n\r\n"))

@@ -197,6 +197,7 @@ class Entry:
     ports: tuple[int, ...] = ()
     notes: str = ""
     comment: str = ""  # written as a "# ..." line above the entry
+    family: str = ""  # nmap: service-probe | nse | udp-payload (see the catalogue loader)
 
 
 def _q(text: str) -> str:
@@ -212,6 +213,8 @@ def render_yaml(entries: Iterable[Entry], header: str) -> str:
         lines.append(f"- id: {e.id}")
         lines.append(f"  probe: {_q(e.probe)}")
         lines.append(f"  scanner: {e.scanner}")
+        if e.family:
+            lines.append(f"  family: {e.family}")
         lines.append(f"  transport: {e.transport}")
         lines.append(f"  payload: {format_payload(e.payload)}")
         lines.append(f"  match: {e.match}")
@@ -246,11 +249,33 @@ TARGET_BYTES = (b"127.0.0.1", b"\x7f\x00\x00\x01")
 
 
 def constant_marker(a: bytes, b: bytes, *, forbid: bytes = b"", max_len: int = 64,
-                    min_len: int = 8) -> tuple[int, bytes] | None:
+                    min_len: int = 8, as_logged: bool = False) -> tuple[int, bytes] | None:
     """The longest run of bytes that two sends of one step share at the same
     offsets, without any byte in ``forbid`` and without target-specific bytes;
     at most ``max_len`` bytes of it (a short marker survives truncated log
-    lines). Returns (offset, bytes) or None if no run reaches ``min_len``."""
+    lines). Returns (offset, bytes) or None if no run reaches ``min_len``.
+
+    ``as_logged``: the marker must be found in what rsyslog logs, so
+    * a byte at the edge of the run that touches a byte differing between the
+      two sends is left out: it can belong to the same random field and be
+      equal by chance (1 in 256; rpc-grind's UDP xid had one such byte);
+    * a NUL that ends the send is left out: rsyslog removes a final NUL
+      (FIELD_GUIDE 2.1), so a marker ending in it is never in the log."""
+    if as_logged:
+        found = constant_marker(a, b, forbid=forbid, max_len=1 << 30, min_len=min_len)
+        if found is None:
+            return None
+        lo, run = found
+        hi = lo + len(run)
+        if lo > 0 and a[lo - 1] != b[lo - 1]:
+            lo += 1
+        if hi < min(len(a), len(b)) and a[hi] != b[hi]:
+            hi -= 1
+        if hi == len(a) == len(b) and a[hi - 1:hi] == b"\0":
+            hi -= 1
+        if hi - lo < min_len:
+            return None
+        return lo, a[lo:min(hi, lo + max_len)]
     n = min(len(a), len(b))
     ok = [a[i] == b[i] and a[i] not in forbid for i in range(n)]
     for t in TARGET_BYTES:

@@ -295,11 +295,12 @@ def build_service(work: Path, proto: str, manifest: dict, version: str, date: st
                 notes += f"; a variant: these bytes on ports {sorted(seen_on)[:20]}"
             prov = _prov(version, all_run, date,
                          f"; {count} sends with these bytes on {len(seen_on & set(info['ports']))}/{n_ports} ports")
-            entries.append(Entry(id=pid, probe=name, scanner="nmap", transport=proto, payload=payload,
-                                 provenance=prov, confidence=_confidence(payload),
+            entries.append(Entry(id=pid, probe=name, scanner="nmap", family="service-probe",
+                                 transport=proto, payload=payload, provenance=prov, confidence=_confidence(payload),
                                  ports=tuple(sorted(reg.get(name, ()))), notes=notes))
             for j, line in enumerate(_naming_lines(payload), 1):
-                entries.append(Entry(id=f"{pid}-marker-{j}", probe=name, scanner="nmap", transport=proto,
+                entries.append(Entry(id=f"{pid}-marker-{j}", probe=name, scanner="nmap",
+                                     family="service-probe", transport=proto,
                                      payload=line, match="marker", provenance=prov,
                                      ports=tuple(sorted(reg.get(name, ()))),
                                      notes=f"a line of the {name} probe that names nmap; other tools "
@@ -342,6 +343,7 @@ def build_udp_scan(work: Path, manifest: dict, version: str, date: str) -> list[
         while any(e.id == pid for e in entries):
             pid, n = f"nmap-udp-scan-{port_list[0]}-{n}", n + 1
         entries.append(Entry(id=pid, probe=f"udp-scan-payload/{port_list[0]}", scanner="nmap",
+                             family="udp-payload",
                              transport="udp", payload=payload, ports=tuple(port_list),
                              confidence=_confidence(payload), provenance=_prov(version, run, date),
                              notes="sent by the UDP port scan (-sU) itself, before any -sV probe; "
@@ -353,13 +355,32 @@ def _is_text(data: bytes) -> bool:
     return sum(32 <= c < 127 or c in (9, 10, 13) for c in data) >= 0.95 * len(data)
 
 
+def natural_nse_transports(work: Path, manifest: dict) -> dict[str, set[str]]:
+    """Per transport, the scripts -sV ran by itself in the ``-all`` runs
+    (nmap -d prints ``NSE: Starting SCRIPT against HOST:PORT``; the tcp run
+    scans TCP ports only, the udp run UDP ports only)."""
+    out: dict[str, set[str]] = {}
+    for proto in ("tcp", "udp"):
+        if proto not in manifest:
+            continue
+        run = manifest[proto]["runs"][f"{proto}-all"]
+        text = (work / run["output"]).read_text(encoding="utf-8")
+        out[proto] = set(re.findall(r"^NSE: Starting (\S+) against ", text, re.M))
+    return out
+
+
 def build_nse(work: Path, manifest: dict, version: str, date: str,
-              known: set[tuple[str, bytes]]) -> tuple[list[Entry], list[str]]:
-    """``known``: (transport, bytes) of the service probes, not repeated here."""
+              known: set[tuple[str, bytes]]) -> tuple[list[Entry], list[str], list[str]]:
+    """``known``: (transport, bytes) of the service probes, not repeated here.
+    Returns (entries, scripts that sent nothing, ``script/transport`` left out
+    as forced-only)."""
+    forced_only: list[str] = []
     info = manifest["nse"]
     observed = sends(read_journal(work / info["journal"]))
     entries: list[Entry] = []
     silent: list[str] = []
+    natural = natural_nse_transports(work, manifest)
+    ran_naturally = set().union(*natural.values()) if natural else set()
     seen_payloads: dict[tuple[str, bytes], str] = {}
     for key, run in info["runs"].items():
         script = key[len("nse-"):]
@@ -381,12 +402,18 @@ def build_nse(work: Path, manifest: dict, version: str, date: str,
             pid = f"nmap-nse-{script}-{proto}-{made}"
             seen_payloads[(proto, payload)] = pid
             extra = f"; send {k + 1} of the script on port {a}"
-            entries.append(Entry(id=pid, probe=script, scanner="nmap-nse", transport=proto,
+            entries.append(Entry(id=pid, probe=script, scanner="nmap", family="nse", transport=proto,
                                  payload=payload, match=match,
                                  confidence=confidence if confidence is not None else _confidence(payload),
                                  provenance=_prov(version, run, date, extra), notes=notes))
 
         for proto in ("tcp", "udp"):
+            if script in ran_naturally and script not in natural.get(proto, set()):
+                # Forced with "+", a script runs on both transports; left to
+                # itself in the -sV runs it ran on the other one only, so these
+                # bytes over this transport are a capture artefact.
+                forced_only.append(f"{script}/{proto}")
+                continue
             first, second = per.get((proto, a), []), per.get((proto, b), [])
             for k, s in enumerate(first):
                 other = second[k].data if k < len(second) else None
@@ -414,7 +441,8 @@ def build_nse(work: Path, manifest: dict, version: str, date: str,
                             add(proto, text, "marker", f"the User-Agent line; {where}", k)
                 else:
                     assert other is not None  # one binary observation was skipped above
-                    found = constant_marker(s.data, other, forbid=b"\n" if proto == "tcp" else b"")
+                    found = constant_marker(s.data, other, forbid=b"\n" if proto == "tcp" else b"",
+                                            as_logged=True)
                     if found is None:
                         continue  # nothing constant enough to recognise it by
                     lo, marker = found
@@ -427,7 +455,7 @@ def build_nse(work: Path, manifest: dict, version: str, date: str,
                         + ("; lengths differ too" if len(other) != len(s.data) else ""), k)
         if not any(per.values()):
             silent.append(script)
-    return entries, silent
+    return entries, silent, forced_only
 
 
 def build_nse_natural(work: Path, manifest: dict, version: str, date: str,
@@ -480,7 +508,7 @@ def build_nse_natural(work: Path, manifest: dict, version: str, date: str,
                     continue
                 lo = 0
             else:
-                found = constant_marker(a, b, forbid=b"\n" if proto == "tcp" else b"")
+                found = constant_marker(a, b, forbid=b"\n" if proto == "tcp" else b"", as_logged=True)
                 if found is None:
                     continue
                 lo, marker = found
@@ -488,7 +516,7 @@ def build_nse_natural(work: Path, manifest: dict, version: str, date: str,
             if covered(proto, marker):
                 continue
             out.append(Entry(id=f"nmap-nse-sV-{proto}-{len(out) + 1}", probe="nse-during-sV",
-                             scanner="nmap-nse", transport=proto, payload=marker, match="marker",
+                             scanner="nmap", family="nse", transport=proto, payload=marker, match="marker",
                              provenance=_prov(version, run, date, "; NSE sockets of that run"),
                              notes=notes + "; the trace does not name the script"))
     return out
@@ -552,13 +580,15 @@ def main(argv: list[str] | None = None) -> int:
                                  version=version, date=date))
     if "nse" in manifest:
         known = {(e.transport, e.payload) for e in (tcp + udp) if e.match == "payload"}
-        nse, silent = build_nse(work, manifest, version, date, known)
+        nse, silent, forced_only = build_nse(work, manifest, version, date, known)
         nse += build_nse_natural(work, manifest, version, date, tcp + udp + nse)
         write_yaml(args.out_dir / "nmap-nse.yaml", nse,
                    header.format(what="What the NSE scripts of -sV (category 'version') send.",
                                  version=version, date=date)
                    + "\nScripts that sent nothing when forced onto a silent port: " + ", ".join(silent)
-                   + "\nSends equal to a service probe's bytes are listed only in nmap-tcp/nmap-udp.yaml.")
+                   + "\nSends equal to a service probe's bytes are listed only in nmap-tcp/nmap-udp.yaml."
+                   + "\nLeft out, forced onto a transport the script never used by itself under -sV: "
+                   + ", ".join(forced_only))
         summary["nse_entries"] = len(nse)
         summary["nse_scripts_silent"] = silent
     print(json.dumps(summary, indent=1))

@@ -18,6 +18,20 @@ Theory of operation
 * Unknown keys are errors (a typo such as ``provenence`` must not load as an
   entry without provenance). Ids are unique across all files, and a
   duplicate names both places.
+* Naming policy. ``scanner`` is the tool that sends the bytes (``nmap`` for
+  its -sV service probes, its NSE scripts and its -sU port-scan payloads
+  alike); ``family`` says which part of the tool (for nmap:
+  ``service-probe``, ``nse``, ``udp-payload``); ``probe`` is the name the
+  tool itself prints: nmap's probe name from ``--version-trace``
+  (``GetRequest``), the NSE script's name (``snmp-info``), or
+  ``udp-scan-payload/PORT`` for a -sU payload nmap does not name.
+* Several entries can hold the same bytes (nmap's snmp-info script sends
+  exactly the SNMPv3GetRequest probe's bytes). The engine then prefers, the
+  same way every time, the entry whose ``family`` ranks first in
+  ``FAMILY_RANK``: a service probe, then an NSE script, then a -sU payload,
+  then entries without a family (other tools), and the id last. A line
+  identified by such bytes names the service probe, which is what nmap's
+  trace calls it.
 * Inline signatures from the user's config (``probetag._config.Signature``,
   payload in Python escape notation, ``match: prefix|contains``) are converted
   into the same ``Signature`` so the engine sees one kind of record.
@@ -41,6 +55,7 @@ __all__ = [
     "CatalogueError",
     "TRANSPORTS",
     "MATCH_MODES",
+    "FAMILY_RANK",
     "builtin_catalogue_paths",
     "load_catalogue",
     "parse_catalogue",
@@ -55,7 +70,10 @@ TRANSPORTS = ("tcp", "udp", "any")
 MATCH_MODES = ("payload", "marker")
 
 _REQUIRED = ("id", "probe", "scanner", "transport", "payload", "provenance")
-_OPTIONAL = ("match", "confidence", "ports", "notes")
+_OPTIONAL = ("family", "match", "confidence", "ports", "notes")
+#: ``family`` values, in the order the engine prefers them when entries share
+#: bytes (see the naming policy above); entries without one rank after these.
+FAMILY_RANK = {"service-probe": 0, "nse": 1, "udp-payload": 2}
 _KEYS = _REQUIRED + _OPTIONAL
 
 _CATALOGUE_DIR = Path(__file__).resolve().parent / "catalogue"
@@ -79,6 +97,12 @@ class Signature:
     provenance: str
     notes: str = ""
     source: str = ""  # "file:line" of the entry, or "config:detect.signatures[i]"
+    family: str = ""  # see FAMILY_RANK; "" for tools with one kind of probe
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Sort key among entries with the same bytes: lower is preferred."""
+        return FAMILY_RANK.get(self.family, len(FAMILY_RANK)), self.id
 
 
 class CatalogueError(ValueError):
@@ -204,6 +228,9 @@ def _entry(node: yaml.Node, file: str) -> Signature:
     sid = text("id")
     probe = text("probe")
     scanner = text("scanner")
+    family = text("family", required=False)
+    if family and family not in FAMILY_RANK:
+        raise err("family", f"must be one of {', '.join(FAMILY_RANK)}; got {family!r}")
     transport = text("transport")
     if transport not in TRANSPORTS:
         raise err("transport", f"must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
@@ -217,7 +244,7 @@ def _entry(node: yaml.Node, file: str) -> Signature:
     ports = _ports(values, err)
     return Signature(id=sid, probe=probe, scanner=scanner, transport=transport, payload=payload,
                      match=match, confidence=confidence, ports=ports, provenance=provenance,
-                     notes=notes, source=f"{file}:{_line(node)}")
+                     notes=notes, source=f"{file}:{_line(node)}", family=family)
 
 
 def _id_of(node: yaml.MappingNode) -> str | None:

@@ -34,6 +34,11 @@ Theory of operation
      prints APP-NAME, not the rest of the TAG), a piece ``A + X + B`` for a
      line ``A + B`` where ``X`` is a plausible TAG remainder (``damaged``).
 
+  Matches are ordered by confidence; entries with the same bytes (hence the
+  same confidence for the same kind of match) by ``Signature.rank``: an nmap
+  service probe before an NSE script before a -sU payload (the catalogue's
+  naming policy), so the name does not depend on ids or load order.
+
   ``match_best(candidates)`` applies this to each reading of a record and
   prefers the first with a distinctive match. The answers for lines that
   are catalogue pieces are computed once and kept.
@@ -389,7 +394,7 @@ class Detector:
             old = best.get(p.sig)
             if old is None or m.confidence > old.confidence:
                 best[p.sig] = m
-        return sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.id))
+        return sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.rank))
 
     # -- internals -------------------------------------------------------------
 
@@ -476,7 +481,7 @@ class Detector:
         return self._finish(best)
 
     def _finish(self, best: dict[int, Match]) -> list[Match]:
-        out = sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.id))
+        out = sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.rank))
         # The same bytes claimed by different probes: the line alone cannot tell
         # them apart; keep every candidate but say so in the confidence.
         sure = [m for m in out if not m.ambiguous]

@@ -218,7 +218,7 @@ class Enricher:
                 score += 1
                 expect += 1
             left = self.detector.fragment_count.get(m.signature.id, 1) - m.fragment - 1
-            ranked.append((-score, left, -m.confidence, m.signature.id, m))
+            ranked.append((-score, left, -m.confidence, m.signature.rank, m))
         ranked.sort(key=lambda r: r[:4])
         return tuple(r[4] for r in ranked) + tuple(m for m in an.matches if m.ambiguous)
 
