@@ -9,6 +9,8 @@ import time
 
 from _harness import Role, chunks, collect, compare, free_ports, reference, send_load, wait_leases, write_cluster_yaml
 
+from probetag.cluster import partition_of, source_token
+
 SOURCES = 10_000
 
 
@@ -33,6 +35,11 @@ def test_affinity_10k_sources_two_workers(nats_cluster, roles, tmp_path):
     assert len(got.workers) == SOURCES
     used = set().union(*got.workers.values())
     assert used == set(owners.values())
+    # The server's partition(8,1) put each source where partition_of says:
+    # its worker is the owner of that partition's lease.
+    wrong = [src for src, ws in got.workers.items()
+             if ws != {owners[f"p{partition_of(source_token(src), 8)}"]}]
+    assert not wrong, f"sources off their partition: {wrong[:5]}"
     ref = reference(load)
     assert ref.keys() == want
     tagged = sum(1 for ev in ref.values() if "probe" in ev)

@@ -420,11 +420,18 @@ class Egress:
         self._stop.set()
 
     async def run(self) -> None:
-        sub = await self.js.pull_subscribe(
-            f"{self.cluster.out_prefix}.>", durable=self.cluster.egress_durable, stream=self.cluster.out_stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.cluster.ack_wait,
-                                  max_ack_pending=self.cluster.max_ack_pending, max_deliver=-1))
-        while not self._stop.is_set():
+        sub = None
+        while sub is None and not self._stop.is_set():
+            try:
+                sub = await self.js.pull_subscribe(
+                    f"{self.cluster.out_prefix}.>", durable=self.cluster.egress_durable,
+                    stream=self.cluster.out_stream,
+                    config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.cluster.ack_wait,
+                                          max_ack_pending=self.cluster.max_ack_pending, max_deliver=-1))
+            except _TRANSIENT:
+                self.metrics.inc("cluster_subscribe_retries")
+                await asyncio.sleep(0.5)
+        while sub is not None and not self._stop.is_set():
             try:
                 msgs = await sub.fetch(self.cluster.fetch_batch, timeout=1.0)
             except _TRANSIENT:
