@@ -22,6 +22,7 @@ SECRETS = {
     "listen_key": "lk-7Hq2vX9-listen-secret",
     "user_password": "pw-Alice-93kd0s",
     "down_key": "dk-Zp4Lw1-down-secret",
+    "out_password": "pw-Out-k2m9Qz",
 }
 PROBE = {"host": "GET", "ident": "/", "message": "HTTP/1.0#015", "source_address": "203.0.113.77"}
 
@@ -45,6 +46,7 @@ def test_metrics_health_and_no_secrets_under_load(tmp_path, figures):
         "listen": {"shared_key": SECRETS["listen_key"], "self_hostname": "probetag-rel",
                    "users": [{"username": "alice", "password": SECRETS["user_password"]}]},
         "output": {"type": "forward", "address": f"127.0.0.1:{ds.port}", "shared_key": SECRETS["down_key"],
+                   "username": "probetag", "password": SECRETS["out_password"],
                    "retry_initial": 0.05, "retry_max": 0.5},
         "log_level": "debug",
     }, metrics_port=mport) as pt:
