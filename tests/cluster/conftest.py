@@ -3,7 +3,6 @@ ports in 24000-24999, temp store dirs), stopped by PID also on failure."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 

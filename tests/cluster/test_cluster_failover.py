@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.request
 
 from _harness import (Role, chunks, collect, compare, free_ports, lease_owners, reference, send_load,
                       wait_leases, write_cluster_yaml)
@@ -26,6 +27,19 @@ def _send_in_background(port, load):
     return th, result
 
 
+def _metrics(port: int) -> dict[str, float]:
+    """Unlabelled counters (and label sums) from a role's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            name = name.split("{", 1)[0]
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
 def _check(nats_cluster, load, timeout=90):
     want = {r["rid"] for _, _, recs in load for r in recs}
     got = asyncio.run(collect(nats_cluster.urls, want, timeout=timeout))
@@ -39,8 +53,11 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls)
     (port,) = free_ports(1)
     roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
+    mport, = free_ports(1)
+    bcfg = tmp_path / "worker-b.yaml"
+    bcfg.write_text(f"metrics:\n  address: 127.0.0.1:{mport}\n")
     a = Role(tmp_path, "worker", cy, "worker-a")
-    b = Role(tmp_path, "worker", cy, "worker-b")
+    b = Role(tmp_path, "worker", cy, "worker-b", "-c", str(bcfg))
     roles += [a, b]
     owners = wait_leases(nats_cluster.urls, 8, 2, timeout=40)
     load = chunks(0, SOURCES, per_chunk=25)
@@ -57,7 +74,11 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
     assert set(after.values()) < set(owners.values())
     # Both workers delivered results: the survivor's include the dead one's partitions.
     assert set().union(*got.workers.values()) == set(owners.values())
-    print(f"duplicates={got.duplicates} messages={got.messages}")
+    m = _metrics(mport)
+    assert m.get("probetag_cluster_leases_claimed", 0) >= 8  # its own 4 (or 8 then 4) + the dead one's
+    assert m.get("probetag_records_in", 0) > 0
+    print(f"duplicates={got.duplicates} messages={got.messages} "
+          f"redeliveries={m.get('probetag_cluster_redeliveries', 0)}")
 
 
 def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):

@@ -10,6 +10,8 @@ Theory of operation
   SIGINT, then releases its leases so others take over without the TTL.
 * ``egress``: ``Egress`` to ``output.address`` of the main config (a forward
   server: Fluentd in_forward or Vector's fluent source, acked).
+* ``metrics.address`` of the main config serves ``/metrics`` and ``/health``
+  in every role (the ``cluster_*`` counters of docs/scale-out.md).
 * Config errors print ``error: FILE:LINE: KEY: reason`` and exit 2.
 """
 
@@ -101,6 +103,21 @@ async def _run(role: str, cfg: Config, cluster: ClusterConfig) -> int:
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, stop.set)
     metrics = Metrics()
+    metrics_server = None
+    if role != "ingress" and cfg.metrics.address:
+        # The ingress serves /metrics itself (Service); the other roles here.
+        metrics_server = MetricsServer(cfg.metrics.address, metrics)
+        await metrics_server.start()
+    try:
+        return await _run_role(role, cfg, cluster, metrics, stop)
+    finally:
+        if metrics_server is not None:
+            await metrics_server.close()
+
+
+async def _run_role(role: str, cfg: Config, cluster: ClusterConfig, metrics: Metrics,
+                    stop: asyncio.Event) -> int:
+    loop = asyncio.get_running_loop()
     if role == "ingress":
         service = IngressService(cfg, cluster, metrics)
         await service.start()

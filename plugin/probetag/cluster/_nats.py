@@ -270,9 +270,9 @@ class Worker:
         # Partitions we are releasing still count as ours until drained.
         decision = plan(self.id, self.cluster.partitions, owners, live, self.cluster.max_partitions)
         for p in decision.release:
-            st = self.owned.get(p)
-            if st is not None and not st.releasing:
-                st.releasing = True
+            held = self.owned.get(p)
+            if held is not None and not held.releasing:
+                held.releasing = True
                 self.metrics.inc("cluster_leases_released")
                 log_event(logging.INFO, "lease_release", worker=self.id, partition=p)
         for p in decision.claim:
