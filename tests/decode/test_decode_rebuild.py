@@ -282,3 +282,22 @@ def test_rsyslog_json_line_in_message_uses_its_own_sender():
             '"msg":""}')
     rb = rebuild({"message": line})
     assert (rb.line, rb.source, rb.shape, rb.alternatives) == (b"HELP\r", "198.51.100.9", "file-line", ())
+
+
+def test_file_line_sender_is_the_hostname_when_it_is_not_a_payload_word():
+    ip = rebuild(parse_syslog_line(b"Nov 27 13:46:14 127.0.0.1 #015 ", "traditional").record)
+    assert ip is not None and ip.source == "127.0.0.1" and ip.line == b"\r"
+    word = rebuild(parse_syslog_line(b"Nov 27 13:46:19 GET / HTTP/1.0#015", "traditional").record)
+    assert word is not None and word.source is None and word.line == b"GET / HTTP/1.0\r"
+    # a sender field still wins over the HOSTNAME
+    rec = dict(parse_syslog_line(b"Nov 27 13:46:14 10.0.0.1 #015 ", "traditional").record)
+    rec["fromhost-ip"] = "192.0.2.1"
+    assert rebuild(rec).source == "192.0.2.1"
+
+
+def test_fluentd_separator_may_have_swallowed_payload_bytes():
+    # Fluentd's ``(?:[^:]*:)? *`` ate ':' (NotesRPC) or ' \x00:' (oracle-tns)
+    notes = rebuild({"host": b"127.0.0.1", "ident": b"", "message": b"#000#000#000/#000#000"})
+    assert notes.lossy and notes.source == "127.0.0.1"
+    text = rebuild({"host": "web01", "ident": "sshd", "pid": "42", "message": "Accepted publickey"})
+    assert not text.lossy and text.source == "web01"

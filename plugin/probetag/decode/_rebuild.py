@@ -27,6 +27,9 @@ Theory of operation
   addresses, ``localhost`` and dotted names are senders; words rsyslog's
   senders never have, such as ``GET`` or ``SSH-2.0-...``, are payload), and
   the other reading is offered in ``alternatives``.
+* ``source`` is the first sender field present; failing that (text log
+  files, Fluentd in_tail records) the HOSTNAME, when the primary reading
+  takes it as the sender rather than as the payload's first word.
 * The escaped text is unescaped once, with the dialect chosen for the primary
   line, and every alternative is decoded with that same dialect: one line,
   one dialect.
@@ -186,13 +189,15 @@ def _join_host(host: bytes, rest: bytes) -> bytes:
 class _Cand:
     """Escaped text of the primary reconstruction and its alternatives."""
 
-    __slots__ = ("primary", "alts", "lossy", "source")
+    __slots__ = ("primary", "alts", "lossy", "source", "host_source")
 
     def __init__(self, primary: bytes, alts: list[bytes] | None = None, lossy: bool = False):
         self.primary = primary
         self.alts = list(alts or ())
         self.lossy = lossy
         self.source: str | None = None
+        #: the HOSTNAME, when the primary reading takes it as the sender
+        self.host_source: bytes | None = None
 
     def add(self, alt: bytes) -> None:
         self.alts.append(alt)
@@ -205,6 +210,7 @@ def _with_host(cand: _Cand, host: bytes | None, rest_alts: list[bytes], rest: by
         return
     sender, certain = _host_is_sender(host, rest, sources, exact)
     if sender:
+        cand.host_source = host
         if not certain:
             cand.add(_join_host(host, rest))
             for a in rest_alts:
@@ -308,6 +314,7 @@ def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...
         cand.primary = body[1:]
         return
     if host in sources or _is_ip(host):
+        cand.host_source = host
         return
     extra = cand.alts
     if body == host[-1:]:
@@ -350,7 +357,11 @@ def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     rest, alts = readings[0], readings[1:]
     # rsyslog's forwarding template cuts the TAG at 32 bytes (FORWARD_NOTES 8):
     # an ident of exactly that length may be the cut front of a longer line.
-    cand = _Cand(rest, alts, lossy=len(ident) == FORWARD_TAG_MAX and not msg)
+    # The separator ``[^:]*:`` can also swallow payload bytes up to the first
+    # colon (oracle-tns: `` \x00:`` after a binary ident; NotesRPC's leading
+    # ':' with an empty ident): for such lines bytes may be missing.
+    swallowed = bool(msg) and (not ident or bool(_BINARY_TAG.search(ident + msg)))
+    cand = _Cand(rest, alts, lossy=(len(ident) == FORWARD_TAG_MAX and not msg) or swallowed)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand
@@ -478,6 +489,11 @@ def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
     cand, shape = found
     if source is None:
         source = cand.source  # from inside a parsed file line (rsyslog json)
+    if source is None and cand.host_source:
+        # No sender field (a text log file, Fluentd's in_tail records): the
+        # HOSTNAME is the sender when the HOSTNAME rule says it is not the
+        # payload's first word (FIELD_GUIDE 3.3: with DNS off, the sender's IP).
+        source = cand.host_source.decode("utf-8", "replace")
     u = unescape(cand.primary, dialects)
     seen = {u.data}
     alts: list[bytes] = []
