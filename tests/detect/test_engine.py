@@ -320,3 +320,37 @@ def test_every_catalogue_marker_found_inside_a_line(det, s):
     # As sure as the catalogue says (less when other probes share the marker).
     base = s.confidence if s.confidence is not None else DEFAULT_CONFIDENCE
     assert 0.8 * base <= got[0].confidence <= base
+
+
+def test_gapped_match_when_app_name_is_shorter_than_the_head():
+    # RFC 5424: APP-NAME "To" / "Max-Forwards", the TAG's ':' lost; the gap
+    # starts inside the first three bytes, or the kept tail is short.
+    d = Detector([sig("sip-tcp", b"OPTIONS sip:nm SIP/2.0\r\nVia: SIP/2.0/TCP nm;branch=foo\r\n"
+                                 b"To: <sip:nm2@nm2>\r\nMax-Forwards: 70\r\n\r\n")])
+    m = best(d.match(b"To <sip:nm2@nm2>\r", lossy=True))
+    assert (m.signature.id, m.fragment, m.kind, m.ambiguous) == ("sip-tcp", 2, "damaged", False)
+    m = best(d.match(b"Max-Forwards 70\r", lossy=True))
+    assert (m.signature.id, m.ambiguous) == ("sip-tcp", False)
+    assert d.match(b"Max-Forwards 70\r") == []  # only for records known to miss bytes
+    assert d.match(b"Max 70\r", lossy=True) == []  # neither side long enough to mean anything
+
+
+def test_gap_with_spaces_only_when_it_ends_at_a_colon():
+    # Fluentd's separator [^:]*: swallowed ' \x00:' after a binary ident
+    payload = b"\x00Z\x00\x00\x01\x00\x00\x00\x016\x01 \x00:\x00\x00\x00\x00\x00\x004\xe6\x00\x00"
+    d = Detector([sig("tns", payload)])
+    m = best(d.match(payload.replace(b" \x00:", b""), lossy=True))
+    assert (m.signature.id, m.kind) == ("tns", "damaged")
+
+
+def test_same_bytes_in_two_families_are_not_a_doubt_and_the_service_probe_wins():
+    a = Signature(id="z-sv", probe="SNMPv3GetRequest", scanner="nmap", transport="udp",
+                  payload=b"0:\x02\x01\x030\x0f\x02\x02Ji\x02\x03\x00\xff\xe3", match="payload",
+                  confidence=None, ports=(), provenance="t", family="service-probe")
+    b = Signature(id="a-scan", probe="udp-scan-payload/161", scanner="nmap", transport="udp",
+                  payload=a.payload, match="payload", confidence=None, ports=(), provenance="t",
+                  family="udp-payload")
+    for d in (Detector([a, b]), Detector([b, a])):
+        got = d.match(b"0\x02\x01\x030\x0f\x02\x02Ji\x02\x03\x00\xff\xe3", lossy=True)  # ':' lost
+        assert got[0].signature.probe == "SNMPv3GetRequest" and not got[0].ambiguous
+        assert d.match(a.payload)[0].signature.probe == "SNMPv3GetRequest"

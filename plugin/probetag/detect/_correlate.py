@@ -26,10 +26,13 @@ Theory of operation
     before its context stays untagged (documented miss; it is not a
     distinctive line anyway).
   - a line that is a scanner's *whole* probe but says nothing alone
-    (``HELP\\r``, nmap's Help) is tagged, at a modest confidence, when its
-    source is in the middle of a scan by that scanner (at least two
-    different probes seen on distinctive lines, not idle). Lone ``\\r``
-    lines never qualify: no probe is only a CR.
+    (``HELP\\r``, nmap's Help; Sqlping's one-byte datagram), or the first
+    of the lines that together are a whole probe (GenericLines' two lone
+    CRs, found by the caller's look-ahead), is tagged, at a modest
+    confidence and ``via="scan"``, when its source is in the middle of a
+    scan by that scanner (at least two different probes seen on distinctive
+    lines, not idle); the lines after it inherit from it. A source with no
+    scan never gets such a line tagged (a Windows forwarder's CRLF).
   - consecutive lines of the same signature within ``window`` form one
     *group* (``group_lines`` counts them); all lines of a source form one
     *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
@@ -171,6 +174,9 @@ class Correlator:
             cands = [m for m in whole if m.signature.scanner in scan.scanners]
             if len({m.signature.probe for m in cands}) == 1:
                 scan = self._touch(src, t, scan)
+                # The rest of a multi-line whole probe (GenericLines' second
+                # CR) then leans on this line as its context.
+                scan.ctx, scan.ctx_conf, scan.ctx_t = cands[0], _SCAN_CONFIDENCE, t
                 return self._record(scan, cands[0], _SCAN_CONFIDENCE, t, inherited=True, via="scan")
         return None
 

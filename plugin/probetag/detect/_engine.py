@@ -194,6 +194,7 @@ class Detector:
         self._exact_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
         #: signature id -> number of LF-pieces its payload gives over TCP
         self.fragment_count: dict[str, int] = {}
+        self._logged: dict[str, tuple[bytes, ...]] = {}
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
@@ -202,6 +203,10 @@ class Detector:
                 continue
             logged = _logged_lines(bytes(sig.payload), sig.transport)
             self.fragment_count[sig.id] = max((f for _, f, _ in logged), default=-1) + 1
+            frags: dict[int, bytes] = {}
+            for _t, f, line in logged:
+                frags.setdefault(f, line)
+            self._logged[sig.id] = tuple(frags[f] for f in sorted(frags))
             for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
                     self._add(_Piece(si, frag, kind, transport, text, distinctive(text),
@@ -251,6 +256,11 @@ class Detector:
         self._pieces.append(piece)
 
     # -- public --------------------------------------------------------------
+
+    def logged_pieces(self, sig_id: str) -> tuple[bytes, ...]:
+        """The lines rsyslog logs for that signature's payload over TCP, in
+        order (fragment k is element k); empty for markers and unknown ids."""
+        return self._logged.get(sig_id, ())
 
     def fragments(self) -> list[bytes]:
         """Raw byte fragments one of which survives intact in a record that
@@ -349,15 +359,21 @@ class Detector:
             seen.add(key)
             cp = len(commonprefix([key, line]))
             cs = len(commonprefix([key[::-1], line[::-1]]))
-            if cp + cs < len(line) or cs < _MIN_GAPPED:
+            if cp + cs < len(line):
                 return
             # Place the gap as late as the kept tail allows (the shortest B),
             # then check it is a TAG remainder: no space inside, at most 510
             # bytes, ending where the TAG ends (before a space, or with ':').
             a = min(cp, len(line))
             b = len(line) - a
+            # A or B must be long enough to mean something: ``Max-Forwards``
+            # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
+            if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
+                return
             gap = key[a:len(key) - b]
-            if not gap or b" " in gap or len(gap) > 510:
+            # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
+            # spaces but then ends with the colon it stops at.
+            if not gap or (b" " in gap and not gap.endswith(b":")) or len(gap) > 510:
                 return
             rest = key[len(key) - b:]
             if rest[:1] not in (b" ", b"") and not gap.endswith(b":"):
@@ -367,13 +383,17 @@ class Detector:
                     hits.append((p, len(line) / len(key)))
 
         keys = self._sorted
-        head = line[:_GAP_PREFIX]
-        i = bisect_left(keys, head)
-        n = 0
-        while i < len(keys) and n < _MAX_TRUNC_CANDIDATES and keys[i].startswith(head):
-            consider(keys[i])
-            i += 1
-            n += 1
+        # The gap starts where APP-NAME ends, which can be inside the first
+        # _GAP_PREFIX bytes (APP-NAME ``To`` of ``To: <sip:...>``, ``0`` of
+        # SNMP's ``0:``): shorter heads too, each walk bounded.
+        for hl in range(min(_GAP_PREFIX, len(line)), 0, -1):
+            head = line[:hl]
+            i = bisect_left(keys, head)
+            n = 0
+            while i < len(keys) and n < _MAX_TRUNC_CANDIDATES and keys[i].startswith(head):
+                consider(keys[i])
+                i += 1
+                n += 1
         # A empty: the line is what followed the lost TAG, a suffix of a piece.
         rkeys = self._rsorted
         tail = line[::-1]
@@ -386,7 +406,10 @@ class Detector:
         if not hits:
             return []
         probes = {self.signatures[p.sig].probe for p, _ in hits}
-        amb = not distinctive(line) or len(probes) > 1
+        # Several probes, but all from the same bytes (an -sV probe and the
+        # -sU payload of its port): no doubt about the line; the catalogue's
+        # naming policy (Signature.rank) picks the name.
+        amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
         best: dict[int, Match] = {}
         for p, ratio in hits:
             m = Match(self.signatures[p.sig], p.fragment, "damaged",
@@ -455,7 +478,10 @@ class Detector:
                 n += 1
             if hits:
                 probes = {self.signatures[p.sig].probe for p, _ in hits}
-                amb = not distinctive(line) or len(probes) > 1
+                # Several probes, but all from the same bytes (an -sV probe and the
+                # -sU payload of its port): no doubt about the line; the catalogue's
+                # naming policy (Signature.rank) picks the name.
+                amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
                 for p, ratio in hits:
                     offer(Match(self.signatures[p.sig], p.fragment, "truncated",
                                 self._conf(p.sig, "truncated", amb, 0.8 + 0.2 * ratio), amb))

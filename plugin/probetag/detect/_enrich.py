@@ -33,6 +33,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +45,10 @@ __all__ = ["Enricher", "Analysis", "show_bytes", "HOST_FIELDS"]
 
 #: Record fields that stand in for the sender when no sender field exists.
 HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
+#: Shapes whose rebuild already judged the host field (decode.rebuild: the
+#: HOSTNAME is the sender or the payload's first word); when it found no
+#: sender there, the host field is the payload's word and is not the sender.
+_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line")
 #: Shortest raw literal the chunk prefilter looks for; longest escaped form.
 _MIN_RAW = 6
 _MAX_ESCAPED = 24
@@ -53,6 +58,11 @@ _MIN_WHOLE = 4
 _MAX_MARKER_FIELDS = 64
 #: How many later hit records an ambiguous line may look ahead to.
 _LOOKAHEAD = 16
+#: Lines of one connection are logged together; file formats keep whole
+#: seconds, so two lines of one connection can be a second apart.
+_SAME_CONNECTION = 1.0
+#: A line made only of control bytes (rsyslog escapes them, FIELD_GUIDE 2.1).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 
 _SHOW = {c: chr(c) for c in range(0x20, 0x7F)}
 _SHOW.update({c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7F, 0x100))})
@@ -128,9 +138,14 @@ class Enricher:
             key, line, matches = found
             shape, lossy = f"field:{key}", False
             source = rb.source if rb is not None else None
-        if not source:
+        if not source and (rb is None or rb.shape not in _HOST_AWARE):
+            # No sender field and no HOSTNAME rule applied: a host field, as
+            # str or as bytes (msgpack bin from Fluentd's in_tail, our own
+            # file-line records), stands in.
             for key in HOST_FIELDS:
                 v = record.get(key)
+                if isinstance(v, bytes):
+                    v = v.decode("utf-8", "replace")
                 if isinstance(v, str) and v:
                     source = v
                     break
@@ -161,6 +176,9 @@ class Enricher:
                 # Prefilter hits that match nothing: the price of a cheap scan.
                 self.metrics.inc("prefilter_no_match", misses)
         out: list[Any] = [None] * len(items)
+        # Pass 0: a line whose HOSTNAME was the payload's first word has no
+        # sender; the next line of its connection usually has one.
+        analyses = self._adopt_senders(analyses, items)
         # Pass 1: lines several probes share are ordered by what follows.
         resolved: list[tuple[Match, ...]] = [
             () if an is None else self._by_sequence(analyses, items, i, an, items[i][0])
@@ -175,10 +193,8 @@ class Enricher:
             if all(m.ambiguous for m in matches):
                 following = self._following(analyses, resolved, items, i, an.source, t)
             whole: tuple[Match, ...] = ()
-            if all(m.ambiguous for m in matches) and len(an.line.strip(b" \t\r\n")) >= _MIN_WHOLE:
-                count = self.detector.fragment_count
-                whole = tuple(m for m in matches if m.kind == "exact"
-                              and count.get(m.signature.id) == 1)
+            if all(m.ambiguous for m in matches):
+                whole = self._whole(analyses, items, i, an, matches)
             verdict = self.correlator.observe(an.source, t, matches, following=following,
                                               whole=whole)
             if verdict is None or verdict.confidence < self.min_confidence:
@@ -191,6 +207,81 @@ class Enricher:
                 self.metrics.inc("probes_matched", probe=verdict.match.signature.probe,
                                  kind=verdict.match.kind)
         return out
+
+    def _adopt_senders(self, analyses: list[Analysis | None],
+                       items: Sequence[tuple[float, Any]]) -> list[Analysis | None]:
+        """A file line ``GET / HTTP/1.0#015`` has HOSTNAME ``GET``: rsyslog
+        wrote the payload's first word instead of the sender (FIELD_GUIDE
+        3.3), so the line names no sender. The connection's next line
+        (``127.0.0.1 #015``) does, and it is the same connection when it is
+        the next piece of the same payload, logged at nearly the same time.
+        Such a line takes that sender; otherwise it stays without one."""
+        out = list(analyses)
+        for i, an in enumerate(analyses):
+            if an is None or an.source is not None:
+                continue
+            sure = [m for m in an.matches if not m.ambiguous]
+            if not sure:
+                continue
+            t = items[i][0]
+            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
+                aj = analyses[j]
+                if aj is None or aj.source is None:
+                    continue
+                if abs(items[j][0] - t) > _SAME_CONNECTION:
+                    break
+                if any(x.signature.id == m.signature.id and self._is_piece(x.signature.id, m.fragment + 1, aj.line)
+                       for m in sure for x in aj.matches):
+                    out[i] = Analysis(an.line, an.matches, aj.source, an.shape, an.lossy)
+                    break
+        return out
+
+    def _is_piece(self, sig_id: str, fragment: int, line: bytes) -> bool:
+        """Is ``line`` (spacing aside) what rsyslog logs as that fragment?"""
+        pieces = self.detector.logged_pieces(sig_id)
+        return 0 <= fragment < len(pieces) and pieces[fragment].strip(b" \t") == line.strip(b" \t")
+
+    def _whole(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
+               i: int, an: Analysis, matches: Sequence[Match]) -> tuple[Match, ...]:
+        """Ambiguous matches of line ``i`` that, with the lines following it,
+        are a signature's complete payload:
+
+        * one line that is all of it: ``HELP\r`` (text of 4 bytes or more,
+          ordinary words are too common below that) or a short binary
+          datagram (Sqlping's single ``\x02``: control bytes on their own are
+          no application's log line);
+        * the first of the lines that are all of it, each the expected piece
+          in order, from the same source within ``_SAME_CONNECTION`` seconds:
+          GenericLines is ``\r\n\r\n``, two lines that are only a CR.
+
+        The correlator tags these only for a source in the middle of a scan."""
+        count = self.detector.fragment_count
+        core = an.line.strip(b" \t\r\n")
+        out = []
+        for m in matches:
+            if m.kind != "exact":
+                continue
+            n = count.get(m.signature.id, 1)
+            if n == 1:
+                if len(core) >= _MIN_WHOLE or (core and _CONTROL.fullmatch(core)):
+                    out.append(m)
+                continue
+            if not self._is_piece(m.signature.id, 0, an.line):
+                continue
+            t, k = items[i][0], 1
+            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
+                aj = analyses[j]
+                if aj is None or aj.source != an.source:
+                    continue
+                if abs(items[j][0] - t) > _SAME_CONNECTION or any(not x.ambiguous for x in aj.matches):
+                    break
+                if not self._is_piece(m.signature.id, k, aj.line):
+                    break
+                k += 1
+                if k == n:
+                    out.append(Match(m.signature, 0, m.kind, m.confidence, m.ambiguous))
+                    break
+        return tuple(out)
 
     def _by_sequence(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
                      i: int, an: Analysis, t: float) -> tuple[Match, ...]:
