@@ -241,10 +241,14 @@ def _open(path: str) -> IO[bytes]:
 
 
 def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[bytes]:
-    """Blocks of whole lines joined by LF, without the last LF."""
-    if first:
-        yield b"\n".join(first)
-    rest = b""
+    """Blocks of whole lines joined by LF, without the last LF. A block is
+    one detection batch, and a connection's lines split across two batches
+    lose the look-ahead (a request line and its lone CR), so the sniffed
+    ``first`` lines open the first block rather than making one of their
+    own, and a last line without LF joins the block before it. (One block
+    is held back for that: memory stays at two blocks.)"""
+    rest = b"\n".join(first) + b"\n" if first else b""
+    held: bytes | None = None
     while True:
         data = f.read(_BLOCK)
         if not data:
@@ -254,15 +258,25 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[by
         if cut < 0:
             if len(data) > _MAX_LINE:
                 report.cut_lines += 1
-                yield data[:_MAX_LINE]
-                rest = b""
+                if held is not None:
+                    yield held
+                held, rest = data[:_MAX_LINE], b""
             else:
                 rest = data
             continue
         rest = data[cut + 1:]
-        yield data[:cut]
-    if rest:
-        yield rest
+        if held is not None:
+            yield held
+        held = data[:cut]
+    if rest.endswith(b"\n"):
+        rest = rest[:-1]  # only the sniffed lines, nothing after them
+        if held is None:
+            yield rest
+            return
+    elif rest:
+        held = rest if held is None else held + b"\n" + rest
+    if held is not None:
+        yield held
 
 
 def _sniff(f: IO[bytes]) -> list[bytes]:

@@ -234,3 +234,19 @@ def test_text_counts_rsyslog_framing_errors(fmt: str) -> None:
     out = _jsonl(str(FIX / FILES[fmt]))
     lines = data.split(b"\n")
     assert not [o for o in out if o["probe"] and b"rsyslogd" in lines[o["line"] - 1][:60]]
+
+
+def test_connection_across_the_sniffed_lines_is_one_batch(tmp_path: Path) -> None:
+    # explain sniffs the first 200 lines for the format; a request line there
+    # and its lone CR just after it must still be one batch (look-ahead)
+    benign = [b"Nov 27 10:00:00 app01 svc[1]: request %d served" % i for i in range(199)]
+    probe = [b"Nov 27 10:00:07 GET / HTTP/1.0#015", b"Nov 27 10:00:07 10.1.2.3 #015 "]
+    f = tmp_path / "edge.log"
+    f.write_bytes(b"\n".join(benign + probe) + b"\n")
+    out = _jsonl(str(f))
+    assert [o["line"] for o in out] == list(range(1, 202))
+    assert all(o["probe"] is None for o in out[:199])
+    got = [(o["probe"]["name"], o["probe"]["source"]) for o in out[199:]]
+    assert got == [("GetRequest", "10.1.2.3")] * 2
+    f.write_bytes(b"\n".join(benign + probe))  # no final LF: same answer
+    assert _jsonl(str(f)) == out
