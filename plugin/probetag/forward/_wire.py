@@ -8,6 +8,14 @@ Theory of operation
   builds no Python objects, so a length prefix never allocates anything. It
   feeds the unpacker in slices of at most ``_FEED`` bytes, so its buffer stays
   below ``max_frame_bytes + 2 * _FEED`` however much the caller hands us at once.
+* The skipper exists only while a frame is in progress. It is created on the
+  first byte and dropped again whenever every received byte has been
+  returned as frames: an ``Unpacker`` costs about 1 MiB of buffer plus a
+  zeroed 40 KiB parse stack, so an idle connection (most of a Fluentd
+  fleet's, between flushes) would otherwise pay ~1 MiB of address space for
+  nothing. With nothing buffered the skipper holds no state (it stops between
+  objects), so dropping it loses nothing; making a new one costs about 1 us
+  per read that ends on a frame boundary.
 * The one bound check: a frame whose bytes (received or, when it can be read
   from a header, declared) exceed ``max_frame_bytes`` is fatal. Declared sizes
   are checked by a shallow header walk (``_declared_overflow``) so that a
@@ -55,6 +63,9 @@ __all__ = [
 
 # Bytes handed to the skipping unpacker per feed() call.
 _FEED = 256 * 1024
+# Initial buffer of the skipping unpacker (msgpack's default is 1 MiB); it
+# grows on demand up to its max_buffer_size when a big frame arrives.
+_SKIP_READ_SIZE = 64 * 1024
 
 # -------------------------------------------------------------- type table
 #
@@ -183,16 +194,19 @@ class Framer:
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._limit = max_frame_bytes
-        self._buf = bytearray()  # bytes from absolute offset _start on
-        self._start = 0          # absolute stream offset of _buf[0] (= frame start)
-        self._fed = 0            # absolute offset up to which the skipper was fed
+        self._buf = bytearray()  # bytes from offset _start on
+        # Offsets count from where the current skipper started (it restarts
+        # at 0 with every new skipper, see "Theory of operation").
+        self._start = 0          # skipper offset of _buf[0] (= frame start)
+        self._fed = 0            # offset up to which the skipper was fed
         self._checked = -1       # _fed value at the last declared-size walk
         self._eof = False
-        self._up = msgpack.Unpacker(
-            raw=True,
-            strict_map_key=False,
-            max_buffer_size=max_frame_bytes + 2 * _FEED,
-        )
+        self._up: msgpack.Unpacker | None = None  # created on the first byte
+
+    @property
+    def skipper_active(self) -> bool:
+        """Whether a skipping unpacker is allocated (a frame is in progress)."""
+        return self._up is not None
 
     @property
     def buffered(self) -> int:
@@ -217,13 +231,29 @@ class Framer:
         """The next complete frame, or None if more bytes are needed.
         Raises ``FrameError`` (fatal) on undecodable, too deep or too large
         input."""
+        if not self._buf:
+            # Every received byte went out as frames: drop the skipper (it
+            # holds no state between objects) so an idle stream costs nothing.
+            if self._up is not None:
+                self._up = None
+                self._start = self._fed = 0
+                self._checked = -1
+            return None
+        if self._up is None:
+            self._up = msgpack.Unpacker(
+                raw=True,
+                strict_map_key=False,
+                read_size=_SKIP_READ_SIZE,
+                max_buffer_size=self._limit + 2 * _FEED,
+            )
+        up = self._up
         while True:
             if self._fed - self._start < _FEED:
                 # Keep the skipper a slice ahead so a buffered frame is found
                 # without first paying for an OutOfData round trip.
                 self._feed_slice()
             try:
-                self._up.skip()
+                up.skip()
             except OutOfData:
                 pass
             except StackError:
@@ -233,7 +263,7 @@ class Framer:
             except ValueError as exc:
                 raise FrameError("parse_error", f"undecodable msgpack: {exc}") from None
             else:
-                end = self._up.tell()
+                end = up.tell()
                 n = end - self._start
                 if n > self._limit:
                     raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
@@ -268,6 +298,7 @@ class Framer:
         take = min(len(self._buf) - lo, _FEED)
         if take <= 0:
             return False
+        assert self._up is not None
         self._up.feed(bytes(self._buf[lo:lo + take]))
         self._fed += take
         return True
