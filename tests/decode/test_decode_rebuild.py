@@ -301,3 +301,10 @@ def test_fluentd_separator_may_have_swallowed_payload_bytes():
     assert notes.lossy and notes.source == "127.0.0.1"
     text = rebuild({"host": "web01", "ident": "sshd", "pid": "42", "message": "Accepted publickey"})
     assert not text.lossy and text.source == "web01"
+
+
+def test_colon_tag_nul_names_the_hostname_as_sender():
+    # force.tagEndingByColon: TAG '-', MSG starting with rsyslog's raw NUL
+    # when HOSTNAME is the sender (FIELD_GUIDE 4)
+    rb = rebuild(parse_syslog_line(b"Nov 27 14:05:52 127.0.0.1 - \x00#015", "traditional").record)
+    assert rb is not None and rb.line == b"\r" and rb.source == "127.0.0.1"

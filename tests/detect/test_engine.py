@@ -354,3 +354,12 @@ def test_same_bytes_in_two_families_are_not_a_doubt_and_the_service_probe_wins()
         got = d.match(b"0\x02\x01\x030\x0f\x02\x02Ji\x02\x03\x00\xff\xe3", lossy=True)  # ':' lost
         assert got[0].signature.probe == "SNMPv3GetRequest" and not got[0].ambiguous
         assert d.match(a.payload)[0].signature.probe == "SNMPv3GetRequest"
+
+
+def test_gap_of_colon_and_dropped_first_space():
+    # RFC 5424 output of remove.msgFirstSpace="on": APP-NAME "Via", then MSG
+    # without its first space; the TAG's ':' and that space are the gap
+    d = Detector([SIP_TCP])
+    m = best(d.match(b"ViaSIP/2.0/TCP nm;branch=foo\r", lossy=True))
+    assert (m.signature.id, m.fragment, m.ambiguous) == ("sip-tcp", 1, False)
+    assert d.match(b"Via nm;branch=foo\r", lossy=True) == []  # a longer gap with a space: no

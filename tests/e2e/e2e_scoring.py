@@ -4,7 +4,7 @@ The truth never comes from probetag: see tests/util/nmap.py. A probe line is
 *named correctly* when the verdict's scanner is the truth's scanner and its
 name is the truth's probe or a probe whose bytes on the wire were identical
 (``wire_equal``: nmap's skypev2-version script sends exactly GetRequest's
-bytes); a scanner family such as ``nmap-nse`` counts as its scanner. Lines nmap sent outside its service-probe list (NSE scripts other
+bytes). Lines nmap sent outside its service-probe list (NSE scripts other
 than byte-identical ones, UDP port-scan payloads) have no catalogue name to
 expect: for them the scanner must be right and the name is reported.
 
@@ -75,8 +75,9 @@ def identifiable(fmt: str, truth: list[dict[str, Any]], props: list[dict[str, An
 
 
 def same_scanner(verdict: Any, truth: str) -> bool:
-    """``nmap-nse`` (a catalogue family for nmap's NSE scripts) is nmap."""
-    return isinstance(verdict, str) and (verdict == truth or verdict.startswith(truth + "-"))
+    """The catalogue's ``scanner`` is the tool (``nmap`` for its service
+    probes, NSE scripts and -sU payloads alike), as in the ground truth."""
+    return verdict == truth
 
 
 def accepted(truth: dict[str, Any]) -> set[str] | None:

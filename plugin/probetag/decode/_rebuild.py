@@ -267,7 +267,9 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
         if app == b"-" and msg.startswith(b"\x00"):
             # force.tagEndingByColon: TAG '-', the whole line in MSG after
             # rsyslog's stray NUL, HOSTNAME the sender (see _colon_tag).
-            return _Cand(msg[1:], [], True)
+            cand = _Cand(msg[1:], [], True)
+            cand.host_source = host
+            return cand
         if app == b"":
             # rsyslog leaves APP-NAME empty (not '-') after dropping a '1 '.
             rest = b"1 " + msg
@@ -294,7 +296,9 @@ def _colon_tag(host: bytes | None, msg: bytes, sources: tuple[bytes, ...],
     default-parser MSG after a TAG '-' starts with a space or is empty."""
     body = msg[1:] if printed and msg.startswith(b" ") else msg
     if body.startswith(b"\x00"):
-        return _Cand(body[1:])
+        cand = _Cand(body[1:])
+        cand.host_source = host  # the NUL says HOSTNAME is the sender
+        return cand
     if printed:
         # 'HOST - rest' reads either way; a sender HOSTNAME would have had
         # the NUL under force.tagEndingByColon, so then it is the default.
@@ -312,6 +316,7 @@ def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...
     """HOSTNAME rule for force.tagEndingByColon records (TAG '-')."""
     if body.startswith(b"\x00"):
         cand.primary = body[1:]
+        cand.host_source = host
         return
     if host in sources or _is_ip(host):
         cand.host_source = host

@@ -373,10 +373,12 @@ class Detector:
             gap = key[a:len(key) - b]
             # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
             # spaces but then ends with the colon it stops at.
-            if not gap or (b" " in gap and not gap.endswith(b":")) or len(gap) > 510:
+            # ``: `` at the end: the TAG's colon and the MSG's first space,
+            # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
+            if not gap or (b" " in gap.removesuffix(b": ") and not gap.endswith(b":")) or len(gap) > 510:
                 return
             rest = key[len(key) - b:]
-            if rest[:1] not in (b" ", b"") and not gap.endswith(b":"):
+            if rest[:1] not in (b" ", b"") and not gap.endswith((b":", b": ")):
                 return
             for p in self._exact[key]:
                 if self._ok_transport(p, transport) and not p.trimmed:
