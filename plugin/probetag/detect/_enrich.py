@@ -14,7 +14,12 @@ Theory of operation
   record carries it, restricts signatures to that transport. No match in
   the line: markers are looked for in the record's other top-level fields
   (the ``agent`` of a parsed access log). The sender is the correlation
-  key; when the record has no sender field the host field stands in.
+  key: a sender field, else the HOSTNAME when ``decode.rebuild`` reads it as
+  the sender, else (records of no syslog shape) a host field, str or bytes.
+  A line whose HOSTNAME was the payload's first word (``GET / HTTP/1.0#015``)
+  has no sender; it takes the sender of the next line in the batch that is
+  the next piece of the same payload within ``_SAME_CONNECTION`` seconds
+  (the ``127.0.0.1 #015`` rsyslog logs right after it).
 * A line several probes share (``GET / HTTP/1.0\\r`` starts nmap's
   GetRequest and masscan's banner request) is resolved by the following
   lines of the same source in the batch: the payload whose next pieces they
@@ -22,7 +27,11 @@ Theory of operation
 * Correlation runs over the whole batch in order, with look-ahead inside the
   batch (see ``_correlate``): the next distinctive match of the same source
   within the window is offered to an ambiguous line, and a line that is a
-  whole probe (``HELP\\r``) may be tagged from its source's ongoing scan.
+  whole probe (``HELP\\r``, Sqlping's one control byte), or the first of
+  the batch's lines of one source that together are a whole probe
+  (GenericLines: two lines that are only a CR), may be tagged from its
+  source's ongoing scan (``via: scan``, lower confidence). explain hands a
+  whole block of a file to one batch, so this look-ahead works there too.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
