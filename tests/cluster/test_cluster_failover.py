@@ -45,7 +45,9 @@ def _check(nats_cluster, load, timeout=90):
     got = asyncio.run(collect(nats_cluster.urls, want, timeout=timeout))
     missing = want - got.events.keys()
     assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:5]}"
-    assert compare(reference(load), got.events) == []
+    ref = reference(load)
+    bad = compare(ref, got.events)
+    assert bad == [], f"{len(bad)} differ, e.g. {bad[0]}: {ref[bad[0]]} != {got.events.get(bad[0])}"
     return got
 
 
@@ -100,3 +102,24 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     got = _check(nats_cluster, load)
     assert node.proc is not None and node.proc.poll() is None, "restarted node died (see its log)"
     print(f"duplicates={got.duplicates} messages={got.messages}")
+
+
+def test_worker_sigterm_hands_partitions_over_before_ttl(nats_cluster, roles, tmp_path):
+    # A long TTL (15 s, upkeep every 5 s): a takeover within seconds can only come from the
+    # stopping worker deleting its leases, not from them expiring.
+    cy = write_cluster_yaml(tmp_path, nats_cluster.urls, lease_ttl=15.0)
+    (port,) = free_ports(1)
+    roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
+    a = Role(tmp_path, "worker", cy, "worker-a")
+    b = Role(tmp_path, "worker", cy, "worker-b")
+    roles += [a, b]
+    wait_leases(nats_cluster.urls, 8, 2, timeout=60, settle=0)
+    t = time.monotonic()
+    a.stop()
+    assert a.proc.returncode == 0
+    wait_leases(nats_cluster.urls, 8, 1, timeout=15, settle=3.0)
+    assert time.monotonic() - t < 12  # inside the 15 s TTL (plus the 3 s settle)
+    load = chunks(0, 500, per_chunk=50)
+    assert send_load(port, load, timeout=60) == len(load)
+    got = _check(nats_cluster, load, timeout=60)
+    assert len(set().union(*got.workers.values())) == 1
