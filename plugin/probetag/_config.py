@@ -122,6 +122,9 @@ class Listen:
         "Close a connection that sends nothing for this long. Seconds."))
     handshake_timeout: float = field(default=10.0, metadata=_doc(
         "Close a connection that does not finish the handshake in time. Seconds."))
+    frame_timeout: float = field(default=60.0, metadata=_doc(
+        "A frame that has started must be complete within this long, else the "
+        "connection is closed (slow-loris guard). Seconds."))
     deny_keepalive: bool = field(default=False, metadata=_doc(
         "Close each connection after its first request (Fluentd deny_keepalive)."))
 
@@ -328,7 +331,7 @@ class Config:
             except ValueError:
                 raise ConfigError(f"not an address or CIDR network: {src!r}",
                                   key=f"detect.allowlist.sources[{i}]") from None
-        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections"):
+        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout"):
             if getattr(self.listen, name) <= 0:
                 raise ConfigError("must be > 0", key=f"listen.{name}")
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:

@@ -121,6 +121,14 @@ class ServerConnection:
     def closed(self) -> bool:
         return self._state == _DONE
 
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes of a frame that has started and is not complete yet (read it
+        after ``next_event()`` returned ``NEED_DATA``). The caller times how
+        long this stays non-zero (``listen.frame_timeout``): the protocol
+        core keeps no clock."""
+        return 0 if self._state == _DONE else self._framer.buffered
+
     def initial_bytes(self) -> bytes:
         return self._helo
 

@@ -40,6 +40,14 @@ Theory of operation
   reads afterwards. A connection that waits for
   pipeline capacity, or whose client waits for our acks, is not idle: the
   wait is ours.
+* ``frame_timeout`` (slow-loris guard): the idle timeout restarts with every
+  read, so a peer sending one byte a second would hold a connection and its
+  partial frame forever. Once a frame has started (bytes buffered after the
+  drain) it must be complete within ``frame_timeout``, else the connection
+  is closed and ``frames_rejected{reason="frame_timeout"}`` counted. The
+  clock restarts with every completed frame, so a busy stream whose reads
+  end mid-frame is never hit, and stops while we are not reading (waiting
+  for pipeline capacity).
 * ``acks_pending`` (gauge): chunks handed over whose settling (upstream
   ack, or close without one) is still to come, over all connections.
 * ``max_connections`` (connections still in their TLS handshake count):
@@ -189,11 +197,14 @@ class _Connection:
         if initial:
             self.writer.write(initial)
         handshake_deadline = loop.time() + self.server.config.handshake_timeout
+        frame_deadline: float | None = None  # see "frame_timeout" above
         group: list[Chunk] = []
         group_bytes = group_records = 0
         flow = self.server.pipeline.flow
         while not self.stopping:
             ev = self.proto.next_event()
+            if ev is not NEED_DATA and ev is not CLOSED:
+                frame_deadline = None  # a frame completed
             if isinstance(ev, Chunk) and not self.deny_keepalive:
                 # Frames already buffered with the same tag go to the pipeline
                 # as one chunk (see "Merging" above); nothing waits for more.
@@ -214,18 +225,35 @@ class _Connection:
                 if self.stopping:
                     break
             if ev is NEED_DATA:
+                waited_from = loop.time()
                 await self.server.pipeline.wait_capacity()
                 if self.stopping:
                     break
+                now = loop.time()
+                if not self.proto.partial_bytes:
+                    frame_deadline = None
+                elif frame_deadline is None:
+                    frame_deadline = now + self.server.config.frame_timeout
+                else:
+                    frame_deadline += now - waited_from  # our wait, not the peer's
                 if self.authenticated:
                     timeout = self.server.config.idle_timeout
                     reason = "idle_timeout"
                 else:
-                    timeout = max(0.0, handshake_deadline - loop.time())
+                    timeout = max(0.0, handshake_deadline - now)
                     reason = "handshake_timeout"
+                if frame_deadline is not None and frame_deadline - now < timeout:
+                    timeout = max(0.0, frame_deadline - now)
+                    reason = "frame_timeout"
                 try:
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
                 except asyncio.TimeoutError:
+                    if reason == "frame_timeout":
+                        m.inc("frames_rejected", reason=reason)
+                        self._log_once(reason, fatal=True,
+                                       detail=f"frame incomplete after {self.server.config.frame_timeout:g} s "
+                                              f"({self.proto.partial_bytes} bytes)")
+                        break
                     if self.authenticated and self.pending:
                         # The client is waiting for our acks (the downstream
                         # is slow): its silence is ours, not idleness.
