@@ -375,3 +375,30 @@ def test_large_body_decoded_off_the_loop():
     assert asyncio.run(asyncio.wait_for(main(), 40)) == 200
     msgs = [json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()]
     assert msgs == [f"line {i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("ndjson", [True, False])
+def test_lone_surrogate_escapes_delivered_replaced_and_counted(ndjson):
+    buf = io.BytesIO()
+    # Written by hand: json.dumps would pair nothing here either, but the
+    # raw 0xff byte (not UTF-8, kept byte for byte) must not be counted.
+    lines = [b'{"message":"a\\ud800b","n":0}', b'{"message":"\\ud83d\\ude00","n":1}',
+             b'{"message":"c\\udcff\xffd","n":2}']
+    body = b"\n".join(lines) if ndjson else b"[" + b",".join(lines) + b"]"
+
+    async def main():
+        async with Harness(buf) as h:
+            r, w = await h.connect()
+            w.write(vector_request(body, ndjson=ndjson, port=h.server.port))
+            status, head, _ = await read_response(r)
+            assert status == 200, head
+            w.close()
+            return h.metrics
+
+    m = asyncio.run(asyncio.wait_for(main(), 30))
+    got = {json.loads(l)["record"]["n"]: l for l in buf.getvalue().splitlines()}
+    assert sorted(got) == [0, 1, 2]
+    assert json.loads(got[0])["record"]["message"] == "a\ufffdb"
+    assert json.loads(got[1])["record"]["message"] == "\U0001F600"
+    assert m.get("json_surrogates_replaced", input="http") == 2
+    assert m.get("records_in") == m.get("records_passed") == 3

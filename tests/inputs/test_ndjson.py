@@ -168,3 +168,33 @@ def test_connection_limit():
     m = run_server(buf, scenario, listen={"max_connections": 2})
     assert sorted(json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()) == ["held0", "held1"]
     assert m.get("ndjson_connections_refused") == 1
+
+
+def test_lone_surrogate_escapes_counted_per_line():
+    lines = [b'{"m":"\\ud800","n":0}', b'{"m":"\\ud800\\udc00","n":1}', b'{"m":"\\\\ud800","n":2}',
+             b'"\\ud800"', b'{"m":"\xff","n":3}', b'{"\\udfff":"\\udbff","n":4}']
+    stats: dict[str, int] = {}
+    chunks, rejected, _ = lines_to_chunks(lines, default_tag="d", tag_field="tag",
+                                          time_field="timestamp", batch=100, stats=stats)
+    # the rejected line (not an object) yields no record: its escape is not counted
+    assert rejected == {"event_not_object": 1}
+    assert stats == {"json_surrogates_replaced": 3}
+    assert [r["n"] for _, r in unpacker_for(chunks[0][1])] == [0, 1, 2, 3, 4]
+    # and no stats dict: nothing to add up, still no error
+    assert lines_to_chunks(lines, default_tag="d", tag_field="tag", time_field="timestamp",
+                           batch=100)[1] == rejected
+
+
+def test_socket_session_counts_lone_surrogates():
+    buf = io.BytesIO()
+
+    async def scenario(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b'{"message":"x\\udbffy"}\n{"message":"ok"}\n{"message":"\\udc00\\ud800"}\n')
+        await w.drain()
+        w.close()
+
+    m = run_server(buf, scenario)
+    msgs = [json.loads(l)["record"]["message"] for l in buf.getvalue().splitlines()]
+    assert msgs == ["x\ufffdy", "ok", "\ufffd\ufffd"]
+    assert m.get("json_surrogates_replaced", input="ndjson") == 3

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import msgpack
 import pytest
 from hypothesis import given, strategies as st
 
 from probetag.inputs._vector import (entry_to_event, event_to_entry, event_time_parts,
-                                     format_timestamp, parse_timestamp)
+                                     format_timestamp, lone_surrogate_escapes, parse_timestamp)
 
 T0 = int(dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.timezone.utc).timestamp())
 
@@ -89,3 +90,48 @@ def test_entry_to_event_round_trip():
 @given(st.integers(0, 0xFFFFFFFF), st.integers(0, 999_999_999))
 def test_format_parse_inverse(sec, nsec):
     assert parse_timestamp(format_timestamp(sec, nsec)) == (sec, nsec)
+
+
+def _surrogates_in(value) -> int:
+    """Surrogate code points left in a decoded JSON value (keys included)."""
+    if isinstance(value, str):
+        return sum(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return sum(_surrogates_in(k) + _surrogates_in(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_surrogates_in(v) for v in value)
+    return 0
+
+
+@pytest.mark.parametrize("text,lone", [
+    (r'{"a":"plain"}', 0),
+    (r'{"a":"\u00e9 \ud83d\ude00"}', 0),          # a pair is one code point
+    (r'{"a":"\ud800"}', 1),
+    (r'{"a":"\uDBFF\u0041"}', 1),                  # high, then not a low escape
+    (r'{"a":"\udfff"}', 1),                         # low without high
+    (r'{"a":"\ud800\ud800\udc00"}', 1),           # the first high stays alone
+    (r'{"a":"\ud800x\udc00"}', 2),                 # not adjacent: both alone
+    (r'{"\udc80":"\udcff"}', 2),                   # keys count too
+    (r'{"a":"\\ud800"}', 0),                       # an escaped backslash, then text
+    (r'{"a":"\\\ud800"}', 1),                     # escaped backslash, then an escape
+])
+def test_lone_surrogate_escapes(text, lone):
+    assert lone_surrogate_escapes(text) == lone == _surrogates_in(json.loads(text))
+
+
+def test_raw_non_utf8_bytes_are_not_escapes():
+    # surrogateescape turns a raw 0xff byte into U+DCFF, the same code point
+    # a "\udcff" escape decodes to; only the escape is a replacement.
+    text = b'{"a":"\xff\\udcff"}'.decode("utf-8", "surrogateescape")
+    assert _surrogates_in(json.loads(text)) == 2
+    assert lone_surrogate_escapes(text) == 1
+
+
+@given(st.recursive(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xE000)),
+                    lambda kids: st.lists(kids, max_size=4)
+                    | st.dictionaries(st.text(max_size=4), kids, max_size=4), max_leaves=12))
+def test_lone_surrogate_escapes_agrees_with_json_loads(value):
+    # ensure_ascii writes every surrogate as an escape, and a high one next to
+    # a low one as a pair that json.loads joins: exactly what is left is lone.
+    text = json.dumps(value)
+    assert lone_surrogate_escapes(text) == _surrogates_in(json.loads(text))

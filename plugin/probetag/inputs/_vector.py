@@ -38,6 +38,16 @@ Theory of operation
   already has a ``time_field`` key keeps its own value (it is either the
   unparsed original from above or the producer's choice); the tag is always
   ours, because a rule may have retagged the record.
+* Lone surrogates (``lone_surrogate_escapes``): JSON may escape half of a
+  UTF-16 surrogate pair on its own (``"\\ud800"``), and Python's ``json``
+  decodes that into a str no UTF-8 encoder accepts. The stage packs such a
+  record anyway (raising would fail the whole request or line batch): a
+  ``\\udc80``..``\\udcff`` escape becomes the byte 0x80..0xff (the
+  surrogateescape convention the inputs use for bytes that are not UTF-8),
+  any other one U+FFFD. The inputs count each of them
+  (``json_surrogates_replaced{input}``) so the change is never silent. They
+  are found in the JSON text, not the decoded value, because a decoded
+  U+DC80..U+DCFF may also be a raw non-UTF-8 byte, which is kept as is.
 """
 
 from __future__ import annotations
@@ -53,10 +63,17 @@ import msgpack
 from .._jsonenc import to_jsonable
 
 __all__ = ["Mapped", "event_to_entry", "entry_to_event", "parse_timestamp", "format_timestamp",
-           "event_time_parts"]
+           "event_time_parts", "lone_surrogate_escapes"]
 
 _EXT_EVENT_TIME = 0
 _MAX_SECONDS = 0xFFFFFFFF
+
+# A cheap test first (most JSON has no surrogate escape at all), then every
+# backslash escape in order, so an escaped backslash ("\\ud800") is not
+# taken for a \u escape. Outside strings a backslash is not valid JSON, so
+# this sees exactly the escapes json.loads decoded.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.S)
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -79,6 +96,29 @@ def _event_time(sec: int, nsec: int) -> msgpack.ExtType:
 def _now() -> msgpack.ExtType:
     ns = _time.time_ns()
     return _event_time(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+def lone_surrogate_escapes(text: str) -> int:
+    """How many ``\\uXXXX`` escapes in this JSON text decode to a lone
+    surrogate (a high one not directly followed by a low one, or a low one
+    not directly preceded by a high one: what ``json.loads`` leaves unpaired)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return 0
+    lone = 0
+    high_end = -1  # end of the last high-surrogate escape still unpaired
+    for m in _ESCAPE.finditer(text):
+        code = int(m.group(1), 16) if m.group(1) else -1
+        if 0xDC00 <= code <= 0xDFFF and high_end == m.start():
+            high_end = -1  # a pair: one code point
+            continue
+        if high_end >= 0:
+            lone += 1  # the previous high escape stays alone
+            high_end = -1
+        if 0xD800 <= code <= 0xDBFF:
+            high_end = m.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            lone += 1
+    return lone + (high_end >= 0)
 
 
 def parse_timestamp(value: Any) -> tuple[int, int]:

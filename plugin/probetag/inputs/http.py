@@ -36,6 +36,10 @@ Rules it keeps (what Vector's ``http`` sink sends and expects, FORWARD_NOTES
   counted as ``records_rejected{reason=...}`` (and ``records_in``, so the
   accounting invariant holds), logged once per request with the peer, and
   the rest is processed. Only a body with nothing usable in it is a 400.
+* A lone surrogate escape (``"\\ud800"``) does not cost the event either:
+  the stage packs it as U+FFFD (``\\udc80``..``\\udcff`` as that byte) and
+  the request counts each one in ``json_surrogates_replaced{input="http"}``
+  (see ``_vector``).
 * Header block bounded (``MAX_HEADER_BYTES``); bodies by Content-Length or
   chunked transfer coding, bounded by ``max_body_bytes``; open connections
   bounded by ``listen.max_connections`` (more get 503 and are closed). Keep-alive is the
@@ -62,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
 from .._stage import pack_entry
-from ._vector import event_to_entry
+from ._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
     from .._runtime import Pipeline
@@ -364,6 +368,9 @@ class ParsedBody:
     events: list[Any]                 # decoded JSON values, in order (objects expected)
     rejected: dict[str, int]          # reason -> count of members/lines that are not usable
     first_error: str | None = None    # for the log
+    #: Lone-surrogate escapes in the JSON that yielded events (see
+    #: ``_vector.lone_surrogate_escapes``); the stage replaces each one.
+    surrogates: int = 0
 
 
 def _looks_like_array(body: bytes, content_type: str | None) -> bool:
@@ -398,6 +405,10 @@ def parse_events(body: bytes, content_type: str | None) -> ParsedBody:
                 parsed.first_error = parsed.first_error or "array member is not an object"
         if value and not parsed.events:
             raise HttpError(400, "no JSON object in the array", close=False)
+        if parsed.events:
+            # Counted over the whole array: members that are not objects
+            # are rare, and the body is one JSON text.
+            parsed.surrogates = lone_surrogate_escapes(text)
         return parsed
     parsed = ParsedBody([], {})
     for n, line in enumerate(text.split("\n"), 1):
@@ -415,6 +426,7 @@ def parse_events(body: bytes, content_type: str | None) -> ParsedBody:
             parsed.first_error = parsed.first_error or f"line {n}: not a JSON object"
             continue
         parsed.events.append(v)
+        parsed.surrogates += lone_surrogate_escapes(line)
     if parsed.rejected and not parsed.events:
         raise HttpError(400, f"no line of the NDJSON body parses ({parsed.first_error})", close=False)
     return parsed
@@ -584,6 +596,8 @@ class HttpInput:
             self.metrics.inc("records_rejected", n, reason=reason)
         for note, n in notes.items():
             self.metrics.inc("vector_time_receipt", n, reason=note)
+        if parsed.surrogates:
+            self.metrics.inc("json_surrogates_replaced", parsed.surrogates, input="http")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[bool]] = []
         for tag, entries, _count in chunks:

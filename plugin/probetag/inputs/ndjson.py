@@ -14,7 +14,9 @@ Theory of operation
   once as ``LineTooLong`` and discards bytes up to its newline. ``\\r\\n``
   is accepted as well as ``\\n``. A final line without a newline is taken at
   EOF.
-* Each line is mapped like an HTTP event (``_vector.event_to_entry``). Bad
+* Each line is mapped like an HTTP event (``_vector.event_to_entry``);
+  lone-surrogate escapes are counted as for HTTP
+  (``json_surrogates_replaced{input="ndjson"}``). Bad
   lines (not JSON, not an object, too long) are counted as
   ``records_in`` + ``records_rejected{reason}`` and logged once per
   connection with the peer address (first reason; the count is in the
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Iterator
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
 from .._stage import pack_entry
-from ._vector import event_to_entry
+from ._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
     from .._runtime import Pipeline
@@ -110,10 +112,13 @@ class LineSplitter:
 
 
 def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_field: str,
-                    time_field: str, batch: int, notes: dict[str, int] | None = None
+                    time_field: str, batch: int, notes: dict[str, int] | None = None,
+                    stats: dict[str, int] | None = None
                     ) -> tuple[list[tuple[str, bytes, int]], dict[str, int], str | None]:
     """Lines -> ([(tag, entries, count)], rejected reason -> count, first error).
-    ``notes`` (if given) counts events that got the receipt time, by reason."""
+    ``notes`` (if given) counts events that got the receipt time, by reason;
+    ``stats`` (if given) adds up ``json_surrogates_replaced``: lone-surrogate
+    escapes in lines that became entries (the stage replaces each one)."""
     by_tag: dict[str, list[bytes]] = {}
     chunks: list[tuple[str, bytes, int]] = []
     rejected: dict[str, int] = {}
@@ -124,8 +129,9 @@ def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_f
         else:
             if not line.strip():
                 continue
+            text = line.decode("utf-8", "surrogateescape")
             try:
-                value = json.loads(line.decode("utf-8", "surrogateescape"))
+                value = json.loads(text)
             except ValueError as exc:
                 reason, why = "bad_json", f"not JSON: {exc}"
             else:
@@ -137,6 +143,10 @@ def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_f
                 else:
                     if m.time_note and notes is not None:
                         notes[m.time_note] = notes.get(m.time_note, 0) + 1
+                    if stats is not None:
+                        lone = lone_surrogate_escapes(text)
+                        if lone:
+                            stats["json_surrogates_replaced"] = stats.get("json_surrogates_replaced", 0) + lone
                     parts = by_tag.setdefault(m.tag, [])
                     parts.append(pack_entry(m.time, m.record))
                     if len(parts) >= batch:
@@ -228,11 +238,15 @@ class NdjsonInput:
         if not lines:
             return
         notes: dict[str, int] = {}
+        stats: dict[str, int] = {}
         chunks, rejected, first = lines_to_chunks(
             lines, default_tag=self.cfg.default_tag, tag_field=self.cfg.tag_field,
-            time_field=self.cfg.time_field, batch=self.config.flow.batch_records, notes=notes)
+            time_field=self.cfg.time_field, batch=self.config.flow.batch_records, notes=notes,
+            stats=stats)
         for note, n in notes.items():
             self.metrics.inc("vector_time_receipt", n, reason=note)
+        if stats.get("json_surrogates_replaced"):
+            self.metrics.inc("json_surrogates_replaced", stats["json_surrogates_replaced"], input="ndjson")
         if rejected:
             n = sum(rejected.values())
             state["bad"] = int(state["bad"]) + n
