@@ -301,6 +301,9 @@ def test_fluentd_separator_may_have_swallowed_payload_bytes():
     assert notes.lossy and notes.source == "127.0.0.1"
     text = rebuild({"host": "web01", "ident": "sshd", "pid": "42", "message": "Accepted publickey"})
     assert not text.lossy and text.source == "web01"
+    # a Windows forwarder's CRLF line had its ordinary separator: not lossy
+    win = rebuild({"host": "WIN-FS01", "ident": "EventLog", "message": "service started#015"})
+    assert not win.lossy
 
 
 def test_colon_tag_nul_names_the_hostname_as_sender():

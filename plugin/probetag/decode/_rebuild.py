@@ -364,8 +364,10 @@ def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     # an ident of exactly that length may be the cut front of a longer line.
     # The separator ``[^:]*:`` can also swallow payload bytes up to the first
     # colon (oracle-tns: `` \x00:`` after a binary ident; NotesRPC's leading
-    # ':' with an empty ident): for such lines bytes may be missing.
-    swallowed = bool(msg) and (not ident or bool(_BINARY_TAG.search(ident + msg)))
+    # ':' with an empty ident): for such lines bytes may be missing. A plain
+    # ident (``EventLog``) had its ordinary ': ' separator: not marked, so
+    # benign lines do not pay for the gapped search.
+    swallowed = bool(msg) and (not ident or bool(_BINARY_TAG.search(ident)))
     cand = _Cand(rest, alts, lossy=(len(ident) == FORWARD_TAG_MAX and not msg) or swallowed)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
