@@ -204,25 +204,36 @@ def chunks(first: int, last: int, per_chunk: int = 100) -> list[tuple[str, float
     return out
 
 
+_REFERENCE = r"""
+import json, sys
+import msgpack
+sys.path.insert(0, sys.argv[1])
+from util.upstream import packed_frame
+from probetag._config import Config
+from probetag._metrics import Metrics
+from probetag._stage import Processor
+from probetag.cluster import encode_output
+proc = Processor(Config(), Metrics())
+out = {}
+for tag, t, recs in json.load(sys.stdin):
+    frame = msgpack.unpackb(packed_frame(tag, recs, None, t), raw=False)
+    for chunk in proc.process(tag, frame[1]).chunks:
+        for line in encode_output(chunk).splitlines():
+            ev = json.loads(line)
+            out[ev["rid"]] = ev
+json.dump(out, sys.stdout)
+"""
+
+
 def reference(load: list[tuple[str, float, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
-    """rid -> output event of a single in-process instance on the same chunks."""
-    from probetag._config import Config
-    from probetag._metrics import Metrics
-    from probetag._stage import Processor
-    from probetag.cluster import encode_output
+    """rid -> output event of a single instance on the same chunks.
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from util.upstream import packed_frame
-
-    proc = Processor(Config(), Metrics())
-    out: dict[str, dict[str, Any]] = {}
-    for tag, t, recs in load:
-        frame = msgpack.unpackb(packed_frame(tag, recs, None, t), raw=False)
-        for chunk in proc.process(tag, frame[1]).chunks:
-            for line in encode_output(chunk).splitlines():
-                ev = json.loads(line)
-                out[ev["rid"]] = ev
-    return out
+    Run in a fresh process started next to the workers, so both load the
+    detection code as it is on disk at that moment (this process imported
+    it at collection time, possibly minutes earlier)."""
+    done = subprocess.run([sys.executable, "-c", _REFERENCE, str(REPO / "tests")],
+                          input=json.dumps(load).encode(), capture_output=True, timeout=120, check=True)
+    return json.loads(done.stdout)
 
 
 def send_load(port: int, load: list[tuple[str, float, list[dict[str, Any]]]], timeout: float = 120.0,

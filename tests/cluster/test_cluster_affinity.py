@@ -15,13 +15,14 @@ SOURCES = 10_000
 
 
 def test_affinity_10k_sources_two_workers(nats_cluster, roles, tmp_path):
+    load = chunks(0, SOURCES)
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls)
     (port,) = free_ports(1)
     roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
     roles.append(Role(tmp_path, "worker", cy, "worker-a"))
     roles.append(Role(tmp_path, "worker", cy, "worker-b"))
     owners = wait_leases(nats_cluster.urls, 8, 2, timeout=40)
-    load = chunks(0, SOURCES)
+    ref = reference(load)  # next to the workers: same code on disk
     want = {r["rid"] for _, _, recs in load for r in recs}
     t = time.monotonic()
     acked = send_load(port, load, timeout=120)
@@ -40,7 +41,6 @@ def test_affinity_10k_sources_two_workers(nats_cluster, roles, tmp_path):
     wrong = [src for src, ws in got.workers.items()
              if ws != {owners[f"p{partition_of(source_token(src), 8)}"]}]
     assert not wrong, f"sources off their partition: {wrong[:5]}"
-    ref = reference(load)
     assert ref.keys() == want
     tagged = sum(1 for ev in ref.values() if "probe" in ev)
     assert tagged >= 2000  # the load really exercises detection

@@ -40,6 +40,7 @@ async def _publish_like_vector(urls: list[str]) -> None:
 
 
 def test_vector_json_in_and_egress_to_forward_server(nats_cluster, roles, tmp_path: Path):
+    load = chunks(0, 300, per_chunk=50)
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls)
     (port,) = free_ports(1)
     with Downstream(drop_first=1) as down:
@@ -47,7 +48,7 @@ def test_vector_json_in_and_egress_to_forward_server(nats_cluster, roles, tmp_pa
         roles.append(Role(tmp_path, "worker", cy, "worker"))
         roles.append(Role(tmp_path, "egress", cy, "egress", "--forward-to", f"127.0.0.1:{down.port}"))
         wait_leases(nats_cluster.urls, 8, 1, timeout=40)
-        load = chunks(0, 300, per_chunk=50)
+        ref = reference(load)  # next to the workers: same code on disk
         assert send_load(port, load, timeout=60) == len(load)
         asyncio.run(_publish_like_vector(nats_cluster.urls))
         want = {r["rid"] for _, _, recs in load for r in recs} | {ev["rid"] for ev in VECTOR_EVENTS}
@@ -59,7 +60,7 @@ def test_vector_json_in_and_egress_to_forward_server(nats_cluster, roles, tmp_pa
             f"missing {len(want - delivered().keys())}"
         got = delivered()
         assert any(r.outcome == "dropped" for r in down.snapshot())  # the egress retried
-    assert compare(reference(load), got) == []
+    assert compare(ref, got) == []
     v0, v1 = got["v-0"], got["v-1"]
     assert v0["tag"] == "vector.syslog" and v0["probe"]["scanner"]
     assert "probe" not in v1 and v1["message"] == "Accepted publickey for deploy"

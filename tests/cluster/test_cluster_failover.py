@@ -40,18 +40,18 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
-def _check(nats_cluster, load, timeout=90):
+def _check(nats_cluster, load, ref, timeout=90):
     want = {r["rid"] for _, _, recs in load for r in recs}
     got = asyncio.run(collect(nats_cluster.urls, want, timeout=timeout))
     missing = want - got.events.keys()
     assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:5]}"
-    ref = reference(load)
     bad = compare(ref, got.events)
     assert bad == [], f"{len(bad)} differ, e.g. {bad[0]}: {ref[bad[0]]} != {got.events.get(bad[0])}"
     return got
 
 
 def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
+    load = chunks(0, SOURCES, per_chunk=25)
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls)
     (port,) = free_ports(1)
     roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
@@ -62,14 +62,14 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
     b = Role(tmp_path, "worker", cy, "worker-b", "-c", str(bcfg))
     roles += [a, b]
     owners = wait_leases(nats_cluster.urls, 8, 2, timeout=40)
-    load = chunks(0, SOURCES, per_chunk=25)
+    ref = reference(load)  # next to the workers: same code on disk
     th, result = _send_in_background(port, load)
     time.sleep(1.5)
     assert th.is_alive(), "load finished before the kill: make it bigger"
     a.kill()
     th.join(timeout=150)
     assert result.get("acked") == len(load)
-    got = _check(nats_cluster, load)
+    got = _check(nats_cluster, load, ref)
     # The survivor holds every partition now: the dead one's leases expired.
     after = asyncio.run(lease_owners(nats_cluster.urls))
     assert len(after) == 8 and len(set(after.values())) == 1
@@ -84,13 +84,14 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
 
 
 def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
+    load = chunks(0, SOURCES, per_chunk=25)
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls)
     (port,) = free_ports(1)
     roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
     roles.append(Role(tmp_path, "worker", cy, "worker-a"))
     roles.append(Role(tmp_path, "worker", cy, "worker-b"))
     wait_leases(nats_cluster.urls, 8, 2, timeout=40)
-    load = chunks(0, SOURCES, per_chunk=25)
+    ref = reference(load)  # next to the workers: same code on disk
     th, result = _send_in_background(port, load)
     time.sleep(1.0)
     node = nats_cluster.nodes[1]
@@ -99,7 +100,7 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     node.start()
     th.join(timeout=150)
     assert result.get("acked") == len(load)
-    got = _check(nats_cluster, load)
+    got = _check(nats_cluster, load, ref)
     assert node.proc is not None and node.proc.poll() is None, "restarted node died (see its log)"
     print(f"duplicates={got.duplicates} messages={got.messages}")
 
@@ -107,6 +108,7 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
 def test_worker_sigterm_hands_partitions_over_before_ttl(nats_cluster, roles, tmp_path):
     # A long TTL (15 s, upkeep every 5 s): a takeover within seconds can only come from the
     # stopping worker deleting its leases, not from them expiring.
+    load = chunks(0, 500, per_chunk=50)
     cy = write_cluster_yaml(tmp_path, nats_cluster.urls, lease_ttl=15.0)
     (port,) = free_ports(1)
     roles.append(Role(tmp_path, "ingress", cy, "ingress", "--listen", f"127.0.0.1:{port}"))
@@ -114,12 +116,12 @@ def test_worker_sigterm_hands_partitions_over_before_ttl(nats_cluster, roles, tm
     b = Role(tmp_path, "worker", cy, "worker-b")
     roles += [a, b]
     wait_leases(nats_cluster.urls, 8, 2, timeout=60, settle=0)
+    ref = reference(load)  # next to the workers: same code on disk
     t = time.monotonic()
     a.stop()
     assert a.proc.returncode == 0
     wait_leases(nats_cluster.urls, 8, 1, timeout=15, settle=3.0)
     assert time.monotonic() - t < 12  # inside the 15 s TTL (plus the 3 s settle)
-    load = chunks(0, 500, per_chunk=50)
     assert send_load(port, load, timeout=60) == len(load)
-    got = _check(nats_cluster, load, timeout=60)
+    got = _check(nats_cluster, load, ref, timeout=60)
     assert len(set().union(*got.workers.values())) == 1
