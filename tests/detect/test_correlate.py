@@ -169,3 +169,17 @@ def test_whole_probe_line_tagged_during_a_scan_of_its_scanner():
     # Another source, or the same one after the scan went idle: nothing.
     assert c.observe("b", 20.0, help_m, whole=help_m) is None
     assert c.observe("a", 200.0, help_m, whole=help_m) is None
+
+
+def test_line_after_a_sender_less_request_line_inherits_it_soon_after_only():
+    # 'GET / HTTP/1.0#015' logged with HOSTNAME GET names no sender; its CR,
+    # in the next batch, names 10.0.0.9
+    c = Correlator(window=5, scan_idle=60)
+    assert obs(c, None, 100.0, GET) is not None
+    v = obs(c, "10.0.0.9", 100.4, CR)
+    assert v is not None and v.inherited and v.via == "context"
+    assert (v.match.signature.probe, v.match.fragment) == ("GetRequest", 1)
+    c2 = Correlator(window=5, scan_idle=60)
+    obs(c2, None, 100.0, GET)
+    assert obs(c2, "10.0.0.9", 102.5, CR) is None  # too late to be the same connection
+    assert obs(c2, "10.0.0.9", 102.6, b"HELP\r") is None  # not a piece of that payload

@@ -69,6 +69,10 @@ _INHERIT_FACTOR = 0.95
 #: distinctive lines; then a lone line that is a whole probe of the same
 #: scanner (``HELP\r``) is tagged with this confidence.
 _SCAN_MIN_PROBES = 2
+#: A sender-less line's context lends itself to another source's ambiguous
+#: line only this soon after (one connection's lines are logged together;
+#: file formats keep whole seconds).
+_ORPHAN_WINDOW = 1.0
 _SCAN_CONFIDENCE = 0.6
 
 
@@ -168,6 +172,18 @@ class Correlator:
                 scan = self._touch(src, t, scan)
                 return self._record(scan, ahead, following.confidence * _INHERIT_FACTOR, t,
                                     inherited=True, via="lookahead")
+        orphan = self._sources.get("-") if src != "-" else None
+        if orphan is not None and orphan.ctx is not None and 0 <= t - orphan.ctx_t <= _ORPHAN_WINDOW:
+            # The line before it named no sender (HOSTNAME was the payload's
+            # first word, FIELD_GUIDE 3.3) and came in an earlier batch, so it
+            # could not take this line's sender: the next piece of its
+            # payload right after it is that connection's.
+            behind = by_sig.get(orphan.ctx.signature.id)
+            if behind is not None:
+                scan = self._touch(src, t, scan)
+                self.last_context = max(self.last_context, t)
+                return self._record(scan, behind, orphan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
+                                    via="context")
         if whole and scan is not None and len(scan.sure_probes) >= _SCAN_MIN_PROBES:
             # A source in the middle of a scan sends a line that is, whole, one
             # of its scanner's probes: that is the best reading of it.
