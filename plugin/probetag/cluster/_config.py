@@ -56,7 +56,8 @@ class ClusterConfig:
     retry_max: float = field(default=2.0, metadata=_doc("Largest publish retry delay. Seconds."))
     lease_bucket: str = field(default="probetag_leases", metadata=_doc("KV bucket of partition leases."))
     lease_ttl: float = field(default=10.0, metadata=_doc(
-        "A lease not renewed for this long expires. Seconds (renewed every TTL/3)."))
+        "A lease not renewed for this long expires. Seconds (renewed every TTL/3). It is the "
+        "lease bucket's max_age, fixed when the bucket is created: to change it, use a new bucket."))
     ack_wait: float = field(default=30.0, metadata=_doc(
         "Consumer ack timeout; a taken-over partition is consumed only after it. Seconds."))
     max_ack_pending: int = field(default=1000, metadata=_doc("Un-acked messages per partition consumer."))
