@@ -302,6 +302,9 @@ class Config:
     shutdown_timeout: float = field(default=10.0, metadata=_doc(
         "On SIGTERM/SIGINT: stop accepting, then wait at most this long for in-flight "
         "records to be acked downstream (and upstream) before exiting. Seconds."))
+    workers: int = field(default=1, metadata=_doc(
+        "`probetag serve` processes sharing the listen port (SO_REUSEPORT), each with its own "
+        "pipeline and downstream connection; correlation state is per worker."))
 
     def validate(self) -> None:
         """Cross-field checks. Raises ConfigError naming the key."""
@@ -314,6 +317,11 @@ class Config:
                     parse_hostport(value)
                 except ValueError as exc:
                     raise ConfigError(str(exc), key=key) from None
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("workers must be between 1 and 64", key="workers")
+        if self.workers > 1 and self.output.type == "stdout":
+            raise ConfigError("workers > 1 needs a network output (several processes' lines "
+                              "would interleave on one stdout)", key="workers")
         if self.output.type in ("forward", "ndjson") and not self.output.address:
             raise ConfigError(f"output.type {self.output.type!r} needs an address", key="output.address")
         if self.output.username and not self.output.shared_key:

@@ -34,6 +34,30 @@ Theory of operation
 * SIGINT/SIGTERM start the shutdown; a second signal exits at once. An
   output that is gone for good (stdout closed under ``| head``) also shuts
   down, with exit status 1: un-acked upstream chunks are resent elsewhere.
+* ``--workers N`` (config ``workers``): the parent forks N worker
+  processes and supervises them; it serves nothing itself. Each worker is a
+  whole ``Service`` (own processor, pipeline, downstream connection) whose
+  forward listener and UDP heartbeat bind the same port with
+  ``SO_REUSEPORT``; the kernel spreads new connections over the workers and a
+  connection stays with the worker that accepted it. Correlation state (scans
+  per source) is per worker: a source whose records arrive over several
+  connections may be seen by several workers, so per-source affinity is not
+  guaranteed; the cluster mode (NATS, partitioned by source) is the answer
+  when it must be. With port 0 the parent picks the port first (a bound,
+  never listening ``SO_REUSEPORT`` socket, which takes no connections) so
+  all workers share it. Worker 0 alone runs the HTTP and NDJSON inputs (they
+  do not share ports). Metrics: each worker serves its own ``/metrics`` on
+  ``metrics.address`` port + worker index (port 0: each its own free port,
+  logged); every log line of a worker carries ``worker=I``. The parent
+  forwards SIGTERM/SIGINT (each worker drains as below; a second signal
+  makes them exit at once) and SIGHUP (each reloads), exits once all have
+  exited (status 1 if one did not drain), and restarts a worker that dies
+  on its own after a back-off (0.5 s doubling to 30 s; reset once a worker
+  ran ``RESTART_RESET`` seconds). Workers get SIGTERM when the parent dies
+  (Linux ``PR_SET_PDEATHSIG``), so a killed parent leaves none behind.
+* ``serve`` raises glibc's malloc thresholds at start-up
+  (``_runtime.tune_malloc``): big frame buffers are reused instead of
+  freshly mmap'd and page-faulted.
 * ``--demo`` sends the bundled sample (``probetag/samples/demo.jsonl``) to
   our own listener with the fluent-logger client once serving, so the
   enriched JSON lines show on stdout, then keeps serving.
@@ -45,13 +69,17 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
+import os
 import signal
+import socket
 import sys
+import time
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from ._config import Config, ConfigError, load_config, parse_hostport, replace
 from ._metrics import Metrics
-from ._runtime import Pipeline, log_event, setup_logging
+from ._runtime import Pipeline, log_event, setup_logging, tune_malloc
 from ._stage import Processor
 
 if TYPE_CHECKING:
@@ -61,9 +89,13 @@ if TYPE_CHECKING:
 __all__ = ["Service", "main", "build_config"]
 
 #: Sections a reload cannot apply to open sockets and a running output.
-RESTART_SECTIONS = ("listen", "http", "ndjson", "output", "flow", "metrics")
+RESTART_SECTIONS = ("listen", "http", "ndjson", "output", "flow", "metrics", "workers")
 
 READ_GRACE = 0.5
+#: Worker restart back-off: first delay, cap, and the uptime that resets it.
+RESTART_FIRST = 0.5
+RESTART_MAX = 30.0
+RESTART_RESET = 30.0
 _MAX_HTTP_HEAD = 8192
 
 
@@ -116,8 +148,9 @@ class Service:
     """The running processor. ``await start()``, ``listen_port``, ``await stop()``."""
 
     def __init__(self, config: Config, metrics: Metrics | None = None,
-                 stdout: BinaryIO | None = None) -> None:
+                 stdout: BinaryIO | None = None, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self.metrics = metrics if metrics is not None else Metrics()
         self.stdout = stdout
         self.pipeline: Pipeline | None = None
@@ -140,7 +173,8 @@ class Service:
             output = make_output(self.config, self.metrics)
         self.pipeline = Pipeline(processor, output, self.config.flow, self.metrics)
         await self.pipeline.start()
-        server = self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics)
+        server = self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics,
+                                             reuse_port=self.reuse_port)
         try:
             await server.start()
         except BaseException:
@@ -217,6 +251,13 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg = replace(cfg, listen={"address": args.listen})
     if args.forward_to:
         cfg = replace(cfg, output={"type": "forward", "address": args.forward_to})
+    if getattr(args, "workers", None) is not None:
+        cfg = dataclasses.replace(cfg, workers=args.workers)
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            exc.key = "--workers"
+            raise
     return cfg
 
 
@@ -234,6 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
                     help="on SIGINT/SIGTERM, wait this long for in-flight records to be acked "
                          "(overrides shutdown_timeout)")
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="run N processes sharing the listen port (SO_REUSEPORT; overrides workers)")
     return ap
 
 
@@ -248,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}:{line}{key} {exc.reason}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_level)
+    if cfg.workers > 1:
+        return _supervise(cfg, args)
+    tune_malloc()
     try:
         return asyncio.run(_serve(cfg, args.demo, args.drain_timeout, lambda: build_config(args)))
     except OSError as exc:  # bind failure and the like
@@ -285,8 +331,183 @@ async def _reload(service: Service, load: Callable[[], Config]) -> None:
               signatures=len(cfg.detect.signatures))
 
 
+def worker_config(cfg: Config, index: int, listen: str) -> Config:
+    """Worker ``index``'s config: the shared listen address, the HTTP and
+    NDJSON inputs on worker 0 only, its own metrics port (see above)."""
+    sections: dict[str, dict[str, object]] = {"listen": {"address": listen}}
+    if index > 0:
+        sections["http"] = {"address": None}
+        sections["ndjson"] = {"address": None}
+        if cfg.metrics.address:
+            host, port = parse_hostport(cfg.metrics.address)
+            if port:
+                sections["metrics"] = {"address": _join(host, port + index)}
+    return replace(cfg, **sections)
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reserve_port(address: str) -> tuple[str, socket.socket | None]:
+    """With port 0, bind (never listen) an SO_REUSEPORT socket to fix the
+    port every worker binds; a socket that does not listen takes no
+    connections from the group."""
+    host, port = parse_hostport(address)
+    if port:
+        return address, None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, 0))
+    return _join(host, sock.getsockname()[1]), sock
+
+
+_SUPERVISED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _term_with_parent(parent: int) -> None:
+    """Linux: SIGTERM (drain and exit) when the parent dies, even by SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere workers outlive it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_worker(cfg: Config, args: argparse.Namespace, index: int, listen: str, parent: int) -> int:
+    """In the forked child: one whole ``Service`` on the shared port."""
+    # Its own process group: a terminal's Ctrl-C reaches the parent only,
+    # which forwards it once; the worker would take a second copy as "exit
+    # now" and skip the drain.
+    os.setpgid(0, 0)
+    _term_with_parent(parent)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    setup_logging(cfg.log_level, worker=index)
+    tune_malloc()
+    wcfg = worker_config(cfg, index, listen)
+    try:
+        return asyncio.run(_serve(wcfg, args.demo and index == 0, args.drain_timeout,
+                                  lambda: worker_config(build_config(args), index, listen),
+                                  reuse_port=True))
+    except OSError as exc:
+        log_event(logging.ERROR, "fatal", reason=str(exc))
+        return 1
+
+
+def _spawn(cfg: Config, args: argparse.Namespace, index: int, listen: str) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        rc = 1
+        try:
+            rc = _run_worker(cfg, args, index, listen, parent)
+        except SystemExit as exc:  # second signal: exit at once
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            logging.getLogger("probetag").exception("event=worker_failed")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+    log_event(logging.INFO, "worker_started", worker=index, pid=pid)
+    return pid
+
+
+def _supervise(cfg: Config, args: argparse.Namespace) -> int:
+    """The ``--workers`` parent (see above). Signals are blocked and taken
+    with ``sigtimedwait``, so nothing runs in a signal handler."""
+    try:
+        listen, reserved = _reserve_port(cfg.listen.address)
+    except OSError as exc:
+        log_event(logging.ERROR, "fatal", reason=str(exc))
+        return 1
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISED)
+    drain = args.drain_timeout if args.drain_timeout is not None else cfg.shutdown_timeout
+    log_event(logging.INFO, "supervising", workers=cfg.workers, address=listen, pid=os.getpid())
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
+    failures = [0] * cfg.workers
+    due: dict[int, float] = {}  # worker index -> restart time
+    for i in range(cfg.workers):
+        children[_spawn(cfg, args, i, listen)] = (i, time.monotonic())
+    stopping = False
+    kill_at = math.inf
+    status = 0
+    try:
+        while children or (due and not stopping):
+            info = signal.sigtimedwait(_SUPERVISED, 0.5)
+            now = time.monotonic()
+            if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                if not stopping:
+                    stopping = True
+                    due.clear()
+                    # The workers' own bound, plus start-up and exit slack.
+                    kill_at = now + drain + 10.0
+                    log_event(logging.INFO, "shutdown", signal=signal.Signals(info.si_signo).name,
+                              workers=len(children))
+                for pid in children:
+                    _signal(pid, info.si_signo)
+            elif info is not None and info.si_signo == signal.SIGHUP:
+                for pid in children:
+                    _signal(pid, signal.SIGHUP)
+            while children:
+                try:
+                    pid, wstatus = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    children.clear()
+                    break
+                if pid == 0:
+                    break
+                index, started = children.pop(pid, (-1, now))
+                rc = os.waitstatus_to_exitcode(wstatus)
+                if index < 0:
+                    continue
+                if stopping:
+                    if rc != 0:  # did not drain in time, or was killed
+                        status = 1
+                    log_event(logging.INFO, "worker_exited", worker=index, pid=pid, status=rc)
+                    continue
+                if now - started >= RESTART_RESET:
+                    failures[index] = 0
+                delay = min(RESTART_MAX, RESTART_FIRST * 2 ** failures[index])
+                failures[index] += 1
+                due[index] = now + delay
+                log_event(logging.WARNING, "worker_died", worker=index, pid=pid, status=rc,
+                          restart_in=f"{delay:g}")
+            if not stopping:
+                for index, at in list(due.items()):
+                    if at <= now:
+                        del due[index]
+                        children[_spawn(cfg, args, index, listen)] = (index, time.monotonic())
+            elif now >= kill_at and children:
+                log_event(logging.WARNING, "workers_killed", workers=len(children))
+                for pid in children:
+                    _signal(pid, signal.SIGKILL)
+                kill_at = math.inf
+                status = 1
+    finally:
+        if reserved is not None:
+            reserved.close()
+    log_event(logging.INFO, "stopped", workers=cfg.workers, status=status)
+    return status
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 async def _serve(cfg: Config, demo: bool, drain_timeout: float | None,
-                 load: Callable[[], Config] | None = None) -> int:
+                 load: Callable[[], Config] | None = None, reuse_port: bool = False) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -321,7 +542,7 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float | None,
 
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, on_signal, s)
-    service = Service(cfg)
+    service = Service(cfg, reuse_port=reuse_port)
     await service.start()
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     demo_task = None
