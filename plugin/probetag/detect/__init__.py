@@ -10,7 +10,7 @@ matching, correlation and actions together; ``probetag._stage`` calls it
 only for records the chunk prefilter (``_prefilter``) hit. No I/O.
 """
 
-from ._catalogue import CatalogueError, Signature, load_catalogue
+from ._catalogue import FAMILY_RANK, CatalogueError, Signature, load_catalogue
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
 from ._enrich import Enricher, build_detection, prefilter_fragments, show_bytes
@@ -18,6 +18,7 @@ from ._prefilter import LiteralSet, Prefilter, available_backends
 
 __all__ = [
     "CatalogueError",
+    "FAMILY_RANK",
     "Signature",
     "load_catalogue",
     "Detector",
