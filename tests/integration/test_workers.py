@@ -1,6 +1,7 @@
 """``probetag serve --workers 2``: two processes on one port (SO_REUSEPORT),
-each with its own downstream connection; the parent forwards SIGTERM, both
-drain, and a worker that dies is restarted."""
+each with its own downstream connection; the parent forwards SIGTERM (both
+drain) and SIGHUP (both reload), restarts a worker that dies, and its
+death makes the workers drain and exit."""
 
 from __future__ import annotations
 
@@ -133,13 +134,17 @@ def test_sigterm_drains_both_workers(tmp_path):
         assert up.acked_at[cid] >= min(r.acked_at for r in ds.snapshot() if r.acked_at)
 
 
-def test_a_worker_that_dies_is_restarted(tmp_path):
+def test_sighup_is_forwarded_and_a_worker_that_dies_is_restarted(tmp_path):
     port = free_port()
     with Downstream() as ds:
         proc, err = _start(tmp_path, ds.port, port)
         try:
             started = _wait_log(err, r"event=worker_started worker=(\d) pid=(\d+)", 2)
             assert len(started) == 2 and len(_wait_log(err, r"event=listening input=forward", 2)) == 2
+            # SIGHUP to the parent: every worker reloads.
+            proc.send_signal(signal.SIGHUP)
+            reloaded = _wait_log(err, r"worker=(\d) event=reloaded", 2)
+            assert sorted(m.group(1) for m in reloaded) == ["0", "1"], err.read_text()
             victim = int(started[1].group(2))
             os.kill(victim, signal.SIGKILL)
             restarted = _wait_log(err, r"event=worker_started worker=1 pid=(\d+)", 2)
