@@ -91,7 +91,10 @@ def test_downstream_down_for_a_long_while(tmp_path, figures):
 
 def test_probetag_sigkilled_and_restarted_mid_stream(tmp_path, figures):
     total, kills = 20_000, 2
-    with Downstream() as ds:
+    # The downstream holds each ack for 0.2 s so that chunks are always in
+    # flight inside probetag when it is killed: the scenario is "killed with
+    # unacked work", not "killed between chunks".
+    with Downstream(ack_delay=0.2) as ds:
         pt = ServeProcess(tmp_path, _config(ds.port))
         with pt:
             up = FluentdUpstream(pt.port, total, per_chunk=100, interval=0.03, ack_timeout=5.0,
