@@ -26,9 +26,24 @@ CONNECTIONS = 40
 PER_CONNECTION = 25
 
 
+def _metrics_base(avoid: int) -> int:
+    """A port P with P and P + 1 free (worker 1 serves metrics on P + 1)."""
+    for _ in range(50):
+        base = free_port()
+        if avoid in (base, base + 1):
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free pair of metrics ports")
+
+
 def _start(tmp_path: Path, ds_port: int, port: int, *extra: str) -> tuple[subprocess.Popen, Path]:
     cfg = tmp_path / "serve.yaml"
-    metrics = free_port()
+    metrics = _metrics_base(port)
     cfg.write_text(f"listen: {{address: '127.0.0.1:{port}'}}\n"
                    f"metrics: {{address: '127.0.0.1:{metrics}'}}\n"
                    f"output: {{type: forward, address: '127.0.0.1:{ds_port}', "
@@ -116,7 +131,7 @@ def test_sigterm_drains_both_workers(tmp_path):
                 ups.append((up, up.send_chunk("drain.t", [{"seq": i}])))
                 if ds.wait_until(lambda: len({r.connection for r in ds.snapshot()}) >= 2, 0.3):
                     break
-            assert len({r.connection for r in ds.snapshot()}) == 2
+            assert len({r.connection for r in ds.snapshot()}) == 2, err.read_text()
             proc.send_signal(signal.SIGTERM)
             for up, _ in ups:
                 assert up.read_acks(1, timeout=15) == 1
