@@ -400,13 +400,16 @@ def _run_worker(cfg: Config, args: argparse.Namespace, index: int, listen: str, 
         return 1
 
 
-def _spawn(cfg: Config, args: argparse.Namespace, index: int, listen: str) -> int:
+def _spawn(cfg: Config, args: argparse.Namespace, index: int, listen: str,
+           reserved: socket.socket | None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         rc = 1
+        if reserved is not None:
+            reserved.close()  # the parent's port reservation, not the worker's
         try:
             rc = _run_worker(cfg, args, index, listen, parent)
         except SystemExit as exc:  # second signal: exit at once
@@ -436,7 +439,7 @@ def _supervise(cfg: Config, args: argparse.Namespace) -> int:
     failures = [0] * cfg.workers
     due: dict[int, float] = {}  # worker index -> restart time
     for i in range(cfg.workers):
-        children[_spawn(cfg, args, i, listen)] = (i, time.monotonic())
+        children[_spawn(cfg, args, i, listen, reserved)] = (i, time.monotonic())
     stopping = False
     kill_at = math.inf
     status = 0
@@ -485,7 +488,7 @@ def _supervise(cfg: Config, args: argparse.Namespace) -> int:
                 for index, at in list(due.items()):
                     if at <= now:
                         del due[index]
-                        children[_spawn(cfg, args, index, listen)] = (index, time.monotonic())
+                        children[_spawn(cfg, args, index, listen, reserved)] = (index, time.monotonic())
             elif now >= kill_at and children:
                 log_event(logging.WARNING, "workers_killed", workers=len(children))
                 for pid in children:

@@ -188,12 +188,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path):
-    port = free_port()
     with Downstream() as ds:
-        proc, err = _start(tmp_path, ds.port, port)
+        proc, err = _start(tmp_path, ds.port, 0)  # port 0: the parent picks one for both
         try:
             started = _wait_log(err, r"event=worker_started worker=(\d) pid=(\d+)", 2)
-            assert len(_wait_log(err, r"event=listening input=forward", 2)) == 2, err.read_text()
+            listening = _wait_log(err, r"event=listening input=forward address=127\.0\.0\.1:(\d+)", 2)
+            assert len(listening) == 2, err.read_text()
+            assert listening[0].group(1) == listening[1].group(1) != "0"
             pids = [int(m.group(2)) for m in started]
             assert all(_alive(p) for p in pids)
             proc.kill()
