@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
 from .._stage import pack_entry
+from ._listener import admit, close_listener, close_writer, peer_label
 from ._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
@@ -475,25 +476,14 @@ class HttpInput:
         log.info("http input listening on %s:%s%s", host, self.port, self.cfg.path)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for t in list(self._conns):
-            t.cancel()
-        if self._conns:
-            await asyncio.wait(list(self._conns), timeout=5)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await close_listener(self._server, self._conns)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        peer = writer.get_extra_info("peername")
-        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        task, admitted = admit(self._conns, self.config.listen.max_connections)
+        peer_s = peer_label(writer)
         self.metrics.inc("http_connections")
-        if len(self._conns) > self.config.listen.max_connections:
+        if not admitted:
             # Each connection may buffer up to max_body_bytes: bound how many.
-            self._conns.discard(task)
             self.metrics.inc("http_connections_refused")
             log.warning("http %s: refused, %d connections open", peer_s, len(self._conns))
             writer.write(render_response(503, _err_body("too many connections"), keep_alive=False,
@@ -544,11 +534,7 @@ class HttpInput:
             pass
         finally:
             self._conns.discard(task)
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
-                pass
+            await close_writer(writer)
 
     def _decode(self, req: Request) -> tuple[ParsedBody, list[tuple[str, bytes, int]], dict[str, int]]:
         body = decode_body(req.body, req.header("content-encoding"), self.cfg.max_body_bytes)

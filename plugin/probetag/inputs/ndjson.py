@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Iterator
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
 from .._stage import pack_entry
+from ._listener import admit, close_listener, close_writer, peer_label
 from ._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
@@ -179,25 +180,14 @@ class NdjsonInput:
         log.info("ndjson input listening on %s:%s (no acks)", host, self.port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for t in list(self._conns):
-            t.cancel()
-        if self._conns:
-            await asyncio.wait(list(self._conns), timeout=5)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await close_listener(self._server, self._conns)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        peer = writer.get_extra_info("peername")
-        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        task, admitted = admit(self._conns, self.config.listen.max_connections)
+        peer_s = peer_label(writer)
         self.metrics.inc("ndjson_connections")
-        if len(self._conns) > self.config.listen.max_connections:
+        if not admitted:
             # Each connection may buffer up to max_line_bytes: bound how many.
-            self._conns.discard(task)
             self.metrics.inc("ndjson_connections_refused")
             log.warning("ndjson %s: refused, %d connections open", peer_s, len(self._conns))
             writer.close()
@@ -228,11 +218,7 @@ class NdjsonInput:
             self._conns.discard(task)
             if state["bad"]:
                 log.warning("ndjson %s: connection closed, %d bad line(s) rejected", peer_s, state["bad"])
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError):
-                pass
+            await close_writer(writer)
 
     def _hand_over(self, lines: list[bytes | LineTooLong], peer: str, state: dict[str, int | bool]) -> None:
         if not lines:
