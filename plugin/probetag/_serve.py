@@ -181,14 +181,7 @@ class Service:
             await self.pipeline.close()
             raise
         self.listen_host, self.listen_port = server.host, server.port
-        if self.config.http.address:
-            from .inputs.http import HttpInput
-            http = HttpInput(self.config, self.metrics, self.pipeline)
-            await http.start()
-            self.inputs.append(http)
-        if self.config.metrics.address:
-            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics)
-            await self.metrics_server.start()
+        await self._start_http_and_metrics()
         if self.config.ndjson.address:
             from .inputs.ndjson import NdjsonInput
             nd = NdjsonInput(self.config, self.metrics, self.pipeline)
@@ -197,6 +190,19 @@ class Service:
         out = self.config.output
         log_event(logging.INFO, "serving", output=out.type,
                   downstream=out.address if out.type != "stdout" else "-")
+
+    async def _start_http_and_metrics(self) -> None:
+        """The HTTP input and the /metrics listener, once the forward input
+        and the pipeline run (also the cluster ingress's start-up)."""
+        assert self.pipeline is not None
+        if self.config.http.address:
+            from .inputs.http import HttpInput
+            http = HttpInput(self.config, self.metrics, self.pipeline)
+            await http.start()
+            self.inputs.append(http)
+        if self.config.metrics.address:
+            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics)
+            await self.metrics_server.start()
 
     async def reload(self, cfg: Config) -> tuple[str, ...]:
         """Apply ``cfg`` to the processing stage (see SIGHUP above); returns
@@ -280,15 +286,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def print_config_error(exc: ConfigError, where: str) -> None:
+    """``error: FILE:LINE: KEY: reason`` on stderr; ``where`` stands for the
+    file when the error names none (a command-line override)."""
+    line = f"{exc.line}:" if exc.line is not None else ""
+    key = f" {exc.key}:" if exc.key else ""
+    print(f"error: {exc.file or where}:{line}{key} {exc.reason}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = build_config(args)
     except ConfigError as exc:
-        where = exc.file or (args.config or "<command line>")
-        line = f"{exc.line}:" if exc.line is not None else ""
-        key = f" {exc.key}:" if exc.key else ""
-        print(f"error: {where}:{line}{key} {exc.reason}", file=sys.stderr)
+        print_config_error(exc, args.config or "<command line>")
         return 2
     setup_logging(cfg.log_level)
     if cfg.workers > 1:

@@ -27,7 +27,7 @@ import sys
 from .._config import Config, ConfigError, load_config, replace
 from .._metrics import Metrics
 from .._runtime import Pipeline, log_event, setup_logging
-from .._serve import MetricsServer, Service
+from .._serve import MetricsServer, Service, print_config_error
 from .._stage import Processor
 from ._config import ClusterConfig, load_cluster_config
 
@@ -55,14 +55,7 @@ class IngressService(Service):
         self.server = ForwardServer(self.config.listen, self.pipeline, self.metrics)
         await self.server.start()
         self.listen_host, self.listen_port = self.server.host, self.server.port
-        if self.config.http.address:
-            from ..inputs.http import HttpInput
-            http = HttpInput(self.config, self.metrics, self.pipeline)
-            await http.start()
-            self.inputs.append(http)
-        if self.config.metrics.address:
-            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics)
-            await self.metrics_server.start()
+        await self._start_http_and_metrics()
         log_event(logging.INFO, "serving", output="jetstream", downstream=",".join(self.cluster.servers))
 
 
@@ -89,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "egress" and cfg.output.type != "forward":
             raise ConfigError("egress needs output.type forward (or --forward-to)", key="output.type")
     except ConfigError as exc:
-        line = f"{exc.line}:" if exc.line is not None else ""
-        key = f" {exc.key}:" if exc.key else ""
-        print(f"error: {exc.file or '<command line>'}:{line}{key} {exc.reason}", file=sys.stderr)
+        print_config_error(exc, "<command line>")
         return 2
     setup_logging(cfg.log_level)
     return asyncio.run(_run(args.role, cfg, cluster))
