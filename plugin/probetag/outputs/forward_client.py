@@ -64,6 +64,7 @@ from ..forward import (
     new_chunk_id,
 )
 from . import OutputClosed
+from ._common import client_ssl_context, stop_sender
 
 __all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
 
@@ -90,19 +91,6 @@ class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     proto: ClientConnection
-
-
-def client_ssl_context(tls: Any) -> ssl.SSLContext:
-    if tls.ca_file:
-        ctx = ssl.create_default_context(cafile=tls.ca_file)
-    else:
-        ctx = ssl.create_default_context()
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    return ctx
 
 
 def integer_times(entries: bytes) -> bytes:
@@ -148,12 +136,7 @@ class ForwardOutput:
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_sender(self._task)
         while self._queue:
             item = self._queue.popleft()
             if not item.future.done():

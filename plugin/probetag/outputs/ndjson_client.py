@@ -31,7 +31,6 @@ import asyncio
 import json
 import logging
 import ssl
-from typing import Any
 
 from .._config import Output as OutputConfig
 from .._config import parse_hostport
@@ -39,6 +38,7 @@ from .._metrics import Metrics
 from .._stage import OutChunk, unpacker_for
 from ..inputs._vector import entry_to_event
 from . import OutputClosed
+from ._common import client_ssl_context
 
 __all__ = ["NdjsonOutput", "render_ndjson"]
 
@@ -64,7 +64,7 @@ class NdjsonOutput:
         self.config = config
         self.metrics = metrics
         self.host, self.port = parse_hostport(config.address)
-        self._ssl = _client_ssl(config.tls) if config.tls else None
+        self._ssl = client_ssl_context(config.tls) if config.tls else None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
@@ -137,13 +137,3 @@ class NdjsonOutput:
                 await asyncio.wait_for(writer.wait_closed(), 2)
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
                 pass
-
-
-def _client_ssl(tls: Any) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=tls.ca_file) if tls.ca_file else ssl.create_default_context()
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    return ctx

@@ -32,6 +32,7 @@ from .._jsonenc import record_lines
 from .._metrics import Metrics
 from .._stage import OutChunk, unpacker_for
 from . import OutputClosed
+from ._common import stop_sender
 
 __all__ = ["StdoutOutput", "render_chunk", "MAX_BATCH_RECORDS"]
 
@@ -111,11 +112,6 @@ class StdoutOutput:
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_sender(self._task)
         self._fail(list(self._queue), OutputClosed("stdout output closed"))
         self._queue.clear()
