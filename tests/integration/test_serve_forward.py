@@ -17,6 +17,7 @@ from util.downstream import Downstream
 from util.ports import free_port, wait_listening
 from util.service import ServiceThread
 from util.upstream import Upstream
+from util.wait import kill_if_running
 
 N = 400
 
@@ -165,9 +166,7 @@ def test_subprocess_forward_to_with_fluent_logger():
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=20)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            kill_if_running(proc)
     assert proc.returncode == 0, err
     assert out == b""
     counts = _seqs(ds.acked_records())
@@ -191,9 +190,7 @@ def test_sigterm_drains_in_flight_acked_downstream_then_upstream():
             up.close()
             _, err = proc.communicate(timeout=20)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            kill_if_running(proc)
     assert proc.returncode == 0, err
     assert b"drained=True" in err
     (req,) = ds.snapshot()

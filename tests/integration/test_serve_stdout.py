@@ -16,17 +16,9 @@ from fluent import sender
 from probetag._jsonenc import record_line, to_jsonable
 from util.ports import free_port, wait_listening
 from util.service import ServiceThread
+from util.wait import kill_if_running, wait_until
 
 N = 300
-
-
-def _wait(pred, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def test_jsonenc_awkward_values():
@@ -59,7 +51,7 @@ def test_fluent_logger_to_stdout_in_process():
         for i in range(N):
             assert s.emit_with_time("web", t0 + i / 1000, {"seq": i, "message": f"hello {i}"}), s.last_error
         s.close()
-        assert _wait(lambda: len(svc.stdout.lines()) >= N)
+        assert wait_until(lambda: len(svc.stdout.lines()) >= N, 15.0)
         lines = svc.stdout.lines()
         assert svc.metrics.get("frames_in", mode="message") == N
     objs = [json.loads(x) for x in lines]
@@ -89,13 +81,11 @@ def test_subprocess_serve_stdout_and_sigterm(tmp_path):
             for i in range(N):
                 assert s.emit("probe", {"seq": i, "message": f"line {i}"}), s.last_error
             s.close()
-            assert _wait(lambda: out_path.read_bytes().count(b"\n") >= N + 1, 20)
+            assert wait_until(lambda: out_path.read_bytes().count(b"\n") >= N + 1, 20)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=20)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            kill_if_running(proc)
     assert proc.returncode == 0, err.decode(errors="replace")
     objs = [json.loads(x) for x in out_path.read_bytes().splitlines() if x]
     seqs = sorted(o["record"]["seq"] for o in objs)
@@ -128,13 +118,11 @@ def test_subprocess_demo_prints_enriched_sample(tmp_path):
         proc = subprocess.Popen(_serve_cmd("--demo", "--listen", f"127.0.0.1:{port}"),
                                 stdout=out, stderr=subprocess.PIPE)
         try:
-            assert _wait(lambda: out_path.read_bytes().count(b"\n") >= len(sample), 20)
+            assert wait_until(lambda: out_path.read_bytes().count(b"\n") >= len(sample), 20)
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=20)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            kill_if_running(proc)
     assert proc.returncode == 0, err
     assert b"event=demo_sent records=%d" % len(sample) in err
     objs = [json.loads(x) for x in out_path.read_bytes().splitlines()]
@@ -161,9 +149,7 @@ def test_subprocess_exits_when_stdout_closes():
         rc = proc.wait(20)
         err = proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        kill_if_running(proc)
     assert rc == 1
     assert b"event=output_closed" in err and b'reason="output closed"' in err
 

@@ -36,6 +36,8 @@ from probetag.forward import (
     ServerConnection, ServerSecurity,
 )
 
+from .wait import wait_until
+
 
 @dataclass
 class Request:
@@ -131,12 +133,7 @@ class Downstream:
         return [(r.tag, t, rec) for r in self.snapshot() if r.outcome == "acked" for t, rec in r.records]
 
     def wait_until(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.02)
-        return pred()
+        return wait_until(pred, timeout)
 
     # -- server ------------------------------------------------------------------
 
