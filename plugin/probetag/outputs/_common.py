@@ -9,13 +9,21 @@ Theory of operation
   for it; whatever the task ends with is already counted by the task itself,
   so close() never raises from it. The caller then fails what is still
   queued with its own ``OutputClosed`` message.
+* ``SendQueue`` sits between ``send()`` and the sender task: each chunk waits
+  in it with the future its ``send()`` awaits, in arrival order. The sender
+  sleeps on an event while it is empty; a future already done means its
+  waiter was cancelled (shutdown), and the sender skips that chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .._stage import OutChunk
 
 
 def client_ssl_context(tls: Any) -> ssl.SSLContext:
@@ -38,3 +46,35 @@ async def stop_sender(task: asyncio.Task[None] | None) -> None:
             await task
         except (asyncio.CancelledError, Exception):
             pass
+
+
+@dataclass(slots=True)
+class Queued:
+    chunk: OutChunk
+    future: asyncio.Future[None]
+
+
+class SendQueue:
+    def __init__(self) -> None:
+        self.items: deque[Queued] = deque()
+        self._wakeup = asyncio.Event()
+
+    async def put(self, chunk: OutChunk) -> None:
+        """Queue ``chunk`` and wait until the sender settles it."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.items.append(Queued(chunk, fut))
+        self._wakeup.set()
+        await fut
+
+    async def wait(self) -> None:
+        """Until something is queued."""
+        while not self.items:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def fail_all(self, error: Callable[[], BaseException]) -> None:
+        """Empty the queue, failing each waiting ``send()`` with ``error()``."""
+        while self.items:
+            item = self.items.popleft()
+            if not item.future.done():
+                item.future.set_exception(error())

@@ -40,7 +40,6 @@ import asyncio
 import logging
 import random
 import ssl
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +63,7 @@ from ..forward import (
     new_chunk_id,
 )
 from . import OutputClosed
-from ._common import client_ssl_context, stop_sender
+from ._common import Queued, SendQueue, client_ssl_context, stop_sender
 
 __all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
 
@@ -78,12 +77,6 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(slots=True)
-class _Item:
-    chunk: OutChunk
-    future: asyncio.Future[None]
 
 
 @dataclass(slots=True)
@@ -114,8 +107,7 @@ class ForwardOutput:
             if config.shared_key is not None else None
         )
         self.ssl = client_ssl_context(config.tls) if config.tls else None
-        self._queue: deque[_Item] = deque()
-        self._wakeup = asyncio.Event()
+        self._queue = SendQueue()
         self._task: asyncio.Task[None] | None = None
         self._conn: _Conn | None = None
         self._closed = False
@@ -129,44 +121,36 @@ class ForwardOutput:
     async def send(self, chunk: OutChunk) -> None:
         if self._closed:
             raise OutputClosed("forward output is closed")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(chunk, fut))
-        self._wakeup.set()
-        await fut
+        await self._queue.put(chunk)
 
     async def close(self) -> None:
         self._closed = True
         await stop_sender(self._task)
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(OutputClosed("forward output closed"))
+        self._queue.fail_all(lambda: OutputClosed("forward output closed"))
         await self._drop_conn()
 
     # -- sender ------------------------------------------------------------------
 
-    def _take_batch(self) -> list[_Item]:
-        batch: list[_Item] = []
+    def _take_batch(self) -> list[Queued]:
+        batch: list[Queued] = []
         size = 0
-        while self._queue:
-            item = self._queue[0]
+        queue = self._queue.items
+        while queue:
+            item = queue[0]
             if item.future.done():  # cancelled by its waiter (shutdown)
-                self._queue.popleft()
+                queue.popleft()
                 continue
             if batch and (item.chunk.tag != batch[0].chunk.tag
                           or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
                 break
-            self._queue.popleft()
+            queue.popleft()
             batch.append(item)
             size += len(item.chunk.entries)
         return batch
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._queue.wait()
             batch = self._take_batch()
             if not batch:
                 continue
@@ -183,7 +167,7 @@ class ForwardOutput:
                 if not item.future.done():
                     item.future.set_result(None)
 
-    async def _deliver(self, batch: list[_Item]) -> None:
+    async def _deliver(self, batch: list[Queued]) -> None:
         tag = batch[0].chunk.tag
         entries = b"".join(i.chunk.entries for i in batch)
         count = sum(i.chunk.count for i in batch)

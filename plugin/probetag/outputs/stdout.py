@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import deque
 from typing import BinaryIO
 
 from .._config import Output as OutputConfig
@@ -32,7 +31,7 @@ from .._jsonenc import record_lines
 from .._metrics import Metrics
 from .._stage import OutChunk, unpacker_for
 from . import OutputClosed
-from ._common import stop_sender
+from ._common import Queued, SendQueue, stop_sender
 
 __all__ = ["StdoutOutput", "render_chunk", "MAX_BATCH_RECORDS"]
 
@@ -51,8 +50,7 @@ class StdoutOutput:
         self.config = config
         self.metrics = metrics
         self.stream: BinaryIO = stream if stream is not None else sys.stdout.buffer
-        self._queue: deque[tuple[OutChunk, asyncio.Future[None]]] = deque()
-        self._wakeup = asyncio.Event()
+        self._queue = SendQueue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -65,53 +63,49 @@ class StdoutOutput:
             raise OutputClosed("stdout output is closed")
         if self._task is None:
             await self.start()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((chunk, fut))
-        self._wakeup.set()
-        await fut
+        await self._queue.put(chunk)
 
     async def _run(self) -> None:
+        queue = self._queue.items
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = []
+            await self._queue.wait()
+            batch: list[Queued] = []
             records = 0
-            while self._queue and records < MAX_BATCH_RECORDS:
-                chunk, fut = self._queue.popleft()
-                if not fut.done():  # done = its waiter was cancelled (shutdown)
-                    batch.append((chunk, fut))
-                    records += chunk.count
+            while queue and records < MAX_BATCH_RECORDS:
+                item = queue.popleft()
+                if not item.future.done():  # done = its waiter was cancelled (shutdown)
+                    batch.append(item)
+                    records += item.chunk.count
             if not batch:
                 continue
-            chunks = [c for c, _ in batch]
+            chunks = [i.chunk for i in batch]
             try:
                 await asyncio.to_thread(self._write, chunks)
             except (OSError, ValueError) as exc:  # ValueError: write to a closed file
                 self._closed = True
                 self.metrics.inc("output_errors", reason="stdout_write")
-                self._fail(batch + list(self._queue), OutputClosed(f"stdout: {exc}"))
-                self._queue.clear()
+                error = OutputClosed(f"stdout: {exc}")
+                self._fail(batch, error)
+                self._queue.fail_all(lambda: error)
                 return
             self.metrics.inc("chunks_out", len(chunks))
             self.metrics.inc("records_out", sum(c.count for c in chunks))
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
 
     def _write(self, chunks: list[OutChunk]) -> None:
         self.stream.write(b"".join(render_chunk(c) for c in chunks))
         self.stream.flush()
 
     @staticmethod
-    def _fail(items: list[tuple[OutChunk, asyncio.Future[None]]], exc: Exception) -> None:
-        for _, fut in items:
-            if not fut.done():
-                fut.set_exception(exc)
+    def _fail(items: list[Queued], exc: Exception) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
 
     async def close(self) -> None:
         self._closed = True
         await stop_sender(self._task)
-        self._fail(list(self._queue), OutputClosed("stdout output closed"))
-        self._queue.clear()
+        error = OutputClosed("stdout output closed")
+        self._queue.fail_all(lambda: error)
