@@ -232,7 +232,11 @@ def test_e2e_latency_mode_holds_the_rate_and_records_workers_support(tmp_path):
 
 
 def test_e2e_sources_mode_covers_the_senders(tmp_path):
-    res = _e2e(tmp_path, "--mode", "sources", "--sources", "1000", "--no-floor")
+    # Every record here is a probe line (the slow path), so a chunk takes long
+    # enough that a 1 s window can close before the first one arrives: give
+    # this mode a window that always holds several chunks.
+    res = _e2e(tmp_path, "--mode", "sources", "--sources", "1000", "--no-floor",
+               "--seconds", "4", "--warmup", "1")
     assert res["sources"] == 1000 and res["sources_covered"] == 1000
     assert res["expected_tagged_share"] == 1.0
     assert res["tagged_share"] > 0.95  # distinctive lines only: every sender is tracked
