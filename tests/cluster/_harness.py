@@ -277,9 +277,19 @@ async def collect(urls: list[str], want: set[str], timeout: float, stream: str =
     nc = await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     try:
         js = nc.jetstream(timeout=5)
-        sub = await js.pull_subscribe("logs.out.>", durable=None, stream=stream,
-                                      config=ConsumerConfig(ack_policy=AckPolicy.NONE))
         deadline = time.monotonic() + timeout
+        # Creating the consumer is a JetStream API request: right after a node
+        # restart the stream may still be electing a leader and the request
+        # times out. Retry within the same deadline instead of failing.
+        while True:
+            try:
+                sub = await js.pull_subscribe("logs.out.>", durable=None, stream=stream,
+                                              config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+                break
+            except (NatsTimeout, asyncio.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
         while not want <= res.events.keys() and time.monotonic() < deadline:
             try:
                 msgs = await sub.fetch(500, timeout=1.0)
