@@ -33,6 +33,7 @@ __all__ = [
     "load_config",
     "config_from_mapping",
     "parse_hostport",
+    "located",
     "reference",
 ]
 
@@ -46,11 +47,17 @@ class ConfigError(ValueError):
         self.line = line
         self.key = key
         self.reason = message
-        where = ""
-        if file:
-            where = f"{file}:{line}: " if line is not None else f"{file}: "
-        keypart = f"{key}: " if key else ""
-        super().__init__(f"{where}{keypart}{message}")
+        super().__init__(located(message, file=file, line=line, names=(key,)))
+
+
+def located(message: str, *, file: str | None, line: int | None,
+            names: tuple[str | None, ...] = ()) -> str:
+    """``FILE:LINE: NAME: ...: message``, the one shape every load error takes
+    (config keys here, catalogue entries in ``detect._catalogue``)."""
+    where = ""
+    if file:
+        where = f"{file}:{line}: " if line is not None else f"{file}: "
+    return where + "".join(f"{n}: " for n in names if n) + message
 
 
 def _doc(text: str, **extra: Any) -> dict[str, Any]:

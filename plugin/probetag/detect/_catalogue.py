@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import yaml
 
+from .._config import located
+
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
     from .._config import Signature as ConfigSignature
 
@@ -115,12 +117,7 @@ class CatalogueError(ValueError):
         self.entry = entry
         self.key = key
         self.reason = message
-        where = ""
-        if file:
-            where = f"{file}:{line}: " if line is not None else f"{file}: "
-        parts = [p for p in (entry, key) if p]
-        prefix = "".join(f"{p}: " for p in parts)
-        super().__init__(f"{where}{prefix}{message}")
+        super().__init__(located(message, file=file, line=line, names=(entry, key)))
 
 
 def builtin_catalogue_paths() -> tuple[Path, ...]:
