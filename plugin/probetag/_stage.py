@@ -23,10 +23,11 @@ Hot path
 Almost every record is ordinary log traffic, so the stage is built to not
 look at it:
 
-1. Entry boundaries come from ``Unpacker.skip()``/``tell()`` (C code, no
-   Python objects built). Each entry's first bytes are checked by one
-   compiled regex (``_FAST_ENTRY``: a 2-array, a time that needs no
-   normalisation, a map). Entries that fail it take the full path below
+1. Entry boundaries come from ``walk_entries``: the optional C accelerator
+   (``probetag._speedups``: one call per chunk, no Python object per entry)
+   or, as the reference, ``Unpacker.skip()``/``tell()``. Each entry's first
+   bytes are checked against ``_FAST_ENTRY`` (a 2-array, a time that needs
+   no normalisation, a map). Entries that fail it take the full path below
    (nested ``[[time, meta], record]``, time 0/float/nil, rejects, markers).
 2. ONE multi-literal scan (``detect.Prefilter``: hyperscan, else
    pyahocorasick, else ``re``) runs over the chunk's packed bytes. Its
@@ -48,10 +49,11 @@ look at it:
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import time as _time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import msgpack
 
@@ -205,32 +207,8 @@ class Processor:
     def process(self, tag: str, entries: bytes) -> StageResult:
         res = StageResult()
         n = len(entries)
-        up = unpacker_for(entries)
-        starts: list[int] = []
-        slow: list[int] = []  # entries the fast check cannot vouch for
-        pos = 0
-        error = None
-        fast = _FAST_ENTRY.match
-        while pos < n:
-            try:
-                up.skip()
-            except msgpack.OutOfData:
-                error = "entries_truncated"
-                break
-            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError):
-                # Garbage inside the entries blob: the rest cannot be framed.
-                error = "entries_undecodable"
-                break
-            end = up.tell()
-            # Cheap validation without building objects (one C-level regex
-            # match, see _FAST_ENTRY). Anything else takes the full path, which
-            # rejects, normalises or removes it exactly as before.
-            if fast(entries, pos) is None:
-                slow.append(len(starts))
-            starts.append(pos)
-            pos = end
-        count_entries = len(starts)
-        starts.append(pos)  # sentinel: end of the last whole entry
+        starts, slow, pos, error = walk_entries(entries)
+        count_entries = len(starts) - 1  # starts ends with a sentinel
 
         # One multi-literal scan over the packed bytes picks the entries to decode.
         hits: list[int] = []
@@ -426,6 +404,67 @@ _FAST_ENTRY = re.compile(
     rb"\x92(?:\xd7\x00(?!\xff\xff\xff[\xfe\xff])[\x00-\xff]{4}" + _NSEC
     + rb"|[\x01-\x7f]|\xce(?!\x00\x00\x00\x00)[\x00-\xff]{4})[\x80-\x8f\xde\xdf]",
     re.DOTALL)
+
+
+def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
+    """The reference walk (see ``walk_entries``): msgpack's own skipper."""
+    n = len(entries)
+    up = unpacker_for(entries)
+    starts: list[int] = []
+    slow: list[int] = []  # entries the fast check cannot vouch for
+    pos = 0
+    error = None
+    fast = _FAST_ENTRY.match
+    while pos < n:
+        try:
+            up.skip()
+        except msgpack.OutOfData:
+            error = "entries_truncated"
+            break
+        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError):
+            # Garbage inside the entries blob: the rest cannot be framed.
+            error = "entries_undecodable"
+            break
+        end = up.tell()
+        # Cheap validation without building objects (one C-level regex
+        # match, see _FAST_ENTRY). Anything else takes the full path, which
+        # rejects, normalises or removes it exactly as before.
+        if fast(entries, pos) is None:
+            slow.append(len(starts))
+        starts.append(pos)
+        pos = end
+    starts.append(pos)  # sentinel: end of the last whole entry
+    return starts, slow, pos, error
+
+
+def _walk_c(entries: bytes) -> tuple[Sequence[int], list[int], int, str | None]:
+    offsets, slow, pos, error = _speedups.walk(entries)
+    # A memoryview over the C array: indexing and bisect work on it like on
+    # a list, without a Python int per entry.
+    return memoryview(offsets).cast("Q"), slow, pos, error
+
+
+def _load_speedups() -> Any:
+    if os.environ.get("PROBETAG_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # built without a C compiler: the pure path
+        return None
+    return _speedups
+
+
+_speedups = _load_speedups()
+
+#: ``walk_entries(entries) -> (starts, slow, end, error)`` frames a chunk:
+#: ``starts`` holds every whole entry's start offset and then ``end`` (a
+#: sentinel), ``slow`` the indices of entries failing ``_FAST_ENTRY``,
+#: ``end`` is where the last whole entry ends and ``error`` is None,
+#: ``"entries_truncated"`` or ``"entries_undecodable"``. The C accelerator
+#: (``probetag._speedups``) and the pure-Python ``_walk_py`` give the same
+#: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
+walk_entries = _walk_c if _speedups is not None else _walk_py
+WALK_BACKEND = "c" if _speedups is not None else "python"
 
 
 def _unpack_one(raw: bytes) -> Any:

@@ -1,0 +1,285 @@
+/* probetag._speedups: the stage's per-entry walk in C (optional accelerator).
+ *
+ * Theory of operation
+ * -------------------
+ * walk(buffer) frames a chunk of packed msgpack entries exactly as the
+ * stage's reference loop does with msgpack.Unpacker.skip()/tell() and the
+ * _FAST_ENTRY regex (probetag/_stage.py, _walk_py), without building a
+ * Python object per entry. It returns
+ *
+ *     (offsets, slow, end, error)
+ *
+ *   offsets  bytes: native uint64 start offset of every whole entry, then
+ *            the end of the last whole entry (the sentinel); the stage reads
+ *            it through memoryview(offsets).cast("Q").
+ *   slow     list of the indices of entries that fail the fast entry check.
+ *   end      offset just past the last whole entry.
+ *   error    None, "entries_truncated" or "entries_undecodable".
+ *
+ * The skipper follows msgpack-python's unpack_template.h (construct off,
+ * i.e. what Unpacker.skip() runs):
+ *   - every object is read front to back, byte by byte in the same order, so
+ *     the first failure met is the one msgpack meets;
+ *   - an object that runs past the buffer (a header, a length field or a
+ *     payload) is OutOfData -> "entries_truncated";
+ *   - 0xc1 (never used) is FormatError -> "entries_undecodable";
+ *   - a container header (any count, 0 included) met while STACK_SIZE
+ *     containers are open is StackError -> "entries_undecodable". msgpack
+ *     checks the depth after reading a 16/32-bit count, so a truncated count
+ *     is OutOfData first;
+ *   - skip mode calls no callbacks, so no length limit (max_str_len...) and
+ *     no ext/timestamp validation applies: those never fail here either.
+ * Every read is bounds-checked against the buffer's length; lengths are
+ * compared as remaining-byte counts, so no offset arithmetic can overflow.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* msgpack-python's MSGPACK_EMBED_STACK_SIZE (1024 in msgpack 1.x). The test
+ * suite checks this bound against the installed msgpack. */
+#define STACK_SIZE 1024
+
+enum { OK = 0, TRUNCATED = 1, UNDECODABLE = 2 };
+
+static inline uint32_t be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
+static inline uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Skip one msgpack object starting at d[*pos] (n = buffer length).
+ * On OK, *pos is just past it. */
+static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *stack) {
+    size_t p = *pos;
+    size_t top = 0;
+    for (;;) {
+        if (p >= n)
+            return TRUNCATED;
+        unsigned char b = d[p];
+        size_t rest = n - p; /* bytes from the header byte on, >= 1 */
+        uint64_t payload = 0; /* bytes after a header of `head` bytes */
+        size_t head = 1;
+        uint64_t count = 0;   /* container elements (maps: 2 per pair) */
+        int container = 0;
+        if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3)) {
+            /* fixint, negative fixint, nil, (0xc1 below), false, true */
+            if (b == 0xc1)
+                return UNDECODABLE;
+        } else if (b <= 0x8f) {           /* fixmap */
+            container = 1;
+            count = 2u * (uint64_t)(b & 0x0f);
+        } else if (b <= 0x9f) {           /* fixarray */
+            container = 1;
+            count = b & 0x0f;
+        } else if (b <= 0xbf) {           /* fixstr */
+            payload = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9:          /* bin8, str8 */
+                if (rest < 2) return TRUNCATED;
+                head = 2; payload = d[p + 1];
+                break;
+            case 0xc5: case 0xda:          /* bin16, str16 */
+                if (rest < 3) return TRUNCATED;
+                head = 3; payload = be16(d + p + 1);
+                break;
+            case 0xc6: case 0xdb:          /* bin32, str32 */
+                if (rest < 5) return TRUNCATED;
+                head = 5; payload = be32(d + p + 1);
+                break;
+            case 0xc7:                     /* ext8: len, type, data */
+                if (rest < 2) return TRUNCATED;
+                head = 3; payload = d[p + 1];
+                break;
+            case 0xc8:                     /* ext16 */
+                if (rest < 3) return TRUNCATED;
+                head = 4; payload = be16(d + p + 1);
+                break;
+            case 0xc9:                     /* ext32 */
+                if (rest < 5) return TRUNCATED;
+                head = 6; payload = be32(d + p + 1);
+                break;
+            case 0xca: payload = 4; break;  /* float32 */
+            case 0xcb: payload = 8; break;  /* float64 */
+            case 0xcc: case 0xd0: payload = 1; break; /* (u)int8 */
+            case 0xcd: case 0xd1: payload = 2; break; /* (u)int16 */
+            case 0xce: case 0xd2: payload = 4; break; /* (u)int32 */
+            case 0xcf: case 0xd3: payload = 8; break; /* (u)int64 */
+            case 0xd4: payload = 2; break;  /* fixext1: type + 1 */
+            case 0xd5: payload = 3; break;  /* fixext2 */
+            case 0xd6: payload = 5; break;  /* fixext4 */
+            case 0xd7: payload = 9; break;  /* fixext8 */
+            case 0xd8: payload = 17; break; /* fixext16 */
+            case 0xdc:                     /* array16 */
+                if (rest < 3) return TRUNCATED;
+                head = 3; container = 1; count = be16(d + p + 1);
+                break;
+            case 0xdd:                     /* array32 */
+                if (rest < 5) return TRUNCATED;
+                head = 5; container = 1; count = be32(d + p + 1);
+                break;
+            case 0xde:                     /* map16 */
+                if (rest < 3) return TRUNCATED;
+                head = 3; container = 1; count = 2u * (uint64_t)be16(d + p + 1);
+                break;
+            case 0xdf:                     /* map32 */
+                if (rest < 5) return TRUNCATED;
+                head = 5; container = 1; count = 2u * (uint64_t)be32(d + p + 1);
+                break;
+            default:
+                return UNDECODABLE; /* not reached: every byte is covered */
+            }
+        }
+        if (container) {
+            if (top >= STACK_SIZE)
+                return UNDECODABLE;
+            p += head;
+            if (count) {
+                stack[top++] = count;
+                continue;
+            }
+        } else {
+            /* ext8/16/32 have the type byte inside `head` after the length:
+             * msgpack reads length and type together, so a missing type
+             * byte is a truncation like a missing length byte. */
+            if ((uint64_t)rest < (uint64_t)head || (uint64_t)(rest - head) < payload)
+                return TRUNCATED;
+            p += head + (size_t)payload;
+        }
+        /* One value completed: close every container it completes. */
+        while (top && --stack[top - 1] == 0)
+            top--;
+        if (!top) {
+            *pos = p;
+            return OK;
+        }
+    }
+}
+
+/* The stage's _FAST_ENTRY regex, byte for byte: a 2-array; a time needing
+ * no normalisation (EventTime with seconds not 0xFFFFFFFE/0xFFFFFFFF and
+ * nanoseconds < 10**9, a positive fixint, or a non-zero uint32); then a map
+ * header. `e` is the entry's end (the entry is well formed, so every byte
+ * looked at lies inside it; the bound is kept anyway). */
+static int fast_entry(const unsigned char *d, size_t p, size_t e) {
+    size_t k;
+    if (e - p < 3 || d[p] != 0x92)
+        return 0;
+    unsigned char t = d[p + 1];
+    if (t >= 0x01 && t <= 0x7f) {
+        k = p + 2;
+    } else if (t == 0xce) {
+        if (e - p < 7 || be32(d + p + 2) == 0)
+            return 0;
+        k = p + 6;
+    } else if (t == 0xd7) {
+        if (e - p < 12 || d[p + 2] != 0x00)
+            return 0;
+        uint32_t sec = be32(d + p + 3);
+        if (sec == 0xFFFFFFFFu || sec == 0xFFFFFFFEu)
+            return 0;
+        if (be32(d + p + 7) > 999999999u)
+            return 0;
+        k = p + 11;
+    } else {
+        return 0;
+    }
+    unsigned char m = d[k];
+    return (m >= 0x80 && m <= 0x8f) || m == 0xde || m == 0xdf;
+}
+
+static PyObject *walk(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *d = (const unsigned char *)view.buf;
+    size_t n = (size_t)view.len;
+    PyObject *slow = NULL, *offsets = NULL, *result = NULL;
+    uint64_t *stack = NULL;
+    uint64_t *offs = NULL;
+    /* An entry takes at least one byte: n + 1 slots always suffice, but a
+     * chunk is usually ~200 bytes an entry, so grow instead of reserving. */
+    size_t cap = n / 64 + 16, used = 0;
+    int error = OK;
+    size_t pos = 0;
+
+    slow = PyList_New(0);
+    stack = PyMem_RawMalloc(STACK_SIZE * sizeof(uint64_t));
+    offs = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    if (!slow || !stack || !offs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The GIL is kept: a chunk takes microseconds, less than handing the
+     * GIL over would cost. Slow entries are collected after the loop. */
+    while (pos < n) {
+        size_t end = pos;
+        error = skip_object(d, n, &end, stack);
+        if (error != OK)
+            break;
+        if (used + 1 >= cap) {
+            size_t ncap = cap * 2;
+            uint64_t *grown = PyMem_RawRealloc(offs, ncap * sizeof(uint64_t));
+            if (!grown) {
+                error = -1;
+                break;
+            }
+            offs = grown;
+            cap = ncap;
+        }
+        offs[used++] = pos;
+        pos = end;
+    }
+    if (error == -1) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    offs[used] = pos; /* the sentinel; used + 1 <= cap holds */
+    for (size_t i = 0; i < used; i++) {
+        if (!fast_entry(d, (size_t)offs[i], (size_t)offs[i + 1])) {
+            PyObject *ix = PyLong_FromSize_t(i);
+            if (!ix || PyList_Append(slow, ix) < 0) {
+                Py_XDECREF(ix);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+    }
+    offsets = PyBytes_FromStringAndSize((const char *)offs, (Py_ssize_t)((used + 1) * sizeof(uint64_t)));
+    if (!offsets)
+        goto done;
+    result = Py_BuildValue("(OOns)", offsets, slow, (Py_ssize_t)pos,
+                           error == TRUNCATED ? "entries_truncated"
+                           : error == UNDECODABLE ? "entries_undecodable" : NULL);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(slow);
+    PyMem_RawFree(stack);
+    PyMem_RawFree(offs);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_O,
+     "walk(buffer) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
+     "offsets: bytes of native uint64 entry start offsets plus an end sentinel; slow: indices\n"
+     "of entries failing the stage's fast entry check; end: end of the last whole entry;\n"
+     "error: None, 'entries_truncated' or 'entries_undecodable'."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "probetag._speedups",
+    "Optional C accelerator for the processing stage (see probetag._stage).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
