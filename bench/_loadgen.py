@@ -15,12 +15,19 @@ Theory of operation
   entry starts with an EventTime. A template keeps the packed bytes *between*
   those two 8-byte holes, so stamping a chunk at send time is one
   ``bytes.join`` (no per-record Python work): all records of a chunk share
-  the send time and the event time. The sink finds ``bench_sent`` with one
-  regex over the bytes it receives (``_sink.py``); tagged records are
-  re-encoded by probetag but keep the key and its float64.
+  the send time and the event time. ``frame`` builds the whole PackedForward
+  frame in that same join (the frame header and option map ride on the
+  first and last body), so a chunk's bytes are written once in user space:
+  the load generator shares two cores with probetag and the sink, and what
+  it spends is taken from probetag. The sink counts ``bench_sent`` keys and
+  reads one stamp per run of equal stamps (``_sink.py``); tagged records
+  are re-encoded by probetag but keep the key and its float64.
 * ``run_load`` drives ``connections`` TCP connections, each with at most
-  ``window`` unacked chunks (``probetag.forward.ClientConnection`` does the
-  framing and ack matching). ``rate=None`` is closed loop: a chunk goes out
+  ``window`` unacked chunks. Frames are the bytes
+  ``probetag.forward.ClientConnection.send_packed`` makes (checked in
+  ``tests/bench``); replies must be ``{"ack": id}`` for an id in flight,
+  anything else ends the connection with a reason, as in ``ClientConnection``.
+  ``rate=None`` is closed loop: a chunk goes out
   as soon as the window allows (the max-throughput mode). With ``rate`` it
   is open loop: chunk *k* is due at ``start + k * 1000 / rate`` and is
   stamped with that *due* time, not the time it actually left, so a stall
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import struct
@@ -49,14 +57,15 @@ from dataclasses import asdict, dataclass, field
 import msgpack
 
 from probetag.decode import escape
-from probetag.forward import AckReceived, ClientConnection, NEED_DATA, ProtocolError, new_chunk_id
+from probetag.forward import new_chunk_id
 
-__all__ = ["Template", "LoadResult", "build_templates", "stamp", "run_load", "benign_message",
+__all__ = ["Template", "LoadResult", "build_templates", "stamp", "frame", "frame_prefix", "run_load", "benign_message",
            "probe_lines", "rsyslog_split", "file_line", "CHUNK_RECORDS", "STAMP_KEY"]
 
 CHUNK_RECORDS = 1000
 STAMP_KEY = "bench_sent"
 TAG = "syslog.bench"
+_MAX_REPLY = 64 * 1024  # acks are tens of bytes
 
 _HEAD = b"\x92\xd7\x00"  # [EventTime (fixext8, type 0), ...
 _HOLE = b"\x00" * 8
@@ -274,13 +283,45 @@ def build_templates(chunks: int, probe_rate: float = 0.01, seed: int = 7,
     return out
 
 
+def _times(sent: float) -> tuple[bytes, bytes]:
+    """(EventTime payload, float64) of ``sent``."""
+    sec = int(sent)
+    et = sec.to_bytes(4, "big") + min(int((sent - sec) * 1e9), 999_999_999).to_bytes(4, "big")
+    return et, struct.pack(">d", sent)
+
+
 def stamp(t: Template, sent: float) -> bytes:
     """The packed entries of ``t`` with every event time and ``bench_sent``
     set to ``sent`` (Unix seconds)."""
-    sec = int(sent)
-    et = sec.to_bytes(4, "big") + min(int((sent - sec) * 1e9), 999_999_999).to_bytes(4, "big")
-    f = struct.pack(">d", sent)
+    et, f = _times(sent)
     return b"".join((_HEAD, et, (f + _HEAD + et).join(t.bodies), f))
+
+
+def frame_prefix(t: Template, tag: str) -> bytes:
+    """What comes before ``t``'s entries in a PackedForward frame:
+    ``[tag, bin(entries) ...`` (the array header, the tag, the bin header in
+    the smallest form, as msgpack writes it)."""
+    n = t.nbytes
+    head = (b"\xc4" + n.to_bytes(1, "big") if n < 1 << 8 else
+            b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big"))
+    return b"\x93" + _packer.pack(tag) + head
+
+
+def frame(t: Template, sent: float, prefix: bytes, chunk_id: str) -> bytes:
+    """The whole PackedForward frame ``[tag, entries, {"size": n, "chunk":
+    id}]`` of ``t`` stamped with ``sent``: the bytes
+    ``ClientConnection.send_packed`` makes (``tests/bench`` compares them),
+    built by ONE ``join`` whose separator carries the stamps; the frame
+    header and the option map ride on the first and last body, so the
+    entries are not copied a second time."""
+    et, f = _times(sent)
+    tail = f + _packer.pack({"size": len(t.bodies), "chunk": chunk_id})
+    parts = list(t.bodies)
+    if len(parts) == 1:
+        return b"".join((prefix, _HEAD, et, parts[0], tail))
+    parts[0] = prefix + _HEAD + et + parts[0]
+    parts[-1] += tail
+    return (f + _HEAD + et).join(parts)
 
 
 # -------------------------------------------------------------- sending
@@ -301,7 +342,9 @@ class LoadResult:
     ack_rtt_p50_ms: float = 0.0
     ack_rtt_p99_ms: float = 0.0
     max_behind_ms: float = 0.0     # open loop: worst lateness of a send behind its due time
-    cpu_seconds: float = 0.0       # this process (user + system)
+    cpu_seconds: float = 0.0       # this process (user + system) while sending and draining
+    cpu_user: float = 0.0
+    cpu_system: float = 0.0
     first_send: float = 0.0        # Unix time
     last_send: float = 0.0
 
@@ -309,34 +352,41 @@ class LoadResult:
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int) -> None:
         self.reader, self.writer = reader, writer
-        self.proto = ClientConnection()
         self.slots = asyncio.Semaphore(window)
         self.inflight: dict[str, tuple[float, int]] = {}  # chunk id -> (sent monotonic, records)
         self.dead: str | None = None
 
 
 async def _read_acks(c: _Conn, res: LoadResult, rtts: list[float]) -> None:
-    while True:
-        data = await c.reader.read(65536)
-        c.proto.receive_data(data)
-        while True:
-            ev = c.proto.next_event()
-            if ev is NEED_DATA:
-                break
-            if isinstance(ev, AckReceived):
-                sent, n = c.inflight.pop(ev.chunk_id)
-                rtts.append(time.monotonic() - sent)
+    # Replies are acks only (no handshake: the benchmark runs without a
+    # shared key): {"ack": id} for an id in flight, anything else is fatal,
+    # as in ClientConnection (SPEC1; {} is Vector's nack).
+    up = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", max_buffer_size=_MAX_REPLY)
+    while c.dead is None:
+        try:
+            data = await c.reader.read(65536)
+        except OSError as exc:
+            c.dead = f"read_error: {exc}"
+            break
+        if not data:
+            c.dead = "closed by server"
+            break
+        try:
+            up.feed(data)
+            for msg in up:
+                ack = msg.get("ack") if isinstance(msg, dict) else None
+                got = c.inflight.pop(ack, None) if isinstance(ack, str) else None
+                if got is None:
+                    c.dead = "nack" if msg == {} else f"unexpected reply: {str(msg)[:80]}"
+                    break
+                rtts.append(time.monotonic() - got[0])
                 res.chunks_acked += 1
-                res.records_acked += n
+                res.records_acked += got[1]
                 c.slots.release()
-                continue
-            if isinstance(ev, ProtocolError):
-                c.dead = f"{ev.reason}: {ev.detail}"
-            else:
-                c.dead = c.dead or "closed by server"
-            for _ in range(len(c.inflight)):
-                c.slots.release()  # wake the sender so it notices
-            return
+        except (msgpack.UnpackException, ValueError) as exc:
+            c.dead = f"bad reply: {exc}"
+    for _ in range(len(c.inflight)):
+        c.slots.release()  # wake the sender so it notices
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -355,7 +405,7 @@ async def run_load(host: str, port: int, templates: list[Template], seconds: flo
     ``min_records``: closed loop only, keep sending past ``seconds`` until that
     many records went out, but never past ``max_seconds``."""
     res = LoadResult("rate" if rate else "max")
-    cpu0 = time.process_time()
+    cpu0 = os.times()
     conns = []
     # The server may still be starting (the benchmark starts both at once so
     # building the chunks overlaps its start-up): retry until connect_timeout.
@@ -369,6 +419,7 @@ async def run_load(host: str, port: int, templates: list[Template], seconds: flo
             await asyncio.sleep(0.05)
             continue
         conns.append(_Conn(r, w, window))
+    prefixes = [frame_prefix(t, tag) for t in templates]
     rtts: list[float] = []
     readers = [asyncio.ensure_future(_read_acks(c, res, rtts)) for c in conns]
     if on_started is not None:
@@ -380,12 +431,12 @@ async def run_load(host: str, port: int, templates: list[Template], seconds: flo
 
     def send(c: _Conn, sent: float) -> None:
         nonlocal k
-        t = templates[k % len(templates)]
+        i = k % len(templates)
+        t = templates[i]
         k += 1
         cid = new_chunk_id()
-        frame = c.proto.send_packed(tag, stamp(t, sent), t.count, cid)
         c.inflight[cid] = (time.monotonic(), t.count)
-        c.writer.write(frame)
+        c.writer.write(frame(t, sent, prefixes[i], cid))
         if not res.first_send:
             res.first_send = sent
         res.last_send = sent
@@ -453,7 +504,10 @@ async def run_load(host: str, port: int, templates: list[Template], seconds: flo
     res.ack_rtt_p50_ms = round(_pct(rtts, 0.50) * 1e3, 3)
     res.ack_rtt_p99_ms = round(_pct(rtts, 0.99) * 1e3, 3)
     res.max_behind_ms = round(res.max_behind_ms, 3)
-    res.cpu_seconds = round(time.process_time() - cpu0, 3)
+    cpu1 = os.times()
+    res.cpu_user = round(cpu1.user - cpu0.user, 3)
+    res.cpu_system = round(cpu1.system - cpu0.system, 3)
+    res.cpu_seconds = round(res.cpu_user + res.cpu_system, 3)
     return res
 
 
