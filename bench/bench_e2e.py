@@ -1,8 +1,8 @@
 """End-to-end benchmark: load generator -> ``probetag serve`` -> counting sink.
 
-    python bench/bench_e2e.py [--mode max|latency|sources] [--seconds 20]
+    python bench/bench_e2e.py [--mode max|latency|sources|scaling] [--seconds 20]
                               [--rate 50000] [--sources 100000] [--workers N]
-                              [--profile]
+                              [--connections C] [--profile]
 
 Theory of operation
 -------------------
@@ -33,9 +33,22 @@ Theory of operation
   correlation state holds that many sources; the load goes on past the
   window, up to ``--sources-max-extra`` seconds, until every sender was sent
   once; the RSS target applies).
+* The harness's own cost is measured, not assumed: the load generator's
+  and the sink's CPU over the window (``/proc/PID/stat``) is reported in
+  cores (``harness_cores``) and per record. On a 2-core machine that is
+  CPU probetag could not have.
 * ``--workers N`` is passed to ``probetag serve`` if its ``--help`` lists the
   flag; otherwise the run goes on with one process and the JSON says
-  ``"workers_supported": false``.
+  ``"workers_supported": false``. With workers the load uses 8 connections
+  (SO_REUSEPORT hashes each connection to a worker; fewer connections split
+  unevenly too often), and ``per_worker`` gives each worker's accepted
+  connections (``/proc/net/tcp`` inodes matched to the worker's fds) and
+  CPU over the window.
+* ``scaling`` runs ``max`` with one worker and then with ``--workers`` N
+  (default 2), same harness and connections, and prints the ratio of
+  records/s with what explains a shortfall: how much more CPU the workers
+  got (``serve_cpu_ratio``), how much more each record cost
+  (``cpu_per_record_ratio``), what the harness left over.
 * ``--profile`` samples the serve process with py-spy during the window and
   prints the functions with the most samples (self and inclusive %).
   py-spy samples wall time, so on a busy machine time spent waiting for a
@@ -77,7 +90,7 @@ TARGETS = {
     "max": {"records_per_s": 300_000, "floor_ratio": 0.5},
     "latency": {"latency_p99_ms": 10.0},
     "sources": {"peak_rss_mb": 200.0},
-    "workers_scaling": 1.8,
+    "scaling": {"scaling_ratio": 1.8},
 }
 _CLK = os.sysconf("SC_CLK_TCK")
 #: glibc malloc: serve buffers up to 32 MiB from the heap instead of a fresh
@@ -232,6 +245,47 @@ def runqueue_wait(pids: list[int]) -> float:
             except (OSError, ValueError, IndexError):
                 continue
     return total / 1e9
+
+
+def established_inodes(port: int) -> set[int]:
+    """Socket inodes of the ESTABLISHED TCP connections whose local port is
+    ``port`` (``/proc/net/tcp`` and ``tcp6``: the accepted side of a
+    listener on that port)."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    # cols: sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                    if len(cols) > 9 and cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        out.add(int(cols[9]))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
+    """For each of ``pids``: how many accepted connections on ``port`` its
+    file descriptors hold (with SO_REUSEPORT, which worker got which)."""
+    inodes = established_inodes(port)
+    out = {}
+    for pid in pids:
+        n = 0
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                n += 1
+        out[pid] = n
+    return out
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -407,7 +461,11 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
     workers_ok = args.workers > 1 and serve_supports("--workers")
     result["workers_requested"] = args.workers
     result["workers_supported"] = workers_ok if args.workers > 1 else None
-    connections = args.connections or (4 if args.workers > 1 else 1)
+    # SO_REUSEPORT hashes each connection's 4-tuple to a worker: with few
+    # connections two often land on one worker (4 connections over 2 workers
+    # are split 2/2 only 3 times in 8). 8 connections make a lopsided split
+    # rarer; the split is reported per worker either way.
+    connections = args.connections or (8 if args.workers > 1 else 1)
     result["connections"] = connections
     result["window"] = args.window
     sink = serve = load = None
@@ -470,11 +528,15 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
 
         time.sleep(args.warmup)
         pids = process_tree(serve.proc.pid)
+        workers = [p for p in pids if p != serve.proc.pid] if workers_ok else [serve.proc.pid]
+        harness = {"sink": [sink.proc.pid], "loadgen": [load.proc.pid]}
         sink.send("snap")
         a = sink.next_json(30)
         user_a, sys_a = cpu_times(pids)
         cpu_a = user_a + sys_a
         wait_a = runqueue_wait(pids)
+        harness_a = {k: cpu_seconds(v) for k, v in harness.items()}
+        worker_a = {w: cpu_seconds([w]) for w in workers}
         phase("window opened")
         t_a = time.monotonic()
         spy = None
@@ -491,8 +553,11 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         user_b, sys_b = cpu_times(pids)
         cpu_b = user_b + sys_b
         wait_b = runqueue_wait(pids)
+        harness_b = {k: cpu_seconds(v) for k, v in harness.items()}
+        worker_b = {w: cpu_seconds([w]) for w in workers}
         phase("window closed")
         t_b = time.monotonic()
+        conns_by_worker = connections_by_pid(workers, listen_port)
         rss = peak_rss_mb(pids)
         if spy is not None:
             try:
@@ -545,6 +610,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
 
     dt = t_b - t_a
     recs = b["records"] - a["records"]
+    harness_cores = {k: round((harness_b[k] - harness_a[k]) / dt, 3) if dt > 0 else None for k in harness_a}
     avg_in = done["bytes_sent"] / max(done["records_sent"], 1)
     hist = hist_diff(b["hist"], a["hist"])
     rps = recs / dt if dt > 0 else 0.0
@@ -571,13 +637,28 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         "window_tagged": b["tagged"] - a["tagged"],
         "expected_tagged_share": round(done["probes_sent"] / max(done["records_sent"], 1), 4),
         "tagged_share": round((b["tagged"] - a["tagged"]) / recs, 4) if recs else None,
-        "loadgen": {k: done[k] for k in ("records_sent", "records_acked", "unacked_chunks", "errors",
-                                          "ack_rtt_p50_ms", "ack_rtt_p99_ms", "max_behind_ms",
-                                          "cpu_seconds", "seconds")},
-        "sink": {"records_total": final["records"], "cpu_seconds": final["cpu_seconds"],
+        "loadgen": {k: done.get(k) for k in ("records_sent", "records_acked", "unacked_chunks", "errors",
+                                              "ack_rtt_p50_ms", "ack_rtt_p99_ms", "max_behind_ms",
+                                              "cpu_seconds", "cpu_user", "cpu_system", "seconds")},
+        "sink": {"records_total": final["records"], "records_counted": final["stamped"],
+                 "cpu_seconds": final["cpu_seconds"], "rescans": final.get("rescans", 0),
                  "errors": final["errors"]},
-        # Acked upstream must have arrived downstream (acks are end to end).
-        "delivery_ok": final["records"] >= done["records_acked"] and not done["errors"],
+        # CPU the load generator and the sink used in the window, in cores:
+        # on a 2-core machine, what probetag could not have.
+        "harness_cores": harness_cores,
+        "harness_cores_total": round(sum(v for v in harness_cores.values() if v is not None), 3),
+        "harness_us_per_record": round(sum(harness_b[k] - harness_a[k] for k in harness_a) / recs * 1e6, 3)
+        if recs else None,
+        # One entry per serve process that handles connections (the workers,
+        # or serve itself): accepted load connections and CPU over the window.
+        "per_worker": [{"connections": conns_by_worker.get(w, 0),
+                        "cpu_util": round((worker_b[w] - worker_a[w]) / dt, 2) if dt > 0 else None}
+                       for w in workers],
+        # Acked upstream must have arrived downstream (acks are end to end):
+        # the sink's own count of records (one stamp each), not the frames'
+        # size claims.
+        "delivery_ok": (final["stamped"] >= done["records_acked"] and not done["errors"]
+                        and not final["errors"]),
     })
     if args.mode == "sources":
         result["sources"] = args.sources
@@ -590,6 +671,49 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         result["floor_ratio"] = round(rps / floor, 3) if floor else None
     phase("floor measured")
     result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def run_scaling(args: argparse.Namespace) -> dict:
+    """``max`` with one worker, then with ``--workers`` N (at least 2), back
+    to back with the same harness: same load connections (default 8 for
+    both), window and warm-up. The ratio of the two records/s is the
+    scaling; next to it, what limits it on this machine."""
+    n = max(args.workers, 2)
+    conns = args.connections or 8
+    result: dict = {"mode": "scaling", "workers": n, "connections": conns, "seconds": args.seconds,
+                    "load_avg_start": [round(x, 2) for x in os.getloadavg()], "runs": []}
+    for w in (1, n):
+        sub = argparse.Namespace(**{**vars(args), "mode": "max", "workers": w, "connections": conns,
+                                    "no_floor": True, "profile": None})
+        r = run(sub)
+        result["runs"].append(r)
+        if "error" in r:
+            result["error"] = f"workers={w}: {r['error']}"
+            return result
+    one, many = result["runs"]
+    result["workers_supported"] = many["workers_supported"]
+    cpus = os.cpu_count() or 1
+    result.update({
+        "records_per_s_1": one["records_per_s"],
+        f"records_per_s_{n}": many["records_per_s"],
+        "scaling_ratio": round(many["records_per_s"] / one["records_per_s"], 3) if one["records_per_s"] else None,
+        # CPU cost per record with N workers relative to one: 1.0 means the
+        # workers add no cost of their own; above 1, each record costs more.
+        "cpu_per_record_ratio": round(many["cpu_s_per_million"] / one["cpu_s_per_million"], 3)
+        if one["cpu_s_per_million"] and many["cpu_s_per_million"] else None,
+        # How much more CPU N workers got than one. scaling_ratio is about
+        # serve_cpu_ratio / cpu_per_record_ratio: a shortfall is either CPU
+        # the workers did not get (harness, other load: see
+        # serve_runqueue_wait_share) or cost per record they added.
+        "serve_cpu_ratio": round(many["serve_cpu_util"] / one["serve_cpu_util"], 3)
+        if one["serve_cpu_util"] else None,
+        # The cores the harness left over in the N-worker run: the most N
+        # workers could have used on an otherwise idle machine.
+        "cores_left_for_serve": round(cpus - many["harness_cores_total"], 2),
+        "delivery_ok": one["delivery_ok"] and many["delivery_ok"],
+        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+    })
     return result
 
 
@@ -630,7 +754,39 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows)
 
 
+def print_scaling(result: dict) -> None:
+    if "error" in result:
+        print(f"mode scaling: ERROR {result['error']}")
+        return
+    v = verdicts(result)
+    n = result["workers"]
+    rows = [("mode", "scaling", f"max with 1 and {n} workers, {result['connections']} load connections each"
+             + ("" if result["workers_supported"] else " (--workers missing: both ran 1 process)"))]
+    for r in result["runs"]:
+        w = r["workers_requested"]
+        split = r["per_worker"]
+        rows.append((f"records/s, {w} worker{'s' if w > 1 else ''}", f"{r['records_per_s']:,}",
+                     f"serve {r['serve_cpu_util']} cores, {r['cpu_s_per_million']} CPU s / M records, "
+                     f"waited for a CPU {r['serve_runqueue_wait_share']:.0%}; harness {r['harness_cores_total']} cores"))
+        if len(split) > 1:
+            rows.append((f"  per worker ({w})", " / ".join(str(x["connections"]) for x in split),
+                         "connections; CPU " + " / ".join(str(x["cpu_util"]) for x in split) + " cores"))
+    mark = "" if "scaling_ratio" not in v else ("  [target met]" if v["scaling_ratio"] else "  [target MISSED]")
+    rows.append(("scaling", f"{result['scaling_ratio']}", f"target >= {TARGETS['scaling']['scaling_ratio']}{mark}"))
+    rows.append(("serve CPU, N / 1", f"{result['serve_cpu_ratio']}",
+                 f"cores the workers got over what one got; {result['cores_left_for_serve']} of "
+                 f"{os.cpu_count()} cores were left by the harness"))
+    rows.append(("CPU per record, N / 1", f"{result['cpu_per_record_ratio']}",
+                 "1.0: the workers add no cost per record (scaling ~ serve CPU ratio / this)"))
+    rows.append(("delivery", "ok" if result["delivery_ok"] else "NOT OK", "both runs"))
+    rows.append(("load average", f"{result['load_avg_start'][0]} -> {result['load_avg_end'][0]}", ""))
+    print(table(rows))
+
+
 def print_result(result: dict) -> None:
+    if result["mode"] == "scaling":
+        print_scaling(result)
+        return
     if "error" in result:
         print(f"mode {result['mode']}: ERROR {result['error']}")
         for key in ("serve_stderr_tail", "loadgen_stderr_tail", "sink_stderr_tail"):
@@ -663,7 +819,15 @@ def print_result(result: dict) -> None:
                      f"ratio {result['floor_ratio']}" + (" (target >= 0.5)" if "floor_ratio" in t else "") + mark("floor_ratio")))
     lg = result["loadgen"]
     rows.append(("delivery", "ok" if result["delivery_ok"] else "NOT OK",
-                 f"acked {lg['records_acked']:,}, sink {result['sink']['records_total']:,}, unacked chunks {lg['unacked_chunks']}"))
+                 f"acked {lg['records_acked']:,}, sink counted {result['sink']['records_counted']:,}, "
+                 f"unacked chunks {lg['unacked_chunks']}"
+                 + (f", sink errors {result['sink']['errors']}" if result["sink"]["errors"] else "")))
+    hc = result["harness_cores"]
+    rows.append(("harness CPU (cores)", f"{result['harness_cores_total']}",
+                 f"load generator {hc['loadgen']}, sink {hc['sink']}; {result['harness_us_per_record']} us/record"))
+    if len(result["per_worker"]) > 1:
+        rows.append(("per worker", " / ".join(str(w["connections"]) for w in result["per_worker"]),
+                     "connections; CPU " + " / ".join(f"{w['cpu_util']}" for w in result["per_worker"]) + " cores"))
     rows.append(("load average", f"{result['load_avg_start'][0]} -> {result['load_avg_end'][0]}",
                  f"loadgen CPU {lg['cpu_seconds']} s, sink CPU {result['sink']['cpu_seconds']} s"))
     print(table(rows))
@@ -697,7 +861,8 @@ def write_json(result: dict, path: Path | None) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench_e2e.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("max", "latency", "sources"), default="max")
+    ap.add_argument("--mode", choices=("max", "latency", "sources", "scaling"), default="max",
+                    help="scaling: max with 1 worker, then with --workers (default 2), and their ratio")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0, help="load before the window starts")
     ap.add_argument("--rate", type=float, default=50_000.0, help="latency mode: records/s (open loop)")
@@ -705,7 +870,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--sources-max-extra", type=float, default=60.0,
                     help="sources mode: seconds the load may run past the window to reach every sender")
     ap.add_argument("--workers", type=int, default=1, help="passed to probetag serve if it has --workers")
-    ap.add_argument("--connections", type=int, default=0, help="load connections (default 1, 4 with workers)")
+    ap.add_argument("--connections", type=int, default=0,
+                    help="load connections (default 1; 8 with --workers or in scaling mode)")
     ap.add_argument("--window", type=int, default=16, help="unacked chunks per connection")
     ap.add_argument("--chunks", type=int, default=50, help="distinct pre-built chunks of 1000 records")
     ap.add_argument("--floor-seconds", type=float, default=3.0)
@@ -725,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.seconds > 600 or args.warmup < 0:
         print("--seconds must be in (0, 600], --warmup >= 0", file=sys.stderr)
         return 2
-    result = run(args)
+    result = run_scaling(args) if args.mode == "scaling" else run(args)
     print_result(result)
     path = write_json(result, args.json)
     print(f"wrote {path}")

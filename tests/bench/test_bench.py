@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -21,7 +24,7 @@ sys.path.insert(0, str(BENCH))
 import _loadgen  # noqa: E402
 import _sink  # noqa: E402
 import bench_e2e  # noqa: E402
-from probetag.forward import NEED_DATA, AckReceived, ClientConnection, new_chunk_id  # noqa: E402
+from probetag.forward import NEED_DATA, AckReceived, ClientConnection, encode_ack, new_chunk_id  # noqa: E402
 
 
 _TAIL_BENIGN = re.compile(r"\S+ \S+ [\w/-]+\[\d+\]: ")
@@ -50,6 +53,21 @@ def test_stamp_sets_every_event_time_and_send_stamp():
         assert sec == int(sent) and abs(nsec - (sent - int(sent)) * 1e9) < 1000
         assert record[_loadgen.STAMP_KEY] == sent
         assert list(record)[-1] == _loadgen.STAMP_KEY
+
+
+def test_frame_is_what_the_forward_client_sends():
+    # The load generator builds its frames itself (one join, see _loadgen);
+    # they must be byte for byte what probetag's own client would send.
+    templates = _loadgen.build_templates(2, seed=4)
+    for t in templates:
+        cid = new_chunk_id()
+        sent = 1_795_786_709.25
+        ours = _loadgen.frame(t, sent, _loadgen.frame_prefix(t, "syslog.bench"), cid)
+        theirs = ClientConnection().send_packed("syslog.bench", _loadgen.stamp(t, sent), t.count, cid)
+        assert ours == theirs
+    one = _loadgen.Template(templates[0].bodies[:1], 0, len(templates[0].bodies[0]) + 19)
+    assert (_loadgen.frame(one, 5.0, _loadgen.frame_prefix(one, "t"), "id")
+            == ClientConnection().send_packed("t", _loadgen.stamp(one, 5.0), 1, "id"))
 
 
 def test_workload_shapes_sizes_and_probe_share():
@@ -145,6 +163,201 @@ def test_cprofile_summary_shares_add_up(tmp_path):
     assert outer_share >= leaf_share > 50.0
 
 
+# ----------------------------------------------------------------- sink counting
+
+
+def _entries(runs: list[tuple[float, int]], seed: int = 0) -> bytes:
+    """Packed entries: ``n`` records stamped ``t`` for each (t, n), in order,
+    records of varied sizes (some over the sink's linear-walk span)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for t, n in runs:
+        for _ in range(n):
+            rec = {"message": "x" * rng.choice((5, 40, 150, 900, 3000)), _loadgen.STAMP_KEY: t}
+            out.append(msgpack.packb([msgpack.ExtType(0, b"\0" * 8), rec], use_bin_type=True))
+    return b"".join(out)
+
+
+def _exact_hist(runs: list[tuple[float, int]]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for t, n in runs:
+        key = struct.pack(">d", t)
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 60)), min_size=1, max_size=8))
+def test_stamp_runs_count_every_record_with_its_stamp(spec):
+    # Stamps drawn from a few values, so runs may repeat a stamp that came
+    # earlier (not contiguous): the sink must stay exact, by rescanning.
+    runs = [(1_795_786_700.0 + k * 0.25, n) for k, n in spec]
+    data = bytearray(b"junk" + _entries(runs) + b"tail")
+    total = sum(n for _, n in runs)
+    sink = _sink.Sink()
+    sink.on_entries(data, 4, len(data) - 4, total, 1_795_786_800.0)
+    assert sink.stamped == sink.records == total
+    assert sink.errors == {}
+    exact = _exact_hist(runs)
+    assert _sink.stamp_counts(data, 0, len(data)) == exact
+    got = {}
+    for raw, n in _sink.stamp_runs(data, 4, len(data) - 4)[0]:
+        got[raw] = got.get(raw, 0) + n
+    contiguous = len({t for t, _ in runs}) == len(_merge(runs))
+    if contiguous:
+        assert got == exact and sink.rescans == 0
+    # The histogram holds every record once, wherever the runs were.
+    assert sum(sink.hist.values()) == total
+
+
+def _merge(runs):
+    out = []
+    for t, n in runs:
+        if out and out[-1][0] == t:
+            out[-1] = (t, out[-1][1] + n)
+        else:
+            out.append((t, n))
+    return out
+
+
+def test_sink_reports_records_without_a_stamp():
+    data = _entries([(10.0, 3)]) + msgpack.packb([1, {"message": "summary"}])
+    sink = _sink.Sink()
+    sink.on_entries(data, 0, len(data), 4, 20.0)
+    assert (sink.records, sink.stamped) == (4, 3)
+    assert sink.errors == {"size_not_stamped": 1} and sink.rescans == 1
+
+
+@pytest.fixture(scope="module")
+def probetag_output():
+    """What ``probetag serve``'s stage makes of the benchmark's workloads
+    (the bench config: detection on), with the decoded truth."""
+    import tempfile
+
+    from probetag._config import load_config
+    from probetag._metrics import Metrics
+    from probetag._stage import Processor
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = load_config(str(bench_e2e.write_config(Path(d), 1, 2)))
+    out = []
+    for templates in (_loadgen.build_templates(50), _loadgen.build_templates(3, sources=2500, seed=1)):
+        proc = Processor(cfg, Metrics())
+        for i, t in enumerate(templates):
+            sent = 1_795_786_700.0 + i * 0.001
+            raw = _loadgen.stamp(t, sent)
+            # Before probetag: no probe key anywhere, one marker per record.
+            assert raw.count(_sink.TAGGED) == 0 and raw.count(_sink.MARK) == t.count
+            for oc in proc.process("syslog.bench", raw).chunks:
+                out.append(oc.entries)
+    return out
+
+
+def test_byte_counts_equal_a_full_decode_of_probetag_output(probetag_output):
+    # The sink counts records by the bench_sent marker and tagged records by
+    # the "probe" key without decoding; on every chunk probetag makes of the
+    # bench's workloads both equal what a full decode finds.
+    tagged_total = 0
+    for entries in probetag_output:
+        records = _unpack_all(entries)
+        stamps: dict[bytes, int] = {}
+        for _, rec in records:
+            key = struct.pack(">d", rec[_loadgen.STAMP_KEY])
+            stamps[key] = stamps.get(key, 0) + 1
+        tagged = sum(isinstance(rec.get("probe"), dict) for _, rec in records)
+        tagged_total += tagged
+        data = bytearray(entries)
+        assert entries.count(_sink.MARK) == len(records)
+        assert _sink.count_tagged(data, 0, len(data)) == entries.count(_sink.TAGGED) == tagged
+        runs, total = _sink.stamp_runs(data, 0, len(data))
+        assert total == len(records) and dict(runs) == stamps
+    assert tagged_total > 100  # the probe lines were tagged: the check saw tagged records
+
+
+# ----------------------------------------------------------------- sink framing
+
+
+class _Transport:
+    """Records what the sink writes (the in-memory side of a socket)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _feed(stream: bytes, cuts: list[int]) -> tuple[_sink.Sink, _Transport]:
+    sink = _sink.Sink()
+    conn = _sink._Conn(sink)
+    tr = _Transport()
+    conn.connection_made(tr)
+    pos = 0
+    for end in sorted(set(cuts)) + [len(stream)]:
+        while pos < end and not tr.closed:
+            buf = conn.get_buffer(-1)
+            n = min(len(buf), end - pos)
+            buf[:n] = stream[pos:pos + n]
+            del buf
+            conn.buffer_updated(n)
+            pos += n
+    return sink, tr
+
+
+_FRAMED: list = []
+
+
+def _three_frames() -> tuple[bytes, list[str], list]:
+    if not _FRAMED:
+        templates = _loadgen.build_templates(3, seed=9)
+        ids = [new_chunk_id() for _ in templates]
+        stream = b"".join(_loadgen.frame(t, 100.0 + i, _loadgen.frame_prefix(t, "t"), cid)
+                          for i, (t, cid) in enumerate(zip(templates, ids)))
+        _FRAMED.extend((stream, ids, templates))
+    return _FRAMED[0], _FRAMED[1], _FRAMED[2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 600_000), max_size=12))
+def test_sink_framing_under_arbitrary_reads(cuts):
+    stream, ids, templates = _three_frames()
+    sink, tr = _feed(stream, [c % len(stream) for c in cuts])
+    assert not tr.closed and sink.errors == {}
+    assert _unpack_all(bytes(tr.data)) == [{"ack": cid} for cid in ids]
+    assert sink.chunks == 3 and sink.records == sink.stamped == 3000
+    assert sink.bytes == sum(t.nbytes for t in templates)
+    assert sum(sink.hist.values()) == 3000 and sink.rescans == 0
+
+
+@pytest.mark.parametrize("frame, reason", [
+    (msgpack.packb(["t", [[1, {"a": 1}]], {"chunk": "c1"}]), "unsupported_frame"),       # Forward mode
+    (msgpack.packb(["t", 1, {"a": 1}]), "unsupported_frame"),                             # Message mode
+    (msgpack.packb(["t", b"\x92\x01\x80", {"chunk": "c1", "compressed": "gzip"}], use_bin_type=True),
+     "compressed_unsupported"),
+    (b"\x93\xa1t\xc6\x10\x00\x00\x00", "frame_too_large"),                              # 256 MiB claimed
+    (msgpack.packb(["t", b"\x92\x01\x80", [1]], use_bin_type=True), "bad_options"),
+    (msgpack.packb({"not": "a frame"}), "unsupported_frame"),
+])
+def test_sink_counts_and_closes_on_frames_it_does_not_take(frame, reason):
+    sink, tr = _feed(frame + b"\xc0" * 8, [])
+    assert tr.closed and sink.errors == {reason: 1} and sink.chunks == 0
+
+
+def test_sink_acks_frames_with_bin_ids_and_no_options():
+    packed = _loadgen.stamp(_loadgen.build_templates(1, seed=1)[0], 50.0)
+    stream = (msgpack.packb(["t", packed, {"chunk": b"\x01id\n", "size": 1000}], use_bin_type=True)
+              + msgpack.packb(["t", packed], use_bin_type=True))
+    sink, tr = _feed(stream, [3, 100])
+    assert bytes(tr.data) == encode_ack(b"\x01id\n")  # bin id echoed as bin; no id, no ack
+    assert sink.chunks == 2 and sink.records == sink.stamped == 2000 and sink.errors == {}
+
+
 # ----------------------------------------------------------------- sink process
 
 
@@ -174,6 +387,8 @@ def test_sink_acks_counts_and_measures_latency():
     finally:
         sink.stop(10)
     assert snap["chunks"] == 2 and snap["records"] == 2000 and snap["stamped"] == 2000
+    assert snap["rescans"] == 0 and snap["errors"] == {}
+    assert snap["cpu_seconds"] == pytest.approx(snap["cpu_user"] + snap["cpu_system"], abs=0.002)
     assert snap["bytes"] == sum(t.nbytes for t in templates)
     assert snap["tagged"] == 0  # nothing went through probetag
     p50 = _sink.percentile({int(k): v for k, v in snap["hist"].items()}, 0.5)
@@ -207,11 +422,26 @@ def _e2e(tmp_path: Path, *extra: str) -> dict:
     assert 10 < res["peak_rss_mb"] < 4000
     assert res["loadgen"]["unacked_chunks"] == 0 and res["loadgen"]["errors"] == []
     assert len(res["load_avg_start"]) == 3 and len(res["load_avg_end"]) == 3
+    # The harness's own CPU in the window (clock ticks: a light load in a
+    # short window may round to 0), less than the whole machine.
+    hc = res["harness_cores"]
+    assert 0 <= hc["loadgen"] < 2.5 and 0 <= hc["sink"] < 2.5
+    assert res["harness_cores_total"] == pytest.approx(hc["loadgen"] + hc["sink"], abs=0.002)
+    assert 0 <= res["harness_us_per_record"] < 1000
+    assert res["loadgen"]["cpu_seconds"] == pytest.approx(
+        res["loadgen"]["cpu_user"] + res["loadgen"]["cpu_system"], abs=0.002)
+    sink = res["sink"]
+    assert sink["records_counted"] == sink["records_total"] and sink["rescans"] == 0 and sink["errors"] == {}
+    # Every load connection was accepted by a serve process.
+    assert sum(w["connections"] for w in res["per_worker"]) == res["connections"]
+    assert all(w["cpu_util"] >= 0 for w in res["per_worker"])
     return res
 
 
 def test_e2e_max_mode_reports_sane_figures(tmp_path):
     res = _e2e(tmp_path, "--mode", "max")
+    # Closed loop at full speed: both harness processes did measurable work.
+    assert res["harness_cores"]["loadgen"] > 0 and res["harness_cores"]["sink"] > 0
     assert res["floor_records_per_s"] > 1000
     assert res["floor_ratio"] == pytest.approx(res["records_per_s"] / res["floor_records_per_s"], rel=0.01)
     # Detection is on: about the sent probe share comes back tagged.
@@ -227,8 +457,35 @@ def test_e2e_latency_mode_holds_the_rate_and_records_workers_support(tmp_path):
     assert 6000 <= res["records_per_s"] <= 14000, res["records_per_s"]
     assert res["loadgen"]["max_behind_ms"] >= 0
     assert res["workers_supported"] is has
-    assert res["connections"] == 4
+    assert res["connections"] == 8
     assert res["serve_processes"] >= (2 if has else 1)
+    assert len(res["per_worker"]) == (2 if has else 1)
+
+
+def test_e2e_scaling_mode_runs_one_then_n_workers(tmp_path):
+    out = tmp_path / "scaling.json"
+    proc = _run([str(BENCH / "bench_e2e.py"), "--mode", "scaling", "--workers", "2", "--seconds", "1",
+                 "--warmup", "0.5", "--chunks", "5", "--json", str(out)], 240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    res = doc["result"]
+    assert "error" not in res, res
+    assert doc["targets"]["scaling"]["scaling_ratio"] == 1.8
+    assert "scaling_ratio" in doc["verdicts"]
+    one, two = res["runs"]
+    assert [one["workers_requested"], two["workers_requested"]] == [1, 2]
+    assert one["connections"] == two["connections"] == res["connections"] == 8
+    assert one["records_per_s"] > 100 and two["records_per_s"] > 100
+    assert res["scaling_ratio"] == pytest.approx(two["records_per_s"] / one["records_per_s"], rel=0.01)
+    assert res["cpu_per_record_ratio"] == pytest.approx(
+        two["cpu_s_per_million"] / one["cpu_s_per_million"], rel=0.02)
+    assert res["serve_cpu_ratio"] == pytest.approx(two["serve_cpu_util"] / one["serve_cpu_util"], rel=0.05)
+    assert 0 < res["cores_left_for_serve"] <= (doc["cpus"] or 1)
+    assert res["delivery_ok"]
+    split = two["per_worker"]
+    assert len(split) == (2 if res["workers_supported"] else 1)
+    assert sum(w["connections"] for w in split) == 8
+    assert "scaling" in proc.stdout and "per worker" in proc.stdout
 
 
 def test_e2e_sources_mode_covers_the_senders(tmp_path):
