@@ -247,23 +247,40 @@ def runqueue_wait(pids: list[int]) -> float:
     return total / 1e9
 
 
-def established_inodes(port: int) -> set[int]:
-    """Socket inodes of the ESTABLISHED TCP connections whose local port is
-    ``port`` (``/proc/net/tcp`` and ``tcp6``: the accepted side of a
-    listener on that port)."""
-    out = set()
+def _tcp_rows(port: int, state: str) -> list[list[str]]:
+    """Rows of ``/proc/net/tcp`` and ``tcp6`` in ``state`` (hex, e.g. "01"
+    ESTABLISHED, "0A" LISTEN) whose local port is ``port``."""
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f, None)
                 for line in f:
+                    # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
                     cols = line.split()
-                    # cols: sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-                    if len(cols) > 9 and cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        out.add(int(cols[9]))
+                    if len(cols) > 9 and cols[3] == state and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        rows.append(cols)
         except (OSError, ValueError):
             continue
-    return out
+    return rows
+
+
+def wait_listeners(port: int, count: int, timeout: float, proc: subprocess.Popen) -> None:
+    """Wait until ``count`` sockets listen on ``port`` (the workers' SO_REUSEPORT group)."""
+    deadline = time.monotonic() + timeout
+    while len(_tcp_rows(port, "0A")) < count:
+        if proc.poll() is not None:
+            raise RuntimeError(f"probetag serve exited with {proc.returncode} before every worker listened")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{count} workers not listening on {port} within {timeout} s")
+        time.sleep(0.05)
+
+
+def established_inodes(port: int) -> set[int]:
+    """Socket inodes of the ESTABLISHED TCP connections whose local port is
+    ``port`` (``/proc/net/tcp`` and ``tcp6``: the accepted side of a
+    listener on that port)."""
+    return {int(cols[9]) for cols in _tcp_rows(port, "01")}
 
 
 def connections_by_pid(pids: list[int], port: int) -> dict[int, int]:
@@ -517,9 +534,10 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         phase("serve listening")
         sink.next_json(30)  # {"event": "listening"}
         if workers_ok:
-            # Every worker must have bound before the load connects, or
-            # SO_REUSEPORT has only the first one to hand connections to.
-            time.sleep(1.0)
+            # Every worker must listen before the load connects, or
+            # SO_REUSEPORT has only the first ones to hand connections to.
+            wait_listeners(listen_port, args.workers, 60, serve.proc)
+            phase("every worker listening")
             load = Child(load_argv, stderr_path=tmp / "loadgen.err", env=harness_env)
         assert load is not None
         load.next_json(120)  # "started": the chunks are built and connections are up
@@ -712,6 +730,10 @@ def run_scaling(args: argparse.Namespace) -> dict:
         # workers could have used on an otherwise idle machine.
         "cores_left_for_serve": round(cpus - many["harness_cores_total"], 2),
         "delivery_ok": one["delivery_ok"] and many["delivery_ok"],
+        # A worker without a connection idles whatever it could do: the
+        # N-worker figure then measures fewer workers (re-run; the kernel's
+        # hash of the connections' source ports decides).
+        "every_worker_loaded": all(w["connections"] > 0 for w in many["per_worker"]),
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
     })
     return result
@@ -770,7 +792,8 @@ def print_scaling(result: dict) -> None:
                      f"waited for a CPU {r['serve_runqueue_wait_share']:.0%}; harness {r['harness_cores_total']} cores"))
         if len(split) > 1:
             rows.append((f"  per worker ({w})", " / ".join(str(x["connections"]) for x in split),
-                         "connections; CPU " + " / ".join(str(x["cpu_util"]) for x in split) + " cores"))
+                         "connections; CPU " + " / ".join(str(x["cpu_util"]) for x in split) + " cores"
+                         + ("" if result["every_worker_loaded"] else "  [a worker got no connection: re-run]")))
     mark = "" if "scaling_ratio" not in v else ("  [target met]" if v["scaling_ratio"] else "  [target MISSED]")
     rows.append(("scaling", f"{result['scaling_ratio']}", f"target >= {TARGETS['scaling']['scaling_ratio']}{mark}"))
     rows.append(("serve CPU, N / 1", f"{result['serve_cpu_ratio']}",

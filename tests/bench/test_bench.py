@@ -483,6 +483,7 @@ def test_e2e_scaling_mode_runs_one_then_n_workers(tmp_path):
     assert 0 < res["cores_left_for_serve"] <= (doc["cpus"] or 1)
     assert res["delivery_ok"]
     split = two["per_worker"]
+    assert res["every_worker_loaded"] == all(w["connections"] > 0 for w in split)
     assert len(split) == (2 if res["workers_supported"] else 1)
     assert sum(w["connections"] for w in split) == 8
     assert "scaling" in proc.stdout and "per worker" in proc.stdout
