@@ -27,6 +27,8 @@
  *     containers are open is StackError -> "entries_undecodable". msgpack
  *     checks the depth after reading a 16/32-bit count, so a truncated count
  *     is OutOfData first;
+ *   - an ext32 of declared length 0xFFFFFFFF is 5 bytes long (msgpack's
+ *     trail counter wraps, see case 0xc9);
  *   - skip mode calls no callbacks, so no length limit (max_str_len...) and
  *     no ext/timestamp validation applies: those never fail here either.
  * Every read is bounds-checked against the buffer's length; lengths are
@@ -99,6 +101,14 @@ static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *
             case 0xc9:                     /* ext32 */
                 if (rest < 5) return TRUNCATED;
                 head = 6; payload = be32(d + p + 1);
+                if (payload == 0xFFFFFFFFu) {
+                    /* msgpack reads type + data as one trail of len + 1
+                     * bytes in an unsigned int: 0xFFFFFFFF + 1 wraps to 0,
+                     * which it takes as an empty trail, so the object ends
+                     * after the length and the type byte starts the next
+                     * one (unpack_template.h, case 0xc9). Same outcome. */
+                    head = 5; payload = 0;
+                }
                 break;
             case 0xca: payload = 4; break;  /* float32 */
             case 0xcb: payload = 8; break;  /* float64 */
