@@ -44,6 +44,10 @@ Theory of operation
   unevenly too often), and ``per_worker`` gives each worker's accepted
   connections (``/proc/net/tcp`` inodes matched to the worker's fds) and
   CPU over the window.
+* ``harness`` leaves probetag out: the load generator sends straight to the
+  sink at ``--rate`` (default 300,000 records/s, the throughput target) and
+  the window gives their CPU in cores: what the harness takes from probetag
+  at that rate.
 * ``scaling`` runs ``max`` with one worker and then with ``--workers`` N
   (default 2), same harness and connections, and prints the ratio of
   records/s with what explains a shortfall: how much more CPU the workers
@@ -692,6 +696,68 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
     return result
 
 
+def run_harness(args: argparse.Namespace) -> dict:
+    """The harness alone: the load generator sends straight to the sink
+    (no probetag) at ``--rate`` records/s, open loop, and the window gives
+    what the two cost in cores at that rate: the CPU a real run at that rate
+    takes from probetag on a machine with few cores."""
+    result: dict = {"mode": "harness", "rate": args.rate, "seconds": args.seconds,
+                    "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    env = {**os.environ, **MALLOC_BIG_BUFFERS}
+    tmp = Path(tempfile.mkdtemp(prefix="probetag-bench-harness-"))
+    sink = load = None
+    try:
+        sink = Child([sys.executable, str(HERE / "_sink.py")], stdin=True, stderr_path=tmp / "sink.err", env=env)
+        port = sink.next_json(30)["port"]
+        conns = args.connections or 8
+        load = Child([sys.executable, str(HERE / "_loadgen.py"), "--port", str(port), "--rate", str(args.rate),
+                      "--seconds", str(args.warmup + args.seconds + 0.5), "--window", str(args.window),
+                      "--connections", str(conns), "--chunks", str(args.chunks)],
+                     stderr_path=tmp / "loadgen.err", env=env)
+        load.next_json(120)
+        time.sleep(args.warmup)
+        parts = {"sink": [sink.proc.pid], "loadgen": [load.proc.pid]}
+        sink.send("snap")
+        a = sink.next_json(30)
+        cpu_a = {k: cpu_times(v) for k, v in parts.items()}
+        t_a = time.monotonic()
+        time.sleep(args.seconds)
+        sink.send("snap")
+        b = sink.next_json(30)
+        cpu_b = {k: cpu_times(v) for k, v in parts.items()}
+        dt = time.monotonic() - t_a
+        done = load.next_json(args.warmup + args.seconds + 60)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        for child in (load, sink):
+            if child is not None:
+                child.stop(15)
+        shutil.rmtree(tmp, ignore_errors=True)
+    recs = b["stamped"] - a["stamped"]
+    cores = {}
+    for k in parts:
+        user = cpu_b[k][0] - cpu_a[k][0]
+        system = cpu_b[k][1] - cpu_a[k][1]
+        cores[k] = {"cores": round((user + system) / dt, 3), "user": round(user / dt, 3),
+                    "system": round(system / dt, 3),
+                    "us_per_record": round((user + system) / recs * 1e6, 3) if recs else None}
+    total = sum(c["cores"] for c in cores.values())
+    result.update({
+        "connections": conns,
+        "records_per_s": round(recs / dt) if dt > 0 else 0,
+        "harness": cores,
+        "harness_cores_total": round(total, 3),
+        # The same cost scaled to exactly --rate (the achieved rate may fall short).
+        "harness_cores_at_rate": round(total / (recs / dt) * args.rate, 3) if recs else None,
+        "delivery_ok": b["stamped"] >= a["stamped"] and not done["errors"] and not b["errors"]
+        and b["stamped"] == b["records"],
+        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+    })
+    return result
+
+
 def run_scaling(args: argparse.Namespace) -> dict:
     """``max`` with one worker, then with ``--workers`` N (at least 2), back
     to back with the same harness: same load connections (default 8 for
@@ -806,9 +872,29 @@ def print_scaling(result: dict) -> None:
     print(table(rows))
 
 
+def print_harness(result: dict) -> None:
+    if "error" in result:
+        print(f"mode harness: ERROR {result['error']}")
+        return
+    h = result["harness"]
+    rows = [("mode", "harness", f"load generator -> sink, no probetag, {result['connections']} connections"),
+            ("records/s", f"{result['records_per_s']:,}", f"asked {result['rate']:,.0f}"),
+            ("harness CPU (cores)", f"{result['harness_cores_total']}",
+             f"{result['harness_cores_at_rate']} at exactly {result['rate']:,.0f} records/s")]
+    for k in ("loadgen", "sink"):
+        rows.append((f"  {k}", f"{h[k]['cores']}", f"cores (user {h[k]['user']}, system {h[k]['system']}), "
+                     f"{h[k]['us_per_record']} us/record"))
+    rows.append(("delivery", "ok" if result["delivery_ok"] else "NOT OK", ""))
+    rows.append(("load average", f"{result['load_avg_start'][0]} -> {result['load_avg_end'][0]}", ""))
+    print(table(rows))
+
+
 def print_result(result: dict) -> None:
     if result["mode"] == "scaling":
         print_scaling(result)
+        return
+    if result["mode"] == "harness":
+        print_harness(result)
         return
     if "error" in result:
         print(f"mode {result['mode']}: ERROR {result['error']}")
@@ -884,11 +970,13 @@ def write_json(result: dict, path: Path | None) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench_e2e.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("max", "latency", "sources", "scaling"), default="max",
-                    help="scaling: max with 1 worker, then with --workers (default 2), and their ratio")
+    ap.add_argument("--mode", choices=("max", "latency", "sources", "scaling", "harness"), default="max",
+                    help="scaling: max with 1 worker, then with --workers (default 2), and their ratio; "
+                         "harness: load generator straight to the sink at --rate, what the two cost")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0, help="load before the window starts")
-    ap.add_argument("--rate", type=float, default=50_000.0, help="latency mode: records/s (open loop)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="latency and harness modes: records/s, open loop (default 50,000; harness 300,000)")
     ap.add_argument("--sources", type=int, default=100_000, help="sources mode: distinct probing senders")
     ap.add_argument("--sources-max-extra", type=float, default=60.0,
                     help="sources mode: seconds the load may run past the window to reach every sender")
@@ -914,7 +1002,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.seconds > 600 or args.warmup < 0:
         print("--seconds must be in (0, 600], --warmup >= 0", file=sys.stderr)
         return 2
-    result = run_scaling(args) if args.mode == "scaling" else run(args)
+    if args.rate is None:
+        args.rate = 300_000.0 if args.mode == "harness" else 50_000.0
+    runner = {"scaling": run_scaling, "harness": run_harness}.get(args.mode, run)
+    result = runner(args)
     print_result(result)
     path = write_json(result, args.json)
     print(f"wrote {path}")

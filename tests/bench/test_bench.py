@@ -462,6 +462,25 @@ def test_e2e_latency_mode_holds_the_rate_and_records_workers_support(tmp_path):
     assert len(res["per_worker"]) == (2 if has else 1)
 
 
+def test_e2e_harness_mode_measures_the_harness_alone(tmp_path):
+    out = tmp_path / "harness.json"
+    proc = _run([str(BENCH / "bench_e2e.py"), "--mode", "harness", "--rate", "50000", "--seconds", "1.5",
+                 "--warmup", "0.5", "--chunks", "5", "--json", str(out)], 120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())["result"]
+    assert "error" not in res, res
+    assert res["delivery_ok"] and res["connections"] == 8
+    # Open loop: what arrives is what was scheduled.
+    assert 35_000 <= res["records_per_s"] <= 65_000, res["records_per_s"]
+    h = res["harness"]
+    for part in ("loadgen", "sink"):
+        assert h[part]["cores"] == pytest.approx(h[part]["user"] + h[part]["system"], abs=0.002)
+        assert 0 <= h[part]["cores"] < 2.5 and h[part]["us_per_record"] >= 0
+    assert res["harness_cores_total"] == pytest.approx(h["loadgen"]["cores"] + h["sink"]["cores"], abs=0.002)
+    assert res["harness_cores_at_rate"] == pytest.approx(
+        res["harness_cores_total"] * 50_000 / res["records_per_s"], rel=0.01, abs=0.002)
+
+
 def test_e2e_scaling_mode_runs_one_then_n_workers(tmp_path):
     out = tmp_path / "scaling.json"
     proc = _run([str(BENCH / "bench_e2e.py"), "--mode", "scaling", "--workers", "2", "--seconds", "1",
