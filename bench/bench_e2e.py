@@ -758,6 +758,13 @@ def run_harness(args: argparse.Namespace) -> dict:
     return result
 
 
+def _projected(cpus: int, n: int, c1_us: float | None, cn_us: float | None, h_us: float | None) -> float | None:
+    """Scaling projected for an idle machine (see ``run_scaling``)."""
+    if not c1_us or not cn_us or h_us is None:
+        return None
+    return round(min(cpus / (cn_us + h_us), n / cn_us) * c1_us, 3)
+
+
 def run_scaling(args: argparse.Namespace) -> dict:
     """``max`` with one worker, then with ``--workers`` N (at least 2), back
     to back with the same harness: same load connections (default 8 for
@@ -795,6 +802,16 @@ def run_scaling(args: argparse.Namespace) -> dict:
         # The cores the harness left over in the N-worker run: the most N
         # workers could have used on an otherwise idle machine.
         "cores_left_for_serve": round(cpus - many["harness_cores_total"], 2),
+        # What an otherwise idle machine would show, from CPU per record
+        # (the figure other load disturbs least): one worker CPU-bound on one
+        # core makes 1/c1 records/s; N workers and the harness share the
+        # cores, so N workers make cores/(cN + h) (at most N/cN), where c is
+        # serve's and h the harness's CPU seconds per record. The harness's
+        # h is in the denominator: on 2 cores it caps what can be shown.
+        "projected_ratio_idle": _projected(cpus, n, one["cpu_s_per_million"], many["cpu_s_per_million"],
+                                           many["harness_us_per_record"]),
+        "projected_ratio_idle_without_harness": _projected(cpus, n, one["cpu_s_per_million"],
+                                                           many["cpu_s_per_million"], 0.0),
         "delivery_ok": one["delivery_ok"] and many["delivery_ok"],
         # A worker without a connection idles whatever it could do: the
         # N-worker figure then measures fewer workers (re-run; the kernel's
@@ -867,6 +884,10 @@ def print_scaling(result: dict) -> None:
                  f"{os.cpu_count()} cores were left by the harness"))
     rows.append(("CPU per record, N / 1", f"{result['cpu_per_record_ratio']}",
                  "1.0: the workers add no cost per record (scaling ~ serve CPU ratio / this)"))
+    rows.append(("projected, idle machine", f"{result['projected_ratio_idle']}",
+                 f"from CPU per record (serve {result['runs'][0]['cpu_s_per_million']} / "
+                 f"{result['runs'][1]['cpu_s_per_million']} us, harness {result['runs'][1]['harness_us_per_record']} us); "
+                 f"{result['projected_ratio_idle_without_harness']} without the harness"))
     rows.append(("delivery", "ok" if result["delivery_ok"] else "NOT OK", "both runs"))
     rows.append(("load average", f"{result['load_avg_start'][0]} -> {result['load_avg_end'][0]}", ""))
     print(table(rows))

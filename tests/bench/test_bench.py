@@ -500,6 +500,9 @@ def test_e2e_scaling_mode_runs_one_then_n_workers(tmp_path):
         two["cpu_s_per_million"] / one["cpu_s_per_million"], rel=0.02)
     assert res["serve_cpu_ratio"] == pytest.approx(two["serve_cpu_util"] / one["serve_cpu_util"], rel=0.05)
     assert 0 < res["cores_left_for_serve"] <= (doc["cpus"] or 1)
+    c1, c2, h = one["cpu_s_per_million"], two["cpu_s_per_million"], two["harness_us_per_record"]
+    assert res["projected_ratio_idle"] == pytest.approx(min(doc["cpus"] / (c2 + h), 2 / c2) * c1, rel=0.01)
+    assert res["projected_ratio_idle"] <= res["projected_ratio_idle_without_harness"] <= 2 * c1 / c2 + 0.01
     assert res["delivery_ok"]
     split = two["per_worker"]
     assert res["every_worker_loaded"] == all(w["connections"] > 0 for w in split)
