@@ -12,7 +12,11 @@ Theory of operation
   - ``hyperscan`` (Intel's SIMD matcher) when importable. Patterns are
     compiled as regexes with every byte written ``\\xHH``: the binding's
     pure-literal mode stops at the first NUL, and probe bytes have many.
-    Literals have a fixed length, so ``start = end - len``.
+    Literals have a fixed length, so ``start = end - len``. Literals of 2-3
+    bytes halve hyperscan's speed; when each holds one of a few 2-byte
+    anchors that start with a byte rare in text (the C-style escapes
+    ``\\0``, ``\\r``, ``0\\r``), they go to a second database that is scanned
+    only if the data holds an anchor (one memchr pass, in C).
   - ``ahocorasick`` (pyahocorasick). The common wheel is built for ``str``
     keys, so bytes are mapped 1:1 to code points with latin-1.
   - ``re``: a pure-Python fallback. One alternation inside a look-ahead,
@@ -80,12 +84,20 @@ class LiteralSet:
     # -- backends ----------------------------------------------------------
 
     def _build_hyperscan(self) -> object:
-        import hyperscan
-
-        exprs = [b"".join(b"\\x%02x" % c for c in p) for p in self.patterns]
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=0)
-        return db
+        pats = self.patterns
+        short = [i for i, p in enumerate(pats) if len(p) < _HS_SHORT]
+        anchors = _anchors([pats[i] for i in short]) if short and len(short) < len(pats) else None
+        if anchors is None:
+            return (_hs_database(pats, range(len(pats))), None, ())
+        # A 2- or 3-byte literal makes hyperscan's literal matcher check
+        # far more candidate positions: with the catalogue's three C-style
+        # escapes (``\\0``, ``\\r``, ``0\\r``) in the set, a scan of ordinary
+        # log records runs at half the speed. They get a database of their
+        # own, scanned only when the data holds one of their rare bytes
+        # (one memchr each); the ids are the original pattern indices.
+        skip = set(short)
+        rest = [i for i in range(len(pats)) if i not in skip]
+        return (_hs_database(pats, rest), _hs_database(pats, short), anchors)
 
     def _build_ahocorasick(self) -> object:
         import ahocorasick
@@ -127,7 +139,10 @@ class LiteralSet:
             def on_match(pid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
                 append((to - lens[pid], pid))
 
-            impl.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+            main, short, anchors = impl  # type: ignore[misc]
+            main.scan(data, match_event_handler=on_match)
+            if short is not None and _holds_any(data, anchors):
+                short.scan(data, match_event_handler=on_match)
         elif self.backend == "ahocorasick":
             for end, (n, ids) in impl.iter(data.decode("latin-1")):  # type: ignore[attr-defined]
                 start = end - n + 1
@@ -196,6 +211,61 @@ class Prefilter:
             if pid not in weak:
                 strong.add(i)
         return out, set(out) - strong if weak else set()
+
+
+#: Literals shorter than this go to hyperscan's second database (see
+#: ``LiteralSet._build_hyperscan``). Measured on 190-byte syslog records with
+#: the built-in catalogue: 4 bytes and up scan at ~1.6 GB/s, the full set with
+#: its 2-3 byte literals at ~1 GB/s.
+_HS_SHORT = 4
+
+#: Bytes too common in log text to start an anchor with.
+_COMMON = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;-_/=()[]{}\"'<>#%@+*&?!|$~^`\t")
+
+
+def _anchors(literals: Sequence[bytes]) -> tuple[bytes, ...] | None:
+    """At most four 2-byte strings, each starting with a byte that is rare
+    in log text, such that every literal holds one of them (greedy), or
+    None: then the short literals stay in the main database. Needs the C
+    accelerator's ``contains_any``: ``bytes.find`` with a 2-byte needle is
+    slower than the scan it would save."""
+    from .. import _stage
+
+    if _stage._speedups is None:
+        return None
+    cands = {p: {p[i:i + 2] for i in range(len(p) - 1) if p[i] not in _COMMON} for p in literals}
+    left = list(literals)
+    chosen: list[bytes] = []
+    while left and len(chosen) < 4:
+        counts: dict[bytes, int] = {}
+        for p in left:
+            for a in cands[p]:
+                counts[a] = counts.get(a, 0) + 1
+        if not counts:
+            return None
+        best = max(sorted(counts), key=counts.__getitem__)
+        chosen.append(best)
+        left = [p for p in left if best not in cands[p]]
+    return None if left else tuple(chosen)
+
+
+def _holds_any(data: object, anchors: tuple[bytes, ...]) -> bool:
+    from .._stage import _speedups
+
+    try:
+        return bool(_speedups.contains_any(data, anchors))  # type: ignore[union-attr]
+    except (TypeError, BufferError):  # not a contiguous buffer: just scan
+        return True
+
+
+def _hs_database(patterns: Sequence[bytes], ids: Iterable[int]) -> object:
+    import hyperscan
+
+    ids = list(ids)
+    exprs = [b"".join(b"\\x%02x" % c for c in patterns[i]) for i in ids]
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=0)
+    return db
 
 
 def _drop_redundant(literals: Iterable[bytes]) -> list[bytes]:
