@@ -727,6 +727,9 @@ def run_harness(args: argparse.Namespace) -> dict:
         cpu_b = {k: cpu_times(v) for k, v in parts.items()}
         dt = time.monotonic() - t_a
         done = load.next_json(args.warmup + args.seconds + 60)
+        time.sleep(0.2)
+        sink.send("snap")
+        final = sink.next_json(30)
     except (TimeoutError, RuntimeError, OSError) as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result
@@ -751,8 +754,9 @@ def run_harness(args: argparse.Namespace) -> dict:
         "harness_cores_total": round(total, 3),
         # The same cost scaled to exactly --rate (the achieved rate may fall short).
         "harness_cores_at_rate": round(total / (recs / dt) * args.rate, 3) if recs else None,
-        "delivery_ok": b["stamped"] >= a["stamped"] and not done["errors"] and not b["errors"]
-        and b["stamped"] == b["records"],
+        # Everything acked arrived, counted by its stamp, and matched the frames' sizes.
+        "delivery_ok": (final["stamped"] >= done["records_acked"] > 0 and not done["errors"]
+                        and not final["errors"] and final["stamped"] == final["records"]),
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
     })
     return result
