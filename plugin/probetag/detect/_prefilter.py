@@ -16,7 +16,9 @@ Theory of operation
     bytes halve hyperscan's speed; when each holds one of a few 2-byte
     anchors that start with a byte rare in text (the C-style escapes
     ``\\0``, ``\\r``, ``0\\r``), they go to a second database that is scanned
-    only if the data holds an anchor (one memchr pass, in C).
+    only if the data holds an anchor (one memchr pass, in C). Compiled
+    databases are cached in ``$XDG_CACHE_HOME/probetag/hyperscan`` (see
+    ``_hs_cache_load``).
   - ``ahocorasick`` (pyahocorasick). The common wheel is built for ``str``
     keys, so bytes are mapped 1:1 to code points with latin-1.
   - ``re``: a pure-Python fallback. One alternation inside a look-ahead,
@@ -33,8 +35,12 @@ Theory of operation
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 from bisect import bisect_right
+from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = ["LiteralSet", "Prefilter", "available_backends"]
@@ -263,9 +269,91 @@ def _hs_database(patterns: Sequence[bytes], ids: Iterable[int]) -> object:
 
     ids = list(ids)
     exprs = [b"".join(b"\\x%02x" % c for c in patterns[i]) for i in ids]
-    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=0)
+    mode = hyperscan.HS_MODE_BLOCK
+    key = hashlib.sha256(repr((_CACHE_FORMAT, hyperscan.__version__, mode, ids)).encode()
+                         + b"\0".join(exprs)).hexdigest()
+    db = _hs_cache_load(key, mode)
+    if db is None:
+        db = hyperscan.Database(mode=mode)
+        db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=0)
+        _hs_cache_store(key, db)
     return db
+
+
+# -- the compiled-database cache ----------------------------------------------
+#
+# Compiling the catalogue's ~1,400 literals takes hyperscan 0.15-0.5 s at every
+# start (``probetag explain`` on a one-line file spent most of its time
+# there); loading the serialized database takes milliseconds. Files are keyed
+# by a hash of the expressions, ids, mode and hyperscan version, hold a
+# SHA-256 of the serialized bytes (hyperscan itself accepts some damaged
+# databases), are written to a temporary name and renamed (workers starting
+# together), and at most _CACHE_KEEP of them are kept. Any failure -- no
+# cache directory, unwritable, damaged or foreign file, a database built for
+# another CPU (DatabasePlatformError) -- falls back to compiling, silently:
+# the cache only saves time. PROBETAG_HS_CACHE=0 turns it off.
+
+_CACHE_FORMAT = b"probetag-hs-1\n"
+_CACHE_KEEP = 16
+
+
+def _cache_dir() -> Path | None:
+    if os.environ.get("PROBETAG_HS_CACHE", "1") in ("0", "off", "no", ""):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # the XDG spec: relative paths are invalid, ignore them
+        return None
+    return Path(base) / "probetag" / "hyperscan"
+
+
+def _hs_cache_load(key: str, mode: int) -> object | None:
+    import hyperscan
+
+    d = _cache_dir()
+    if d is None:
+        return None
+    try:
+        raw = (d / key).read_bytes()
+        head, digest, blob = raw[:len(_CACHE_FORMAT)], raw[len(_CACHE_FORMAT):len(_CACHE_FORMAT) + 32], \
+            raw[len(_CACHE_FORMAT) + 32:]
+        if head != _CACHE_FORMAT or hashlib.sha256(blob).digest() != digest:
+            return None
+        db = hyperscan.loadb(blob, mode)
+        # A deserialized database has no scratch space yet (the binding
+        # allocates it in compile()).
+        db.scratch = hyperscan.Scratch(db)
+        return db
+    except (OSError, ValueError, hyperscan.HyperscanError):
+        return None
+
+
+def _hs_cache_store(key: str, db: object) -> None:
+    import hyperscan
+
+    d = _cache_dir()
+    if d is None:
+        return
+    tmp = None
+    try:
+        blob = hyperscan.dumpb(db)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(_CACHE_FORMAT + hashlib.sha256(blob).digest() + blob)
+        os.replace(tmp, d / key)
+        tmp = None
+        files = sorted((p for p in d.iterdir() if not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[_CACHE_KEEP:]:
+            old.unlink(missing_ok=True)
+    except (OSError, ValueError, hyperscan.HyperscanError):
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _drop_redundant(literals: Iterable[bytes]) -> list[bytes]:
