@@ -1,6 +1,6 @@
 """Benchmark: ``probetag explain`` on a large syslog file.
 
-    python bench/bench_explain.py [--mb 200] [--formats jsonl,text]
+    python bench/bench_explain.py [--mb 200] [--formats jsonl,text] [--split]
 
 Theory of operation
 -------------------
@@ -23,6 +23,9 @@ Theory of operation
   (MB = 10**6 bytes); CPU seconds and peak RSS come from ``wait4``. The
   start-up cost (the same command on a one-line file) is measured too, and
   ``mb_per_s_after_startup`` leaves it out.
+* ``--split`` runs each format once more in a child that adds up CPU
+  seconds per stage (start-up, read, scan+lines, detection, writing) by
+  wrapping explain's functions; the timed run above stays unwrapped.
 * Results are printed as a table and written as JSON to ``bench/results/``
   (git-ignored), or to ``--json``. The target is >= 100 MB/s for a 1 GB file
   (``--mb 1024``).
@@ -163,6 +166,70 @@ def time_explain(path: Path, fmt: str, timeout: float, extra: list[str]) -> dict
     return res
 
 
+#: ``--split``: the same explain run in a child that adds up CPU seconds
+#: (``time.process_time``) per stage by wrapping explain's own functions:
+#: start-up (interpreter, imports, catalogue and literal compilation: CPU
+#: time before the first block is read), read (``_blocks``: read and cut),
+#: scan+lines (``Explainer.block`` without detection: framing markers,
+#: literal scan, LF counting, line split, syslog parse, event time),
+#: detection (``Enricher.batch``) and writing (``_JsonlWriter.block``).
+_SPLIT_CHILD = r"""
+import json, sys, time
+pt = time.process_time
+from probetag import explain
+from probetag.detect._enrich import Enricher
+acc = {"startup": None, "read": 0.0, "scan_lines": 0.0, "detection": 0.0, "writing": 0.0}
+
+def timed(fn, key):
+    def wrapper(*a, **k):
+        t0 = pt()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[key] += pt() - t0
+    return wrapper
+
+blocks = explain._blocks
+def timed_blocks(*a):
+    if acc["startup"] is None:
+        acc["startup"] = pt()
+    it = blocks(*a)
+    while True:
+        t0 = pt()
+        b = next(it, None)
+        acc["read"] += pt() - t0
+        if b is None:
+            return
+        yield b
+
+explain._blocks = timed_blocks
+explain.Explainer.block = timed(explain.Explainer.block, "scan_lines")
+explain._JsonlWriter.block = timed(explain._JsonlWriter.block, "writing")
+Enricher.batch = timed(Enricher.batch, "detection")
+rc = explain.main(sys.argv[1:])
+sys.stdout.flush()
+acc["scan_lines"] -= acc["detection"]
+acc["total"] = pt()
+print(json.dumps({k: round(v or 0.0, 3) for k, v in acc.items()}), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def cpu_split(path: Path, fmt: str, timeout: float, extra: list[str]) -> dict:
+    """CPU seconds per stage of one explain run (``--split``), or an error."""
+    with tempfile.TemporaryFile() as out:
+        try:
+            p = subprocess.run([sys.executable, "-c", _SPLIT_CHILD, "--format", fmt, *extra, str(path)],
+                               stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+    lines = p.stderr.decode(errors="replace").strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if p.returncode in (0, 1) else {"error": f"exit status {p.returncode}"}
+    except (IndexError, ValueError):
+        return {"error": "no split printed: " + " | ".join(lines[-3:])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_explain.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=200.0, help="file size in MB (10**6 bytes); 1024 for the target")
@@ -175,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="per format, seconds (default: enough for 2 MB/s, at least 60)")
     ap.add_argument("--explain-args", default="", help="extra arguments for probetag explain, space-separated")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
+    ap.add_argument("--split", action="store_true",
+                    help="also run each format once more, adding up CPU seconds per stage (start-up, read, "
+                         "scan+lines, detection, writing)")
     args = ap.parse_args(argv)
     if not 0 < args.mb <= 4096:
         print("--mb must be in (0, 4096]", file=sys.stderr)
@@ -199,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 # Per CPU second past start-up: the figure a busy machine
                 # disturbs least (it ignores time spent waiting for a core).
                 r["mb_per_cpu_s"] = round(counts["bytes"] / (r["cpu_seconds"] - startup["cpu_seconds"]) / 1e6, 3)
+            if args.split:
+                r["cpu_split"] = cpu_split(path, fmt, timeout, args.explain_args.split())
             runs.append(r)
     finally:
         if args.no_cache:
@@ -222,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU {r['cpu_seconds']} s ({r.get('mb_per_cpu_s', 0):.1f} MB per CPU s)  RSS {r['peak_rss_mb']} MB"
               f"  out {r['output_lines']:,} lines"
               f"  (target >= {TARGET_MB_S:g} MB/s: {verdict})")
+        sp = r.get("cpu_split")
+        if sp and "error" in sp:
+            print(f"  CPU split: ERROR {sp['error']}")
+        elif sp:
+            other = sp["total"] - sum(sp[k] for k in ("startup", "read", "scan_lines", "detection", "writing"))
+            print(f"  CPU split (s): start-up {sp['startup']:.2f}, read {sp['read']:.2f}, "
+                  f"scan+lines {sp['scan_lines']:.2f}, detection {sp['detection']:.2f}, "
+                  f"writing {sp['writing']:.2f}, other {other:.2f}; total {sp['total']:.2f}")
     stamp_ = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.json or HERE / "results" / f"bench_explain-{stamp_}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
