@@ -387,3 +387,21 @@ def test_cli_output_equals_reference_pipeline(tmp_path: Path) -> None:
     assert _cli("-", stdin=gz.read_bytes()) == ref_explain_jsonl([Path("-")], stdin=gz.read_bytes())
     out = _cli(str(tmp_path / "junk.log"))
     assert out.count(b"\n") == odd["junk.log"].count(b"\n") + 1  # the last line has no LF
+
+
+# ------------------------------------------------------- the bench's split
+def test_bench_split_adds_up_cpu_per_stage(tmp_path: Path) -> None:
+    out = tmp_path / "explain.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_explain.py"), "--mb", "0.5", "--cache-dir",
+                        str(tmp_path), "--no-cache", "--formats", "jsonl", "--split", "--timeout", "60",
+                        "--json", str(out)], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    sp = run["cpu_split"]
+    assert set(sp) == {"startup", "read", "scan_lines", "detection", "writing", "total"}, sp
+    assert all(v >= 0 for v in sp.values()), sp
+    # start-up is the CPU time before the first block; the stages come after it
+    assert 0 < sp["startup"] < sp["total"]
+    assert sp["detection"] > 0 and sp["writing"] > 0  # 0.5 MB holds ~40 probe lines
+    assert sp["startup"] + sp["read"] + sp["scan_lines"] + sp["detection"] + sp["writing"] <= sp["total"] + 0.01
+    assert "CPU split (s): start-up" in p.stdout
