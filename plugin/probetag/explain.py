@@ -355,16 +355,15 @@ class _JsonlWriter:
     digits P, and 1000 of those lines are one ``bytes.join`` with P as the
     separator between precomputed pieces (``s, "probe": null}`` + LF + the
     next line's head). The bytes are exactly what ``json.dumps`` of the same
-    object writes (the tests compare the two); probe lines are written by
-    ``json.dumps`` itself."""
+    object writes (the tests compare the two); in probe lines only the probe
+    map goes through the JSON encoder."""
 
-    __slots__ = ("_out", "_fname", "_head", "_tail", "_full", "_mids", "_lasts", "_enc", "_errors")
+    __slots__ = ("_out", "_head", "_tail", "_full", "_mids", "_lasts", "_enc", "_errors", "_dumps", "_probe_head")
 
     _GROUP = 1000
 
     def __init__(self, out: Any, encoding: str, errors: str, fname: str | None) -> None:
         self._out = out
-        self._fname = fname
         # json.dumps escapes non-ASCII by default: the head is ASCII
         head = ('{"line": ' if fname is None else '{"file": %s, "line": ' % json.dumps(fname)).encode()
         self._head = head
@@ -373,6 +372,10 @@ class _JsonlWriter:
         self._lasts = [b"%03d" % s + tail for s in range(self._GROUP)]
         self._full = [head, *self._mids[:-1], self._lasts[-1]]
         self._enc, self._errors = encoding, errors
+        # What json.dumps(obj, ensure_ascii=False, default=str) runs, built
+        # once: dumps builds a new encoder per call when given options.
+        self._dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        self._probe_head = '{"line": ' if fname is None else '{"file": %s, "line": ' % self._dumps(fname)
 
     def _nulls(self, parts: list[bytes], a: int, b: int) -> None:
         """The null lines a .. b-1 (1-based numbers)."""
@@ -394,10 +397,8 @@ class _JsonlWriter:
         for i in sorted(found):
             if i > k:
                 self._nulls(parts, base + k + 1, base + i + 1)
-            obj = {"line": base + i + 1, "probe": found[i]}
-            if self._fname is not None:
-                obj = {"file": self._fname, **obj}
-            parts.append((json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode(self._enc, self._errors))
+            text = "%s%d, \"probe\": %s}\n" % (self._probe_head, base + i + 1, self._dumps(found[i]))
+            parts.append(text.encode(self._enc, self._errors))
             k = i + 1
         if n > k:
             self._nulls(parts, base + k + 1, base + n + 1)
