@@ -223,7 +223,8 @@ class Processor:
                     hits = keep
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
-        todo = sorted(set(slow).union(hits)) if slow else hits
+        slowset = set(slow)
+        todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
 
         # entry index -> None (removed: rejected, marker, dropped, retagged)
@@ -246,24 +247,31 @@ class Processor:
                 self._reject(res, "entry_undecodable")
                 changes[i] = None
                 continue
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
-                self._reject(res, "entry_not_pair")
-                changes[i] = None
-                continue
-            t, record = entry
-            if is_group_marker(t):
-                res.markers += 1
-                changes[i] = None
-                continue
-            if not isinstance(record, dict):
-                self._reject(res, "record_not_map")
-                changes[i] = None
-                continue
-            nt, reason = normalize_time(t)
-            if reason is not None:
-                self._reject(res, reason)
-                changes[i] = None
-                continue
+            if i not in slowset:
+                # _FAST_ENTRY vouched for its bytes: a pair whose time needs
+                # no normalisation (and is no group marker) and whose record
+                # is a map, so the checks below would all pass.
+                t, record = entry
+                nt = t
+            else:
+                if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+                    self._reject(res, "entry_not_pair")
+                    changes[i] = None
+                    continue
+                t, record = entry
+                if is_group_marker(t):
+                    res.markers += 1
+                    changes[i] = None
+                    continue
+                if not isinstance(record, dict):
+                    self._reject(res, "record_not_map")
+                    changes[i] = None
+                    continue
+                nt, reason = normalize_time(t)
+                if reason is not None:
+                    self._reject(res, reason)
+                    changes[i] = None
+                    continue
             if i in hitset and self.enricher is not None:
                 detect_idx.append(i)
                 detect_items.append((_seconds(nt), record))

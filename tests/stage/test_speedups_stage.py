@@ -5,7 +5,8 @@
   lines, entries only the full path handles (nested and float times, group
   markers, rejects) and damaged chunk tails go through two fresh
   ``Processor``s, one walking with ``probetag._speedups`` and one with the
-  reference ``_walk_py``: every ``StageResult`` and the metrics must match.
+  reference ``_walk_py``: every ``StageResult`` and the metrics must match,
+  and match again when every entry is sent down the full path.
 * The stage's own test modules run again in a subprocess with
   ``PROBETAG_PURE=1``: their assertions hold on the pure path too.
 * A bounded atheris (libFuzzer) run feeds arbitrary bytes to the C walk and
@@ -111,6 +112,14 @@ def test_stage_results_identical_with_and_without_accelerator(seed):
     with_c = _run(chunks, _stage._walk_c)
     pure = _run(chunks, _stage._walk_py)
     assert with_c == pure
+    # Entries the fast check vouches for skip the full path's checks; with
+    # every entry sent down the full path the results are the same.
+    assert _run(chunks, _all_slow) == with_c
+
+
+def _all_slow(entries: bytes):
+    starts, _slow, end, error = _stage._walk_c(entries)
+    return starts, list(range(len(starts) - 1)), end, error
 
 
 def test_the_mix_exercises_every_outcome():
