@@ -163,6 +163,38 @@ def test_cprofile_summary_shares_add_up(tmp_path):
     assert outer_share >= leaf_share > 50.0
 
 
+@pytest.mark.parametrize("reply, reason", [
+    (b"\x80", "nack"),                                    # {}: Vector's reject
+    (msgpack.packb({"ack": "not-in-flight"}), "unexpected reply"),
+    (b"\xc1", "bad reply"),                                # never valid msgpack
+    # Closing with our bytes unread makes the kernel reset the connection.
+    (None, ("closed by server", "connection lost")),
+])
+def test_load_generator_stops_a_connection_on_a_bad_reply(reply, reason):
+    import asyncio
+
+    async def scenario():
+        async def handle(reader, writer):
+            await reader.read(1)  # the first frame has started arriving
+            if reply is not None:
+                writer.write(reply)
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await asyncio.wait_for(_loadgen.run_load(
+                "127.0.0.1", port, _loadgen.build_templates(1, seed=2), 0.3, window=2, drain_timeout=1.0), 20)
+        finally:
+            server.close()
+
+    res = asyncio.run(scenario())
+    assert len(res.errors) == 1 and res.errors[0].startswith(reason), res.errors
+    assert res.chunks_acked == 0 and res.unacked_chunks == res.chunks_sent >= 1
+
+
 # ----------------------------------------------------------------- sink counting
 
 
