@@ -124,3 +124,56 @@ def test_every_parsed_line_rebuilds(data):
                    b"<13>1 2026-11-27T10:00:00Z h - - - - ", b'{"rawmsg":"'):
         rb = rebuild(parse_syslog_line(prefix + data).record)
         assert rb is not None and rb.shape in SHAPES
+
+
+# -- strip_time: the parse does not depend on the timestamp -------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from probetag.decode import strip_time  # noqa: E402
+
+_RFC3339_STAMPS = st.builds(
+    lambda y, mo, d, h, mi, s, frac, tz: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{frac}{tz}",
+    st.integers(0, 9999), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+    st.integers(0, 99), st.sampled_from(["", ".5", ".123456", ".000000001"]),
+    st.sampled_from(["Z", "+00:00", "-05:30"]))
+_TRAD_STAMPS = st.builds(lambda m, d, t: f"{m} {d:>2} {t}", st.sampled_from(["Nov", "Jan", "Xyz"]),
+                         st.integers(0, 99), st.sampled_from(["00:00:00", "23:59:59", "99:99:99"]))
+_RESTS = st.one_of(
+    st.sampled_from(["10.0.0.1 GET / HTTP/1.0#015", "GET / HTTP/1.0#015", "host sshd[1]: ok", "h  x",
+                     "h {\"a\": 1}", "h - x", "h :x", "h x\n", "h " + "t" * 600 + " m", "h #015", "h ",
+                     "10.0.0.1 #026#003#000"]),
+    st.text(alphabet=" abc:[]{}<>#015\t\r\x00\udcff\u00a0\x85", max_size=20))
+
+
+def _parsed(line: str):
+    got = parse_syslog_line(line.encode("utf-8", "surrogateescape"))
+    record = {k: v for k, v in got.record.items() if k != "timereported"}
+    return got.fmt, got.host, got.tag, got.msg, got.lossy, record
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_RFC3339_STAMPS, _TRAD_STAMPS), st.one_of(_RFC3339_STAMPS, _TRAD_STAMPS), _RESTS)
+def test_strip_time_says_when_the_timestamp_does_not_matter(a: str, b: str, rest: str) -> None:
+    line = f"{a} {rest}"
+    got = strip_time(line)
+    as_bytes = strip_time(line.encode("utf-8", "surrogateescape"))
+    assert (got is None) == (as_bytes is None)  # the same verdict for str and bytes
+    if got is None:
+        return
+    fmt, rest_text = got
+    assert rest_text == rest and as_bytes == (fmt, rest.encode("utf-8", "surrogateescape"))
+    assert _parsed(line)[0] == fmt
+    other = f"{b} {rest}"
+    if strip_time(other) is not None and strip_time(other)[0] == fmt:
+        # Another timestamp of the same format: the very same record.
+        assert _parsed(other) == _parsed(line)
+
+
+def test_strip_time_needs_a_hostname_and_its_space() -> None:
+    assert strip_time("Nov 27 10:00:00 host x") == ("traditional", "host x")
+    assert strip_time(b"2026-11-27T10:00:00.5+01:00 h  x") == ("rfc3339", b"h  x")
+    for line in ("Nov 27 10:00:00 host", "Nov 27 10:00:00  host x", "2026-11-27T10:00:00 h x",
+                 "<13>1 2026-11-27T10:00:00Z h a - - - x", '{"msg": "x"}', "", 7, None):
+        assert strip_time(line) is None, line

@@ -10,19 +10,26 @@ Vector's syslog parsers (see FIELD_GUIDE). This package undoes both:
   rsyslog output file into its properties (a record for ``rebuild``);
   ``parse_framing_error``: imtcp's octet-counting errors (bytes lost).
 * ``rebuild``: one record (any known shape) into the line that was sent,
-  plus the other plausible readings, for the matcher.
+  plus the other plausible readings, for the matcher. ``rebuild_with``,
+  ``senders``, ``str_keys`` and ``memo_key`` split it up for a caller that
+  memoises it (``memo_key``: what the result depends on in the payload
+  fields; ``Senders.asked``: in the sender fields).
 
 Nothing here does I/O; everything takes bytes/records and returns values.
 """
 
 from ._escape import DECODE_MIN, DIALECTS, Unescaped, escape, to_bytes, unescape, unescape_as
-from ._rebuild import PAYLOAD_FIELDS, SHAPES, SOURCE_FIELDS, Rebuilt, rebuild
+from ._rebuild import (ABSENT, PAYLOAD_FIELDS, READ_FIELDS, SHAPES, SOURCE_FIELDS, Rebuilt, Senders,
+                       answers_alike, fields_read, memo_key, rebuild, rebuild_with, sender_fields, senders,
+                       str_keys)
 from ._syslog import (FORMATS, FramingError, SyslogLine, detect_file_format, parse_framing_error,
-                      parse_syslog_line, split_tag)
+                      parse_syslog_line, split_tag, strip_time)
 
 __all__ = [
     "DIALECTS", "DECODE_MIN", "Unescaped", "escape", "unescape", "unescape_as", "to_bytes",
-    "Rebuilt", "rebuild", "SHAPES", "SOURCE_FIELDS", "PAYLOAD_FIELDS",
-    "FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
+    "Rebuilt", "rebuild", "SHAPES", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
+    "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
+    "memo_key", "ABSENT",
+    "FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag", "strip_time",
     "FramingError", "parse_framing_error",
 ]

@@ -30,6 +30,13 @@ Theory of operation
 * ``source`` is the first sender field present; failing that (text log
   files, Fluentd in_tail records) the HOSTNAME, when the primary reading
   takes it as the sender rather than as the payload's first word.
+* The sender fields matter to the reconstruction only through "is this
+  HOSTNAME one of them?" and "are there any?". ``Senders`` holds them and
+  notes each such question with its answer (``asked``), so a caller can
+  reuse a reconstruction for another record with the same payload fields
+  whose senders answer alike (``detect.Enricher``'s memo); ``fields_read``
+  names every other field rebuild reads (``READ_FIELDS``, or the configured
+  ``fields``).
 * The escaped text is unescaped once, with the dialect chosen for the primary
   line, and every alternative is decoded with that same dialect: one line,
   one dialect.
@@ -48,13 +55,16 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from itertools import repeat
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
-from ._syslog import TAG_MAX, parse_syslog_line
+from ._syslog import _TIMED_B, _TIMED_S, TAG_MAX, parse_syslog_line, strip_time
 
-__all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS"]
+__all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
+           "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
+           "memo_key", "ABSENT"]
 
 #: rsyslog's RSYSLOG_ForwardFormat prints ``%syslogtag:1:32%``.
 FORWARD_TAG_MAX = 32
@@ -69,6 +79,12 @@ SOURCE_FIELDS = ("fromhost-ip", "source_ip", "source_address", "fromhost_ip", "f
                  "source_host", "source_hostname", "remote_addr", "client_ip", "src_ip", "peer")
 #: Fields that hold a plain payload line, in order.
 PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
+#: Every field ``rebuild`` reads (value or presence) when no ``fields`` are
+#: configured, sender fields aside: the shapes' fields below. A memo keyed on
+#: them (``fields_read``) is exact; tests/decode checks the list against the
+#: fields rebuild actually touches.
+READ_FIELDS = ("rawmsg", "syslogtag", "hostname", "app-name", "msg", "_format", "_spacing", "ident",
+               "host", "message", "pid", "appname", "procid", "source_ip", "log", "MESSAGE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +149,7 @@ def _looks_like_sender(host: bytes) -> bool:
     return _DNS_NAME.fullmatch(host) is not None or not host.isupper()
 
 
-def _host_is_sender(host: bytes, rest: bytes, sources: tuple[bytes, ...],
+def _host_is_sender(host: bytes, rest: bytes, sources: Senders,
                     exact: bool = True) -> tuple[bool, bool]:
     """(host is the sender, certain). ``exact``: ``rest`` is rsyslog's
     TAG+MSG as parsed (not rebuilt from a lossy shape), so the HOSTNAME rule
@@ -165,7 +181,7 @@ _BINARY_TAG = re.compile(rb"[\x80-\xff]|#0[0-3][0-7]|\\")
 
 
 def _template_space(tag: bytes, msg: bytes, host: bytes | None, rest: bytes,
-                    sources: tuple[bytes, ...]) -> bool:
+                    sources: Senders) -> bool:
     """After a TAG ending in ':' the file templates print a space when MSG
     does not start with one, so 'x: y' may stand for 'x:y'. Guess which:
     binary right after the space ('0: #002#001', ': #000#000') or a probe
@@ -204,7 +220,7 @@ class _Cand:
 
 
 def _with_host(cand: _Cand, host: bytes | None, rest_alts: list[bytes], rest: bytes,
-               sources: tuple[bytes, ...], exact: bool = True) -> None:
+               sources: Senders, exact: bool = True) -> None:
     """Apply the HOSTNAME rule to a reconstruction of TAG+MSG."""
     if host is None:
         return
@@ -247,7 +263,7 @@ def _tag_msg(tag: bytes, msg: bytes, spacing: str, lossy: bool) -> tuple[bytes, 
     return rest, alts, lossy
 
 
-def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+def _from_rsyslog(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     host = to_bytes(rec.get("hostname"))
     msg = to_bytes(rec.get("msg")) or b""
     spacing = _str(rec.get("_spacing"))
@@ -285,7 +301,7 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     return cand
 
 
-def _colon_tag(host: bytes | None, msg: bytes, sources: tuple[bytes, ...],
+def _colon_tag(host: bytes | None, msg: bytes, sources: Senders,
                printed: bool) -> _Cand | None:
     """A TAG of '-': pmrfc3164 with force.tagEndingByColon (FIELD_GUIDE 4), or
     a payload that starts with '- ' under the default parser. None: the latter.
@@ -312,7 +328,7 @@ def _colon_tag(host: bytes | None, msg: bytes, sources: tuple[bytes, ...],
     return cand
 
 
-def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...]) -> None:
+def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: Senders) -> None:
     """HOSTNAME rule for force.tagEndingByColon records (TAG '-')."""
     if body.startswith(b"\x00"):
         cand.primary = body[1:]
@@ -331,7 +347,7 @@ def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: tuple[bytes, ...
     cand.alts += [_join_host(host, a) for a in extra] + extra
 
 
-def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     """Fluentd's RFC 3164 parser: ``host ident[pid]<anything up to ':'>: *message``
     (FORWARD_NOTES 8). The separator is gone, so the common ones are offered."""
     host = to_bytes(rec.get("host"))
@@ -374,7 +390,7 @@ def _from_fluentd(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
     return cand
 
 
-def _from_vector(rec: Mapping[str, Any], sources: tuple[bytes, ...]) -> _Cand:
+def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     host = to_bytes(rec.get("hostname"))
     app = to_bytes(rec.get("appname")) or b""
     procid = to_bytes(rec.get("procid"))
@@ -414,19 +430,35 @@ _FILE_LINE_START = re.compile(
 
 
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...]) -> tuple[str | None, tuple[bytes, ...]]:
-    names = source_fields or SOURCE_FIELDS
-    found: list[bytes] = []
-    for name in names:
-        if name in rec:
-            b = to_bytes(rec[name])
-            if b:
-                found.append(b)
+    # One C-level pass over the names: most records have one sender field
+    # of the eleven, or none.
+    present = [v for v in map(rec.get, source_fields or SOURCE_FIELDS) if v is not None]
+    if not present:
+        return None, ()
+    found = [b for b in map(to_bytes, present) if b]
     if not found:
         return None, ()
     return found[0].decode("utf-8", "replace"), tuple(found)
 
 
-def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[bytes, ...],
+def _shape(rec: Mapping[str, Any]) -> str | None:
+    """Which syslog shape's fields the record has (no ``fields`` configured):
+    ``rawmsg``, ``rsyslog``, ``fluentd``, ``vector``; None: a plain payload
+    field (``PAYLOAD_FIELDS``), if any."""
+    raw = rec.get("rawmsg")
+    if raw is not None and to_bytes(raw) is not None:
+        return "rawmsg"
+    if "syslogtag" in rec or ("hostname" in rec and "app-name" in rec and "msg" in rec):
+        return "rsyslog"
+    if "ident" in rec and ("host" in rec or "message" in rec):
+        return "fluentd"
+    if "message" in rec and ("appname" in rec or ("hostname" in rec and "source_ip" in rec)):
+        # Vector adds 'appname' only when it found one; 'source_ip' is the peer.
+        return "vector"
+    return None
+
+
+def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: Senders,
             depth: int) -> tuple[_Cand, str] | None:
     if fields:
         values = [to_bytes(rec.get(f)) for f in fields if f in rec]
@@ -442,17 +474,16 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[byte
         if found is not None and found[1] != "message":
             return found
         return _Cand(b" ".join(v for v in present if v)), "message"
-    raw = rec.get("rawmsg")
-    if raw is not None and to_bytes(raw) is not None:
-        return _Cand(to_bytes(raw) or b""), "rsyslog-rawmsg"
-    if "syslogtag" in rec or ("hostname" in rec and "app-name" in rec and "msg" in rec):
+    shape = _shape(rec)
+    if shape == "rawmsg":
+        return _Cand(to_bytes(rec.get("rawmsg")) or b""), "rsyslog-rawmsg"
+    if shape == "rsyslog":
         # parse_syslog_line() marks records it made from file lines
-        shape = "file-line" if _str(rec.get("_format")) in _FILE_FORMATS else "rsyslog-json"
-        return _from_rsyslog(rec, sources), shape
-    if "ident" in rec and ("host" in rec or "message" in rec):
+        name = "file-line" if _str(rec.get("_format")) in _FILE_FORMATS else "rsyslog-json"
+        return _from_rsyslog(rec, sources), name
+    if shape == "fluentd":
         return _from_fluentd(rec, sources), "fluentd-syslog"
-    if "message" in rec and ("appname" in rec or ("hostname" in rec and "source_ip" in rec)):
-        # Vector adds 'appname' only when it found one; 'source_ip' is the peer.
+    if shape == "vector":
         return _from_vector(rec, sources), "vector-syslog"
     hit = _first(rec, PAYLOAD_FIELDS)
     if hit is None:
@@ -460,7 +491,60 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: tuple[byte
     return _single(hit[1], sources, depth)
 
 
-def _single(value: bytes, sources: tuple[bytes, ...], depth: int) -> tuple[_Cand, str]:
+def _line_field(rec: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
+    """The field whose value ``_detect`` hands to ``_single`` at depth 0 (the
+    only place a whole file line is parsed), if any."""
+    if fields:
+        present = [f for f in fields if f in rec and to_bytes(rec.get(f)) is not None]
+        return present[0] if len(present) == 1 else None
+    if _shape(rec) is not None:
+        return None
+    hit = _first(rec, PAYLOAD_FIELDS)
+    return hit[0] if hit is not None else None
+
+
+#: Stands for a field the record does not have in ``memo_key`` (None is a value).
+ABSENT = object()
+#: Marks a file line's value in ``memo_key`` that stands without its timestamp.
+_UNTIMED = object()
+
+
+def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
+             names: tuple[str, ...] | None = None) -> tuple[Any, ...]:
+    """What ``rebuild_with`` depends on besides the senders: the value of
+    every field it reads (``fields_read``, passed as ``names`` by callers
+    that have it), ``ABSENT`` for absent ones. A whole file line that rebuild
+    parses (Fluentd in_tail, Vector's file source) stands there without its
+    timestamp when the parse does not depend on it (``strip_time``):
+    rebuild never reads the timestamp, and every line has its own."""
+    if names is None:
+        names = fields_read(fields)
+    key = list(map(record.get, names, repeat(ABSENT)))
+    # The common case costs one failed regex match per payload field: only
+    # a value that starts like a file line is looked at further.
+    for i in range(len(key)) if fields else _LINE_SLOTS:
+        v = key[i]
+        if type(v) is str:
+            timed = _TIMED_S.match(v) is not None
+        else:
+            timed = type(v) is bytes and _TIMED_B.match(v) is not None
+        if timed:
+            name = _line_field(record, fields)
+            if name is not None:
+                j = names.index(name)
+                untimed = strip_time(key[j])
+                if untimed is not None:
+                    key[j] = (_UNTIMED, *untimed)
+            break
+    return tuple(key)
+
+
+#: Where ``memo_key`` finds the plain payload fields among ``READ_FIELDS``
+#: (``rawmsg`` is its own shape, never parsed as a file line).
+_LINE_SLOTS = tuple(READ_FIELDS.index(n) for n in PAYLOAD_FIELDS if n != "rawmsg")
+
+
+def _single(value: bytes, sources: Senders, depth: int) -> tuple[_Cand, str]:
     if depth == 0 and _FILE_LINE_START.match(value):
         parsed = parse_syslog_line(value)
         if parsed.fmt == "json" and not _RSYSLOG_KEYS.intersection(parsed.record):
@@ -478,6 +562,86 @@ def _single(value: bytes, sources: tuple[bytes, ...], depth: int) -> tuple[_Cand
     return _Cand(value), "message"
 
 
+def str_keys(record: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """``record`` with bytes keys decoded: peers that send msgpack str keys as
+    bin (raw=True style decoders). The same object when it has none."""
+    for k in record:
+        if type(k) is bytes:
+            return {k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: v
+                    for k, v in record.items()}
+    return record
+
+
+def fields_read(fields: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Every record field whose value (or absence) ``rebuild`` reads, sender
+    fields aside (``Senders`` stands for those). A memo of ``rebuild`` keyed
+    on these values and on what ``Senders`` was asked is exact."""
+    return tuple(fields) if fields else READ_FIELDS
+
+
+class Senders:
+    """The values of a record's sender fields, as the HOSTNAME rule asks
+    about them (is this word the sender?), plus the senders a parsed rsyslog
+    JSON line names itself.
+
+    ``rebuild`` depends on the sender fields only through these questions
+    and through whether there are any, so ``asked`` lists each question
+    about the record's own fields with its answer. Another record with the
+    same payload fields gets the same reconstruction if its sender fields
+    answer those questions alike (``same_answers``): that is what lets the
+    detector's memo ignore the sender address, which changes from scanner
+    to scanner while the probe bytes do not."""
+
+    __slots__ = ("first", "own", "inner", "asked")
+
+    def __init__(self, own: tuple[bytes, ...], first: str | None = None,
+                 inner: tuple[bytes, ...] = (), asked: list[tuple[bytes, bool]] | None = None) -> None:
+        self.own = own
+        self.first = first  # the first sender field's value, decoded: the record's source
+        self.inner = inner
+        self.asked = [] if asked is None else asked
+
+    def __contains__(self, word: object) -> bool:
+        if word in self.inner:
+            return True  # decided by the payload itself: no question about the record
+        answer = word in self.own
+        self.asked.append((word, answer))  # type: ignore[arg-type]
+        return answer
+
+    def __bool__(self) -> bool:
+        return bool(self.own or self.inner)
+
+    def __add__(self, inner: tuple[bytes, ...]) -> Senders:
+        """These senders plus those named inside the payload (shared log)."""
+        return Senders(self.own, self.first, self.inner + tuple(inner), self.asked)
+
+    def same_answers(self, asked: tuple[tuple[bytes, bool], ...]) -> bool:
+        """Would these senders answer ``asked`` (another record's questions) alike?"""
+        return answers_alike(self.own, asked)
+
+
+def answers_alike(own: tuple[bytes, ...], asked: tuple[tuple[bytes, bool], ...]) -> bool:
+    """Would sender field values ``own`` answer ``asked`` (``Senders.asked``
+    of another record) alike?"""
+    for word, answer in asked:
+        if (word in own) is not answer:
+            return False
+    return True
+
+
+def sender_fields(record: Mapping[str, Any], source_fields: tuple[str, ...] = ()
+                  ) -> tuple[str | None, tuple[bytes, ...]]:
+    """(the first sender field's value decoded, every sender field's value
+    as bytes) of a record (``source_fields``, default ``SOURCE_FIELDS``)."""
+    return _source(record, source_fields)
+
+
+def senders(record: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> Senders:
+    """The record's sender fields (``source_fields``, default ``SOURCE_FIELDS``)."""
+    source, found = _source(record, source_fields)
+    return Senders(found, source)
+
+
 def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
             source_fields: tuple[str, ...] = (),
             dialects: tuple[str, ...] = DEFAULT_DIALECTS) -> Rebuilt | None:
@@ -485,15 +649,20 @@ def rebuild(record: Mapping[str, Any], *, fields: tuple[str, ...] = (),
     the record has no payload field. Never raises on odd values."""
     if not isinstance(record, Mapping):
         return None
-    if any(isinstance(k, bytes) for k in record):
-        # peers that send msgpack str keys as bin (raw=True style decoders)
-        record = {k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: v
-                  for k, v in record.items()}
-    source, sources = _source(record, source_fields)
-    found = _detect(record, fields, sources, 0)
+    record = str_keys(record)
+    return rebuild_with(record, senders(record, source_fields), fields=fields, dialects=dialects)
+
+
+def rebuild_with(record: Mapping[str, Any], who: Senders, *, fields: tuple[str, ...] = (),
+                 dialects: tuple[str, ...] = DEFAULT_DIALECTS) -> Rebuilt | None:
+    """``rebuild`` of a record whose keys are str (``str_keys``), with its
+    sender fields already read (``senders``); ``who.asked`` then lists what
+    the reconstruction asked about them."""
+    found = _detect(record, fields, who, 0)
     if found is None:
         return None
     cand, shape = found
+    source = who.first
     if source is None:
         source = cand.source  # from inside a parsed file line (rsyslog json)
     if source is None and cand.host_source:

@@ -42,7 +42,7 @@ from typing import Any, Iterable
 from ._escape import to_bytes
 
 __all__ = ["FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
-           "FramingError", "parse_framing_error"]
+           "FramingError", "parse_framing_error", "strip_time"]
 
 FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "raw")
 
@@ -65,10 +65,17 @@ class SyslogLine:
     lossy: bool
 
 
-_TRAD = re.compile(rb"([A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}) (\S+) (.*)", re.S)
-_RFC3339 = re.compile(
-    rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})) "
-    rb"(\S+) (.*)", re.S)
+_TRAD_TIME = rb"[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}"
+_RFC3339_TIME = rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+_TRAD = re.compile(rb"(" + _TRAD_TIME + rb") (\S+) (.*)", re.S)
+_RFC3339 = re.compile(rb"(" + _RFC3339_TIME + rb") (\S+) (.*)", re.S)
+# A timestamp, its space, and a HOSTNAME with its space after it: then the
+# line is certainly parsed in that format, whatever the timestamp says.
+# ASCII: \S is the bytes patterns' \S for str too (non-ASCII characters
+# are bytes >= 0x80, never spaces).
+_TIMED = rb"(?:(" + _RFC3339_TIME + rb")|" + _TRAD_TIME + rb") (?=\S+ )"
+_TIMED_B = re.compile(_TIMED)
+_TIMED_S = re.compile(_TIMED.decode("ascii"), re.ASCII)
 # Fields of RSYSLOG_SyslogProtocol23Format are separated by single spaces. APP-NAME is
 # rsyslog's programname and can be empty (not '-') after the '1 ' version strip.
 _RFC5424 = re.compile(
@@ -191,6 +198,28 @@ def parse_syslog_line(line: bytes | str, fmt: str = "auto") -> SyslogLine:
                 return SyslogLine(name, ts.decode("ascii", "replace"), host, tag, msg, rec,
                                   len(tag) >= TAG_MAX)
     return SyslogLine("raw", None, None, b"", data, {"message": data, "_format": "raw"}, False)
+
+
+def strip_time(line: bytes | str) -> tuple[str, bytes | str] | None:
+    """(format, the rest of the line) for an ``rfc3339`` or ``traditional``
+    file line whose parse does not depend on its timestamp: any other
+    timestamp of that format gives the same ``parse_syslog_line`` record
+    (``timereported`` aside) and the same ``lossy``. None otherwise.
+
+    That is a line that starts with such a timestamp, a space and a
+    HOSTNAME followed by a space: neither JSON (``{``) nor RFC 5424 (``<``)
+    can start so, an RFC 3339 line is tried before the traditional format
+    and cannot start with a letter, and both patterns then match whatever
+    follows."""
+    if isinstance(line, str):
+        m = _TIMED_S.match(line)
+    elif isinstance(line, bytes):
+        m = _TIMED_B.match(line)
+    else:
+        return None
+    if m is None:
+        return None
+    return ("rfc3339" if m.group(1) is not None else "traditional"), line[m.end():]
 
 
 def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:

@@ -133,16 +133,20 @@ class Correlator:
         return len(self._sources)
 
     def observe(self, source: str | None, t: float, matches: Sequence[Match], *,
-                following: Match | None = None, whole: Sequence[Match] = ()) -> Verdict | None:
+                following: Match | None = None, whole: Sequence[Match] = (),
+                sure: Sequence[Match] | None = None) -> Verdict | None:
         """The verdict for one line, or None when it stays untagged.
         ``whole``: those ambiguous ``matches`` that are a signature's complete
-        payload on their own (``HELP\\r`` is all of nmap's Help probe)."""
+        payload on their own (``HELP\\r`` is all of nmap's Help probe).
+        ``sure``: the distinctive ones among ``matches``, in their order,
+        when the caller has them already."""
         if not matches:
             return None
         if t > self.high_water:
             self.high_water = t
         src = source or "-"
-        sure = [m for m in matches if not m.ambiguous]
+        if sure is None:
+            sure = [m for m in matches if not m.ambiguous]
         scan = self._sources.get(src)
         if scan is not None and t - scan.last > self.scan_idle:
             self._end(src)  # silent too long: that scan is over

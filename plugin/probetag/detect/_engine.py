@@ -195,6 +195,7 @@ class Detector:
         #: signature id -> number of LF-pieces its payload gives over TCP
         self.fragment_count: dict[str, int] = {}
         self._logged: dict[str, tuple[bytes, ...]] = {}
+        self._cores: dict[str, tuple[bytes, ...]] = {}
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
@@ -207,6 +208,7 @@ class Detector:
             for _t, f, line in logged:
                 frags.setdefault(f, line)
             self._logged[sig.id] = tuple(frags[f] for f in sorted(frags))
+            self._cores[sig.id] = tuple(x.strip(b" \t") for x in self._logged[sig.id])
             for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
                     self._add(_Piece(si, frag, kind, transport, text, distinctive(text),
@@ -261,6 +263,11 @@ class Detector:
         """The lines rsyslog logs for that signature's payload over TCP, in
         order (fragment k is element k); empty for markers and unknown ids."""
         return self._logged.get(sig_id, ())
+
+    def logged_cores(self, sig_id: str) -> tuple[bytes, ...]:
+        """``logged_pieces`` with spaces and tabs stripped from both ends (the
+        file formats' HOSTNAME/TAG/MSG join adds or drops them)."""
+        return self._cores.get(sig_id, ())
 
     def fragments(self) -> list[bytes]:
         """Raw byte fragments one of which survives intact in a record that

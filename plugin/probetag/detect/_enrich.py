@@ -20,6 +20,20 @@ Theory of operation
   has no sender; it takes the sender of the next line in the batch that is
   the next piece of the same payload within ``_SAME_CONNECTION`` seconds
   (the ``127.0.0.1 #015`` rsyslog logs right after it).
+* The reading of a record (rebuild, then ``match_best``) depends only on
+  its payload fields, its transport and what the HOSTNAME rule asked about
+  its sender fields (``decode.Senders``), not on its time or its sender
+  address; scanners send the same bytes again and again. So readings are
+  memoised (``Enricher.reading``): an LRU of ``MEMO_ENTRIES`` keyed by the
+  transport, whether sender fields exist, and the value (or absence) of
+  every field rebuild reads (``decode.memo_key``; a whole file line without
+  its timestamp, which rebuild does not read); a hit counts only when this
+  record's sender fields answer rebuild's questions as the first record's
+  did. Keys with more than ``_MEMO_KEY_CHARS`` of text, and
+  records with values that cannot be hashed, are read without it. A
+  ``Reading`` is immutable; the sender, correlation, the probe map and the
+  actions stay per record. ``detect_memo_hits``/``detect_memo_misses``
+  count it.
 * A line several probes share (``GET / HTTP/1.0\\r`` starts nmap's
   GetRequest and masscan's banner request) is resolved by the following
   lines of the same source in the batch: the payload whose next pieces they
@@ -43,9 +57,10 @@ Theory of operation
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
@@ -72,6 +87,11 @@ _LOOKAHEAD = 16
 _SAME_CONNECTION = 1.0
 #: A line made only of control bytes (rsyslog escapes them, FIELD_GUIDE 2.1).
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+#: Memo of readings (rebuild + match, the pure part of a record's analysis):
+#: at most this many, least recently used evicted; keys whose text is longer
+#: than ``_MEMO_KEY_CHARS`` are not kept.
+MEMO_ENTRIES = 4096
+_MEMO_KEY_CHARS = 2048
 
 _SHOW = {c: chr(c) for c in range(0x20, 0x7F)}
 _SHOW.update({c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7F, 0x100))})
@@ -103,20 +123,90 @@ def _transport(record: dict[Any, Any]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """What a record's payload says, whoever sent it: the pure part of its
+    analysis, which the memo keeps and hands out again (so: immutable).
+
+    rebuilt: ``decode.rebuild``'s result (None for the marker path or a
+    record without payload); line, matches: the reading that matched;
+    asked: the questions the reconstruction asked about the record's sender
+    fields, with their answers (``decode.Senders``); and, derived once from
+    line and matches for the batch passes: sure (the distinctive matches),
+    ambiguous (no distinctive match), rivals (the sure matches name two
+    probes or more), payload (``show_bytes(line)``), whole (the exact
+    ambiguous matches that can be a whole probe starting with this line:
+    (match, its signature's piece count), see ``Enricher._whole``)."""
+
+    rebuilt: Any
+    line: bytes
+    matches: tuple[Match, ...]
+    asked: tuple[tuple[bytes, bool], ...]
+    sure: tuple[Match, ...]
+    ambiguous: bool
+    rivals: bool
+    payload: str
+    whole: tuple[tuple[Match, int], ...]
+
+
+def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match],
+             asked: tuple[tuple[bytes, bool], ...] = ()) -> Reading:
+    matches = tuple(matches)
+    sure = tuple(m for m in matches if not m.ambiguous)
+    whole: list[tuple[Match, int]] = []
+    if not sure:
+        count = detector.fragment_count
+        core = line.strip(b" \t\r\n")
+        alone = len(core) >= _MIN_WHOLE or bool(core and _CONTROL.fullmatch(core))
+        for m in matches:
+            if m.kind != "exact":
+                continue
+            n = count.get(m.signature.id, 1)
+            if n == 1:
+                if alone:
+                    whole.append((m, 1))
+            elif _is_piece(detector, m.signature.id, 0, line):
+                whole.append((m, n))
+    rivals = len({(m.signature.probe, m.signature.scanner) for m in sure}) >= 2
+    return Reading(rebuilt, line, matches, asked, sure, not sure, rivals, show_bytes(line),
+                   tuple(whole))
+
+
+def _is_piece(detector: Detector, sig_id: str, fragment: int, line: bytes) -> bool:
+    """Is ``line`` (spacing aside) what rsyslog logs as that fragment?"""
+    pieces = detector.logged_cores(sig_id)
+    return 0 <= fragment < len(pieces) and pieces[fragment] == line.strip(b" \t")
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     line: bytes
     matches: tuple[Match, ...]
     source: str | None
     shape: str
     lossy: bool
+    reading: Reading
+
+
+def _key_chars(key: tuple[Any, ...]) -> int:
+    """Characters of text in a memo key (a file line's rest is a tuple in it)."""
+    n = 0
+    for v in key:
+        if isinstance(v, (str, bytes)):
+            n += len(v)
+        elif isinstance(v, tuple):
+            n += _key_chars(v)
+    return n
 
 
 class Enricher:
     def __init__(self, config: Any, detector: Detector, actions: Any, correlator: Correlator,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, memo_size: int = MEMO_ENTRIES) -> None:
         from .. import decode  # the decoder is its own package; imported once here
 
-        self._rebuild = decode.rebuild
+        self._rebuild_with = decode.rebuild_with
+        self._senders = decode.Senders
+        self._sender_fields = decode.sender_fields
+        self._str_keys = decode.str_keys
         d = config.detect
         self.fields = tuple(d.fields)
         self.source_fields = tuple(d.source_fields)
@@ -126,27 +216,83 @@ class Enricher:
         self.actions = actions
         self.correlator = correlator
         self.metrics = metrics
+        #: Readings memoised (0: off); hits and misses since construction.
+        self.memo_size = memo_size
+        self.memo_hits = 0
+        self.memo_misses = 0
+        self._memo: OrderedDict[tuple[Any, ...], Reading] = OrderedDict()
+        self._key_fields = decode.fields_read(self.fields)
+        self._memo_key = decode.memo_key
 
-    def analyse(self, record: dict[Any, Any]) -> Analysis | None:
-        rb = self._rebuild(record, fields=self.fields, source_fields=self.source_fields,
-                           dialects=self.dialects)
-        matches: list[Match] = []
-        if rb is not None:
+    def reading(self, record: Mapping[Any, Any], first: str | None, own: tuple[bytes, ...],
+                transport: str | None) -> Reading:
+        """The reading of a record with str keys (``decode.str_keys``) whose
+        sender fields are ``first``, ``own`` (``decode.sender_fields``);
+        memoised, see ``MEMO_ENTRIES``."""
+        key = None
+        if self.memo_size > 0:
+            # Everything the reading depends on: the payload fields rebuild
+            # reads (decode.memo_key), the transport, whether the record has
+            # sender fields; what rebuild asked about their values is checked
+            # on the hit. Config, dialects and detector are this object's own.
+            key = (transport, bool(own), *self._memo_key(record, self.fields, self._key_fields))
+            try:
+                hit = self._memo.get(key)
+            except TypeError:  # a list or map among the values: not memoised
+                key = hit = None
+            if hit is not None:
+                # decode.answers_alike, inline: this is the hot path
+                for word, answer in hit.asked:
+                    if (word in own) is not answer:
+                        break
+                else:
+                    self._memo.move_to_end(key)
+                    self.memo_hits += 1
+                    return hit
+        who = self._senders(own, first)
+        rb = self._rebuild_with(record, who, fields=self.fields, dialects=self.dialects)
+        if rb is None:
+            entry = _reading(self.detector, None, b"", (), tuple(who.asked))
+        else:
             # The primary reading, then the other readings rebuild offers
             # (ambiguous escaping such as a literal ``#015``, a doubtful
             # HOSTNAME), then, for records known to miss bytes, gapped matches.
             line, matches = self.detector.match_best(
-                (rb.line, *rb.alternatives), transport=_transport(record), lossy=bool(rb.lossy))
-            shape, lossy, source = rb.shape, bool(rb.lossy), rb.source
-        if not matches:
+                (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy))
+            entry = _reading(self.detector, rb, line, matches, tuple(who.asked))
+        if key is not None:
+            self.memo_misses += 1
+            if _key_chars(key) <= _MEMO_KEY_CHARS:
+                memo = self._memo
+                memo[key] = entry
+                memo.move_to_end(key)
+                if len(memo) > self.memo_size:
+                    memo.popitem(last=False)
+        return entry
+
+    def analyse(self, record: dict[Any, Any]) -> Analysis | None:
+        # rebuild reads the record with bin keys decoded; the rest of the
+        # analysis (transport, markers, host fields) reads it as it came.
+        rec = self._str_keys(record)
+        first, own = self._sender_fields(rec, self.source_fields)
+        reading = self.reading(rec, first, own, _transport(record))
+        rb = reading.rebuilt
+        source = None
+        if rb is not None:
+            # A memoised reading may come from a record with another sender:
+            # the source is this record's.
+            source = first if first is not None else rb.source
+        if reading.matches:
+            shape, lossy = rb.shape, bool(rb.lossy)
+        else:
             # Markers (user agents...) also count in other fields of the
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
                 return None
             key, line, matches = found
+            reading = _reading(self.detector, rb, line, matches)
             shape, lossy = f"field:{key}", False
-            source = rb.source if rb is not None else None
         if not source and (rb is None or rb.shape not in _HOST_AWARE):
             # No sender field and no HOSTNAME rule applied: a host field, as
             # str or as bytes (msgpack bin from Fluentd's in_tail, our own
@@ -158,7 +304,7 @@ class Enricher:
                 if isinstance(v, str) and v:
                     source = v
                     break
-        return Analysis(line, tuple(matches), source, shape, lossy)
+        return Analysis(reading.line, reading.matches, source, shape, lossy, reading)
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
         for n, (key, value) in enumerate(record.items()):
@@ -178,43 +324,58 @@ class Enricher:
     def batch(self, tag: str, items: Sequence[tuple[float, dict[Any, Any]]]) -> list[Any]:
         """``items``: (event time in seconds, record) in stream order ->
         one ``Decision`` or ``None`` per item."""
+        hits, misses = self.memo_hits, self.memo_misses
         analyses = [self.analyse(rec) for _, rec in items]
-        if self.metrics is not None:
-            misses = analyses.count(None)
-            if misses:
+        metrics = self.metrics
+        if metrics is not None:
+            nothing = sum(1 for an in analyses if an is None)
+            if nothing:
                 # Prefilter hits that match nothing: the price of a cheap scan.
-                self.metrics.inc("prefilter_no_match", misses)
+                metrics.inc("prefilter_no_match", nothing)
+            if self.memo_hits > hits:
+                metrics.inc("detect_memo_hits", self.memo_hits - hits)
+            if self.memo_misses > misses:
+                metrics.inc("detect_memo_misses", self.memo_misses - misses)
         out: list[Any] = [None] * len(items)
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
         analyses = self._adopt_senders(analyses, items)
         # Pass 1: lines several probes share are ordered by what follows.
         resolved: list[tuple[Match, ...]] = [
-            () if an is None else self._by_sequence(analyses, items, i, an, items[i][0])
+            () if an is None else
+            self._by_sequence(analyses, items, i, an, items[i][0]) if an.reading.rivals else an.matches
             for i, an in enumerate(analyses)]
         # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
+        matched: dict[tuple[str, str], int] = {}
+        below = 0
+        observe = self.correlator.observe
         for i, an in enumerate(analyses):
             if an is None:
                 continue
             t = items[i][0]
             following = None
-            matches = resolved[i]
-            if all(m.ambiguous for m in matches):
-                following = self._following(analyses, resolved, items, i, an.source, t)
             whole: tuple[Match, ...] = ()
-            if all(m.ambiguous for m in matches):
-                whole = self._whole(analyses, items, i, an, matches)
-            verdict = self.correlator.observe(an.source, t, matches, following=following,
-                                              whole=whole)
+            if an.reading.ambiguous:
+                following = self._following(analyses, resolved, items, i, an.source, t)
+                whole = self._whole(analyses, items, i, an)
+            # Pass 1 reorders only rival lines' matches; otherwise the
+            # reading's own distinctive matches are in the same order.
+            verdict = observe(an.source, t, resolved[i], following=following, whole=whole,
+                              sure=None if an.reading.rivals else an.reading.sure)
             if verdict is None or verdict.confidence < self.min_confidence:
-                if self.metrics is not None:
-                    self.metrics.inc("probe_below_confidence")
+                below += 1
                 continue
             probe = self.probe_map(an, verdict)
             out[i] = self.actions.decide(tag, items[i][1], probe, an.source)
-            if self.metrics is not None:
-                self.metrics.inc("probes_matched", probe=verdict.match.signature.probe,
-                                 kind=verdict.match.kind)
+            k = (verdict.match.signature.probe, verdict.match.kind)
+            matched[k] = matched.get(k, 0) + 1
+        if metrics is not None:
+            # Counted per batch: the same totals as per record, at a fraction
+            # of the label handling.
+            if below:
+                metrics.inc("probe_below_confidence", below)
+            for (probe_name, kind), n in matched.items():
+                metrics.inc("probes_matched", n, probe=probe_name, kind=kind)
         return out
 
     def _adopt_senders(self, analyses: list[Analysis | None],
@@ -225,11 +386,11 @@ class Enricher:
         (``127.0.0.1 #015``) does, and it is the same connection when it is
         the next piece of the same payload, logged at nearly the same time.
         Such a line takes that sender; otherwise it stays without one."""
-        out = list(analyses)
+        out = analyses
         for i, an in enumerate(analyses):
             if an is None or an.source is not None:
                 continue
-            sure = [m for m in an.matches if not m.ambiguous]
+            sure = an.reading.sure
             if not sure:
                 continue
             t = items[i][0]
@@ -241,17 +402,18 @@ class Enricher:
                     break
                 if any(x.signature.id == m.signature.id and self._is_piece(x.signature.id, m.fragment + 1, aj.line)
                        for m in sure for x in aj.matches):
-                    out[i] = Analysis(an.line, an.matches, aj.source, an.shape, an.lossy)
+                    if out is analyses:
+                        out = list(analyses)
+                    out[i] = Analysis(an.line, an.matches, aj.source, an.shape, an.lossy, an.reading)
                     break
         return out
 
     def _is_piece(self, sig_id: str, fragment: int, line: bytes) -> bool:
         """Is ``line`` (spacing aside) what rsyslog logs as that fragment?"""
-        pieces = self.detector.logged_pieces(sig_id)
-        return 0 <= fragment < len(pieces) and pieces[fragment].strip(b" \t") == line.strip(b" \t")
+        return _is_piece(self.detector, sig_id, fragment, line)
 
     def _whole(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
-               i: int, an: Analysis, matches: Sequence[Match]) -> tuple[Match, ...]:
+               i: int, an: Analysis) -> tuple[Match, ...]:
         """Ambiguous matches of line ``i`` that, with the lines following it,
         are a signature's complete payload:
 
@@ -263,26 +425,20 @@ class Enricher:
           in order, from the same source within ``_SAME_CONNECTION`` seconds:
           GenericLines is ``\r\n\r\n``, two lines that are only a CR.
 
+        The first test and the first piece of the second depend on the line
+        alone (``Reading.whole``); the rest looks at the following lines.
         The correlator tags these only for a source in the middle of a scan."""
-        count = self.detector.fragment_count
-        core = an.line.strip(b" \t\r\n")
         out = []
-        for m in matches:
-            if m.kind != "exact":
-                continue
-            n = count.get(m.signature.id, 1)
+        for m, n in an.reading.whole:
             if n == 1:
-                if len(core) >= _MIN_WHOLE or (core and _CONTROL.fullmatch(core)):
-                    out.append(m)
-                continue
-            if not self._is_piece(m.signature.id, 0, an.line):
+                out.append(m)
                 continue
             t, k = items[i][0], 1
             for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
                 aj = analyses[j]
                 if aj is None or aj.source != an.source:
                     continue
-                if abs(items[j][0] - t) > _SAME_CONNECTION or any(not x.ambiguous for x in aj.matches):
+                if abs(items[j][0] - t) > _SAME_CONNECTION or not aj.reading.ambiguous:
                     break
                 if not self._is_piece(m.signature.id, k, aj.line):
                     break
@@ -299,10 +455,10 @@ class Enricher:
         request) by how well the next lines of the same source continue each
         payload: fragment 0, then 1, 2... A tie goes to the payload with the
         fewest pieces still to come, since a longer payload's other lines would
-        arrive together with this one (one connection, one batch)."""
-        sure = [m for m in an.matches if not m.ambiguous]
-        if len({(m.signature.probe, m.signature.scanner) for m in sure}) < 2:
-            return an.matches
+        arrive together with this one (one connection, one batch). Only for
+        lines whose distinctive matches name two probes or more
+        (``Reading.rivals``); other lines keep their order."""
+        sure = an.reading.sure
         window = self.correlator.window
         ranked = []
         for m in sure:
@@ -332,9 +488,11 @@ class Enricher:
                 continue
             if items[j][0] - t > window:
                 return None
-            sure = [m for m in resolved[j] if not m.ambiguous]
-            if sure:
-                return sure[0]
+            if not an.reading.ambiguous:
+                # The first distinctive match in the order pass 1 gave them.
+                for m in resolved[j]:
+                    if not m.ambiguous:
+                        return m
         return None
 
     def probe_map(self, an: Analysis, v: Verdict) -> dict[str, Any]:
@@ -346,7 +504,7 @@ class Enricher:
             "confidence": v.confidence,
             "transport": sig.transport,
             "kind": v.match.kind,
-            "payload": show_bytes(an.line),
+            "payload": an.reading.payload,
             "fragment": v.match.fragment,
             "scan_id": v.scan_id,
             "group_lines": v.group_lines,
