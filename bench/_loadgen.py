@@ -27,8 +27,10 @@ Theory of operation
   ``probetag.forward.ClientConnection.send_packed`` makes (checked in
   ``tests/bench``); replies must be ``{"ack": id}`` for an id in flight,
   anything else ends the connection with a reason, as in ``ClientConnection``.
-  ``rate=None`` is closed loop: a chunk goes out
-  as soon as the window allows (the max-throughput mode). With ``rate`` it
+  Each connection is an ``asyncio.Protocol`` (``_Conn``) that takes acks
+  in ``data_received``. ``rate=None`` is closed loop: a freed slot is
+  refilled from that same callback, so a chunk goes out as soon as the
+  window allows (the max-throughput mode) without a task switch. With ``rate`` it
   is open loop: chunk *k* is due at ``start + k * 1000 / rate`` and is
   stamped with that *due* time, not the time it actually left, so a stall
   that holds the sender back shows as latency instead of being hidden
