@@ -405,3 +405,62 @@ def test_bench_split_adds_up_cpu_per_stage(tmp_path: Path) -> None:
     assert sp["detection"] > 0 and sp["writing"] > 0  # 0.5 MB holds ~40 probe lines
     assert sp["startup"] + sp["read"] + sp["scan_lines"] + sp["detection"] + sp["writing"] <= sp["total"] + 0.01
     assert "CPU split (s): start-up" in p.stdout
+
+
+# ------------------------------------------------------------------ gzip
+def _read_all(f: Any) -> bytes:
+    first = explain._sniff(f)
+    return b"\n".join(bytes(b) for b in explain._blocks(f, first, explain.FileReport("x")))
+
+
+def _gunzip_cases() -> dict[str, bytes]:
+    a = b"".join(b"Nov 27 10:00:%02d h app: line %d\n" % (i % 60, i) for i in range(30_000))
+    b = b"Nov 27 10:00:00 h app: GET / HTTP/1.0#015\nlast line, no LF"
+    return {
+        "one member": gzip.compress(a),
+        "two members": gzip.compress(a) + gzip.compress(b),
+        "zero padding": gzip.compress(b) + b"\x00" * 700 + gzip.compress(a) + b"\x00" * 3,
+        "empty member": gzip.compress(b"") + gzip.compress(b),
+        "stored": gzip.compress(a, compresslevel=0),
+    }
+
+
+@pytest.mark.parametrize("case", list(_gunzip_cases()))
+def test_gunzip_reads_what_gzipfile_reads(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _gunzip_cases()[case]
+    path = tmp_path / "f.gz"
+    path.write_bytes(data)
+    want = _read_all(gzip.GzipFile(fileobj=io.BufferedReader(io.BytesIO(data))))
+    assert _read_all(explain._open(str(path))) == want
+    # tiny reads and a tiny inflate limit: every member boundary and
+    # unconsumed tail is met
+    monkeypatch.setattr(explain, "_GZ_IN", 7)
+    monkeypatch.setattr(explain, "_GZ_OUT", 64)
+    assert _read_all(io.BufferedReader(explain._Gunzip(io.BufferedReader(io.BytesIO(data))), 64)) == want
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage after", "one byte after"])
+def test_gunzip_fails_as_gzipfile_fails(tmp_path: Path, damage: str) -> None:
+    good = gzip.compress(b"Nov 27 10:00:00 h app: x\n" * 50_000)
+    data = {"cut": good[:-9], "garbage after": good + b"xyz", "one byte after": good + b"\x01"}[damage]
+    with pytest.raises((EOFError, gzip.BadGzipFile)) as want:
+        _read_all(gzip.GzipFile(fileobj=io.BufferedReader(io.BytesIO(data))))
+    path = tmp_path / "f.gz"
+    path.write_bytes(data)
+    with pytest.raises(want.type) as got:
+        _read_all(explain._open(str(path)))
+    assert str(got.value) == str(want.value)
+    # the CLI names the file and the error, and keeps going
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", str(path), str(FIX / "rfc3339.log")],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 1 and f"error: {path}: {want.value}".encode() in p.stderr
+    assert b"Traceback" not in p.stderr and b"rfc3339.log:" in p.stdout
+
+
+def test_corrupt_gzip_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(b"Nov 27 10:00:00 h app: x\n" * 1000))
+    data[-6] ^= 0xFF  # the CRC32 in the trailer
+    path = tmp_path / "crc.gz"
+    path.write_bytes(bytes(data))
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", str(path)], capture_output=True, timeout=120)
+    assert p.returncode == 1 and str(path).encode() in p.stderr and b"Traceback" not in p.stderr
