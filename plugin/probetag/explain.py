@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 * Input is rsyslog output files (``-`` is stdin; gzip is recognised by its
-  magic bytes). The format is detected once per file from its first lines
+  magic bytes and inflated by zlib in large reads, ``_Gunzip``). The format is detected once per file from its first lines
   (``probetag.decode.detect_file_format``) unless ``--input-format`` names it.
 * The file is read in blocks of whole lines (``_BLOCK`` bytes), so memory
   stays constant however big the file is. Per block, the *same* code as
@@ -34,7 +34,9 @@ Theory of operation
 * Output: ``jsonl`` is one object per input line, in order:
   ``{"line": N, "probe": {...}}`` or ``{"line": N, "probe": null}`` (N is
   1-based per file; ``"file"`` is added when several files are given),
-  byte for byte what ``json.dumps`` writes, encoded as ``sys.stdout`` would.
+  byte for byte what one ``json.dumps`` per line writes (the null lines
+  with its defaults, the probe lines with ``ensure_ascii=False``), encoded
+  as ``sys.stdout`` would.
   ``text`` is a per-source summary (scanner, probes, first/last seen, lines,
   the listener that received them and how to close it) and a count of the
   other lines, from the correlator's scan summaries.
