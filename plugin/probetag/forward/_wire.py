@@ -20,6 +20,17 @@ Theory of operation
   from a header, declared) exceed ``max_frame_bytes`` is fatal. Declared sizes
   are checked by a shallow header walk (``_declared_overflow``) so that a
   str32 claiming 4 GiB fails at once instead of after 16 MiB of waiting.
+* Fast path for the frame every forwarder sends under load, a PackedForward
+  ``[tag, str/bin payload, option]`` with a payload of at least
+  ``_BIG_PAYLOAD`` bytes: its end is read from its few headers
+  (``_packed_end``: tag, payload length, then the small option map header by
+  header), so the payload is never copied into a skipper. The skipper
+  path would copy a 200 KB chunk five times (slice, bytes, unpacker buffer
+  and its growth) for nothing. The fast path applies the same bound checks;
+  anything it cannot decide from the headers (other shapes, an option map
+  of more than ``_WALK_BUDGET`` objects) goes to the skipper. The skipper is
+  dropped whenever such a frame starts: between frames it holds nothing
+  but bytes still in ``_buf``.
 * Nesting deeper than msgpack's C stack (1024 levels) raises ``StackError``
   in the skipper: fatal ``too_deep``, never a crash. ``0xc1`` and other
   undecodable bytes: fatal ``parse_error``. After a fatal framing error the
@@ -66,6 +77,9 @@ _FEED = 256 * 1024
 # Initial buffer of the skipping unpacker (msgpack's default is 1 MiB); it
 # grows on demand up to its max_buffer_size when a big frame arrives.
 _SKIP_READ_SIZE = 64 * 1024
+# Fast path (see above): payloads from this size on; headers walked at most.
+_BIG_PAYLOAD = 16 * 1024
+_WALK_BUDGET = 64
 
 # -------------------------------------------------------------- type table
 #
@@ -178,6 +192,46 @@ def _declared_overflow(buf: bytearray, start: int, limit: int, budget: int = 64)
     return None
 
 
+def _packed_end(buf: bytearray) -> int | None:
+    """Where the frame at ``buf[0]`` ends if its headers show a PackedForward
+    with a payload of at least ``_BIG_PAYLOAD`` bytes: the end offset (which
+    may lie beyond the data received so far), -1 if the headers after the
+    payload are not all here yet, None if it is not such a frame or its
+    option map is too long to walk (the skipper decides). Raises
+    ``FormatError`` on the byte 0xc1, as the skipper would."""
+    b0 = buf[0]
+    end = len(buf)
+    if (b0 != 0x92 and b0 != 0x93) or end < 2 or _KINDS[buf[1]] != STR:
+        return None
+    h = _header(buf, 1)
+    if h is None:
+        return None
+    pos = 1 + h[0] + h[1]
+    if pos >= end:
+        return None
+    kind = _KINDS[buf[pos]]
+    if kind != STR and kind != BIN:
+        return None
+    h = _header(buf, pos)
+    if h is None or h[1] < _BIG_PAYLOAD:
+        return None
+    pos += h[0] + h[1]
+    if b0 == 0x92 or pos > end:
+        return pos if b0 == 0x92 else -1
+    pending = 1  # the option map and, as they appear, its children
+    for _ in range(_WALK_BUDGET):
+        if pos >= end:
+            return -1
+        h = _header(buf, pos)
+        if h is None:
+            return -1
+        pending += h[2] - 1
+        pos += h[0] + h[1]
+        if not pending:
+            return pos
+    return None
+
+
 class FrameError(Exception):
     """A framing failure: always fatal for the stream."""
 
@@ -239,6 +293,10 @@ class Framer:
                 self._start = self._fed = 0
                 self._checked = -1
             return None
+        if len(self._buf) >= _BIG_PAYLOAD:
+            frame = self._fast_frame()
+            if frame is not False:
+                return frame  # type: ignore[return-value]
         if self._up is None:
             self._up = msgpack.Unpacker(
                 raw=True,
@@ -291,6 +349,39 @@ class Framer:
                     )
             if not self._feed_slice():
                 return None
+
+    def _fast_frame(self) -> bytes | None | bool:
+        """The fast path (see above): a frame, None (incomplete), or False
+        when the skipper has to decide."""
+        try:
+            n = _packed_end(self._buf)
+        except FormatError as exc:
+            raise FrameError("parse_error", f"undecodable msgpack: {exc}") from None
+        if n is None:
+            return False
+        if self._up is not None:
+            # At a frame boundary the skipper holds only bytes still in _buf.
+            self._up = None
+            self._start = self._fed = 0
+            self._checked = -1
+        if n < 0 or n > len(self._buf):
+            # Incomplete: the same bounds as on the skipper path.
+            claimed = _declared_overflow(self._buf, 0, self._limit)
+            if claimed is not None:
+                raise FrameError(
+                    "frame_too_large", f"frame declares at least {claimed} bytes > limit {self._limit}"
+                )
+            if len(self._buf) > self._limit:
+                raise FrameError(
+                    "frame_too_large", f"incomplete frame of {len(self._buf)} bytes > limit {self._limit}"
+                )
+            return None
+        if n > self._limit:
+            raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
+        with memoryview(self._buf) as view:
+            frame = view[:n].tobytes()
+        del self._buf[:n]
+        return frame
 
     def _feed_slice(self) -> bool:
         """Hand the skipper the next (at most ``_FEED``) received bytes."""
@@ -504,6 +595,27 @@ def parse_frame(frame: bytes, limits: Limits) -> Chunk | Heartbeat | ProtocolErr
         return skip.error
 
 
+def _packed_layout(frame: bytes) -> tuple[int, str, int, int] | None:
+    """(element count, tag, payload offset, payload end) of a PackedForward
+    frame ``[str, str/bin, option?]`` in a fixarray, from its headers alone;
+    None for any other shape (the unpacker path decides)."""
+    b0 = frame[0]
+    if (b0 != 0x92 and b0 != 0x93) or len(frame) < 3 or _KINDS[frame[1]] != STR:
+        return None
+    h = _header(frame, 1)
+    if h is None:
+        return None
+    p2 = 1 + h[0] + h[1]
+    if p2 >= len(frame) or (_KINDS[frame[p2]] != STR and _KINDS[frame[p2]] != BIN):
+        return None
+    h2 = _header(frame, p2)
+    if h2 is None:
+        return None
+    # msgpack's raw=False decoding of a str, as new_unpacker does it.
+    tag = frame[1 + h[0]:p2].decode("utf-8", "surrogateescape")
+    return b0 & 0x0F, tag, p2, p2 + h2[0] + h2[1]
+
+
 def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     first = _KINDS[frame[0]]
     if first == NIL:
@@ -513,22 +625,30 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     if first != ARRAY:
         # SPEC1: "Server SHOULD ignore any request value other than array".
         raise _Skip("not_array", f"top-level {first}, expected array")
-    up = new_unpacker(len(frame))
-    up.feed(frame)
-    n = up.read_array_header()
-    if n < 2:
-        raise _Skip("short_frame", f"array of {n} element(s), need at least 2")
+    layout = _packed_layout(frame)
+    up: msgpack.Unpacker | None = None
+    if layout is not None:
+        # PackedForward, read from its headers: the payload is sliced out
+        # once and never copied into an unpacker.
+        n, tag, p2, p3 = layout
+        k2 = _KINDS[frame[p2]]
+    else:
+        up = new_unpacker(len(frame))
+        up.feed(frame)
+        n = up.read_array_header()
+        if n < 2:
+            raise _Skip("short_frame", f"array of {n} element(s), need at least 2")
 
-    p = up.tell()
-    if _KINDS[frame[p]] != STR:
-        # Spec: tag is a str. Fluent Bit closes, Fluentd and Vector skip.
-        raise _Skip("bad_tag", f"tag is {_KINDS[frame[p]]}, not str")
-    tag = up.unpack()
+        p = up.tell()
+        if _KINDS[frame[p]] != STR:
+            # Spec: tag is a str. Fluent Bit closes, Fluentd and Vector skip.
+            raise _Skip("bad_tag", f"tag is {_KINDS[frame[p]]}, not str")
+        tag = up.unpack()
 
-    p2 = up.tell()
-    k2 = _KINDS[frame[p2]]
-    up.skip()
-    p3 = up.tell()
+        p2 = up.tell()
+        k2 = _KINDS[frame[p2]]
+        up.skip()
+        p3 = up.tell()
     if k2 in (INT, EXT):
         mode = "message"
         arity = (3, 4)
@@ -545,6 +665,7 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
 
     record_end = p3
     if mode == "message":
+        assert up is not None
         up.skip()
         record_end = up.tell()
 
@@ -553,9 +674,12 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     size_hint: int | None = None
     signal = 0
     if n == arity[1]:
-        po = up.tell()
+        po = up.tell() if up is not None else p3
         ko = _KINDS[frame[po]]
         if ko == MAP:
+            if up is None:
+                up = new_unpacker(len(frame) - po)
+                up.feed(frame[po:])
             try:
                 option = unpack_one(up)
             except Undecodable as exc:
