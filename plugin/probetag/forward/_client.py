@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import secrets
 import zlib
-from typing import Literal
+from typing import Literal, Sequence
 
 import msgpack
 
@@ -53,6 +53,18 @@ _HELO, _PONG, _READY, _DONE = "await_helo", "await_pong", "ready", "done"
 _MAX_REPLY_BYTES = 64 * 1024
 
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+
+
+_FIXARRAY3 = b"\x93"
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack bin 8/16/32 header for ``n`` bytes."""
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
 
 
 def new_chunk_id() -> str:
@@ -115,12 +127,14 @@ class ClientConnection:
     def send_packed(
         self,
         tag: str,
-        entries: bytes,
+        entries: bytes | Sequence[bytes],
         count: int,
         chunk_id: str | None,
         compress: Literal["text", "gzip"] = "text",
     ) -> bytes:
-        """One PackedForward frame. With ``chunk_id`` the server must ack it."""
+        """One PackedForward frame. With ``chunk_id`` the server must ack it.
+        ``entries`` may be given in parts (several chunks' packed entries):
+        they are concatenated into the frame, which is the only copy made."""
         if self._state != _READY:
             raise LocalProtocolError(f"send_packed() in state {self._state}")
         if not isinstance(tag, str) or not tag:
@@ -135,15 +149,18 @@ class ClientConnection:
             if key in self._outstanding:
                 raise LocalProtocolError("chunk id already in flight on this connection")
             option["chunk"] = chunk_id
+        parts = [entries] if isinstance(entries, (bytes, bytearray, memoryview)) else list(entries)
         if compress == "gzip":
             z = zlib.compressobj(6, zlib.DEFLATED, 31)
-            payload = z.compress(entries) + z.flush()
+            parts = [b"".join(z.compress(p) for p in parts) + z.flush()]
             option["compressed"] = "gzip"
-        elif compress == "text":
-            payload = bytes(entries)
-        else:
+        elif compress != "text":
             raise LocalProtocolError(f"compress must be 'text' or 'gzip', not {compress!r}")
-        frame = _packer.pack([tag, payload, option])
+        # [tag, bin payload, option] laid out by hand (what msgpack packs with
+        # use_bin_type=True, byte for byte) so the payload is copied once,
+        # into the frame, instead of into the packer and out again.
+        size = sum(len(p) for p in parts)
+        frame = b"".join((_FIXARRAY3, _packer.pack(tag), _bin_header(size), *parts, _packer.pack(option)))
         if chunk_id is not None:
             self._outstanding[key] = chunk_id
         return frame

@@ -169,10 +169,11 @@ class ForwardOutput:
 
     async def _deliver(self, batch: list[Queued]) -> None:
         tag = batch[0].chunk.tag
-        entries = b"".join(i.chunk.entries for i in batch)
+        # The chunks' entries go into the frame as parts: joined once there.
+        entries: list[bytes] = [i.chunk.entries for i in batch]
         count = sum(i.chunk.count for i in batch)
         if self.config.time_as_integer:
-            entries = integer_times(entries)
+            entries = [integer_times(b"".join(entries))]
         delay = self.config.retry_initial
         while True:
             try:
@@ -200,22 +201,26 @@ class ForwardOutput:
                 await self._drop_conn()
             return
 
-    async def _request(self, tag: str, entries: bytes, count: int) -> None:
+    async def _request(self, tag: str, entries: list[bytes], count: int) -> None:
         conn = await self._connection()
         chunk_id = new_chunk_id() if self.config.require_ack else None
         data = conn.proto.send_packed(tag, entries, count, chunk_id, compress=self.config.compress)
+        # asyncio.timeout arms one timer on this task; wait_for would run
+        # each of these awaits in a Task of its own (Python 3.11).
         try:
-            conn.writer.write(data)
-            await asyncio.wait_for(conn.writer.drain(), self.config.ack_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.config.ack_timeout):
+                conn.writer.write(data)
+                await conn.writer.drain()
+        except TimeoutError:
             raise _Retry("write_timeout") from None
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             raise _Retry("write_error", type(exc).__name__) from None
         if chunk_id is None:
             return
         try:
-            await asyncio.wait_for(self._await_ack(conn, chunk_id), self.config.ack_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.config.ack_timeout):
+                await self._await_ack(conn, chunk_id)
+        except TimeoutError:
             raise _Retry("ack_timeout") from None
         self.metrics.inc("acks_received")
 
