@@ -129,6 +129,12 @@ class ServerConnection:
         core keeps no clock."""
         return 0 if self._state == _DONE else self._framer.buffered
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet returned as events, in any state (the
+        caller stops reading above its own bound)."""
+        return self._framer.buffered
+
     def initial_bytes(self) -> bytes:
         return self._helo
 

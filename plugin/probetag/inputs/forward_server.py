@@ -6,12 +6,17 @@ Theory of operation
   sans-I/O ``probetag.forward.ServerConnection``; this module moves bytes
   between it and the socket and hands each ``Chunk`` to the ``Pipeline``.
 * One task per connection runs the loop: drain events, then (after waiting
-  for pipeline capacity) read once more. Before every chunk is handed over
-  and before every read the task awaits ``Pipeline.wait_capacity()``: when
-  the in-flight bound is hit the connection simply stops reading, the
-  StreamReader stops the transport once its buffer is full, and the sender's
-  writes block (TCP flow control). Nothing is buffered beyond the bound
-  but the one chunk being admitted.
+  for pipeline capacity) wait for more bytes. Before every chunk is handed
+  over and before every wait the task awaits ``Pipeline.wait_capacity()``:
+  when the in-flight bound is hit the connection simply stops reading, the
+  protocol pauses the transport once ``HIGH_WATER`` bytes wait unparsed, and
+  the sender's writes block (TCP flow control). Nothing is buffered beyond
+  the bound but the one chunk being admitted.
+* Bytes go from the transport's ``data_received`` straight into the
+  ``ServerConnection`` (``_StreamProtocol``): no StreamReader, whose
+  buffer and ``read()`` would copy every 200 KB chunk three more times and
+  wake the task once per ``read()`` size. The protocol only appends and
+  wakes the task; all parsing stays in the task.
 * Acks are end to end: ``{"ack": chunk}`` is written from the pipeline's
   settle callback, i.e. only after every record of the chunk is acked
   downstream (or flushed to stdout). Acks may therefore leave in a different
@@ -94,7 +99,9 @@ from ..forward import (
 
 __all__ = ["ForwardServer", "server_ssl_context", "format_peer"]
 
-READ_SIZE = 64 * 1024
+#: Unparsed bytes above which the transport stops reading until the
+#: connection's task asks for more (the bound the StreamReader's limit was).
+HIGH_WATER = 512 * 1024
 #: Bounds of one merged group of buffered frames (see "Merging").
 MERGE_MAX_BYTES = 1024 * 1024
 MERGE_MAX_FRAMES = 1000
@@ -138,31 +145,128 @@ class _UdpHeartbeat(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-class _PausedStreamProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until ``_accept`` resumes it.
+class _StreamProtocol(asyncio.Protocol):
+    """One accepted socket: feeds received bytes to its connection's
+    ``ServerConnection`` and wakes the connection's task.
 
-    Bytes a client sends at once (a TLS ClientHello) must not be consumed by
-    the plain StreamReader before ``start_tls`` takes the socket over, or the
-    TLS handshake waits for bytes already gone."""
+    Reading starts paused and is resumed by ``_accept`` once the connection
+    is set up: bytes a client sends at once (a TLS ClientHello) must not be
+    consumed before ``start_tls`` takes the socket over. Bytes that arrive
+    before the connection exists (right after the TLS handshake) are kept
+    and handed over by ``attach``."""
+
+    def __init__(self, server: ForwardServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.conn: ServerConnection | None = None
+        self.over_ssl = False
+        self.arrived = False  # bytes, EOF or loss since the task last looked
+        self.paused = False
+        self.exc: BaseException | None = None
+        self.eof = False
+        self._early: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
         if isinstance(transport, asyncio.ReadTransport):
             transport.pause_reading()
-        super().connection_made(transport)
+            self.paused = True
+        self._task = asyncio.get_running_loop().create_task(self.server._accept(self))
+
+    def attach(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        for data in self._early:
+            conn.receive_data(data)
+        self._early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            self._early.append(data)
+        else:
+            conn.receive_data(data)
+            if not self.paused and conn.buffered_bytes > HIGH_WATER:
+                self.pause()
+        self.arrived = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.conn is not None:
+            self.conn.receive_data(b"")
+        self.arrived = True
+        self._wake()
+        # Keep the socket open for writing: acks of chunks already handed
+        # over still go out after the peer's FIN (SSL cannot half-close).
+        return not self.over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.exc = exc
+        elif not self.eof:
+            self.eof_received()
+        self.arrived = True
+        self._wake()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self.paused = False
+
+    async def wait_data(self) -> None:
+        """Until bytes, EOF or a connection error arrive (raised here, as
+        ``StreamReader.read`` raised it); at once if some came meanwhile."""
+        if self.exc is not None:
+            raise self.exc
+        if self.arrived or self.eof:
+            self.arrived = False
+            return
+        self.resume()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        self.arrived = False
+        if self.exc is not None:
+            raise self.exc
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Connection:
     """One TCP connection: its ServerConnection, read loop and pending acks."""
 
-    def __init__(self, server: ForwardServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: ForwardServer, io: _StreamProtocol) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.peer = format_peer(writer.get_extra_info("peername"))
+        self.io = io
+        assert io.transport is not None
+        self.transport = io.transport
+        self.peer = format_peer(io.transport.get_extra_info("peername"))
         cfg = server.config
         self.proto = ServerConnection(self.peer, limits=server.limits, security=server.security,
                                       keepalive=not cfg.deny_keepalive)
+        io.attach(self.proto)
         self.authenticated = server.security is None
         self.pending = 0
         self._settled = asyncio.Event()
@@ -189,7 +293,7 @@ class _Connection:
             return
         acks = [self.proto.ack_bytes(cid) for cid in chunk_ids if cid is not None]
         if acks:
-            self.writer.write(b"".join(acks))
+            self.transport.write(b"".join(acks))
             self.server.metrics.inc("acks_sent", len(acks))
 
     # -- main loop -------------------------------------------------------------
@@ -197,9 +301,10 @@ class _Connection:
     async def run(self) -> None:
         m = self.server.metrics
         loop = asyncio.get_running_loop()
+        io = self.io
         initial = self.proto.initial_bytes()
         if initial:
-            self.writer.write(initial)
+            self.transport.write(initial)
         handshake_deadline = loop.time() + self.server.config.handshake_timeout
         frame_deadline: float | None = None  # see "frame_timeout" above
         group: list[Chunk] = []
@@ -229,6 +334,7 @@ class _Connection:
                 if self.stopping:
                     break
             if ev is NEED_DATA:
+                io.arrived = False  # next_event() has seen every byte so far
                 waited_from = loop.time()
                 await self.server.pipeline.wait_capacity()
                 if self.stopping:
@@ -254,7 +360,7 @@ class _Connection:
                     # wait_for would wrap every read in a new Task (~5 % of
                     # the CPU at full rate).
                     async with asyncio.timeout(timeout):
-                        data = await self.reader.read(READ_SIZE)
+                        await io.wait_data()
                 except TimeoutError:
                     if reason == "frame_timeout":
                         m.inc("frames_rejected", reason=reason)
@@ -280,7 +386,6 @@ class _Connection:
                     break
                 if self.stopping:
                     break
-                self.proto.receive_data(data)
                 continue
             if ev is CLOSED:
                 break
@@ -291,7 +396,7 @@ class _Connection:
                 m.inc("heartbeats", transport="tcp")
             elif isinstance(ev, HandshakeReply):
                 if ev.data:
-                    self.writer.write(ev.data)
+                    self.transport.write(ev.data)
                 if ev.ok:
                     self.authenticated = True
                 else:
@@ -356,22 +461,21 @@ class _Connection:
     def stop(self) -> None:
         """Stop reading (shutdown). Acks of handed-over chunks still go out."""
         self.stopping = True
-        transport = self.writer.transport
-        if not transport.is_closing() and isinstance(transport, asyncio.ReadTransport):
-            transport.pause_reading()
-        self.reader.feed_eof()
+        self.io.pause()
+        self.io.arrived = True
+        self.io._wake()  # noqa: SLF001 - the read loop sees ``stopping``
 
     def _close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self.stopping = True
-        self.writer.close()
+        self.io.close()
 
     async def close(self) -> None:
         self._close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+            await asyncio.wait_for(self.io.wait_closed(), 2.0)
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
 
@@ -423,8 +527,8 @@ class ForwardServer:
         # error; asyncio itself reports those only in debug mode.
         loop = asyncio.get_running_loop()
 
-        def protocol() -> asyncio.StreamReaderProtocol:
-            return _PausedStreamProtocol(asyncio.StreamReader(limit=READ_SIZE), self._accept)
+        def protocol() -> _StreamProtocol:
+            return _StreamProtocol(self)
 
         self._server = await loop.create_server(protocol, host, port, reuse_address=True,
                                                 reuse_port=self.reuse_port or None)
@@ -439,7 +543,7 @@ class ForwardServer:
         log_event(logging.INFO, "listening", input="forward", address=format_peer((self.host, self.port)),
                   tls=bool(ctx), handshake=self.security is not None)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, io: _StreamProtocol) -> None:
         m = self.metrics
         task = asyncio.current_task()
         assert task is not None
@@ -449,19 +553,18 @@ class ForwardServer:
             self._refused += 1
             if self._refused % 100 == 1:  # a connection flood must not flood the log
                 log_event(logging.WARNING, "connection_refused",
-                          peer=format_peer(writer.get_extra_info("peername")),
+                          peer=format_peer(io.transport.get_extra_info("peername") if io.transport else None),
                           reason="max_connections", limit=self.config.max_connections,
                           refused_total=self._refused)
-            writer.close()
+            io.close()
             return
         self._tasks.add(task)
         try:
             if self._ssl is not None:
-                if not await self._start_tls(writer):
+                if not await self._start_tls(io):
                     return
-            elif isinstance(writer.transport, asyncio.ReadTransport):
-                writer.transport.resume_reading()
-            conn = _Connection(self, reader, writer)
+            conn = _Connection(self, io)
+            io.resume()
             self._conns.add(conn)
             m.inc("connections_accepted")
             m.set("connections_open", len(self._conns))
@@ -472,15 +575,23 @@ class ForwardServer:
                 m.set("connections_open", len(self._conns))
                 await conn.close()
         except asyncio.CancelledError:
-            writer.close()  # shutdown (close() cancels what is left)
+            io.close()  # shutdown (close() cancels what is left)
         finally:
             self._tasks.discard(task)
 
-    async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
-        assert self._ssl is not None
-        peer = format_peer(writer.get_extra_info("peername"))
+    async def _start_tls(self, io: _StreamProtocol) -> bool:
+        assert self._ssl is not None and io.transport is not None
+        peer = format_peer(io.transport.get_extra_info("peername"))
         try:
-            await asyncio.wait_for(writer.start_tls(self._ssl), self.config.handshake_timeout)
+            tls = await asyncio.wait_for(
+                asyncio.get_running_loop().start_tls(io.transport, io, self._ssl, server_side=True),
+                self.config.handshake_timeout)
+            assert tls is not None
+            io.transport = tls  # type: ignore[assignment]
+            io.over_ssl = True
+            # The TLS transport reads from the start; it is paused again
+            # only by the high-water mark.
+            io.paused = False
             return True
         except asyncio.TimeoutError:
             reason, detail = "tls_handshake_timeout", ""
@@ -489,7 +600,7 @@ class ForwardServer:
         self.metrics.inc("connections_rejected", reason=reason)
         log_event(logging.WARNING, "forward_peer_error", peer=peer, reason=reason, fatal=True,
                   detail=str(detail)[:200])
-        writer.close()
+        io.close()
         return False
 
     async def stop_accepting(self) -> None:
