@@ -51,8 +51,10 @@ import gzip
 import io
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +75,7 @@ _MAX_LINE = 1024 * 1024
 #: gzip input: compressed bytes read, and most bytes inflated, per call
 _GZ_IN = 1024 * 1024
 _GZ_OUT = 4 * 1024 * 1024
+_GZ_AHEAD = 2
 #: Lines the format detection looks at.
 _SNIFF_LINES = 200
 
@@ -284,13 +287,22 @@ class _Gunzip(io.RawIOBase):
     another member), but zlib parses the header and checks CRC and size
     itself (``wbits=31``) and gets ``_GZ_IN`` bytes per call instead of 8 KiB:
     GzipFile spent a third of the inflate time again around it. A corrupt
-    member is ``BadGzipFile`` with zlib's message."""
+    member is ``BadGzipFile`` with zlib's message.
+
+    zlib lets go of the GIL while it inflates, so a thread inflates up to
+    ``_GZ_AHEAD`` pieces ahead of the reader: on two cores the inflating and
+    the scanning overlap. Its errors reach the reader in order, after the
+    data before them, where GzipFile would have raised them."""
 
     def __init__(self, src: IO[bytes]) -> None:
         self._src = src
         self._z = zlib.decompressobj(31)
         self._out = memoryview(b"")
         self._done = False
+        self._stop = threading.Event()
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(_GZ_AHEAD)
+        self._thread = threading.Thread(target=self._produce, name="probetag-gunzip", daemon=True)
+        self._thread.start()
 
     def readable(self) -> bool:
         return True
@@ -299,25 +311,57 @@ class _Gunzip(io.RawIOBase):
         while not self._out:
             if self._done:
                 return 0
-            self._inflate()
+            item = self._q.get()
+            if item is None or isinstance(item, BaseException):
+                self._done = True
+                if item is None:
+                    return 0
+                raise item
+            self._out = memoryview(item)
         n = min(len(b), len(self._out))
         b[:n] = self._out[:n]
         self._out = self._out[n:]
         return n
 
-    def _inflate(self) -> None:
+    def close(self) -> None:
+        # a reader that stops early: the thread stops at its next piece
+        self._stop.set()
+        self._thread.join(5.0)
+        super().close()
+
+    def _produce(self) -> None:
+        item: bytes | BaseException | None
+        try:
+            while not self._stop.is_set():
+                item = self._inflate()
+                if item is None:
+                    break
+                if item:
+                    self._put(item)
+        except Exception as exc:  # the reader raises it, in order
+            self._put(exc)
+            return
+        self._put(None)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _inflate(self) -> bytes | None:
+        """The next inflated piece (maybe empty); None at the end."""
         z = self._z
         if z.eof:
             # A member ended. GzipFile: zero padding is skipped; anything
-            # else must be the next member's magic. Looked at only once its
-            # output has been read, so an error here comes where GzipFile's
-            # would, after all the data before it.
+            # else must be the next member's magic.
             rest = z.unused_data.lstrip(b"\x00")
             while not rest:
                 rest = self._src.read(_GZ_IN)
                 if not rest:
-                    self._done = True
-                    return
+                    return None
                 rest = rest.lstrip(b"\x00")
             if len(rest) < 2:
                 rest += self._src.read(1)
@@ -330,7 +374,7 @@ class _Gunzip(io.RawIOBase):
             if not data:
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
         try:
-            self._out = memoryview(z.decompress(data, _GZ_OUT))
+            return z.decompress(data, _GZ_OUT)
         except zlib.error as exc:
             raise gzip.BadGzipFile(str(exc)) from exc
 
