@@ -84,7 +84,7 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 
 
 
-def _count_lines_with(data: bytes, markers: tuple[bytes, ...]) -> int:
+def _count_lines_with(data: bytes | bytearray, markers: tuple[bytes, ...]) -> int:
     """How many lines of ``data`` contain one of ``markers`` (rare: found with
     bytes.find, then one line counted once even if it holds several)."""
     offs = []
@@ -184,9 +184,8 @@ class Explainer:
                 base = self._cache_time(whole)
             t = base if base != base else (int(base) * 1_000_000 + int(m.group(2).ljust(6, b"0"))) / 1_000_000
         else:
-            t = self._tcache.get(key)
-            if t is None:
-                t = self._cache_time(key)
+            cached = self._tcache.get(key)
+            t = self._cache_time(key) if cached is None else cached
         if t != t or t <= 0:  # unparsable: keep the previous line's time
             return self._last_t
         self._last_t = t
