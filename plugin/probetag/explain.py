@@ -21,8 +21,8 @@ Theory of operation
      Correlation looks ahead inside a block, as the stage does inside a
      chunk, and back across blocks.
 
-* Cost per block, besides detection: one read into a fresh buffer, two
-  ``bytes.find`` passes for rsyslog's framing markers, the literal scan and
+* Cost per block, besides detection: one read into a fresh buffer, one
+  literal scan (the prefilter's literals and rsyslog's framing markers) and
   one pass of LF counting (the line numbers of the hit lines and of the
   block are counted from hit line to hit line). Nothing is done per benign
   line, not even in the jsonl output (``_JsonlWriter``).
@@ -84,28 +84,6 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 
 
 
-def _count_lines_with(data: bytes | bytearray, markers: tuple[bytes, ...]) -> int:
-    """How many lines of ``data`` contain one of ``markers`` (rare: found with
-    bytes.find, then one line counted once even if it holds several)."""
-    offs = []
-    for m in markers:
-        i = data.find(m)
-        while i >= 0:
-            offs.append(i)
-            i = data.find(m, i + len(m))
-    if not offs:
-        return 0
-    offs.sort()
-    lines, pos, idx, last = 0, 0, 0, -1
-    for off in offs:
-        idx += data.count(b"\n", pos, off)
-        pos = off
-        if idx != last:
-            lines += 1
-            last = idx
-    return lines
-
-
 #: An RFC 3339 timestamp with a fraction of 1-6 digits and an offset (what
 #: rsyslog's date-rfc3339 writes): see ``Explainer._time``.
 _ISO_FRACTION = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{1,6})(Z|[+-][0-9]{2}:[0-9]{2})")
@@ -159,12 +137,23 @@ class Explainer:
         if fmt in ("json", "auto"):
             frags = prefilter_fragments(det, config.detect.escapes)
             pre = Prefilter(sorted(set(frags) | {_json_escaped(f) for f in frags}), det.backend)
-        self.prefilter = pre
+        self.use_prefilter(pre)
         self.output_field = config.detect.output_field
         self.report = FileReport(name, fmt)
         self._tcache: dict[bytes, float] = {}
         self._last_t = 0.0
         self._year = datetime.now().year
+
+    def use_prefilter(self, pre: Any) -> None:
+        """Pick lines with ``pre``'s literals (a ``probetag.detect.Prefilter``)."""
+        from .detect import LiteralSet
+
+        self.prefilter = pre
+        # The scan also looks for rsyslog's framing markers: one pass over
+        # the block instead of one bytes.find pass per marker. Their ids
+        # come after the prefilter's, whose own ids are kept.
+        self._marker_ids = len(pre.literals.patterns)
+        self._literals = LiteralSet([*pre.literals.patterns, *_FRAMING_MARKERS], pre.literals.backend)
 
     # -- event time ----------------------------------------------------------
     def _time(self, sl: decode.SyslogLine) -> float:
@@ -217,32 +206,47 @@ class Explainer:
         Only lines the prefilter hits are split out and decoded; the others
         are never touched one by one (that is what makes big files fast)."""
         rep = self.report
-        # rsyslog's own complaints about bytes a client sent (FIELD_GUIDE 1):
-        # counted here, whatever the prefilter thinks of them
-        rep.framing_errors += _count_lines_with(data, _FRAMING_MARKERS)
         found: dict[int, dict[str, Any]] = {}
-        hits = self.prefilter.literals.find(data)
         items: list[tuple[float, dict[Any, Any]]] = []
         where: list[int] = []
         # One pass of LF counting over the block: the line index of each hit
         # line is counted from the previous hit line, and the block's line
-        # count from the last one. Hits on a line already taken (a probe line
-        # holds several literals) cost one comparison.
-        idx, pos, end = 0, 0, -1
+        # count from the last one. A line's hits are consecutive (sorted by
+        # offset); it is decoded once they are all seen, if a prefilter
+        # literal hit it.
+        marker_ids = self._marker_ids
+        idx, pos, start, end = 0, 0, 0, -1
+        probe = marked = False
         count, rfind, find = data.count, data.rfind, data.find
-        for off, _ in hits:  # sorted by offset
+        # (every LiteralSet backend takes a bytearray: tests/explain)
+        hits = self._literals.find(data)  # type: ignore[arg-type]
+        for off, pid in [*hits, (len(data) + 1, -1)]:  # a sentinel ends the last line
             if off <= end:
+                if pid >= marker_ids:
+                    marked = True
+                else:
+                    probe = True
                 continue
+            if marked:
+                # rsyslog's own complaints about bytes a client sent
+                # (FIELD_GUIDE 1): counted, whatever else the line holds
+                rep.framing_errors += 1
+            if probe:
+                sl = decode.parse_syslog_line(bytes(data[start:end]), self.fmt)
+                if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
+                    items.append((self._time(sl), sl.record))
+                    where.append(idx)
+                # else rsyslog's own line, counted above; never a probe
+            if pid < 0:
+                break
             idx += count(b"\n", pos, off)
             pos = off
+            start = rfind(b"\n", 0, off) + 1
             end = find(b"\n", off)
             if end < 0:
                 end = len(data)
-            sl = decode.parse_syslog_line(bytes(data[rfind(b"\n", 0, off) + 1:end]), self.fmt)
-            if sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS):
-                continue  # rsyslog's own line, counted above; never a probe
-            items.append((self._time(sl), sl.record))
-            where.append(idx)
+            marked = pid >= marker_ids
+            probe = not marked
         n = idx + count(b"\n", pos) + 1
         rep.lines += n
         if not items:

@@ -345,7 +345,8 @@ def test_hits_on_and_across_a_lf(backend: str) -> None:
     ]
     data = b"\n".join(lines)
     new, ref = _explainer("traditional"), _explainer("traditional")
-    new.prefilter = ref.prefilter = Prefilter(frags, backend)
+    ref.prefilter = Prefilter(frags, backend)
+    new.use_prefilter(ref.prefilter)
     seen_new, seen_ref = _spy(new), _spy(ref)
     assert new.block(bytearray(data)) == ref_block(ref, data)
     assert seen_new == seen_ref
