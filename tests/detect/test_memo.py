@@ -119,10 +119,29 @@ def test_same_payload_other_sender_is_not_taken_from_the_memo() -> None:
     records = [{**base, "source_address": s} for s in ("10.0.0.1", "10.0.0.9", "10.0.0.7", "10.0.0.1")]
     got = same(on, off, m_on, m_off, records, passes=1)
     assert all(d is not None for d in got)
-    # 10.0.0.7 answers rebuild's question ("is 10.0.0.1 a sender?") like
-    # 10.0.0.9 does: a hit; 10.0.0.9 after 10.0.0.1 and 10.0.0.1 after
-    # 10.0.0.7 are not.
-    assert on.memo_hits == 1 and on.memo_misses == 3
+    # The first and the last: HOSTNAME is the sender (one key, decode.SENDER);
+    # 10.0.0.9 and 10.0.0.7: HOSTNAME 10.0.0.1 is not, and rebuild asked
+    # only that about the senders: another key, shared by both.
+    assert on.memo_hits == 2 and on.memo_misses == 2
+
+
+def test_hostname_that_is_the_sender_is_one_key_for_every_sender() -> None:
+    """Each scanner's ``#015`` line has its own address as HOSTNAME and as
+    the sender field: one entry for all of them. A HOSTNAME that is not the
+    record's sender (a relay's forwarded line) keeps its value in the key."""
+    direct = [{"host": f"10.2.0.{i}", "ident": "#015", "message": "", "source_address": f"10.2.0.{i}"}
+              for i in range(1, 200)]
+    relayed = [{"host": f"10.2.0.{i}", "ident": "#015", "message": "", "source_address": "192.0.2.1"}
+               for i in range(1, 40)]
+    rsyslog = [{"hostname": f"10.3.0.{i}", "syslogtag": "-", "msg": " x", "fromhost-ip": f"10.3.0.{i}"}
+               for i in range(1, 40)]
+    on, off, m_on, m_off = pair()
+    same(on, off, m_on, m_off, direct, passes=1)
+    assert on.memo_misses == 1 and on.memo_hits == len(direct) - 1
+    same(on, off, m_on, m_off, relayed, passes=1)
+    assert on.memo_misses == 1 + len(relayed)
+    same(on, off, m_on, m_off, rsyslog, passes=1)
+    assert on.memo_misses == 2 + len(relayed)
 
 
 def test_many_senders_one_probe_is_one_entry() -> None:

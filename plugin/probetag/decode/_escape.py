@@ -275,8 +275,11 @@ def unescape(data: bytes | str, dialects: tuple[str, ...] = DEFAULT_DIALECTS, *,
         return Unescaped(raw, None, 0, replaced, 0.0)
     best: tuple[float, int, str, list[bytes]] | None = None
     for d in dialects:
-        if d not in _REVERSE:
+        rev = _REVERSE.get(d)
+        if rev is None:
             raise ValueError(f"unknown escape dialect {d!r}; known: {', '.join(DIALECTS)}")
+        if rev[0] not in raw:
+            continue  # no escape character of this dialect (_evidence: no escapes)
         ev, n, parts = _evidence(raw, d)
         if n and (best is None or ev > best[0]):
             best = (ev, n, d, parts)

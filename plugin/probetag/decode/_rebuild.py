@@ -64,7 +64,7 @@ from ._syslog import _TIMED_B, _TIMED_S, TAG_MAX, parse_syslog_line, strip_time
 
 __all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
            "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
-           "memo_key", "ABSENT"]
+           "memo_key", "ABSENT", "SENDER", "sender_hostname"]
 
 #: rsyslog's RSYSLOG_ForwardFormat prints ``%syslogtag:1:32%``.
 FORWARD_TAG_MAX = 32
@@ -429,7 +429,7 @@ _FILE_LINE_START = re.compile(
     rb"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|<(?:[0-9]{1,3}|invld)>1 |\{\")")
 
 
-def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...]) -> tuple[str | None, tuple[bytes, ...]]:
+def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
     # One C-level pass over the names: most records have one sender field
     # of the eleven, or none.
     present = [v for v in map(rec.get, source_fields or SOURCE_FIELDS) if v is not None]
@@ -510,16 +510,29 @@ _UNTIMED = object()
 
 
 def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
-             names: tuple[str, ...] | None = None) -> tuple[Any, ...]:
+             names: tuple[str, ...] | None = None, own: tuple[bytes, ...] = ()) -> tuple[Any, ...]:
     """What ``rebuild_with`` depends on besides the senders: the value of
     every field it reads (``fields_read``, passed as ``names`` by callers
-    that have it), ``ABSENT`` for absent ones. A whole file line that rebuild
-    parses (Fluentd in_tail, Vector's file source) stands there without its
-    timestamp when the parse does not depend on it (``strip_time``):
-    rebuild never reads the timestamp, and every line has its own."""
+    that have it), ``ABSENT`` for absent ones, with two values replaced by
+    what rebuild actually reads of them:
+
+    * a whole file line that rebuild parses (Fluentd in_tail, Vector's file
+      source) stands there without its timestamp when the parse does not
+      depend on it (``strip_time``): rebuild never reads the timestamp, and
+      every line has its own;
+    * a HOSTNAME that is one of the record's sender field values ``own``
+      (``sender_hostname``) is ``SENDER``: rebuild only asks whether it is
+      a sender, so a scanner's lines share the key with any other
+      scanner's. The questions about it are then answered by the key (see
+      ``Senders``; a caller drops them from what it checks)."""
     if names is None:
         names = fields_read(fields)
     key = list(map(record.get, names, repeat(ABSENT)))
+    if own:
+        host = sender_hostname(record, fields, own)
+        if host is not None:
+            key[names.index(host[0])] = SENDER
+            return tuple(key)  # a syslog shape: no whole file line is parsed
     # The common case costs one failed regex match per payload field: only
     # a value that starts like a file line is looked at further.
     for i in range(len(key)) if fields else _LINE_SLOTS:
@@ -537,6 +550,32 @@ def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
                     key[j] = (_UNTIMED, *untimed)
             break
     return tuple(key)
+
+
+#: Stands in ``memo_key`` for a HOSTNAME that is one of the record's senders.
+SENDER = object()
+#: The field each syslog shape takes the HOSTNAME from (``_shape``).
+_HOSTNAME_FIELD = {"rsyslog": "hostname", "fluentd": "host", "vector": "hostname"}
+
+
+def sender_hostname(record: Mapping[str, Any], fields: tuple[str, ...],
+                    own: tuple[bytes, ...]) -> tuple[str, bytes] | None:
+    """(field, value) of a record's HOSTNAME when it is one of the record's
+    sender field values ``own`` (no ``fields`` configured). Then every use
+    rebuild makes of it starts with "is it a sender?" -- yes -- and goes no
+    further (``_host_is_sender``, ``_colon_tag``, ``_colon_host``,
+    ``_template_space``); the only other use, as the source when there is no
+    sender field, cannot happen. And these shapes ask nothing else about the
+    senders: no whole file line is parsed in them."""
+    if fields or not own:
+        return None
+    name = _HOSTNAME_FIELD.get(_shape(record))  # type: ignore[arg-type]
+    if name is None:
+        return None
+    host = to_bytes(record.get(name))
+    if host is None or host not in own:
+        return None
+    return name, host
 
 
 #: Where ``memo_key`` finds the plain payload fields among ``READ_FIELDS``
@@ -566,7 +605,7 @@ def str_keys(record: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """``record`` with bytes keys decoded: peers that send msgpack str keys as
     bin (raw=True style decoders). The same object when it has none."""
     for k in record:
-        if type(k) is bytes:
+        if isinstance(k, bytes):
             return {k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: v
                     for k, v in record.items()}
     return record
@@ -629,11 +668,9 @@ def answers_alike(own: tuple[bytes, ...], asked: tuple[tuple[bytes, bool], ...])
     return True
 
 
-def sender_fields(record: Mapping[str, Any], source_fields: tuple[str, ...] = ()
-                  ) -> tuple[str | None, tuple[bytes, ...]]:
-    """(the first sender field's value decoded, every sender field's value
-    as bytes) of a record (``source_fields``, default ``SOURCE_FIELDS``)."""
-    return _source(record, source_fields)
+#: (the first sender field's value decoded, every sender field's value as
+#: bytes) of a record (``source_fields``, default ``SOURCE_FIELDS``).
+sender_fields = _source
 
 
 def senders(record: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> Senders:

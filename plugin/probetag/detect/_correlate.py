@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ._engine import Match
 
@@ -134,11 +134,13 @@ class Correlator:
 
     def observe(self, source: str | None, t: float, matches: Sequence[Match], *,
                 following: Match | None = None, whole: Sequence[Match] = (),
-                sure: Sequence[Match] | None = None) -> Verdict | None:
+                sure: Sequence[Match] | None = None,
+                by_id: Mapping[str, Match] | None = None) -> Verdict | None:
         """The verdict for one line, or None when it stays untagged.
         ``whole``: those ambiguous ``matches`` that are a signature's complete
         payload on their own (``HELP\\r`` is all of nmap's Help probe).
         ``sure``: the distinctive ones among ``matches``, in their order,
+        and ``by_id``: ``matches`` by signature id (the last of an id wins),
         when the caller has them already."""
         if not matches:
             return None
@@ -159,7 +161,7 @@ class Correlator:
             scan.sure_probes.add(first.signature.probe)
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
-        by_sig = {m.signature.id: m for m in matches}
+        by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
         if scan is not None and scan.ctx is not None and 0 <= t - scan.ctx_t <= self.window:
             behind = by_sig.get(scan.ctx.signature.id)
             if behind is not None:

@@ -333,8 +333,9 @@ class Detector:
                 got = fn(cand, transport)
                 if not got:
                     continue
-                if any(not m.ambiguous for m in got):
-                    return cand, got
+                for m in got:
+                    if not m.ambiguous:
+                        return cand, got
                 if fallback is None:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])

@@ -26,10 +26,10 @@ Theory of operation
   address; scanners send the same bytes again and again. So readings are
   memoised (``Enricher.reading``): an LRU of ``MEMO_ENTRIES`` keyed by the
   transport, whether sender fields exist, and the value (or absence) of
-  every field rebuild reads (``decode.memo_key``; a whole file line without
-  its timestamp, which rebuild does not read); a hit counts only when this
-  record's sender fields answer rebuild's questions as the first record's
-  did. Keys with more than ``_MEMO_KEY_CHARS`` of text, and
+  every field rebuild reads (``decode.memo_key``: a whole file line without
+  its timestamp, a HOSTNAME that is one of the record's senders as just
+  that); a hit counts only when this record's sender fields answer
+  rebuild's other questions as the first record's did. Keys with more than ``_MEMO_KEY_CHARS`` of text, and
   records with values that cannot be hashed, are read without it. A
   ``Reading`` is immutable; the sender, correlation, the probe map and the
   actions stay per record. ``detect_memo_hits``/``detect_memo_misses``
@@ -60,12 +60,13 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
 
-__all__ = ["Enricher", "Analysis", "show_bytes", "HOST_FIELDS"]
+__all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
 
 #: Record fields that stand in for the sender when no sender field exists.
 HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
@@ -127,36 +128,45 @@ class Reading:
     """What a record's payload says, whoever sent it: the pure part of its
     analysis, which the memo keeps and hands out again (so: immutable).
 
-    rebuilt: ``decode.rebuild``'s result (None for the marker path or a
-    record without payload); line, matches: the reading that matched;
-    asked: the questions the reconstruction asked about the record's sender
-    fields, with their answers (``decode.Senders``); and, derived once from
-    line and matches for the batch passes: sure (the distinctive matches),
-    ambiguous (no distinctive match), rivals (the sure matches name two
-    probes or more), payload (``show_bytes(line)``), whole (the exact
-    ambiguous matches that can be a whole probe starting with this line:
-    (match, its signature's piece count), see ``Enricher._whole``)."""
+    rebuilt: ``decode.rebuild``'s result (None for a record without payload);
+    line, matches: the reading that matched; shape, lossy: the record's
+    shape (``field:KEY`` for a marker in another field) and whether bytes
+    are known to be missing; asked: the questions the reconstruction asked
+    about the record's sender fields, with their answers
+    (``decode.Senders``); and, derived once from line and matches for the
+    batch passes: sure (the distinctive matches), ambiguous (no distinctive
+    match), by_id (signature id -> match, read-only, for the correlator),
+    payload (``show_bytes(line)``), whole (the exact ambiguous matches that
+    can be a whole probe starting with this line: (match, its signature's
+    piece count), see ``Enricher._whole``), ranking (when the sure matches
+    name two probes or more: per sure match the parts of its rank in
+    ``Enricher._by_sequence`` that do not depend on the following lines;
+    empty otherwise)."""
 
     rebuilt: Any
     line: bytes
     matches: tuple[Match, ...]
+    shape: str
+    lossy: bool
     asked: tuple[tuple[bytes, bool], ...]
     sure: tuple[Match, ...]
     ambiguous: bool
-    rivals: bool
+    by_id: Mapping[str, Match]
     payload: str
     whole: tuple[tuple[Match, int], ...]
+    ranking: tuple[tuple[Match, int, float, tuple[int, str]], ...]
 
 
-def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match],
-             asked: tuple[tuple[bytes, bool], ...] = ()) -> Reading:
+def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match], shape: str,
+             lossy: bool, asked: tuple[tuple[bytes, bool], ...] = ()) -> Reading:
     matches = tuple(matches)
     sure = tuple(m for m in matches if not m.ambiguous)
+    count = detector.fragment_count
     whole: list[tuple[Match, int]] = []
     if not sure:
-        count = detector.fragment_count
         core = line.strip(b" \t\r\n")
         alone = len(core) >= _MIN_WHOLE or bool(core and _CONTROL.fullmatch(core))
+        spaced = line.strip(b" \t")  # _is_piece(..., 0, line), with the strip done once
         for m in matches:
             if m.kind != "exact":
                 continue
@@ -164,27 +174,39 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
             if n == 1:
                 if alone:
                     whole.append((m, 1))
-            elif _is_piece(detector, m.signature.id, 0, line):
-                whole.append((m, n))
-    rivals = len({(m.signature.probe, m.signature.scanner) for m in sure}) >= 2
-    return Reading(rebuilt, line, matches, asked, sure, not sure, rivals, show_bytes(line),
-                   tuple(whole))
+            else:
+                pieces = detector.logged_cores(m.signature.id)
+                if pieces and pieces[0] == spaced:
+                    whole.append((m, n))
+    ranking: tuple[tuple[Match, int, float, tuple[int, str]], ...] = ()
+    if len({(m.signature.probe, m.signature.scanner) for m in sure}) >= 2:
+        # (match, pieces still to come, -confidence, catalogue rank)
+        ranking = tuple((m, count.get(m.signature.id, 1) - m.fragment - 1, -m.confidence, m.signature.rank)
+                        for m in sure)
+    by_id = MappingProxyType({m.signature.id: m for m in matches})
+    return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
+                   tuple(whole), ranking)
+
+
+def _same_source_chain(readings: Sequence[Reading | None], sources: Sequence[str | None]) -> list[int]:
+    """For each line, the index of the next line of the batch from the same
+    source (None is a source too), or -1: the look-ahead loops step along it
+    instead of reading every line in between."""
+    nxt = [-1] * len(readings)
+    last: dict[str | None, int] = {}
+    for i in range(len(readings) - 1, -1, -1):
+        if readings[i] is None:
+            continue
+        src = sources[i]
+        nxt[i] = last.get(src, -1)
+        last[src] = i
+    return nxt
 
 
 def _is_piece(detector: Detector, sig_id: str, fragment: int, line: bytes) -> bool:
     """Is ``line`` (spacing aside) what rsyslog logs as that fragment?"""
     pieces = detector.logged_cores(sig_id)
     return 0 <= fragment < len(pieces) and pieces[fragment] == line.strip(b" \t")
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    line: bytes
-    matches: tuple[Match, ...]
-    source: str | None
-    shape: str
-    lossy: bool
-    reading: Reading
 
 
 def _key_chars(key: tuple[Any, ...]) -> int:
@@ -223,6 +245,11 @@ class Enricher:
         self._memo: OrderedDict[tuple[Any, ...], Reading] = OrderedDict()
         self._key_fields = decode.fields_read(self.fields)
         self._memo_key = decode.memo_key
+        self._sender_hostname = decode.sender_hostname
+
+    def clear_memo(self) -> None:
+        """Forget every memoised reading (the counters stay)."""
+        self._memo.clear()
 
     def reading(self, record: Mapping[Any, Any], first: str | None, own: tuple[bytes, ...],
                 transport: str | None) -> Reading:
@@ -235,7 +262,7 @@ class Enricher:
             # reads (decode.memo_key), the transport, whether the record has
             # sender fields; what rebuild asked about their values is checked
             # on the hit. Config, dialects and detector are this object's own.
-            key = (transport, bool(own), *self._memo_key(record, self.fields, self._key_fields))
+            key = (transport, bool(own), *self._memo_key(record, self.fields, self._key_fields, own))
             try:
                 hit = self._memo.get(key)
             except TypeError:  # a list or map among the values: not memoised
@@ -251,15 +278,22 @@ class Enricher:
                     return hit
         who = self._senders(own, first)
         rb = self._rebuild_with(record, who, fields=self.fields, dialects=self.dialects)
+        asked = tuple(who.asked)
+        if key is not None and asked:
+            host = self._sender_hostname(record, self.fields, own)
+            if host is not None:
+                # The key says "HOSTNAME is one of the senders" (decode.SENDER):
+                # the questions about it are answered by the key itself.
+                asked = tuple(q for q in asked if q[0] != host[1])
         if rb is None:
-            entry = _reading(self.detector, None, b"", (), tuple(who.asked))
+            entry = _reading(self.detector, None, b"", (), "", False, asked)
         else:
             # The primary reading, then the other readings rebuild offers
             # (ambiguous escaping such as a literal ``#015``, a doubtful
             # HOSTNAME), then, for records known to miss bytes, gapped matches.
             line, matches = self.detector.match_best(
                 (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy))
-            entry = _reading(self.detector, rb, line, matches, tuple(who.asked))
+            entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
             if _key_chars(key) <= _MEMO_KEY_CHARS:
@@ -270,7 +304,8 @@ class Enricher:
                     memo.popitem(last=False)
         return entry
 
-    def analyse(self, record: dict[Any, Any]) -> Analysis | None:
+    def analyse(self, record: dict[Any, Any]) -> tuple[Reading, str | None] | None:
+        """(reading, sender) of one record; None when nothing in it matches."""
         # rebuild reads the record with bin keys decoded; the rest of the
         # analysis (transport, markers, host fields) reads it as it came.
         rec = self._str_keys(record)
@@ -282,17 +317,14 @@ class Enricher:
             # A memoised reading may come from a record with another sender:
             # the source is this record's.
             source = first if first is not None else rb.source
-        if reading.matches:
-            shape, lossy = rb.shape, bool(rb.lossy)
-        else:
+        if not reading.matches:
             # Markers (user agents...) also count in other fields of the
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
                 return None
             key, line, matches = found
-            reading = _reading(self.detector, rb, line, matches)
-            shape, lossy = f"field:{key}", False
+            reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
         if not source and (rb is None or rb.shape not in _HOST_AWARE):
             # No sender field and no HOSTNAME rule applied: a host field, as
             # str or as bytes (msgpack bin from Fluentd's in_tail, our own
@@ -304,7 +336,7 @@ class Enricher:
                 if isinstance(v, str) and v:
                     source = v
                     break
-        return Analysis(reading.line, reading.matches, source, shape, lossy, reading)
+        return reading, source
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
         for n, (key, value) in enumerate(record.items()):
@@ -325,10 +357,20 @@ class Enricher:
         """``items``: (event time in seconds, record) in stream order ->
         one ``Decision`` or ``None`` per item."""
         hits, misses = self.memo_hits, self.memo_misses
-        analyses = [self.analyse(rec) for _, rec in items]
+        n = len(items)
+        # Per line: its reading (None: nothing matched) and its sender.
+        readings: list[Reading | None] = [None] * n
+        sources: list[str | None] = [None] * n
+        analyse = self.analyse
+        nothing = 0
+        for i, (_t, rec) in enumerate(items):
+            got = analyse(rec)
+            if got is None:
+                nothing += 1
+            else:
+                readings[i], sources[i] = got
         metrics = self.metrics
         if metrics is not None:
-            nothing = sum(1 for an in analyses if an is None)
             if nothing:
                 # Prefilter hits that match nothing: the price of a cheap scan.
                 metrics.inc("prefilter_no_match", nothing)
@@ -336,37 +378,43 @@ class Enricher:
                 metrics.inc("detect_memo_hits", self.memo_hits - hits)
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
-        out: list[Any] = [None] * len(items)
+        out: list[Any] = [None] * n
+        if nothing == n:
+            return out
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
-        analyses = self._adopt_senders(analyses, items)
+        if None in sources:
+            sources = self._adopt_senders(readings, sources, items)
+        # The look-ahead of the passes below reads the following lines of
+        # the same source: each line's next one, found once.
+        nxt = _same_source_chain(readings, sources)
         # Pass 1: lines several probes share are ordered by what follows.
         resolved: list[tuple[Match, ...]] = [
-            () if an is None else
-            self._by_sequence(analyses, items, i, an, items[i][0]) if an.reading.rivals else an.matches
-            for i, an in enumerate(analyses)]
+            () if r is None else self._by_sequence(readings, nxt, items, i, r) if r.ranking else r.matches
+            for i, r in enumerate(readings)]
         # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
         matched: dict[tuple[str, str], int] = {}
         below = 0
         observe = self.correlator.observe
-        for i, an in enumerate(analyses):
-            if an is None:
+        decide = self.actions.decide
+        min_confidence = self.min_confidence
+        for i, r in enumerate(readings):
+            if r is None:
                 continue
             t = items[i][0]
-            following = None
-            whole: tuple[Match, ...] = ()
-            if an.reading.ambiguous:
-                following = self._following(analyses, resolved, items, i, an.source, t)
-                whole = self._whole(analyses, items, i, an)
-            # Pass 1 reorders only rival lines' matches; otherwise the
-            # reading's own distinctive matches are in the same order.
-            verdict = observe(an.source, t, resolved[i], following=following, whole=whole,
-                              sure=None if an.reading.rivals else an.reading.sure)
-            if verdict is None or verdict.confidence < self.min_confidence:
+            source = sources[i]
+            if r.ambiguous:
+                verdict = observe(source, t, resolved[i], sure=r.sure, by_id=r.by_id,
+                                  following=self._following(readings, nxt, resolved, items, i, t),
+                                  whole=self._whole(readings, nxt, items, i, r))
+            else:
+                # Pass 1 reorders only rival lines' matches; otherwise the
+                # reading's own distinctive matches are in the same order.
+                verdict = observe(source, t, resolved[i], sure=None if r.ranking else r.sure)
+            if verdict is None or verdict.confidence < min_confidence:
                 below += 1
                 continue
-            probe = self.probe_map(an, verdict)
-            out[i] = self.actions.decide(tag, items[i][1], probe, an.source)
+            out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
             k = (verdict.match.signature.probe, verdict.match.kind)
             matched[k] = matched.get(k, 0) + 1
         if metrics is not None:
@@ -374,37 +422,36 @@ class Enricher:
             # of the label handling.
             if below:
                 metrics.inc("probe_below_confidence", below)
-            for (probe_name, kind), n in matched.items():
-                metrics.inc("probes_matched", n, probe=probe_name, kind=kind)
+            for (probe_name, kind), count in matched.items():
+                metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
         return out
 
-    def _adopt_senders(self, analyses: list[Analysis | None],
-                       items: Sequence[tuple[float, Any]]) -> list[Analysis | None]:
+    def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
+                       items: Sequence[tuple[float, Any]]) -> list[str | None]:
         """A file line ``GET / HTTP/1.0#015`` has HOSTNAME ``GET``: rsyslog
         wrote the payload's first word instead of the sender (FIELD_GUIDE
         3.3), so the line names no sender. The connection's next line
         (``127.0.0.1 #015``) does, and it is the same connection when it is
         the next piece of the same payload, logged at nearly the same time.
-        Such a line takes that sender; otherwise it stays without one."""
-        out = analyses
-        for i, an in enumerate(analyses):
-            if an is None or an.source is not None:
+        Such a line takes that sender; otherwise it stays without one.
+        Decided on the senders as analysed, not as adopted."""
+        out = list(sources)
+        for i, r in enumerate(readings):
+            if r is None or sources[i] is not None:
                 continue
-            sure = an.reading.sure
+            sure = r.sure
             if not sure:
                 continue
             t = items[i][0]
-            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
-                aj = analyses[j]
-                if aj is None or aj.source is None:
+            for j in range(i + 1, min(len(readings), i + 1 + _LOOKAHEAD)):
+                rj = readings[j]
+                if rj is None or sources[j] is None:
                     continue
                 if abs(items[j][0] - t) > _SAME_CONNECTION:
                     break
-                if any(x.signature.id == m.signature.id and self._is_piece(x.signature.id, m.fragment + 1, aj.line)
-                       for m in sure for x in aj.matches):
-                    if out is analyses:
-                        out = list(analyses)
-                    out[i] = Analysis(an.line, an.matches, aj.source, an.shape, an.lossy, an.reading)
+                if any(x.signature.id == m.signature.id and self._is_piece(x.signature.id, m.fragment + 1, rj.line)
+                       for m in sure for x in rj.matches):
+                    out[i] = sources[j]
                     break
         return out
 
@@ -412,8 +459,8 @@ class Enricher:
         """Is ``line`` (spacing aside) what rsyslog logs as that fragment?"""
         return _is_piece(self.detector, sig_id, fragment, line)
 
-    def _whole(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
-               i: int, an: Analysis) -> tuple[Match, ...]:
+    def _whole(self, readings: Sequence[Reading | None], nxt: Sequence[int],
+               items: Sequence[tuple[float, Any]], i: int, r: Reading) -> tuple[Match, ...]:
         """Ambiguous matches of line ``i`` that, with the lines following it,
         are a signature's complete payload:
 
@@ -428,28 +475,31 @@ class Enricher:
         The first test and the first piece of the second depend on the line
         alone (``Reading.whole``); the rest looks at the following lines.
         The correlator tags these only for a source in the middle of a scan."""
+        if not r.whole:
+            return ()
         out = []
-        for m, n in an.reading.whole:
+        for m, n in r.whole:
             if n == 1:
                 out.append(m)
                 continue
             t, k = items[i][0], 1
-            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
-                aj = analyses[j]
-                if aj is None or aj.source != an.source:
-                    continue
-                if abs(items[j][0] - t) > _SAME_CONNECTION or not aj.reading.ambiguous:
+            j = nxt[i]
+            while 0 <= j <= i + _LOOKAHEAD:
+                rj = readings[j]
+                assert rj is not None
+                if abs(items[j][0] - t) > _SAME_CONNECTION or not rj.ambiguous:
                     break
-                if not self._is_piece(m.signature.id, k, aj.line):
+                if not self._is_piece(m.signature.id, k, rj.line):
                     break
                 k += 1
                 if k == n:
                     out.append(Match(m.signature, 0, m.kind, m.confidence, m.ambiguous))
                     break
+                j = nxt[j]
         return tuple(out)
 
-    def _by_sequence(self, analyses: Sequence[Analysis | None], items: Sequence[tuple[float, Any]],
-                     i: int, an: Analysis, t: float) -> tuple[Match, ...]:
+    def _by_sequence(self, readings: Sequence[Reading | None], nxt: Sequence[int],
+                     items: Sequence[tuple[float, Any]], i: int, r: Reading) -> tuple[Match, ...]:
         """Order the distinctive matches of a line several probes share
         (``GET / HTTP/1.0\\r`` starts nmap's GetRequest and masscan's banner
         request) by how well the next lines of the same source continue each
@@ -457,45 +507,49 @@ class Enricher:
         fewest pieces still to come, since a longer payload's other lines would
         arrive together with this one (one connection, one batch). Only for
         lines whose distinctive matches name two probes or more
-        (``Reading.rivals``); other lines keep their order."""
-        sure = an.reading.sure
+        (``Reading.ranking``); other lines keep their order."""
         window = self.correlator.window
+        t = items[i][0]
         ranked = []
-        for m in sure:
+        for m, left, neg_conf, rank in r.ranking:
             expect, score = m.fragment + 1, 0
-            for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
-                aj = analyses[j]
-                if aj is None or aj.source != an.source:
-                    continue
+            sid = m.signature.id
+            j = nxt[i]
+            while 0 <= j <= i + _LOOKAHEAD:
+                rj = readings[j]
+                assert rj is not None
                 if items[j][0] - t > window:
                     break
-                if not any(x.signature.id == m.signature.id and x.fragment == expect for x in aj.matches):
+                if not any(x.signature.id == sid and x.fragment == expect for x in rj.matches):
                     break
                 score += 1
                 expect += 1
-            left = self.detector.fragment_count.get(m.signature.id, 1) - m.fragment - 1
-            ranked.append((-score, left, -m.confidence, m.signature.rank, m))
-        ranked.sort(key=lambda r: r[:4])
-        return tuple(r[4] for r in ranked) + tuple(m for m in an.matches if m.ambiguous)
+                j = nxt[j]
+            ranked.append((-score, left, neg_conf, rank, m))
+        ranked.sort(key=lambda x: x[:4])
+        return tuple(x[4] for x in ranked) + tuple(m for m in r.matches if m.ambiguous)
 
-    def _following(self, analyses: Sequence[Analysis | None], resolved: Sequence[tuple[Match, ...]],
-                   items: Sequence[tuple[float, Any]], i: int, source: str | None,
-                   t: float) -> Match | None:
+    def _following(self, readings: Sequence[Reading | None], nxt: Sequence[int],
+                   resolved: Sequence[tuple[Match, ...]], items: Sequence[tuple[float, Any]],
+                   i: int, t: float) -> Match | None:
+        """The first distinctive match of the next lines of line ``i``'s
+        source within the window and the look-ahead."""
         window = self.correlator.window
-        for j in range(i + 1, min(len(analyses), i + 1 + _LOOKAHEAD)):
-            an = analyses[j]
-            if an is None or an.source != source:
-                continue
+        j = nxt[i]
+        while 0 <= j <= i + _LOOKAHEAD:
+            rj = readings[j]
+            assert rj is not None
             if items[j][0] - t > window:
                 return None
-            if not an.reading.ambiguous:
+            if not rj.ambiguous:
                 # The first distinctive match in the order pass 1 gave them.
                 for m in resolved[j]:
                     if not m.ambiguous:
                         return m
+            j = nxt[j]
         return None
 
-    def probe_map(self, an: Analysis, v: Verdict) -> dict[str, Any]:
+    def probe_map(self, r: Reading, source: str | None, v: Verdict) -> dict[str, Any]:
         sig = v.match.signature
         return {
             "name": sig.probe,
@@ -504,15 +558,15 @@ class Enricher:
             "confidence": v.confidence,
             "transport": sig.transport,
             "kind": v.match.kind,
-            "payload": an.reading.payload,
+            "payload": r.payload,
             "fragment": v.match.fragment,
             "scan_id": v.scan_id,
             "group_lines": v.group_lines,
             "inherited": v.inherited,
             "via": v.via,
-            "source": an.source,
-            "shape": an.shape,
-            "lossy": an.lossy,
+            "source": source,
+            "shape": r.shape,
+            "lossy": r.lossy,
         }
 
 
