@@ -80,3 +80,35 @@ def test_contains_any():
         needles = tuple(bytes(rng.choice(b"\\0r x") for _ in range(rng.randrange(1, 4)))
                         for _ in range(rng.randrange(0, 4)))
         assert sp.contains_any(data, needles) == any(n in data for n in needles), (data, needles)
+
+
+def _classify_reference(pre, data, starts):
+    """Prefilter.classify as first written: one bisect per hit."""
+    from bisect import bisect_right
+
+    out, strong, last = [], set(), -1
+    for off, pid in pre.literals.find(data):
+        i = bisect_right(starts, off) - 1
+        if i < 0:
+            continue
+        if i != last:
+            out.append(i)
+            last = i
+        if pid not in pre._weak:
+            strong.add(i)
+    return out, set(out) - strong if pre._weak else set()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**64))
+def test_classify_matches_one_bisect_per_hit(seed):
+    from probetag.detect import Prefilter
+
+    rng = random.Random(seed)
+    strong = [b"GET /", b"HTTP/1.0#015", b"#000", b"\\r\\n"]
+    pre = Prefilter(strong, rng.choice(["hyperscan", "re"]), weak=[b"#015", b"\\r"])
+    data = b"".join(rng.choice([b"xx", b"GET / HTTP/1.0#015", b"#000#000", b"#015", b"\\r", b"\\r\\n", b"y" * 9])
+                    for _ in range(rng.randrange(30)))
+    cuts = sorted({rng.randrange(len(data) + 1) for _ in range(rng.randrange(1, 12))})
+    starts = cuts if rng.random() < 0.5 else cuts + [len(data)]  # with or without an end sentinel
+    assert pre.classify(data, starts) == _classify_reference(pre, data, starts)

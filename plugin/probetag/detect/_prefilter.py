@@ -207,15 +207,22 @@ class Prefilter:
         strong: set[int] = set()
         weak = self._weak
         last = -1
+        # Hits come sorted and a probe line holds several literals: while
+        # they fall in the entry [lo, hi) of the previous hit, no bisect.
+        lo = hi = -1
+        top = len(starts) - 1
         for off, pid in hits:
-            i = bisect_right(starts, off) - 1
-            if i < 0:
-                continue
-            if i != last:
-                out.append(i)
-                last = i
+            if not lo <= off < hi:
+                i = bisect_right(starts, off) - 1
+                if i < 0:
+                    continue
+                lo = starts[i]
+                hi = starts[i + 1] if i < top else float("inf")
+                if i != last:
+                    out.append(i)
+                    last = i
             if pid not in weak:
-                strong.add(i)
+                strong.add(last)
         return out, set(out) - strong if weak else set()
 
 
