@@ -484,9 +484,7 @@ class _JsonlWriter:
         self._lasts = [b"%03d" % s + tail for s in range(self._GROUP)]
         self._full = [head, *self._mids[:-1], self._lasts[-1]]
         self._enc, self._errors = encoding, errors
-        # What json.dumps(obj, ensure_ascii=False, default=str) runs, built
-        # once: dumps builds a new encoder per call when given options.
-        self._dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        self._dumps = _probe_encoder()
         self._probe_head = '{"line": ' if fname is None else '{"file": %s, "line": ' % self._dumps(fname)
 
     def _nulls(self, parts: list[bytes], a: int, b: int) -> None:
@@ -516,6 +514,24 @@ class _JsonlWriter:
             self._nulls(parts, base + k + 1, base + n + 1)
         if parts:
             self._out.write(b"".join(parts))
+
+
+def _probe_encoder() -> Any:
+    """``json.dumps(o, ensure_ascii=False, default=str)``, built once:
+    dumps makes a JSONEncoder per call when given options, and its encode()
+    a C encoder (and a dict of ids for the circular check; a probe map is a
+    tree) per call. CPython's C encoder is made once here; without it, the
+    JSONEncoder is."""
+    from json import encoder as je
+
+    make = getattr(je, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - other Pythons
+        return json.JSONEncoder(ensure_ascii=False, default=str).encode
+    # (markers, default, encoder, indent, key sep, item sep, sort_keys,
+    # skipkeys, allow_nan): json.JSONEncoder.iterencode's call for these options
+    enc = make(None, str, je.encode_basestring, None, ": ", ", ", False, False, True)
+    join = "".join
+    return lambda o: join(enc(o, 0))
 
 
 class _TextSink:

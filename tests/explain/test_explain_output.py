@@ -172,9 +172,11 @@ def ref_explain_jsonl(paths: list[Path], stdin: bytes | None = None) -> bytes:
 # ------------------------------------------------------ the jsonl writer
 _PROBE = st.fixed_dictionaries({
     "name": st.text(max_size=12),
-    "confidence": st.floats(0, 1),
+    "confidence": st.floats(),  # NaN and infinities too: json writes NaN, Infinity
     "source": st.one_of(st.none(), st.text(max_size=8)),
     "evidence": st.binary(max_size=6),  # not JSON: default=str writes it
+    "lines": st.lists(st.one_of(st.integers(), st.booleans(), st.dictionaries(st.text(max_size=3), st.none())),
+                      max_size=3),
 })
 _BASES = st.sampled_from([0, 1, 7, 990, 998, 999, 1000, 1001, 9_990, 99_999, 123_456, 9_999_000])
 
