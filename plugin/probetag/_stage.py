@@ -310,18 +310,20 @@ class Processor:
             if not changes:
                 data = entries if pos == n else entries[:pos]
             else:
-                # Runs of untouched entries are copied as slices of the input.
-                parts: list[bytes] = []
+                # Runs of untouched entries are copied from the input once,
+                # by the join (memoryview slices copy nothing).
+                view = memoryview(entries)
+                parts: list[Any] = []
                 run = 0
                 for i in sorted(changes):
                     if starts[i] > starts[run]:
-                        parts.append(entries[starts[run]:starts[i]])
+                        parts.append(view[starts[run]:starts[i]])
                     v = changes[i]
                     if v is not None:
                         parts.append(v)
                     run = i + 1
                 if starts[count_entries] > starts[run]:
-                    parts.append(entries[starts[run]:starts[count_entries]])
+                    parts.append(view[starts[run]:starts[count_entries]])
                 data = b"".join(parts)
             res.chunks.append(OutChunk(tag, data, kept))
         for new_tag, packed_list in retagged.items():
