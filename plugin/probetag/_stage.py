@@ -44,6 +44,16 @@ look at it:
 4. Output: runs of untouched entries are copied as slices of the input;
    only changed records are re-encoded. Records retagged by a rule leave in
    their own ``OutChunk`` per new tag, after the chunk of the input tag.
+
+C accelerator
+-------------
+``probetag._speedups`` (``_speedups.c``, built by ``setup.py`` when a C
+compiler and the Python headers are there, skipped otherwise) walks a chunk
+in one call: a msgpack skipper that follows msgpack-python's own
+(``unpack_template.h``: same depth limit, same outcome for every truncated
+or malformed entry) and ``_FAST_ENTRY``'s byte conditions. ``_walk_py`` is
+the reference it is tested against and the fallback; ``WALK_BACKEND`` says
+which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 """
 
 from __future__ import annotations
@@ -60,7 +70,8 @@ import msgpack
 from ._config import Config
 from ._metrics import Metrics
 
-__all__ = ["OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now"]
+__all__ = ["OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
+           "walk_entries", "WALK_BACKEND"]
 
 EXT_EVENT_TIME = 0
 GROUP_MARKERS = (0xFFFFFFFF, 0xFFFFFFFE)
