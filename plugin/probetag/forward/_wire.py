@@ -421,10 +421,13 @@ def unpack_one(up: msgpack.Unpacker) -> Any:
 
 
 def unpack_frame(frame: bytes) -> Any:
-    """The Python value of one complete (small) frame; ``Undecodable`` else."""
-    up = new_unpacker(len(frame))
-    up.feed(frame)
-    return unpack_one(up)
+    """The Python value of one complete (small) frame; ``Undecodable`` else.
+    ``unpackb`` decodes as ``new_unpacker`` does, without allocating an
+    ``Unpacker`` (whose 40 KiB parse stack is zeroed on every creation)."""
+    try:
+        return msgpack.unpackb(frame, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+    except (TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise Undecodable(f"{type(exc).__name__}: {exc}") from None
 
 
 def to_bytes(value: str | bytes) -> bytes:
@@ -677,11 +680,9 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
         po = up.tell() if up is not None else p3
         ko = _KINDS[frame[po]]
         if ko == MAP:
-            if up is None:
-                up = new_unpacker(len(frame) - po)
-                up.feed(frame[po:])
             try:
-                option = unpack_one(up)
+                # Packed mode: the option is the frame's last object.
+                option = unpack_one(up) if up is not None else unpack_frame(frame[po:])
             except Undecodable as exc:
                 raise _Skip("bad_option", f"undecodable option map ({exc})") from None
             chunk, compressed, size_hint, signal = _parse_options(option)
