@@ -24,6 +24,9 @@ Theory of operation
   If the output cannot take the chunk (shutdown, stdout gone) the connection
   is closed without an ack so the client resends (FD-OUT rolls back).
 * A chunk without ``chunk`` option gets no reply (SPEC1 "Response").
+* Acks that become due in the same event-loop iteration (one downstream ack
+  settles a batch of chunks) are written together, once per iteration,
+  and always before the connection is closed.
 * Merging: frames of the same tag that are *already buffered* (one read
   often holds hundreds of fluent-logger Message frames, one record each) are
   handed to the pipeline as one chunk (their packed entries concatenate),
@@ -273,6 +276,7 @@ class _Connection:
         self._settled.set()
         self.stopping = False
         self.closed = False
+        self._acks: list[bytes] = []  # due upstream, written by _flush_acks
         self.logged_error = False
         self.requests = 0
         self.deny_keepalive = cfg.deny_keepalive
@@ -293,8 +297,18 @@ class _Connection:
             return
         acks = [self.proto.ack_bytes(cid) for cid in chunk_ids if cid is not None]
         if acks:
-            self.transport.write(b"".join(acks))
-            self.server.metrics.inc("acks_sent", len(acks))
+            # A downstream ack settles a whole batch of chunks at once: their
+            # acks leave in one write (one syscall, one wake-up of the
+            # client) at the end of this loop iteration.
+            if not self._acks:
+                asyncio.get_running_loop().call_soon(self._flush_acks)
+            self._acks.extend(acks)
+
+    def _flush_acks(self) -> None:
+        if self._acks and not self.closed:
+            self.transport.write(b"".join(self._acks))
+            self.server.metrics.inc("acks_sent", len(self._acks))
+        self._acks.clear()
 
     # -- main loop -------------------------------------------------------------
 
@@ -448,6 +462,11 @@ class _Connection:
             m.inc("internal_errors", where="process")
             _log.exception("event=process_failed peer=%s tag=%s", self.peer, tag)
             self._on_settled(chunk_ids, False)
+        # Let the output write this chunk before the next buffered one is
+        # processed: the stage runs in this task without suspending, so
+        # without this the downstream would sit idle for as many chunks as
+        # are buffered here (and their latency would add up).
+        await asyncio.sleep(0)
 
     def _log_once(self, reason: str, *, fatal: bool, detail: Any = None) -> None:
         if self.logged_error:
@@ -468,6 +487,7 @@ class _Connection:
     def _close(self) -> None:
         if self.closed:
             return
+        self._flush_acks()  # acks already due go out before the close
         self.closed = True
         self.stopping = True
         self.io.close()
