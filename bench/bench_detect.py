@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             probes = _probe_records(chunks)
         # Distinct probe records: every pass starts with an empty memo, as
         # if each pass's probe lines were new.
-        before = proc.enricher.clear_memo if distinct and proc.enricher is not None else None
+        before = getattr(proc.enricher, "clear_memo", None) if distinct else None
         rps, mbps, cpu = run(lambda ch: proc.process("syslog", ch), chunks, seconds, before)
         avg = sum(len(c) for c in chunks) / len(chunks) / CHUNK
         row = {"records_per_s": round(rps), "mb_per_s": round(mbps, 1),
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             us = (cpu if sources else cpu - base_cpu * nchunks) / probes * 1e6
             row["us_per_probe_line"] = round(us, 2)
             extra = f", {us:.1f} us CPU per probe line"
-        if proc.enricher is not None:
+        if hasattr(proc.enricher, "memo_hits"):
             e = proc.enricher
             row["memo_hits"], row["memo_misses"] = e.memo_hits, e.memo_misses
         results[name] = row

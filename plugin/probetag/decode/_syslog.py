@@ -25,6 +25,10 @@ Theory of operation
 * ``parse_framing_error`` reads imtcp's own error messages about octet-counted
   framing (FIELD_GUIDE 1): they name the peer whose next logged line lost its
   leading digits and one more byte (or, "incomplete", a whole message).
+* ``strip_time`` tells when a line's parse does not depend on its
+  timestamp (an rfc3339 or traditional timestamp followed by a HOSTNAME and
+  a space): then only the rest of the line matters, which lets the
+  detector's memo treat the same line logged at another time as the same.
 * ``record`` has rsyslog property names (``hostname``, ``syslogtag``, ``msg``,
   ``app-name``...), so ``rebuild(parse_syslog_line(l).record)`` is the same
   code path as a record that arrived over the network (explain == serve).
