@@ -67,6 +67,19 @@ static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *
             return TRUNCATED;
         unsigned char b = d[p];
         size_t rest = n - p; /* bytes from the header byte on, >= 1 */
+        /* Fast path: fixstr and positive fixint are most of a log record
+         * (keys, short values). Same checks as the general path below. */
+        if ((b & 0xe0) == 0xa0) {
+            size_t len = (size_t)(b & 0x1f);
+            if (rest - 1 < len)
+                return TRUNCATED;
+            p += 1 + len;
+            goto value_done;
+        }
+        if (b <= 0x7f) {
+            p += 1;
+            goto value_done;
+        }
         uint64_t payload = 0; /* bytes after a header of `head` bytes */
         size_t head = 1;
         uint64_t count = 0;   /* container elements (maps: 2 per pair) */
@@ -164,6 +177,7 @@ static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *
                 return TRUNCATED;
             p += head + (size_t)payload;
         }
+    value_done:
         /* One value completed: close every container it completes. */
         while (top && --stack[top - 1] == 0)
             top--;
