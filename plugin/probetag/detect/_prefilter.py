@@ -275,12 +275,16 @@ def _hs_database(patterns: Sequence[bytes], ids: Iterable[int]) -> object:
     import hyperscan
 
     ids = list(ids)
-    exprs = [b"".join(b"\\x%02x" % c for c in patterns[i]) for i in ids]
     mode = hyperscan.HS_MODE_BLOCK
-    key = hashlib.sha256(repr((_CACHE_FORMAT, hyperscan.__version__, mode, ids)).encode()
-                         + b"\0".join(exprs)).hexdigest()
+    h = hashlib.sha256(repr((_CACHE_FORMAT, hyperscan.__version__, mode, ids)).encode())
+    for i in ids:  # length-prefixed: no two lists hash alike
+        h.update(len(patterns[i]).to_bytes(4, "big"))
+        h.update(patterns[i])
+    key = h.hexdigest()
     db = _hs_cache_load(key, mode)
     if db is None:
+        # Every byte as \\xHH (hex digits never hold a newline).
+        exprs = [b"\\x" + patterns[i].hex("\n").encode().replace(b"\n", b"\\x") for i in ids]
         db = hyperscan.Database(mode=mode)
         db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=0)
         _hs_cache_store(key, db)
