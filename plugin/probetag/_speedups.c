@@ -357,7 +357,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0) {
+    /* Bumped when the functions or their results change: probetag ignores
+     * a stale build (an editable install is not rebuilt by a git pull). */
+    if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
+              PyModule_AddIntConstant(m, "API_VERSION", 2) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -472,7 +472,13 @@ def _load_speedups() -> Any:
         from . import _speedups  # type: ignore[attr-defined]
     except ImportError:  # built without a C compiler: the pure path
         return None
+    if getattr(_speedups, "API_VERSION", None) != SPEEDUPS_API:
+        return None  # a stale build of an older _speedups.c: rebuild with pip install -e .
     return _speedups
+
+
+#: The ``API_VERSION`` of ``_speedups.c`` this module expects.
+SPEEDUPS_API = 2
 
 
 _speedups = _load_speedups()

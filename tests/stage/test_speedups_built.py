@@ -18,5 +18,8 @@ def test_accelerator_is_built_where_it_can_be():
         pytest.skip(f"cannot build C extensions here ({cc} or {headers} missing): "
                     "the pure-Python path is used")
     import probetag._speedups as sp  # an ImportError fails the test
+    from probetag import _stage
 
+    # A stale build (older _speedups.c) is ignored at run time; here it fails.
+    assert sp.API_VERSION == _stage.SPEEDUPS_API, "rebuild: pip install -e ."
     assert sp.walk(b"\x92\x05\x80")[2:] == (3, None)

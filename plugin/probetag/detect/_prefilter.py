@@ -99,8 +99,9 @@ class LiteralSet:
         # far more candidate positions: with the catalogue's three C-style
         # escapes (``\\0``, ``\\r``, ``0\\r``) in the set, a scan of ordinary
         # log records runs at half the speed. They get a database of their
-        # own, scanned only when the data holds one of their rare bytes
-        # (one memchr each); the ids are the original pattern indices.
+        # own, scanned only when the data holds one of their 2-byte anchors
+        # (one memchr pass per anchor's first byte, ``_holds_any``); the
+        # ids are the original pattern indices.
         skip = set(short)
         rest = [i for i in range(len(pats)) if i not in skip]
         return (_hs_database(pats, rest), _hs_database(pats, short), anchors)
