@@ -209,14 +209,21 @@ def _is_piece(detector: Detector, sig_id: str, fragment: int, line: bytes) -> bo
     return 0 <= fragment < len(pieces) and pieces[fragment] == line.strip(b" \t")
 
 
+#: Types of memo key values that hold no text (``decode.ABSENT`` is an object).
+_NO_TEXT = frozenset((object, type(None), bool, int, float))
+
+
 def _key_chars(key: tuple[Any, ...]) -> int:
     """Characters of text in a memo key (a file line's rest is a tuple in it)."""
     n = 0
     for v in key:
-        if isinstance(v, (str, bytes)):
+        t = type(v)
+        if t is str or t is bytes:
             n += len(v)
-        elif isinstance(v, tuple):
+        elif t is tuple:
             n += _key_chars(v)
+        elif t not in _NO_TEXT and isinstance(v, (str, bytes)):
+            n += len(v)
     return n
 
 
