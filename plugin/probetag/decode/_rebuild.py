@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
-from ._syslog import _TIMED_B, _TIMED_S, TAG_MAX, parse_syslog_line, strip_time
+from ._syslog import TAG_MAX, parse_syslog_line, strip_time
 
 __all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
            "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
@@ -528,27 +528,28 @@ def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
     if names is None:
         names = fields_read(fields)
     key = list(map(record.get, names, repeat(ABSENT)))
-    if own:
-        host = sender_hostname(record, fields, own)
-        if host is not None:
-            key[names.index(host[0])] = SENDER
-            return tuple(key)  # a syslog shape: no whole file line is parsed
-    # The common case costs one failed regex match per payload field: only
-    # a value that starts like a file line is looked at further.
-    for i in range(len(key)) if fields else _LINE_SLOTS:
-        v = key[i]
-        if type(v) is str:
-            timed = _TIMED_S.match(v) is not None
-        else:
-            timed = type(v) is bytes and _TIMED_B.match(v) is not None
-        if timed:
-            name = _line_field(record, fields)
-            if name is not None:
-                j = names.index(name)
-                untimed = strip_time(key[j])
-                if untimed is not None:
-                    key[j] = (_UNTIMED, *untimed)
-            break
+    if not fields:
+        # The routing of _detect, once: a syslog shape (its HOSTNAME may be
+        # a sender) or a plain payload field (which may be a file line).
+        shape = _shape(record)
+        if shape is not None:
+            if own:
+                name = _HOSTNAME_FIELD.get(shape)
+                if name is not None:
+                    i = _READ_INDEX[name]
+                    host = to_bytes(key[i]) if key[i] is not ABSENT else None
+                    if host is not None and host in own:  # sender_hostname
+                        key[i] = SENDER
+            return tuple(key)
+        hit = _first(record, PAYLOAD_FIELDS)
+        name = hit[0] if hit is not None else None
+    else:
+        name = _line_field(record, fields)
+    if name is not None:
+        j = names.index(name)
+        untimed = strip_time(key[j])
+        if untimed is not None:
+            key[j] = (_UNTIMED, *untimed)
     return tuple(key)
 
 
@@ -578,9 +579,8 @@ def sender_hostname(record: Mapping[str, Any], fields: tuple[str, ...],
     return name, host
 
 
-#: Where ``memo_key`` finds the plain payload fields among ``READ_FIELDS``
-#: (``rawmsg`` is its own shape, never parsed as a file line).
-_LINE_SLOTS = tuple(READ_FIELDS.index(n) for n in PAYLOAD_FIELDS if n != "rawmsg")
+#: Where ``memo_key`` finds each of ``READ_FIELDS``.
+_READ_INDEX = {n: i for i, n in enumerate(READ_FIELDS)}
 
 
 def _single(value: bytes, sources: Senders, depth: int) -> tuple[_Cand, str]:
