@@ -209,7 +209,9 @@ class ForwardOutput:
         # each of these awaits in a Task of its own (Python 3.11).
         try:
             async with asyncio.timeout(self.config.ack_timeout):
-                conn.writer.write(data)
+                # As a memoryview, what the socket does not take at once is
+                # sliced without a copy before the transport buffers it.
+                conn.writer.write(memoryview(data))
                 await conn.writer.drain()
         except TimeoutError:
             raise _Retry("write_timeout") from None
