@@ -72,7 +72,8 @@ _BLOCK = 4 * 1024 * 1024
 #: A single line longer than this is cut (and counted): rsyslog's own
 #: maximum message size is 8 KiB by default, so only garbage gets here.
 _MAX_LINE = 1024 * 1024
-#: gzip input: compressed bytes read, and most bytes inflated, per call
+#: gzip input: compressed bytes read, and most bytes inflated, per call;
+#: inflated pieces held ready for the reader (``_Gunzip``)
 _GZ_IN = 1024 * 1024
 _GZ_OUT = 4 * 1024 * 1024
 _GZ_AHEAD = 2
@@ -81,8 +82,6 @@ _SNIFF_LINES = 200
 
 #: rsyslog's internal messages when octet counting meets a non-syslog client
 _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame at end of stream")
-
-
 
 #: An RFC 3339 timestamp with a fraction of 1-6 digits and an offset (what
 #: rsyslog's date-rfc3339 writes): see ``Explainer._time``.
@@ -220,7 +219,8 @@ class Explainer:
         count, rfind, find = data.count, data.rfind, data.find
         # (every LiteralSet backend takes a bytearray: tests/explain)
         hits = self._literals.find(data)  # type: ignore[arg-type]
-        for off, pid in [*hits, (len(data) + 1, -1)]:  # a sentinel ends the last line
+        hits.append((len(data) + 1, -1))  # a sentinel ends the last line
+        for off, pid in hits:
             if off <= end:
                 if pid >= marker_ids:
                     marked = True
