@@ -221,3 +221,19 @@ def test_settings_are_validated():
     sec = ServerSecurity("k", "h", {"u": "p"})
     with pytest.raises(TypeError):
         sec.users["v"] = "q"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65_535, 65_536, 300_000])
+def test_send_packed_in_parts_is_byte_for_byte_what_msgpack_packs(size):
+    # The frame is laid out by hand (one copy of the entries); it must be the
+    # bytes msgpack itself produces, across the bin 8/16/32 header sizes.
+    entries = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    conn = ClientConnection()
+    for n, parts in enumerate(([entries], [entries[:size // 3], entries[size // 3:]], entries)):
+        cid = f"id-{size}-{n}"
+        frame = conn.send_packed("a.tag", parts, 7, cid)
+        assert frame == msgpack.packb(["a.tag", entries, {"size": 7, "chunk": cid}], use_bin_type=True)
+    gz = conn.send_packed("a.tag", [entries[:10], entries[10:]], 7, None, compress="gzip")
+    tag, payload, option = msgpack.unpackb(gz, raw=False)
+    assert (tag, option) == ("a.tag", {"size": 7, "compressed": "gzip"})
+    assert gzip.decompress(payload) == entries
