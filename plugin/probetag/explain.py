@@ -204,15 +204,20 @@ class Explainer:
 
         Only lines the prefilter hits are split out and decoded; the others
         are never touched one by one (that is what makes big files fast)."""
-        rep = self.report
-        found: dict[int, dict[str, Any]] = {}
-        items: list[tuple[float, dict[Any, Any]]] = []
-        where: list[int] = []
+        return self.detect(*self.scan(data))
+
+    def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool]]]:
+        """The first half of ``block``, which needs no detection state (the
+        reading process of ``--jobs 2`` runs it): -> (number of lines,
+        framing-error lines, [(0-based line index, line, holds a framing
+        marker)] for the lines a prefilter literal hit)."""
         # One pass of LF counting over the block: the line index of each hit
         # line is counted from the previous hit line, and the block's line
         # count from the last one. A line's hits are consecutive (sorted by
-        # offset); it is decoded once they are all seen, if a prefilter
+        # offset); it is split out once they are all seen, if a prefilter
         # literal hit it.
+        picked: list[tuple[int, bytes, bool]] = []
+        framing = 0
         marker_ids = self._marker_ids
         idx, pos, start, end = 0, 0, 0, -1
         probe = marked = False
@@ -230,13 +235,9 @@ class Explainer:
             if marked:
                 # rsyslog's own complaints about bytes a client sent
                 # (FIELD_GUIDE 1): counted, whatever else the line holds
-                rep.framing_errors += 1
+                framing += 1
             if probe:
-                sl = decode.parse_syslog_line(bytes(data[start:end]), self.fmt)
-                if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
-                    items.append((self._time(sl), sl.record))
-                    where.append(idx)
-                # else rsyslog's own line, counted above; never a probe
+                picked.append((idx, bytes(data[start:end]), marked))
             if pid < 0:
                 break
             idx += count(b"\n", pos, off)
@@ -247,8 +248,25 @@ class Explainer:
                 end = len(data)
             marked = pid >= marker_ids
             probe = not marked
-        n = idx + count(b"\n", pos) + 1
+        return idx + count(b"\n", pos) + 1, framing, picked
+
+    def detect(self, n: int, framing: int, picked: list[tuple[int, bytes, bool]]) -> tuple[int, dict[int, dict[str, Any]]]:
+        """The second half of ``block``: ``scan``'s result -> (n, probes)."""
+        rep = self.report
         rep.lines += n
+        rep.framing_errors += framing
+        found: dict[int, dict[str, Any]] = {}
+        if not picked:
+            return n, found
+        items: list[tuple[float, dict[Any, Any]]] = []
+        where: list[int] = []
+        fmt, parse = self.fmt, decode.parse_syslog_line
+        for idx, line, marked in picked:
+            sl = parse(line, fmt)
+            if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
+                items.append((self._time(sl), sl.record))
+                where.append(idx)
+            # else rsyslog's own line, counted by scan; never a probe
         if not items:
             return n, found
         for k, d in enumerate(self.enricher.batch("explain", items)):
