@@ -50,11 +50,16 @@ import argparse
 import gzip
 import io
 import json
+import marshal
 import os
 import queue
 import re
+import signal
+import struct
 import sys
 import threading
+import time
+import traceback
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +84,21 @@ _GZ_OUT = 4 * 1024 * 1024
 _GZ_AHEAD = 2
 #: Lines the format detection looks at.
 _SNIFF_LINES = 200
+#: ``--jobs`` default: the two-process pipeline (``_run_pipeline``) from this
+#: many input bytes on (files' sizes on disk; stdin counts when it is a
+#: regular file). Below it, the fork and the reading process's own
+#: detector set-up cost more wall time than the overlap wins (measured:
+#: see the module docstring).
+_PIPELINE_MIN_BYTES = 16 * 1024 * 1024
+#: Pipe buffer between the two processes (F_SETPIPE_SZ; Linux's default is
+#: 64 KiB). Each block's message is flushed on its own, so this, one
+#: message being written and one being read bound how far the reading
+#: process runs ahead: a block's hit lines are some 100 KB at 1 % probe
+#: lines, so a few blocks.
+_PIPE_BYTES = 256 * 1024
+#: Seconds the detecting process waits for the reading process to exit
+#: once it has said it is done, before killing it.
+_CHILD_WAIT = 5.0
 
 #: rsyslog's internal messages when octet counting meets a non-syslog client
 _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame at end of stream")
@@ -638,6 +658,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                     help="how the files were written (default: detected per file)")
     ap.add_argument("-c", "--config", metavar="FILE", help="probetag config (detect/correlation settings)")
+    ap.add_argument("--jobs", type=_positive, default=None, metavar="N",
+                    help="processes: 2 reads and scans in one process while another detects and writes; 1 "
+                         "does all in one (default: 2 when there are 2 or more CPUs and the input is at least "
+                         f"{_PIPELINE_MIN_BYTES // (1024 * 1024)} MiB on disk, else 1; more than 2 is 2)")
     args = ap.parse_args(argv)
     try:
         config = load_config(args.config) if args.config else load_config(None)
@@ -645,6 +669,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        if _jobs(args) >= 2:
+            return _run_pipeline(args, config)
         return _run(args, config)
     except BrokenPipeError:
         # the reader went away (``| head``): stop quietly, like other filters
@@ -697,6 +723,264 @@ def _run(args: argparse.Namespace, config: Config) -> int:
             _text(out, rep)
     out.flush()
     return status
+
+
+# ------------------------------------------------------ --jobs 2: two processes
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _input_bytes(paths: list[str]) -> int:
+    """The input's size on disk, as far as it is known (0 for a pipe)."""
+    total = 0
+    for path in paths:
+        try:
+            st = os.fstat(0) if path == "-" else os.stat(path)
+        except OSError:
+            continue  # reported when it is opened
+        if (st.st_mode & 0o170000) == 0o100000:  # a regular file
+            total += st.st_size
+    return total
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """1 or 2. The pipeline needs fork, and fork needs a process without
+    threads (a thread's locks would be copied held): else it is 1."""
+    if args.jobs is not None:
+        n = args.jobs
+    else:
+        n = 2 if (os.cpu_count() or 1) >= 2 and _input_bytes(args.files) >= _PIPELINE_MIN_BYTES else 1
+    if n >= 2 and (not hasattr(os, "fork") or threading.active_count() > 1):
+        n = 1
+    return min(n, 2)
+
+
+_HEAD = struct.Struct("<I")
+
+
+class _ReaderDied(Exception):
+    """The reading process ended without saying it was done."""
+
+
+def _run_pipeline(args: argparse.Namespace, config: Config) -> int:
+    """``_run`` in two processes: a forked reading process opens each file,
+    sniffs it, cuts its blocks (``_blocks``) and runs ``Explainer.scan`` on
+    them; this process gets per block only the line count, framing-error
+    count and hit lines (``marshal``, length-prefixed, through a pipe) and
+    runs ``Explainer.detect`` and the output in block order. Both run the
+    same functions as ``_run`` in the same order, so the output, messages
+    and exit status are the same. Messages from the reading process:
+
+    * ``("skip", message)``: the file could not be opened or sniffed;
+    * ``("start", fmt)``, then ``("block", lines, framing errors, hit
+      lines)`` per block, then ``("end", cut lines, message or None)``;
+    * ``("done",)`` after the last file, or ``("fail", traceback)``.
+
+    The reading process never outlives this one: it dies with its parent
+    (``PR_SET_PDEATHSIG`` where there is one; otherwise its next write
+    fails), and it is killed and reaped when this function leaves early
+    (``| head``, Ctrl-C, an error)."""
+    out = sys.stdout
+    out.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+    except (ImportError, OSError):
+        pass  # the default pipe size only bounds the look-ahead more tightly
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child (tests/explain check it)
+        os.close(r)
+        _reader_main(w, args, config, parent)
+    os.close(w)
+    done = False
+    try:
+        with open(r, "rb", buffering=_PIPE_BYTES) as rf:
+            status = _detect_from(rf, args, config, pid)
+        done = True
+        return status
+    finally:
+        _reap(pid, _CHILD_WAIT if done else 0.0)
+
+
+def _reap(pid: int, wait: float) -> int | None:
+    """Wait up to ``wait`` seconds for the child, then kill it -> its wait status."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            got, st = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if got:
+            return st
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                return os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                return None
+        time.sleep(0.005)
+
+
+def _receive(rf: Any, pid: int) -> tuple[Any, ...]:
+    head = rf.read(_HEAD.size)
+    if len(head) == _HEAD.size:
+        (size,) = _HEAD.unpack(head)
+        body = rf.read(size)
+        if len(body) == size:
+            return marshal.loads(body)  # type: ignore[no-any-return]
+    st = _reap(pid, 1.0)
+    if st is None:
+        why = "it is gone"
+    elif os.WIFSIGNALED(st):
+        why = f"killed by signal {os.WTERMSIG(st)}"
+    else:
+        why = f"exit status {os.waitstatus_to_exitcode(st)}"
+    raise _ReaderDied(f"the reading process ended before the end of the input ({why})")
+
+
+def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int) -> int:
+    """The detecting half of ``_run_pipeline``: ``_run``'s loop, fed by messages."""
+    out = sys.stdout
+    detector = None
+    status = 0
+    several = len(args.files) > 1
+    for path in args.files:
+        try:
+            msg = _receive(rf, pid)
+        except _ReaderDied as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 1
+        if msg[0] == "fail":
+            raise RuntimeError("explain's reading process failed:\n" + msg[1])
+        if msg[0] == "skip":
+            print(msg[1], file=sys.stderr)
+            status = 1
+            continue
+        ex = Explainer(config, msg[1], path, detector)
+        detector = ex.detector
+        jsonl = _JsonlWriter(*_binary(out), path if several else None) if args.format == "jsonl" else None
+        base = 0
+        died = None
+        while True:
+            try:
+                msg = _receive(rf, pid)
+            except _ReaderDied as exc:
+                died = exc
+                break
+            if msg[0] != "block":
+                break
+            n, found = ex.detect(msg[1], msg[2], msg[3])
+            if jsonl is not None:
+                jsonl.block(n, found, base)
+            base += n
+        if died is not None:
+            print(f"error: {path}: {died}", file=sys.stderr)
+            status = 1
+        elif msg[0] == "fail":
+            raise RuntimeError("explain's reading process failed:\n" + msg[1])
+        else:
+            ex.report.cut_lines = msg[1]
+            if msg[2] is not None:
+                print(msg[2], file=sys.stderr)
+                status = 1
+        rep = ex.finish()
+        if args.format == "text":
+            if several and path is not args.files[0]:
+                out.write("\n")
+            _text(out, rep)
+        if died is not None:
+            break  # nothing reads the files after it
+    out.flush()
+    return status
+
+
+def _reader_main(w: int, args: argparse.Namespace, config: Config, parent: int) -> None:  # pragma: no cover
+    """The reading process of ``_run_pipeline``; never returns."""
+    code = 0
+    try:
+        # Ctrl-C reaches the whole process group: the parent handles it
+        # and kills this process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            import ctypes
+
+            # Linux: die with the parent, even when blocked reading stdin
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(1)
+        # only the parent writes output; a reader of it waits for every copy
+        # of the descriptor to close
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        with open(w, "wb", buffering=_PIPE_BYTES) as wf:
+            def send(msg: tuple[Any, ...]) -> None:
+                body = marshal.dumps(msg)
+                wf.write(_HEAD.pack(len(body)))
+                wf.write(body)
+
+            try:
+                _read_files(send, wf, args, config)
+            except BrokenPipeError:
+                raise
+            except Exception:
+                send(("fail", traceback.format_exc()))
+                code = 1
+            wf.flush()
+    except BrokenPipeError:
+        code = 1  # the parent went away
+    except BaseException:  # noqa: BLE001 - a child must not unwind into the parent's code
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config) -> None:  # pragma: no cover
+    """``_run``'s loop up to ``Explainer.scan``, for the reading process."""
+    detector = None
+    for path in args.files:
+        try:
+            f = _open(path)
+        except OSError as exc:
+            send(("skip", f"error: {path}: {exc.strerror or exc}"))
+            continue
+        with f:
+            try:
+                first = _sniff(f)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                send(("skip", f"error: {path}: {exc}"))
+                continue
+            fmt = args.input_format
+            if fmt == "auto":
+                fmt = decode.detect_file_format(first)
+            send(("start", fmt))
+            wf.flush()  # the parent sets up its detector meanwhile
+            ex = Explainer(config, fmt, path, detector)
+            detector = ex.detector
+            err = None
+            try:
+                for data in _blocks(f, first, ex.report):
+                    send(("block", *ex.scan(data)))
+                    wf.flush()
+            except BrokenPipeError:
+                raise
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                err = f"error: {path}: {exc}"
+            send(("end", ex.report.cut_lines, err))
+            wf.flush()
+    send(("done",))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,9 @@
 tests/fixtures/rsyslog/, ground truth from nmap's trace and the wire).
 
 Runs the real CLI as a subprocess, like a user would. Fast: no nmap here.
+Every test runs twice: ``--jobs 1`` (one process) and ``--jobs 2`` (the
+reading process and the detecting process, forced on however small the
+input): the two must give the same answers.
 """
 
 from __future__ import annotations
@@ -22,8 +25,18 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "rsyslog"
 FILES = {"traditional": "traditional.log", "rfc3339": "rfc3339.log", "rfc5424": "rfc5424.log", "json": "json.log"}
 
 
+_JOBS = ["--jobs", "1"]
+
+
+@pytest.fixture(autouse=True, params=["1", "2"], ids=["jobs1", "jobs2"])
+def _jobs(request: pytest.FixtureRequest) -> Any:
+    _JOBS[1] = request.param
+    yield
+    _JOBS[1] = "1"
+
+
 def _run(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "probetag", "explain", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "probetag", "explain", *_JOBS, *args], input=stdin,
                           capture_output=True, timeout=timeout)
 
 
@@ -160,7 +173,7 @@ _RSS_CHILD = (
 def _explain_rss(*args: str) -> tuple[bytes, int, float]:
     """(stdout, peak RSS in KiB, seconds) of ``probetag explain`` in a child."""
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", _RSS_CHILD, "explain", *args], capture_output=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", _RSS_CHILD, "explain", *_JOBS, *args], capture_output=True, timeout=300)
     dt = time.monotonic() - t0
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p.stdout, int(p.stderr.split()[-1]), dt
@@ -200,7 +213,7 @@ def test_big_file_streams_in_constant_memory(tmp_path: Path) -> None:
 def test_reader_going_away_stops_quietly(tmp_path: Path) -> None:
     f = tmp_path / "many.log"
     f.write_bytes(b"Nov 27 10:00:00 h app: line\n" * 200_000)
-    p = subprocess.Popen([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(f)],
+    p = subprocess.Popen([sys.executable, "-m", "probetag", "explain", *_JOBS, "--format", "jsonl", str(f)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout is not None and p.stderr is not None
     assert p.stdout.readline() == b'{"line": 1, "probe": null}\n'
