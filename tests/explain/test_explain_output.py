@@ -18,8 +18,11 @@ plain way of doing the same thing:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import signal
+import time
 import json
 import os
 import subprocess
@@ -358,15 +361,17 @@ def test_hits_on_and_across_a_lf(backend: str) -> None:
 
 
 # ----------------------------------------------------------------- the CLI
-def _cli(*args: str, stdin: bytes | None = None) -> bytes:
-    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", *args],
+def _cli(*args: str, stdin: bytes | None = None, jobs: str = "1") -> bytes:
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, "--format", "jsonl", *args],
                        input=stdin, capture_output=True, timeout=120,
                        env={**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape"})
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p.stdout
 
 
-def test_cli_output_equals_reference_pipeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_cli_output_equals_reference_pipeline(tmp_path: Path, jobs: str) -> None:
+    _cli = functools.partial(globals()["_cli"], jobs=jobs)
     golden = (FIX / "rfc3339.log").read_bytes()
     odd = {
         "crlf.log": golden.replace(b"\n", b"\r\n"),
@@ -442,8 +447,9 @@ def test_gunzip_reads_what_gzipfile_reads(tmp_path: Path, case: str, monkeypatch
     assert _read_all(io.BufferedReader(explain._Gunzip(io.BufferedReader(io.BytesIO(data))), 64)) == want
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 @pytest.mark.parametrize("damage", ["cut", "garbage after", "one byte after"])
-def test_gunzip_fails_as_gzipfile_fails(tmp_path: Path, damage: str) -> None:
+def test_gunzip_fails_as_gzipfile_fails(tmp_path: Path, damage: str, jobs: str) -> None:
     good = gzip.compress(b"Nov 27 10:00:00 h app: x\n" * 50_000)
     data = {"cut": good[:-9], "garbage after": good + b"xyz", "one byte after": good + b"\x01"}[damage]
     with pytest.raises((EOFError, gzip.BadGzipFile)) as want:
@@ -454,16 +460,18 @@ def test_gunzip_fails_as_gzipfile_fails(tmp_path: Path, damage: str) -> None:
         _read_all(explain._open(str(path)))
     assert str(got.value) == str(want.value)
     # the CLI names the file and the error, and keeps going
-    p = subprocess.run([sys.executable, "-m", "probetag", "explain", str(path), str(FIX / "rfc3339.log")],
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, str(path), str(FIX / "rfc3339.log")],
                        capture_output=True, timeout=120)
     assert p.returncode == 1 and f"error: {path}: {want.value}".encode() in p.stderr
     assert b"Traceback" not in p.stderr and b"rfc3339.log:" in p.stdout
 
 
-def test_corrupt_gzip_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_corrupt_gzip_is_an_error_not_a_traceback(tmp_path: Path, jobs: str) -> None:
     data = bytearray(gzip.compress(b"Nov 27 10:00:00 h app: x\n" * 1000))
     data[-6] ^= 0xFF  # the CRC32 in the trailer
     path = tmp_path / "crc.gz"
     path.write_bytes(bytes(data))
-    p = subprocess.run([sys.executable, "-m", "probetag", "explain", str(path)], capture_output=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, str(path)], capture_output=True,
+                       timeout=120)
     assert p.returncode == 1 and str(path).encode() in p.stderr and b"Traceback" not in p.stderr
