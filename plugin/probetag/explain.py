@@ -224,7 +224,8 @@ class Explainer:
 
         Only lines the prefilter hits are split out and decoded; the others
         are never touched one by one (that is what makes big files fast)."""
-        return self.detect(*self.scan(data))
+        n, framing, picked = self.scan(data)
+        return self.detect(n, framing, *self.pick(picked))
 
     def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool]]]:
         """The first half of ``block``, which needs no detection state (the
@@ -270,14 +271,11 @@ class Explainer:
             probe = not marked
         return idx + count(b"\n", pos) + 1, framing, picked
 
-    def detect(self, n: int, framing: int, picked: list[tuple[int, bytes, bool]]) -> tuple[int, dict[int, dict[str, Any]]]:
-        """The second half of ``block``: ``scan``'s result -> (n, probes)."""
-        rep = self.report
-        rep.lines += n
-        rep.framing_errors += framing
-        found: dict[int, dict[str, Any]] = {}
-        if not picked:
-            return n, found
+    def pick(self, picked: list[tuple[int, bytes, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
+        """The middle of ``block`` (the reading process of ``--jobs 2`` runs
+        it too): ``scan``'s hit lines -> (detection items: (event time,
+        record) in line order, their 0-based line indices). Event time runs
+        on from line to line within the file (``_time``)."""
         items: list[tuple[float, dict[Any, Any]]] = []
         where: list[int] = []
         fmt, parse = self.fmt, decode.parse_syslog_line
@@ -287,6 +285,16 @@ class Explainer:
                 items.append((self._time(sl), sl.record))
                 where.append(idx)
             # else rsyslog's own line, counted by scan; never a probe
+        return items, where
+
+    def detect(self, n: int, framing: int, items: list[tuple[float, dict[Any, Any]]],
+               where: list[int]) -> tuple[int, dict[int, dict[str, Any]]]:
+        """The last part of ``block``: ``scan``'s counts and ``pick``'s
+        items -> (n, {0-based line index: probe map})."""
+        rep = self.report
+        rep.lines += n
+        rep.framing_errors += framing
+        found: dict[int, dict[str, Any]] = {}
         if not items:
             return n, found
         for k, d in enumerate(self.enricher.batch("explain", items)):
@@ -879,7 +887,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int) ->
                 break
             if msg[0] != "block":
                 break
-            n, found = ex.detect(msg[1], msg[2], msg[3])
+            n, found = ex.detect(msg[1], msg[2], msg[3], msg[4])
             if jsonl is not None:
                 jsonl.block(n, found, base)
             base += n
@@ -972,7 +980,8 @@ def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config) ->
             err = None
             try:
                 for data in _blocks(f, first, ex.report):
-                    send(("block", *ex.scan(data)))
+                    n, framing, picked = ex.scan(data)
+                    send(("block", n, framing, *ex.pick(picked)))
                     wf.flush()
             except BrokenPipeError:
                 raise
