@@ -1,6 +1,6 @@
 """Benchmark: ``probetag explain`` on a large syslog file.
 
-    python bench/bench_explain.py [--mb 200] [--formats jsonl,text] [--split]
+    python bench/bench_explain.py [--mb 200] [--formats jsonl,text] [--jobs N] [--split]
 
 Theory of operation
 -------------------
@@ -23,9 +23,13 @@ Theory of operation
   (MB = 10**6 bytes); CPU seconds and peak RSS come from ``wait4``. The
   start-up cost (the same command on a one-line file) is measured too, and
   ``mb_per_s_after_startup`` leaves it out.
+* ``--jobs N`` is passed to explain (default: explain's own default, which
+  picks 2 processes for big inputs on 2 or more CPUs); the jobs setting that
+  ran is printed beside each format and stored as ``jobs`` in the JSON.
 * ``--split`` runs each format once more in a child that adds up CPU
   seconds per stage (start-up, read, scan+lines, detection, writing) by
-  wrapping explain's functions; the timed run above stays unwrapped.
+  wrapping explain's functions, always with ``--jobs 1`` (the stages of
+  one process); the timed run above stays unwrapped.
 * Results are printed as a table and written as JSON to ``bench/results/``
   (git-ignored), or to ``--json``. The target is >= 100 MB/s for a 1 GB file
   (``--mb 1024``).
@@ -230,6 +234,13 @@ def cpu_split(path: Path, fmt: str, timeout: float, extra: list[str]) -> dict:
         return {"error": "no split printed: " + " | ".join(lines[-3:])}
 
 
+def explain_jobs(path: Path, jobs: int | None) -> int:
+    """The number of processes ``probetag explain [--jobs JOBS] PATH`` runs."""
+    from probetag import explain
+
+    return explain._jobs(argparse.Namespace(files=[str(path)], jobs=jobs))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_explain.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=200.0, help="file size in MB (10**6 bytes); 1024 for the target")
@@ -241,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=0.0,
                     help="per format, seconds (default: enough for 2 MB/s, at least 60)")
     ap.add_argument("--explain-args", default="", help="extra arguments for probetag explain, space-separated")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="explain --jobs (default: explain's own choice for this file)")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
     ap.add_argument("--split", action="store_true",
                     help="also run each format once more, adding up CPU seconds per stage (start-up, read, "
@@ -260,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         tiny.write_bytes(f.readline())
     startup = time_explain(tiny, "jsonl", 120, args.explain_args.split())
     tiny.unlink()
+    jobs = explain_jobs(path, args.jobs)
+    extra = [*(["--jobs", str(args.jobs)] if args.jobs is not None else []), *args.explain_args.split()]
     try:
         for fmt in [f for f in args.formats.split(",") if f]:
-            r = time_explain(path, fmt, timeout, args.explain_args.split())
+            r = time_explain(path, fmt, timeout, extra)
+            r["jobs"] = jobs
             if r.get("mb_per_s") and "error" not in startup and r["seconds"] > startup["seconds"]:
                 r["mb_per_s_after_startup"] = round(counts["bytes"] / (r["seconds"] - startup["seconds"]) / 1e6, 3)
             if r.get("mb_per_s") and "error" not in startup and r["cpu_seconds"] > startup["cpu_seconds"]:
@@ -270,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 # disturbs least (it ignores time spent waiting for a core).
                 r["mb_per_cpu_s"] = round(counts["bytes"] / (r["cpu_seconds"] - startup["cpu_seconds"]) / 1e6, 3)
             if args.split:
-                r["cpu_split"] = cpu_split(path, fmt, timeout, args.explain_args.split())
+                r["cpu_split"] = cpu_split(path, fmt, timeout, ["--jobs", "1", *args.explain_args.split()])
             runs.append(r)
     finally:
         if args.no_cache:
@@ -289,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(r["stderr_tail"])
             continue
         verdict = "target met" if r["mb_per_s"] >= TARGET_MB_S else "target MISSED"
-        print(f"explain --format {r['format']:5s}  {r['mb_per_s']:8.1f} MB/s "
+        print(f"explain --format {r['format']:5s} (jobs {r['jobs']})  {r['mb_per_s']:8.1f} MB/s "
               f"({r.get('mb_per_s_after_startup', 0):.1f} without start-up)  {r['seconds']:7.2f} s  "
               f"CPU {r['cpu_seconds']} s ({r.get('mb_per_cpu_s', 0):.1f} MB per CPU s)  RSS {r['peak_rss_mb']} MB"
               f"  out {r['output_lines']:,} lines"

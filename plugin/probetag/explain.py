@@ -792,6 +792,13 @@ def _run_pipeline(args: argparse.Namespace, config: Config) -> int:
     fails), and it is killed and reaped when this function leaves early
     (``| head``, Ctrl-C, an error)."""
     out = sys.stdout
+    # The compiled detector (most of the set-up) is built once, before the
+    # fork: both processes start from it, the reading one for free.
+    from .detect import build_detection
+
+    detector = build_detection(config, Metrics())[0]
+    if threading.active_count() > 1:  # pragma: no cover - set-up started a thread: no fork then
+        return _run(args, config)
     out.flush()
     sys.stderr.flush()
     r, w = os.pipe()
@@ -805,12 +812,12 @@ def _run_pipeline(args: argparse.Namespace, config: Config) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child (tests/explain check it)
         os.close(r)
-        _reader_main(w, args, config, parent)
+        _reader_main(w, args, config, parent, detector)
     os.close(w)
     done = False
     try:
         with open(r, "rb", buffering=_PIPE_BYTES) as rf:
-            status = _detect_from(rf, args, config, pid)
+            status = _detect_from(rf, args, config, pid, detector)
         done = True
         return status
     finally:
@@ -856,10 +863,9 @@ def _receive(rf: Any, pid: int) -> tuple[Any, ...]:
     raise _ReaderDied(f"the reading process ended before the end of the input ({why})")
 
 
-def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int) -> int:
+def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, detector: Any) -> int:
     """The detecting half of ``_run_pipeline``: ``_run``'s loop, fed by messages."""
     out = sys.stdout
-    detector = None
     status = 0
     several = len(args.files) > 1
     for path in args.files:
@@ -912,7 +918,8 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int) ->
     return status
 
 
-def _reader_main(w: int, args: argparse.Namespace, config: Config, parent: int) -> None:  # pragma: no cover
+def _reader_main(w: int, args: argparse.Namespace, config: Config, parent: int,
+                 detector: Any) -> None:  # pragma: no cover
     """The reading process of ``_run_pipeline``; never returns."""
     code = 0
     try:
@@ -940,7 +947,7 @@ def _reader_main(w: int, args: argparse.Namespace, config: Config, parent: int) 
                 wf.write(body)
 
             try:
-                _read_files(send, wf, args, config)
+                _read_files(send, wf, args, config, detector)
             except BrokenPipeError:
                 raise
             except Exception:
@@ -955,9 +962,9 @@ def _reader_main(w: int, args: argparse.Namespace, config: Config, parent: int) 
         os._exit(code)
 
 
-def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config) -> None:  # pragma: no cover
-    """``_run``'s loop up to ``Explainer.scan``, for the reading process."""
-    detector = None
+def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config,
+                detector: Any) -> None:  # pragma: no cover
+    """``_run``'s loop up to ``Explainer.pick``, for the reading process."""
     for path in args.files:
         try:
             f = _open(path)
@@ -976,7 +983,6 @@ def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config) ->
             send(("start", fmt))
             wf.flush()  # the parent sets up its detector meanwhile
             ex = Explainer(config, fmt, path, detector)
-            detector = ex.detector
             err = None
             try:
                 for data in _blocks(f, first, ex.report):
