@@ -398,7 +398,9 @@ def _run_worker(cfg: Config, args: argparse.Namespace, index: int, listen: str, 
     # now" and skip the drain.
     os.setpgid(0, 0)
     _term_with_parent(parent)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # SIGHUP stays held until _serve has its reload handler in place (a
+    # SIGHUP while the worker starts would otherwise kill it).
+    signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGHUP})
     setup_logging(cfg.log_level, worker=index)
     tune_malloc()
     wcfg = worker_config(cfg, index, listen)
@@ -556,9 +558,14 @@ async def _serve(cfg: Config, demo: bool, drain_timeout: float | None,
 
     for s in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(s, on_signal, s)
+    # SIGHUP's default action ends the process: held while the service
+    # starts, a SIGHUP that arrives then is delivered as a reload once the
+    # handler is in place.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     service = Service(cfg, reuse_port=reuse_port)
     await service.start()
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     demo_task = None
     if demo:
         from .samples import send_demo
