@@ -347,6 +347,11 @@ class _Connection:
                 group, group_bytes, group_records = [], 0, 0
                 if self.stopping:
                     break
+                if ev is NEED_DATA:
+                    # Bytes may have arrived while the group was handed over
+                    # (it awaits): parse them before waiting for more, or a
+                    # client waiting for our acks would wait forever.
+                    continue
             if ev is NEED_DATA:
                 io.arrived = False  # next_event() has seen every byte so far
                 waited_from = loop.time()
