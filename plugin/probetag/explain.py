@@ -651,6 +651,13 @@ def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
     return where, how
 
 
+def _text_file(out: IO[str], rep: FileReport, first: bool) -> None:
+    """One file's text report; a blank line before every one but the first."""
+    if not first:
+        out.write("\n")
+    _text(out, rep)
+
+
 def _text(out: IO[str], rep: FileReport) -> None:
     sources = {s["source"] for s in rep.summaries}
     out.write(f"{rep.name}: {rep.lines} lines ({rep.fmt} format)\n")
@@ -745,9 +752,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                 status = 1
             rep = ex.finish()
         if args.format == "text":
-            if several and path is not args.files[0]:
-                out.write("\n")
-            _text(out, rep)
+            _text_file(out, rep, first=path is args.files[0])
     out.flush()
     return status
 
@@ -929,9 +934,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
                 status = 1
         rep = ex.finish()
         if args.format == "text":
-            if several and path is not args.files[0]:
-                out.write("\n")
-            _text(out, rep)
+            _text_file(out, rep, first=path is args.files[0])
         if died is not None:
             break  # nothing reads the files after it
     out.flush()
