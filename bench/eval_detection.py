@@ -1,0 +1,324 @@
+"""Detection quality on labelled data: how many probe lines are named, and right.
+
+Reads a labelled corpus laid out as ``corpus-dev`` (``labels.jsonl`` with one
+ground-truth label per physical line of every rsyslog file,
+``fluentd/records.jsonl`` with every record a real Fluentd sent for those
+lines, ``sessions.jsonl`` and each run's ``capture.pcap.gz`` for the bytes
+that crossed the wire) and runs probetag over it the way a user does:
+
+* files: ``probetag explain --format jsonl FILE`` on every rsyslog file, one
+  shape per output format (traditional, RFC 3339 file format, RFC 5424,
+  rsyslog JSON) and escaping variant;
+* records: every Fluentd variant's records, in the chunks out_forward sent
+  them in (``capture.frame``), through the stage ``serve`` runs
+  (``Processor.process``), with msgpack str/bin exactly as on the wire; and
+  rsyslog's own JSON lines as records (``omfwd``/``omelasticsearch`` style).
+
+A probe line is *named* when its probe map names the probe the label gives,
+the NSE script an ``nse:`` label names, or a catalogue entry whose bytes are
+exactly what that connection sent (nmap sends some payloads under two names:
+skypev2-version's first request is GetRequest's bytes). A *wrong* name is a
+probe map on a probe line that is none of those, or one that names a scanner
+other than the one that sent it. *Benign tagged* counts probe maps on lines
+labelled benign, rsyslogd's own framing-error lines included.
+
+    python bench/eval_detection.py [--corpus ../shared/corpus-dev] [--json OUT] [--misses]
+
+Prints one row per shape. ``--misses`` lists every unnamed or misnamed line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "plugin"))
+
+import msgpack  # noqa: E402
+
+from probetag._config import config_from_mapping  # noqa: E402
+from probetag._metrics import Metrics  # noqa: E402
+from probetag._stage import Processor, event_time, unpacker_for  # noqa: E402
+from probetag.detect import load_catalogue  # noqa: E402
+
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus-dev"
+FILE_FORMATS = ("traditional", "fileformat", "proto23", "json")
+
+
+# -- ground truth ------------------------------------------------------------
+
+def _wire_payloads(corpus: Path) -> dict[str, set[bytes]]:
+    """session -> the payloads that crossed the wire (a TCP connection's
+    whole stream, each datagram of a UDP socket), from the runs' captures."""
+    sys.path.insert(0, str(corpus / "scripts"))
+    try:
+        import pcapflows  # type: ignore[import-not-found]
+    except ImportError:
+        return {}
+    out: dict[str, set[bytes]] = collections.defaultdict(set)
+    for run_json in sorted(corpus.glob("rsyslog/*/run.json")):
+        run = run_json.parent.name
+        meta = json.loads(run_json.read_text())
+        ports = [int(p) for p in _ports(meta)]
+        pcap = run_json.parent / "capture.pcap.gz"
+        if not pcap.exists():
+            continue
+        for f in pcapflows.flows(str(pcap), ports):
+            key = f"{run}:{f['proto']}:{f['src']}:{f['sport']}->{f['dport']}"
+            if f["payload"]:
+                out[key].add(bytes(f["payload"]))
+    return out
+
+
+def _ports(meta: dict[str, Any]) -> list[int]:
+    ports = []
+    for k, v in meta.items():
+        if "port" in k and isinstance(v, int):
+            ports.append(v)
+    return ports or [meta.get("port", 0)]
+
+
+class Truth:
+    def __init__(self, corpus: Path) -> None:
+        self.catalogue = {s.id: s for s in load_catalogue()}
+        self.wire = _wire_payloads(corpus)
+
+    def right(self, label: str, scanner: str | None, session: str | None, probe: dict[str, Any]) -> bool:
+        name = probe.get("name")
+        if probe.get("scanner") not in (scanner, None, "unknown") and label != "benign":
+            return False
+        if name == label or (label.startswith("nse:") and name == label[4:]):
+            return True
+        sig = self.catalogue.get(probe.get("id", ""))
+        if sig is None or session is None:
+            return False
+        sent = self.wire.get(session, ())
+        return sig.payload in sent
+
+
+# -- running probetag ----------------------------------------------------------
+
+def _explain(path: Path) -> list[dict[str, Any] | None]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugin"))
+    out = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", "--jobs", "1",
+                          str(path)], capture_output=True, env=env, timeout=600, check=False)
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"explain {path}: exit {out.returncode}: {out.stderr.decode(errors='replace')}")
+    probes: list[dict[str, Any] | None] = []
+    for line in out.stdout.splitlines():
+        obj = json.loads(line)
+        probes.append(obj["probe"])
+    return probes
+
+
+def _value(v: Any, typ: str) -> Any:
+    if isinstance(v, dict) and "b64" in v:
+        raw = base64.b64decode(v["b64"])
+    else:
+        raw = v.encode("utf-8")
+    return raw if typ.startswith("bin") else raw.decode("utf-8", "surrogateescape")
+
+
+def _pack(t: list[int], record: dict[str, Any]) -> bytes:
+    return msgpack.packb([event_time(t[0], t[1]), record], use_bin_type=True,
+                         unicode_errors="surrogateescape")
+
+
+def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | None]:
+    """Runs chunks through one Processor (as one serve process would) and
+    returns each entry's probe map, in order."""
+    proc = Processor(config_from_mapping({}), Metrics())
+    out: list[dict[str, Any] | None] = []
+    for tag, entries in chunks:
+        res = proc.process(tag, b"".join(entries))
+        assert res.rejected == 0, res.reject_reasons
+        got = []
+        for ch in res.chunks:
+            if ch.tag.startswith("probetag.") and ch.tag.endswith("summary"):
+                continue
+            for _, rec in unpacker_for(ch.entries):
+                if isinstance(rec, dict) and rec.get("event") == "scan_summary":
+                    continue
+                got.append(rec.get("probe") if isinstance(rec, dict) else None)
+        assert len(got) == len(entries), (tag, len(got), len(entries))
+        out.extend(got)
+    return out
+
+
+def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any] | None]]]:
+    recs = [json.loads(x) for x in (corpus / "fluentd" / "records.jsonl").read_text().splitlines() if x]
+    by_variant: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in recs:
+        by_variant[r["variant"]].append(r)
+    shapes = {}
+    for variant, rows in sorted(by_variant.items()):
+        rows.sort(key=lambda r: (r["capture"]["fluentd_run"], r["capture"]["conn"], r["capture"]["frame"],
+                                 r["capture"]["entry"]))
+        chunks: list[tuple[str, list[bytes]]] = []
+        rows_in_order: list[dict[str, Any]] = []
+        last = None
+        for r in rows:
+            c = r["capture"]
+            key = (c["fluentd_run"], c["conn"], c["frame"], r["tag"])
+            record = {k: _value(v, r["value_types"][k]) for k, v in r["record"].items()}
+            if key != last:
+                chunks.append((r["tag"], []))
+                last = key
+            chunks[-1][1].append(_pack(r["time"], record))
+            rows_in_order.append(r)
+        shapes[f"records: fluentd {variant}"] = (rows_in_order, _stage(chunks))
+    return shapes
+
+
+def _rsyslog_json_records(corpus: Path, labels: list[dict[str, Any]]) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any] | None]]]:
+    """rsyslog's JSON lines as records (one chunk per 100 lines per run)."""
+    from datetime import datetime
+
+    shapes: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
+    rows_all: list[dict[str, Any]] = []
+    chunks: list[tuple[str, list[bytes]]] = []
+    by_file = collections.defaultdict(list)
+    for lab in labels:
+        if lab["format"] == "json":
+            by_file[lab["file"]].append(lab)
+    for fname, labs in sorted(by_file.items()):
+        lines = (corpus / fname).read_bytes().split(b"\n")
+        for i, lab in enumerate(labs):
+            raw = lines[lab["line"] - 1]
+            rec = json.loads(raw.decode("utf-8", "surrogateescape"))
+            ts = datetime.fromisoformat(rec["timereported"]).timestamp()
+            sec = int(ts)
+            if i % 100 == 0:
+                chunks.append(("syslog", []))
+            chunks[-1][1].append(_pack([sec, int((ts - sec) * 1e9)], rec))
+            rows_all.append(lab)
+    shapes["records: rsyslog json (omfwd/jsonf)"] = (rows_all, _stage(chunks))
+    return shapes
+
+
+# -- scoring -------------------------------------------------------------------
+
+class Row:
+    def __init__(self, shape: str) -> None:
+        self.shape = shape
+        self.probe_lines = 0
+        self.tagged = 0
+        self.named = 0
+        self.wrong = 0
+        self.benign = 0
+        self.benign_tagged = 0
+        self.misses: list[str] = []
+
+    def add(self, truth: Truth, label: dict[str, Any], probe: dict[str, Any] | None, where: str) -> None:
+        if label["label"] == "benign":
+            self.benign += 1
+            if probe is not None:
+                self.benign_tagged += 1
+                self.misses.append(f"BENIGN-TAGGED {where}: {probe.get('name')} <- {label.get('raw', '')[:100]!r}")
+            return
+        self.probe_lines += 1
+        if probe is None:
+            self.misses.append(f"UNNAMED {where} [{label['label']}]: {label.get('raw', '')[:120]!r}")
+            return
+        self.tagged += 1
+        if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
+            self.named += 1
+        else:
+            self.wrong += 1
+            self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')}: "
+                               f"{label.get('raw', '')[:120]!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shape": self.shape, "probe_lines": self.probe_lines, "tagged": self.tagged,
+                "named": self.named, "wrong": self.wrong,
+                "name_recall": round(self.named / self.probe_lines, 4) if self.probe_lines else None,
+                "benign_lines": self.benign, "benign_tagged": self.benign_tagged}
+
+
+def evaluate(corpus: Path) -> list[Row]:
+    truth = Truth(corpus)
+    labels = [json.loads(x) for x in (corpus / "labels.jsonl").read_text().splitlines() if x]
+    rows: dict[str, Row] = {}
+    by_file: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for lab in labels:
+        by_file[lab["file"]].append(lab)
+    for fname, labs in sorted(by_file.items()):
+        fmt = labs[0]["format"]
+        variant = labs[0]["variant"]
+        shape = f"file: {fmt}" + (" (escaping off)" if variant != "default" else "")
+        row = rows.setdefault(shape, Row(shape))
+        probes = _explain(corpus / fname)
+        for lab in labs:
+            probe = probes[lab["line"] - 1] if lab["line"] - 1 < len(probes) else None
+            row.add(truth, lab, probe, f"{fname}:{lab['line']}")
+    labels_by_line = {(lab["file"], lab["line"]): lab for lab in labels}
+    for shape, (recs, probes) in _fluentd_shapes(corpus).items():
+        # in_syslog over the no-escape relay is its own shape (raw CRs chomped)
+        for r, probe in zip(recs, probes):
+            name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
+            row = rows.setdefault(name, Row(name))
+            lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
+            lab["raw"] = json.dumps(r["record"])[:200]
+            row.add(truth, lab, probe, f"{r['variant']} {r['source_file']}:{r['source_line']}")
+    for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
+        for lab, probe in zip(labs, probes):
+            name = shape + (" (escaping off)" if lab["variant"] != "default" else "")
+            row = rows.setdefault(name, Row(name))
+            row.add(truth, lab, probe, f"{lab['file']}:{lab['line']}")
+    return list(rows.values())
+
+
+def table(rows: list[Row]) -> str:
+    out = ["| shape | probe lines | tagged | named right | wrong name | name-recall | benign lines | benign tagged |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    tot = Row("total")
+    for r in rows:
+        d = r.as_dict()
+        out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | "
+                   f"{d['name_recall']:.3f} | {r.benign} | {r.benign_tagged} |")
+        tot.probe_lines += r.probe_lines
+        tot.tagged += r.tagged
+        tot.named += r.named
+        tot.wrong += r.wrong
+        tot.benign += r.benign
+        tot.benign_tagged += r.benign_tagged
+    d = tot.as_dict()
+    out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.wrong} | "
+               f"{d['name_recall']:.3f} | {tot.benign} | {tot.benign_tagged} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)))
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--misses", action="store_true", help="list every unnamed, misnamed or benign-tagged line")
+    args = ap.parse_args(argv)
+    if not (args.corpus / "labels.jsonl").exists():
+        print(f"eval_detection: no labelled corpus at {args.corpus}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    rows = evaluate(args.corpus)
+    print(table(rows))
+    print(f"\n(corpus {args.corpus}, {time.monotonic() - t0:.1f} s)")
+    if args.misses:
+        for r in rows:
+            for m in r.misses:
+                print(f"{r.shape}: {m}")
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
