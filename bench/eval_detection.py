@@ -165,6 +165,7 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
         rows.sort(key=lambda r: (r["capture"]["fluentd_run"], r["capture"]["conn"], r["capture"]["frame"],
                                  r["capture"]["entry"]))
         chunks: list[tuple[str, list[bytes]]] = []
+        chunk_runs: list[tuple[str, tuple[str, list[bytes]]]] = []
         rows_in_order: list[dict[str, Any]] = []
         last = None
         for r in rows:
@@ -173,10 +174,18 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
             record = {k: _value(v, r["value_types"][k]) for k, v in r["record"].items()}
             if key != last:
                 chunks.append((r["tag"], []))
+                chunk_runs.append((c["fluentd_run"], chunks[-1]))
                 last = key
             chunks[-1][1].append(_pack(r["time"], record))
             rows_in_order.append(r)
-        shapes[f"records: fluentd {variant}"] = (rows_in_order, _stage(chunks))
+        # One Processor per source file: each was a Fluentd of its own (and
+        # the runs overlap in time from the same sender address).
+        probes: list[dict[str, Any] | None] = []
+        k = 0
+        for run in sorted({r["capture"]["fluentd_run"] for r in rows}, key=lambda x: [r["capture"]["fluentd_run"] for r in rows].index(x)):
+            mine = [c for c in chunk_runs if c[0] == run]
+            probes.extend(_stage([c[1] for c in mine]))
+        shapes[f"records: fluentd {variant}"] = (rows_in_order, probes)
     return shapes
 
 
@@ -186,12 +195,13 @@ def _rsyslog_json_records(corpus: Path, labels: list[dict[str, Any]]) -> dict[st
 
     shapes: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
     rows_all: list[dict[str, Any]] = []
-    chunks: list[tuple[str, list[bytes]]] = []
     by_file = collections.defaultdict(list)
     for lab in labels:
         if lab["format"] == "json":
             by_file[lab["file"]].append(lab)
+    probes: list[Any] = []
     for fname, labs in sorted(by_file.items()):
+        chunks = []
         lines = (corpus / fname).read_bytes().split(b"\n")
         for i, lab in enumerate(labs):
             raw = lines[lab["line"] - 1]
@@ -202,7 +212,8 @@ def _rsyslog_json_records(corpus: Path, labels: list[dict[str, Any]]) -> dict[st
                 chunks.append(("syslog", []))
             chunks[-1][1].append(_pack([sec, int((ts - sec) * 1e9)], rec))
             rows_all.append(lab)
-    shapes["records: rsyslog json (omfwd/jsonf)"] = (rows_all, _stage(chunks))
+        probes.extend(_stage(chunks))  # one Processor per file (one server each)
+    shapes["records: rsyslog json (omfwd/jsonf)"] = (rows_all, probes)
     return shapes
 
 
@@ -240,7 +251,7 @@ class Row:
             self.named += 1
         else:
             self.wrong += 1
-            self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')}: "
+            self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')} via {probe.get('via')}: "
                                f"{label.get('raw', '')[:120]!r}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -234,6 +234,8 @@ class Processor:
                     hits = keep
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
+                if self.enricher is not None and len(weak) < len(hits):
+                    hits = _with_neighbours(hits, weak, starts, count_entries)
         slowset = set(slow)
         todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
@@ -425,6 +427,29 @@ _FAST_ENTRY = re.compile(
     rb"\x92(?:\xd7\x00(?!\xff\xff\xff[\xfe\xff])[\x00-\xff]{4}" + _NSEC
     + rb"|[\x01-\x7f]|\xce(?!\x00\x00\x00\x00)[\x00-\xff]{4})[\x80-\x8f\xde\xdf]",
     re.DOTALL)
+
+
+#: Entries read around an entry a strong literal hit, when they are short:
+#: a probe's other lines (a bare ``HELP`` rsyslog took for a HOSTNAME, an
+#: RFC 5424 record whose payload was all TAG, an in_syslog ``ident`` cut
+#: at 32 bytes) hold no literal; the detector's sequence pass names them by
+#: their place between the lines that do. Long entries are ordinary logs.
+_NEIGHBOURS_BEFORE = 3
+_NEIGHBOURS_AFTER = 6
+_NEIGHBOUR_BYTES = 192
+
+
+def _with_neighbours(hits: list[int], weak: set[int], starts: Sequence[int], count: int) -> list[int]:
+    have = set(hits)
+    extra = []
+    for i in hits:
+        if i in weak:
+            continue
+        for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
+            if j not in have and starts[j + 1] - starts[j] <= _NEIGHBOUR_BYTES:
+                have.add(j)
+                extra.append(j)
+    return sorted(hits + extra) if extra else hits
 
 
 def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:

@@ -159,6 +159,49 @@ class FileReport:
         return self.lines - self.probe_lines - self.framing_errors
 
 
+#: Lines read around a line a strong literal hit: a probe's other lines
+#: (a bare ``HELP`` rsyslog took for a HOSTNAME, an RFC 5424 record whose
+#: payload was all TAG) hold no literal, and the sequence pass names them
+#: by their place between the lines that do.
+_NEIGHBOURS_BEFORE = 3
+_NEIGHBOURS_AFTER = 6
+
+
+def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool]],
+                     strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool]]:
+    """``picked`` plus the lines around each of ``strong`` (line index,
+    start, end offsets), in line order."""
+    have = {idx for idx, _, _ in picked}
+    extra: list[tuple[int, bytes, bool]] = []
+    n = len(data)
+    for idx, start, end in strong:
+        s = start
+        for k in range(1, _NEIGHBOURS_BEFORE + 1):
+            if s == 0:
+                break
+            b = data.rfind(b"\n", 0, s - 1) + 1
+            if idx - k not in have:
+                have.add(idx - k)
+                ln = bytes(data[b:s - 1])
+                extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS)))
+            s = b
+        e = end
+        for k in range(1, _NEIGHBOURS_AFTER + 1):
+            if e >= n:
+                break
+            f = data.find(b"\n", e + 1)
+            if f < 0:
+                f = n
+            if idx + k not in have:
+                have.add(idx + k)
+                ln = bytes(data[e + 1:f])
+                extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS)))
+            e = f
+    if not extra:
+        return picked
+    return sorted(picked + extra, key=lambda x: x[0])
+
+
 class Explainer:
     """The sans-I/O core of ``explain``: blocks of lines in, one probe map (or
     None) per line out. One instance per file."""
@@ -259,8 +302,12 @@ class Explainer:
         picked: list[tuple[int, bytes, bool]] = []
         framing = 0
         marker_ids = self._marker_ids
+        weak_ids = self.prefilter.weak_ids
+        # (line index, start, end) of lines a strong literal hit: their
+        # neighbours are read too (see _with_neighbours)
+        strong_lines: list[tuple[int, int, int]] = []
         idx, pos, start, end = 0, 0, 0, -1
-        probe = marked = False
+        probe = marked = strong = False
         count, rfind, find = data.count, data.rfind, data.find
         # (every LiteralSet backend takes a bytearray: tests/explain)
         hits = self._literals.find(data)  # type: ignore[arg-type]
@@ -271,6 +318,8 @@ class Explainer:
                     marked = True
                 else:
                     probe = True
+                    if pid not in weak_ids:
+                        strong = True
                 continue
             if marked:
                 # rsyslog's own complaints about bytes a client sent
@@ -278,6 +327,8 @@ class Explainer:
                 framing += 1
             if probe:
                 picked.append((idx, bytes(data[start:end]), marked))
+                if strong:
+                    strong_lines.append((idx, start, end))
             if pid < 0:
                 break
             idx += count(b"\n", pos, off)
@@ -288,6 +339,9 @@ class Explainer:
                 end = len(data)
             marked = pid >= marker_ids
             probe = not marked
+            strong = probe and pid not in weak_ids
+        if strong_lines:
+            picked = _with_neighbours(data, picked, strong_lines)
         return idx + count(b"\n", pos) + 1, framing, picked
 
     def pick(self, picked: list[tuple[int, bytes, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:

@@ -119,7 +119,15 @@ def ref_block(ex: explain.Explainer, data: bytes) -> tuple[int, dict[int, dict[s
     lines = data.split(b"\n")
     rep.lines += len(lines)
     rep.framing_errors += sum(1 for ln in lines if any(m in ln for m in explain._FRAMING_MARKERS))
-    hit = sorted({data.count(b"\n", 0, off) for off, _ in ex.prefilter.literals.find(data)})
+    found_lits = ex.prefilter.literals.find(data)
+    hit_set = {data.count(b"\n", 0, off) for off, _ in found_lits}
+    # the lines around a line a strong (not only CR) literal hit are read too
+    strong = {data.count(b"\n", 0, off) for off, pid in found_lits if pid not in ex.prefilter.weak_ids}
+    for i in strong:
+        for j in range(i - explain._NEIGHBOURS_BEFORE, i + explain._NEIGHBOURS_AFTER + 1):
+            if 0 <= j < len(lines):
+                hit_set.add(j)
+    hit = sorted(hit_set)
     items, where = [], []
     for i in hit:
         sl = decode.parse_syslog_line(lines[i], ex.fmt)
@@ -350,7 +358,9 @@ def test_hits_on_and_across_a_lf(backend: str) -> None:
     ]
     data = b"\n".join(lines)
     new, ref = _explainer("traditional"), _explainer("traditional")
-    ref.prefilter = Prefilter(frags, backend)
+    # weak literals: the lines around them are not read, so exactly the
+    # lines the literals belong to are handed to detection
+    ref.prefilter = Prefilter((), backend, weak=frags)
     new.use_prefilter(ref.prefilter)
     seen_new, seen_ref = _spy(new), _spy(ref)
     assert new.block(bytearray(data)) == ref_block(ref, data)

@@ -99,6 +99,8 @@ class _Scan:
     probes: dict[str, int] = field(default_factory=dict)
     scanners: dict[str, int] = field(default_factory=dict)
     sure_probes: set[str] = field(default_factory=set)  # probes seen on distinctive lines
+    sure_transports: set[str] = field(default_factory=set)  # their transports
+    ctx_frag: int = -1  # the last fragment of the context's payload seen
     # context: the last distinctive match and its time
     ctx: Match | None = None
     ctx_conf: float = 0.0
@@ -126,6 +128,8 @@ class Correlator:
         self.metrics = metrics
         self._sources: OrderedDict[str, _Scan] = OrderedDict()
         self._ended: list[dict[str, Any]] = []
+        #: signature id -> pieces its payload logs (``Detector.fragment_count``)
+        self.fragment_count: Mapping[str, int] = {}
         self.high_water = float("-inf")  # highest event time observed
         self.last_context = float("-inf")  # latest time any source had a probe context
 
@@ -155,18 +159,40 @@ class Correlator:
             scan = None
         if sure:
             first = sure[0]
+            if (scan is not None and first.kind not in ("exact", "marker")
+                    and len(scan.sure_probes) >= _SCAN_MIN_PROBES
+                    and first.signature.transport not in scan.sure_transports):
+                # A damaged or partial piece of a payload of the other
+                # transport, in the middle of a scan that has used only one:
+                # a coincidence of bytes, not that probe.
+                return None
             scan = self._touch(src, t, scan)
             scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
+            scan.ctx_frag = first.fragment
             self.last_context = max(self.last_context, t)
             scan.sure_probes.add(first.signature.probe)
+            scan.sure_transports.add(first.signature.transport)
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
         if scan is not None and scan.ctx is not None and 0 <= t - scan.ctx_t <= self.window:
-            behind = by_sig.get(scan.ctx.signature.id)
+            # A later piece of the context's payload than the last one seen
+            # (a third lone CR is not GenericLines, whose payload has two).
+            sid = scan.ctx.signature.id
+            behind = by_sig.get(sid)
+            if behind is not None and behind.fragment <= scan.ctx_frag:
+                # (the engine names one fragment per signature; a piece that
+                # repeats, like GenericLines' CR, is any of them)
+                total = self.fragment_count.get(sid)
+                if total is not None and scan.ctx_frag >= total - 1:
+                    behind = None
+                else:
+                    behind = Match(behind.signature, scan.ctx_frag + 1, behind.kind, behind.confidence,
+                                   behind.ambiguous)
             if behind is not None:
                 scan = self._touch(src, t, scan)
                 scan.ctx_t = t  # the connection is still talking
+                scan.ctx_frag = behind.fragment
                 self.last_context = max(self.last_context, t)
                 return self._record(scan, behind, scan.ctx_conf * _INHERIT_FACTOR, t, inherited=True,
                                     via="context")
@@ -199,8 +225,17 @@ class Correlator:
                 # The rest of a multi-line whole probe (GenericLines' second
                 # CR) then leans on this line as its context.
                 scan.ctx, scan.ctx_conf, scan.ctx_t = cands[0], _SCAN_CONFIDENCE, t
+                scan.ctx_frag = cands[0].fragment
                 return self._record(scan, cands[0], _SCAN_CONFIDENCE, t, inherited=True, via="scan")
         return None
+
+    def context(self, source: str | None) -> tuple[float, Any, int, frozenset[str]] | None:
+        """(time, signature, fragment) of the source's last distinctive
+        line and the probes its scan sent so far; None without a scan."""
+        scan = self._sources.get(source or "-")
+        if scan is None or scan.ctx is None:
+            return None
+        return scan.ctx_t, scan.ctx.signature, scan.ctx.fragment, frozenset(scan.probes)
 
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False

@@ -184,6 +184,18 @@ def _damage(line: bytes, transport: str) -> list[bytes]:
     return out
 
 
+def unescaped_nul_rule(line: bytes) -> bytes:
+    """What rsyslog with ``escapeControlCharactersOnReceive="off"`` leaves of
+    a message that holds a NUL (FIELD_GUIDE 2.2): the bytes before the byte
+    preceding the first NUL as they are, then every control byte other than
+    NUL dropped (NUL itself is still escaped, and unescaped again here)."""
+    first = line.find(b"\0")
+    if first < 0:
+        return line
+    k = max(first - 1, 0)
+    return line[:k] + bytes(c for c in line[k:] if c == 0 or c >= 0x20)
+
+
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
@@ -243,6 +255,9 @@ class Detector:
         out = [(line, "exact")]
         for d in _damage(line, transport):
             out.append((d, "damaged"))
+        kept = unescaped_nul_rule(line)
+        if kept != line and kept:
+            out.append((kept, "damaged"))
         for text, _kind in list(out):
             r = replaced(text)
             if r != text:

@@ -58,13 +58,14 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
+from ._sequence import SEQUENCE_CONFIDENCE, SequenceNamer, load_orders
 
 __all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
 
@@ -93,6 +94,22 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 #: than ``_MEMO_KEY_CHARS`` are not kept.
 MEMO_ENTRIES = 4096
 _MEMO_KEY_CHARS = 2048
+#: Longest line the sequence pass considers (probe lines it names are short).
+_MAX_SEQUENCE_LINE = 600
+#: Record fields holding a syslog TAG, and the lengths forwarders cut it at:
+#: rsyslog's forward templates print ``%syslogtag:1:32%`` and its parser
+#: stops a TAG at 510 bytes (FIELD_GUIDE 3.4).
+_TAG_FIELDS = ("ident", "syslogtag", "appname", "app_name", "programname")
+_TAG_CUTS = (32, 510)
+
+
+def _cut(record: Mapping[Any, Any]) -> bool:
+    """Is the record's TAG as long as a forwarder cuts it? (its payload may go on)"""
+    for key in _TAG_FIELDS:
+        v = record.get(key)
+        if isinstance(v, (str, bytes)) and len(v) in _TAG_CUTS:
+            return True
+    return False
 
 _SHOW = {c: chr(c) for c in range(0x20, 0x7F)}
 _SHOW.update({c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7F, 0x100))})
@@ -253,6 +270,9 @@ class Enricher:
         self._key_fields = decode.fields_read(self.fields)
         self._memo_key = decode.memo_key
         self._sender_hostname = decode.sender_hostname
+        #: Pass 3: lines named by their place in a scan (None: off).
+        self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
+        self.keep_unmatched = True
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -329,9 +349,13 @@ class Enricher:
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
-                return None
-            key, line, matches = found
-            reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
+                if rb is None or not self.keep_unmatched:
+                    return None
+                # Kept for the sequence pass: a line its bytes do not name
+                # can still be named by its place in a scan.
+            else:
+                key, line, matches = found
+                reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
         if not source and (rb is None or rb.shape not in _HOST_AWARE):
             # No sender field and no HOSTNAME rule applied: a host field, as
             # str or as bytes (msgpack bin from Fluentd's in_tail, our own
@@ -370,10 +394,15 @@ class Enricher:
         sources: list[str | None] = [None] * n
         analyse = self.analyse
         nothing = 0
+        # Lines that matched nothing, kept for the sequence pass.
+        unmatched: dict[int, tuple[Reading, str | None]] = {}
         for i, (_t, rec) in enumerate(items):
             got = analyse(rec)
             if got is None:
                 nothing += 1
+            elif not got[0].matches:
+                nothing += 1
+                unmatched[i] = got
             else:
                 readings[i], sources[i] = got
         metrics = self.metrics
@@ -386,7 +415,7 @@ class Enricher:
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
         out: list[Any] = [None] * n
-        if nothing == n:
+        if nothing == n and not unmatched:
             return out
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
@@ -405,6 +434,7 @@ class Enricher:
         observe = self.correlator.observe
         decide = self.actions.decide
         min_confidence = self.min_confidence
+        named: list[tuple[Any, int] | None] = [None] * n
         for i, r in enumerate(readings):
             if r is None:
                 continue
@@ -422,8 +452,12 @@ class Enricher:
                 below += 1
                 continue
             out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            named[i] = (verdict.match.signature, verdict.match.fragment)
             k = (verdict.match.signature.probe, verdict.match.kind)
             matched[k] = matched.get(k, 0) + 1
+        # Pass 3: lines still unnamed, by their place in their source's scan.
+        if self.sequence is not None and (below or unmatched) and any(x is not None for x in named):
+            below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
         if metrics is not None:
             # Counted per batch: the same totals as per record, at a fraction
             # of the label handling.
@@ -432,6 +466,53 @@ class Enricher:
             for (probe_name, kind), count in matched.items():
                 metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
         return out
+
+    def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
+                       sources: Sequence[str | None], unmatched: Mapping[int, tuple[Reading, str | None]],
+                       named: list[tuple[Any, int] | None], out: list[Any],
+                       matched: dict[tuple[str, str], int]) -> int:
+        """Pass 3 (``_sequence``): returns how many lines below the
+        confidence threshold it named."""
+        n = len(items)
+        lines: list[Any] = [None] * n
+        for i in range(n):
+            r = readings[i]
+            src = sources[i]
+            if r is None:
+                got = unmatched.get(i)
+                if got is None:
+                    continue
+                r, src = got
+            elif named[i] is not None:
+                lines[i] = (items[i][0], src, b"", (), False, False)
+                continue
+            rb = r.rebuilt
+            line = r.line if r.matches else (rb.line if rb is not None else b"")
+            if len(line) > _MAX_SEQUENCE_LINE:
+                continue
+            lines[i] = (items[i][0], src, line.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
+        got = self.sequence.name(lines, named, self.correlator.context)
+        below = 0
+        for i, g in enumerate(got):
+            if g is None:
+                continue
+            sig, frag, source, via = g
+            r = readings[i]
+            if r is None:
+                r = unmatched[i][0]
+            else:
+                below += 1
+            t = items[i][0]
+            m = Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)
+            verdict = self.correlator.observe(source, t, (m,), sure=(m,))
+            if verdict is None or verdict.confidence < self.min_confidence:
+                continue
+            verdict = replace(verdict, inherited=True, via=via)
+            out[i] = self.actions.decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            named[i] = (sig, frag)
+            k = (sig.probe, via)
+            matched[k] = matched.get(k, 0) + 1
+        return below
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
                        items: Sequence[tuple[float, Any]]) -> list[str | None]:
@@ -565,7 +646,7 @@ class Enricher:
             "confidence": v.confidence,
             "transport": sig.transport,
             "kind": v.match.kind,
-            "payload": r.payload,
+            "payload": r.payload or (show_bytes(r.rebuilt.line) if r.rebuilt is not None else ""),
             "fragment": v.match.fragment,
             "scan_id": v.scan_id,
             "group_lines": v.group_lines,
@@ -632,6 +713,7 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
         actions = Actions(config.actions, d.allowlist, d.output_field)
     c = config.correlation
     correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
+    correlator.fragment_count = detector.fragment_count
     # Compiling the literal sets is the slow part of start-up (hyperscan):
     # a detector keeps the prefilter built for each dialect list.
     cache = detector.__dict__.setdefault("_prefilters", {})
@@ -645,6 +727,14 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
 
 
 _DETECTORS: dict[Any, Detector] = {}
+_ORDERS: list[Any] = []
+
+
+def _orders() -> Any:
+    """The bundled scan orders, loaded once."""
+    if not _ORDERS:
+        _ORDERS.append(load_orders())
+    return _ORDERS[0]
 
 
 def _detector_for(d: Any) -> Detector:

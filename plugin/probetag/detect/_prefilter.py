@@ -184,6 +184,11 @@ class Prefilter:
 
     __slots__ = ("literals", "_weak")
 
+    @property
+    def weak_ids(self) -> frozenset[int]:
+        """Pattern ids (in ``literals``) of the weak literals."""
+        return self._weak
+
     def __init__(self, fragments: Iterable[bytes], backend: str | None = None,
                  weak: Iterable[bytes] = ()) -> None:
         weak_set = set(f for f in weak if f)

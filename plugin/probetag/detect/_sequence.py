@@ -1,0 +1,447 @@
+"""Naming a line by where it falls in its source's scan.
+
+Theory of operation
+-------------------
+* A scanner sends its probes in a fixed order, one connection (or datagram)
+  each: nmap ``-sV`` sends GenericLines, then GetRequest, HTTPOptions, ...
+  (``catalogue/sequences/*.yaml``, observed from nmap's own trace output).
+  Many probe lines say nothing alone: a lone ``\\r``, a bare ``HELP`` that
+  rsyslog took as the HOSTNAME, ``#000#001n``, an RFC 5424 record whose
+  payload went into a TAG the format does not print, an in_syslog ``ident``
+  cut at 32 bytes. Their bytes leave several probes, or none, and the
+  correlator's context (the connection's previous line) does not reach
+  them when they are the first line of their connection.
+* ``SequenceNamer.name`` runs after correlation over one batch (a chunk, or
+  a block of a file, in stream order). For each line left untagged it takes
+  the *anchors* around it: the tagged lines of the same source (or, for a
+  line that names no sender, of the one source scanning at that time)
+  within ``gap`` seconds before and after, and the source's earlier context
+  from the correlator. The candidates are the probes of the anchors'
+  scanner that could have left this line:
+
+  - a piece of the probe's payload as rsyslog logs it, spacing aside
+    (``Detector.logged_cores``), or a match the engine already found for it
+    (ambiguous ones included: damage, truncation);
+  - a proper prefix of such a piece (a TAG cut at 32 or 510 bytes, RFC 5424's
+    APP-NAME prefix, a connection closed early), or for records known to
+    miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
+  - an empty message, for a probe whose payload has a frame that is only a
+    NUL (FIELD_GUIDE 2.1: it is logged as an empty message).
+
+  Then the order decides: a candidate must come after the previous anchor's
+  probe and before the next anchor's in the scanner's order, and must not
+  be a probe the scan already sent (each is sent once per port). A line is
+  named only when exactly one probe is left (``via: sequence``, confidence
+  ``SEQUENCE_CONFIDENCE``). A line right after a named line of the same
+  source (within ``_SAME_CONNECTION``) that is a later piece of the same
+  payload is named as its continuation first.
+* Nothing here creates a scan: a line is named only between lines that
+  named their probe themselves, so a benign ``#015`` far from any scan, or
+  from another sender, stays untagged.
+* No I/O. Sequence files are data (``load_orders``), validated at load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from ._catalogue import CatalogueError, Signature
+
+__all__ = ["ScanOrder", "load_orders", "SEQUENCE_CONFIDENCE"]
+
+_SEQ_DIR = Path(__file__).resolve().parent / "catalogue" / "sequences"
+#: Confidence of a line named by its place in the scan.
+SEQUENCE_CONFIDENCE = 0.6
+#: A connection's lines are logged together (file formats keep whole seconds).
+_SAME_CONNECTION = 1.0
+#: nmap's default ``--version-intensity``.
+_DEFAULT_INTENSITY = 7
+_INTENSITY = re.compile(r"intensity (\d)")
+#: Rounds of the pass: a line named in one round is an anchor in the next.
+_ROUNDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOrder:
+    """(scanner, transport) -> probe -> position in the send order."""
+
+    positions: dict[tuple[str, str], dict[str, int]]
+
+    def position(self, sig: Signature) -> int | None:
+        order = self.positions.get((sig.scanner, sig.transport))
+        return None if order is None else order.get(sig.probe)
+
+
+def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
+    """The bundled sequence files (``catalogue/sequences/*.yaml``), or ``paths``."""
+    files = sorted(_SEQ_DIR.glob("*.yaml")) if paths is None else list(paths)
+    positions: dict[tuple[str, str], dict[str, int]] = {}
+    for path in files:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise CatalogueError(f"cannot read sequence file: {exc}", file=str(path)) from None
+        if not isinstance(data, list):
+            raise CatalogueError("a sequence file is a list of entries", file=str(path))
+        for n, entry in enumerate(data):
+            if not isinstance(entry, dict) or not all(
+                    isinstance(entry.get(k), str) for k in ("scanner", "transport", "provenance")):
+                raise CatalogueError(f"entry {n}: needs scanner, transport and provenance strings",
+                                     file=str(path))
+            order = entry.get("order")
+            if not isinstance(order, list) or not all(isinstance(x, str) for x in order):
+                raise CatalogueError(f"entry {n}: order must be a list of probe names", file=str(path))
+            key = (entry["scanner"], entry["transport"])
+            positions[key] = {name: i for i, name in enumerate(order)}
+    return ScanOrder(positions)
+
+
+@dataclass(slots=True)
+class _Anchor:
+    t: float
+    source: str | None
+    sig: Signature
+    fragment: int
+
+
+class SequenceNamer:
+    """Names the untagged lines of a batch by their place in a scan."""
+
+    def __init__(self, detector: Any, order: ScanOrder, gap: float = 30.0) -> None:
+        self.detector = detector
+        self.order = order
+        self.gap = gap
+        by_scanner: dict[str, list[Signature]] = {}
+        for sig in detector.signatures:
+            if sig.match == "payload":
+                by_scanner.setdefault(sig.scanner, []).append(sig)
+        self._by_scanner = by_scanner
+        self._multi: set[str | None] = set()
+        # The lowest intensity at which nmap sends a probe (catalogue notes,
+        # observed at each intensity); probes that leave no line at all (only
+        # digits: imtcp waits for an octet-counted frame that never comes).
+        self._intensity: dict[tuple[str, str, str], int] = {}
+        self._silent: set[tuple[str, str, str]] = set()
+        for sig in detector.signatures:
+            key = (sig.scanner, sig.transport, sig.probe)
+            m = _INTENSITY.search(sig.notes or "")
+            if m is not None:
+                self._intensity[key] = int(m.group(1))
+            if sig.match == "payload" and sig.transport == "tcp" and sig.payload.strip(b"0123456789") == b"":
+                self._silent.add(key)
+        # Probes whose payload has a frame that is only a NUL (logged empty).
+        self._empty: set[str] = set()
+        for sig in detector.signatures:
+            if sig.match == "payload" and sig.transport == "tcp" and b"\n\x00\n" in b"\n" + sig.payload + b"\n":
+                self._empty.add(sig.id)
+
+    # -- compatibility -------------------------------------------------------
+
+    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool) -> list[int]:
+        """Fragments of ``sig`` that could have been logged as ``core``."""
+        pieces = self.detector.logged_cores(sig.id)
+        out = []
+        if not core:
+            if sig.id in self._empty:
+                out.append(len(pieces))  # the NUL frame comes after the text
+            if lossy:
+                out.extend(range(len(pieces)))
+            return out
+        for k, p in enumerate(pieces):
+            if p == core or ((lossy or cut) and len(p) > len(core) and p.startswith(core)):
+                out.append(k)
+        return out
+
+    def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
+                   cut: bool) -> dict[str, tuple[Signature, int]]:
+        """sig id -> (signature, fragment) of the scanner's probes that could
+        have left this line."""
+        out: dict[str, tuple[Signature, int]] = {}
+        for m in matches:
+            if m.signature.scanner == scanner:
+                out.setdefault(m.signature.id, (m.signature, m.fragment))
+        for sig in self._by_scanner.get(scanner, ()):
+            if sig.id in out:
+                continue
+            frags = self._fragments(sig, core, lossy, cut)
+            if frags:
+                out[sig.id] = (sig, frags[0])
+        return out
+
+    # -- the pass ------------------------------------------------------------
+
+    def name(self, lines: Sequence[tuple[float, str | None, bytes, Sequence[Any], bool, bool] | None],
+             named: Sequence[tuple[Signature, int] | None], context: Any,
+             ) -> list[tuple[Signature, int, str | None, str] | None]:
+        """``lines``: per line of the batch, None (not a candidate) or (time,
+        source, stripped line, engine matches, lossy, cut); ``named``: per
+        line, the (signature, fragment) it was tagged with, or None;
+        ``context(source)``: (time, signature, fragment, probes already sent)
+        of the source's scan before this batch, or None.
+        -> per line: None, or (signature, fragment, source, via) for a line
+        this pass names (``via``: ``continuation`` or ``sequence``)."""
+        n = len(lines)
+        anchors: list[_Anchor | None] = [None] * n
+        for i, nm in enumerate(named):
+            if nm is not None and lines[i] is not None:
+                t, src = lines[i][0], lines[i][1]  # type: ignore[index]
+                anchors[i] = _Anchor(t, src, nm[0], nm[1])
+        out: list[tuple[Signature, int, str | None, str] | None] = [None] * n
+        sent: dict[str | None, set[str]] = {}
+        for a in anchors:
+            if a is not None:
+                sent.setdefault(a.source, set()).add(a.sig.probe)
+        # A scan of several ports sends the whole order to each, interleaved:
+        # the order says nothing there. A probe named on two connections
+        # (more than ``gap`` apart) marks such a source.
+        seen: dict[tuple[str | None, str], float] = {}
+        again: dict[str | None, set[str]] = {}
+        for a in anchors:
+            if a is None:
+                continue
+            key = (a.source, a.sig.probe)
+            t0 = seen.setdefault(key, a.t)
+            if abs(a.t - t0) > self.gap:
+                again.setdefault(a.source, set()).add(a.sig.probe)
+        # (one repeat is not enough: an NSE script may resend a probe's bytes)
+        self._multi = {src for src, probes in again.items() if len(probes) >= 2}
+        for _round in range(_ROUNDS):
+            changed = self._lines(lines, anchors, out, sent, context)
+            changed += self._segments(lines, anchors, out, sent, context)
+            if not changed:
+                break
+        return out
+
+    def _set(self, i: int, t: float, source: str | None, sig: Signature, frag: int, via: str,
+             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]]) -> None:
+        out[i] = (sig, frag, source, via)
+        anchors[i] = _Anchor(t, source, sig, frag)
+        sent.setdefault(source, set()).add(sig.probe)
+
+    def _lines(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+               sent: dict[str | None, set[str]], context: Any) -> int:
+        """One line at a time: a continuation of the previous named line, or
+        the one probe its bytes allow between its anchors."""
+        changed = 0
+        for i in range(len(lines)):
+            item = lines[i]
+            if item is None or anchors[i] is not None:
+                continue
+            t, src, core, matches, lossy, cut = item
+            if not core and lossy:
+                continue  # any probe fits a line with nothing left: _segments counts them
+            prev, nxt, source = self._around(anchors, i, t, src)
+            ctx = context(source) if source is not None else None
+            if prev is None and ctx is not None and 0 <= t - ctx[0] <= self.gap:
+                prev = _Anchor(ctx[0], source, ctx[1], ctx[2])
+            if prev is None and nxt is None or source in self._multi:
+                continue
+            scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
+            if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
+                continue
+            cands = self.candidates(scanner, core, matches, lossy, cut)
+            if not cands:
+                continue
+            # The rest of the previous line's payload, logged with it.
+            if prev is not None and 0 <= t - prev.t <= _SAME_CONNECTION and prev.sig.id in cands:
+                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment)
+                if frag is not None:
+                    self._set(i, t, source, prev.sig, frag, "continuation", anchors, out, sent)
+                    changed += 1
+                    continue
+            already = set(sent.get(source, ()))
+            if ctx is not None:
+                already |= ctx[3]
+            lo = self._placed(anchors, i, t, source, -1)
+            hi = self._placed(anchors, i, t, source, +1)
+            transports = {a.sig.transport for a in (lo, hi) if a is not None}
+            if not transports:
+                continue  # no order to place it by
+            left: dict[str, tuple[Signature, int]] = {}
+            for sid, (sig, frag) in cands.items():
+                if sig.probe in already or sig.transport not in transports:
+                    continue
+                pos = self.order.position(sig)
+                if pos is None:
+                    continue
+                if lo is not None and lo.sig.transport == sig.transport and pos <= self._pos(lo):  # type: ignore[operator]
+                    continue
+                if hi is not None and hi.sig.transport == sig.transport and pos >= self._pos(hi):  # type: ignore[operator]
+                    continue
+                left[sid] = (sig, frag)
+            if len({sig.probe for sig, _ in left.values()}) != 1:
+                continue
+            sig, frag = min(left.values(), key=lambda x: x[0].rank)
+            if lo is None:
+                # The head of a scan: only a payload seen whole (GenericLines'
+                # two CRs, not one CR alone) is placed before the first anchor.
+                group = [lines[j] for j in range(i, len(lines)) if lines[j] is not None
+                         and anchors[j] is None and lines[j][1] == src and lines[j][0] - t <= _SAME_CONNECTION]
+                fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
+                total = len(self.detector.logged_cores(sig.id))
+                if fit is None or fit[0][1] != 0 or len(fit) < total:
+                    continue
+                frag = 0
+            self._set(i, t, source, sig, frag, "sequence", anchors, out, sent)
+            changed += 1
+        return changed
+
+    def _segments(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+                  sent: dict[str | None, set[str]], context: Any) -> int:
+        """Between two placed anchors of one source (positions a < b in the
+        scanner's order), the unnamed lines fall into connections (a new one
+        after a pause of more than ``_SAME_CONNECTION``); when there are as
+        many as the probes between a and b that the scan's intensity sends
+        and that leave a line, and each connection can be its probe, each
+        is named by its place."""
+        changed = 0
+        placed = [i for i, a in enumerate(anchors) if a is not None and self._pos(a) is not None]
+        for x, y in zip(placed, placed[1:]):
+            a, b = anchors[x], anchors[y]
+            assert a is not None and b is not None
+            if (a.source != b.source or a.sig.scanner != b.sig.scanner
+                    or a.sig.transport != b.sig.transport):
+                continue
+            pa, pb = self._pos(a), self._pos(b)
+            assert pa is not None and pb is not None
+            if pb - pa < 2 or b.t - a.t > self.gap * (pb - pa):
+                continue
+            source = a.source
+            if source in self._multi:
+                continue
+            groups: list[list[int]] = []
+            last_t = a.t
+            for i in range(x + 1, y):
+                item = lines[i]
+                if item is None or anchors[i] is not None:
+                    if anchors[i] is not None and anchors[i].source == source:  # type: ignore[union-attr]
+                        last_t = item[0] if item is not None else last_t
+                    continue
+                t, src = item[0], item[1]
+                if src is not None and src != source:
+                    continue
+                if src is None:
+                    _p, _n, guess = self._around(anchors, i, t, None)
+                    if guess != source:
+                        continue
+                if groups and t - last_t <= _SAME_CONNECTION:
+                    groups[-1].append(i)
+                else:
+                    groups.append([i])
+                last_t = t
+            if not groups:
+                continue
+            done = set(sent.get(source, ()))
+            ctx = context(source) if source is not None else None
+            if ctx is not None:
+                done |= ctx[3]
+            level = self._scan_intensity(a.sig.scanner, a.sig.transport, done)
+            order = self.order.positions.get((a.sig.scanner, a.sig.transport), {})
+            between = sorted((pos, name) for name, pos in order.items() if pa < pos < pb)
+            expected = [name for _pos, name in between
+                        if name not in done
+                        and (a.sig.scanner, a.sig.transport, name) not in self._silent
+                        and self._intensity.get((a.sig.scanner, a.sig.transport, name), 0) <= level]
+            if len(expected) != len(groups):
+                continue
+            plan: list[tuple[int, Signature, int]] = []
+            for grp, name in zip(groups, expected):
+                got = self._fit(a.sig.scanner, a.sig.transport, name, [lines[i] for i in grp])
+                if got is None:
+                    break
+                plan.extend((i, sig, frag) for i, (sig, frag) in zip(grp, got))
+            else:
+                for i, sig, frag in plan:
+                    self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                    changed += 1
+        return changed
+
+    def _fit(self, scanner: str, transport: str, probe: str,
+             group: Sequence[Any]) -> list[tuple[Signature, int]] | None:
+        """(signature, fragment) per line of one connection's lines when
+        they can all be that probe's, in order; else None."""
+        for sig in self._by_scanner.get(scanner, ()):
+            if sig.probe != probe or sig.transport != transport:
+                continue
+            got: list[tuple[Signature, int]] = []
+            after = -1
+            for item in group:
+                _t, _src, core, matches, lossy, cut = item
+                frags = [m.fragment for m in matches if m.signature.id == sig.id]
+                frags += self._fragments(sig, core, lossy, cut)
+                frags = sorted(f for f in set(frags) if f > after)
+                if not frags:
+                    break
+                after = frags[0]
+                got.append((sig, after))
+            else:
+                return got
+        return None
+
+    def _scan_intensity(self, scanner: str, transport: str, sent: Iterable[str]) -> int:
+        level = _DEFAULT_INTENSITY
+        for name in sent:
+            level = max(level, self._intensity.get((scanner, transport, name), 0))
+        return level
+
+    def _placed(self, anchors: Sequence[_Anchor | None], i: int, t: float, source: str | None,
+                step: int) -> _Anchor | None:
+        """The nearest anchor of ``source`` before (step -1) or after (+1)
+        line ``i`` within ``gap`` seconds whose probe has a place in its
+        scanner's order."""
+        j = i + step
+        while 0 <= j < len(anchors):
+            a = anchors[j]
+            if a is not None:
+                if abs(a.t - t) > self.gap:
+                    return None
+                if a.source == source and self._pos(a) is not None:
+                    return a
+            j += step
+        return None
+
+    def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int) -> int | None:
+        for k in self._fragments(sig, core, lossy, cut):
+            if k > after:
+                return k
+        return None
+
+    def _pos(self, a: _Anchor | None) -> int | None:
+        return None if a is None else self.order.position(a.sig)
+
+    def _around(self, anchors: Sequence[_Anchor | None], i: int, t: float,
+                src: str | None) -> tuple[_Anchor | None, _Anchor | None, str | None]:
+        """The nearest anchors before and after line ``i`` of its source
+        within ``gap`` seconds; for a line without a sender, of the nearest
+        anchors' source when both sides (or the one side there is) agree."""
+        gap = self.gap
+        prev = nxt = None
+        for j in range(i - 1, -1, -1):
+            a = anchors[j]
+            if a is None:
+                continue
+            if t - a.t > gap:
+                break
+            if src is None or a.source == src:
+                prev = a
+                break
+        for j in range(i + 1, len(anchors)):
+            a = anchors[j]
+            if a is None:
+                continue
+            if a.t - t > gap:
+                break
+            if src is None or a.source == src:
+                nxt = a
+                break
+        if src is not None:
+            return prev, nxt, src
+        sources = {a.source for a in (prev, nxt) if a is not None}
+        if len(sources) != 1:
+            return None, None, None
+        return prev, nxt, sources.pop()
