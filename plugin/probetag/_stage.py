@@ -217,6 +217,10 @@ class Processor:
 
     def process(self, tag: str, entries: bytes) -> StageResult:
         res = StageResult()
+        #: entry index -> Enricher.analyse() result, when the neighbour
+        #: search analysed it already (the batch then does not again)
+        self._analysed: dict[int, Any] = {}
+        self._unpacked: dict[int, Any] = {}
         n = len(entries)
         starts, slow, pos, error = walk_entries(entries)
         count_entries = len(starts) - 1  # starts ends with a sentinel
@@ -235,7 +239,7 @@ class Processor:
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
                 if self.enricher is not None and len(weak) < len(hits):
-                    hits = _with_neighbours(hits, weak, starts, count_entries)
+                    hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
         slowset = set(slow)
         todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
@@ -245,13 +249,15 @@ class Processor:
         changes: dict[int, Any] = {}
         retagged: dict[str, list[bytes]] = {}
         detect_idx: list[int] = []
+        detect_pre: list[Any] = []
         detect_items: list[tuple[float, dict[Any, Any]]] = []
         detect_time: list[Any] = []
         detect_changed: list[bool] = []
         for i in todo:
-            raw = entries[starts[i]:starts[i + 1]]
+            entry = self._unpacked.get(i, _NOT_ANALYSED)
             try:
-                entry = _unpack_one(raw)
+                if entry is _NOT_ANALYSED:
+                    entry = _unpack_one(entries[starts[i]:starts[i + 1]])
             except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
                 # Well-framed msgpack Python cannot hold (a map or an array as
                 # a map key, a malformed timestamp ext): this record is
@@ -287,6 +293,7 @@ class Processor:
                     continue
             if i in hitset and self.enricher is not None:
                 detect_idx.append(i)
+                detect_pre.append(self._analysed.get(i, _NOT_ANALYSED))
                 detect_items.append((_seconds(nt), record))
                 detect_time.append(nt)
                 detect_changed.append(nt is not t)
@@ -295,7 +302,7 @@ class Processor:
             if nt is not t:
                 changes[i] = pack_entry(nt, record)
         if detect_items:
-            decisions = self.enricher.batch(tag, detect_items)  # type: ignore[union-attr]
+            decisions = self.enricher.batch(tag, detect_items, pre=detect_pre)  # type: ignore[union-attr]
             for k, i in enumerate(detect_idx):
                 d = decisions[k]
                 nt = detect_time[k]
@@ -343,6 +350,45 @@ class Processor:
             res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
         self._account(res)
         return res
+
+    def _with_neighbours(self, entries: bytes, starts: Sequence[int], hits: list[int], weak: set[int],
+                         count: int) -> list[int]:
+        have = set(hits)
+        extra = []
+        for i in hits:
+            if i in weak:
+                continue
+            needle: bytes | None = None
+            for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
+                if j in have:
+                    continue
+                a, b = starts[j], starts[j + 1]
+                if b - a > _NEIGHBOUR_BYTES:
+                    if needle is None:
+                        needle = self._hit_sender(entries, starts, i)
+                    if not needle or entries.find(needle, a, b) < 0:
+                        continue
+                have.add(j)
+                extra.append(j)
+        return sorted(hits + extra) if extra else hits
+
+    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes:
+        """The sender of hit entry ``i`` as bytes, when its line matched
+        (b"" otherwise); the reading is memoised for the batch."""
+        try:
+            entry = _unpack_one(entries[starts[i]:starts[i + 1]])
+            record = entry[1]
+        except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData, msgpack.FormatError,
+                msgpack.StackError):
+            return b""
+        self._unpacked[i] = entry
+        if not isinstance(record, dict):
+            return b""
+        got = self.enricher.analyse(record)  # type: ignore[union-attr]
+        self._analysed[i] = got  # the batch reuses it
+        if got is None or not got[0].matches or not got[1]:
+            return b""
+        return got[1].encode("utf-8", "surrogateescape")
 
     def _context_live(self, entries: bytes, starts: list[int], i: int) -> bool:
         """Is any source's probe context recent at entry ``i``'s time?"""
@@ -429,27 +475,19 @@ _FAST_ENTRY = re.compile(
     re.DOTALL)
 
 
-#: Entries read around an entry a strong literal hit, when they are short:
-#: a probe's other lines (a bare ``HELP`` rsyslog took for a HOSTNAME, an
-#: RFC 5424 record whose payload was all TAG, an in_syslog ``ident`` cut
-#: at 32 bytes) hold no literal; the detector's sequence pass names them by
-#: their place between the lines that do. Long entries are ordinary logs.
+#: Entries read around an entry a strong literal hit: a probe's other lines
+#: (a bare ``HELP`` rsyslog took for a HOSTNAME, an RFC 5424 record whose
+#: payload was all TAG, an in_syslog ``ident`` cut at 32 bytes) hold no
+#: literal; the detector's sequence pass names them by their place between
+#: the lines that do. Only short entries, and entries whose bytes hold the
+#: sender of a hit entry that matched, are read: a scan's lines, not the
+#: ordinary logs around them.
 _NEIGHBOURS_BEFORE = 3
 _NEIGHBOURS_AFTER = 6
-_NEIGHBOUR_BYTES = 192
+_NEIGHBOUR_BYTES = 112
 
 
-def _with_neighbours(hits: list[int], weak: set[int], starts: Sequence[int], count: int) -> list[int]:
-    have = set(hits)
-    extra = []
-    for i in hits:
-        if i in weak:
-            continue
-        for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
-            if j not in have and starts[j + 1] - starts[j] <= _NEIGHBOUR_BYTES:
-                have.add(j)
-                extra.append(j)
-    return sorted(hits + extra) if extra else hits
+from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
 
 
 def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:

@@ -347,6 +347,11 @@ def _colon_host(cand: _Cand, host: bytes, body: bytes, sources: Senders) -> None
     cand.alts += [_join_host(host, a) for a in extra] + extra
 
 
+#: The start of an escape at the end of a cut TAG: rsyslog ``#ooo`` (or
+#: another prefix, ``\ooo``) and C-style ``\xHH``.
+_PARTIAL_ESCAPE = re.compile(rb"(?:[#\\][0-3]?[0-7]?|\\x[0-9A-Fa-f]?)$")
+
+
 def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     """Fluentd's RFC 3164 parser: ``host ident[pid]<anything up to ':'>: *message``
     (FORWARD_NOTES 8). The separator is gone, so the common ones are offered."""
@@ -354,6 +359,11 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     ident = to_bytes(rec.get("ident")) or b""
     msg = to_bytes(rec.get("message")) or b""
     pid = to_bytes(rec.get("pid"))
+    cut = len(ident) == FORWARD_TAG_MAX
+    if cut:
+        # The cut falls in the escaped text: an escape it split (``#0`` of
+        # ``#000``, ``\x1`` of ``\x1B``) is no byte of the payload.
+        ident = _PARTIAL_ESCAPE.sub(b"", ident)
     if ident == b"-":
         cand = _Cand(msg)
         if host is not None:
@@ -384,7 +394,7 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     # ident (``EventLog``) had its ordinary ': ' separator: not marked, so
     # benign lines do not pay for the gapped search.
     swallowed = bool(msg) and (not ident or bool(_BINARY_TAG.search(ident)))
-    cand = _Cand(rest, alts, lossy=(len(ident) == FORWARD_TAG_MAX and not msg) or swallowed)
+    cand = _Cand(rest, alts, lossy=cut or swallowed)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand

@@ -111,6 +111,9 @@ def _cut(record: Mapping[Any, Any]) -> bool:
             return True
     return False
 
+#: ``Enricher.batch``'s ``pre`` for an item not analysed yet.
+NOT_ANALYSED: Any = object()
+
 _SHOW = {c: chr(c) for c in range(0x20, 0x7F)}
 _SHOW.update({c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7F, 0x100))})
 _SHOW.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x5C: "\\\\"})
@@ -384,9 +387,11 @@ class Enricher:
                 return str(key), data, got
         return None
 
-    def batch(self, tag: str, items: Sequence[tuple[float, dict[Any, Any]]]) -> list[Any]:
+    def batch(self, tag: str, items: Sequence[tuple[float, dict[Any, Any]]],
+              pre: Sequence[Any] | None = None) -> list[Any]:
         """``items``: (event time in seconds, record) in stream order ->
-        one ``Decision`` or ``None`` per item."""
+        one ``Decision`` or ``None`` per item. ``pre``: per item, what
+        ``analyse`` returned for it already, or ``NOT_ANALYSED``."""
         hits, misses = self.memo_hits, self.memo_misses
         n = len(items)
         # Per line: its reading (None: nothing matched) and its sender.
@@ -397,7 +402,9 @@ class Enricher:
         # Lines that matched nothing, kept for the sequence pass.
         unmatched: dict[int, tuple[Reading, str | None]] = {}
         for i, (_t, rec) in enumerate(items):
-            got = analyse(rec)
+            got = pre[i] if pre is not None else NOT_ANALYSED
+            if got is NOT_ANALYSED:
+                got = analyse(rec)
             if got is None:
                 nothing += 1
             elif not got[0].matches:

@@ -121,6 +121,12 @@ class SequenceNamer:
             if sig.match == "payload":
                 by_scanner.setdefault(sig.scanner, []).append(sig)
         self._by_scanner = by_scanner
+        # (scanner, logged piece spacing aside) -> [(signature, fragment)]
+        self._pieces: dict[tuple[str, bytes], list[tuple[Signature, int]]] = {}
+        for sigs in by_scanner.values():
+            for sig in sigs:
+                for k, p in enumerate(detector.logged_cores(sig.id)):
+                    self._pieces.setdefault((sig.scanner, p), []).append((sig, k))
         self._multi: set[str | None] = set()
         # The lowest intensity at which nmap sends a probe (catalogue notes,
         # observed at each intensity); probes that leave no line at all (only
@@ -165,6 +171,11 @@ class SequenceNamer:
         for m in matches:
             if m.signature.scanner == scanner:
                 out.setdefault(m.signature.id, (m.signature, m.fragment))
+        if core and not (lossy or cut):
+            # only whole pieces: one lookup
+            for sig, k in self._pieces.get((scanner, core), ()):
+                out.setdefault(sig.id, (sig, k))
+            return out
         for sig in self._by_scanner.get(scanner, ()):
             if sig.id in out:
                 continue
