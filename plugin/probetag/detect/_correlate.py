@@ -101,6 +101,10 @@ class _Scan:
     sure_probes: set[str] = field(default_factory=set)  # probes seen on distinctive lines
     sure_transports: set[str] = field(default_factory=set)  # their transports
     ctx_frag: int = -1  # the last fragment of the context's payload seen
+    #: furthest place in its scanner's order that a distinctive line reached,
+    #: per (scanner, transport); and whether a probe came again (several ports)
+    max_pos: dict[tuple[str, str], int] = field(default_factory=dict)
+    repeated: bool = False
     # context: the last distinctive match and its time
     ctx: Match | None = None
     ctx_conf: float = 0.0
@@ -130,6 +134,9 @@ class Correlator:
         self._ended: list[dict[str, Any]] = []
         #: signature id -> pieces its payload logs (``Detector.fragment_count``)
         self.fragment_count: Mapping[str, int] = {}
+        #: signature -> its place in its scanner's send order, or None
+        #: (``_sequence.ScanOrder.position``); None: no order known
+        self.position: Any = None
         self.high_water = float("-inf")  # highest event time observed
         self.last_context = float("-inf")  # latest time any source had a probe context
 
@@ -170,8 +177,16 @@ class Correlator:
             scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
             scan.ctx_frag = first.fragment
             self.last_context = max(self.last_context, t)
-            scan.sure_probes.add(first.signature.probe)
-            scan.sure_transports.add(first.signature.transport)
+            sig = first.signature
+            if sig.probe in scan.sure_probes and scan.group_sig != sig.id:
+                scan.repeated = True
+            scan.sure_probes.add(sig.probe)
+            scan.sure_transports.add(sig.transport)
+            pos = self.position(sig) if self.position is not None else None
+            if pos is not None:
+                key = (sig.scanner, sig.transport)
+                if pos > scan.max_pos.get(key, -2):
+                    scan.max_pos[key] = pos
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
@@ -219,7 +234,7 @@ class Correlator:
         if whole and scan is not None and len(scan.sure_probes) >= _SCAN_MIN_PROBES:
             # A source in the middle of a scan sends a line that is, whole, one
             # of its scanner's probes: that is the best reading of it.
-            cands = [m for m in whole if m.signature.scanner in scan.scanners]
+            cands = [m for m in whole if m.signature.scanner in scan.scanners and self._in_place(scan, m)]
             if len({m.signature.probe for m in cands}) == 1:
                 scan = self._touch(src, t, scan)
                 # The rest of a multi-line whole probe (GenericLines' second
@@ -236,6 +251,18 @@ class Correlator:
         if scan is None or scan.ctx is None:
             return None
         return scan.ctx_t, scan.ctx.signature, scan.ctx.fragment, frozenset(scan.probes)
+
+    def _in_place(self, scan: _Scan, m: Match, *, current: bool = False) -> bool:
+        """Can a line be that probe where the scan has got to? Not a probe
+        its scanner sends before probes the scan already sent (a scan of one
+        port goes through its scanner's order once); ``current``: the probe
+        the scan is at counts as in place (a later piece of its payload)."""
+        if self.position is None or scan.repeated:
+            return True
+        sig = m.signature
+        pos = self.position(sig)
+        reached = scan.max_pos.get((sig.scanner, sig.transport))
+        return pos is None or reached is None or pos > reached or (current and pos == reached)
 
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False

@@ -347,6 +347,12 @@ class Enricher:
             # A memoised reading may come from a record with another sender:
             # the source is this record's.
             source = first if first is not None else rb.source
+            if first is None and source and reading.matches and reading.line is not rb.line:
+                # The reading that matched has the HOSTNAME as the payload's
+                # first word (``show info\r``): then it was not the sender.
+                word = source.encode("utf-8", "surrogateescape")
+                if reading.line == word or reading.line.startswith(word + b" "):
+                    source = None
         if not reading.matches:
             # Markers (user agents...) also count in other fields of the
             # record, e.g. the ``agent`` of a parsed access log.
@@ -721,6 +727,7 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
     c = config.correlation
     correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
     correlator.fragment_count = detector.fragment_count
+    correlator.position = _orders().position
     # Compiling the literal sets is the slow part of start-up (hyperscan):
     # a detector keeps the prefilter built for each dialect list.
     cache = detector.__dict__.setdefault("_prefilters", {})

@@ -74,7 +74,11 @@ class ScanOrder:
 
     def position(self, sig: Signature) -> int | None:
         order = self.positions.get((sig.scanner, sig.transport))
-        return None if order is None else order.get(sig.probe)
+        if order is None:
+            return None
+        if sig.family == "udp-payload":
+            return -1  # the port scan's own payloads come before any service probe
+        return order.get(sig.probe)
 
 
 def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
@@ -291,8 +295,15 @@ class SequenceNamer:
             if lo is None:
                 # The head of a scan: only a payload seen whole (GenericLines'
                 # two CRs, not one CR alone) is placed before the first anchor.
-                group = [lines[j] for j in range(i, len(lines)) if lines[j] is not None
-                         and anchors[j] is None and lines[j][1] == src and lines[j][0] - t <= _SAME_CONNECTION]
+                group = []
+                for j in range(i, len(lines)):
+                    lj = lines[j]
+                    if lj is None:
+                        continue
+                    if lj[0] - t > _SAME_CONNECTION:
+                        break
+                    if anchors[j] is None and lj[1] in (src, source):
+                        group.append(lj)
                 fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
                 total = len(self.detector.logged_cores(sig.id))
                 if fit is None or fit[0][1] != 0 or len(fit) < total:
@@ -438,7 +449,7 @@ class SequenceNamer:
                 continue
             if t - a.t > gap:
                 break
-            if src is None or a.source == src:
+            if a.source == src or (src is None and a.source is not None):
                 prev = a
                 break
         for j in range(i + 1, len(anchors)):
@@ -447,7 +458,7 @@ class SequenceNamer:
                 continue
             if a.t - t > gap:
                 break
-            if src is None or a.source == src:
+            if a.source == src or (src is None and a.source is not None):
                 nxt = a
                 break
         if src is not None:
