@@ -34,6 +34,7 @@ import base64
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -219,6 +220,16 @@ def _rsyslog_json_records(corpus: Path, labels: list[dict[str, Any]]) -> dict[st
 
 # -- scoring -------------------------------------------------------------------
 
+#: An RFC 5424 line whose payload rsyslog's format did not keep: the
+#: HOSTNAME is the sender's address and APP-NAME, PROCID, MSGID and MSG are
+#: empty (an all-TAG binary line, FIELD_GUIDE 3).
+_LOST_5424 = re.compile(r"^<[0-9a-z]+>1 \S+ [0-9.:a-fA-F]+ - - - -\s*$")
+
+
+def payload_lost(label: dict[str, Any]) -> bool:
+    return label.get("format") == "proto23" and bool(_LOST_5424.match(label.get("raw", "")))
+
+
 class Row:
     def __init__(self, shape: str) -> None:
         self.shape = shape
@@ -229,6 +240,8 @@ class Row:
         self.benign = 0
         self.benign_tagged = 0
         self.app_traces = 0
+        self.lost = 0  # probe lines whose payload the format did not keep
+        self.lost_named = 0
         self.misses: list[str] = []
 
     def add(self, truth: Truth, label: dict[str, Any], probe: dict[str, Any] | None, where: str) -> None:
@@ -243,12 +256,15 @@ class Row:
                 self.misses.append(f"BENIGN-TAGGED {where}: {probe.get('name')} <- {label.get('raw', '')[:100]!r}")
             return
         self.probe_lines += 1
+        lost = payload_lost(label)
+        self.lost += lost
         if probe is None:
             self.misses.append(f"UNNAMED {where} [{label['label']}]: {label.get('raw', '')[:120]!r}")
             return
         self.tagged += 1
         if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
             self.named += 1
+            self.lost_named += lost
         else:
             self.wrong += 1
             self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')} via {probe.get('via')}: "
@@ -258,6 +274,9 @@ class Row:
         return {"shape": self.shape, "probe_lines": self.probe_lines, "tagged": self.tagged,
                 "named": self.named, "wrong": self.wrong,
                 "name_recall": round(self.named / self.probe_lines, 4) if self.probe_lines else None,
+                "payload_lost": self.lost,
+                "name_recall_payload_kept": (round((self.named - self.lost_named) / (self.probe_lines - self.lost), 4)
+                                             if self.probe_lines > self.lost else None),
                 "benign_lines": self.benign, "benign_tagged": self.benign_tagged,
                 "application_log_traces": self.app_traces}
 
@@ -296,13 +315,16 @@ def evaluate(corpus: Path) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| shape | probe lines | tagged | named right | wrong name | name-recall | benign lines | benign tagged | app-log traces |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| shape | probe lines | tagged | named right | wrong name | name-recall | payload lost | "
+           "name-recall, payload kept | benign lines | benign tagged | app-log traces |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tot = Row("total")
     for r in rows:
         d = r.as_dict()
+        kept = d["name_recall_payload_kept"]
         out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | "
-                   f"{d['name_recall']:.3f} | {r.benign} | {r.benign_tagged} | {r.app_traces} |")
+                   f"{d['name_recall']:.3f} | {r.lost} | {kept:.3f} | {r.benign} | {r.benign_tagged} | "
+                   f"{r.app_traces} |")
         tot.probe_lines += r.probe_lines
         tot.tagged += r.tagged
         tot.named += r.named
@@ -310,9 +332,12 @@ def table(rows: list[Row]) -> str:
         tot.benign += r.benign
         tot.benign_tagged += r.benign_tagged
         tot.app_traces += r.app_traces
+        tot.lost += r.lost
+        tot.lost_named += r.lost_named
     d = tot.as_dict()
     out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.wrong} | "
-               f"{d['name_recall']:.3f} | {tot.benign} | {tot.benign_tagged} | {tot.app_traces} |")
+               f"{d['name_recall']:.3f} | {tot.lost} | {d['name_recall_payload_kept']:.3f} | {tot.benign} | "
+               f"{tot.benign_tagged} | {tot.app_traces} |")
     return "\n".join(out)
 
 

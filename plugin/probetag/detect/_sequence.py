@@ -64,6 +64,12 @@ _DEFAULT_INTENSITY = 7
 _INTENSITY = re.compile(r"intensity (\d)")
 #: Rounds of the pass: a line named in one round is an anchor in the next.
 _ROUNDS = 4
+#: How much further (in ``gap``s) a line without a sender looks for anchors.
+_SENDERLESS_REACH = 3
+#: The last piece of a payload (bytes after its last LF, or a final NUL
+#: frame) is logged when the connection closes, which the scanner does when
+#: its wait for an answer is over: up to this long after the first line.
+_CLOSE_WAIT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +169,10 @@ class SequenceNamer:
                 out.extend(range(len(pieces)))
             return out
         for k, p in enumerate(pieces):
-            if p == core or ((lossy or cut) and len(p) > len(core) and p.startswith(core)):
+            # (a CR at the end is what in_tail and in_syslog chomp off a
+            # line rsyslog wrote with escaping off)
+            if p == core or p == core + b"\r" or (
+                    (lossy or cut) and len(p) > len(core) and p.startswith(core)):
                 out.append(k)
         return out
 
@@ -177,8 +186,9 @@ class SequenceNamer:
                 out.setdefault(m.signature.id, (m.signature, m.fragment))
         if core and not (lossy or cut):
             # only whole pieces: one lookup
-            for sig, k in self._pieces.get((scanner, core), ()):
-                out.setdefault(sig.id, (sig, k))
+            for key in (core, core + b"\r"):
+                for sig, k in self._pieces.get((scanner, key), ()):
+                    out.setdefault(sig.id, (sig, k))
             return out
         for sig in self._by_scanner.get(scanner, ()):
             if sig.id in out:
@@ -262,9 +272,13 @@ class SequenceNamer:
             cands = self.candidates(scanner, core, matches, lossy, cut)
             if not cands:
                 continue
-            # The rest of the previous line's payload, logged with it.
-            if prev is not None and 0 <= t - prev.t <= _SAME_CONNECTION and prev.sig.id in cands:
+            # The rest of the previous line's payload, logged with it (its
+            # last piece when the connection closed).
+            if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
                 frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment)
+                last = len(self.detector.logged_cores(prev.sig.id)) + (prev.sig.id in self._empty) - 1
+                if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
+                    frag = None
                 if frag is not None:
                     self._set(i, t, source, prev.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
@@ -441,7 +455,9 @@ class SequenceNamer:
         """The nearest anchors before and after line ``i`` of its source
         within ``gap`` seconds; for a line without a sender, of the nearest
         anchors' source when both sides (or the one side there is) agree."""
-        gap = self.gap
+        # A line without a sender looks further: the lines around it may be
+        # sender-less too (single-word probes rsyslog took for HOSTNAMEs).
+        gap = self.gap if src is not None else self.gap * _SENDERLESS_REACH
         prev = nxt = None
         for j in range(i - 1, -1, -1):
             a = anchors[j]
