@@ -135,10 +135,17 @@ def _pack(t: list[int], record: dict[str, Any]) -> bytes:
                          unicode_errors="surrogateescape")
 
 
+#: (time, probe) of lines named after they had left, from the scan summaries
+#: of the last ``_stage`` run
+LATE: list[tuple[float, str]] = []
+LATE_BY_SHAPE: dict[str, list[tuple[float, str]]] = {}
+
+
 def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | None]:
     """Runs chunks through one Processor (as one serve process would) and
     returns each entry's probe map, in order."""
     proc = Processor(config_from_mapping({}), Metrics())
+    LATE.clear()
     out: list[dict[str, Any] | None] = []
     for tag, entries in chunks:
         res = proc.process(tag, b"".join(entries))
@@ -153,6 +160,9 @@ def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | N
                 got.append(rec.get("probe") if isinstance(rec, dict) else None)
         assert len(got) == len(entries), (tag, len(got), len(entries))
         out.extend(got)
+    for summary in proc.correlator.flush():  # what the scan summaries say
+        for x in summary.get("named_late", ()):
+            LATE.append((x["time"], x["probe"]))
     return out
 
 
@@ -187,6 +197,20 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
             mine = [c for c in chunk_runs if c[0] == run]
             probes.extend(_stage([c[1] for c in mine]))
         shapes[f"records: fluentd {variant}"] = (rows_in_order, probes)
+        if variant in ("tail_none", "in_syslog_tcp"):
+            # A live stream: Fluentd flushes every line on its own (a scan's
+            # lines are seconds apart), so each chunk holds one record.
+            probes = []
+            late: list[tuple[float, str]] = []
+            for run in sorted({r["capture"]["fluentd_run"] for r in rows}):
+                recs = [r for r in rows_in_order if r["capture"]["fluentd_run"] == run]
+                probes_run = _stage([(r["tag"], [_pack(r["time"], {k: _value(v, r["value_types"][k])
+                                                                    for k, v in r["record"].items()})])
+                                     for r in recs])
+                probes.extend(probes_run)
+                late.extend(LATE)
+            shapes[f"records, one per chunk: fluentd {variant}"] = (rows_in_order, probes)
+            LATE_BY_SHAPE[f"records, one per chunk: fluentd {variant}"] = late
     return shapes
 
 
@@ -242,6 +266,8 @@ class Row:
         self.app_traces = 0
         self.lost = 0  # probe lines whose payload the format did not keep
         self.lost_named = 0
+        self.late = 0  # unnamed lines named later in their scan's summary (serve)
+        self.wrong_scanner = 0  # named after a scanner that did not send it
         self.misses: list[str] = []
 
     def add(self, truth: Truth, label: dict[str, Any], probe: dict[str, Any] | None, where: str) -> None:
@@ -262,6 +288,8 @@ class Row:
             self.misses.append(f"UNNAMED {where} [{label['label']}]: {label.get('raw', '')[:120]!r}")
             return
         self.tagged += 1
+        if probe.get("scanner") not in (label.get("scanner"), "unknown"):
+            self.wrong_scanner += 1
         if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
             self.named += 1
             self.lost_named += lost
@@ -277,6 +305,8 @@ class Row:
                 "payload_lost": self.lost,
                 "name_recall_payload_kept": (round((self.named - self.lost_named) / (self.probe_lines - self.lost), 4)
                                              if self.probe_lines > self.lost else None),
+                "named_late_in_summary": self.late,
+                "wrong_scanner": self.wrong_scanner,
                 "benign_lines": self.benign, "benign_tagged": self.benign_tagged,
                 "application_log_traces": self.app_traces}
 
@@ -300,12 +330,17 @@ def evaluate(corpus: Path) -> list[Row]:
     labels_by_line = {(lab["file"], lab["line"]): lab for lab in labels}
     for shape, (recs, probes) in _fluentd_shapes(corpus).items():
         # in_syslog over the no-escape relay is its own shape (raw CRs chomped)
+        late = collections.Counter((round(t), p) for t, p in LATE_BY_SHAPE.get(shape, ()))
         for r, probe in zip(recs, probes):
             name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
             row = rows.setdefault(name, Row(name))
             lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
             lab["raw"] = json.dumps(r["record"])[:200]
             row.add(truth, lab, probe, f"{r['variant']} {r['source_file']}:{r['source_line']}")
+            key = (r["time"][0] + round(r["time"][1] / 1e9), lab["label"])
+            if probe is None and lab["label"] != "benign" and late[key] > 0:
+                late[key] -= 1
+                row.late += 1
     for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
         for lab, probe in zip(labs, probes):
             name = shape + (" (escaping off)" if lab["variant"] != "default" else "")
@@ -315,15 +350,15 @@ def evaluate(corpus: Path) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| shape | probe lines | tagged | named right | wrong name | name-recall | payload lost | "
-           "name-recall, payload kept | benign lines | benign tagged | app-log traces |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| shape | probe lines | tagged | named right | wrong name | wrong scanner | name-recall | payload lost | "
+           "name-recall, payload kept | named late (summary) | benign lines | benign tagged | app-log traces |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tot = Row("total")
     for r in rows:
         d = r.as_dict()
         kept = d["name_recall_payload_kept"]
-        out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | "
-                   f"{d['name_recall']:.3f} | {r.lost} | {kept:.3f} | {r.benign} | {r.benign_tagged} | "
+        out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | {r.wrong_scanner} | "
+                   f"{d['name_recall']:.3f} | {r.lost} | {kept:.3f} | {r.late} | {r.benign} | {r.benign_tagged} | "
                    f"{r.app_traces} |")
         tot.probe_lines += r.probe_lines
         tot.tagged += r.tagged
@@ -334,10 +369,12 @@ def table(rows: list[Row]) -> str:
         tot.app_traces += r.app_traces
         tot.lost += r.lost
         tot.lost_named += r.lost_named
+        tot.late += r.late
+        tot.wrong_scanner += r.wrong_scanner
     d = tot.as_dict()
-    out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.wrong} | "
-               f"{d['name_recall']:.3f} | {tot.lost} | {d['name_recall_payload_kept']:.3f} | {tot.benign} | "
-               f"{tot.benign_tagged} | {tot.app_traces} |")
+    out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.wrong} | {tot.wrong_scanner} | "
+               f"{d['name_recall']:.3f} | {tot.lost} | {d['name_recall_payload_kept']:.3f} | {tot.late} | "
+               f"{tot.benign} | {tot.benign_tagged} | {tot.app_traces} |")
     return "\n".join(out)
 
 

@@ -203,6 +203,9 @@ class Processor:
         self.metrics = metrics
         self.enricher = None
         self.prefilter = None
+        #: (entries still to read at the start of the next chunk, the sender
+        #: bytes they may hold): the neighbours of a hit at a chunk's end
+        self._carry: tuple[int, bytes] = (0, b"")
         self.correlator = None
         self.actions = actions
         if config.detect.enabled:
@@ -238,8 +241,8 @@ class Processor:
                     hits = keep
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
-                if self.enricher is not None and len(weak) < len(hits):
-                    hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
+            if self.enricher is not None and (len(weak) < len(hits) or self._carry):
+                hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
         slowset = set(slow)
         todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
@@ -355,21 +358,41 @@ class Processor:
                          count: int) -> list[int]:
         have = set(hits)
         extra = []
+
+        def take(j: int, needle: bytes | None, i: int) -> bytes | None:
+            """Read entry ``j`` near hit ``i`` (-1: the previous chunk's)?"""
+            a, b = starts[j], starts[j + 1]
+            if b - a > _NEIGHBOUR_BYTES:
+                if needle is None:
+                    needle = self._hit_sender(entries, starts, i) if i >= 0 else b""
+                if not needle or entries.find(needle, a, b) < 0:
+                    return needle
+            have.add(j)
+            extra.append(j)
+            return needle
+
+        # The previous chunk ended next to a hit: its neighbours go on here
+        # (a live stream often has one line per chunk).
+        left, needle0 = self._carry
+        for j in range(min(left, count)):
+            if j not in have:
+                take(j, needle0, -1)
+        last = -1
+        last_needle = b""
         for i in hits:
             if i in weak:
                 continue
             needle: bytes | None = None
             for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
-                if j in have:
-                    continue
-                a, b = starts[j], starts[j + 1]
-                if b - a > _NEIGHBOUR_BYTES:
-                    if needle is None:
-                        needle = self._hit_sender(entries, starts, i)
-                    if not needle or entries.find(needle, a, b) < 0:
-                        continue
-                have.add(j)
-                extra.append(j)
+                if j not in have:
+                    needle = take(j, needle, i)
+            if i > last:
+                last = i
+                last_needle = needle if needle is not None else self._hit_sender(entries, starts, i)
+        if last >= 0:
+            self._carry = (max(0, last + _NEIGHBOURS_AFTER + 1 - count), last_needle)
+        else:
+            self._carry = (max(0, left - count), needle0)
         return sorted(hits + extra) if extra else hits
 
     def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes:

@@ -215,6 +215,9 @@ class Explainer:
         self.metrics = Metrics()
         det, pre, self.correlator, _actions, self.enricher = build_detection(config, self.metrics, detector=detector)
         self.detector = det
+        # a block is a whole part of the file, and its lines are written
+        # when it is done: nothing is named late
+        self.enricher.late = False
         if fmt in ("json", "auto"):
             frags = prefilter_fragments(det, config.detect.escapes)
             pre = Prefilter(sorted(set(frags) | {_json_escaped(f) for f in frags}), det.backend)

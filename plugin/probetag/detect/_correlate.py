@@ -74,6 +74,8 @@ _SCAN_MIN_PROBES = 2
 #: file formats keep whole seconds).
 _ORPHAN_WINDOW = 1.0
 _SCAN_CONFIDENCE = 0.6
+#: At most this many late-named lines listed in one scan's summary.
+_MAX_LATE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class _Scan:
     #: per (scanner, transport); and whether a probe came again (several ports)
     max_pos: dict[tuple[str, str], int] = field(default_factory=dict)
     repeated: bool = False
+    #: lines that had already left when their probe was named (serve)
+    late: list[dict[str, Any]] = field(default_factory=list)
     # context: the last distinctive match and its time
     ctx: Match | None = None
     ctx_conf: float = 0.0
@@ -252,6 +256,13 @@ class Correlator:
             return None
         return scan.ctx_t, scan.ctx.signature, scan.ctx.fragment, frozenset(scan.probes)
 
+    def note_late(self, source: str | None, t: float, probe: str, fragment: int) -> None:
+        """A line of ``source`` at ``t`` that left untagged was ``probe``
+        (found later, by its place in the scan): said in the scan's summary."""
+        scan = self._sources.get(source or "-")
+        if scan is not None and len(scan.late) < _MAX_LATE:
+            scan.late.append({"time": t, "probe": probe, "fragment": fragment})
+
     def _in_place(self, scan: _Scan, m: Match, *, current: bool = False) -> bool:
         """Can a line be that probe where the scan has got to? Not a probe
         its scanner sends before probes the scan already sent (a scan of one
@@ -341,4 +352,5 @@ class Correlator:
             "scanner": scanners[0] if scanners else None,
             "scanners": scanners,
             "lines": scan.lines,
+            **({"named_late": list(scan.late)} if scan.late else {}),
         })

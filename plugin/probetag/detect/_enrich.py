@@ -96,6 +96,10 @@ MEMO_ENTRIES = 4096
 _MEMO_KEY_CHARS = 2048
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
+#: Unnamed lines kept for the next batches' sequence pass, and for how long
+#: (event-time seconds before the newest line).
+_MAX_PENDING = 128
+_PENDING_AGE = 60.0
 #: Record fields holding a syslog TAG, and the lengths forwarders cut it at:
 #: rsyslog's forward templates print ``%syslogtag:1:32%`` and its parser
 #: stops a TAG at 510 bytes (FIELD_GUIDE 3.4).
@@ -276,6 +280,11 @@ class Enricher:
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
         self.keep_unmatched = True
+        #: Lines of earlier batches left unnamed, offered to the next pass 3
+        #: ((time, line) pairs); ``late``: do that (explain's blocks are
+        #: whole file parts, and their lines are written already).
+        self._pending: list[tuple[float, Any]] = []
+        self.late = True
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -469,8 +478,11 @@ class Enricher:
             k = (verdict.match.signature.probe, verdict.match.kind)
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
-        if self.sequence is not None and (below or unmatched) and any(x is not None for x in named):
+        if self.sequence is not None and (below or unmatched or self._pending) and any(
+                x is not None for x in named):
             below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
+        elif self.sequence is not None and self.late and (below or unmatched):
+            self._keep_pending(items, readings, sources, unmatched, out, [], 0)
         if metrics is not None:
             # Counted per batch: the same totals as per record, at a fraction
             # of the label handling.
@@ -504,7 +516,28 @@ class Enricher:
             if len(line) > _MAX_SEQUENCE_LINE:
                 continue
             lines[i] = (items[i][0], src, line.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
-        got = self.sequence.name(lines, named, self.correlator.context)
+        # Lines of earlier batches that were left unnamed come first: this
+        # batch may hold the anchor after them (a live stream's chunks are
+        # small). They have left already; a name found now goes into their
+        # scan's summary (``named_late``).
+        pending = self._pending if self.late else []
+        p = len(pending)
+        got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
+                                     self.correlator.context)
+        for k in range(p):
+            g = got_all[k]
+            if g is not None:
+                sig, frag, source, via = g
+                t = pending[k][0]
+                m = Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)
+                if self.correlator.observe(source, t, (m,), sure=(m,)) is not None:
+                    self.correlator.note_late(source, t, sig.probe, frag)
+                    if self.metrics is not None:
+                        self.metrics.inc("probes_named_late", probe=sig.probe)
+        got = got_all[p:]
+        if self.late:
+            self._keep_pending(items, readings, sources, unmatched, out, got,
+                               p, [x for k, x in enumerate(pending) if got_all[k] is None], lines)
         below = 0
         for i, g in enumerate(got):
             if g is None:
@@ -526,6 +559,39 @@ class Enricher:
             k = (sig.probe, via)
             matched[k] = matched.get(k, 0) + 1
         return below
+
+    def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
+                      sources: Sequence[str | None], unmatched: Mapping[int, tuple[Reading, str | None]],
+                      out: Sequence[Any], got: Sequence[Any], p: int, still: list[Any] = (),  # type: ignore[assignment]
+                      lines: Sequence[Any] | None = None) -> None:
+        """Keep this batch's unnamed lines (and earlier ones still unnamed)
+        for the next batch's pass 3: at most ``_MAX_PENDING``, none older
+        than ``_PENDING_AGE`` seconds before the newest."""
+        keep = list(still)
+        newest = float("-inf")
+        for i in range(len(items)):
+            t = items[i][0]
+            newest = max(newest, t)
+            if out[i] is not None or (got and got[i] is not None):
+                continue
+            if lines is not None:
+                line = lines[i]
+            else:
+                r = readings[i]
+                src = sources[i]
+                if r is None:
+                    u = unmatched.get(i)
+                    if u is None:
+                        continue
+                    r, src = u
+                rb = r.rebuilt
+                text = r.line if r.matches else (rb.line if rb is not None else b"")
+                line = None if len(text) > _MAX_SEQUENCE_LINE else (
+                    t, src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
+            if line is not None and line[1] is not None or (line is not None and line[3]):
+                keep.append((t, line))
+        keep = [x for x in keep if x[0] >= newest - _PENDING_AGE]
+        self._pending = keep[-_MAX_PENDING:]
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
                        items: Sequence[tuple[float, Any]]) -> list[str | None]:

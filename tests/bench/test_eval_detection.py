@@ -1,0 +1,84 @@
+"""The detection evaluation (bench/eval_detection.py) on the labelled
+development corpus: real nmap scans against rsyslog, and the same lines as
+records a real Fluentd 1.14.4 sent (``../shared/corpus-dev``, beside the
+project's clone).
+
+The floors are the figures the detector reaches now, less a small margin:
+a change that names fewer probe lines in any shape fails here. No shape may
+name a line after a scanner that did not send it, and no benign line may be
+tagged (a scanner's trace quoted in another daemon's line is allowed, marked
+``seen_in: application-log``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import eval_detection  # noqa: E402
+
+CORPUS = Path(os.environ.get("PROBETAG_CORPUS", ROOT.parent / "shared" / "corpus-dev"))
+
+#: shape -> lowest name-recall accepted (on lines whose payload the format kept)
+FLOORS = {
+    "file: traditional": 0.985,
+    "file: fileformat": 0.985,
+    "file: json": 0.98,
+    "file: proto23": 0.90,
+    "file: traditional (escaping off)": 0.96,
+    "file: fileformat (escaping off)": 0.94,
+    "file: json (escaping off)": 0.95,
+    "file: proto23 (escaping off)": 0.83,
+    "records: fluentd in_syslog_tcp": 0.95,
+    "records: fluentd in_syslog_tcp (escaping off)": 0.87,
+    "records: fluentd tail_rfc3164": 0.97,
+    "records: fluentd tail_auto": 0.97,
+    "records: fluentd tail_string": 0.98,
+    "records: fluentd tail_none": 0.98,
+    "records: fluentd tail_rfc3164 (escaping off)": 0.87,
+    "records: fluentd tail_auto (escaping off)": 0.87,
+    "records: fluentd tail_string (escaping off)": 0.89,
+    "records: fluentd tail_none (escaping off)": 0.91,
+    "records: rsyslog json (omfwd/jsonf)": 0.98,
+    "records: rsyslog json (omfwd/jsonf) (escaping off)": 0.95,
+    "records, one per chunk: fluentd in_syslog_tcp": 0.84,
+    "records, one per chunk: fluentd tail_none": 0.90,
+}
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, dict]:
+    assert (CORPUS / "labels.jsonl").exists(), f"the labelled corpus is missing: {CORPUS}"
+    return {r.shape: r.as_dict() for r in eval_detection.evaluate(CORPUS)}
+
+
+def test_every_shape_is_measured(rows):
+    assert set(FLOORS) <= set(rows)
+    for shape, r in rows.items():
+        assert r["probe_lines"] > 100, shape
+
+
+@pytest.mark.parametrize("shape", sorted(FLOORS))
+def test_probe_lines_are_named(rows, shape):
+    r = rows[shape]
+    assert r["name_recall_payload_kept"] >= FLOORS[shape], r
+
+
+def test_no_line_is_named_after_a_scanner_that_did_not_send_it(rows):
+    assert {s: r["wrong_scanner"] for s, r in rows.items() if r["wrong_scanner"]} == {}
+
+
+def test_no_benign_line_is_tagged(rows):
+    assert {s: r["benign_tagged"] for s, r in rows.items() if r["benign_tagged"]} == {}
+
+
+def test_wrong_names_stay_rare(rows):
+    total = sum(r["tagged"] for r in rows.values())
+    wrong = sum(r["wrong"] for r in rows.values())
+    assert wrong <= 0.005 * total, (wrong, total)
