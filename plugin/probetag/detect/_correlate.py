@@ -254,7 +254,7 @@ class Correlator:
         scan = self._sources.get(source or "-")
         if scan is None or scan.ctx is None:
             return None
-        return scan.ctx_t, scan.ctx.signature, scan.ctx.fragment, frozenset(scan.probes)
+        return scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes)
 
     def note_late(self, source: str | None, t: float, probe: str, fragment: int) -> None:
         """A line of ``source`` at ``t`` that left untagged was ``probe``

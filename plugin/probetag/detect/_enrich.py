@@ -478,8 +478,10 @@ class Enricher:
             k = (verdict.match.signature.probe, verdict.match.kind)
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
-        if self.sequence is not None and (below or unmatched or self._pending) and any(
-                x is not None for x in named):
+        if self.sequence is not None and (below or unmatched or self._pending) and (
+                any(x is not None for x in named)
+                or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
+            # (a line of this batch, or a scan's line of an earlier one, to place by)
             below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
         elif self.sequence is not None and self.late and (below or unmatched):
             self._keep_pending(items, readings, sources, unmatched, out, [], 0)

@@ -287,6 +287,8 @@ class SequenceNamer:
             if ctx is not None:
                 already |= ctx[3]
             lo = self._placed(anchors, i, t, source, -1)
+            if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
+                lo = prev  # the scan's line from an earlier batch
             hi = self._placed(anchors, i, t, source, +1)
             transports = {a.sig.transport for a in (lo, hi) if a is not None}
             if not transports:
