@@ -137,3 +137,70 @@ def test_real_scans_are_named(run: str, fmt: str, floor: float):
     assert named / lines >= floor, (named, lines)
     if fmt == "traditional":
         assert wrong == []
+
+
+# -- records a real Fluentd sent ---------------------------------------------
+
+def _fluentd_records(name: str) -> list[dict]:
+    return [json.loads(x) for x in (FX / name).read_text().splitlines() if x]
+
+
+def _value(v, typ):
+    import base64
+    raw = base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode()
+    return raw if typ.startswith("bin") else raw.decode("utf-8", "surrogateescape")
+
+
+def _through_stage(rows: list[dict]) -> list[dict | None]:
+    import msgpack
+
+    from probetag._config import config_from_mapping
+    from probetag._metrics import Metrics
+    from probetag._stage import Processor, event_time, unpacker_for
+
+    proc = Processor(config_from_mapping({}), Metrics())
+    out: list[dict | None] = []
+    frames: dict[int, list[dict]] = {}
+    for r in rows:
+        frames.setdefault(r["capture"]["frame"], []).append(r)
+    for _, chunk in sorted(frames.items()):
+        data = b"".join(msgpack.packb([event_time(*r["time"]), {k: _value(v, r["value_types"][k])
+                                                                for k, v in r["record"].items()}],
+                                      use_bin_type=True) for r in chunk)
+        res = proc.process(chunk[0]["tag"], data)
+        assert res.rejected == 0
+        got = [rec.get("probe") for ch in res.chunks for _, rec in unpacker_for(ch.entries)]
+        assert len(got) == len(chunk)
+        out.extend(got)
+    return out
+
+
+def test_in_syslog_records_with_the_tag_cut_at_32_bytes_are_named():
+    rows = _fluentd_records("fluentd_in_syslog_nmap_sV_all_tcp.jsonl")
+    probes = _through_stage(rows)
+    cut = [(r, p) for r, p in zip(rows, probes) if r["relay_tag_truncated"] and r["label"] != "benign"]
+    assert len(cut) > 40
+    named = [(r, p) for r, p in cut if p is not None and p["name"] == r["label"]]
+    assert len(named) >= 0.9 * len(cut), [(r["source_line"], r["label"], p and p["name"]) for r, p in cut]
+    # the cut front of a binary line is a prefix of the probe's line
+    ssl = [p for r, p in cut if r["label"] == "SSLSessionReq" and r["record"]["ident"].startswith("#026")]
+    assert ssl and all(p is not None and p["name"] == "SSLSessionReq" and p.get("truncated") for p in ssl)
+    # ``/nice%20ports%2C/Tri%6Eity.txt%2`` lost its ``e``: still FourOhFourRequest
+    four = [p for r, p in cut if r["label"] == "FourOhFourRequest" and r["record"]["host"] == "GET"]
+    assert four and all(p is not None and p["name"] == "FourOhFourRequest" for p in four)
+    # nothing benign tagged, no other scanner named
+    for r, p in zip(rows, probes):
+        if r["label"] == "benign":
+            assert p is None, r
+        elif p is not None:
+            assert p["scanner"] == "nmap"
+
+
+def test_a_payload_word_in_the_hostname_slot_is_not_the_source():
+    # ``show info#015`` (nmap's tarantool probe): rsyslog took ``show`` for a
+    # HOSTNAME; it is the payload's first word, not who sent it
+    probes = _explain(FX / "nmap_sV_all_tcp" / "traditional.log")
+    lines = (FX / "nmap_sV_all_tcp" / "traditional.log").read_bytes().split(b"\n")
+    k = next(i for i, ln in enumerate(lines) if b" show info#015" in ln)
+    assert probes[k] is not None and probes[k]["name"] == "tarantool"
+    assert probes[k]["source"] != "show"

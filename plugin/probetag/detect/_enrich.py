@@ -720,7 +720,7 @@ class Enricher:
 
     def probe_map(self, r: Reading, source: str | None, v: Verdict) -> dict[str, Any]:
         sig = v.match.signature
-        return {
+        out = {
             "name": sig.probe,
             "scanner": sig.scanner,
             "id": sig.id,
@@ -737,6 +737,20 @@ class Enricher:
             "shape": r.shape,
             "lossy": r.lossy,
         }
+        if v.match.kind == "truncated" or self._cut_piece(v.match, r):
+            # the line is the front of the probe's piece: cut on the way
+            # (a TAG at 32 or 510 bytes, maxMessageSize, RFC 5424's APP-NAME)
+            out["truncated"] = True
+        return out
+
+    def _cut_piece(self, m: Match, r: Reading) -> bool:
+        pieces = self.detector.logged_cores(m.signature.id)
+        if not 0 <= m.fragment < len(pieces):
+            return False
+        line = r.line if r.matches else (r.rebuilt.line if r.rebuilt is not None else b"")
+        core = line.strip(b" \t")
+        piece = pieces[m.fragment]
+        return bool(core) and len(core) < len(piece) and piece.startswith(core) and core + b"\r" != piece
 
 
 def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[bytes]:
