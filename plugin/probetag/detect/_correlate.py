@@ -172,7 +172,8 @@ class Correlator:
             first = sure[0]
             if (scan is not None and first.kind not in ("exact", "marker")
                     and len(scan.sure_probes) >= _SCAN_MIN_PROBES
-                    and first.signature.transport not in scan.sure_transports):
+                    and (first.signature.transport not in scan.sure_transports
+                         or self._port_scan_payload_late(scan, first))):
                 # A damaged or partial piece of a payload of the other
                 # transport, in the middle of a scan that has used only one:
                 # a coincidence of bytes, not that probe.
@@ -263,14 +264,24 @@ class Correlator:
         if scan is not None and len(scan.late) < _MAX_LATE:
             scan.late.append({"time": t, "probe": probe, "fragment": fragment})
 
+    def _port_scan_payload_late(self, scan: _Scan, m: Match) -> bool:
+        """A -sU port-scan payload (place -1) once the scan's service probes
+        of that transport have begun: nmap sends those payloads first."""
+        if self.position is None or scan.repeated:
+            return False
+        sig = m.signature
+        return self.position(sig) == -1 and scan.max_pos.get((sig.scanner, sig.transport), -1) >= 0
+
     def _in_place(self, scan: _Scan, m: Match, *, current: bool = False) -> bool:
         """Can a line be that probe where the scan has got to? Not a probe
         its scanner sends before probes the scan already sent (a scan of one
         port goes through its scanner's order once); ``current``: the probe
         the scan is at counts as in place (a later piece of its payload)."""
+        sig = m.signature
+        if sig.family == "udp-payload" and scan.sure_transports and sig.transport not in scan.sure_transports:
+            return False  # a -sU port-scan payload in a scan that sent no UDP probe
         if self.position is None or scan.repeated:
             return True
-        sig = m.signature
         pos = self.position(sig)
         reached = scan.max_pos.get((sig.scanner, sig.transport))
         return pos is None or reached is None or pos > reached or (current and pos == reached)
