@@ -357,26 +357,17 @@ class Processor:
     def _with_neighbours(self, entries: bytes, starts: Sequence[int], hits: list[int], weak: set[int],
                          count: int) -> list[int]:
         have = set(hits)
-        extra = []
-
-        def take(j: int, needle: bytes | None, i: int) -> bytes | None:
-            """Read entry ``j`` near hit ``i`` (-1: the previous chunk's)?"""
-            a, b = starts[j], starts[j + 1]
-            if b - a > _NEIGHBOUR_BYTES:
-                if needle is None:
-                    needle = self._hit_sender(entries, starts, i) if i >= 0 else b""
-                if not needle or entries.find(needle, a, b) < 0:
-                    return needle
-            have.add(j)
-            extra.append(j)
-            return needle
-
+        extra: list[int] = []
+        find = entries.find
+        short = _NEIGHBOUR_BYTES
         # The previous chunk ended next to a hit: its neighbours go on here
         # (a live stream often has one line per chunk).
         left, needle0 = self._carry
         for j in range(min(left, count)):
-            if j not in have:
-                take(j, needle0, -1)
+            a, b = starts[j], starts[j + 1]
+            if j not in have and (b - a <= short or (needle0 and find(needle0, a, b) >= 0)):
+                have.add(j)
+                extra.append(j)
         last = -1
         last_needle = b""
         for i in hits:
@@ -384,12 +375,21 @@ class Processor:
                 continue
             needle: bytes | None = None
             for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
-                if j not in have:
-                    needle = take(j, needle, i)
-            if i > last:
-                last = i
-                last_needle = needle if needle is not None else self._hit_sender(entries, starts, i)
+                if j in have:
+                    continue
+                a, b = starts[j], starts[j + 1]
+                if b - a > short:
+                    if needle is None:
+                        needle = self._hit_sender(entries, starts, i)
+                    if not needle or find(needle, a, b) < 0:
+                        continue
+                have.add(j)
+                extra.append(j)
+            last = i
+            last_needle = needle if needle is not None else b""
         if last >= 0:
+            if last + _NEIGHBOURS_AFTER >= count and not last_needle:
+                last_needle = self._hit_sender(entries, starts, last)
             self._carry = (max(0, last + _NEIGHBOURS_AFTER + 1 - count), last_needle)
         else:
             self._carry = (max(0, left - count), needle0)

@@ -74,6 +74,10 @@ _SCAN_MIN_PROBES = 2
 #: file formats keep whole seconds).
 _ORPHAN_WINDOW = 1.0
 _SCAN_CONFIDENCE = 0.6
+#: Steps back in the order a scan may take and still be placed by it (nmap
+#: sends the probes that name the target port first, then its order; the
+#: -sU port scan's payloads come before the UDP service probes).
+_MAX_STEPS_BACK = 3
 #: At most this many late-named lines listed in one scan's summary.
 _MAX_LATE = 256
 
@@ -107,6 +111,12 @@ class _Scan:
     #: per (scanner, transport); and whether a probe came again (several ports)
     max_pos: dict[tuple[str, str], int] = field(default_factory=dict)
     repeated: bool = False
+    #: distinctive lines with a place in their scanner's order, and how often
+    #: one came before the place of the previous one: a scanner going
+    #: through its order has few such steps back
+    placed: int = 0
+    last_pos: int = -2
+    back: int = 0
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
     # context: the last distinctive match and its time
@@ -192,6 +202,11 @@ class Correlator:
                 key = (sig.scanner, sig.transport)
                 if pos > scan.max_pos.get(key, -2):
                     scan.max_pos[key] = pos
+                if pos != scan.last_pos:
+                    if scan.placed and pos < scan.last_pos:
+                        scan.back += 1
+                    scan.placed += 1
+                    scan.last_pos = pos
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
@@ -285,6 +300,13 @@ class Correlator:
         pos = self.position(sig)
         reached = scan.max_pos.get((sig.scanner, sig.transport))
         return pos is None or reached is None or pos > reached or (current and pos == reached)
+
+    def in_order(self, source: str | None) -> bool:
+        """Is the source's scan going through its scanner's order (two
+        placed probes or more, at most ``_MAX_STEPS_BACK`` steps back)? The
+        sequence pass only places lines of such scans."""
+        scan = self._sources.get(source or "-")
+        return scan is not None and scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK
 
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False

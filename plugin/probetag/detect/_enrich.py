@@ -502,6 +502,8 @@ class Enricher:
         confidence threshold it named."""
         n = len(items)
         lines: list[Any] = [None] * n
+        in_order = self.correlator.in_order
+        ordered: dict[str | None, bool] = {}
         for i in range(n):
             r = readings[i]
             src = sources[i]
@@ -513,6 +515,14 @@ class Enricher:
             elif named[i] is not None:
                 lines[i] = (items[i][0], src, b"", (), False, False)
                 continue
+            # only lines of a scan that goes through its scanner's order (a
+            # line without a sender: when some sender's scan does)
+            ok = ordered.get(src)
+            if ok is None:
+                ok = ordered[src] = (in_order(src) if src is not None
+                                     else any(in_order(x) for x in set(sources) if x is not None))
+            if not ok:
+                continue
             rb = r.rebuilt
             line = r.line if r.matches else (rb.line if rb is not None else b"")
             if len(line) > _MAX_SEQUENCE_LINE:
@@ -522,8 +532,23 @@ class Enricher:
         # batch may hold the anchor after them (a live stream's chunks are
         # small). They have left already; a name found now goes into their
         # scan's summary (``named_late``).
-        pending = self._pending if self.late else []
+        # Only the earlier lines this batch can say more about: of a source
+        # with a line named here (any, for lines without a sender).
+        waiting: list[Any] = []
+        pending: list[Any] = []
+        if self.late and self._pending:
+            fresh = {sources[i] for i in range(len(items)) if named[i] is not None}
+            fresh = {x for x in fresh if x is not None and in_order(x)}
+            for x in self._pending:
+                src = x[1][1]
+                if src is not None and not in_order(src):
+                    continue  # its scan left its scanner's order: nothing to place it by
+                (pending if (src in fresh or (src is None and fresh)) else waiting).append(x)
         p = len(pending)
+        if not p and not any(lines[i] is not None and named[i] is None for i in range(n)):
+            if self.late:
+                self._keep_pending(items, readings, sources, unmatched, out, (), 0, waiting, lines)
+            return 0  # nothing to place
         got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
                                      self.correlator.context)
         for k in range(p):
@@ -539,7 +564,7 @@ class Enricher:
         got = got_all[p:]
         if self.late:
             self._keep_pending(items, readings, sources, unmatched, out, got,
-                               p, [x for k, x in enumerate(pending) if got_all[k] is None], lines)
+                               p, waiting + [x for k, x in enumerate(pending) if got_all[k] is None], lines)
         below = 0
         for i, g in enumerate(got):
             if g is None:
@@ -590,9 +615,9 @@ class Enricher:
                 text = r.line if r.matches else (rb.line if rb is not None else b"")
                 line = None if len(text) > _MAX_SEQUENCE_LINE else (
                     t, src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
-            if line is not None and line[1] is not None or (line is not None and line[3]):
+            if line is not None and (line[1] is None or self.correlator.in_order(line[1])):
                 keep.append((t, line))
-        keep = [x for x in keep if x[0] >= newest - _PENDING_AGE]
+        keep = sorted((x for x in keep if x[0] >= newest - _PENDING_AGE), key=lambda x: x[0])
         self._pending = keep[-_MAX_PENDING:]
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],

@@ -44,6 +44,7 @@ Theory of operation
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -70,6 +71,8 @@ _SENDERLESS_REACH = 3
 #: frame) is logged when the connection closes, which the scanner does when
 #: its wait for an answer is over: up to this long after the first line.
 _CLOSE_WAIT = 15.0
+#: Candidate sets kept per (scanner, line, lossy, cut).
+_MAX_CANDIDATE_MEMO = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,25 @@ class _Anchor:
     fragment: int
 
 
+class _Index:
+    """Anchor line numbers, sorted: per source, per source those with a
+    place in their scanner's order, and all with a source."""
+
+    __slots__ = ("by_source", "placed", "with_source")
+
+    def __init__(self) -> None:
+        self.by_source: dict[str | None, list[int]] = {}
+        self.placed: dict[str | None, list[int]] = {}
+        self.with_source: list[int] = []
+
+    def add(self, i: int, a: _Anchor, placed: bool) -> None:
+        insort(self.by_source.setdefault(a.source, []), i)
+        if placed:
+            insort(self.placed.setdefault(a.source, []), i)
+        if a.source is not None:
+            insort(self.with_source, i)
+
+
 class SequenceNamer:
     """Names the untagged lines of a batch by their place in a scan."""
 
@@ -138,6 +160,8 @@ class SequenceNamer:
                 for k, p in enumerate(detector.logged_cores(sig.id)):
                     self._pieces.setdefault((sig.scanner, p), []).append((sig, k))
         self._multi: set[str | None] = set()
+        self._index = _Index()
+        self._cands: dict[tuple[str, bytes, bool, bool], dict[str, tuple[Signature, int]]] = {}
         # The lowest intensity at which nmap sends a probe (catalogue notes,
         # observed at each intensity); probes that leave no line at all (only
         # digits: imtcp waits for an octet-counted frame that never comes).
@@ -180,10 +204,26 @@ class SequenceNamer:
                    cut: bool) -> dict[str, tuple[Signature, int]]:
         """sig id -> (signature, fragment) of the scanner's probes that could
         have left this line."""
+        key = (scanner, core, lossy, cut)
+        base = self._cands.get(key)
+        if base is None:
+            base = self._catalogue_candidates(scanner, core, lossy, cut)
+            if len(self._cands) >= _MAX_CANDIDATE_MEMO:
+                self._cands.clear()
+            self._cands[key] = base
+        if not matches:
+            return base
         out: dict[str, tuple[Signature, int]] = {}
         for m in matches:
             if m.signature.scanner == scanner:
                 out.setdefault(m.signature.id, (m.signature, m.fragment))
+        for sid, v in base.items():
+            out.setdefault(sid, v)
+        return out
+
+    def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
+                              cut: bool) -> dict[str, tuple[Signature, int]]:
+        out: dict[str, tuple[Signature, int]] = {}
         if core and not (lossy or cut):
             # only whole pieces: one lookup
             for key in (core, core + b"\r"):
@@ -235,6 +275,7 @@ class SequenceNamer:
                 again.setdefault(a.source, set()).add(a.sig.probe)
         # (one repeat is not enough: an NSE script may resend a probe's bytes)
         self._multi = {src for src, probes in again.items() if len(probes) >= 2}
+        self._build_index(anchors)
         for _round in range(_ROUNDS):
             changed = self._lines(lines, anchors, out, sent, context)
             changed += self._segments(lines, anchors, out, sent, context)
@@ -245,7 +286,8 @@ class SequenceNamer:
     def _set(self, i: int, t: float, source: str | None, sig: Signature, frag: int, via: str,
              anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]]) -> None:
         out[i] = (sig, frag, source, via)
-        anchors[i] = _Anchor(t, source, sig, frag)
+        a = anchors[i] = _Anchor(t, source, sig, frag)
+        self._index.add(i, a, self._pos(a) is not None)
         sent.setdefault(source, set()).add(sig.probe)
 
     def _lines(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
@@ -432,16 +474,24 @@ class SequenceNamer:
         """The nearest anchor of ``source`` before (step -1) or after (+1)
         line ``i`` within ``gap`` seconds whose probe has a place in its
         scanner's order."""
-        j = i + step
-        while 0 <= j < len(anchors):
-            a = anchors[j]
+        return self._near(self._index.placed.get(source, ()), anchors, i, t, step, self.gap)
+
+    @staticmethod
+    def _near(lst: Sequence[int], anchors: Sequence[_Anchor | None], i: int, t: float, step: int,
+              gap: float) -> _Anchor | None:
+        k = bisect_left(lst, i)
+        j = k - 1 if step < 0 else (k + 1 if k < len(lst) and lst[k] == i else k)
+        if not 0 <= j < len(lst):
+            return None
+        a = anchors[lst[j]]
+        return a if a is not None and abs(a.t - t) <= gap else None
+
+    def _build_index(self, anchors: Sequence[_Anchor | None]) -> None:
+        idx = _Index()
+        for i, a in enumerate(anchors):
             if a is not None:
-                if abs(a.t - t) > self.gap:
-                    return None
-                if a.source == source and self._pos(a) is not None:
-                    return a
-            j += step
-        return None
+                idx.add(i, a, self._pos(a) is not None)
+        self._index = idx
 
     def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int) -> int | None:
         for k in self._fragments(sig, core, lossy, cut):
@@ -457,28 +507,17 @@ class SequenceNamer:
         """The nearest anchors before and after line ``i`` of its source
         within ``gap`` seconds; for a line without a sender, of the nearest
         anchors' source when both sides (or the one side there is) agree."""
-        # A line without a sender looks further: the lines around it may be
-        # sender-less too (single-word probes rsyslog took for HOSTNAMEs).
-        gap = self.gap if src is not None else self.gap * _SENDERLESS_REACH
-        prev = nxt = None
-        for j in range(i - 1, -1, -1):
-            a = anchors[j]
-            if a is None:
-                continue
-            if t - a.t > gap:
-                break
-            if a.source == src or (src is None and a.source is not None):
-                prev = a
-                break
-        for j in range(i + 1, len(anchors)):
-            a = anchors[j]
-            if a is None:
-                continue
-            if a.t - t > gap:
-                break
-            if a.source == src or (src is None and a.source is not None):
-                nxt = a
-                break
+        idx = self._index
+        if src is not None:
+            lst = idx.by_source.get(src, ())
+            gap = self.gap
+        else:
+            # A line without a sender looks further: the lines around it may
+            # be sender-less too (single-word probes rsyslog took for HOSTNAMEs).
+            lst = idx.with_source
+            gap = self.gap * _SENDERLESS_REACH
+        prev = self._near(lst, anchors, i, t, -1, gap)
+        nxt = self._near(lst, anchors, i, t, +1, gap)
         if src is not None:
             return prev, nxt, src
         sources = {a.source for a in (prev, nxt) if a is not None}
