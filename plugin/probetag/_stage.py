@@ -373,31 +373,31 @@ class Processor:
         for i in hits:
             if i in weak:
                 continue
-            needle: bytes | None = None
+            needle = self._hit_sender(entries, starts, i)
+            if needle is None:
+                continue
             for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
                 if j in have:
                     continue
                 a, b = starts[j], starts[j + 1]
-                if b - a > short:
-                    if needle is None:
-                        needle = self._hit_sender(entries, starts, i)
-                    if not needle or find(needle, a, b) < 0:
-                        continue
+                if b - a > short and (not needle or find(needle, a, b) < 0):
+                    continue
                 have.add(j)
                 extra.append(j)
             last = i
-            last_needle = needle if needle is not None else b""
+            last_needle = needle
         if last >= 0:
-            if last + _NEIGHBOURS_AFTER >= count and not last_needle:
-                last_needle = self._hit_sender(entries, starts, last)
             self._carry = (max(0, last + _NEIGHBOURS_AFTER + 1 - count), last_needle)
         else:
             self._carry = (max(0, left - count), needle0)
         return sorted(hits + extra) if extra else hits
 
-    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes:
-        """The sender of hit entry ``i`` as bytes, when its line matched
-        (b"" otherwise); the reading is memoised for the batch."""
+    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes | None:
+        """The sender of hit entry ``i`` as bytes (b"": none), or None when
+        its neighbours are not worth reading: its line matched nothing, or
+        its sender's scan is not going through its scanner's order (the
+        sequence pass only places lines of such scans); the reading is
+        memoised for the batch."""
         try:
             entry = _unpack_one(entries[starts[i]:starts[i + 1]])
             record = entry[1]
@@ -409,9 +409,11 @@ class Processor:
             return b""
         got = self.enricher.analyse(record)  # type: ignore[union-attr]
         self._analysed[i] = got  # the batch reuses it
-        if got is None or not got[0].matches or not got[1]:
-            return b""
-        return got[1].encode("utf-8", "surrogateescape")
+        if got is None or not got[0].matches:
+            return None
+        if got[1] and not self.correlator.may_place(got[1]):  # type: ignore[union-attr]
+            return None  # a scan that does not go through its scanner's order
+        return got[1].encode("utf-8", "surrogateescape") if got[1] else b""
 
     def _context_live(self, entries: bytes, starts: list[int], i: int) -> bool:
         """Is any source's probe context recent at entry ``i``'s time?"""

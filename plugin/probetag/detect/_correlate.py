@@ -308,6 +308,13 @@ class Correlator:
         scan = self._sources.get(source or "-")
         return scan is not None and scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK
 
+    def may_place(self, source: str) -> bool:
+        """Could the sequence pass place lines of this source's scan: none
+        yet or a young one (not known to leave the order), or one going
+        through its scanner's order?"""
+        scan = self._sources.get(source)
+        return scan is None or scan.placed < 2 or scan.back <= _MAX_STEPS_BACK
+
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False
         lets the stage skip lines that are only a CR.)"""
