@@ -252,7 +252,7 @@ class Service:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, resources=True)
     if args.listen:
         cfg = replace(cfg, listen={"address": args.listen})
     if args.forward_to:
@@ -287,11 +287,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def print_config_error(exc: ConfigError, where: str) -> None:
-    """``error: FILE:LINE: KEY: reason`` on stderr; ``where`` stands for the
-    file when the error names none (a command-line override)."""
-    line = f"{exc.line}:" if exc.line is not None else ""
-    key = f" {exc.key}:" if exc.key else ""
-    print(f"error: {exc.file or where}:{line}{key} {exc.reason}", file=sys.stderr)
+    """``error: FILE:LINE: KEY: reason`` on stderr, one line per error of
+    the load; ``where`` stands for the file when an error names none (a
+    command-line override)."""
+    for e in exc.errors:
+        line = f"{e.line}:" if e.line is not None else ""
+        key = f" {e.key}:" if e.key else ""
+        print(f"error: {e.file or where}:{line}{key} {e.reason}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,11 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.workers > 1:
         return _supervise(cfg, args)
     tune_malloc()
+    from .detect._catalogue import CatalogueError
+
     try:
         return asyncio.run(_serve(cfg, args.demo, args.drain_timeout, lambda: build_config(args)))
     except OSError as exc:  # bind failure and the like
         log_event(logging.ERROR, "fatal", reason=str(exc))
         return 1
+    except (ConfigError, CatalogueError) as exc:
+        # load_config(resources=True) checks all of this before the start;
+        # whatever still slips through is reported as a config error, never
+        # as a traceback.
+        log_event(logging.ERROR, "fatal", reason=f"config: {exc}")
+        return 2
 
 
 async def _demo(send: Callable[[str, int], int], host: str, port: int) -> None:
