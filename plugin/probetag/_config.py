@@ -333,6 +333,9 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics, metadata=_doc("Prometheus and health."))
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=_doc(
         "Log level of probetag's own logs (stderr)."))
+    log_format: Literal["logfmt", "json"] = field(default="logfmt", metadata=_doc(
+        "Format of probetag's own log lines on stderr: logfmt (ts=... level=... event=... k=v) "
+        "or json (one object per line with the same fields)."))
     shutdown_timeout: float = field(default=10.0, metadata=_doc(
         "On SIGTERM/SIGINT: stop accepting, then wait at most this long for in-flight "
         "records to be acked downstream (and upstream) before exiting. Seconds."))

@@ -52,7 +52,7 @@ def test_json_inject_round_trip_and_bad_lines():
     assert lines[2] == records_in()[2]
     assert lines[1]["probe"]["scanner"] == "nmap"
     assert lines[1]["tag"] == "syslog.daemon" and lines[1]["time"] == 1795773601  # extract reads these
-    assert "bad input rejected" in err and "rejected=2" in err
+    assert "event=bad_input_rejected" in err and "rejected=2" in err
 
 
 def test_float_and_string_time_pass_through_untouched():
@@ -99,7 +99,7 @@ def test_msgpack_stream_with_bin_values():
 def test_msgpack_non_map_rejected_and_broken_stream_exits_1():
     data = msgpack.packb({"message": "a"}) + msgpack.packb([1, 2]) + msgpack.packb({"message": "b"})
     rc, out, err = run(["--in-format", "msgpack"], data + b"\xc1")  # 0xc1: never used in msgpack
-    assert rc == 1 and "cannot be decoded" in err
+    assert rc == 1 and "event=input_undecodable" in err
     assert [r["message"] for r in msgpack.Unpacker(__import__("io").BytesIO(out), raw=False)] == ["a", "b"]
     rc, out, err = run(["--in-format", "msgpack"], data + msgpack.packb({"message": "c"})[:-1])
     assert rc == 0 and "rejected=2" in err

@@ -81,6 +81,7 @@ from typing import Any
 import msgpack
 
 from .._config import Config, ConfigError, load_config
+from .._logging import log_event, setup_logging
 from .._jsonenc import to_jsonable
 from .._metrics import Metrics
 from .._stage import OutChunk, Processor, event_time_now, pack_entry, unpacker_for
@@ -239,7 +240,8 @@ class ExecFilterCore:
         self.metrics.inc("records_rejected", reason=reason)
         if self.first_error is None:
             self.first_error = why
-            log.warning("exec-filter: bad input rejected (%s); further ones are only counted", why)
+            log_event(logging.WARNING, "bad_input_rejected", log, reason=why,
+                      note="further ones are only counted")
 
     # -- output --------------------------------------------------------------
 
@@ -361,14 +363,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("info")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, resources=True)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for e in exc.errors:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(cfg.log_level.upper())
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     metrics = Metrics()
     core = ExecFilterCore(cfg, metrics, in_format=args.in_format, out_format=args.out_format,
                           tag_key=args.tag_key, time_key=args.time_key, default_tag=args.default_tag,
@@ -394,7 +396,8 @@ def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
             try:
                 core.feed(data)
             except StreamBroken as exc:
-                log.error("exec-filter: msgpack input cannot be decoded (%s); exiting", exc)
+                log_event(logging.ERROR, "input_undecodable", log, format="msgpack", reason=exc,
+                          action="exit")
                 status = 1
                 break
             if core.pending >= batch or (core.oldest is not None
@@ -402,14 +405,14 @@ def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
                 _write(out, core.flush())
         _write(out, core.flush(final=True))
     except BrokenPipeError:
-        log.error("exec-filter: stdout closed by the reader")
+        log_event(logging.ERROR, "output_closed", log, reason="stdout closed by the reader")
         return 1
     except KeyboardInterrupt:
         return 130
     m = core.metrics
-    log.info("exec-filter: done, in=%d passed=%d tagged=%d dropped=%d rejected=%d",
-             m.get("records_in"), m.get("records_passed"), m.get("records_tagged"),
-             m.get("records_dropped"), m.get("records_rejected"))
+    log_event(logging.INFO, "done", log, records_in=int(m.get("records_in")), passed=int(m.get("records_passed")),
+              tagged=int(m.get("records_tagged")), dropped=int(m.get("records_dropped")),
+              rejected=int(m.get("records_rejected")))
     return status
 
 
