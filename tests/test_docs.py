@@ -86,3 +86,21 @@ def test_readme_commands_exist():
     text = (ROOT / "README.md").read_text()
     shown = set(re.findall(r"^\| `probetag ([a-z-]+)", text, re.M))
     assert shown == set(_COMMANDS)
+
+
+def test_probetag_config_snippets_in_docs_pass_check_config():
+    from probetag._config import Config, check_config
+
+    sections = {f for f in Config.__dataclass_fields__}
+    seen = 0
+    for path in sorted(DOCS.glob("*.md")):
+        for block in _fenced(path.read_text(), "yaml"):
+            import yaml
+
+            doc = yaml.safe_load(block)
+            if not isinstance(doc, dict) or not set(doc) <= sections:
+                continue  # a Vector or cluster snippet, not a probetag config
+            seen += 1
+            _, errors = check_config(text=block)
+            assert errors == [], (path.name, [str(e) for e in errors])
+    assert seen >= 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._config import check_config, reference
+from ._config import Config, ConfigError, check_config, reference
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +18,9 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     bad = 0
     for f in args.files:
-        _, errors = check_config(f, resources=True)
+        cfg, errors = check_config(f, resources=True)
+        if cfg is not None and not errors:
+            errors = _build(cfg, f)
         if errors:
             bad += 1
             for exc in errors:
@@ -27,6 +29,22 @@ def main(argv: list[str]) -> int:
         else:
             print(f"ok: {f}")
     return 1 if bad else 0
+
+
+def _build(cfg: Config, file: str) -> list[ConfigError]:
+    """Build the detection stage as ``serve`` does at start (compile the
+    catalogue and signatures, the rules): whatever the checks above missed
+    shows here, as an error of the file, not as a traceback."""
+    from ._metrics import Metrics
+    from ._stage import Processor
+
+    try:
+        Processor(cfg, Metrics())
+    except ConfigError as exc:
+        return [exc if exc.file else ConfigError(exc.reason, file=file, key=exc.key)]
+    except Exception as exc:  # noqa: BLE001 - reported, never a traceback
+        return [ConfigError(f"detection does not build: {type(exc).__name__}: {exc}", file=file)]
+    return []
 
 
 def reference_main(argv: list[str]) -> int:
