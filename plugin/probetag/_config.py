@@ -10,7 +10,16 @@ Theory of operation
   name the file, the line and the dotted key: ``probetag.yaml:12: output.port:
   expected an integer, got 'abc'``.
 * Unknown keys are errors, not warnings: a typo must not silently run with a
-  default.
+  default. A near-miss gets a "did you mean".
+* Every error of a file is reported, not just the first: ``load_config``
+  raises one ``ConfigError`` whose ``errors`` lists them all, in file order.
+  A bad value is reported and its default used, so that the rest of the file
+  is still checked.
+* Ranges live beside the defaults (field metadata ``min``/``above``/``max``).
+* ``load_config(..., resources=True)`` (``serve`` and ``check-config``)
+  also checks what the running service would otherwise trip over: rule tag
+  templates, catalogue files, TLS certificate and key files. ``serve`` then
+  never meets a config error after it has started.
 * Values are converted strictly: ``"10"`` is not an integer, ``yes`` is a
   bool only because YAML says so.
 """
@@ -18,6 +27,7 @@ Theory of operation
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import types
 import typing
@@ -47,7 +57,16 @@ class ConfigError(ValueError):
         self.line = line
         self.key = key
         self.reason = message
+        #: Every error found in the same load, this one first (file order).
+        self.errors: tuple[ConfigError, ...] = (self,)
         super().__init__(located(message, file=file, line=line, names=(key,)))
+
+    @staticmethod
+    def of(errors: list[ConfigError]) -> ConfigError:
+        """The first of ``errors``, carrying all of them."""
+        first = errors[0]
+        first.errors = tuple(errors)
+        return first
 
 
 def located(message: str, *, file: str | None, line: int | None,
@@ -61,7 +80,15 @@ def located(message: str, *, file: str | None, line: int | None,
 
 
 def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata: the description, plus optional ``min`` / ``max``
+    (inclusive) and ``above`` (exclusive) bounds checked at load."""
     return {"doc": text, **extra}
+
+
+def did_you_mean(word: str, known: Any) -> str:
+    """`` (did you mean 'x'?)`` for a near-miss among ``known``, else ''."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -120,18 +147,18 @@ class Listen:
     tag_prefix: str | None = field(default=None, metadata=_doc(
         "Prefix added to incoming tags as 'PREFIX.tag' (Fluentd add_tag_prefix)."))
     max_frame_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
-        "Largest forward frame accepted; a larger one closes the connection. Bytes."))
+        "Largest forward frame accepted; a larger one closes the connection. Bytes.", min=1))
     max_decompressed_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
-        "Largest decompressed payload of one frame (gzip/zstd bomb guard). Bytes."))
+        "Largest decompressed payload of one frame (gzip/zstd bomb guard). Bytes.", min=1))
     max_connections: int = field(default=1024, metadata=_doc(
-        "Concurrent TCP connections; more are refused (counted)."))
+        "Concurrent TCP connections; more are refused (counted).", min=1))
     idle_timeout: float = field(default=300.0, metadata=_doc(
-        "Close a connection that sends nothing for this long. Seconds."))
+        "Close a connection that sends nothing for this long. Seconds.", above=0))
     handshake_timeout: float = field(default=10.0, metadata=_doc(
-        "Close a connection that does not finish the handshake in time. Seconds."))
+        "Close a connection that does not finish the handshake in time. Seconds.", above=0))
     frame_timeout: float = field(default=60.0, metadata=_doc(
         "A frame that has started must be complete within this long, else the "
-        "connection is closed (slow-loris guard). Seconds."))
+        "connection is closed (slow-loris guard). Seconds.", above=0))
     deny_keepalive: bool = field(default=False, metadata=_doc(
         "Close each connection after its first request (Fluentd deny_keepalive)."))
 
@@ -148,7 +175,7 @@ class HttpInput:
     tag_field: str = field(default="tag", metadata=_doc("Event field that holds the tag."))
     time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
-        "Largest request body, after decompression. Bytes."))
+        "Largest request body, after decompression. Bytes.", min=1))
     tls: TLS | None = field(default=None, metadata=_doc("Serve HTTPS."))
 
 
@@ -163,7 +190,7 @@ class NdjsonInput:
     tag_field: str = field(default="tag", metadata=_doc("Event field that holds the tag."))
     time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
     max_line_bytes: int = field(default=1024 * 1024, metadata=_doc(
-        "Longest line; a longer one is rejected (counted) and skipped."))
+        "Longest line; a longer one is rejected (counted) and skipped.", min=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +214,10 @@ class Output:
     require_ack: bool = field(default=True, metadata=_doc(
         "Forward: send a chunk id and wait for the ack before acking upstream."))
     ack_timeout: float = field(default=30.0, metadata=_doc(
-        "Forward: seconds to wait for an ack before retrying on a new connection."))
-    connect_timeout: float = field(default=5.0, metadata=_doc("Seconds."))
-    retry_initial: float = field(default=0.1, metadata=_doc("First retry delay. Seconds."))
-    retry_max: float = field(default=5.0, metadata=_doc("Largest retry delay (exponential). Seconds."))
+        "Forward: seconds to wait for an ack before retrying on a new connection.", above=0))
+    connect_timeout: float = field(default=5.0, metadata=_doc("Seconds.", above=0))
+    retry_initial: float = field(default=0.1, metadata=_doc("First retry delay. Seconds.", above=0))
+    retry_max: float = field(default=5.0, metadata=_doc("Largest retry delay (exponential). Seconds.", above=0))
     keepalive: bool = field(default=True, metadata=_doc("Reuse the connection between chunks."))
     time_as_integer: bool = field(default=False, metadata=_doc(
         "Forward: send integer seconds instead of EventTime."))
@@ -201,11 +228,11 @@ class Flow:
     """Backpressure: what may be in flight between upstream and downstream."""
 
     max_inflight_records: int = field(default=200_000, metadata=_doc(
-        "Records read but not yet acked downstream; above it inputs stop reading."))
+        "Records read but not yet acked downstream; above it inputs stop reading.", min=1))
     max_inflight_bytes: int = field(default=128 * 1024 * 1024, metadata=_doc(
-        "Bytes read but not yet acked downstream; above it inputs stop reading."))
+        "Bytes read but not yet acked downstream; above it inputs stop reading.", min=1))
     batch_records: int = field(default=1000, metadata=_doc(
-        "Stdout/NDJSON outputs and the HTTP input split work in batches of this size."))
+        "Stdout/NDJSON outputs and the HTTP input split work in batches of this size.", min=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,18 +277,18 @@ class Detect:
     escapes: tuple[str, ...] = field(default=("rsyslog", "cstyle", "backslash-octal"), metadata=_doc(
         "Escape dialects to undo: rsyslog (#ooo), cstyle (\\r, \\xHH), backslash-octal (\\ooo)."))
     min_confidence: float = field(default=0.5, metadata=_doc(
-        "Matches below this confidence are not tagged."))
+        "Matches below this confidence are not tagged.", min=0.0, max=1.0))
     output_field: str = field(default="probe", metadata=_doc("Name of the added map."))
 
 
 @dataclass(frozen=True, slots=True)
 class Correlation:
     window: float = field(default=5.0, metadata=_doc(
-        "Lines of one source this close in time belong to one connection/probe. Seconds."))
+        "Lines of one source this close in time belong to one connection/probe. Seconds.", above=0))
     scan_idle: float = field(default=60.0, metadata=_doc(
-        "A source silent this long ends its scan (a summary is emitted). Seconds."))
+        "A source silent this long ends its scan (a summary is emitted). Seconds.", above=0))
     max_sources: int = field(default=100_000, metadata=_doc(
-        "Sources tracked at once; the least recently seen is evicted (counted)."))
+        "Sources tracked at once; the least recently seen is evicted (counted).", min=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +298,7 @@ class Rule:
     action: Literal["keep", "drop", "retag"] = field(metadata=_doc("keep, drop or retag."))
     probe: tuple[str, ...] = field(default=(), metadata=_doc("Probe names; empty = any."))
     scanner: tuple[str, ...] = field(default=(), metadata=_doc("Scanner names; empty = any."))
-    min_confidence: float = field(default=0.0, metadata=_doc("Only matches at least this sure."))
+    min_confidence: float = field(default=0.0, metadata=_doc("Only matches at least this sure.", min=0.0, max=1.0))
     tag: str | None = field(default=None, metadata=_doc(
         "retag: template, e.g. 'security.probe.${tag}' (${tag}, ${probe}, ${scanner})."))
 
@@ -306,15 +333,26 @@ class Config:
     metrics: Metrics = field(default_factory=Metrics, metadata=_doc("Prometheus and health."))
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=_doc(
         "Log level of probetag's own logs (stderr)."))
+    log_format: Literal["logfmt", "json"] = field(default="logfmt", metadata=_doc(
+        "Format of probetag's own log lines on stderr: logfmt (ts=... level=... event=... k=v) "
+        "or json (one object per line with the same fields)."))
     shutdown_timeout: float = field(default=10.0, metadata=_doc(
         "On SIGTERM/SIGINT: stop accepting, then wait at most this long for in-flight "
         "records to be acked downstream (and upstream) before exiting. Seconds."))
     workers: int = field(default=1, metadata=_doc(
         "`probetag serve` processes sharing the listen port (SO_REUSEPORT), each with its own "
-        "pipeline and downstream connection; correlation state is per worker."))
+        "pipeline and downstream connection; correlation state is per worker.", min=1, max=64))
 
     def validate(self) -> None:
-        """Cross-field checks. Raises ConfigError naming the key."""
+        """Cross-field checks. Raises the first ConfigError (naming the key),
+        carrying every one in ``errors``."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError.of(problems)
+
+    def problems(self) -> list[ConfigError]:
+        """Every cross-field problem (value ranges are checked at load)."""
+        out: list[ConfigError] = []
         addr_fields = [("listen.address", self.listen.address), ("http.address", self.http.address),
                        ("ndjson.address", self.ndjson.address), ("output.address", self.output.address),
                        ("metrics.address", self.metrics.address)]
@@ -323,40 +361,53 @@ class Config:
                 try:
                     parse_hostport(value)
                 except ValueError as exc:
-                    raise ConfigError(str(exc), key=key) from None
+                    out.append(ConfigError(str(exc), key=key))
         if not 1 <= self.workers <= 64:
-            raise ConfigError("workers must be between 1 and 64", key="workers")
+            out.append(ConfigError("workers must be between 1 and 64", key="workers"))
         if self.workers > 1 and self.output.type == "stdout":
-            raise ConfigError("workers > 1 needs a network output (several processes' lines "
-                              "would interleave on one stdout)", key="workers")
+            out.append(ConfigError("workers > 1 needs a network output (several processes' lines "
+                                   "would interleave on one stdout)", key="workers"))
         if self.output.type in ("forward", "ndjson") and not self.output.address:
-            raise ConfigError(f"output.type {self.output.type!r} needs an address", key="output.address")
+            out.append(ConfigError(f"output.type {self.output.type!r} needs an address",
+                                   key="output.address"))
         if self.output.username and not self.output.shared_key:
-            raise ConfigError("user auth needs a shared_key (the handshake carries it)",
-                              key="output.username")
+            out.append(ConfigError("user auth needs a shared_key (the handshake carries it)",
+                                   key="output.username"))
         if self.listen.users and not self.listen.shared_key:
-            raise ConfigError("users need a shared_key (the handshake carries them)",
-                              key="listen.users")
+            out.append(ConfigError("users need a shared_key (the handshake carries them)",
+                                   key="listen.users"))
         for i, rule in enumerate(self.actions.rules):
             if rule.action == "retag" and not rule.tag:
-                raise ConfigError("retag needs a tag template", key=f"actions.rules[{i}].tag")
+                out.append(ConfigError("retag needs a tag template", key=f"actions.rules[{i}].tag"))
         for i, src in enumerate(self.detect.allowlist.sources):
             try:
                 ipaddress.ip_network(src, strict=False)
             except ValueError:
-                raise ConfigError(f"not an address or CIDR network: {src!r}",
-                                  key=f"detect.allowlist.sources[{i}]") from None
+                out.append(ConfigError(f"not an address or CIDR network: {src!r}",
+                                       key=f"detect.allowlist.sources[{i}]"))
         for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout"):
             if getattr(self.listen, name) <= 0:
-                raise ConfigError("must be > 0", key=f"listen.{name}")
+                out.append(ConfigError("must be > 0", key=f"listen.{name}"))
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
-            raise ConfigError("must be > 0", key="flow")
+            out.append(ConfigError("must be > 0", key="flow"))
+        if self.output.retry_max < self.output.retry_initial:
+            out.append(ConfigError(f"must be at least retry_initial ({self.output.retry_initial:g})",
+                                   key="output.retry_max"))
+        for section in ("listen", "http"):
+            tls = getattr(self, section).tls
+            if tls is not None and not tls.cert_file:
+                out.append(ConfigError("a TLS listener needs cert_file (and key_file)",
+                                       key=f"{section}.tls.cert_file"))
+        tls = self.output.tls
+        if tls is not None and tls.key_file and not tls.cert_file:
+            out.append(ConfigError("key_file without cert_file", key="output.tls.cert_file"))
         from .decode import DIALECTS  # the decoder owns the dialect names
 
         for i, dialect in enumerate(self.detect.escapes):
             if dialect not in DIALECTS:
-                raise ConfigError(f"unknown escape dialect {dialect!r}; known: {', '.join(DIALECTS)}",
-                                  key=f"detect.escapes[{i}]")
+                out.append(ConfigError(f"unknown escape dialect {dialect!r}{did_you_mean(dialect, DIALECTS)}; "
+                                       f"known: {', '.join(DIALECTS)}", key=f"detect.escapes[{i}]"))
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -365,10 +416,23 @@ class Config:
 
 
 class _Ctx:
-    __slots__ = ("file",)
+    """Where errors go: raised at once (``collect=False``, the first error
+    wins), or appended to ``errors`` and the value's default used."""
 
-    def __init__(self, file: str | None) -> None:
+    __slots__ = ("file", "errors")
+
+    def __init__(self, file: str | None, collect: bool = False) -> None:
         self.file = file
+        self.errors: list[ConfigError] | None = [] if collect else None
+
+    def report(self, exc: ConfigError) -> None:
+        if self.errors is None:
+            raise exc
+        self.errors.append(exc)
+
+
+class _Reported(Exception):
+    """A value whose errors are already in ``_Ctx.errors``: use the default."""
 
 
 def _err(ctx: _Ctx, node: yaml.Node | None, key: str, msg: str) -> ConfigError:
@@ -406,11 +470,24 @@ def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, key: str) -> Any:
             return (_convert(ctx, node, str, key),)
         if not isinstance(node, yaml.SequenceNode):
             raise _err(ctx, node, key, "expected a list")
-        return tuple(_convert(ctx, item, item_tp, f"{key}[{i}]") for i, item in enumerate(node.value))
+        items = []
+        failed = False
+        for i, item in enumerate(node.value):
+            try:
+                items.append(_convert(ctx, item, item_tp, f"{key}[{i}]"))
+            except ConfigError as exc:
+                ctx.report(exc)
+                failed = True
+            except _Reported:
+                failed = True
+        if failed:
+            raise _Reported
+        return tuple(items)
     if origin is Literal:
         value = _convert(ctx, node, type(args[0]), key)
         if value not in args:
-            raise _err(ctx, node, key, f"must be one of {', '.join(map(str, args))}; got {value!r}")
+            raise _err(ctx, node, key, f"must be one of {', '.join(map(str, args))}; got {value!r}"
+                                       f"{did_you_mean(value, args)}")
         return value
     if tp is bool:
         value = _construct(node) if isinstance(node, yaml.ScalarNode) else None
@@ -467,49 +544,184 @@ def _build(ctx: _Ctx, node: yaml.Node | None, cls: type, key: str) -> Any:
     hints = _hints(cls)
     fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    seen: set[str] = set()
+    missing = False
     for knode, vnode in node.value:
         name = knode.value if isinstance(knode, yaml.ScalarNode) else None
         full = f"{key}.{name}" if key else str(name)
         if name not in fields_by_name:
             known = ", ".join(sorted(fields_by_name))
-            raise _err(ctx, knode, full, f"unknown key (known here: {known})")
-        if name in kwargs:
-            raise _err(ctx, knode, full, "given twice")
-        kwargs[name] = _convert(ctx, vnode, hints[name], full)
+            ctx.report(_err(ctx, knode, full,
+                            f"unknown key{did_you_mean(name, fields_by_name)} (known here: {known})"))
+            continue
+        if name in seen:
+            ctx.report(_err(ctx, knode, full, "given twice"))
+            continue
+        seen.add(name)
+        try:
+            value = _convert(ctx, vnode, hints[name], full)
+            _check_range(ctx, vnode, fields_by_name[name], value, full)
+        except ConfigError as exc:
+            ctx.report(exc)
+        except _Reported:
+            pass
+        else:
+            kwargs[name] = value
     for name, f in fields_by_name.items():
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise _err(ctx, node, f"{key}.{name}" if key else name, "required key missing")
+            if name not in seen:
+                ctx.report(_err(ctx, node, f"{key}.{name}" if key else name, "required key missing"))
+            missing = True
+    if missing:
+        raise _Reported
     return cls(**kwargs)
 
 
-def load_config(path: str | Path | None = None, *, text: str | None = None) -> Config:
-    """Load and validate a YAML config file (or ``text``); no path and no text = defaults."""
+def _check_range(ctx: _Ctx, node: yaml.Node, f: dataclasses.Field, value: Any, key: str) -> None:  # type: ignore[type-arg]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
+    if lo is not None and hi is not None and not lo <= value <= hi:
+        raise _err(ctx, node, key, f"must be between {lo:g} and {hi:g}, got {value:g}")
+    if lo is not None and value < lo:
+        raise _err(ctx, node, key, f"must be at least {lo:g}, got {value:g}")
+    if above is not None and value <= above:
+        raise _err(ctx, node, key, f"must be greater than {above:g}, got {value:g}")
+    if hi is not None and value > hi:
+        raise _err(ctx, node, key, f"must be at most {hi:g}, got {value:g}")
+
+
+def load_config(path: str | Path | None = None, *, text: str | None = None,
+                resources: bool = False) -> Config:
+    """Load and validate a YAML config file (or ``text``); no path and no
+    text = defaults. Raises the first ConfigError, carrying every error of
+    the file in ``errors``. ``resources``: also check templates, catalogue
+    files and TLS files (``check_resources``), as ``serve`` needs them."""
+    cfg, errors = check_config(path, text=text, resources=resources)
+    if errors:
+        raise ConfigError.of(errors)
+    assert cfg is not None
+    return cfg
+
+
+def check_config(path: str | Path | None = None, *, text: str | None = None,
+                 resources: bool = True) -> tuple[Config | None, list[ConfigError]]:
+    """(the config or None, every error found, in file order)."""
     file = str(path) if path is not None else ("<config>" if text is not None else None)
     if text is None and path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", file=file) from None
+            return None, [ConfigError(f"cannot read: {exc.strerror}", file=file)]
         except UnicodeDecodeError:
-            raise ConfigError("not UTF-8 text", file=file) from None
-    ctx = _Ctx(file)
+            return None, [ConfigError("not UTF-8 text", file=file)]
+    ctx = _Ctx(file, collect=True)
     node = None
     if text is not None:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
-            raise ConfigError(f"YAML syntax: {exc.problem}", file=file,
-                              line=mark.line + 1 if mark else None) from None
+            return None, [ConfigError(f"YAML syntax: {exc.problem}", file=file,
+                                      line=mark.line + 1 if mark else None)]
         except yaml.YAMLError as exc:
-            raise ConfigError(f"YAML: {exc}", file=file) from None
-    cfg = _build(ctx, node, Config, "")
+            return None, [ConfigError(f"YAML: {exc}", file=file)]
+    assert ctx.errors is not None
     try:
-        cfg.validate()
-    except ConfigError as exc:
-        line = _line_of(node, exc.key) if exc.key else None
-        raise ConfigError(exc.reason, file=file, line=line, key=exc.key) from None
-    return cfg
+        cfg: Config | None = _build(ctx, node, Config, "")
+    except ConfigError as exc:  # the top level itself is not a mapping
+        ctx.errors.append(exc)
+        cfg = None
+    except _Reported:
+        cfg = None
+    errors = ctx.errors
+    if cfg is not None:
+        reported = {e.key for e in errors if e.key}
+        later = cfg.problems()
+        if resources:
+            later += check_resources(cfg)
+        for exc in later:
+            if exc.key and any(exc.key == k or exc.key.startswith(k + ".") or exc.key.startswith(k + "[")
+                               for k in reported):
+                continue  # a consequence of a value already reported (its default was used)
+            if exc.file is None:
+                exc = ConfigError(exc.reason, file=file, line=_line_of(node, exc.key) if exc.key else None,
+                                  key=exc.key)
+            errors.append(exc)
+    errors.sort(key=lambda e: (e.file != file, e.line or 0))
+    return (cfg if not errors else None), errors
+
+
+def check_resources(cfg: Config) -> list[ConfigError]:
+    """What ``serve`` reads or compiles beyond the YAML: rule tag templates,
+    catalogue files and inline signatures, TLS certificate/key/CA files.
+    Errors name the config key (a catalogue file's own errors name that file
+    and line)."""
+    import ssl
+
+    out: list[ConfigError] = []
+    from .act._actions import _compile_template
+
+    for i, rule in enumerate(cfg.actions.rules):
+        if rule.tag:
+            try:
+                _compile_template(rule.tag, f"actions.rules[{i}].tag")
+            except ConfigError as exc:
+                out.append(exc)
+    if cfg.detect.enabled:
+        from .detect._catalogue import CatalogueError, load_catalogue
+
+        files_ok = True
+        for i, cat in enumerate(cfg.detect.catalogue):
+            try:
+                load_catalogue([cat], builtin=False)
+            except CatalogueError as exc:
+                files_ok = False
+                if exc.line is None and exc.file == str(Path(cat)):
+                    out.append(ConfigError(f"{cat}: {exc.reason}", key=f"detect.catalogue[{i}]"))
+                else:
+                    out.append(ConfigError(exc.reason, file=exc.file, line=exc.line,
+                                           key=".".join(n for n in (exc.entry, exc.key) if n) or None))
+        try:
+            load_catalogue([], builtin=False, extra=cfg.detect.signatures)
+        except CatalogueError as exc:
+            files_ok = False
+            out.append(ConfigError(exc.reason, key="detect.signatures"))
+        if files_ok:
+            try:  # ids unique across the built-in catalogue, the files and the signatures
+                load_catalogue(cfg.detect.catalogue, builtin=cfg.detect.builtin_catalogue,
+                               extra=cfg.detect.signatures)
+            except CatalogueError as exc:
+                out.append(ConfigError(str(exc), key="detect.catalogue"))
+    for section, server in (("listen", True), ("http", True), ("output", False)):
+        tls = getattr(cfg, section).tls
+        if tls is None:
+            continue
+        unreadable = False
+        for name in ("cert_file", "key_file", "ca_file"):
+            value = getattr(tls, name)
+            if value is None:
+                continue
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                unreadable = True
+                out.append(ConfigError(f"cannot read {value}: {exc.strerror}", key=f"{section}.tls.{name}"))
+        if unreadable or (server and not tls.cert_file):
+            continue
+        try:
+            if server:
+                from .inputs.forward_server import server_ssl_context
+
+                server_ssl_context(tls)
+            else:
+                from .outputs._common import client_ssl_context
+
+                client_ssl_context(tls)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            out.append(ConfigError(f"TLS files do not load: {exc}", key=f"{section}.tls"))
+    return out
 
 
 def config_from_mapping(data: dict[str, Any]) -> Config:
@@ -522,6 +734,7 @@ def _line_of(node: yaml.Node | None, dotted: str) -> int | None:
     if node is None:
         return None
     cur: yaml.Node = node
+    line = node.start_mark.line + 1
     for part in dotted.replace("[", ".[").split("."):
         if not part:
             continue
@@ -530,16 +743,18 @@ def _line_of(node: yaml.Node | None, dotted: str) -> int | None:
             if idx >= len(cur.value):
                 break
             cur = cur.value[idx]
+            line = cur.start_mark.line + 1
             continue
         if not isinstance(cur, yaml.MappingNode):
             break
         for k, v in cur.value:
             if isinstance(k, yaml.ScalarNode) and k.value == part:
                 cur = v
+                line = k.start_mark.line + 1  # the key's line, also for a mapping value
                 break
         else:
             break
-    return cur.start_mark.line + 1
+    return line
 
 
 def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -560,8 +775,19 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = "(required)"
-        rows.append((key, "" if default is None else repr(default), f.metadata.get("doc", "")))
+        rows.append((key, "" if default is None else repr(default), f.metadata.get("doc", "") + _bounds(f)))
     return rows
+
+
+def _bounds(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
+    if lo is not None and hi is not None:
+        return f" Range: {lo:g} to {hi:g}."
+    if lo is not None:
+        return f" At least {lo:g}."
+    if above is not None:
+        return f" Greater than {above:g}."
+    return ""
 
 
 def _dataclass_in(tp: Any) -> type | None:

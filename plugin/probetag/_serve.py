@@ -99,13 +99,28 @@ RESTART_RESET = 30.0
 _MAX_HTTP_HEAD = 8192
 
 
+def health_response(health: Callable[[], str | None] | None) -> tuple[str, str, bytes]:
+    """``GET /health``: 200 ``{"status":"ok"}``, or 503 with the reason
+    (downstream down, in-flight limit reached, output closed)."""
+    import json
+
+    reason = health() if health is not None else None
+    if reason is None:
+        return "200 OK", "application/json", b'{"status":"ok"}'
+    return ("503 Service Unavailable", "application/json",
+            json.dumps({"status": "unavailable", "reason": reason}).encode())
+
+
 class MetricsServer:
     """``GET /metrics`` and ``GET /health`` over plain HTTP/1.1 (one request
     per connection, ``Connection: close``)."""
 
-    def __init__(self, address: str, metrics: Metrics) -> None:
+    def __init__(self, address: str, metrics: Metrics,
+                 health: Callable[[], str | None] | None = None) -> None:
         self.address = address
         self.metrics = metrics
+        #: None: healthy; else the reason ``/health`` answers 503 with.
+        self.health = health
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -126,7 +141,7 @@ class MetricsServer:
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
                 body = self.metrics.render().encode()
             elif path == b"/health":
-                status, ctype, body = "200 OK", "application/json", b'{"status":"ok"}'
+                status, ctype, body = health_response(self.health)
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"GET /metrics or /health\n"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -201,7 +216,8 @@ class Service:
             await http.start()
             self.inputs.append(http)
         if self.config.metrics.address:
-            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics)
+            self.metrics_server = MetricsServer(self.config.metrics.address, self.metrics,
+                                                health=self.pipeline.unhealthy)
             await self.metrics_server.start()
 
     async def reload(self, cfg: Config) -> tuple[str, ...]:
@@ -217,7 +233,7 @@ class Service:
         self.pipeline.processor = processor
         self.config = dataclasses.replace(
             self.config, detect=cfg.detect, correlation=cfg.correlation, actions=cfg.actions,
-            log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout)
+            log_level=cfg.log_level, log_format=cfg.log_format, shutdown_timeout=cfg.shutdown_timeout)
         return pending
 
     async def stop(self, drain_timeout: float | None = None) -> bool:
@@ -252,7 +268,7 @@ class Service:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, resources=True)
     if args.listen:
         cfg = replace(cfg, listen={"address": args.listen})
     if args.forward_to:
@@ -287,11 +303,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def print_config_error(exc: ConfigError, where: str) -> None:
-    """``error: FILE:LINE: KEY: reason`` on stderr; ``where`` stands for the
-    file when the error names none (a command-line override)."""
-    line = f"{exc.line}:" if exc.line is not None else ""
-    key = f" {exc.key}:" if exc.key else ""
-    print(f"error: {exc.file or where}:{line}{key} {exc.reason}", file=sys.stderr)
+    """``error: FILE:LINE: KEY: reason`` on stderr, one line per error of
+    the load; ``where`` stands for the file when an error names none (a
+    command-line override)."""
+    for e in exc.errors:
+        line = f"{e.line}:" if e.line is not None else ""
+        key = f" {e.key}:" if e.key else ""
+        print(f"error: {e.file or where}:{line}{key} {e.reason}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,15 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print_config_error(exc, args.config or "<command line>")
         return 2
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     if cfg.workers > 1:
         return _supervise(cfg, args)
     tune_malloc()
+    from .detect._catalogue import CatalogueError
+
     try:
         return asyncio.run(_serve(cfg, args.demo, args.drain_timeout, lambda: build_config(args)))
     except OSError as exc:  # bind failure and the like
         log_event(logging.ERROR, "fatal", reason=str(exc))
         return 1
+    except (ConfigError, CatalogueError) as exc:
+        # load_config(resources=True) checks all of this before the start;
+        # whatever still slips through is reported as a config error, never
+        # as a traceback.
+        log_event(logging.ERROR, "fatal", reason=f"config: {exc}")
+        return 2
 
 
 async def _demo(send: Callable[[str, int], int], host: str, port: int) -> None:
@@ -319,6 +345,13 @@ async def _demo(send: Callable[[str, int], int], host: str, port: int) -> None:
         log_event(logging.WARNING, "demo_failed", reason=str(exc))
         return
     log_event(logging.INFO, "demo_sent", records=n, address=f"{host}:{port}")
+    # What a first-time user needs next: where their own records go, how to stop.
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    log_event(logging.INFO, "demo_hint",
+              send_to=f"forward protocol on {address} (Fluentd/Fluent Bit out_forward, fluent-cat)",
+              example=f"echo '{{\"message\":\"GET / HTTP/1.0#015\"}}' | fluent-cat -h {host} -p {port} demo",
+              config="probetag serve -c configs/probetag/fluentd-enrich.yaml (see docs/)",
+              stop="Ctrl-C (SIGINT) or SIGTERM: in-flight records are drained first")
 
 
 async def _reload(service: Service, load: Callable[[], Config]) -> None:
@@ -334,7 +367,7 @@ async def _reload(service: Service, load: Callable[[], Config]) -> None:
         service.metrics.inc("reloads", result="failed")
         log_event(logging.ERROR, "reload_failed", reason=f"{type(exc).__name__}: {str(exc)[:200]}")
         return
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     service.metrics.inc("reloads", result="ok")
     if pending:
         log_event(logging.WARNING, "reload_restart_needed", sections=",".join(pending))
@@ -401,7 +434,7 @@ def _run_worker(cfg: Config, args: argparse.Namespace, index: int, listen: str, 
     # SIGHUP stays held until _serve has its reload handler in place (a
     # SIGHUP while the worker starts would otherwise kill it).
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGHUP})
-    setup_logging(cfg.log_level, worker=index)
+    setup_logging(cfg.log_level, worker=index, fmt=cfg.log_format)
     tune_malloc()
     wcfg = worker_config(cfg, index, listen)
     try:

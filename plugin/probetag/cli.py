@@ -32,15 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, _, help_text) in _COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
+    parser.add_argument("--version", action="version", version=f"probetag {_version()}")
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        print(f"probetag {_version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in _COMMANDS:
         parser.error(f"unknown command {name!r}")
     module, func, _ = _COMMANDS[name]
     fn = getattr(importlib.import_module(module), func)
     return int(fn(rest) or 0)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -237,9 +237,14 @@ def reference(load: list[tuple[str, float, list[dict[str, Any]]]]) -> dict[str, 
 
 
 def send_load(port: int, load: list[tuple[str, float, list[dict[str, Any]]]], timeout: float = 120.0,
-              window: int = 20) -> int:
+              window: int = 20, pause: tuple[int, Any, Any] | None = None) -> int:
     """Send chunks over the forward protocol with acks (at most ``window``
-    un-acked); returns the number of acked chunks."""
+    un-acked); returns the number of acked chunks.
+
+    ``pause``: ``(n, reached, resume)``, two ``threading.Event``s: after the
+    n-th chunk is written, set ``reached`` and wait for ``resume`` before
+    sending the rest, so a test acts while chunks are in flight whatever
+    the machine's speed."""
     sys.path.insert(0, str(REPO / "tests"))
     from util.upstream import Upstream, new_chunk_id, packed_frame
 
@@ -253,6 +258,9 @@ def send_load(port: int, load: list[tuple[str, float, list[dict[str, Any]]]], ti
             cid = new_chunk_id()
             up.sock.sendall(packed_frame(tag, recs, cid, t))
             sent += 1
+            if pause is not None and sent == pause[0]:
+                pause[1].set()
+                pause[2].wait(max(0.1, deadline - time.monotonic()))
         return up.read_acks(sent, timeout=max(0.1, deadline - time.monotonic()))
     finally:
         up.close()

@@ -16,15 +16,32 @@ from _harness import (Role, chunks, collect, compare, free_ports, lease_owners, 
 SOURCES = 4000
 
 
-def _send_in_background(port, load):
-    result: dict[str, int] = {}
+class _Paused:
+    """The load sender stopped after half the chunks (a window of them still
+    un-acked) until ``resume()``: the test's fault lands mid-load however fast
+    the machine is, instead of after a guessed sleep."""
 
-    def run() -> None:
-        result["acked"] = send_load(port, load, timeout=120, window=4)
+    def __init__(self, port: int, load, window: int = 4) -> None:
+        self.reached = threading.Event()
+        self.resumed = threading.Event()
+        self.result: dict[str, int] = {}
+        pause = (len(load) // 2, self.reached, self.resumed)
 
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th, result
+        def run() -> None:
+            try:
+                self.result["acked"] = send_load(port, load, timeout=150, window=window, pause=pause)
+            finally:
+                self.reached.set()  # never leave the test waiting on a sender that died
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def wait_mid_load(self, timeout: float = 120.0) -> None:
+        assert self.reached.wait(timeout), "the sender never got half-way"
+        assert self.thread.is_alive() and "acked" not in self.result, "the sender stopped early"
+
+    def resume(self) -> None:
+        self.resumed.set()
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -63,12 +80,12 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
     roles += [a, b]
     owners = wait_leases(nats_cluster.urls, 8, 2, timeout=40)
     ref = reference(load)  # next to the workers: same code on disk
-    th, result = _send_in_background(port, load)
-    time.sleep(1.5)
-    assert th.is_alive(), "load finished before the kill: make it bigger"
+    sender = _Paused(port, load)
+    sender.wait_mid_load()
     a.kill()
-    th.join(timeout=150)
-    assert result.get("acked") == len(load)
+    sender.resume()
+    sender.thread.join(timeout=180)
+    assert sender.result.get("acked") == len(load)
     got = _check(nats_cluster, load, ref)
     # The survivor holds every partition now: the dead one's leases expired.
     after = asyncio.run(lease_owners(nats_cluster.urls))
@@ -92,14 +109,15 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     roles.append(Role(tmp_path, "worker", cy, "worker-b"))
     wait_leases(nats_cluster.urls, 8, 2, timeout=40)
     ref = reference(load)  # next to the workers: same code on disk
-    th, result = _send_in_background(port, load)
-    time.sleep(1.0)
+    sender = _Paused(port, load)
+    sender.wait_mid_load()
     node = nats_cluster.nodes[1]
     node.kill()
-    time.sleep(2.0)
+    sender.resume()
+    time.sleep(2.0)  # the rest of the load meets a 2-node cluster for a while
     node.start()
-    th.join(timeout=150)
-    assert result.get("acked") == len(load)
+    sender.thread.join(timeout=180)
+    assert sender.result.get("acked") == len(load)
     got = _check(nats_cluster, load, ref)
     assert node.proc is not None and node.proc.poll() is None, "restarted node died (see its log)"
     print(f"duplicates={got.duplicates} messages={got.messages}")

@@ -16,7 +16,7 @@ import yaml
 
 from probetag._config import load_config, parse_hostport
 
-from .fluentconf import FluentConfError, parse
+from .fluentconf import SWITCHED_OUTPUTS, FluentConfError, check, parse, variants
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -258,3 +258,87 @@ def test_vector_security_config_routes_a_vector_syslog_probe():
     assert rec["probe"]["scanner"] == "nmap" and rec["source"] == {"ip": "203.0.113.7"}
     assert rec["event"]["kind"] == "alert"
     assert lines["sshd"]["tag"] == "vector.syslog" and "probe" not in lines["sshd"]["record"]
+
+
+# -- Fluentd configs start on a stock Fluentd ---------------------------------
+
+FLUENTD_VARIANTS = [(p, name) for p in FLUENTD for name in variants(p.read_text())]
+
+
+@pytest.mark.parametrize("path,variant", FLUENTD_VARIANTS, ids=lambda v: getattr(v, "name", v))
+def test_fluentd_config_follows_fluentds_rules(path, variant):
+    """Each config as shipped uses core plugins only, nests its sections as
+    Fluentd does and gives every required parameter; so does each documented
+    switch (the Elasticsearch block, the in_tail alternative)."""
+    text = variants(path.read_text())[variant]
+    extra = SWITCHED_OUTPUTS if variant.startswith("output:") else None
+    assert check(parse(text), extra_outputs=extra) == []
+    if variant == "output: elasticsearch":
+        root = parse(text)
+        assert root.find("match", **{"@type": "elasticsearch"})
+        assert not root.find("match", **{"@type": "file"})  # the switch replaces the file outputs
+
+
+@pytest.mark.parametrize("path", FLUENTD, ids=lambda p: p.name)
+def test_fluentd_config_writes_only_under_its_called_out_directory(path):
+    text = path.read_text()
+    assert "/tmp/probetag-fluentd/" in text.split("\n\n")[0]  # named in the header
+    for name, variant in variants(text).items():
+        root = parse(variant)
+        written = [d.params["path"] for d in root.find("buffer") if "path" in d.params]
+        written += [d.params["path"] for d in root.find("match", **{"@type": "file"})]
+        written += [d.params["pos_file"] for d in root.find("source", **{"@type": "tail"})]
+        assert written or name != "shipped"
+        assert all(w.startswith("/tmp/probetag-fluentd/") for w in written), written
+        assert len(set(written)) == len(written), "two plugins share a buffer path"
+    assert "v1.14 - v1.19" in text
+
+
+def test_fluentd_rules_reader_catches_what_fluentd_refuses():
+    old = ("<source>\n  @type syslog\n  port 5140\n</source>\n"
+           "<source>\n  @type tail\n  path /x\n  tag t\n</source>\n"
+           "<match **>\n  @type elasticsearch\n</match>\n"
+           "<match a>\n  @type forward\n  <buffer>\n    @type file\n  </buffer>\n</match>\n"
+           "<match b>\n  @type file\n  path /tmp/x\n  <server>\n    host h\n  </server>\n</match>\n"
+           "<match c>\n  @type stdout\n  @label @NOPE\n</match>\n"
+           "<label @L>\n  <source>\n    @type forward\n  </source>\n</label>\n")
+    errors = check(parse(old))
+    want = ["syslog: required parameter 'tag' missing", "tail: a <parse> section is required",
+            "unknown output plugin 'elasticsearch'", "forward: a <server> section is required",
+            "buffer file: required parameter 'path' missing", "not a section of output file",
+            "@label @NOPE has no <label>", "not allowed inside a <label>"]
+    for w in want:
+        assert any(w in e for e in errors), (w, errors)
+    assert len(errors) == len(want)
+
+
+def test_fluentd_in_tail_alternative_reads_both_rsyslog_file_formats():
+    """The in_tail alternative uses the none parser: the record is the whole
+    line, and probetag reads it, RFC 3339 time (RSYSLOG_FileFormat, Debian's
+    default) or traditional."""
+    from probetag._metrics import Metrics
+    from probetag._stage import Processor, pack_entry, unpacker_for
+
+    root = parse(variants((CONFIGS / "fluentd" / "enrich.conf").read_text())["alternative: in_tail"])
+    (tail,) = root.find("source", **{"@type": "tail"})
+    assert tail.child("parse").params["@type"] == "none"
+    cfg = load_config(CONFIGS / "probetag" / "fluentd-enrich.yaml")
+    proc = Processor(cfg, Metrics())
+    lines = [b"2026-11-27T13:46:08.123456+00:00 GET / HTTP/1.0#015",
+             b"Nov 27 13:46:08 GET / HTTP/1.0#015",
+             b"2026-11-27T13:46:09.000001+00:00 web1 sshd[812]: Accepted publickey for deploy"]
+    # in_tail values are msgpack bin (FORWARD_NOTES 8)
+    entries = b"".join(pack_entry(1795773600 + i, {"message": line}) for i, line in enumerate(lines))
+    res = proc.process(tail.params["tag"], entries)
+    out = [rec for ch in res.chunks for _, rec in unpacker_for(ch.entries)]
+    assert [r.get("probe", {}).get("name") for r in out] == ["GetRequest", "GetRequest", None]
+
+
+def test_rsyslog_template_in_docs_and_configs_keeps_the_whole_tag():
+    template = "<%PRI%>%TIMESTAMP% %HOSTNAME% %syslogtag%%msg:::sp-if-no-1st-sp%%msg%"
+    doc = (ROOT / "docs" / "fluentd.md").read_text()
+    assert template in doc and "RSYSLOG_SyslogProtocol23Format" in doc
+    assert "syslogtag:1:32" in doc  # the default it replaces, and why
+    for path in FLUENTD:
+        if path.name != "exec-filter.conf":
+            assert template in path.read_text()

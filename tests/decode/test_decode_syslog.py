@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from probetag.decode import (FORMATS, FramingError, detect_file_format, parse_framing_error,
                              parse_syslog_line, split_tag)
@@ -115,15 +115,53 @@ def test_framing_errors_from_rsyslog_internal_messages():
     assert parse_framing_error(b"\xff Frame") is None
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200))
-def test_every_parsed_line_rebuilds(data):
+def _payload_text(record) -> bool:
+    """A plain payload field holding text: then ``rebuild`` must return a
+    line (its docstring: None only "when the record has no payload field")."""
+    from probetag.decode import PAYLOAD_FIELDS, to_bytes
+
+    return any(to_bytes(record[k]) is not None for k in PAYLOAD_FIELDS if k in record)
+
+
+def _check_rebuilds(line: bytes) -> None:
     from probetag.decode import SHAPES, rebuild
 
+    parsed = parse_syslog_line(line)
+    rb = rebuild(parsed.record)
+    if parsed.fmt != "json" or _payload_text(parsed.record):
+        # Text formats always carry their message in a payload field.
+        assert rb is not None, (line, parsed.record)
+    # else: an application's JSON line may have nothing to rebuild (None).
+    assert rb is None or rb.shape in SHAPES
+
+
+@settings(max_examples=200, deadline=None)
+@example(b'{"":""}')  # a JSON line with no payload field: nothing to rebuild
+@example(b'{"msg":"x"}')
+@given(st.binary(max_size=200))
+def test_every_parsed_line_rebuilds(data):
     for prefix in (b"", b"Nov 27 10:00:00 h ", b"2026-11-27T10:00:00+00:00 10.0.0.1 ",
                    b"<13>1 2026-11-27T10:00:00Z h - - - - ", b'{"rawmsg":"'):
-        rb = rebuild(parse_syslog_line(prefix + data).record)
-        assert rb is not None and rb.shape in SHAPES
+        _check_rebuilds(prefix + data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(("", "a", "msg", "message", "log", "MESSAGE", "rawmsg", "hostname",
+                                        "syslogtag", "app-name", "ident", "host", "appname", "source_ip")),
+                       st.one_of(st.text(max_size=20), st.integers(), st.none(), st.booleans()), max_size=5))
+def test_every_json_line_rebuilds_when_it_has_a_payload(record):
+    import json
+
+    _check_rebuilds(json.dumps(record).encode())
+
+
+def test_json_line_without_payload_field_does_not_rebuild():
+    from probetag.decode import rebuild
+
+    for line in (b'{"":""}', b"{}", b'{"a": 1}', b'{"msg": 7}'):
+        parsed = parse_syslog_line(line)
+        assert parsed.fmt == "json" and rebuild(parsed.record) is None, line
+    assert rebuild(parse_syslog_line(b'{"msg": ""}').record).line == b""
 
 
 # -- strip_time: the parse does not depend on the timestamp -------------------

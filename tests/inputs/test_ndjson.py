@@ -119,8 +119,8 @@ def test_vector_socket_sink_session_with_bad_lines(caplog):
     assert m.get("records_in") == 24 == m.get("records_passed") + m.get("records_rejected")
     assert m.get("vector_time_receipt", reason="missing") == 1  # the "last" line has no timestamp
     warnings = [r.getMessage() for r in caplog.records]
-    assert sum("bad line rejected" in w for w in warnings) == 1  # once per connection
-    assert any("127.0.0.1:" in w and "3 bad line(s)" in w for w in warnings)
+    assert sum("event=ndjson_bad_line" in w for w in warnings) == 1  # once per connection
+    assert any("peer=127.0.0.1:" in w and "bad_lines=3" in w for w in warnings)
 
 
 def test_slow_downstream_backpressure_nothing_lost():

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print_config_error(exc, "<command line>")
         return 2
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     return asyncio.run(_run(args.role, cfg, cluster))
 
 

@@ -32,6 +32,23 @@ Theory of operation
   returns the output bytes. Consecutive records with the same tag (and the
   same presence of the tag field) form one chunk, so the output order is the
   input order, minus dropped records.
+* Bytes are kept. A record that the processor leaves alone goes back as the
+  very bytes it arrived in (its JSON line or msgpack map), when the output
+  format is the input format. A changed record is written again with every
+  value's bytes intact: JSON input may hold raw bytes that are not UTF-8
+  (Fluentd's JSON formatter writes in_tail's binary strings as they are);
+  they are decoded with surrogate escapes and written back as the same raw
+  bytes, not as ``\\xHH`` text. NOTE: Fluentd's JSON reader (Yajl, UTF-8
+  checked) refuses such bytes; only the msgpack form carries them through
+  Fluentd, which is why the shipped config uses msgpack both ways.
+* JSON out is padded to Fluentd's read block. out_exec_filter reads a JSON
+  child with ``parser_json#parse_io``: ``Yajl::Parser#parse(io, 8192)``,
+  which calls ``io.read(8192)`` and so blocks until 8192 bytes (or EOF)
+  have arrived (``stream_buffer_size``, default 8192). The last records of
+  a batch would stay in Fluentd until more output came. So each flush ends
+  with spaces and a newline up to the next multiple of ``json_block`` bytes
+  of output (JSON allows whitespace between values; ``--json-block-size``,
+  0 turns it off). The msgpack reader uses ``readpartial`` and needs none.
 * ``main`` is the thin I/O loop: it reads stdin with ``select``, flushes when
   ``flow.batch_records`` records are pending, when stdin has been quiet for
   ``IDLE_FLUSH`` seconds, or when the oldest pending record is ``MAX_DELAY``
@@ -57,12 +74,14 @@ import os
 import select
 import sys
 import time as _time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from .._config import Config, ConfigError, load_config
+from .._logging import log_event, setup_logging
 from .._jsonenc import to_jsonable
 from .._metrics import Metrics
 from .._stage import OutChunk, Processor, event_time_now, pack_entry, unpacker_for
@@ -75,6 +94,9 @@ log = logging.getLogger("probetag.exec_filter")
 IDLE_FLUSH = 0.2   # seconds of quiet stdin before a partial batch is processed
 MAX_DELAY = 1.0    # a pending record never waits longer than this
 MAX_LINE = 16 * 1024 * 1024
+#: parser_json's ``stream_buffer_size`` default: Yajl reads Fluentd's pipe in
+#: blocks of this many bytes (see above).
+JSON_BLOCK = 8192
 
 _json_out = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _packer = msgpack.Packer(unicode_errors="surrogateescape", use_bin_type=True)
@@ -89,6 +111,8 @@ class _Run:
     tag: str
     had_tag: bool
     entries: list[bytes] = field(default_factory=list)
+    #: packed entry -> the input bytes of the records packed to it, in order
+    raw: dict[bytes, deque[bytes]] = field(default_factory=dict)
 
 
 class ExecFilterCore:
@@ -96,7 +120,8 @@ class ExecFilterCore:
 
     def __init__(self, config: Config, metrics: Metrics, *, in_format: str = "json",
                  out_format: str | None = None, tag_key: str = "tag", time_key: str = "time",
-                 default_tag: str = "exec_filter", processor: Processor | None = None) -> None:
+                 default_tag: str = "exec_filter", processor: Processor | None = None,
+                 json_block: int = JSON_BLOCK) -> None:
         if in_format not in ("json", "msgpack"):
             raise ValueError(f"in_format must be json or msgpack, got {in_format!r}")
         self.in_format = in_format
@@ -116,6 +141,10 @@ class ExecFilterCore:
         self._unpacker = unpacker_for(None, max_size=MAX_LINE) if in_format == "msgpack" else None
         self._fed = 0
         self._complete = 0
+        self._mbuf = bytearray()  # msgpack input from offset _mbase on, for the raw bytes
+        self._mbase = 0
+        self.json_block = json_block if self.out_format == "json" else 0
+        self.written = 0  # output bytes so far (for the JSON block padding)
         self.first_error: str | None = None
 
     # -- input ---------------------------------------------------------------
@@ -124,15 +153,19 @@ class ExecFilterCore:
         if self._unpacker is not None:
             self._fed += len(data)
             self._unpacker.feed(data)
+            self._mbuf += data
             try:
                 for value in self._unpacker:
                     # tell() also counts bytes of a value still incomplete, so
                     # remember where the last whole one ended.
+                    start = self._complete - self._mbase
                     self._complete = self._unpacker.tell()
-                    self._record(value)
+                    self._record(value, bytes(self._mbuf[start:self._complete - self._mbase]))
             except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
                 self._reject("undecodable_stream", f"msgpack stream undecodable: {exc}")
                 raise StreamBroken(str(exc)) from None
+            del self._mbuf[:self._complete - self._mbase]
+            self._mbase = self._complete
             return
         start = 0
         while True:
@@ -167,13 +200,14 @@ class ExecFilterCore:
         if not line:
             return
         try:
+            # Raw bytes that are not UTF-8 survive as surrogate escapes.
             value = json.loads(line.decode("utf-8", "surrogateescape"))
         except ValueError as exc:
             self._reject("bad_json", f"not JSON: {exc}")
             return
-        self._record(value)
+        self._record(value, line)
 
-    def _record(self, value: Any) -> None:
+    def _record(self, value: Any, raw: bytes) -> None:
         if not isinstance(value, dict):
             self._reject("record_not_map", f"a {type(value).__name__} is not a record")
             return
@@ -192,7 +226,11 @@ class ExecFilterCore:
             t = event_time_now()
         if not self._runs or self._runs[-1].tag != tag or self._runs[-1].had_tag != had_tag:
             self._runs.append(_Run(tag, had_tag))
-        self._runs[-1].entries.append(pack_entry(t, value))
+        run = self._runs[-1]
+        entry = pack_entry(t, value)
+        run.entries.append(entry)
+        if self.out_format == self.in_format:
+            run.raw.setdefault(entry, deque()).append(raw)
         self.pending += 1
         if self.oldest is None:
             self.oldest = _time.monotonic()
@@ -202,7 +240,8 @@ class ExecFilterCore:
         self.metrics.inc("records_rejected", reason=reason)
         if self.first_error is None:
             self.first_error = why
-            log.warning("exec-filter: bad input rejected (%s); further ones are only counted", why)
+            log_event(logging.WARNING, "bad_input_rejected", log, reason=why,
+                      note="further ones are only counted")
 
     # -- output --------------------------------------------------------------
 
@@ -216,23 +255,86 @@ class ExecFilterCore:
         for run in runs:
             result = self.processor.process(run.tag, b"".join(run.entries))
             for chunk in result.chunks:
-                self._render(chunk, run.had_tag, out)
+                self._render(chunk, run.had_tag, out, run)
         expire = getattr(self.processor, "expire", None)
         if expire is not None:
             for chunk in expire(math.inf if final else _time.time()) or ():
-                self._render(chunk, True, out)
-        return b"".join(out)
+                self._render(chunk, True, out, None)
+        data = b"".join(out)
+        self.written += len(data)
+        if self.json_block and self.written % self.json_block:
+            pad = self.json_block - self.written % self.json_block
+            data += b" " * (pad - 1) + b"\n"
+            self.written += pad
+        return data
 
-    def _render(self, chunk: OutChunk, with_tag: bool, out: list[bytes]) -> None:
-        for _t, record in unpacker_for(chunk.entries):
+    def _render(self, chunk: OutChunk, with_tag: bool, out: list[bytes], run: _Run | None) -> None:
+        entries = chunk.entries
+        starts = _entry_starts(entries) if run is not None and run.raw else None
+        for i, (_t, record) in enumerate(unpacker_for(entries)):
+            self.metrics.inc("records_out")
+            if starts is not None and run is not None and chunk.tag == run.tag:
+                same = run.raw.get(entries[starts[i]:starts[i + 1]])
+                if same:  # untouched: the bytes it arrived in
+                    out.append(same.popleft())
+                    if self.out_format == "json":
+                        out.append(b"\n")
+                    continue
             if with_tag:
                 record[self.tag_key] = chunk.tag
             if self.out_format == "json":
-                out.append(_json_out.encode(to_jsonable(record)).encode("utf-8"))
+                out.append(_json_bytes(record))
                 out.append(b"\n")
             else:
                 out.append(_packer.pack(record))
-            self.metrics.inc("records_out")
+
+
+def _entry_starts(entries: bytes) -> list[int]:
+    """Offsets of each msgpack entry in ``entries``, plus the end."""
+    up = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(entries) + 1)
+    up.feed(entries)
+    starts = [0]
+    for _ in up:
+        starts.append(up.tell())
+    return starts
+
+
+def _keep_bytes(value: Any) -> Any:
+    """A decoded record for JSON with every byte kept: bin and str that was
+    not UTF-8 become str with surrogate escapes, which ``_json_bytes`` writes
+    back as the raw bytes (JSON strings are UTF-8; these bytes are passed
+    through as they came, not re-encoded)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, (bytes, bytearray)):
+                k = bytes(k).decode("utf-8", "surrogateescape")
+            elif not isinstance(k, (str, int, float, bool)) and k is not None:
+                k = str(k)
+            out[k] = _keep_bytes(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_keep_bytes(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return to_jsonable(value)
+    if isinstance(value, msgpack.ExtType):
+        return to_jsonable(value)
+    return value
+
+
+def _json_bytes(record: Any) -> bytes:
+    text = _json_out.encode(_keep_bytes(record))
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A surrogate that did not come from a raw byte (a JSON "\ud800"
+        # escape): no byte to restore, so write JSON's ASCII escapes instead.
+        return json.dumps(_keep_bytes(record), ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 
 
 # -- the I/O loop -------------------------------------------------------------
@@ -252,22 +354,27 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-key", default="time", help="<inject>/<extract> time_key (default time)")
     ap.add_argument("--default-tag", default="exec_filter",
                     help="tag for records without the tag key (for rules and ${tag})")
+    ap.add_argument("--json-block-size", type=int, default=JSON_BLOCK, metavar="BYTES",
+                    help="JSON out: pad each batch's output with whitespace to a multiple of this many "
+                         "bytes, Fluentd's <parse> stream_buffer_size (default 8192; 0: no padding). "
+                         "Without it Fluentd holds a batch's last records until more output comes.")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("info")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, resources=True)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for e in exc.errors:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(cfg.log_level.upper())
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     metrics = Metrics()
     core = ExecFilterCore(cfg, metrics, in_format=args.in_format, out_format=args.out_format,
-                          tag_key=args.tag_key, time_key=args.time_key, default_tag=args.default_tag)
+                          tag_key=args.tag_key, time_key=args.time_key, default_tag=args.default_tag,
+                          json_block=max(0, args.json_block_size))
     return run(core, cfg.flow.batch_records, sys.stdin.buffer.fileno(), sys.stdout.buffer)
 
 
@@ -289,7 +396,8 @@ def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
             try:
                 core.feed(data)
             except StreamBroken as exc:
-                log.error("exec-filter: msgpack input cannot be decoded (%s); exiting", exc)
+                log_event(logging.ERROR, "input_undecodable", log, format="msgpack", reason=exc,
+                          action="exit")
                 status = 1
                 break
             if core.pending >= batch or (core.oldest is not None
@@ -297,14 +405,14 @@ def run(core: ExecFilterCore, batch: int, in_fd: int, out: Any) -> int:
                 _write(out, core.flush())
         _write(out, core.flush(final=True))
     except BrokenPipeError:
-        log.error("exec-filter: stdout closed by the reader")
+        log_event(logging.ERROR, "output_closed", log, reason="stdout closed by the reader")
         return 1
     except KeyboardInterrupt:
         return 130
     m = core.metrics
-    log.info("exec-filter: done, in=%d passed=%d tagged=%d dropped=%d rejected=%d",
-             m.get("records_in"), m.get("records_passed"), m.get("records_tagged"),
-             m.get("records_dropped"), m.get("records_rejected"))
+    log_event(logging.INFO, "done", log, records_in=int(m.get("records_in")), passed=int(m.get("records_passed")),
+              tagged=int(m.get("records_tagged")), dropped=int(m.get("records_dropped")),
+              rejected=int(m.get("records_rejected")))
     return status
 
 

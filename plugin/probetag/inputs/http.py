@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
+from .._logging import log_event
 from .._stage import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
 from ._vector import event_to_entry, lone_surrogate_escapes
@@ -473,7 +474,7 @@ class HttpInput:
         self._server = await asyncio.start_server(self._client, host, port, ssl=ssl_ctx,
                                                   limit=64 * 1024)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("http input listening on %s:%s%s", host, self.port, self.cfg.path)
+        log_event(logging.INFO, "listening", log, input="http", address=f"{host}:{self.port}", path=self.cfg.path)
 
     async def close(self) -> None:
         await close_listener(self._server, self._conns)
@@ -485,7 +486,7 @@ class HttpInput:
         if not admitted:
             # Each connection may buffer up to max_body_bytes: bound how many.
             self.metrics.inc("http_connections_refused")
-            log.warning("http %s: refused, %d connections open", peer_s, len(self._conns))
+            log_event(logging.WARNING, "http_refused", log, peer=peer_s, connections=len(self._conns))
             writer.write(render_response(503, _err_body("too many connections"), keep_alive=False,
                                          extra=(("Retry-After", "1"),)))
             writer.close()
@@ -497,7 +498,7 @@ class HttpInput:
                     ev = parser.next_event()
                 except HttpError as err:
                     self._count_status(err.status)
-                    log.warning("http %s: %s", peer_s, err)
+                    log_event(logging.WARNING, "http_error", log, peer=peer_s, status=err.status, reason=err.reason)
                     writer.write(render_response(err.status, _err_body(err.reason), keep_alive=False))
                     await writer.drain()
                     return
@@ -526,7 +527,7 @@ class HttpInput:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             self.metrics.inc("http_connection_errors")
-            log.debug("http %s: %s", peer_s, exc)
+            log_event(logging.DEBUG, "http_connection_error", log, peer=peer_s, reason=exc)
         except asyncio.CancelledError:
             # close() cancels open connections. Ending normally here keeps
             # asyncio's start_server callback from logging the cancellation
@@ -550,7 +551,10 @@ class HttpInput:
         path = req.target.split("?", 1)[0]
         if path == "/health":
             if req.method in ("GET", "HEAD"):
-                return 200, b'{"status":"ok"}', ()
+                reason = self.pipeline.unhealthy() if hasattr(self.pipeline, "unhealthy") else None
+                if reason is None:
+                    return 200, b'{"status":"ok"}', ()
+                return 503, json.dumps({"status": "unavailable", "reason": reason}).encode(), ()
             return 405, _err_body("use GET"), (("Allow", "GET, HEAD"),)
         if path != self.cfg.path:
             return 404, _err_body(f"no such path; POST to {self.cfg.path}"), ()
@@ -566,11 +570,11 @@ class HttpInput:
             else:
                 parsed, chunks, notes = self._decode(req)
         except HttpError as err:
-            log.warning("http %s: %s", peer, err)
+            log_event(logging.WARNING, "http_error", log, peer=peer, status=err.status, reason=err.reason)
             return err.status, _err_body(err.reason), ()
         bad = sum(parsed.rejected.values())
         if bad:
-            log.warning("http %s: %d unusable event(s) rejected, first: %s", peer, bad, parsed.first_error)
+            log_event(logging.WARNING, "http_events_rejected", log, peer=peer, rejected=bad, first=parsed.first_error)
         # Room is checked once for the whole request and nothing is awaited
         # between the check and the submits, so a request is either taken
         # entirely or not at all (429): Vector's retry then sends nothing twice.

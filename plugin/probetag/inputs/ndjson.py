@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
+from .._logging import log_event
 from .._stage import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
 from ._vector import event_to_entry, lone_surrogate_escapes
@@ -177,7 +178,7 @@ class NdjsonInput:
         host, port = parse_hostport(self.cfg.address)
         self._server = await asyncio.start_server(self._client, host, port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("ndjson input listening on %s:%s (no acks)", host, self.port)
+        log_event(logging.INFO, "listening", log, input="ndjson", address=f"{host}:{self.port}", acks="no")
 
     async def close(self) -> None:
         await close_listener(self._server, self._conns)
@@ -189,7 +190,7 @@ class NdjsonInput:
         if not admitted:
             # Each connection may buffer up to max_line_bytes: bound how many.
             self.metrics.inc("ndjson_connections_refused")
-            log.warning("ndjson %s: refused, %d connections open", peer_s, len(self._conns))
+            log_event(logging.WARNING, "ndjson_refused", log, peer=peer_s, connections=len(self._conns))
             writer.close()
             return
         splitter = LineSplitter(self.cfg.max_line_bytes)
@@ -208,7 +209,7 @@ class NdjsonInput:
                 self._hand_over(list(splitter.feed(data)), peer_s, state)
         except ConnectionError as exc:
             self.metrics.inc("ndjson_connection_errors")
-            log.debug("ndjson %s: %s", peer_s, exc)
+            log_event(logging.DEBUG, "ndjson_connection_error", log, peer=peer_s, reason=exc)
         except asyncio.CancelledError:
             # close() cancels open connections. Ending normally here keeps
             # asyncio's start_server callback from logging the cancellation
@@ -217,7 +218,7 @@ class NdjsonInput:
         finally:
             self._conns.discard(task)
             if state["bad"]:
-                log.warning("ndjson %s: connection closed, %d bad line(s) rejected", peer_s, state["bad"])
+                log_event(logging.WARNING, "ndjson_closed", log, peer=peer_s, bad_lines=state["bad"])
             await close_writer(writer)
 
     def _hand_over(self, lines: list[bytes | LineTooLong], peer: str, state: dict[str, int | bool]) -> None:
@@ -241,8 +242,8 @@ class NdjsonInput:
                 self.metrics.inc("records_rejected", k, reason=reason)
             if not state["logged"]:
                 state["logged"] = True
-                log.warning("ndjson %s: bad line rejected (%s); further ones on this connection "
-                            "are only counted", peer, first)
+                log_event(logging.WARNING, "ndjson_bad_line", log, peer=peer, reason=first,
+                          note="further ones on this connection are only counted")
         for tag, entries, count in chunks:
             self.metrics.inc("ndjson_events", count)
             self.pipeline.submit(tag, entries, len(entries))

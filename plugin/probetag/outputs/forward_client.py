@@ -112,11 +112,20 @@ class ForwardOutput:
         self._conn: _Conn | None = None
         self._closed = False
         self._failures = 0
+        self._last_failure = ""
 
     # -- Output interface ------------------------------------------------------
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def down(self) -> str | None:
+        """Why the downstream is unusable (failures since the last delivery),
+        or None; ``/health`` reports it."""
+        if not self._failures:
+            return None
+        return f"{self.config.address}: {self._last_failure} ({self._failures} failed attempts)"
 
     async def send(self, chunk: OutChunk) -> None:
         if self._closed:
@@ -181,6 +190,7 @@ class ForwardOutput:
             except _Retry as exc:
                 await self._drop_conn()
                 self._failures += 1
+                self._last_failure = f"{exc.reason} {exc.detail}".strip()
                 self.metrics.inc("downstream_retries", reason=exc.reason)
                 # First failure of a streak, then every 10th: an outage must
                 # not flood the log.

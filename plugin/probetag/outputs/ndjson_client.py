@@ -35,6 +35,7 @@ import ssl
 from .._config import Output as OutputConfig
 from .._config import parse_hostport
 from .._metrics import Metrics
+from .._logging import log_event
 from .._stage import OutChunk, unpacker_for
 from ..inputs._vector import entry_to_event
 from . import OutputClosed
@@ -70,6 +71,8 @@ class NdjsonOutput:
         self._lock = asyncio.Lock()
         self._closed = False
         self._closed_event = asyncio.Event()
+        #: Why the last write failed, until one succeeds (``/health``).
+        self.down: str | None = None
 
     async def start(self) -> None:
         return None  # connect lazily: a downstream that is down must not stop start-up
@@ -87,11 +90,13 @@ class NdjsonOutput:
                     await writer.drain()
                 except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
                     self._drop(f"{type(exc).__name__}: {exc}")
+                    self.down = f"{self.config.address}: {type(exc).__name__}: {exc}"
                     self.metrics.inc("output_retries", reason="ndjson_io")
                     await self._sleep(delay)
                     delay = min(delay * 2 or 0.1, self.config.retry_max)
                     continue
                 break
+            self.down = None
             if not self.config.keepalive:
                 self._drop(None)
         self.metrics.inc("chunks_out")
@@ -111,12 +116,12 @@ class NdjsonOutput:
             self.config.connect_timeout)
         self._reader, self._writer = reader, writer
         self.metrics.inc("output_connects", output="ndjson")
-        log.info("ndjson output connected to %s:%s (no acks on this path)", self.host, self.port)
+        log_event(logging.INFO, "output_connected", log, output="ndjson", address=f"{self.host}:{self.port}", acks="no")
         return writer
 
     def _drop(self, why: str | None) -> None:
         if why:
-            log.warning("ndjson output %s:%s: %s", self.host, self.port, why)
+            log_event(logging.WARNING, "output_error", log, output="ndjson", address=f"{self.host}:{self.port}", reason=why)
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None

@@ -1,0 +1,100 @@
+"""probetag's own log lines: one format for every component.
+
+Every module logs through ``log_event(level, "event_name", k=v, ...)`` on the
+``probetag`` logger or a ``probetag.*`` child of it; ``setup_logging`` puts
+one handler on ``probetag`` that writes each line to stderr as logfmt
+(``ts=2026-12-05T12:35:57.280Z level=info event=listening input=http ...``)
+or, with ``log_format: json``, as one JSON object with the same fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+__all__ = ["log_event", "setup_logging"]
+
+_log = logging.getLogger("probetag")
+
+
+def _fmt_value(v: Any) -> str:
+    s = v if isinstance(v, str) else str(v)
+    if s and all(c.isprintable() and c not in ' "=\\' for c in s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def log_event(level: int, event: str, _logger: logging.Logger | None = None, **fields: Any) -> None:
+    """Log ``event=NAME k=v ...`` (logfmt) on the ``probetag`` logger, or
+    on ``_logger`` (a ``probetag.*`` child: same handler, same format). The
+    fields also ride on the record, for ``log_format: json``."""
+    log = _logger or _log
+    if not log.isEnabledFor(level):
+        return
+    parts = [f"event={event}"]
+    parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
+    log.log(level, " ".join(parts), extra={"probetag_event": (event, fields)})
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = f" worker={worker}" if worker is not None else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()}{self.worker} "
+                f"{record.getMessage()}")
+        if record.exc_info:
+            line += " exc=" + _fmt_value(self.formatException(record.exc_info))
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, [worker], event and its fields
+    (a line not made by ``log_event`` carries its text as ``msg``)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        out: dict[str, Any] = {"ts": f"{ts}.{int(record.msecs):03d}Z", "level": record.levelname.lower()}
+        if self.worker is not None:
+            out["worker"] = self.worker
+        ev = getattr(record, "probetag_event", None)
+        if ev is not None:
+            out["event"] = ev[0]
+            for k, v in ev[1].items():
+                out.setdefault(k, v if isinstance(v, (int, float, bool)) or v is None else str(v))
+        else:
+            out["msg"] = record.getMessage()
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+_worker: int | None = None
+_format = "logfmt"
+
+
+def setup_logging(level: str = "info", worker: int | None = None, fmt: str | None = None) -> None:
+    """Log lines to stderr at ``level``, as logfmt (``ts=... level=...
+    event=...``) or one JSON object per line (``fmt="json"``, config
+    ``log_format``); every probetag component logs through this one
+    handler. ``worker`` and ``fmt`` are kept for later calls (a reload);
+    ``worker`` tags every line of a ``serve --workers`` process."""
+    global _worker, _format
+    if worker is not None:
+        _worker = worker
+    if fmt is not None:
+        _format = fmt
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter(_worker) if _format == "json" else _LogfmtFormatter(_worker))
+    _log.handlers[:] = [handler]
+    _log.setLevel(level.upper())
+    _log.propagate = False
