@@ -22,9 +22,20 @@ probe map on a probe line that is none of those, or one that names a scanner
 other than the one that sent it. *Benign tagged* counts probe maps on lines
 labelled benign, rsyslogd's own framing-error lines included.
 
-    python bench/eval_detection.py [--corpus ../shared/corpus-dev] [--json OUT] [--misses]
+A second layout is read too (``tests/fixtures/corpus-extra``, made by
+``tools/corpus/capture_extra.py``): its labels carry ``collector`` (rsyslog,
+syslog-ng) and ``source_driver``, and its records (``records/records.jsonl``,
+Fluent Bit and Vector records derived by applying those programs' stock
+parsers) carry their own labels when they have no source line. Rows from it
+are named after the collector (``file: syslog-ng net_default``,
+``records: vector_syslog_direct (derived)``).
 
-Prints one row per shape. ``--misses`` lists every unnamed or misnamed line.
+    python bench/eval_detection.py [--corpus DIR ...] [--by-transport] [--json OUT] [--misses]
+
+``--corpus`` may be given several times; by default ``../shared/corpus-dev``
+and ``tests/fixtures/corpus-extra`` are evaluated (those that exist). Prints
+one row per shape; ``--by-transport`` splits each row by TCP/UDP. ``--misses``
+lists every unnamed or misnamed line.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from probetag._stage import Processor, event_time, unpacker_for  # noqa: E402
 from probetag.detect import load_catalogue  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus-dev"
+EXTRA_CORPUS = ROOT / "tests" / "fixtures" / "corpus-extra"
 FILE_FORMATS = ("traditional", "fileformat", "proto23", "json")
 
 
@@ -60,7 +72,10 @@ FILE_FORMATS = ("traditional", "fileformat", "proto23", "json")
 def _wire_payloads(corpus: Path) -> dict[str, set[bytes]]:
     """session -> the payloads that crossed the wire (a TCP connection's
     whole stream, each datagram of a UDP socket), from the runs' captures."""
-    sys.path.insert(0, str(corpus / "scripts"))
+    for d in (corpus / "scripts", ROOT / "tools" / "corpus"):
+        if (d / "pcapflows.py").exists():
+            sys.path.insert(0, str(d))
+            break
     try:
         import pcapflows  # type: ignore[import-not-found]
     except ImportError:
@@ -156,7 +171,10 @@ def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | N
 
 
 def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any] | None]]]:
-    recs = [json.loads(x) for x in (corpus / "fluentd" / "records.jsonl").read_text().splitlines() if x]
+    recs = []
+    for path in (corpus / "fluentd" / "records.jsonl", corpus / "records" / "records.jsonl"):
+        if path.exists():
+            recs += [json.loads(x) for x in path.read_text().splitlines() if x]
     by_variant: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in recs:
         by_variant[r["variant"]].append(r)
@@ -176,7 +194,8 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
                 last = key
             chunks[-1][1].append(_pack(r["time"], record))
             rows_in_order.append(r)
-        shapes[f"records: fluentd {variant}"] = (rows_in_order, _stage(chunks))
+        name = f"records: {variant} (derived)" if rows[0].get("derived") else f"records: fluentd {variant}"
+        shapes[name] = (rows_in_order, _stage(chunks))
     return shapes
 
 
@@ -251,7 +270,13 @@ class Row:
                 "application_log_traces": self.app_traces}
 
 
-def evaluate(corpus: Path) -> list[Row]:
+def _split(name: str, lab: dict[str, Any], by_transport: bool) -> str:
+    if not by_transport:
+        return name
+    return f"{name} [{lab.get('transport') or 'internal'}]"
+
+
+def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
     truth = Truth(corpus)
     labels = [json.loads(x) for x in (corpus / "labels.jsonl").read_text().splitlines() if x]
     rows: dict[str, Row] = {}
@@ -261,10 +286,13 @@ def evaluate(corpus: Path) -> list[Row]:
     for fname, labs in sorted(by_file.items()):
         fmt = labs[0]["format"]
         variant = labs[0]["variant"]
+        if labs[0].get("collector"):
+            fmt = f"{labs[0]['collector']} {fmt}"
         shape = f"file: {fmt}" + (" (escaping off)" if variant != "default" else "")
-        row = rows.setdefault(shape, Row(shape))
         probes = _explain(corpus / fname)
         for lab in labs:
+            name = _split(shape, lab, by_transport)
+            row = rows.setdefault(name, Row(name))
             probe = probes[lab["line"] - 1] if lab["line"] - 1 < len(probes) else None
             row.add(truth, lab, probe, f"{fname}:{lab['line']}")
     labels_by_line = {(lab["file"], lab["line"]): lab for lab in labels}
@@ -272,13 +300,17 @@ def evaluate(corpus: Path) -> list[Row]:
         # in_syslog over the no-escape relay is its own shape (raw CRs chomped)
         for r, probe in zip(recs, probes):
             name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
+            if r.get("source_file") is not None:
+                lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
+            else:  # a derived record with no log line behind it carries its own label
+                lab = {k: r.get(k) for k in ("label", "scanner", "session", "transport")}
+            name = _split(name, lab, by_transport)
             row = rows.setdefault(name, Row(name))
-            lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
             lab["raw"] = json.dumps(r["record"])[:200]
             row.add(truth, lab, probe, f"{r['variant']} {r['source_file']}:{r['source_line']}")
     for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
         for lab, probe in zip(labs, probes):
-            name = shape + (" (escaping off)" if lab["variant"] != "default" else "")
+            name = _split(shape + (" (escaping off)" if lab["variant"] != "default" else ""), lab, by_transport)
             row = rows.setdefault(name, Row(name))
             row.add(truth, lab, probe, f"{lab['file']}:{lab['line']}")
     return list(rows.values())
@@ -307,17 +339,27 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, default=Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)))
+    ap.add_argument("--corpus", type=Path, action="append",
+                    help="a labelled corpus (repeatable; default: $PROBETAG_CORPUS or ../shared/corpus-dev, "
+                         "plus tests/fixtures/corpus-extra)")
+    ap.add_argument("--by-transport", action="store_true", help="one row per shape and transport (tcp/udp)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--misses", action="store_true", help="list every unnamed, misnamed or benign-tagged line")
     args = ap.parse_args(argv)
-    if not (args.corpus / "labels.jsonl").exists():
-        print(f"eval_detection: no labelled corpus at {args.corpus}", file=sys.stderr)
+    corpora = args.corpus or [Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)), EXTRA_CORPUS]
+    if not args.corpus:
+        corpora = [c for c in corpora if (c / "labels.jsonl").exists()]
+    missing = [c for c in corpora if not (c / "labels.jsonl").exists()]
+    if missing or not corpora:
+        print(f"eval_detection: no labelled corpus at {', '.join(map(str, missing)) or DEFAULT_CORPUS}",
+              file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    rows = evaluate(args.corpus)
+    rows = []
+    for corpus in corpora:
+        rows += evaluate(corpus, args.by_transport)
     print(table(rows))
-    print(f"\n(corpus {args.corpus}, {time.monotonic() - t0:.1f} s)")
+    print(f"\n(corpus {', '.join(map(str, corpora))}, {time.monotonic() - t0:.1f} s)")
     if args.misses:
         for r in rows:
             for m in r.misses:
