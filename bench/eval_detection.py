@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import gzip
 import json
 import os
 import subprocess
@@ -68,6 +69,17 @@ FILE_FORMATS = ("traditional", "fileformat", "proto23", "json")
 
 
 # -- ground truth ------------------------------------------------------------
+
+def _jsonl(path: Path) -> list[dict[str, Any]] | None:
+    """The objects of PATH, or of PATH.gz when only that exists; None if neither."""
+    if path.exists():
+        text = path.read_text()
+    elif path.with_name(path.name + ".gz").exists():
+        text = gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).decode()
+    else:
+        return None
+    return [json.loads(x) for x in text.splitlines() if x]
+
 
 def _wire_payloads(corpus: Path) -> dict[str, set[bytes]]:
     """session -> the payloads that crossed the wire (a TCP connection's
@@ -173,8 +185,7 @@ def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | N
 def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any] | None]]]:
     recs = []
     for path in (corpus / "fluentd" / "records.jsonl", corpus / "records" / "records.jsonl"):
-        if path.exists():
-            recs += [json.loads(x) for x in path.read_text().splitlines() if x]
+        recs += _jsonl(path) or []
     by_variant: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in recs:
         by_variant[r["variant"]].append(r)
@@ -278,7 +289,7 @@ def _split(name: str, lab: dict[str, Any], by_transport: bool) -> str:
 
 def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
     truth = Truth(corpus)
-    labels = [json.loads(x) for x in (corpus / "labels.jsonl").read_text().splitlines() if x]
+    labels = _jsonl(corpus / "labels.jsonl") or []
     rows: dict[str, Row] = {}
     by_file: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for lab in labels:
@@ -337,6 +348,10 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def _has_labels(corpus: Path) -> bool:
+    return (corpus / "labels.jsonl").exists() or (corpus / "labels.jsonl.gz").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, action="append",
@@ -348,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     corpora = args.corpus or [Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)), EXTRA_CORPUS]
     if not args.corpus:
-        corpora = [c for c in corpora if (c / "labels.jsonl").exists()]
-    missing = [c for c in corpora if not (c / "labels.jsonl").exists()]
+        corpora = [c for c in corpora if _has_labels(c)]
+    missing = [c for c in corpora if not _has_labels(c)]
     if missing or not corpora:
         print(f"eval_detection: no labelled corpus at {', '.join(map(str, missing)) or DEFAULT_CORPUS}",
               file=sys.stderr)

@@ -3,7 +3,7 @@
 DOCUMENTED PARSERS to captured bytes.  Neither program ran: these records are
 what the stock parsers produce by their published definitions, not captures.
 
-    python3 derive_records.py [CORPUS_DIR]   # -> CORPUS_DIR/records/records.jsonl, dropped.jsonl
+    python3 derive_records.py [--gzip] [CORPUS_DIR]   # -> CORPUS_DIR/records/records.jsonl(.gz), dropped.jsonl(.gz)
 
 Inputs per run (written by capture_extra.py, labelled by label_extra.py):
   rsyslog/<run>/relay_omfwd.bin   rsyslog's omfwd stream (RSYSLOG_TraditionalForwardFormat,
@@ -38,7 +38,9 @@ Variants:
                              the message.  Fields: message, hostname, appname, procid, msgid,
                              facility, severity, timestamp, version (5424 only), plus the
                              source's host (hostname if parsed, else the peer address),
-                             source_ip, source_type "syslog".
+                             source_ip, source_type "syslog".  As probetag's Vector input
+                             maps events (docs/vector.md), `timestamp` becomes the entry's
+                             time and leaves the record; the tag is `vector`.
   vector_syslog_direct       the Vector syslog source exposed to the scanner itself (the bytes
                              of every flow to the rsyslog port, from the capture).  Assumed
                              framing: TCP frames end at LF (LF removed, a trailing CR kept),
@@ -60,6 +62,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import pcapflows  # noqa: E402
+from label_extra import read_bytes, write_text  # noqa: E402
 
 YEAR = 2026
 
@@ -208,7 +211,7 @@ def vector_record(text, peer_ip, t_recv):
         t = ts3164(p["timestamp"]) if TS3164.match(p["timestamp"]) else ts3339(p["timestamp"])
     t = t if t is not None else t_recv
     rec = dict(p)
-    rec["timestamp"] = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    rec.pop("timestamp", None)  # the event time (probetag's Vector input takes `timestamp` as time)
     rec["host"] = p.get("hostname", peer_ip)
     rec["source_ip"] = peer_ip
     rec["source_type"] = "syslog"
@@ -254,10 +257,12 @@ def vector_frames(flow):
 # ------------------------------------------------------------------ driver
 
 def main(argv):
+    argv = [a for a in argv if a != "--gzip"]
     corpus = os.path.abspath(argv[0] if argv else os.path.join(HERE, "..", "..", "tests", "fixtures", "corpus-extra"))
-    labels = [json.loads(x) for x in open(os.path.join(corpus, "labels.jsonl"))]
+    labels = [json.loads(x) for x in read_bytes(os.path.join(corpus, "labels.jsonl")).splitlines() if x]
     by_line = {(l["file"], l["line"]): l for l in labels}
-    sessions = {s["session"]: s for s in map(json.loads, open(os.path.join(corpus, "sessions.jsonl")))}
+    sessions = {s["session"]: s for s in
+                (json.loads(x) for x in read_bytes(os.path.join(corpus, "sessions.jsonl")).splitlines() if x)}
     rows, dropped = [], []
     runs = sorted(d for d in os.listdir(os.path.join(corpus, "rsyslog"))
                   if os.path.exists(os.path.join(corpus, "rsyslog", d, "run.json")))
@@ -265,11 +270,11 @@ def main(argv):
     for run in runs:
         rdir = os.path.join(corpus, "rsyslog", run)
         meta = json.load(open(os.path.join(rdir, "run.json")))
-        relay = open(os.path.join(rdir, "relay_omfwd.bin"), "rb").read().split(b"\n")
+        relay = read_bytes(os.path.join(rdir, "relay_omfwd.bin")).split(b"\n")
         if relay and relay[-1] == b"":
             relay.pop()
         jrecs = [json.loads(x.decode("utf-8", "surrogateescape")) for x in
-                 open(os.path.join(rdir, "json.log"), "rb").read().split(b"\n") if x]
+                 read_bytes(os.path.join(rdir, "json.log")).split(b"\n") if x]
         trad = "rsyslog/%s/traditional.log" % run
         if len(relay) != len(jrecs):
             print("WARNING %s: %d relay lines, %d messages" % (run, len(relay), len(jrecs)))
@@ -313,7 +318,7 @@ def main(argv):
                                 "run": run})
             else:
                 emit("fluentbit_syslog_rfc5424", k, "fb.syslog", got, trad, k + 1, lab, {"relay_wire_line": val(l5424)})
-            emit("vector_syslog_relay", k, "vector.syslog",
+            emit("vector_syslog_relay", k, "vector",
                  vector_record(line.decode("utf-8", "replace"), "127.0.0.1", t_recv), trad, k + 1, lab,
                  {"relay_wire_line": val(line)})
         # direct exposure: the scanner's and senders' bytes to the rsyslog port
@@ -335,19 +340,17 @@ def main(argv):
             lab = {"label": s["label"], "scanner": s["scanner"], "session": sess, "transport": f["proto"],
                    "input": "main", "origin": "network"}
             for t, fr in vector_frames(f):
-                emit("vector_syslog_direct", k, "vector.syslog",
+                emit("vector_syslog_direct", k, "vector",
                      vector_record(fr.decode("utf-8", "replace"), f["src"], t), None, None, lab,
                      {"wire_frame": val(fr)})
                 k += 1
     rows.sort(key=lambda r: (r["variant"], r["run"], r["capture"]["frame"], r["capture"]["entry"]))
     od = os.path.join(corpus, "records")
     os.makedirs(od, exist_ok=True)
-    with open(os.path.join(od, "records.jsonl"), "w") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
-    with open(os.path.join(od, "dropped.jsonl"), "w") as fh:
-        for d in dropped:
-            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+    gz = "--gzip" in sys.argv
+    write_text(os.path.join(od, "records.jsonl"),
+               "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows), gz)
+    write_text(os.path.join(od, "dropped.jsonl"), "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped), gz)
     import collections
     c = collections.Counter((r["variant"], r["label"] not in ("benign",)) for r in rows)
     for (v, probe), n in sorted(c.items()):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Label every line of the extra collector corpus (capture_extra.py output).
 
-    python3 label_extra.py [CORPUS_DIR]     (default tests/fixtures/corpus-extra)
+    python3 label_extra.py [--gzip] [CORPUS_DIR]     (default tests/fixtures/corpus-extra)
 
-Writes CORPUS_DIR/labels.jsonl (one object per physical line of every log
+Writes CORPUS_DIR/labels.jsonl (labels.jsonl.gz with --gzip) (one object per physical line of every log
 file, same fields as corpus-dev's labels.jsonl plus `collector` and
 `source_driver`), sessions.jsonl and label_report.json.
 
@@ -37,6 +37,7 @@ How a line gets its label (no nmap-service-probes file is used):
 import base64
 import collections
 import datetime
+import gzip
 import json
 import os
 import re
@@ -51,6 +52,33 @@ BENIGN_SRC_PREFIX = "127.0.9."
 RSYSLOG_FILES = ["traditional", "fromhost_ip", "fromhost"]
 SNG_FILES = {"network": ["net_default", "net_iso"], "syslog": ["sys_default", "sys_iso"]}
 ESC_RE = re.compile(rb"#([0-3][0-7][0-7])")
+
+
+def read_bytes(path):
+    """A file's bytes; PATH.gz is read when only the compressed copy exists
+    (the committed fixture keeps labelling inputs gzipped)."""
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            return fh.read()
+    with gzip.open(path + ".gz", "rb") as fh:
+        return fh.read()
+
+
+def exists(path):
+    return os.path.exists(path) or os.path.exists(path + ".gz")
+
+
+def write_text(path, text, gz=False):
+    """Write PATH (or PATH.gz), removing the other form."""
+    for p in (path, path + ".gz"):
+        if os.path.exists(p):
+            os.unlink(p)
+    if gz:
+        with gzip.open(path + ".gz", "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
 
 
 def unescape_rs(b):
@@ -100,26 +128,27 @@ class Run:
     def _trace(self):
         ev = []
         for fn in sorted(os.listdir(self.rdir)):
-            if not fn.endswith("_trace.txt"):
+            if not fn.endswith(("_trace.txt", "_trace.txt.gz")) or (
+                    fn.endswith(".gz") and os.path.exists(os.path.join(self.rdir, fn[:-3]))):
                 continue
             active, cur = set(), {}
-            with open(os.path.join(self.rdir, fn), errors="replace") as fh:
-                for line in fh:
-                    m = re.match(r"NSE: (Starting|Finished) (\S+) .*against 127\.0\.0\.1:(\d+)", line)
-                    if m:
-                        (active.add if m.group(1) == "Starting" else active.discard)((m.group(2), int(m.group(3))))
-                        continue
-                    m = re.match(r"Service scan sending probe (\S+) to 127\.0\.0\.1:(\d+) \((tcp|udp)\)", line)
-                    if m:
-                        cur[int(m.group(2))] = m.group(1)
-                        continue
-                    m = re.search(r"\[(\d+\.\d+)s\] nsock_(?:write|sendto)\(\): \w+ request for (\d+) bytes "
-                                  r"to IOD #\d+ EID \d+ \[127\.0\.0\.1:(\d+)\]", line)
-                    if m:
-                        port = int(m.group(3))
-                        scr = sorted(n for n, p in active if p == port)
-                        ctx = ("nse:" + scr[0]) if scr else ("probe:" + cur.get(port, "?"))
-                        ev.append((float(m.group(1)), port, int(m.group(2)), ctx))
+            text = read_bytes(os.path.join(self.rdir, fn[:-3] if fn.endswith(".gz") else fn))
+            for line in text.decode("utf-8", "replace").splitlines():
+                m = re.match(r"NSE: (Starting|Finished) (\S+) .*against 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    (active.add if m.group(1) == "Starting" else active.discard)((m.group(2), int(m.group(3))))
+                    continue
+                m = re.match(r"Service scan sending probe (\S+) to 127\.0\.0\.1:(\d+) \((tcp|udp)\)", line)
+                if m:
+                    cur[int(m.group(2))] = m.group(1)
+                    continue
+                m = re.search(r"\[(\d+\.\d+)s\] nsock_(?:write|sendto)\(\): \w+ request for (\d+) bytes "
+                              r"to IOD #\d+ EID \d+ \[127\.0\.0\.1:(\d+)\]", line)
+                if m:
+                    port = int(m.group(3))
+                    scr = sorted(n for n, p in active if p == port)
+                    ctx = ("nse:" + scr[0]) if scr else ("probe:" + cur.get(port, "?"))
+                    ev.append((float(m.group(1)), port, int(m.group(2)), ctx))
         self.events = ev
         nmap_flows = [f for f in self.flows if f["data"] and not self._benign(f)
                       and self.nmap_win[0] <= f["t_start"] <= self.nmap_win[1]]
@@ -198,39 +227,38 @@ class Run:
     # ---------------------------------------------------------- rsyslog
     def rsyslog_msgs(self):
         out = []
-        with open(os.path.join(self.rdir, "json.log"), "rb") as fh:
-            for k, ln in enumerate(l for l in fh.read().split(b"\n") if l):
-                r = json.loads(ln.decode("utf-8", "surrogateescape"))
-                r = {a: v.encode("utf-8", "surrogateescape") for a, v in r.items()}
-                inp = r["inputname"].decode()
-                t = datetime.datetime.fromisoformat(r["timegenerated"].decode()).timestamp()
-                m = {"msg_index": k, "inputname": inp, "collector": "rsyslog"}
-                if inp.startswith(("tcp", "udp")):
-                    proto = inp[:3]
-                    content = unescape_rs(r["rawmsg"])
-                    f, how = self.assign(proto, int(inp[3:]), r["fromhost_ip"].decode(), t, content)
-                    m.update(transport=proto, input="main", origin="network", source_driver="im" + proto)
-                    self._set_flow(m, f, how)
-                else:
-                    cb = None
-                    msg = r["msg"]
-                    mm = re.search(rb"imtcp tcp(\d+): .*\(ip\) ([0-9.]+)", msg)
-                    if mm:
-                        c = [f for f in self.flows if f["proto"] == "tcp" and f["src"] == mm.group(2).decode()
-                             and f["dport"] == int(mm.group(1)) and f["data"] and f["t_first_data"] <= t + 0.5]
-                        c.sort(key=lambda f: abs(f["t_first_data"] - t))
-                        cb = self.cause(c[0] if c else None)
-                    elif b"Incomplete frame at end of stream" in msg:
-                        c = [f for f in self.flows if f["proto"] == "tcp" and f["dport"] == self.p_rs and f["data"]
-                             and f["t_end"] and abs(f["t_end"] - t) < 10 and not self._benign(f)
-                             and f["payload"][:1].isdigit()]
-                        c.sort(key=lambda f: abs(f["t_end"] - t))
-                        cb = self.cause(c[0] if c else None)
-                    m.update(transport=None, input="internal", origin="rsyslogd-internal", source_driver="internal",
-                             label="benign", scanner=None, session=None, label_method="internal")
-                    if cb:
-                        m["caused_by"] = cb
-                out.append(m)
+        for k, ln in enumerate(l for l in read_bytes(os.path.join(self.rdir, "json.log")).split(b"\n") if l):
+            r = json.loads(ln.decode("utf-8", "surrogateescape"))
+            r = {a: v.encode("utf-8", "surrogateescape") for a, v in r.items()}
+            inp = r["inputname"].decode()
+            t = datetime.datetime.fromisoformat(r["timegenerated"].decode()).timestamp()
+            m = {"msg_index": k, "inputname": inp, "collector": "rsyslog"}
+            if inp.startswith(("tcp", "udp")):
+                proto = inp[:3]
+                content = unescape_rs(r["rawmsg"])
+                f, how = self.assign(proto, int(inp[3:]), r["fromhost_ip"].decode(), t, content)
+                m.update(transport=proto, input="main", origin="network", source_driver="im" + proto)
+                self._set_flow(m, f, how)
+            else:
+                cb = None
+                msg = r["msg"]
+                mm = re.search(rb"imtcp tcp(\d+): .*\(ip\) ([0-9.]+)", msg)
+                if mm:
+                    c = [f for f in self.flows if f["proto"] == "tcp" and f["src"] == mm.group(2).decode()
+                         and f["dport"] == int(mm.group(1)) and f["data"] and f["t_first_data"] <= t + 0.5]
+                    c.sort(key=lambda f: abs(f["t_first_data"] - t))
+                    cb = self.cause(c[0] if c else None)
+                elif b"Incomplete frame at end of stream" in msg:
+                    c = [f for f in self.flows if f["proto"] == "tcp" and f["dport"] == self.p_rs and f["data"]
+                         and f["t_end"] and abs(f["t_end"] - t) < 10 and not self._benign(f)
+                         and f["payload"][:1].isdigit()]
+                    c.sort(key=lambda f: abs(f["t_end"] - t))
+                    cb = self.cause(c[0] if c else None)
+                m.update(transport=None, input="internal", origin="rsyslogd-internal", source_driver="internal",
+                         label="benign", scanner=None, session=None, label_method="internal")
+                if cb:
+                    m["caused_by"] = cb
+            out.append(m)
         return out
 
     def _set_flow(self, m, f, how):
@@ -247,8 +275,7 @@ class Run:
     def sng_msgs(self, src):
         out = []
         path = os.path.join(self.sdir, src[:3] + "_meta.log")
-        with open(path, "rb") as fh:
-            rows = [l for l in fh.read().split(b"\n") if l]
+        rows = [l for l in read_bytes(path).split(b"\n") if l]
         for k, ln in enumerate(rows):
             c = ln.split(b"\t")
             t, proto, sip, dport, source = float(c[0]), c[1].decode(), c[2].decode(), c[3].decode(), c[4].decode()
@@ -335,6 +362,7 @@ class Run:
 
 
 def main(argv):
+    argv = [a for a in argv if a != "--gzip"]
     corpus = os.path.abspath(argv[0] if argv else os.path.join(HERE, "..", "..", "tests", "fixtures", "corpus-extra"))
     runs = sorted(d for d in os.listdir(os.path.join(corpus, "rsyslog"))
                   if os.path.exists(os.path.join(corpus, "rsyslog", d, "run.json")))
@@ -353,12 +381,10 @@ def main(argv):
                             "%s:%s:%d" % (f["label"], f["proto"], f["dport"]) for f in r.flows
                             if f["scanner"] == "nmap" and not f.get("lines")).items())}
         print(name, json.dumps(report[name]["diagnostics"]), json.dumps(report[name]["messages"]))
-    with open(os.path.join(corpus, "labels.jsonl"), "w") as fh:
-        for l in lines:
-            fh.write(json.dumps(l, ensure_ascii=False, separators=(",", ":")) + "\n")
-    with open(os.path.join(corpus, "sessions.jsonl"), "w") as fh:
-        for s in sessions:
-            fh.write(json.dumps(s) + "\n")
+    gz = "--gzip" in sys.argv
+    write_text(os.path.join(corpus, "labels.jsonl"),
+               "".join(json.dumps(l, ensure_ascii=False, separators=(",", ":")) + "\n" for l in lines), gz)
+    write_text(os.path.join(corpus, "sessions.jsonl"), "".join(json.dumps(s) + "\n" for s in sessions), gz)
     with open(os.path.join(corpus, "label_report.json"), "w") as fh:
         json.dump(report, fh, indent=1)
     print("lines:", len(lines), "sessions:", len(sessions))
