@@ -333,8 +333,9 @@ def table(rows: list[Row]) -> str:
     tot = Row("total")
     for r in rows:
         d = r.as_dict()
+        recall = "n/a" if d["name_recall"] is None else f"{d['name_recall']:.3f}"
         out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | "
-                   f"{d['name_recall']:.3f} | {r.benign} | {r.benign_tagged} | {r.app_traces} |")
+                   f"{recall} | {r.benign} | {r.benign_tagged} | {r.app_traces} |")
         tot.probe_lines += r.probe_lines
         tot.tagged += r.tagged
         tot.named += r.named
