@@ -52,6 +52,7 @@ BENIGN_SRC_PREFIX = "127.0.9."
 RSYSLOG_FILES = ["traditional", "fromhost_ip", "fromhost"]
 SNG_FILES = {"network": ["net_default", "net_iso"], "syslog": ["sys_default", "sys_iso"]}
 ESC_RE = re.compile(rb"#([0-3][0-7][0-7])")
+TS_PREFIX = re.compile(rb"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d) ")
 
 
 def read_bytes(path):
@@ -319,13 +320,17 @@ class Run:
                     phys = fh.read().split(b"\n")
                 if phys and phys[-1] == b"":
                     phys.pop()
-                spans = [1 + m["spanbytes"].count(b"\n") if "spanbytes" in m else 1 for m in msgs]
+                fmsgs = self.file_order(msgs, phys, fmt)
+                if fmsgs is None:
+                    self.report["misaligned_" + fmt] += 1
+                    continue
+                spans = [1 + m["spanbytes"].count(b"\n") if "spanbytes" in m else 1 for m in fmsgs]
                 if sum(spans) != len(phys):
                     print("WARNING %s %s: %d lines, %d expected" % (self.name, fmt, len(phys), sum(spans)))
                     self.report["misaligned_" + fmt] += 1
                     continue
                 ln = 0
-                for m, span in zip(msgs, spans):
+                for m, span in zip(fmsgs, spans):
                     for j in range(span):
                         raw = phys[ln]
                         ln += 1
@@ -343,6 +348,34 @@ class Run:
                         if m.get("caused_by"):
                             rec["caused_by"] = m["caused_by"]
                         out.append(rec)
+        return out
+
+    def file_order(self, msgs, phys, fmt):
+        """The messages in the order a file holds them.  rsyslog writes all of
+        a run's files from one ruleset, in one order.  syslog-ng's internal()
+        and network log paths reach a file in an order of their own, so each
+        syslog-ng line is matched by content: the line after its timestamp
+        is HOST SP MSGHDR MSG, continued on the next lines when MSG holds
+        LFs.  Identical messages keep their relative order."""
+        if not msgs or "spanbytes" not in msgs[0]:
+            return msgs
+        pending, out, i = list(msgs), [], 0
+        while i < len(phys):
+            body = TS_PREFIX.sub(b"", phys[i], count=1)
+            for k, m in enumerate(pending):
+                parts = m["spanbytes"].split(b"\n")
+                if parts[0] == body and phys[i + 1:i + len(parts)] == parts[1:]:
+                    break
+            else:
+                print("WARNING %s %s: line %d matches no message" % (self.name, fmt, i + 1))
+                return None
+            if k:
+                self.report["syslog-ng_lines_out_of_meta_order_" + fmt] += 1
+            out.append(pending.pop(k))
+            i += len(parts)
+        if pending:
+            print("WARNING %s %s: %d messages not in the file" % (self.name, fmt, len(pending)))
+            return None
         return out
 
     def sessions(self):
