@@ -30,11 +30,12 @@ parsers) carry their own labels when they have no source line. Rows from it
 are named after the collector (``file: syslog-ng net_default``,
 ``records: vector_syslog_direct (derived)``).
 
-    python bench/eval_detection.py [--corpus DIR ...] [--by-transport] [--json OUT] [--misses]
+    python bench/eval_detection.py [--corpus DIR ...] [--by-transport] [--by-run] [--json OUT] [--misses]
 
 ``--corpus`` may be given several times; by default ``../shared/corpus-dev``
 and ``tests/fixtures/corpus-extra`` are evaluated (those that exist). Prints
-one row per shape; ``--by-transport`` splits each row by TCP/UDP. ``--misses``
+one row per shape; ``--by-transport`` splits each row by TCP/UDP and
+``--by-run`` by capture run (nmap intensity). ``--misses``
 lists every unnamed or misnamed line.
 """
 
@@ -281,10 +282,15 @@ class Row:
                 "application_log_traces": self.app_traces}
 
 
+SPLIT: set[str] = set()  # "transport", "run": extra row keys (--by-transport, --by-run)
+
+
 def _split(name: str, lab: dict[str, Any], by_transport: bool) -> str:
-    if not by_transport:
-        return name
-    return f"{name} [{lab.get('transport') or 'internal'}]"
+    if by_transport or "transport" in SPLIT:
+        name = f"{name} [{lab.get('transport') or 'internal'}]"
+    if "run" in SPLIT:
+        name = f"{name} [{lab.get('run')}]"
+    return name
 
 
 def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
@@ -314,7 +320,7 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
             if r.get("source_file") is not None:
                 lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
             else:  # a derived record with no log line behind it carries its own label
-                lab = {k: r.get(k) for k in ("label", "scanner", "session", "transport")}
+                lab = {k: r.get(k) for k in ("label", "scanner", "session", "transport", "run")}
             name = _split(name, lab, by_transport)
             row = rows.setdefault(name, Row(name))
             lab["raw"] = json.dumps(r["record"])[:200]
@@ -359,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a labelled corpus (repeatable; default: $PROBETAG_CORPUS or ../shared/corpus-dev, "
                          "plus tests/fixtures/corpus-extra)")
     ap.add_argument("--by-transport", action="store_true", help="one row per shape and transport (tcp/udp)")
+    ap.add_argument("--by-run", action="store_true", help="one row per shape and capture run")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--misses", action="store_true", help="list every unnamed, misnamed or benign-tagged line")
     args = ap.parse_args(argv)
@@ -370,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval_detection: no labelled corpus at {', '.join(map(str, missing)) or DEFAULT_CORPUS}",
               file=sys.stderr)
         return 2
+    if args.by_run:
+        SPLIT.add("run")
     t0 = time.monotonic()
     rows = []
     for corpus in corpora:
