@@ -44,7 +44,7 @@ Variants:
   vector_syslog_direct       the Vector syslog source exposed to the scanner itself (the bytes
                              of every flow to the rsyslog port, from the capture).  Assumed
                              framing: TCP frames end at LF (LF removed, a trailing CR kept),
-                             a frame starting `<digits><SP>` is octet-counted, bytes left at
+                             a frame starting `<digits><SP>` is octet-counted (lost when cut short), bytes left at
                              close form a last frame; UDP: one datagram = one frame, one
                              trailing LF removed.  Bytes are decoded as UTF-8 with U+FFFD for
                              invalid sequences (Vector events hold UTF-8 strings).  Empty
