@@ -22,9 +22,21 @@ probe map on a probe line that is none of those, or one that names a scanner
 other than the one that sent it. *Benign tagged* counts probe maps on lines
 labelled benign, rsyslogd's own framing-error lines included.
 
-    python bench/eval_detection.py [--corpus ../shared/corpus-dev] [--json OUT] [--misses]
+A second layout is read too (``tests/fixtures/corpus-extra``, made by
+``tools/corpus/capture_extra.py``): its labels carry ``collector`` (rsyslog,
+syslog-ng) and ``source_driver``, and its records (``records/records.jsonl``,
+Fluent Bit and Vector records derived by applying those programs' stock
+parsers) carry their own labels when they have no source line. Rows from it
+are named after the collector (``file: syslog-ng net_default``,
+``records: vector_syslog_direct (derived)``).
 
-Prints one row per shape. ``--misses`` lists every unnamed or misnamed line.
+    python bench/eval_detection.py [--corpus DIR ...] [--by-transport] [--by-run] [--json OUT] [--misses]
+
+``--corpus`` may be given several times; by default ``../shared/corpus-dev``
+and ``tests/fixtures/corpus-extra`` are evaluated (those that exist). Prints
+one row per shape; ``--by-transport`` splits each row by TCP/UDP and
+``--by-run`` by capture run (nmap intensity). ``--misses``
+lists every unnamed or misnamed line.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import gzip
 import json
 import os
 import re
@@ -53,15 +66,30 @@ from probetag._stage import Processor, event_time, unpacker_for  # noqa: E402
 from probetag.detect import load_catalogue  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus-dev"
+EXTRA_CORPUS = ROOT / "tests" / "fixtures" / "corpus-extra"
 FILE_FORMATS = ("traditional", "fileformat", "proto23", "json")
 
 
 # -- ground truth ------------------------------------------------------------
 
+def _jsonl(path: Path) -> list[dict[str, Any]] | None:
+    """The objects of PATH, or of PATH.gz when only that exists; None if neither."""
+    if path.exists():
+        text = path.read_text()
+    elif path.with_name(path.name + ".gz").exists():
+        text = gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).decode()
+    else:
+        return None
+    return [json.loads(x) for x in text.splitlines() if x]
+
+
 def _wire_payloads(corpus: Path) -> dict[str, set[bytes]]:
     """session -> the payloads that crossed the wire (a TCP connection's
     whole stream, each datagram of a UDP socket), from the runs' captures."""
-    sys.path.insert(0, str(corpus / "scripts"))
+    for d in (corpus / "scripts", ROOT / "tools" / "corpus"):
+        if (d / "pcapflows.py").exists():
+            sys.path.insert(0, str(d))
+            break
     try:
         import pcapflows  # type: ignore[import-not-found]
     except ImportError:
@@ -167,7 +195,9 @@ def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | N
 
 
 def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any] | None]]]:
-    recs = [json.loads(x) for x in (corpus / "fluentd" / "records.jsonl").read_text().splitlines() if x]
+    recs = []
+    for path in (corpus / "fluentd" / "records.jsonl", corpus / "records" / "records.jsonl"):
+        recs += _jsonl(path) or []
     by_variant: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in recs:
         by_variant[r["variant"]].append(r)
@@ -192,12 +222,13 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
         # One Processor per source file: each was a Fluentd of its own (and
         # the runs overlap in time from the same sender address).
         probes: list[dict[str, Any] | None] = []
-        k = 0
-        for run in sorted({r["capture"]["fluentd_run"] for r in rows}, key=lambda x: [r["capture"]["fluentd_run"] for r in rows].index(x)):
+        for run in dict.fromkeys(r["capture"]["fluentd_run"] for r in rows):
             mine = [c for c in chunk_runs if c[0] == run]
             probes.extend(_stage([c[1] for c in mine]))
-        shapes[f"records: fluentd {variant}"] = (rows_in_order, probes)
-        if variant in ("tail_none", "in_syslog_tcp"):
+        derived = bool(rows[0].get("derived"))
+        name = f"records: {variant} (derived)" if derived else f"records: fluentd {variant}"
+        shapes[name] = (rows_in_order, probes)
+        if variant in ("tail_none", "in_syslog_tcp") and not derived:
             # A live stream: Fluentd flushes every line on its own (a scan's
             # lines are seconds apart), so each chunk holds one record.
             probes = []
@@ -311,9 +342,20 @@ class Row:
                 "application_log_traces": self.app_traces}
 
 
-def evaluate(corpus: Path) -> list[Row]:
+SPLIT: set[str] = set()  # "transport", "run": extra row keys (--by-transport, --by-run)
+
+
+def _split(name: str, lab: dict[str, Any], by_transport: bool) -> str:
+    if by_transport or "transport" in SPLIT:
+        name = f"{name} [{lab.get('transport') or 'internal'}]"
+    if "run" in SPLIT:
+        name = f"{name} [{lab.get('run')}]"
+    return name
+
+
+def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
     truth = Truth(corpus)
-    labels = [json.loads(x) for x in (corpus / "labels.jsonl").read_text().splitlines() if x]
+    labels = _jsonl(corpus / "labels.jsonl") or []
     rows: dict[str, Row] = {}
     by_file: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for lab in labels:
@@ -321,10 +363,13 @@ def evaluate(corpus: Path) -> list[Row]:
     for fname, labs in sorted(by_file.items()):
         fmt = labs[0]["format"]
         variant = labs[0]["variant"]
+        if labs[0].get("collector"):
+            fmt = f"{labs[0]['collector']} {fmt}"
         shape = f"file: {fmt}" + (" (escaping off)" if variant != "default" else "")
-        row = rows.setdefault(shape, Row(shape))
         probes = _explain(corpus / fname)
         for lab in labs:
+            name = _split(shape, lab, by_transport)
+            row = rows.setdefault(name, Row(name))
             probe = probes[lab["line"] - 1] if lab["line"] - 1 < len(probes) else None
             row.add(truth, lab, probe, f"{fname}:{lab['line']}")
     labels_by_line = {(lab["file"], lab["line"]): lab for lab in labels}
@@ -333,8 +378,12 @@ def evaluate(corpus: Path) -> list[Row]:
         late = collections.Counter((round(t), p) for t, p in LATE_BY_SHAPE.get(shape, ()))
         for r, probe in zip(recs, probes):
             name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
+            if r.get("source_file") is not None:
+                lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
+            else:  # a derived record with no log line behind it carries its own label
+                lab = {k: r.get(k) for k in ("label", "scanner", "session", "transport", "run")}
+            name = _split(name, lab, by_transport)
             row = rows.setdefault(name, Row(name))
-            lab = dict(labels_by_line[(r["source_file"], r["source_line"])])
             lab["raw"] = json.dumps(r["record"])[:200]
             row.add(truth, lab, probe, f"{r['variant']} {r['source_file']}:{r['source_line']}")
             key = (r["time"][0] + round(r["time"][1] / 1e9), lab["label"])
@@ -343,7 +392,7 @@ def evaluate(corpus: Path) -> list[Row]:
                 row.late += 1
     for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
         for lab, probe in zip(labs, probes):
-            name = shape + (" (escaping off)" if lab["variant"] != "default" else "")
+            name = _split(shape + (" (escaping off)" if lab["variant"] != "default" else ""), lab, by_transport)
             row = rows.setdefault(name, Row(name))
             row.add(truth, lab, probe, f"{lab['file']}:{lab['line']}")
     return list(rows.values())
@@ -357,8 +406,10 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         d = r.as_dict()
         kept = d["name_recall_payload_kept"]
+        recall = "n/a" if d["name_recall"] is None else f"{d['name_recall']:.3f}"
+        kept_s = "n/a" if kept is None else f"{kept:.3f}"
         out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | {r.wrong_scanner} | "
-                   f"{d['name_recall']:.3f} | {r.lost} | {kept:.3f} | {r.late} | {r.benign} | {r.benign_tagged} | "
+                   f"{recall} | {r.lost} | {kept_s} | {r.late} | {r.benign} | {r.benign_tagged} | "
                    f"{r.app_traces} |")
         tot.probe_lines += r.probe_lines
         tot.tagged += r.tagged
@@ -378,19 +429,36 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def _has_labels(corpus: Path) -> bool:
+    return (corpus / "labels.jsonl").exists() or (corpus / "labels.jsonl.gz").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, default=Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)))
+    ap.add_argument("--corpus", type=Path, action="append",
+                    help="a labelled corpus (repeatable; default: $PROBETAG_CORPUS or ../shared/corpus-dev, "
+                         "plus tests/fixtures/corpus-extra)")
+    ap.add_argument("--by-transport", action="store_true", help="one row per shape and transport (tcp/udp)")
+    ap.add_argument("--by-run", action="store_true", help="one row per shape and capture run")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--misses", action="store_true", help="list every unnamed, misnamed or benign-tagged line")
     args = ap.parse_args(argv)
-    if not (args.corpus / "labels.jsonl").exists():
-        print(f"eval_detection: no labelled corpus at {args.corpus}", file=sys.stderr)
+    corpora = args.corpus or [Path(os.environ.get("PROBETAG_CORPUS", DEFAULT_CORPUS)), EXTRA_CORPUS]
+    if not args.corpus:
+        corpora = [c for c in corpora if _has_labels(c)]
+    missing = [c for c in corpora if not _has_labels(c)]
+    if missing or not corpora:
+        print(f"eval_detection: no labelled corpus at {', '.join(map(str, missing)) or DEFAULT_CORPUS}",
+              file=sys.stderr)
         return 2
+    if args.by_run:
+        SPLIT.add("run")
     t0 = time.monotonic()
-    rows = evaluate(args.corpus)
+    rows = []
+    for corpus in corpora:
+        rows += evaluate(corpus, args.by_transport)
     print(table(rows))
-    print(f"\n(corpus {args.corpus}, {time.monotonic() - t0:.1f} s)")
+    print(f"\n(corpus {', '.join(map(str, corpora))}, {time.monotonic() - t0:.1f} s)")
     if args.misses:
         for r in rows:
             for m in r.misses:
