@@ -364,6 +364,13 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
         # The cut falls in the escaped text: an escape it split (``#0`` of
         # ``#000``, ``\x1`` of ``\x1B``) is no byte of the payload.
         ident = _PARTIAL_ESCAPE.sub(b"", ident)
+    elif not pid and msg:
+        # Fluent Bit's stock ident pattern stops at the first byte outside
+        # ``[a-zA-Z0-9_/.-]``, so the rest of a cut TAG starts message.
+        head, sp, tail = msg.partition(b" ")
+        if _tag_cut(ident + head):
+            cut = True
+            msg = _PARTIAL_ESCAPE.sub(b"", head) + (sp + tail if tail else b"")
     if ident == b"-":
         cand = _Cand(msg)
         if host is not None:
@@ -400,11 +407,24 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     return cand
 
 
+def _tag_cut(tag: bytes) -> bool:
+    """Is this TAG (payload bytes, a forwarder's U+FFFD for each byte it could
+    not decode) as long as rsyslog's forwarding template cuts it, with no
+    space in it?"""
+    if b" " in tag:
+        return False
+    n = len(tag) - 2 * tag.count(b"\xef\xbf\xbd")
+    return n == FORWARD_TAG_MAX
+
+
 def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     host = to_bytes(rec.get("hostname"))
     app = to_bytes(rec.get("appname")) or b""
     procid = to_bytes(rec.get("procid"))
     msg = to_bytes(rec.get("message")) or b""
+    cut = not procid and not msg and _tag_cut(app)
+    if cut:
+        app = _PARTIAL_ESCAPE.sub(b"", app)
     alts: list[bytes] = []
     if app and procid:
         rest = app + b"[" + procid + b"]: " + msg
@@ -413,7 +433,7 @@ def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
         alts += [app + b" " + msg, app + b":" + msg]
     else:
         rest = msg
-    cand = _Cand(rest, alts)
+    cand = _Cand(rest, alts, lossy=cut)
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand
 
