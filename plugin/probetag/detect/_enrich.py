@@ -65,6 +65,8 @@ from typing import Any, Mapping, Sequence
 
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
+from ._openings import Openings, continuation_bytes, seen_in
+from ._openings import literals as opening_literals
 
 __all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
 
@@ -155,6 +157,8 @@ class Reading:
     payload: str
     whole: tuple[tuple[Match, int], ...]
     ranking: tuple[tuple[Match, int, float, tuple[int, str]], ...]
+    #: Fields a client opening adds to the probe map (``_openings``).
+    extra: Mapping[str, Any] | None = None
 
 
 def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match], shape: str,
@@ -253,6 +257,8 @@ class Enricher:
         self._key_fields = decode.fields_read(self.fields)
         self._memo_key = decode.memo_key
         self._sender_hostname = decode.sender_hostname
+        # Client openings: lines the catalogue names no probe in (_openings).
+        self.openings = Openings()
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -311,8 +317,9 @@ class Enricher:
                     memo.popitem(last=False)
         return entry
 
-    def analyse(self, record: dict[Any, Any]) -> tuple[Reading, str | None] | None:
-        """(reading, sender) of one record; None when nothing in it matches."""
+    def analyse(self, record: dict[Any, Any], keep: bool = False) -> tuple[Reading, str | None] | None:
+        """(reading, sender) of one record; None when nothing in it matches
+        (unless ``keep``: then the reading without matches)."""
         # rebuild reads the record with bin keys decoded; the rest of the
         # analysis (transport, markers, host fields) reads it as it came.
         rec = self._str_keys(record)
@@ -329,9 +336,11 @@ class Enricher:
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
-                return None
-            key, line, matches = found
-            reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
+                if not keep:
+                    return None
+            else:
+                key, line, matches = found
+                reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
         if not source and (rb is None or rb.shape not in _HOST_AWARE):
             # No sender field and no HOSTNAME rule applied: a host field, as
             # str or as bytes (msgpack bin from Fluentd's in_tail, our own
@@ -385,6 +394,10 @@ class Enricher:
                 metrics.inc("detect_memo_hits", self.memo_hits - hits)
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
+        # --- hook: client openings (detect/_openings.py) ---------------------
+        nothing -= self.openings.amend(readings, sources, items, lambda i: self._full(items[i][1]),
+                                       self._make_reading)
+        # ----------------------------------------------------------------------
         out: list[Any] = [None] * n
         if nothing == n:
             return out
@@ -432,6 +445,15 @@ class Enricher:
             for (probe_name, kind), count in matched.items():
                 metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
         return out
+
+    def _full(self, record: dict[Any, Any]) -> tuple[Reading | None, str | None, str | None]:
+        """(reading even without matches, sender, transport) for _openings."""
+        got = self.analyse(record, keep=True)
+        return (None, None, None) if got is None else (got[0], got[1], _transport(record))
+
+    def _make_reading(self, rb: Any, line: bytes, matches: Sequence[Match], shape: str, lossy: bool,
+                      asked: tuple[tuple[bytes, bool], ...]) -> Reading:
+        return _reading(self.detector, rb, line, matches, shape, lossy, asked)
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
                        items: Sequence[tuple[float, Any]]) -> list[str | None]:
@@ -574,6 +596,8 @@ class Enricher:
             "source": source,
             "shape": r.shape,
             "lossy": r.lossy,
+            "seen_in": seen_in(r.shape, v.match.kind, r.line),
+            **(r.extra or {}),
         }
 
 
@@ -600,6 +624,11 @@ def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[byt
         # are text and carry an escape (C-style ``\r`` is 2 bytes).
         out.update(f for f in raw if len(f) >= _MIN_RAW and len(set(f)) >= 3)
         out.update(f for f in escaped if len(f) >= 2)
+    # Client openings (_openings): the same treatment for what they start with.
+    for frag in opening_literals():
+        if len(frag) >= _MIN_RAW and len(set(frag)) >= 3:
+            out.add(frag)
+        out.update(e for e in (bytes(escape(frag, d))[:_MAX_ESCAPED] for d in names) if e != frag)
     return sorted(out)
 
 
@@ -616,7 +645,10 @@ def context_fragments(dialects: Sequence[str]) -> list[bytes]:
     prefilter literals that only matter next to a probe line."""
     from ..decode import escape
 
-    return sorted({bytes(escape(b"\r", d)) for d in _dialects(dialects)})
+    # and of the control bytes a ClientHello's later pieces are full of
+    # (_openings.continuation_bytes): they matter only after its first piece.
+    return sorted({bytes(escape(bytes((c,)), d)) for d in _dialects(dialects)
+                   for c in b"\r" + continuation_bytes()})
 
 
 def build_detection(config: Any, metrics: Any, *, detector: Detector | None = None,
