@@ -498,7 +498,10 @@ def _dns(data: bytes, transport: str | None) -> Opening | None:
         f = {"qname": (b".".join(labels) or b".").decode("ascii")}
         if p + 3 <= len(d):
             f["qtype"] = str(int.from_bytes(d[p + 1:p + 3], "big"))
-        return Opening("dns-query", 0.75 if labels else 0.6, f)
+        more = None
+        if off == 2 and len(data) < 2 + int.from_bytes(data[0:2], "big"):
+            more = 2 + int.from_bytes(data[0:2], "big")
+        return Opening("dns-query", 0.75 if labels else 0.6, f, more)
     return None
 
 

@@ -192,6 +192,14 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
                    tuple(whole), ranking)
 
 
+def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, source: str | None,
+             record: dict[Any, Any]) -> tuple[Reading | None, str | None, str | None]:
+    """(reading even without matches, sender, transport) of a line, for _openings."""
+    if got is not None:
+        return got[0], got[1], _transport(record)
+    return reading, source, _transport(record)
+
+
 def _same_source_chain(readings: Sequence[Reading | None], sources: Sequence[str | None]) -> list[int]:
     """For each line, the index of the next line of the batch from the same
     source (None is a source too), or -1: the look-ahead loops step along it
@@ -379,10 +387,13 @@ class Enricher:
         sources: list[str | None] = [None] * n
         analyse = self.analyse
         nothing = 0
+        # Lines without matches, as read, for the client-openings hook below.
+        unmatched: list[tuple[Reading, str | None] | None] = [None] * n
         for i, (_t, rec) in enumerate(items):
-            got = analyse(rec)
-            if got is None:
+            got = analyse(rec, True)
+            if got is None or not got[0].matches:
                 nothing += 1
+                unmatched[i] = got
             else:
                 readings[i], sources[i] = got
         metrics = self.metrics
@@ -395,7 +406,8 @@ class Enricher:
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
         # --- hook: client openings (detect/_openings.py) ---------------------
-        nothing -= self.openings.amend(readings, sources, items, lambda i: self._full(items[i][1]),
+        nothing -= self.openings.amend(readings, sources, items,
+                                       lambda i: _as_read(unmatched[i], readings[i], sources[i], items[i][1]),
                                        self._make_reading)
         # ----------------------------------------------------------------------
         out: list[Any] = [None] * n
@@ -445,11 +457,6 @@ class Enricher:
             for (probe_name, kind), count in matched.items():
                 metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
         return out
-
-    def _full(self, record: dict[Any, Any]) -> tuple[Reading | None, str | None, str | None]:
-        """(reading even without matches, sender, transport) for _openings."""
-        got = self.analyse(record, keep=True)
-        return (None, None, None) if got is None else (got[0], got[1], _transport(record))
 
     def _make_reading(self, rb: Any, line: bytes, matches: Sequence[Match], shape: str, lossy: bool,
                       asked: tuple[tuple[bytes, bool], ...]) -> Reading:

@@ -59,16 +59,27 @@ _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "r
               "sip-request": "sip", "memcached-command": "memcached"}
 _CR_ONLY = re.compile(rb"[ \t]*\r?[ \t]*")
 _RESP_PIECE = re.compile(rb"(?:\$[0-9]{1,6}|[\x21-\x7e]{1,64})\r")
+_HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r")
 _HTTP_CONT = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r|\r")
 _PROVENANCE = "recogniser: probetag.detect._clients (protocol specification); client from catalogue/clients/known-clients.yaml"
 
 
 @dataclass(slots=True)
 class _Pending:
+    """A ClientHello whose record header announced more bytes than its
+    lines so far hold."""
+
     pieces: list[bytes]
     expected: int
     t: float
-    lines: list[int]  # batch indices of this batch's pieces
+    lines: list[int]  # batch indices of this batch's pieces we tagged
+    first: Opening  # what the first piece said
+    broken: bool = False  # the pieces do not parse together (octet-counting ate bytes)
+    batch: int = 0  # the batch ``lines`` index into
+
+    def room(self, line: bytes) -> bool:
+        have = sum(len(p) + 1 for p in self.pieces) - 1
+        return have + 1 + len(line) <= self.expected
 
 
 class Openings:
@@ -77,6 +88,7 @@ class Openings:
         self._sigs: dict[tuple[str, str, str], Signature] = {}
         self._hellos: OrderedDict[str, _Pending] = OrderedDict()
         self._conns: OrderedDict[str, tuple[str, float, Opening]] = OrderedDict()
+        self._batch = 0
 
     # -- signatures made for recognised lines ---------------------------------
     def signature(self, protocol: str, scanner: str, transport: str) -> Signature:
@@ -106,9 +118,13 @@ class Openings:
         Returns how many lines had no reading before and have one now."""
         n = len(items)
         added = 0
+        self._batch += 1
         for i in range(n):
             r = readings[i]
-            if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r):
+            if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
+                # a catalogue line can still be a piece of a ClientHello
+                # (sslscan's cipher lists): the hello's byte count needs it
+                self._feed_hello(r.line, sources[i], items[i][0], i)
                 continue
             base, src, transport = full(i)
             if base is None or base.rebuilt is None:
@@ -133,25 +149,64 @@ class Openings:
         sig = self.signature(op.protocol, client or "unknown", transport or "tcp")
         return Match(sig, 0, "opening", conf, False)
 
+    def _pending(self, key: str, src: str | None, t: float) -> _Pending | None:
+        pend = self._hellos.get(key)
+        if pend is None and src is None:
+            # a piece in the HOSTNAME slot (a lone word: FIELD_GUIDE 3) has
+            # no sender: the hello of any source logged this very second
+            for p in reversed(self._hellos.values()):
+                if 0 <= t - p.t <= _SAME_CONNECTION:
+                    return p
+                break
+        if pend is not None and t - pend.t > HELLO_WAIT:
+            del self._hellos[key]
+            return None
+        return pend
+
+    def _feed_hello(self, line: bytes, src: str | None, t: float, i: int) -> None:
+        """A catalogue line of a source with a hello under way: one more piece
+        (or the start of a new hello)."""
+        key = src or "-"
+        if line[:1] == b"\x16":
+            op = recognise(line)
+            if op is not None and op.hello is not None:
+                if op.expected is not None:
+                    self._remember(self._hellos, key, _Pending([line], op.expected, t, [], op, batch=self._batch))
+                else:
+                    self._hellos.pop(key, None)
+                return
+        pend = self._pending(key, src, t)
+        if pend is not None:
+            if pend.room(line):
+                pend.pieces.append(line)
+                pend.t = t
+            else:
+                self._hellos.pop(key, None)
+
     def _read(self, line: bytes, src: str | None, t: float, transport: str | None, i: int,
               readings: list[Any]) -> tuple[Opening, str | None, tuple[str, ...], float] | None:
         key = src or "-"
-        pend = self._hellos.get(key)
-        if pend is not None and transport != "udp":
-            if t - pend.t <= HELLO_WAIT:
-                have = sum(len(p) + 1 for p in pend.pieces) - 1
-                if have + 1 + len(line) <= pend.expected:
-                    pend.pieces.append(line)
-                    pend.lines.append(i)
-                    joined = rejoin(pend.pieces, pend.expected)
-                    op = recognise(joined, transport)
-                    if op is None:
-                        del self._hellos[key]
-                        return None
+        pend = self._pending(key, src, t) if transport != "udp" else None
+        starts = line[:1] in (b"\x16", b"\x80") and recognise(line, transport) is not None
+        if pend is not None and not starts:
+            if pend.room(line):
+                pend.pieces.append(line)
+                if pend.batch != self._batch:
+                    pend.lines, pend.batch = [], self._batch
+                pend.lines.append(i)
+                pend.t = t
+                op = None if pend.broken else recognise(rejoin(pend.pieces, pend.expected), transport)
+                if op is None or op.protocol != pend.first.protocol:
+                    # bytes lost on the way (octet counting ate a digit and
+                    # the byte after it): still the hello's piece, by length
+                    pend.broken = True
+                    op = pend.first
+                else:
                     if op.expected is None:
-                        del self._hellos[key]
-                    client, cands = self.table.identify(op)
-                    # earlier pieces of this batch learn the whole hello
+                        self._hellos.pop(key, None)
+                client, cands = self.table.identify(op)
+                # earlier pieces of this batch learn the whole hello
+                if not pend.broken:
                     for j in pend.lines[:-1]:
                         rj = readings[j]
                         if rj is not None and (rj.extra or {}).get("protocol") == op.protocol:
@@ -159,13 +214,16 @@ class Openings:
                             readings[j] = replace(rj, matches=(m,), sure=(m,),
                                                   by_id=MappingProxyType({m.signature.id: m}),
                                                   extra=MappingProxyType(_extra(op, client, cands)))
-                    return op, client, cands, op.confidence
-            del self._hellos[key]
+                return op, client, cands, op.confidence
+            self._hellos.pop(key, None)
         op = recognise(line, transport)
         if op is not None:
             client, cands = self.table.identify(op)
-            if op.expected is not None and op.hello is not None and transport != "udp":
-                self._remember(self._hellos, key, _Pending([line], op.expected, t, [i]))
+            if (op.hello is not None or op.expected is not None) and transport != "udp":
+                if op.expected is not None:
+                    self._remember(self._hellos, key, _Pending([line], op.expected, t, [i], op, batch=self._batch))
+                else:
+                    self._hellos.pop(key, None)
             kind = _CONTINUED.get(op.protocol)
             conn = self._conn(key, t)
             if op.protocol == "http-header" and conn is not None and conn[0] == "http":
@@ -202,7 +260,8 @@ class Openings:
         return None
 
     def _contradicted(self, readings: Sequence[Any], sources: Sequence[str | None],
-                      items: Sequence[tuple[float, Any]], i: int, r: Any) -> bool:
+                      items: Sequence[tuple[float, Any]], i: int, r: Any,
+                      full: Callable[[int], tuple[Any, str | None, str | None]]) -> bool:
         """A catalogue payload match whose line is a shared request line
         (one our recogniser reads as an HTTP request too), followed by a line
         of the same connection that is not that payload's next piece but a
@@ -223,7 +282,11 @@ class Openings:
             if rj is not None and any(x.signature.id == m.signature.id and x.fragment == m.fragment + 1
                                       for x in rj.matches):
                 return False
-            return rj is None or not rj.sure
+            line = rj.line if rj is not None and rj.line else None
+            if line is None:
+                base = full(j)[0]
+                line = base.rebuilt.line if base is not None and base.rebuilt is not None else b""
+            return _HEADER.fullmatch(line.strip(b" \t")) is not None
         return False
 
     def _adopt(self, readings: Sequence[Any], sources: list[str | None],
