@@ -80,6 +80,7 @@ class TlsHello:
     alpn: tuple[bytes, ...] = ()
     versions: tuple[int, ...] = ()  # supported_versions
     sni: bytes | None = None
+    ciphers_whole: bool = False  # the cipher list is all there
 
     @property
     def ja3_string(self) -> str | None:
@@ -100,8 +101,8 @@ class TlsHello:
     @property
     def ja4_b(self) -> str | None:
         """JA4's cipher part: known as soon as the cipher list is."""
-        if not self.ciphers:
-            return None if not self.complete else "000000000000"
+        if not self.ciphers_whole:
+            return None
         cs = sorted("%04x" % c for c in self.ciphers if c not in _GREASE)
         return _sha12(",".join(cs)) if cs else "000000000000"
 
@@ -195,6 +196,7 @@ def parse_tls_hello(data: bytes) -> TlsHello | None:
             out["ciphers"] = _u16s(body[p:len(body) - (len(body) - p) % 2])
             raise _Short
         out["ciphers"] = _u16s(body[p:p + n])
+        out["ciphers_whole"] = True
         p += n
         if len(body) < p + 1:
             raise _Short
