@@ -57,6 +57,12 @@ MAX_SOURCES = 4096
 #: Protocols whose later lines (same source, within a second) continue it.
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
               "sip-request": "sip", "memcached-command": "memcached"}
+#: A binary piece holds a control byte other than TAB/LF: the chunk
+#: prefilter picks such lines by their escapes (``continuation_bytes`` and
+#: the CR), so the lines taken as pieces are the same whether every record
+#: is decoded or only the prefilter's hits. Empty lines (rsyslog's RFC 5424
+#: output drops a binary TAG) are no pieces.
+_PIECE = re.compile(rb"[\x00-\x08\x0b-\x1f]")
 _CR_ONLY = re.compile(rb"[ \t]*\r?[ \t]*")
 _RESP_PIECE = re.compile(rb"(?:\$[0-9]{1,6}|[\x21-\x7e]{1,64})\r")
 _HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r")
@@ -188,7 +194,7 @@ class Openings:
         key = src or "-"
         pend = self._pending(key, src, t) if transport != "udp" else None
         starts = line[:1] in (b"\x16", b"\x80") and recognise(line, transport) is not None
-        if pend is not None and not starts:
+        if pend is not None and not starts and _PIECE.search(line) is not None:
             if pend.room(line):
                 pend.pieces.append(line)
                 if pend.batch != self._batch:
