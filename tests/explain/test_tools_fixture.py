@@ -127,3 +127,17 @@ def test_scanner_user_agent_in_an_access_log_is_an_application_log_trace(tmp_pat
     rows = explain(f)
     assert rows[0]["probe"]["scanner"] == "nmap" and rows[0]["probe"]["seen_in"] == "application-log"
     assert rows[1]["probe"]["scanner"] == "nmap" and rows[1]["probe"]["seen_in"] == "syslog-listener"
+
+
+def test_probe_line_in_the_hostname_slot_is_not_its_sender(tmp_path):
+    # "show info\r" (nmap's tarantool probe) is logged as HOSTNAME "show":
+    # that word is the payload's, the line names no sender.
+    f = tmp_path / "slot.log"
+    f.write_text("2026-12-05T17:00:00.100000+00:00 show info#015\n"
+                 "2026-12-05T17:00:03.100000+00:00 web01 sshd[1]: Accepted publickey for root\n")
+    rows = explain(f)
+    assert rows[0]["probe"]["name"] == "tarantool" and rows[0]["probe"]["source"] is None
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin")}
+    text = subprocess.run([sys.executable, "-m", "probetag", "explain", str(f)], capture_output=True, env=env,
+                          timeout=120).stdout.decode()
+    assert "show:" not in text and "nmap" in text

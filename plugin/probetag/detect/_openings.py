@@ -125,6 +125,7 @@ class Openings:
         n = len(items)
         added = 0
         self._batch += 1
+        _payload_word_senders(readings, sources)
         for i in range(n):
             r = readings[i]
             if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
@@ -310,6 +311,21 @@ class Openings:
                 if sources[j] is not None and rj is not None and (rj.extra or {}).get("protocol") == r.extra.get("protocol"):
                     sources[i] = sources[j]
                     break
+
+
+def _payload_word_senders(readings: Sequence[Any], sources: list[str | None]) -> None:
+    """A reading that matched only once the HOSTNAME was put back in front
+    of the line (``show info\r`` logged as HOSTNAME ``show``, TAG
+    ``info#015``: FIELD_GUIDE 3) says that word was the payload's, not the
+    sender's: the line has no sender then (the next line of its connection
+    may lend one, see ``_enrich._adopt_senders``)."""
+    for i, r in enumerate(readings):
+        src = sources[i]
+        if r is None or not src or r.rebuilt is None or r.line == r.rebuilt.line:
+            continue
+        word = src.encode("utf-8", "surrogateescape")
+        if r.line.startswith(word + b" ") and r.line[len(word) + 1:] == r.rebuilt.line:
+            sources[i] = None
 
 
 def _extra(op: Opening, client: str | None, candidates: tuple[str, ...]) -> dict[str, Any]:
