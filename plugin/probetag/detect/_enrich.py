@@ -654,8 +654,12 @@ def context_fragments(dialects: Sequence[str]) -> list[bytes]:
 
     # and of the control bytes a ClientHello's later pieces are full of
     # (_openings.continuation_bytes): they matter only after its first piece.
-    return sorted({bytes(escape(bytes((c,)), d)) for d in _dialects(dialects)
-                   for c in b"\r" + continuation_bytes()})
+    # Not the 2-byte C-style ones (``\a``, ``\f``...): short literals must
+    # share a few anchors for the prefilter's split (_prefilter._anchors).
+    names = _dialects(dialects)
+    cr = {bytes(escape(b"\r", d)) for d in names}
+    more = {bytes(escape(bytes((c,)), d)) for d in names for c in continuation_bytes()}
+    return sorted(cr | {f for f in more if len(f) >= 4})
 
 
 def build_detection(config: Any, metrics: Any, *, detector: Detector | None = None,
