@@ -53,6 +53,9 @@ __all__ = ["Openings", "seen_in", "literals"]
 #: its last LF are logged when the client closes, on its own timeout.
 HELLO_WAIT = 30.0
 _SAME_CONNECTION = 1.0
+#: A source the catalogue named a line of this recently is in a scan the
+#: correlator follows: its ambiguous lines are left to it.
+SCAN_CONTEXT = 60.0
 MAX_SOURCES = 4096
 #: Protocols whose later lines (same source, within a second) continue it.
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
@@ -62,7 +65,7 @@ _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "r
 #: the CR), so the lines taken as pieces are the same whether every record
 #: is decoded or only the prefilter's hits. Empty lines (rsyslog's RFC 5424
 #: output drops a binary TAG) are no pieces.
-_PIECE = re.compile(rb"[\x00-\x08\x0b-\x1f]")
+_PIECE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CR_ONLY = re.compile(rb"[ \t]*\r?[ \t]*")
 _RESP_PIECE = re.compile(rb"(?:\$[0-9]{1,6}|[\x21-\x7e]{1,64})\r")
 _HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r")
@@ -83,6 +86,11 @@ class _Pending:
     broken: bool = False  # the pieces do not parse together (octet-counting ate bytes)
     batch: int = 0  # the batch ``lines`` index into
 
+    def first_seen_after(self, named: float | None) -> bool:
+        """Is this hello newer than the source's last catalogue-named line
+        (that is not one of its pieces)?"""
+        return named is None or self.t >= named
+
     def room(self, line: bytes) -> bool:
         have = sum(len(p) + 1 for p in self.pieces) - 1
         return have + 1 + len(line) <= self.expected
@@ -95,6 +103,9 @@ class Openings:
         self._hellos: OrderedDict[str, _Pending] = OrderedDict()
         self._conns: OrderedDict[str, tuple[str, float, Opening]] = OrderedDict()
         self._batch = 0
+        self._ambiguous: list[bool] = []
+        #: per source, the time of its last line the catalogue named
+        self._named: OrderedDict[str, float] = OrderedDict()
 
     # -- signatures made for recognised lines ---------------------------------
     def signature(self, protocol: str, scanner: str, transport: str) -> Signature:
@@ -126,12 +137,23 @@ class Openings:
         added = 0
         self._batch += 1
         _payload_word_senders(readings, sources)
+        self._ambiguous = [r is not None and not r.sure for r in readings]
         for i in range(n):
             r = readings[i]
             if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
                 # a catalogue line can still be a piece of a ClientHello
                 # (sslscan's cipher lists): the hello's byte count needs it
                 self._feed_hello(r.line, sources[i], items[i][0], i)
+                key, t = sources[i] or "-", items[i][0]
+                conn = self._conn(key, t)
+                if conn is not None and conn[0] == "http" and _HEADER.fullmatch(r.line.strip(b" \t")):
+                    # a header line the catalogue names (sqlmap's User-Agent)
+                    # inside a request this source opened: still that request
+                    self._remember(self._conns, key, ("http", t, conn[2]))
+                else:
+                    # the source's context now: its ambiguous lines are the
+                    # correlator's to decide, not an earlier opening's
+                    self._remember(self._named, key, t)
                 continue
             base, src, transport = full(i)
             if base is None or base.rebuilt is None:
@@ -158,6 +180,8 @@ class Openings:
 
     def _pending(self, key: str, src: str | None, t: float) -> _Pending | None:
         pend = self._hellos.get(key)
+        if pend is not None and not pend.first_seen_after(self._named.get(key)):
+            return None
         if pend is None and src is None:
             # a piece in the HOSTNAME slot (a lone word: FIELD_GUIDE 3) has
             # no sender: the hello of any source logged this very second
@@ -193,6 +217,12 @@ class Openings:
     def _read(self, line: bytes, src: str | None, t: float, transport: str | None, i: int,
               readings: list[Any]) -> tuple[Opening, str | None, tuple[str, ...], float] | None:
         key = src or "-"
+        named = self._named.get(key)
+        if self._ambiguous[i] and named is not None and 0 <= t - named <= SCAN_CONTEXT:
+            # A line the catalogue finds ambiguous (``*1\r``, ``stats\r``,
+            # a lone CR) from a source the catalogue named lines of lately:
+            # the correlator decides it from that scan.
+            return None
         pend = self._pending(key, src, t) if transport != "udp" else None
         starts = line[:1] in (b"\x16", b"\x80") and recognise(line, transport) is not None
         if pend is not None and not starts and _PIECE.search(line) is not None:
@@ -257,12 +287,15 @@ class Openings:
         return None
 
     def _conn(self, key: str, t: float) -> tuple[str, float, Opening] | None:
-        """The connection this source opened less than a second ago; a
-        request line in the HOSTNAME slot has no source yet (``-``): the
-        next lines of its connection, which name one, continue it."""
+        """The connection this source opened less than a second ago, unless
+        the catalogue named a line of the source since; a request line in
+        the HOSTNAME slot has no source yet (``-``): the next lines of its
+        connection, which name one, continue it."""
+        named = self._named.get(key, float("-inf"))
         for k in (key, "-"):
             conn = self._conns.get(k)
-            if conn is not None and 0 <= t - conn[1] <= _SAME_CONNECTION:
+            if conn is not None and 0 <= t - conn[1] <= _SAME_CONNECTION and \
+                    conn[1] >= max(named, self._named.get(k, float("-inf"))):
                 return conn
         return None
 
@@ -286,6 +319,11 @@ class Openings:
             if src is not None and sources[j] is not None and sources[j] != src:
                 continue
             rj = readings[j]
+            if src is None and rj is not None and rj.sure and \
+                    not any(x.signature.id == m.signature.id for x in rj.sure):
+                # no sender to follow, and the next line is another probe's:
+                # it says nothing about this one
+                return False
             if rj is not None and any(x.signature.id == m.signature.id and x.fragment == m.fragment + 1
                                       for x in rj.matches):
                 return False
