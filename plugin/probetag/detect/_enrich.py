@@ -46,6 +46,15 @@ Theory of operation
   (GenericLines: two lines that are only a CR), may be tagged from its
   source's ongoing scan (``via: scan``, lower confidence). explain hands a
   whole block of a file to one batch, so this look-ahead works there too.
+* Client openings (the one hook, in ``batch`` before correlation):
+  ``_openings.Openings.amend`` gives lines the catalogue named nothing in
+  (and shared request lines whose next line contradicts the catalogue's
+  name) a reading named by protocol, with the client only from evidence
+  the known-client table holds; their probe maps carry ``protocol``,
+  ``client``, ``ja3``, ``ja4``, ``user_agent``... (``Reading.extra``).
+  Every probe map says ``seen_in``: ``syslog-listener`` (the probe's own
+  bytes) or ``application-log`` (a marker in another daemon's log line or
+  in another field of the record).
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
