@@ -459,3 +459,24 @@ def test_ordinary_logs_do_not_reach_the_decoder():
     res = p.process("syslog", data)
     assert res.passed == len(ORDINARY) * 20 and res.chunks[0].entries == data
     assert m.get("prefilter_hits") == 0
+
+
+def test_client_hello_pieces_across_chunks_get_its_fingerprint():
+    # A ClientHello cut at its 0x0a bytes (extension 0x000a, cipher 0xc00a):
+    # its last piece is logged when the client gives up, seconds later, and
+    # arrives in a later chunk. Every piece is tagged; the pieces of the
+    # chunk that completes it carry its JA3/JA4.
+    from tests.detect.test_clients import SPEC_CIPHERS, SPEC_EXTS, SPEC_SIGS, hello, rsyslog_tcp_pieces
+
+    raw = hello([0xC00A] + SPEC_CIPHERS, SPEC_EXTS, groups=(0x001D, 0x0017), sig_algs=SPEC_SIGS)
+    pieces = rsyslog_tcp_pieces(raw)
+    assert len(pieces) >= 3
+    p = make()
+    first = p.process("s", b"".join(pack_entry(et(100), rec(line(x), src="198.51.100.40")) for x in pieces[:-1]))
+    last = p.process("s", pack_entry(et(103), rec(line(pieces[-1]), src="198.51.100.40")))
+    probes = [r.get("probe") for _, r in decode_all(first.chunks[0].entries)]
+    probes += [r.get("probe") for _, r in decode_all(last.chunks[0].entries)]
+    assert all(x is not None and x["name"] == "tls-client-hello" and x["scanner"] == "unknown" for x in probes)
+    assert probes[-1]["ja4"].startswith("t13d1616h2_")  # 16 ciphers, 16 extensions, ALPN h2
+    assert "ja4" not in probes[0] and probes[0]["ja4_b"] == probes[-1]["ja4_b"]
+    assert probes[-1]["seen_in"] == "syslog-listener"
