@@ -60,7 +60,9 @@ _GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 #: Longest ClientHello record parsed (a real one is a few KiB).
 MAX_HELLO = 16 * 1024
 #: At most this many lost NULs are put back by ``rejoin``.
-_MAX_LOST = 3
+_MAX_LOST = 6
+#: ... among at most this many pieces (the combinations tried stay few).
+_MAX_PIECES = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +272,7 @@ def rejoin(pieces: Sequence[bytes], expected: int | None = None) -> bytes:
         return joined
     if expected is None:
         expected = head.expected
-    if len(joined) > expected:
+    if len(joined) > expected or len(pieces) > _MAX_PIECES:
         return joined
     whole = len(joined) + _MAX_LOST >= expected
     # a NUL lost at the end of any piece, the last one included (the bytes
@@ -442,7 +444,12 @@ def _sslv2(data: bytes) -> Opening | None:
     if n < 9:
         return None
     ver = int.from_bytes(data[3:5], "big")
-    if ver not in (0x0002, 0x0300, 0x0301, 0x0302, 0x0303):
+    if ver not in (0x0002, 0x0300, 0x0301, 0x0302, 0x0303) or len(data) < 11:
+        return None
+    # cipher specs (3 bytes each), session id (0 or 16), challenge (16..32),
+    # adding up to the record length
+    cs, sid, ch = (int.from_bytes(data[i:i + 2], "big") for i in (5, 7, 9))
+    if cs == 0 or cs % 3 or sid not in (0, 16) or not 16 <= ch <= 32 or 9 + cs + sid + ch != n:
         return None
     more = n + 2 if len(data) < n + 2 else None
     return Opening("sslv2-client-hello", 0.8, {"tls_version": _VERSION_NAMES.get(ver, "unknown")}, more)

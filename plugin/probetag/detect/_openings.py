@@ -53,6 +53,8 @@ __all__ = ["Openings", "seen_in", "literals"]
 #: its last LF are logged when the client closes, on its own timeout.
 HELLO_WAIT = 30.0
 _SAME_CONNECTION = 1.0
+#: NULs rsyslog may have removed from the ends of a hello's pieces.
+_MAX_LOST_NULS = 6
 #: A source the catalogue named a line of this recently is in a scan the
 #: correlator follows: its ambiguous lines are left to it.
 SCAN_CONTEXT = 60.0
@@ -91,9 +93,16 @@ class _Pending:
         (that is not one of its pieces)?"""
         return named is None or self.t >= named
 
-    def room(self, line: bytes) -> bool:
+    def room(self, line: bytes, t: float) -> bool:
+        """Can ``line``, logged at ``t``, be the next piece? Pieces come
+        within a second of each other, except the last (the bytes after the
+        last LF, logged when the client closes): that one must end the
+        record, give or take the NULs rsyslog removes."""
         have = sum(len(p) + 1 for p in self.pieces) - 1
-        return have + 1 + len(line) <= self.expected
+        total = have + 1 + len(line)
+        if total > self.expected:
+            return False
+        return t - self.t <= _SAME_CONNECTION or total + _MAX_LOST_NULS >= self.expected
 
 
 class Openings:
@@ -208,7 +217,7 @@ class Openings:
                 return
         pend = self._pending(key, src, t)
         if pend is not None:
-            if pend.room(line):
+            if pend.room(line, t):
                 pend.pieces.append(line)
                 pend.t = t
             else:
@@ -224,9 +233,11 @@ class Openings:
             # the correlator decides it from that scan.
             return None
         pend = self._pending(key, src, t) if transport != "udp" else None
-        starts = line[:1] in (b"\x16", b"\x80") and recognise(line, transport) is not None
+        # a line that opens something itself (a new hello, an RDP cookie) is
+        # no piece of the previous one
+        starts = recognise(line, transport) is not None
         if pend is not None and not starts and _PIECE.search(line) is not None:
-            if pend.room(line):
+            if pend.room(line, t):
                 pend.pieces.append(line)
                 if pend.batch != self._batch:
                     pend.lines, pend.batch = [], self._batch
