@@ -414,6 +414,7 @@ def test_marker_in_another_field_of_a_parsed_access_log():
     out = decode_all(res.chunks[0].entries)
     pr = out[0][1]["probe"]
     assert (pr["id"], pr["kind"], pr["shape"]) == ("nikto-user-agent", "marker", "field:agent")
+    assert pr["seen_in"] == "application-log"  # a trace in another daemon's log, not a probe received
     assert "probe" not in out[1][1]
 
 
