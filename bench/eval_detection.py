@@ -299,6 +299,7 @@ class Row:
         self.lost_named = 0
         self.late = 0  # unnamed lines named later in their scan's summary (serve)
         self.wrong_scanner = 0  # named after a scanner that did not send it
+        self.by_protocol = 0  # named by protocol only (scanner "unknown")
         self.misses: list[str] = []
 
     def add(self, truth: Truth, label: dict[str, Any], probe: dict[str, Any] | None, where: str) -> None:
@@ -324,6 +325,12 @@ class Row:
         if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
             self.named += 1
             self.lost_named += lost
+        elif probe.get("scanner") == "unknown":
+            # named by its protocol (a client's opening bytes), not as the
+            # scanner's probe: tagged, but not the probe's name
+            self.by_protocol += 1
+            self.misses.append(f"PROTOCOL-ONLY {where} [{label['label']}] as {probe.get('name')}: "
+                               f"{label.get('raw', '')[:120]!r}")
         else:
             self.wrong += 1
             self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')} via {probe.get('via')}: "
@@ -338,6 +345,7 @@ class Row:
                                              if self.probe_lines > self.lost else None),
                 "named_late_in_summary": self.late,
                 "wrong_scanner": self.wrong_scanner,
+                "by_protocol_only": self.by_protocol,
                 "benign_lines": self.benign, "benign_tagged": self.benign_tagged,
                 "application_log_traces": self.app_traces}
 
@@ -399,16 +407,16 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| shape | probe lines | tagged | named right | wrong name | wrong scanner | name-recall | payload lost | "
+    out = ["| shape | probe lines | tagged | named right | protocol only | wrong name | wrong scanner | name-recall | payload lost | "
            "name-recall, payload kept | named late (summary) | benign lines | benign tagged | app-log traces |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tot = Row("total")
     for r in rows:
         d = r.as_dict()
         kept = d["name_recall_payload_kept"]
         recall = "n/a" if d["name_recall"] is None else f"{d['name_recall']:.3f}"
         kept_s = "n/a" if kept is None else f"{kept:.3f}"
-        out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.wrong} | {r.wrong_scanner} | "
+        out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.by_protocol} | {r.wrong} | {r.wrong_scanner} | "
                    f"{recall} | {r.lost} | {kept_s} | {r.late} | {r.benign} | {r.benign_tagged} | "
                    f"{r.app_traces} |")
         tot.probe_lines += r.probe_lines
@@ -422,8 +430,9 @@ def table(rows: list[Row]) -> str:
         tot.lost_named += r.lost_named
         tot.late += r.late
         tot.wrong_scanner += r.wrong_scanner
+        tot.by_protocol += r.by_protocol
     d = tot.as_dict()
-    out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.wrong} | {tot.wrong_scanner} | "
+    out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.by_protocol} | {tot.wrong} | {tot.wrong_scanner} | "
                f"{d['name_recall']:.3f} | {tot.lost} | {d['name_recall_payload_kept']:.3f} | {tot.late} | "
                f"{tot.benign} | {tot.benign_tagged} | {tot.app_traces} |")
     return "\n".join(out)

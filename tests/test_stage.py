@@ -355,21 +355,33 @@ def _names(res):
 
 
 def test_shared_first_line_resolved_by_following_lines():
-    # nmap's GetRequest and masscan's banner request both start with this line.
-    from probetag.detect import load_catalogue
-    starts = [s for s in load_catalogue() if s.payload.startswith(b"GET / HTTP/1.0\r\n")]
-    assert {s.scanner for s in starts} >= {"nmap", "masscan"}
-    masscan = next(s for s in starts if s.scanner == "masscan")
+    # nmap's GetRequest is "GET / HTTP/1.0\r\n\r\n": its line names nmap
+    # when the bare CR that ends it follows, or when nothing follows yet.
     p = make()
-    lines = [x for x in masscan.payload.split(b"\n") if x]
-    res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.1")) for x in lines))
-    assert _names(res) == [masscan.probe] * len(lines)
     res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.2"))
                                    for x in (b"GET / HTTP/1.0\r", b"\r")))
     assert _names(res) == ["GetRequest", "GetRequest"]
-    # Alone: the payload with the fewest lines still to come explains it best.
     res = p.process("s", pack_entry(et(10), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.3")))
     assert _names(res) == ["GetRequest"]
+
+
+def test_shared_lines_of_another_client_name_the_protocol_not_a_scanner():
+    # masscan's banner request (documented.yaml): only its User-Agent tells
+    # masscan apart; the request line is nmap's too, "Accept: */*" curl's.
+    from probetag.detect import load_catalogue
+    ua = next(s for s in load_catalogue() if s.id == "masscan-user-agent")
+    lines = [b"GET / HTTP/1.0\r", b"User-Agent: masscan/1.3 " + ua.payload + b"\r", b"Accept: */*\r", b"\r"]
+    p = make()
+    res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.1")) for x in lines))
+    probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
+    assert [x["name"] for x in probes] == ["http-request", "http-user-agent", "http-request", "http-request"]
+    assert [x["scanner"] for x in probes] == ["unknown", "masscan", "unknown", "unknown"]
+    # curl's request: no line of it is masscan's or nmap's
+    curl = [b"GET / HTTP/1.1\r", b"Host: 127.0.0.1:8080\r", b"User-Agent: curl/7.88.1\r", b"Accept: */*\r", b"\r"]
+    res = p.process("s", b"".join(pack_entry(et(20), rec(line(x), src="198.51.100.9")) for x in curl))
+    probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
+    assert [x["name"] for x in probes] == ["http-request"] * 5
+    assert {x["scanner"] for x in probes} <= {"unknown", "curl"}
 
 
 def test_input_transport_from_record_limits_signatures():
@@ -379,8 +391,10 @@ def test_input_transport_from_record_limits_signatures():
     tcp = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.8", inputname="imtcp"))
     udp = pack_entry(et(1), rec(line(b"GET / HTTP/1.0\r"), src="198.51.100.9", inputname="imudp"))
     res = p.process("s", tcp + udp)
-    assert _names(res) == ["GetRequest", None]
-    assert split(res.chunks[0].entries)[1] == udp
+    # over UDP it is still an HTTP request line, but not nmap's probe
+    assert _names(res) == ["GetRequest", "http-request"]
+    probe = decode_all(res.chunks[0].entries)[1][1]["probe"]
+    assert (probe["scanner"], probe["transport"]) == ("unknown", "udp")
 
 
 def test_expire_defaults_to_event_time_and_flush_ends_all():
@@ -406,6 +420,7 @@ def test_marker_in_another_field_of_a_parsed_access_log():
     out = decode_all(res.chunks[0].entries)
     pr = out[0][1]["probe"]
     assert (pr["id"], pr["kind"], pr["shape"]) == ("nikto-user-agent", "marker", "field:agent")
+    assert pr["seen_in"] == "application-log"  # a trace in another daemon's log, not a probe received
     assert "probe" not in out[1][1]
 
 
@@ -451,3 +466,24 @@ def test_ordinary_logs_do_not_reach_the_decoder():
     res = p.process("syslog", data)
     assert res.passed == len(ORDINARY) * 20 and res.chunks[0].entries == data
     assert m.get("prefilter_hits") == 0
+
+
+def test_client_hello_pieces_across_chunks_get_its_fingerprint():
+    # A ClientHello cut at its 0x0a bytes (extension 0x000a, cipher 0xc00a):
+    # its last piece is logged when the client gives up, seconds later, and
+    # arrives in a later chunk. Every piece is tagged; the pieces of the
+    # chunk that completes it carry its JA3/JA4.
+    from tests.detect.test_clients import SPEC_CIPHERS, SPEC_EXTS, SPEC_SIGS, hello, rsyslog_tcp_pieces
+
+    raw = hello([0xC00A] + SPEC_CIPHERS, SPEC_EXTS, groups=(0x001D, 0x0017), sig_algs=SPEC_SIGS)
+    pieces = rsyslog_tcp_pieces(raw)
+    assert len(pieces) >= 3
+    p = make()
+    first = p.process("s", b"".join(pack_entry(et(100), rec(line(x), src="198.51.100.40")) for x in pieces[:-1]))
+    last = p.process("s", pack_entry(et(103), rec(line(pieces[-1]), src="198.51.100.40")))
+    probes = [r.get("probe") for _, r in decode_all(first.chunks[0].entries)]
+    probes += [r.get("probe") for _, r in decode_all(last.chunks[0].entries)]
+    assert all(x is not None and x["name"] == "tls-client-hello" and x["scanner"] == "unknown" for x in probes)
+    assert probes[-1]["ja4"].startswith("t13d1616h2_")  # 16 ciphers, 16 extensions, ALPN h2
+    assert "ja4" not in probes[0] and probes[0]["ja4_b"] == probes[-1]["ja4_b"]
+    assert probes[-1]["seen_in"] == "syslog-listener"

@@ -7,7 +7,11 @@ takes one decoded line and returns ``Match`` objects. ``Correlator``
 their own (a lone ``\\r``) are decided by their neighbours, and summarises
 scans. ``Enricher`` (``_enrich``) is the record path that ties decoding,
 matching, correlation and actions together; ``probetag._stage`` calls it
-only for records the chunk prefilter (``_prefilter``) hit. No I/O.
+only for records the chunk prefilter (``_prefilter``) hit. Lines the
+catalogue names no probe in get a second chance from ``_openings``: any
+client's opening bytes (``_clients``: TLS ClientHello with JA3/JA4, HTTP,
+SSH, SIP, RDP, SMB, RESP, memcached, DNS, IKE) named by protocol, and by
+client only from evidence the known-client table holds. No I/O.
 """
 
 from ._catalogue import FAMILY_RANK, CatalogueError, Signature, load_catalogue

@@ -46,6 +46,15 @@ Theory of operation
   (GenericLines: two lines that are only a CR), may be tagged from its
   source's ongoing scan (``via: scan``, lower confidence). explain hands a
   whole block of a file to one batch, so this look-ahead works there too.
+* Client openings (the one hook, in ``batch`` before correlation):
+  ``_openings.Openings.amend`` gives lines the catalogue named nothing in
+  (and shared request lines whose next line contradicts the catalogue's
+  name) a reading named by protocol, with the client only from evidence
+  the known-client table holds; their probe maps carry ``protocol``,
+  ``client``, ``ja3``, ``ja4``, ``user_agent``... (``Reading.extra``).
+  Every probe map says ``seen_in``: ``syslog-listener`` (the probe's own
+  bytes) or ``application-log`` (a marker in another daemon's log line or
+  in another field of the record).
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
@@ -66,6 +75,8 @@ from typing import Any, Mapping, Sequence
 from ._correlate import Correlator, Verdict
 from ._engine import Detector, Match
 from ._sequence import SEQUENCE_CONFIDENCE, SequenceNamer, load_orders
+from ._openings import Openings, continuation_bytes, seen_in
+from ._openings import literals as opening_literals
 
 __all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
 
@@ -179,6 +190,8 @@ class Reading:
     payload: str
     whole: tuple[tuple[Match, int], ...]
     ranking: tuple[tuple[Match, int, float, tuple[int, str]], ...]
+    #: Fields a client opening adds to the probe map (``_openings``).
+    extra: Mapping[str, Any] | None = None
 
 
 def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match], shape: str,
@@ -210,6 +223,14 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
     by_id = MappingProxyType({m.signature.id: m for m in matches})
     return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
                    tuple(whole), ranking)
+
+
+def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, source: str | None,
+             record: dict[Any, Any]) -> tuple[Reading | None, str | None, str | None]:
+    """(reading even without matches, sender, transport) of a line, for _openings."""
+    if got is not None:
+        return got[0], got[1], _transport(record)
+    return reading, source, _transport(record)
 
 
 def _same_source_chain(readings: Sequence[Reading | None], sources: Sequence[str | None]) -> list[int]:
@@ -285,6 +306,8 @@ class Enricher:
         #: whole file parts, and their lines are written already).
         self._pending: list[tuple[float, Any]] = []
         self.late = True
+        # Client openings: lines the catalogue names no probe in (_openings).
+        self.openings = Openings()
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -343,8 +366,9 @@ class Enricher:
                     memo.popitem(last=False)
         return entry
 
-    def analyse(self, record: dict[Any, Any]) -> tuple[Reading, str | None] | None:
-        """(reading, sender) of one record; None when nothing in it matches."""
+    def analyse(self, record: dict[Any, Any], keep: bool = False) -> tuple[Reading, str | None] | None:
+        """(reading, sender) of one record; None when nothing in it matches
+        (unless ``keep``: then the reading without matches)."""
         # rebuild reads the record with bin keys decoded; the rest of the
         # analysis (transport, markers, host fields) reads it as it came.
         rec = self._str_keys(record)
@@ -367,10 +391,11 @@ class Enricher:
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
-                if rb is None or not self.keep_unmatched:
+                if not keep and (rb is None or not self.keep_unmatched):
                     return None
-                # Kept for the sequence pass: a line its bytes do not name
-                # can still be named by its place in a scan.
+                # Kept for the sequence pass and the client openings: a line
+                # its bytes do not name can still be named by its place in a
+                # scan, or as a client's opening bytes.
             else:
                 key, line, matches = found
                 reading = _reading(self.detector, rb, line, matches, f"field:{key}", False)
@@ -414,15 +439,14 @@ class Enricher:
         sources: list[str | None] = [None] * n
         analyse = self.analyse
         nothing = 0
-        # Lines that matched nothing, kept for the sequence pass.
-        unmatched: dict[int, tuple[Reading, str | None]] = {}
+        # Lines without matches, as read: for the client-openings hook and
+        # the sequence pass below.
+        unmatched: list[tuple[Reading, str | None] | None] = [None] * n
         for i, (_t, rec) in enumerate(items):
             got = pre[i] if pre is not None else NOT_ANALYSED
             if got is NOT_ANALYSED:
-                got = analyse(rec)
-            if got is None:
-                nothing += 1
-            elif not got[0].matches:
+                got = analyse(rec, True)
+            if got is None or not got[0].matches:
                 nothing += 1
                 unmatched[i] = got
             else:
@@ -436,8 +460,13 @@ class Enricher:
                 metrics.inc("detect_memo_hits", self.memo_hits - hits)
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
+        # --- hook: client openings (detect/_openings.py) ---------------------
+        nothing -= self.openings.amend(readings, sources, items,
+                                       lambda i: _as_read(unmatched[i], readings[i], sources[i], items[i][1]),
+                                       self._make_reading)
+        # ----------------------------------------------------------------------
         out: list[Any] = [None] * n
-        if nothing == n and not unmatched:
+        if nothing == n and not any(unmatched):
             return out
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
@@ -478,12 +507,13 @@ class Enricher:
             k = (verdict.match.signature.probe, verdict.match.kind)
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
-        if self.sequence is not None and (below or unmatched or self._pending) and (
+        has_unmatched = any(x is not None for x in unmatched)
+        if self.sequence is not None and (below or has_unmatched or self._pending) and (
                 any(x is not None for x in named)
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
             below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
-        elif self.sequence is not None and self.late and (below or unmatched):
+        elif self.sequence is not None and self.late and (below or has_unmatched):
             self._keep_pending(items, readings, sources, unmatched, out, [], 0)
         if metrics is not None:
             # Counted per batch: the same totals as per record, at a fraction
@@ -508,8 +538,8 @@ class Enricher:
             r = readings[i]
             src = sources[i]
             if r is None:
-                got = unmatched.get(i)
-                if got is None:
+                got = unmatched[i]
+                if got is None or got[0].rebuilt is None:
                     continue
                 r, src = got
             elif named[i] is not None:
@@ -607,8 +637,8 @@ class Enricher:
                 r = readings[i]
                 src = sources[i]
                 if r is None:
-                    u = unmatched.get(i)
-                    if u is None:
+                    u = unmatched[i]
+                    if u is None or u[0].rebuilt is None:
                         continue
                     r, src = u
                 rb = r.rebuilt
@@ -619,6 +649,9 @@ class Enricher:
                 keep.append((t, line))
         keep = sorted((x for x in keep if x[0] >= newest - _PENDING_AGE), key=lambda x: x[0])
         self._pending = keep[-_MAX_PENDING:]
+    def _make_reading(self, rb: Any, line: bytes, matches: Sequence[Match], shape: str, lossy: bool,
+                      asked: tuple[tuple[bytes, bool], ...]) -> Reading:
+        return _reading(self.detector, rb, line, matches, shape, lossy, asked)
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
                        items: Sequence[tuple[float, Any]]) -> list[str | None]:
@@ -761,6 +794,8 @@ class Enricher:
             "source": source,
             "shape": r.shape,
             "lossy": r.lossy,
+            "seen_in": seen_in(r.shape, v.match.kind, r.line),
+            **(r.extra or {}),
         }
         if v.match.kind == "truncated" or self._cut_piece(v.match, r):
             # the line is the front of the probe's piece: cut on the way
@@ -801,6 +836,11 @@ def prefilter_fragments(detector: Detector, dialects: Sequence[str]) -> list[byt
         # are text and carry an escape (C-style ``\r`` is 2 bytes).
         out.update(f for f in raw if len(f) >= _MIN_RAW and len(set(f)) >= 3)
         out.update(f for f in escaped if len(f) >= 2)
+    # Client openings (_openings): the same treatment for what they start with.
+    for frag in opening_literals():
+        if len(frag) >= _MIN_RAW and len(set(frag)) >= 3:
+            out.add(frag)
+        out.update(e for e in (bytes(escape(frag, d))[:_MAX_ESCAPED] for d in names) if e != frag)
     return sorted(out)
 
 
@@ -817,7 +857,14 @@ def context_fragments(dialects: Sequence[str]) -> list[bytes]:
     prefilter literals that only matter next to a probe line."""
     from ..decode import escape
 
-    return sorted({bytes(escape(b"\r", d)) for d in _dialects(dialects)})
+    # and of the control bytes a ClientHello's later pieces are full of
+    # (_openings.continuation_bytes): they matter only after its first piece.
+    # Not the 2-byte C-style ones (``\a``, ``\f``...): short literals must
+    # share a few anchors for the prefilter's split (_prefilter._anchors).
+    names = _dialects(dialects)
+    cr = {bytes(escape(b"\r", d)) for d in names}
+    more = {bytes(escape(bytes((c,)), d)) for d in names for c in continuation_bytes()}
+    return sorted(cr | {f for f in more if len(f) >= 4})
 
 
 def build_detection(config: Any, metrics: Any, *, detector: Detector | None = None,
