@@ -59,7 +59,6 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import time as _time
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from typing import Any, Callable, Sequence
 
 import msgpack
 
+from . import _accel
 from ._config import Config
 from ._metrics import Metrics
 
@@ -465,23 +465,10 @@ def _walk_c(entries: bytes) -> tuple[Sequence[int], list[int], int, str | None]:
     return memoryview(offsets).cast("Q"), slow, pos, error
 
 
-def _load_speedups() -> Any:
-    if os.environ.get("PROBETAG_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:  # built without a C compiler: the pure path
-        return None
-    if getattr(_speedups, "API_VERSION", None) != SPEEDUPS_API:
-        return None  # a stale build of an older _speedups.c: rebuild with pip install -e .
-    return _speedups
-
-
-#: The ``API_VERSION`` of ``_speedups.c`` this module expects.
-SPEEDUPS_API = 2
-
-
-_speedups = _load_speedups()
+# The accelerator is loaded by ``_accel`` (the prefilter uses it too);
+# these names stay here for the stage's callers and tests.
+SPEEDUPS_API = _accel.SPEEDUPS_API
+_speedups = _accel.speedups
 
 #: ``walk_entries(entries) -> (starts, slow, end, error)`` frames a chunk:
 #: ``starts`` holds every whole entry's start offset and then ``end`` (a
@@ -491,7 +478,7 @@ _speedups = _load_speedups()
 #: (``probetag._speedups``) and the pure-Python ``_walk_py`` give the same
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py
-WALK_BACKEND = "c" if _speedups is not None else "python"
+WALK_BACKEND = _accel.WALK_BACKEND
 
 
 def _unpack_one(raw: bytes) -> Any:
