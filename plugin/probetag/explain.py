@@ -85,7 +85,9 @@ from datetime import datetime
 from typing import IO, Any, Iterator
 
 from . import decode
+from ._accel import log_start
 from ._config import Config, ConfigError, load_config
+from ._logfmt import setup_logging
 from ._metrics import Metrics
 
 __all__ = ["main", "Explainer", "FileReport", "INPUT_FORMATS"]
@@ -702,6 +704,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    setup_logging(config.log_level)
+    log_start()
     try:
         if _jobs(args) >= 2:
             return _run_pipeline(args, config)
