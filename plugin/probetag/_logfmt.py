@@ -33,14 +33,16 @@ def log_event(level: int, event: str, **fields: Any) -> None:
 
 
 class _LogfmtFormatter(logging.Formatter):
-    def __init__(self, worker: int | None = None) -> None:
+    def __init__(self, worker: int | None = None, timestamps: bool = True) -> None:
         super().__init__()
         self.worker = f" worker={worker}" if worker is not None else ""
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()}{self.worker} "
-                f"{record.getMessage()}")
+        line = f"level={record.levelname.lower()}{self.worker} {record.getMessage()}"
+        if self.timestamps:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            line = f"ts={ts}.{int(record.msecs):03d}Z {line}"
         if record.exc_info:
             line += " exc=" + _fmt_value(self.formatException(record.exc_info))
         return line
@@ -49,14 +51,16 @@ class _LogfmtFormatter(logging.Formatter):
 _worker: int | None = None
 
 
-def setup_logging(level: str = "info", worker: int | None = None) -> None:
+def setup_logging(level: str = "info", worker: int | None = None, timestamps: bool = True) -> None:
     """Log lines to stderr at ``level``; ``worker`` (kept for later calls,
-    e.g. a reload) tags every line of a ``serve --workers`` process."""
+    e.g. a reload) tags every line of a ``serve --workers`` process.
+    ``timestamps=False`` leaves ``ts=`` out (a one-shot command's stderr,
+    which then reads the same from run to run)."""
     global _worker
     if worker is not None:
         _worker = worker
     handler = logging.StreamHandler()
-    handler.setFormatter(_LogfmtFormatter(_worker))
+    handler.setFormatter(_LogfmtFormatter(_worker, timestamps))
     _log.handlers[:] = [handler]
     _log.setLevel(level.upper())
     _log.propagate = False
