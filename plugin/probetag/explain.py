@@ -128,6 +128,22 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 #: rsyslog's date-rfc3339 writes): see ``Explainer._time``.
 _ISO_FRACTION = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{1,6})(Z|[+-][0-9]{2}:[0-9]{2})")
 
+#: What ``pick`` hands detection in place of a line it knows matches nothing.
+_NOTHING: dict[Any, Any] = {}
+#: Letters and digits a CR-escape line's MSG must hold, besides its CR
+#: escapes, to count as text (``_wordy``).
+_WORDS = 8
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
+    """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
+    if len(msg) < _WORDS:
+        return False
+    for e in escapes:
+        msg = msg.replace(e, b" ")
+    return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
+
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -194,6 +210,14 @@ class Explainer:
         # come after the prefilter's, whose own ids are kept.
         self._marker_ids = len(pre.literals.patterns)
         self._literals = LiteralSet([*pre.literals.patterns, *_FRAMING_MARKERS], pre.literals.backend)
+        # The context marker's ids (a bare CR's escapes: ``Prefilter``'s
+        # weak literals) and the escapes themselves (``_weak_matters``).
+        self._weak_ids = frozenset(getattr(pre, "_weak", ()))
+        self._weak_lits = tuple(pre.literals.patterns[i] for i in sorted(self._weak_ids))
+        #: lines hit only by the context marker that ``pick`` did not decode
+        #: (``skip_weak``: whether it may; tests compare both ways)
+        self.weak_skipped = 0
+        self.skip_weak = True
 
     # -- event time ----------------------------------------------------------
     def _time(self, sl: decode.SyslogLine) -> float:
@@ -248,21 +272,23 @@ class Explainer:
         n, framing, picked = self.scan(data)
         return self.detect(n, framing, *self.pick(picked))
 
-    def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool]]]:
+    def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool, bool]]]:
         """The first half of ``block``, which needs no detection state (the
         reading process of ``--jobs 2`` runs it): -> (number of lines,
         framing-error lines, [(0-based line index, line, holds a framing
-        marker)] for the lines a prefilter literal hit)."""
+        marker, hit only by the context marker)] for the lines a prefilter
+        literal hit)."""
         # One pass of LF counting over the block: the line index of each hit
         # line is counted from the previous hit line, and the block's line
         # count from the last one. A line's hits are consecutive (sorted by
         # offset); it is split out once they are all seen, if a prefilter
         # literal hit it.
-        picked: list[tuple[int, bytes, bool]] = []
+        picked: list[tuple[int, bytes, bool, bool]] = []
         framing = 0
         marker_ids = self._marker_ids
+        weak_ids = self._weak_ids
         idx, pos, start, end = 0, 0, 0, -1
-        probe = marked = False
+        probe = marked = strong = False
         count, rfind, find = data.count, data.rfind, data.find
         # (every LiteralSet backend takes a bytearray: tests/explain)
         hits = self._literals.find(data)  # type: ignore[arg-type]
@@ -273,13 +299,15 @@ class Explainer:
                     marked = True
                 else:
                     probe = True
+                    if pid not in weak_ids:
+                        strong = True
                 continue
             if marked:
                 # rsyslog's own complaints about bytes a client sent
                 # (FIELD_GUIDE 1): counted, whatever else the line holds
                 framing += 1
             if probe:
-                picked.append((idx, bytes(data[start:end]), marked))
+                picked.append((idx, bytes(data[start:end]), marked, not strong))
             if pid < 0:
                 break
             idx += count(b"\n", pos, off)
@@ -290,20 +318,42 @@ class Explainer:
                 end = len(data)
             marked = pid >= marker_ids
             probe = not marked
+            strong = probe and pid not in weak_ids
         return idx + count(b"\n", pos) + 1, framing, picked
 
-    def pick(self, picked: list[tuple[int, bytes, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
+    def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
         """The middle of ``block`` (the reading process of ``--jobs 2`` runs
         it too): ``scan``'s hit lines -> (detection items: (event time,
         record) in line order, their 0-based line indices). Event time runs
-        on from line to line within the file (``_time``)."""
+        on from line to line within the file (``_time``). Lines hit only by
+        the context marker go on only when they are nothing but a CR."""
         items: list[tuple[float, dict[Any, Any]]] = []
         where: list[int] = []
         fmt, parse = self.fmt, decode.parse_syslog_line
-        for idx, line, marked in picked:
+        lits = self._weak_lits
+        for idx, line, marked, weak_only in picked:
             sl = parse(line, fmt)
             if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
-                items.append((self._time(sl), sl.record))
+                t = self._time(sl)  # every line's: a line without a time takes the one before
+                if weak_only:
+                    # Hit only by a bare CR's escape (``#015``: every line of
+                    # a CRLF sender such as a Windows event forwarder). Such
+                    # a line holds no other catalogue fragment (the
+                    # prefilter never under-reports), and a bare CR matches
+                    # only a line that is nothing else: one whose MSG holds
+                    # words beside the CR (``_WORDS``) matches nothing, so it
+                    # is not decoded. (Placeholders such as a nil TAG ``-``
+                    # or a NUL do not count as words: the rebuilt line of
+                    # ``127.0.0.1 - #000#015`` is a lone CR.) It keeps its
+                    # place in the batch as an empty record, which reads as
+                    # nothing as the line would have: the look-ahead counts
+                    # places, so every verdict stays the same.
+                    if self.skip_weak and _wordy(sl.msg, lits):
+                        self.weak_skipped += 1
+                        items.append((t, _NOTHING))
+                        where.append(idx)
+                        continue
+                items.append((t, sl.record))
                 where.append(idx)
             # else rsyslog's own line, counted by scan; never a probe
         return items, where
@@ -704,7 +754,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, timestamps=False)
     log_start()
     try:
         if _jobs(args) >= 2:
