@@ -218,6 +218,7 @@ class Explainer:
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
         self.skip_weak = True
+        self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
     def _time(self, sl: decode.SyslogLine) -> float:
@@ -242,6 +243,21 @@ class Explainer:
         if t != t or t <= 0:  # unparsable: keep the previous line's time
             return self._last_t
         self._last_t = t
+        return t
+
+    def _time_after(self, sl: decode.SyslogLine) -> float:
+        """``_time(sl)`` after lines ``pick`` skipped unparsed: their times
+        matter only if ``sl`` has none of its own, and only then are they
+        parsed, in order."""
+        base = self._last_t
+        self._last_t = float("nan")
+        t = self._time(sl)
+        if t != t:
+            self._last_t = base
+            for line in self._pending:
+                self._time(decode.parse_syslog_line(line, self.fmt))
+            t = self._time(sl)
+        self._pending.clear()
         return t
 
     def _cache_time(self, key: bytes) -> float:
@@ -331,10 +347,28 @@ class Explainer:
         where: list[int] = []
         fmt, parse = self.fmt, decode.parse_syslog_line
         lits = self._weak_lits
+        # File formats whose MSG is a suffix of the line: there the text
+        # after the last ": " past HOSTNAME lies inside MSG, and words in it
+        # are words in MSG, so the line need not even be parsed (its time is
+        # read later, only if a line after it needs it: ``_time_after``).
+        first_space = 16 if fmt == "traditional" else 0 if fmt == "rfc3339" else -1
+        raw_ok = self.skip_weak and first_space >= 0
+        pending = self._pending
         for idx, line, marked, weak_only in picked:
+            if weak_only and raw_ok and not marked:
+                host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
+                q = line.rfind(b": ")
+                if 0 <= host_end < q and _wordy(line[q + 2:], lits):
+                    self.weak_skipped += 1
+                    pending.append(line)
+                    items.append((self._last_t, _NOTHING))
+                    where.append(idx)
+                    continue
             sl = parse(line, fmt)
             if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
-                t = self._time(sl)  # every line's: a line without a time takes the one before
+                # every line's time in order: a line without one takes the
+                # one before
+                t = self._time_after(sl) if pending else self._time(sl)
                 if weak_only:
                     # Hit only by a bare CR's escape (``#015``: every line of
                     # a CRLF sender such as a Windows event forwarder). Such
