@@ -444,10 +444,21 @@ def _fold_line(frame: str) -> str:
 # ---------------------------------------------------------------- the run
 
 
-def serve_supports(flag: str) -> bool:
-    out = subprocess.run([sys.executable, "-m", "probetag", "serve", "--help"],
+def serve_supports(flag: str, python: str = sys.executable) -> bool:
+    out = subprocess.run([python, "-m", "probetag", "serve", "--help"],
                          capture_output=True, text=True, timeout=60)
     return flag in out.stdout
+
+
+def serve_matcher(python: str, env: dict) -> dict:
+    """The matcher backend and walker serve will run with (``probetag._accel``,
+    what serve logs as ``event=matcher``) and the slow paths it warns about."""
+    code = ("import json, probetag._accel as a; "
+            "print(json.dumps({**a.describe(), 'slow_paths': a.slow_paths()}))")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-500:]}
+    return json.loads(out.stdout)
 
 
 def write_config(dirpath: Path, listen_port: int, sink_port: int) -> Path:
@@ -479,7 +490,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
 
     result: dict = {"mode": args.mode, "seconds": args.seconds, "warmup": args.warmup,
                     "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
-    workers_ok = args.workers > 1 and serve_supports("--workers")
+    python = getattr(args, "python", None) or sys.executable
+    workers_ok = args.workers > 1 and serve_supports("--workers", python)
     result["workers_requested"] = args.workers
     result["workers_supported"] = workers_ok if args.workers > 1 else None
     # SO_REUSEPORT hashes each connection's 4-tuple to a worker: with few
@@ -502,6 +514,13 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
             raise SystemExit(f"--serve-env wants KEY=VALUE, got {item!r}")
         serve_env[key] = value
     result["serve_env"] = list(args.serve_env)
+    if python != sys.executable:
+        # serve from another install (--python, --plain): its own package
+        # only, not this tree's
+        serve_env.pop("PYTHONPATH", None)
+    result["serve_python"] = python
+    result["install"] = getattr(args, "install", None) or "this interpreter"
+    result["matcher"] = serve_matcher(python, serve_env)
     try:
         # Sink, serve and the load generator start together: serve's start-up
         # (imports, catalogue compilation) is the long pole.
@@ -511,9 +530,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> dict:
         listen_port = free_port()
         cfg = write_config(tmp, listen_port, sink_port)
         if args.profile == "cprofile":
-            argv = [sys.executable, "-c", _CPROFILE_SERVE, str(tmp / "serve.prof"), "-c", str(cfg)]
+            argv = [python, "-c", _CPROFILE_SERVE, str(tmp / "serve.prof"), "-c", str(cfg)]
         else:
-            argv = [sys.executable, "-m", "probetag", "serve", "-c", str(cfg)]
+            argv = [python, "-m", "probetag", "serve", "-c", str(cfg)]
         if workers_ok:
             argv += ["--workers", str(args.workers)]
         t_serve = time.monotonic()
@@ -945,6 +964,9 @@ def print_result(result: dict) -> None:
         ("peak RSS MB", f"{result['peak_rss_mb']}", (f"target <= {t['peak_rss_mb']}" if "peak_rss_mb" in t else "") + mark("peak_rss_mb")),
         ("tagged share", f"{result['tagged_share']}", f"probe share sent {result['expected_tagged_share']}"),
     ]
+    m = result.get("matcher") or {}
+    rows.append(("matcher / walker", f"{m.get('backend', '?')} / {m.get('walker', '?')}",
+                 f"{result.get('install', '')}" + (f"; SLOW: {'; '.join(m['slow_paths'])}" if m.get("slow_paths") else "")))
     if "sources" in result:
         rows.append(("senders covered", f"{result['sources_covered']:,}",
                      f"of {result['sources']:,} (load ran {result['load_seconds']:.1f} s)"))
@@ -1017,6 +1039,11 @@ def parser() -> argparse.ArgumentParser:
                          "(deterministic, CPU clock: not skewed by other load, but slows serve down)")
     ap.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for probetag serve (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=33554432")
+    ap.add_argument("--python", default=None, metavar="PATH",
+                    help="interpreter that runs probetag serve (default: this one)")
+    ap.add_argument("--plain", action="store_true",
+                    help="build a fresh venv with a plain `pip install .` of this tree (bench/_plain.py) "
+                         "and run serve from it: what a new user gets")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON here instead of bench/results/")
     ap.add_argument("--verbose", action="store_true", help="print the phases with their times on stderr")
     return ap
@@ -1029,11 +1056,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.rate is None:
         args.rate = 300_000.0 if args.mode == "harness" else 50_000.0
+    args.install = f"--python {args.python}" if args.python else None
+    plain_dir = None
+    if args.plain:
+        import _plain
+
+        plain_dir = Path(tempfile.mkdtemp(prefix="probetag-plain-"))
+        t = time.monotonic()
+        args.python = str(_plain.build(plain_dir))
+        args.install = f"plain pip install . in a fresh venv ({time.monotonic() - t:.0f} s to build)"
     runner = {"scaling": run_scaling, "harness": run_harness}.get(args.mode, run)
-    result = runner(args)
+    try:
+        result = runner(args)
+    finally:
+        if plain_dir is not None:
+            shutil.rmtree(plain_dir, ignore_errors=True)
     print_result(result)
     path = write_json(result, args.json)
     print(f"wrote {path}")
+    if args.plain:
+        # the plain install must be the fast one (as tests/install checks)
+        m = (result.get("runs") or [result])[0].get("matcher") or {}
+        if m.get("backend") not in ("hyperscan", "ahocorasick") or m.get("slow_paths"):
+            print(f"plain install runs a slow path: {m}")
+            return 1
     return 1 if "error" in result else 0
 
 

@@ -54,18 +54,33 @@ sys.path.insert(0, str(HERE))
 
 from _loadgen import HOSTS, benign_message, file_line, probe_lines, rsyslog_split  # noqa: E402
 
-TARGET_MB_S = 100.0
+TARGET_MB_S = 150.0
 FILE_VERSION = 3  # bump when the generated content changes, so caches are not reused
 
 
-def generate(path: Path, mb: float, probe_rate: float = 0.01, seed: int = 11, pool: int = 20000) -> dict:
-    """Write ``mb`` MB (10**6 bytes) of lines to ``path``; -> counts."""
+def generate(path: Path, mb: float, probe_rate: float = 0.01, seed: int = 11, pool: int = 20000,
+             crtab: float = 0.0) -> dict:
+    """Write ``mb`` MB (10**6 bytes) of lines to ``path``; -> counts.
+    ``crtab``: the share of benign lines that end in ``#015`` (a CRLF
+    sender, as Windows event forwarders write) or hold ``#011`` (a TAB
+    between fields, as many appliances write), half each."""
     rng = random.Random(seed)
     bodies = []
     for _ in range(pool):
         ident, msg = benign_message(rng)
         host = rng.choice(HOSTS).split(".")[0]
-        bodies.append(f" {host} {ident}[{rng.randrange(100, 99999)}]: {msg}\n".encode())
+        body = f" {host} {ident}[{rng.randrange(100, 99999)}]: {msg}"
+        r = rng.random()
+        if r < crtab / 2:
+            body += "#015"
+        elif r < crtab:
+            head, sep, tail = body.rpartition(": ")
+            words = tail.split(" ")
+            k = rng.randrange(len(words))
+            body = head + sep + " ".join(words[:k]) + ("#011" if k else "") + " ".join(words[k:])
+            if "#011" not in body:
+                body += "#011"
+        bodies.append(f"{body}\n".encode())
     scanners = [f"203.0.113.{i}" for i in range(1, 41)] + [f"198.51.100.{i}" for i in range(1, 21)]
     limit = int(mb * 1e6)
     written = lines = probes = 0
@@ -111,7 +126,8 @@ def generate(path: Path, mb: float, probe_rate: float = 0.01, seed: int = 11, po
 def ensure_file(args: argparse.Namespace) -> tuple[Path, dict, bool]:
     """-> (path, counts, cached). Reuses a cached file of the same recipe."""
     cache = Path(args.cache_dir or tempfile.gettempdir())
-    name = f"probetag-bench-explain-v{FILE_VERSION}-{args.mb:g}mb-s{args.seed}-p{args.probe_rate:g}.log"
+    crtab = f"-crtab{args.crtab:g}" if args.crtab else ""
+    name = f"probetag-bench-explain-v{FILE_VERSION}-{args.mb:g}mb-s{args.seed}-p{args.probe_rate:g}{crtab}.log"
     path = cache / name
     meta = path.with_suffix(".json")
     if not args.no_cache and path.exists() and meta.exists():
@@ -119,7 +135,7 @@ def ensure_file(args: argparse.Namespace) -> tuple[Path, dict, bool]:
         if counts.get("bytes") == path.stat().st_size:
             return path, counts, True
     t0 = time.perf_counter()
-    counts = generate(path, args.mb, args.probe_rate, args.seed)
+    counts = generate(path, args.mb, args.probe_rate, args.seed, crtab=args.crtab)
     counts["generate_seconds"] = round(time.perf_counter() - t0, 2)
     if not args.no_cache:
         meta.write_text(json.dumps(counts))
@@ -245,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_explain.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mb", type=float, default=200.0, help="file size in MB (10**6 bytes); 1024 for the target")
     ap.add_argument("--formats", default="jsonl,text", help="comma-separated explain output formats")
-    ap.add_argument("--probe-rate", type=float, default=0.01)
+    ap.add_argument("--probe-rate", type=float, default=0.01, help="share of probe lines (0.15: the probe-heavy file)")
+    ap.add_argument("--crtab", type=float, default=0.0,
+                    help="share of benign lines ending in #015 or holding #011 (0.3: the CR/TAB-heavy file)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--cache-dir", default=None, help="where the generated file is kept (default: temp dir)")
     ap.add_argument("--no-cache", action="store_true", help="generate afresh and delete the file afterwards")
@@ -294,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     load1 = [round(x, 2) for x in os.getloadavg()]
 
     size_mb = counts["bytes"] / 1e6
-    print(f"file: {size_mb:,.1f} MB, {counts['lines']:,} lines, {counts['probe_lines']:,} probe lines"
+    print(f"file: {size_mb:,.1f} MB, {counts['lines']:,} lines, {counts['probe_lines']:,} probe lines, "
+          f"CR/TAB share {args.crtab:g}"
           f" ({'cached' if cached else 'generated in %.1f s' % counts.get('generate_seconds', 0)}); "
           f"load average {load0[0]} -> {load1[0]}")
     print(f"explain start-up (one-line file): {startup['seconds']:.2f} s")
@@ -323,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "when": stamp_, "python": sys.version.split()[0], "machine": platform.machine(),
-        "cpus": os.cpu_count(), "target_mb_per_s": TARGET_MB_S, "file": counts, "file_cached": cached,
+        "cpus": os.cpu_count(), "target_mb_per_s": TARGET_MB_S, "file": counts, "crtab": args.crtab,
+        "probe_rate": args.probe_rate, "file_cached": cached,
         "load_avg_start": load0, "load_avg_end": load1, "startup": startup, "runs": runs}, indent=2) + "\n")
     print(f"wrote {out}")
     return 1 if any("error" in r for r in runs) else 0

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-* Records reach us decoded by ``probetag._stage.unpacker_for``: msgpack str
+* Records reach us decoded by ``probetag._chunk.unpacker_for``: msgpack str
   that is not UTF-8 arrives as ``str`` with surrogate escapes, msgpack bin as
   ``bytes``, ext types (EventTime and others) as ``msgpack.ExtType``, and map
   keys may be any hashable (ints, bytes...) because ``strict_map_key=False``.

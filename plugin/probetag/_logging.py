@@ -1,5 +1,9 @@
 """probetag's own log lines: one format for every component.
 
+Its own module, importing nothing of probetag's and no asyncio, so that
+``probetag explain`` logs the way ``serve`` does without loading the
+runtime.
+
 Every module logs through ``log_event(level, "event_name", k=v, ...)`` on the
 ``probetag`` logger or a ``probetag.*`` child of it; ``setup_logging`` puts
 one handler on ``probetag`` that writes each line to stderr as logfmt
@@ -38,14 +42,16 @@ def log_event(level: int, event: str, _logger: logging.Logger | None = None, **f
 
 
 class _LogfmtFormatter(logging.Formatter):
-    def __init__(self, worker: int | None = None) -> None:
+    def __init__(self, worker: int | None = None, timestamps: bool = True) -> None:
         super().__init__()
         self.worker = f" worker={worker}" if worker is not None else ""
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()}{self.worker} "
-                f"{record.getMessage()}")
+        line = f"level={record.levelname.lower()}{self.worker} {record.getMessage()}"
+        if self.timestamps:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            line = f"ts={ts}.{int(record.msecs):03d}Z {line}"
         if record.exc_info:
             line += " exc=" + _fmt_value(self.formatException(record.exc_info))
         return line
@@ -82,19 +88,22 @@ _worker: int | None = None
 _format = "logfmt"
 
 
-def setup_logging(level: str = "info", worker: int | None = None, fmt: str | None = None) -> None:
+def setup_logging(level: str = "info", worker: int | None = None, fmt: str | None = None,
+                  timestamps: bool = True) -> None:
     """Log lines to stderr at ``level``, as logfmt (``ts=... level=...
     event=...``) or one JSON object per line (``fmt="json"``, config
     ``log_format``); every probetag component logs through this one
     handler. ``worker`` and ``fmt`` are kept for later calls (a reload);
-    ``worker`` tags every line of a ``serve --workers`` process."""
+    ``worker`` tags every line of a ``serve --workers`` process.
+    ``timestamps=False`` leaves ``ts=`` out of logfmt lines (a one-shot
+    command's stderr, which then reads the same from run to run)."""
     global _worker, _format
     if worker is not None:
         _worker = worker
     if fmt is not None:
         _format = fmt
     handler = logging.StreamHandler()
-    handler.setFormatter(_JsonFormatter(_worker) if _format == "json" else _LogfmtFormatter(_worker))
+    handler.setFormatter(_JsonFormatter(_worker) if _format == "json" else _LogfmtFormatter(_worker, timestamps))
     _log.handlers[:] = [handler]
     _log.setLevel(level.upper())
     _log.propagate = False

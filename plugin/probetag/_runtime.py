@@ -52,7 +52,8 @@ from typing import Any, Callable
 from ._config import Flow
 from ._logging import log_event, setup_logging
 from ._metrics import Metrics
-from ._stage import OutChunk, Processor
+from ._chunk import OutChunk
+from ._stage import Processor
 from .outputs import Output, OutputClosed
 
 __all__ = ["FlowControl", "Pipeline", "log_event", "setup_logging", "tune_malloc", "EXPIRE_INTERVAL"]

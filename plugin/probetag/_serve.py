@@ -77,6 +77,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
+from ._accel import log_start
 from ._config import Config, ConfigError, load_config, parse_hostport, replace
 from ._metrics import Metrics
 from ._runtime import Pipeline, log_event, setup_logging, tune_malloc
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print_config_error(exc, args.config or "<command line>")
         return 2
     setup_logging(cfg.log_level, fmt=cfg.log_format)
+    log_start()
     if cfg.workers > 1:
         return _supervise(cfg, args)
     tune_malloc()

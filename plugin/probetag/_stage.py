@@ -6,7 +6,9 @@ Theory of operation
   chunk, i.e. concatenated msgpack ``[time, record]`` arrays, exactly as a
   forward PackedForward carries them. Message and Forward mode frames, HTTP
   and NDJSON batches are all turned into this one shape by their inputs.
-* Output is a list of ``OutChunk`` (tag, packed entries, count). Entries are
+* Output is a list of ``OutChunk`` (tag, packed entries, count; the chunk
+  type and its packing helpers live in ``_chunk``, shared with inputs and
+  outputs, and are re-exported here). Entries are
   always classic ``[time, record]`` with an int or EventTime time, because
   that is what every downstream accepts (Vector's ``fluent`` source and
   Fluentd <= 1.19 reject Fluent Bit's nested ``[[time, meta], record]``).
@@ -58,30 +60,22 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 
 from __future__ import annotations
 
-import codecs
-import os
 import re
-import time as _time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import msgpack
 
+from . import _accel
+from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_entry,
+                     unpacker_for)
 from ._config import Config
 from ._metrics import Metrics
 
 __all__ = ["OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
            "walk_entries", "WALK_BACKEND"]
 
-EXT_EVENT_TIME = 0
 GROUP_MARKERS = (0xFFFFFFFF, 0xFFFFFFFE)
-
-
-@dataclass(slots=True)
-class OutChunk:
-    tag: str
-    entries: bytes
-    count: int
 
 
 @dataclass(slots=True)
@@ -97,56 +91,6 @@ class StageResult:
     @property
     def total(self) -> int:
         return self.passed + self.tagged + self.dropped + self.rejected
-
-
-def unpacker_for(data: bytes | None = None, max_size: int = 0) -> msgpack.Unpacker:
-    """The one way records are decoded: str stays str (bytes that are not
-    UTF-8 survive as surrogates and re-encode byte for byte), bin stays bytes,
-    non-str map keys are kept (Fluent peers may send them)."""
-    up = msgpack.Unpacker(
-        raw=False,
-        unicode_errors="surrogateescape",
-        strict_map_key=False,
-        max_buffer_size=max_size or max(len(data or b"") + 1, 1024 * 1024),
-    )
-    if data:
-        up.feed(data)
-    return up
-
-
-_packer = msgpack.Packer(unicode_errors="surrogateescape", use_bin_type=True)
-
-
-def _lone_surrogates(exc: UnicodeError) -> tuple[bytes, int]:
-    # U+DC80..U+DCFF is surrogateescape's byte that was not UTF-8: give the
-    # byte back. Any other lone surrogate (a JSON "\ud800" escape, which
-    # Python's json accepts) has no UTF-8 form at all: U+FFFD.
-    assert isinstance(exc, UnicodeEncodeError)
-    out = b"".join(bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else "\ufffd".encode()
-                   for c in exc.object[exc.start:exc.end])
-    return out, exc.end
-
-
-codecs.register_error("probetag-surrogates", _lone_surrogates)
-_lenient_packer = msgpack.Packer(unicode_errors="probetag-surrogates", use_bin_type=True)
-
-
-def pack_entry(t: Any, record: Any) -> bytes:
-    try:
-        return _packer.pack([t, record])
-    except UnicodeEncodeError:
-        # Only JSON inputs can carry such strings; raising here would fail
-        # the whole request or line batch, so the record goes on with U+FFFD.
-        return _lenient_packer.pack([t, record])
-
-
-def event_time(seconds: int, nanoseconds: int = 0) -> msgpack.ExtType:
-    return msgpack.ExtType(EXT_EVENT_TIME, seconds.to_bytes(4, "big") + nanoseconds.to_bytes(4, "big"))
-
-
-def event_time_now() -> msgpack.ExtType:
-    ns = _time.time_ns()
-    return event_time(ns // 1_000_000_000, ns % 1_000_000_000)
 
 
 def normalize_time(t: Any) -> tuple[Any, str | None]:
@@ -553,23 +497,10 @@ def _walk_c(entries: bytes) -> tuple[Sequence[int], list[int], int, str | None]:
     return memoryview(offsets).cast("Q"), slow, pos, error
 
 
-def _load_speedups() -> Any:
-    if os.environ.get("PROBETAG_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:  # built without a C compiler: the pure path
-        return None
-    if getattr(_speedups, "API_VERSION", None) != SPEEDUPS_API:
-        return None  # a stale build of an older _speedups.c: rebuild with pip install -e .
-    return _speedups
-
-
-#: The ``API_VERSION`` of ``_speedups.c`` this module expects.
-SPEEDUPS_API = 2
-
-
-_speedups = _load_speedups()
+# The accelerator is loaded by ``_accel`` (the prefilter uses it too);
+# these names stay here for the stage's callers and tests.
+SPEEDUPS_API = _accel.SPEEDUPS_API
+_speedups = _accel.speedups
 
 #: ``walk_entries(entries) -> (starts, slow, end, error)`` frames a chunk:
 #: ``starts`` holds every whole entry's start offset and then ``end`` (a
@@ -579,7 +510,7 @@ _speedups = _load_speedups()
 #: (``probetag._speedups``) and the pure-Python ``_walk_py`` give the same
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py
-WALK_BACKEND = "c" if _speedups is not None else "python"
+WALK_BACKEND = _accel.WALK_BACKEND
 
 
 def _unpack_one(raw: bytes) -> Any:

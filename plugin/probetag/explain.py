@@ -85,7 +85,9 @@ from datetime import datetime
 from typing import IO, Any, Iterator
 
 from . import decode
+from ._accel import log_start
 from ._config import Config, ConfigError, load_config
+from ._logging import setup_logging
 from ._metrics import Metrics
 
 __all__ = ["main", "Explainer", "FileReport", "INPUT_FORMATS"]
@@ -125,6 +127,22 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 #: An RFC 3339 timestamp with a fraction of 1-6 digits and an offset (what
 #: rsyslog's date-rfc3339 writes): see ``Explainer._time``.
 _ISO_FRACTION = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{1,6})(Z|[+-][0-9]{2}:[0-9]{2})")
+
+#: What ``pick`` hands detection in place of a line it knows matches nothing.
+_NOTHING: dict[Any, Any] = {}
+#: Letters and digits a CR-escape line's MSG must hold, besides its CR
+#: escapes, to count as text (``_wordy``).
+_WORDS = 8
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
+    """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
+    if len(msg) < _WORDS:
+        return False
+    for e in escapes:
+        msg = msg.replace(e, b" ")
+    return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
 
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -167,12 +185,12 @@ _NEIGHBOURS_BEFORE = 3
 _NEIGHBOURS_AFTER = 6
 
 
-def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool]],
-                     strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool]]:
+def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
+                     strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
     """``picked`` plus the lines around each of ``strong`` (line index,
     start, end offsets), in line order."""
-    have = {idx for idx, _, _ in picked}
-    extra: list[tuple[int, bytes, bool]] = []
+    have = {x[0] for x in picked}
+    extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
     for idx, start, end in strong:
         s = start
@@ -183,7 +201,7 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
             if idx - k not in have:
                 have.add(idx - k)
                 ln = bytes(data[b:s - 1])
-                extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS)))
+                extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             s = b
         e = end
         for k in range(1, _NEIGHBOURS_AFTER + 1):
@@ -195,8 +213,12 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
             if idx + k not in have:
                 have.add(idx + k)
                 ln = bytes(data[e + 1:f])
-                extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS)))
+                extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
+    # a line hit only by a CR escape next to a probe line is decoded in full
+    # (it may be a later piece of that probe)
+    near = {idx + k for idx, _, _ in strong for k in range(-_NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER + 1)}
+    picked = [(x[0], x[1], x[2], False) if x[3] and x[0] in near else x for x in picked]
     if not extra:
         return picked
     return sorted(picked + extra, key=lambda x: x[0])
@@ -238,6 +260,15 @@ class Explainer:
         # come after the prefilter's, whose own ids are kept.
         self._marker_ids = len(pre.literals.patterns)
         self._literals = LiteralSet([*pre.literals.patterns, *_FRAMING_MARKERS], pre.literals.backend)
+        # The context marker's ids (a bare CR's escapes: ``Prefilter``'s
+        # weak literals) and the escapes themselves (``_weak_matters``).
+        self._weak_ids = frozenset(getattr(pre, "_weak", ()))
+        self._weak_lits = tuple(pre.literals.patterns[i] for i in sorted(self._weak_ids))
+        #: lines hit only by the context marker that ``pick`` did not decode
+        #: (``skip_weak``: whether it may; tests compare both ways)
+        self.weak_skipped = 0
+        self.skip_weak = True
+        self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
     def _time(self, sl: decode.SyslogLine) -> float:
@@ -262,6 +293,21 @@ class Explainer:
         if t != t or t <= 0:  # unparsable: keep the previous line's time
             return self._last_t
         self._last_t = t
+        return t
+
+    def _time_after(self, sl: decode.SyslogLine) -> float:
+        """``_time(sl)`` after lines ``pick`` skipped unparsed: their times
+        matter only if ``sl`` has none of its own, and only then are they
+        parsed, in order."""
+        base = self._last_t
+        self._last_t = float("nan")
+        t = self._time(sl)
+        if t != t:
+            self._last_t = base
+            for line in self._pending:
+                self._time(decode.parse_syslog_line(line, self.fmt))
+            t = self._time(sl)
+        self._pending.clear()
         return t
 
     def _cache_time(self, key: bytes) -> float:
@@ -292,20 +338,21 @@ class Explainer:
         n, framing, picked = self.scan(data)
         return self.detect(n, framing, *self.pick(picked))
 
-    def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool]]]:
+    def scan(self, data: bytes | bytearray) -> tuple[int, int, list[tuple[int, bytes, bool, bool]]]:
         """The first half of ``block``, which needs no detection state (the
         reading process of ``--jobs 2`` runs it): -> (number of lines,
         framing-error lines, [(0-based line index, line, holds a framing
-        marker)] for the lines a prefilter literal hit)."""
+        marker, hit only by the context marker)] for the lines a prefilter
+        literal hit)."""
         # One pass of LF counting over the block: the line index of each hit
         # line is counted from the previous hit line, and the block's line
         # count from the last one. A line's hits are consecutive (sorted by
         # offset); it is split out once they are all seen, if a prefilter
         # literal hit it.
-        picked: list[tuple[int, bytes, bool]] = []
+        picked: list[tuple[int, bytes, bool, bool]] = []
         framing = 0
         marker_ids = self._marker_ids
-        weak_ids = self.prefilter.weak_ids
+        weak_ids = self._weak_ids
         # (line index, start, end) of lines a strong literal hit: their
         # neighbours are read too (see _with_neighbours)
         strong_lines: list[tuple[int, int, int]] = []
@@ -329,7 +376,7 @@ class Explainer:
                 # (FIELD_GUIDE 1): counted, whatever else the line holds
                 framing += 1
             if probe:
-                picked.append((idx, bytes(data[start:end]), marked))
+                picked.append((idx, bytes(data[start:end]), marked, not strong))
                 if strong:
                     strong_lines.append((idx, start, end))
             if pid < 0:
@@ -347,18 +394,57 @@ class Explainer:
             picked = _with_neighbours(data, picked, strong_lines)
         return idx + count(b"\n", pos) + 1, framing, picked
 
-    def pick(self, picked: list[tuple[int, bytes, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
+    def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
         """The middle of ``block`` (the reading process of ``--jobs 2`` runs
         it too): ``scan``'s hit lines -> (detection items: (event time,
         record) in line order, their 0-based line indices). Event time runs
-        on from line to line within the file (``_time``)."""
+        on from line to line within the file (``_time``). Lines hit only by
+        the context marker go on only when they are nothing but a CR."""
         items: list[tuple[float, dict[Any, Any]]] = []
         where: list[int] = []
         fmt, parse = self.fmt, decode.parse_syslog_line
-        for idx, line, marked in picked:
+        lits = self._weak_lits
+        # File formats whose MSG is a suffix of the line: there the text
+        # after the last ": " past HOSTNAME lies inside MSG, and words in it
+        # are words in MSG, so the line need not even be parsed (its time is
+        # read later, only if a line after it needs it: ``_time_after``).
+        first_space = 16 if fmt == "traditional" else 0 if fmt == "rfc3339" else -1
+        raw_ok = self.skip_weak and first_space >= 0
+        pending = self._pending
+        for idx, line, marked, weak_only in picked:
+            if weak_only and raw_ok and not marked:
+                host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
+                q = line.rfind(b": ")
+                if 0 <= host_end < q and _wordy(line[q + 2:], lits):
+                    self.weak_skipped += 1
+                    pending.append(line)
+                    items.append((self._last_t, _NOTHING))
+                    where.append(idx)
+                    continue
             sl = parse(line, fmt)
             if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
-                items.append((self._time(sl), sl.record))
+                # every line's time in order: a line without one takes the
+                # one before
+                t = self._time_after(sl) if pending else self._time(sl)
+                if weak_only:
+                    # Hit only by a bare CR's escape (``#015``: every line of
+                    # a CRLF sender such as a Windows event forwarder). Such
+                    # a line holds no other catalogue fragment (the
+                    # prefilter never under-reports), and a bare CR matches
+                    # only a line that is nothing else: one whose MSG holds
+                    # words beside the CR (``_WORDS``) matches nothing, so it
+                    # is not decoded. (Placeholders such as a nil TAG ``-``
+                    # or a NUL do not count as words: the rebuilt line of
+                    # ``127.0.0.1 - #000#015`` is a lone CR.) It keeps its
+                    # place in the batch as an empty record, which reads as
+                    # nothing as the line would have: the look-ahead counts
+                    # places, so every verdict stays the same.
+                    if self.skip_weak and _wordy(sl.msg, lits):
+                        self.weak_skipped += 1
+                        items.append((t, _NOTHING))
+                        where.append(idx)
+                        continue
+                items.append((t, sl.record))
                 where.append(idx)
             # else rsyslog's own line, counted by scan; never a probe
         return items, where
@@ -759,6 +845,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    setup_logging(config.log_level, timestamps=False)
+    log_start()
     try:
         if _jobs(args) >= 2:
             return _run_pipeline(args, config)

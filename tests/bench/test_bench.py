@@ -560,7 +560,7 @@ def test_explain_bench_times_both_formats(tmp_path):
                  "--timeout", "60", "--json", str(out)], 150)
     assert out.exists(), proc.stdout + proc.stderr
     doc = json.loads(out.read_text())
-    assert doc["target_mb_per_s"] == 100.0
+    assert doc["target_mb_per_s"] == 150.0
     assert 500_000 <= doc["file"]["bytes"] < 501_000
     assert "error" not in doc["startup"] and doc["startup"]["seconds"] > 0
     assert 0.005 <= doc["file"]["probe_lines"] / doc["file"]["lines"] <= 0.015

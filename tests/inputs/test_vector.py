@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from hypothesis import given, strategies as st
 
-from probetag.inputs._vector import (entry_to_event, event_to_entry, event_time_parts,
+from probetag._vector import (entry_to_event, event_to_entry, event_time_parts,
                                      format_timestamp, lone_surrogate_escapes, parse_timestamp)
 
 T0 = int(dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.timezone.utc).timestamp())

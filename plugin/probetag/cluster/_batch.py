@@ -35,7 +35,7 @@ from typing import Any
 import msgpack
 
 from ..decode import SOURCE_FIELDS, rebuild
-from .._stage import unpacker_for
+from .._chunk import unpacker_for
 from ._subjects import UNKNOWN_SOURCE, source_token
 
 __all__ = ["Batch", "SourceBatcher", "MessageIds"]

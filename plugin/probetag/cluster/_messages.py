@@ -9,7 +9,7 @@ Theory of operation
     upstream sent (the stage's input shape);
   - from Vector's ``nats`` sink (``jetstream: true``): no such header, body =
     one JSON event (``encoding.codec: json``), or NDJSON lines. Events map to
-    entries as the HTTP input maps them (``inputs._vector.event_to_entry``:
+    entries as the HTTP input maps them (``probetag._vector.event_to_entry``:
     ``tag`` and ``timestamp`` fields).
 
   A body that is neither raises ``BadMessage`` (the worker counts it and
@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from .._stage import OutChunk, pack_entry
-from ..inputs._vector import event_to_entry
+from .._chunk import OutChunk, pack_entry
+from .._vector import event_to_entry
 from ..outputs.ndjson_client import render_ndjson
 
 __all__ = ["BadMessage", "TAG_HEADER", "COUNT_HEADER", "WORKER_HEADER", "MSG_ID_HEADER",

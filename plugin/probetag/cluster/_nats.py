@@ -41,8 +41,9 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponse
 
 from .._config import Config
 from .._metrics import Metrics
-from .._runtime import log_event
-from .._stage import OutChunk, Processor
+from .._logging import log_event
+from .._chunk import OutChunk
+from .._stage import Processor
 from ..outputs import OutputClosed
 from ._batch import MessageIds, SourceBatcher
 from ._config import ClusterConfig

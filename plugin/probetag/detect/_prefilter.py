@@ -9,7 +9,8 @@ Theory of operation
   prefilter (``Prefilter``) both build on.
 * Three backends give the same answer (the tests cross-check them):
 
-  - ``hyperscan`` (Intel's SIMD matcher) when importable. Patterns are
+  - ``hyperscan`` (Intel's SIMD matcher) when importable (a dependency
+    on Linux x86_64, where its wheels are). Patterns are
     compiled as regexes with every byte written ``\\xHH``: the binding's
     pure-literal mode stops at the first NUL, and probe bytes have many.
     Literals have a fixed length, so ``start = end - len``. Literals of 2-3
@@ -19,12 +20,15 @@ Theory of operation
     only if the data holds an anchor (one memchr pass, in C). Compiled
     databases are cached in ``$XDG_CACHE_HOME/probetag/hyperscan`` (see
     ``_hs_cache_load``).
-  - ``ahocorasick`` (pyahocorasick). The common wheel is built for ``str``
+  - ``ahocorasick`` (pyahocorasick, a dependency everywhere). The common wheel is built for ``str``
     keys, so bytes are mapped 1:1 to code points with latin-1.
-  - ``re``: a pure-Python fallback. One alternation inside a look-ahead,
-    longest literal first, finds the longest literal at each position; the
-    literals that are prefixes of it and also start there are added from a
-    precomputed table, which makes the result complete.
+  - ``re``: the reference the tests check the others against, never picked
+    by default (``default_backend``): pyahocorasick is a dependency, and this
+    runs some 400 times slower than hyperscan on a chunk. One alternation
+    inside a look-ahead, longest literal first, finds the longest literal at
+    each position; the literals that are prefixes of it and also start
+    there are added from a precomputed table, which makes the result
+    complete.
 * ``Prefilter`` runs one ``LiteralSet`` over a whole chunk of packed msgpack
   entries. Strings inside msgpack are stored unescaped (raw UTF-8 or raw
   bytes), so a fragment of a logged probe line appears verbatim in the
@@ -43,23 +47,23 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["LiteralSet", "Prefilter", "available_backends"]
+__all__ = ["LiteralSet", "Prefilter", "available_backends", "default_backend"]
 
 
 def available_backends() -> tuple[str, ...]:
-    out = []
-    try:
-        import hyperscan  # noqa: F401
-        out.append("hyperscan")
-    except ImportError:  # pragma: no cover - depends on the machine
-        pass
-    try:
-        import ahocorasick  # noqa: F401
-        out.append("ahocorasick")
-    except ImportError:  # pragma: no cover
-        pass
-    out.append("re")
-    return tuple(out)
+    """Every backend that can run here, the fast ones first and the ``re``
+    reference last. Only a fast one is picked by default (``default_backend``)."""
+    from .._accel import fast_backends
+
+    return (*fast_backends(), "re")
+
+
+def default_backend() -> str:
+    """hyperscan, else pyahocorasick; ImportError when neither is installed
+    (both scan in C; the ``re`` reference is some 400 times slower)."""
+    from .._accel import matcher_backend
+
+    return matcher_backend()
 
 
 class LiteralSet:
@@ -74,7 +78,7 @@ class LiteralSet:
         self.patterns = tuple(pats)
         self._lens = tuple(len(p) for p in pats)
         if backend is None:
-            backend = available_backends()[0]
+            backend = default_backend()
         self.backend = backend
         if not pats:
             self._impl = None
@@ -248,9 +252,9 @@ def _anchors(literals: Sequence[bytes]) -> tuple[bytes, ...] | None:
     None: then the short literals stay in the main database. Needs the C
     accelerator's ``contains_any``: ``bytes.find`` with a 2-byte needle is
     slower than the scan it would save."""
-    from .. import _stage
+    from .._accel import speedups
 
-    if _stage._speedups is None:
+    if speedups is None:
         return None
     cands = {p: {p[i:i + 2] for i in range(len(p) - 1) if p[i] not in _COMMON} for p in literals}
     left = list(literals)
@@ -269,10 +273,10 @@ def _anchors(literals: Sequence[bytes]) -> tuple[bytes, ...] | None:
 
 
 def _holds_any(data: object, anchors: tuple[bytes, ...]) -> bool:
-    from .._stage import _speedups
+    from .._accel import speedups
 
     try:
-        return bool(_speedups.contains_any(data, anchors))  # type: ignore[union-attr]
+        return bool(speedups.contains_any(data, anchors))  # type: ignore[union-attr]
     except (TypeError, BufferError):  # not a contiguous buffer: just scan
         return True
 

@@ -10,8 +10,8 @@
 
 Every input turns what it receives into (tag, packed ``[time, record]``
 entries) and hands it to the pipeline; the Vector mapping lives in
-``_vector``. Modules are imported on first use, so ``probetag exec-filter``
-does not load the servers.
+``probetag._vector`` (shared with the NDJSON output). Modules are imported
+on first use, so ``probetag exec-filter`` does not load the servers.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ from .._config import Config, ConfigError, load_config
 from .._logging import log_event, setup_logging
 from .._jsonenc import to_jsonable
 from .._metrics import Metrics
-from .._stage import OutChunk, Processor, event_time_now, pack_entry, unpacker_for
-from ._vector import parse_timestamp
+from .._chunk import OutChunk, event_time_now, pack_entry, unpacker_for
+from .._stage import Processor
+from .._vector import parse_timestamp
 
 __all__ = ["ExecFilterCore", "main", "IDLE_FLUSH", "MAX_DELAY"]
 

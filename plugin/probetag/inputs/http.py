@@ -66,9 +66,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from .._config import Config, parse_hostport
 from .._metrics import Metrics
 from .._logging import log_event
-from .._stage import pack_entry
+from .._chunk import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
-from ._vector import event_to_entry, lone_surrogate_escapes
+from .._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
     from .._runtime import Pipeline

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from .._config import Config
 from .._metrics import Metrics
-from .._stage import OutChunk
+from .._chunk import OutChunk
 
 __all__ = ["Output", "OutputClosed", "make_output"]
 

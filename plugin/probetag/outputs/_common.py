@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .._stage import OutChunk
+from .._chunk import OutChunk
 
 
 def client_ssl_context(tls: Any) -> ssl.SSLContext:

@@ -48,8 +48,8 @@ import msgpack
 from .._config import Output as OutputConfig
 from .._config import parse_hostport
 from .._metrics import Metrics
-from .._runtime import log_event
-from .._stage import OutChunk, pack_entry, unpacker_for
+from .._logging import log_event
+from .._chunk import OutChunk, pack_entry, unpacker_for
 from ..forward import (
     CLOSED,
     NEED_DATA,

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 * Each record becomes one JSON object and a ``\\n``: the record's fields,
   plus ``tag`` and ``timestamp`` (RFC 3339, UTC, 9 fraction digits), the
-  inverse of the Vector mapping in ``probetag.inputs._vector``. Vector's
+  inverse of the Vector mapping in ``probetag._vector``. Vector's
   ``socket`` source (``mode: tcp``, ``decoding.codec: json``,
   ``framing.method: newline_delimited``) turns each line into one event.
 * **There are no acks on this path.** The socket source never answers, so a
@@ -36,8 +36,8 @@ from .._config import Output as OutputConfig
 from .._config import parse_hostport
 from .._metrics import Metrics
 from .._logging import log_event
-from .._stage import OutChunk, unpacker_for
-from ..inputs._vector import entry_to_event
+from .._chunk import OutChunk, unpacker_for
+from .._vector import entry_to_event
 from . import OutputClosed
 from ._common import client_ssl_context
 

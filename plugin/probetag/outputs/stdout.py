@@ -29,7 +29,7 @@ from typing import BinaryIO
 from .._config import Output as OutputConfig
 from .._jsonenc import record_lines
 from .._metrics import Metrics
-from .._stage import OutChunk, unpacker_for
+from .._chunk import OutChunk, unpacker_for
 from . import OutputClosed
 from ._common import Queued, SendQueue, stop_sender
 

@@ -1,5 +1,9 @@
 """Vector events <-> (tag, time, record). No I/O.
 
+Shared by the inputs (HTTP, NDJSON, exec-filter's JSON), the NDJSON output
+and the cluster's messages, so it sits beside them rather than in any one
+of them.
+
 Theory of operation
 -------------------
 * Vector has no forward-protocol sink, so its events reach us as JSON objects
@@ -60,7 +64,7 @@ from typing import Any
 
 import msgpack
 
-from .._jsonenc import to_jsonable
+from ._jsonenc import to_jsonable
 
 __all__ = ["Mapped", "event_to_entry", "entry_to_event", "parse_timestamp", "format_timestamp",
            "event_time_parts", "lone_surrogate_escapes"]
