@@ -276,7 +276,14 @@ class Collected:
 
 async def collect(urls: list[str], want: set[str], timeout: float, stream: str = "PROBETAG_OUT") -> Collected:
     """Read the output stream from the start until every rid in ``want`` is
-    seen or ``timeout``; duplicates (same rid twice) are counted, not kept."""
+    seen or ``timeout``; duplicates (same rid twice) are counted, not kept.
+    Bounded as a whole: connecting and closing the NATS client get a grace
+    period of their own, so a cluster that stopped answering fails the test
+    instead of hanging it."""
+    return await asyncio.wait_for(_collect(urls, want, timeout, stream), timeout + 60)
+
+
+async def _collect(urls: list[str], want: set[str], timeout: float, stream: str) -> Collected:
     import nats
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import AckPolicy, ConsumerConfig
@@ -316,7 +323,10 @@ async def collect(urls: list[str], want: set[str], timeout: float, stream: str =
                     src = ev.get("source_address") or ev.get("fromhost-ip") or "?"
                     res.workers.setdefault(src, set()).add(worker)
     finally:
-        await nc.close()
+        try:
+            await asyncio.wait_for(nc.close(), 10)
+        except asyncio.TimeoutError:
+            pass
     return res
 
 
