@@ -157,6 +157,10 @@ def _json_escaped(fragment: bytes) -> bytes:
 class _SourceInfo:
     transports: set[str] = field(default_factory=set)
     inputs: set[str] = field(default_factory=set)
+    #: lines where a syslog input logged the probe's bytes, and lines where
+    #: another program's log quoted a scanner (``seen_in``)
+    listener_lines: int = 0
+    app_lines: int = 0
 
 
 @dataclass(slots=True)
@@ -469,6 +473,10 @@ class Explainer:
             rep.probe_lines += 1
             src = str(probe.get("source") or "-")
             info = rep.sources.setdefault(src, _SourceInfo())
+            if probe.get("seen_in") == "application-log":
+                info.app_lines += 1
+            else:
+                info.listener_lines += 1
             if probe.get("transport"):
                 info.transports.add(str(probe["transport"]))
             inp = items[k][1].get("inputname")
@@ -819,6 +827,12 @@ def _text(out: IO[str], rep: FileReport) -> None:
                   f"first seen {_ts(s['first_seen'])}, last seen {_ts(s['last_seen'])}\n")
         probes = sorted(s["probes"].items(), key=lambda kv: (-kv[1], kv[0]))
         out.write("    probes: " + ", ".join(f"{p} x{c}" for p, c in probes) + "\n")
+        if info.app_lines and not info.listener_lines:
+            # a scanner's name quoted in another program's log line (an
+            # access log's user agent): no syslog listener took its bytes
+            out.write("    seen in: another program's log lines (the scanner talked to that program,"
+                      " not to a syslog listener)\n")
+            continue
         out.write(f"    received by: {where}\n")
         out.write("    to close it:\n")
         for h in how:

@@ -204,3 +204,16 @@ def test_a_payload_word_in_the_hostname_slot_is_not_the_source():
     k = next(i for i, ln in enumerate(lines) if b" show info#015" in ln)
     assert probes[k] is not None and probes[k]["name"] == "tarantool"
     assert probes[k]["source"] != "show"
+
+
+def test_explain_gives_no_listener_remediation_for_a_trace_in_another_programs_log():
+    # the mixed run holds an nginx access line with the Nmap Scripting
+    # Engine's user agent (a benign sender's line) next to a real scan
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", "1",
+                        str(FX / "mixed_nmap_sV_benign" / "traditional.log")], capture_output=True, timeout=300)
+    assert p.returncode in (0, 1), p.stderr.decode(errors="replace")
+    sections = p.stdout.decode().split("\n\n")
+    app = [s for s in sections if "nse-during-sV" in s]
+    assert app and all("seen in: another program's log lines" in s and "to close it" not in s for s in app)
+    scan = [s for s in sections if "GetRequest" in s]
+    assert scan and all("to close it" in s for s in scan)
