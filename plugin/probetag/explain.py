@@ -219,10 +219,6 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
                 ln = bytes(data[e + 1:f])
                 extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
-    # a line hit only by a CR escape next to a probe line is decoded in full
-    # (it may be a later piece of that probe)
-    near = {idx + k for idx, _, _ in strong for k in range(-_NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER + 1)}
-    picked = [(x[0], x[1], x[2], False) if x[3] and x[0] in near else x for x in picked]
     if not extra:
         return picked
     return sorted(picked + extra, key=lambda x: x[0])

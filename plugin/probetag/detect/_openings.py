@@ -110,6 +110,7 @@ class Openings:
         self.table = table if table is not None else known_clients()
         self._sigs: dict[tuple[str, str, str], Signature] = {}
         self._hellos: OrderedDict[str, _Pending] = OrderedDict()
+        self._lossy = False  # the line being read is known to miss bytes
         self._conns: OrderedDict[str, tuple[str, float, Opening]] = OrderedDict()
         self._batch = 0
         self._ambiguous: list[bool] = []
@@ -170,6 +171,9 @@ class Openings:
             if sources[i] is None:
                 sources[i] = src
             line = base.line or base.rebuilt.line
+            # a record known to miss bytes (RFC 5424's dropped TAG) cannot be
+            # counted as the next piece of a hello under way
+            self._lossy = bool(base.lossy)
             got = self._read(line, sources[i], items[i][0], transport, i, readings)
             if got is None:
                 continue
@@ -232,7 +236,7 @@ class Openings:
             # a lone CR) from a source the catalogue named lines of lately:
             # the correlator decides it from that scan.
             return None
-        pend = self._pending(key, src, t) if transport != "udp" else None
+        pend = self._pending(key, src, t) if transport != "udp" and not self._lossy else None
         # a line that opens something itself (a new hello, an RDP cookie) is
         # no piece of the previous one
         starts = recognise(line, transport) is not None
