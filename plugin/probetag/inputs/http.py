@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .._config import Config, parse_hostport
+from .._inflate import InflateError, inflate, unzstd
 from .._metrics import Metrics
 from .._stage import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
@@ -299,23 +300,16 @@ def render_response(status: int, body: bytes = b"", *, keep_alive: bool = True,
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
-    out = bytearray()
-    while data:
-        d = zlib.decompressobj(wbits)
-        out += d.decompress(data, limit + 1 - len(out))
-        if len(out) > limit:
-            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        if d.unconsumed_tail:
-            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        if not d.eof:
-            raise HttpError(400, "truncated compressed body", close=False)
-        # gzip allows several members back to back (RFC 1952 §2.2).
-        data = d.unused_data
-        if wbits != 16 + zlib.MAX_WBITS:
-            if data:
-                raise HttpError(400, "trailing data after compressed body", close=False)
-            break
-    return bytes(out)
+    # gzip allows several members back to back (RFC 1952 §2.2); zlib and raw
+    # deflate are one stream. Linear in the number of members (``_inflate``).
+    try:
+        return inflate(data, wbits, limit, members=wbits == 16 + zlib.MAX_WBITS)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False) from None
+        if exc.reason == "trailing":
+            raise HttpError(400, "trailing data after compressed body", close=False) from None
+        raise HttpError(400, "truncated compressed body", close=False) from None
 
 
 def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -350,16 +344,11 @@ def _unzstd(body: bytes, limit: int) -> bytes:
     import zstandard
 
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
-        out = bytearray()
-        while True:
-            piece = reader.read(min(1 << 20, limit + 1 - len(out)))
-            if not piece:
-                break
-            out += piece
-            if len(out) > limit:
-                raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        return bytes(out)
+        return unzstd(body, limit)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False) from None
+        raise HttpError(400, "truncated zstd body", close=False) from None
     except zstandard.ZstdError as exc:
         raise HttpError(400, f"bad zstd data: {exc}", close=False) from None
 
