@@ -149,6 +149,14 @@ class HttpInput:
     time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
         "Largest request body, after decompression. Bytes."))
+    header_timeout: float = field(default=10.0, metadata=_doc(
+        "A request's line and headers must arrive within this long of its first "
+        "byte, else 408 and close (slow-loris guard). Seconds."))
+    body_timeout: float = field(default=30.0, metadata=_doc(
+        "A request body must arrive within this long of its headers, plus one "
+        "second per min_body_rate bytes received, else 408 and close. Seconds."))
+    min_body_rate: int = field(default=512 * 1024, metadata=_doc(
+        "Slowest body transfer allowed past body_timeout (see there). Bytes/second."))
     tls: TLS | None = field(default=None, metadata=_doc("Serve HTTPS."))
 
 
@@ -349,6 +357,9 @@ class Config:
         for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout"):
             if getattr(self.listen, name) <= 0:
                 raise ConfigError("must be > 0", key=f"listen.{name}")
+        for name in ("header_timeout", "body_timeout", "min_body_rate"):
+            if getattr(self.http, name) <= 0:
+                raise ConfigError("must be > 0", key=f"http.{name}")
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             raise ConfigError("must be > 0", key="flow")
         from .decode import DIALECTS  # the decoder owns the dialect names

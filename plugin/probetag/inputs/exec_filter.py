@@ -66,6 +66,7 @@ from .._config import Config, ConfigError, load_config
 from .._jsonenc import to_jsonable
 from .._metrics import Metrics
 from .._stage import OutChunk, Processor, event_time_now, pack_entry, unpacker_for
+from ._json import MAX_JSON_DEPTH, json_too_deep
 from ._vector import parse_timestamp
 
 __all__ = ["ExecFilterCore", "main", "IDLE_FLUSH", "MAX_DELAY"]
@@ -166,9 +167,13 @@ class ExecFilterCore:
         line = line.strip(b" \t\r")
         if not line:
             return
+        text = line.decode("utf-8", "surrogateescape")
+        if json_too_deep(text):
+            self._reject("json_too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return
         try:
-            value = json.loads(line.decode("utf-8", "surrogateescape"))
-        except ValueError as exc:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             self._reject("bad_json", f"not JSON: {exc}")
             return
         self._record(value)
