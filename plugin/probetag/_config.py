@@ -123,6 +123,10 @@ class Listen:
         "Largest forward frame accepted; a larger one closes the connection. Bytes."))
     max_decompressed_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
         "Largest decompressed payload of one frame (gzip/zstd bomb guard). Bytes."))
+    max_chunk_entries: int = field(default=1024 * 1024, metadata=_doc(
+        "Most entries one chunk (a frame, or frames merged) may hold, on every input; a "
+        "chunk with more is rejected as a whole, logged and not acked. A Fluentd 8 MiB "
+        "chunk_limit_size chunk of records of 8 bytes or more fits. Entries."))
     max_connections: int = field(default=1024, metadata=_doc(
         "Concurrent TCP connections; more are refused (counted)."))
     idle_timeout: float = field(default=300.0, metadata=_doc(
@@ -354,7 +358,8 @@ class Config:
             except ValueError:
                 raise ConfigError(f"not an address or CIDR network: {src!r}",
                                   key=f"detect.allowlist.sources[{i}]") from None
-        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout"):
+        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout",
+                     "max_chunk_entries"):
             if getattr(self.listen, name) <= 0:
                 raise ConfigError("must be > 0", key=f"listen.{name}")
         for name in ("header_timeout", "body_timeout", "min_body_rate"):

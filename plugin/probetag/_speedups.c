@@ -14,7 +14,9 @@
  *            it through memoryview(offsets).cast("Q").
  *   slow     list of the indices of entries that fail the fast entry check.
  *   end      offset just past the last whole entry.
- *   error    None, "entries_truncated" or "entries_undecodable".
+ *   error    None, "entries_truncated", "entries_undecodable", or
+ *            "too_many_entries" when an entry past max_entries (if given,
+ *            >= 0) is met; the walk stops there.
  *
  * The skipper follows msgpack-python's unpack_template.h (construct off,
  * i.e. what Unpacker.skip() runs):
@@ -50,7 +52,7 @@
  * suite checks this bound against the installed msgpack. */
 #define STACK_SIZE 1024
 
-enum { OK = 0, TRUNCATED = 1, UNDECODABLE = 2 };
+enum { OK = 0, TRUNCATED = 1, UNDECODABLE = 2, TOO_MANY = 3 };
 
 static inline uint32_t be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
 static inline uint32_t be32(const unsigned char *p) {
@@ -220,8 +222,12 @@ static int fast_entry(const unsigned char *d, size_t p, size_t e) {
     return (m >= 0x80 && m <= 0x8f) || m == 0xde || m == 0xdf;
 }
 
-static PyObject *walk(PyObject *self, PyObject *arg) {
+static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer view;
+    PyObject *arg;
+    Py_ssize_t max_entries = -1;
+    if (!PyArg_ParseTuple(args, "O|n:walk", &arg, &max_entries))
+        return NULL;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *d = (const unsigned char *)view.buf;
@@ -249,6 +255,13 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
         error = skip_object(d, n, &end, stack);
         if (error != OK)
             break;
+        if (max_entries >= 0 && used >= (size_t)max_entries) {
+            /* One entry more than allowed: stop before the offsets and the
+             * slow list grow with a hostile chunk (16 MB of 0x00 is 16M
+             * entries). */
+            error = TOO_MANY;
+            break;
+        }
         if (used + 1 >= cap) {
             size_t ncap = cap * 2;
             uint64_t *grown = PyMem_RawRealloc(offs, ncap * sizeof(uint64_t));
@@ -282,7 +295,8 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
         goto done;
     result = Py_BuildValue("(OOns)", offsets, slow, (Py_ssize_t)pos,
                            error == TRUNCATED ? "entries_truncated"
-                           : error == UNDECODABLE ? "entries_undecodable" : NULL);
+                           : error == UNDECODABLE ? "entries_undecodable"
+                           : error == TOO_MANY ? "too_many_entries" : NULL);
 done:
     Py_XDECREF(offsets);
     Py_XDECREF(slow);
@@ -340,8 +354,8 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_O,
-     "walk(buffer) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
+    {"walk", walk, METH_VARARGS,
+     "walk(buffer, max_entries=-1) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
      "offsets: bytes of native uint64 entry start offsets plus an end sentinel; slow: indices\n"
      "of entries failing the stage's fast entry check; end: end of the last whole entry;\n"
      "error: None, 'entries_truncated' or 'entries_undecodable'."},
@@ -360,7 +374,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 2) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 3) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

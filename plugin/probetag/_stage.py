@@ -70,11 +70,21 @@ import msgpack
 from ._config import Config
 from ._metrics import Metrics
 
-__all__ = ["OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
+__all__ = ["ChunkRejected", "OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
            "walk_entries", "WALK_BACKEND"]
 
 EXT_EVENT_TIME = 0
 GROUP_MARKERS = (0xFFFFFFFF, 0xFFFFFFFE)
+
+
+class ChunkRejected(Exception):
+    """A chunk refused as a whole (``reason``, ``detail``): nothing of it was
+    delivered; the input answers it as refused (no ack, HTTP 413)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -225,7 +235,16 @@ class Processor:
         self._analysed: dict[int, Any] = {}
         self._unpacked: dict[int, Any] = {}
         n = len(entries)
-        starts, slow, pos, error = walk_entries(entries)
+        limit = self.config.listen.max_chunk_entries
+        # An entry takes a byte at least: a chunk no longer than the bound
+        # cannot pass it, and is walked without one.
+        starts, slow, pos, error = walk_entries(entries) if n <= limit else walk_entries(entries, limit)
+        if error == "too_many_entries":
+            # The whole chunk is refused before anything is built per entry
+            # (16 MB of 0x00 is 16M entries): nothing of it is delivered, so
+            # the input must not ack it.
+            self.metrics.inc("chunks_rejected", reason=error)
+            raise ChunkRejected(error, f"more than {limit} entries")
         count_entries = len(starts) - 1  # starts ends with a sentinel
 
         # One multi-literal scan over the packed bytes picks the entries to decode.
@@ -513,7 +532,7 @@ _NEIGHBOUR_BYTES = 112
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
 
 
-def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
+def _walk_py(entries: bytes, max_entries: int = -1) -> tuple[list[int], list[int], int, str | None]:
     """The reference walk (see ``walk_entries``): msgpack's own skipper."""
     n = len(entries)
     up = unpacker_for(entries)
@@ -532,6 +551,9 @@ def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
             # Garbage inside the entries blob: the rest cannot be framed.
             error = "entries_undecodable"
             break
+        if len(starts) == max_entries:
+            error = "too_many_entries"
+            break
         end = up.tell()
         # Cheap validation without building objects (one C-level regex
         # match, see _FAST_ENTRY). Anything else takes the full path, which
@@ -544,8 +566,8 @@ def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
     return starts, slow, pos, error
 
 
-def _walk_c(entries: bytes) -> tuple[Sequence[int], list[int], int, str | None]:
-    offsets, slow, pos, error = _speedups.walk(entries)
+def _walk_c(entries: bytes, max_entries: int = -1) -> tuple[Sequence[int], list[int], int, str | None]:
+    offsets, slow, pos, error = _speedups.walk(entries, max_entries)
     # A memoryview over the C array: indexing and bisect work on it like on
     # a list, without a Python int per entry.
     return memoryview(offsets).cast("Q"), slow, pos, error
@@ -564,7 +586,7 @@ def _load_speedups() -> Any:
 
 
 #: The ``API_VERSION`` of ``_speedups.c`` this module expects.
-SPEEDUPS_API = 2
+SPEEDUPS_API = 3
 
 
 _speedups = _load_speedups()
@@ -573,7 +595,8 @@ _speedups = _load_speedups()
 #: ``starts`` holds every whole entry's start offset and then ``end`` (a
 #: sentinel), ``slow`` the indices of entries failing ``_FAST_ENTRY``,
 #: ``end`` is where the last whole entry ends and ``error`` is None,
-#: ``"entries_truncated"`` or ``"entries_undecodable"``. The C accelerator
+#: ``"entries_truncated"``, ``"entries_undecodable"`` or, past
+#: ``max_entries`` (if >= 0), ``"too_many_entries"``. The C accelerator
 #: (``probetag._speedups``) and the pure-Python ``_walk_py`` give the same
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py

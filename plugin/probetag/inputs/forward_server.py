@@ -87,6 +87,7 @@ from typing import Any
 from .._config import Listen, parse_hostport
 from .._metrics import Metrics
 from .._runtime import Pipeline, log_event
+from .._stage import ChunkRejected
 from ..forward import (
     CLOSED,
     NEED_DATA,
@@ -461,6 +462,16 @@ class _Connection:
         try:
             self.server.pipeline.submit(tag, entries, len(entries),
                                         lambda ok: self._on_settled(chunk_ids, ok))
+        except ChunkRejected as rej:
+            # Refused as a whole by the stage (too many entries): nothing was
+            # delivered, so no ack; the connection stays, as for any other
+            # well-framed invalid frame.
+            m.inc("frames_rejected", len(group), reason=rej.reason)
+            self._log_once(rej.reason, fatal=False, detail=rej.detail)
+            self.pending -= 1
+            self.server.count_pending(-len(group))
+            if self.pending == 0:
+                self._settled.set()
         except Exception:
             # A bug in processing must not take the server down; the frames
             # are not acked, so the client keeps them and resends.

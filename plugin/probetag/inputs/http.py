@@ -636,6 +636,11 @@ class HttpInput:
         # Room is checked once for the whole request and nothing is awaited
         # between the check and the submits, so a request is either taken
         # entirely or not at all (429): Vector's retry then sends nothing twice.
+        most = self.config.listen.max_chunk_entries
+        if any(count > most for _tag, _entries, count in chunks):
+            self.metrics.inc("chunks_rejected", reason="too_many_entries")
+            _log_refusal(peer, 413, f"more than {most} events of one tag")
+            return 413, _err_body(f"more than {most} events of one tag"), ()
         if self.pipeline.flow.full:
             self.metrics.inc("http_busy")
             return 429, _err_body("pipeline full, retry"), (("Retry-After", "1"),)

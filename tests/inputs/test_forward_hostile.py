@@ -1,0 +1,130 @@
+"""Hostile forward input costs what honest input costs: a chunk of millions
+of one-byte entries is refused before anything is built per entry, logged,
+and not acked; the connection goes on. Memory by tracemalloc, stalls by a
+probe task's lag (no wall-clock thresholds on the work itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import logging
+import tracemalloc
+
+import msgpack
+
+from probetag._config import config_from_mapping
+from probetag._metrics import Metrics
+from probetag._runtime import Pipeline
+from probetag._stage import ChunkRejected, Processor, _walk_py, walk_entries
+from probetag.inputs.forward_server import ForwardServer
+from probetag.outputs.stdout import StdoutOutput
+
+import pytest
+
+
+class Harness:
+    def __init__(self, **listen):
+        self.cfg = config_from_mapping({"listen": {"address": "127.0.0.1:0", "udp_heartbeat": False,
+                                                   **listen},
+                                        "detect": {"enabled": False}})
+        self.metrics = Metrics()
+        self.buf = io.BytesIO()
+        self.output = StdoutOutput(self.cfg.output, self.metrics, stream=self.buf)
+        self.pipeline = Pipeline(Processor(self.cfg, self.metrics), self.output, self.cfg.flow,
+                                 self.metrics)
+        self.server = ForwardServer(self.cfg.listen, self.pipeline, self.metrics)
+
+    async def __aenter__(self):
+        await self.pipeline.start()
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.server.stop_accepting()
+        await self.server.close()
+        await self.pipeline.close()
+
+    async def connect(self):
+        return await asyncio.open_connection("127.0.0.1", self.server.port)
+
+
+def packed(tag: str, entries: bytes, chunk: str, **opt) -> bytes:
+    return msgpack.packb([tag, entries, {"chunk": chunk, **opt}], use_bin_type=True)
+
+
+GOOD = msgpack.packb([1700000000, {"message": "fine"}])
+
+
+async def _lag_probe(stop: asyncio.Event, lags: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.005)
+        lags.append(loop.time() - t - 0.005)
+
+
+@pytest.mark.parametrize("measure", ["memory", "lag"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_million_entry_chunk_refused_not_acked(caplog, compressed, measure):
+    # tracemalloc slows every allocation down, so memory and loop lag are
+    # measured in separate runs.
+    caplog.set_level(logging.WARNING)
+    zeros = b"\x00" * (16 * 1024 * 1024 - 64)
+
+    async def main():
+        async with Harness() as h:
+            r, w = await h.connect()
+            stop = asyncio.Event()
+            lags: list[float] = []
+            probe = asyncio.create_task(_lag_probe(stop, lags))
+            hostile = (packed("t", gzip.compress(zeros, 1), "bad", compressed="gzip") if compressed
+                       else packed("t", zeros, "bad"))
+            if measure == "memory":
+                tracemalloc.start()
+            try:
+                w.write(hostile + packed("t", GOOD, "good"))
+                await w.drain()
+                ack = await asyncio.wait_for(r.read(100), 60)
+                peak = tracemalloc.get_traced_memory()[1] if measure == "memory" else 0
+            finally:
+                tracemalloc.stop()
+            stop.set()
+            await probe
+            w.close()
+            return ack, peak, max(lags, default=0.0), h.metrics, h.buf.getvalue()
+
+    ack, peak, lag, m, out = asyncio.run(asyncio.wait_for(main(), 120))
+    assert msgpack.unpackb(ack) == {"ack": "good"}          # the bad chunk is never acked
+    assert m.get("frames_rejected", reason="too_many_entries") == 1
+    assert out.count(b"\n") == 1                            # only the good record left
+    # The payload itself (16 MB; decompressed, 16 MB more) plus the walk's
+    # offsets up to the bound (8 B x 1 Mi): nothing per entry past it.
+    assert peak < 80 * 1024 * 1024, peak
+    if measure == "lag":
+        # Before: 17.8 s (103 s compressed) of stall. The walk to the bound
+        # and the decompression take tens of ms; 0.5 s is slack for a busy
+        # machine, not a figure.
+        assert lag < 0.5, lag
+    assert any("too_many_entries" in r.getMessage() for r in caplog.records)
+    print(f"FIGURES hostile_zeros compressed={compressed} measure={measure} "
+          f"peak_mib={peak / 2**20:.1f} max_lag_ms={lag * 1000:.0f}")
+
+
+def test_walk_bound_same_in_c_and_python():
+    data = GOOD * 10
+    for walk in {walk_entries, _walk_py}:
+        assert walk(data, 10)[3] is None
+        starts, slow, pos, error = walk(data, 9)
+        assert error == "too_many_entries"
+        assert walk(b"\x00" * 5000, 100)[3] == "too_many_entries"
+
+
+def test_stage_refuses_chunk_over_bound():
+    cfg = config_from_mapping({"listen": {"max_chunk_entries": 5}, "detect": {"enabled": False}})
+    m = Metrics()
+    proc = Processor(cfg, m)
+    assert proc.process("t", GOOD * 5).chunks[0].count == 5
+    with pytest.raises(ChunkRejected):
+        proc.process("t", GOOD * 6)
+    assert m.get("chunks_rejected", reason="too_many_entries") == 1
