@@ -262,13 +262,29 @@ class Processor:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
                 hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
-        slowset = set(slow)
-        todo = sorted(slowset.union(hits)) if slow else hits
-        hitset = set(hits)
-
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
+        bulk = 0
+        if len(slow) > _BULK_REJECT_MIN:
+            # Many entries the fast check refused: those whose first byte is
+            # no 2-element array header can never be a [time, record] pair.
+            # They are rejected in bulk, without an Unpacker or a set entry
+            # each, so a chunk of degenerate one-byte entries costs what an
+            # honest chunk of its size costs.
+            view = entries
+            not_pair = [i for i in slow if view[starts[i]] not in _PAIR_HEADS]
+            if not_pair:
+                bulk = len(not_pair)
+                res.rejected += bulk
+                res.reject_reasons["entry_not_pair"] = (
+                    res.reject_reasons.get("entry_not_pair", 0) + len(not_pair))
+                changes = dict.fromkeys(not_pair)
+                slow = [i for i in slow if i not in changes] if len(not_pair) < len(slow) else []
+                hits = [i for i in hits if i not in changes]
+        slowset = set(slow)
+        todo = sorted(slowset.union(hits)) if slow else hits
+        hitset = set(hits)
         retagged: dict[str, list[bytes]] = {}
         detect_idx: list[int] = []
         detect_pre: list[Any] = []
@@ -343,7 +359,7 @@ class Processor:
                         changes[i] = None
                     else:
                         changes[i] = packed
-        res.passed += count_entries - len(todo)
+        res.passed += count_entries - len(todo) - bulk
 
         if error is not None:
             self._reject(res, error)
@@ -530,6 +546,13 @@ _NEIGHBOUR_BYTES = 112
 
 
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
+
+
+#: Slow entries above which non-pairs are rejected in bulk (see process()).
+_BULK_REJECT_MIN = 64
+#: First bytes of a msgpack array that may hold 2 elements: fixarray 2,
+#: array16, array32 (counts checked by the full path).
+_PAIR_HEADS = frozenset((0x92, 0xDC, 0xDD))
 
 
 def _walk_py(entries: bytes, max_entries: int = -1) -> tuple[list[int], list[int], int, str | None]:
