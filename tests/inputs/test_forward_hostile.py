@@ -147,3 +147,58 @@ def test_degenerate_entries_under_bound_cost_little():
     assert msgpack.Unpacker(io.BytesIO(res.chunks[0].entries)).__next__() == [1700000000, {"message": "fine"}]
     assert peak / 200_000 < 160, peak
     print(f"FIGURES degenerate_entries bytes_per_entry={peak / 200_000:.0f}")
+
+
+def test_peer_that_never_reads_acks_is_no_longer_read():
+    """Acks queue in the kernel and then in our write buffer; past its
+    high-water mark the connection stops reading, so the sender's writes
+    block instead of our memory growing (before: +522 MB for 8,000 frames
+    with 64 KiB chunk ids)."""
+    import socket
+
+    cid = "c" * 128
+    frame = packed("t", GOOD, cid)
+    batch = 500
+
+    async def main():
+        async with Harness() as h:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", h.server.port))
+            sock.setblocking(False)
+            r, w = await asyncio.open_connection(sock=sock)
+            sent = 0
+            for _ in range(400):  # at most 200,000 frames (~34 MB of acks)
+                w.write(frame * batch)
+                sent += batch
+                try:
+                    await asyncio.wait_for(w.drain(), 2.0)
+                except asyncio.TimeoutError:
+                    break
+            biggest = 0
+            for _ in range(40):  # let the server catch up with what it read
+                await asyncio.sleep(0.05)
+                for conn in list(h.server._conns):
+                    biggest = max(biggest, conn.transport.get_write_buffer_size())
+            got = h.metrics.get("frames_in", mode="packed")
+            blocked = h.metrics.get("ack_writes_blocked")
+            w.transport.abort()
+            return sent, got, biggest, blocked
+
+    sent, got, biggest, blocked = asyncio.run(asyncio.wait_for(main(), 120))
+    assert blocked >= 1
+    assert got < sent, (got, sent)           # it stopped reading the peer
+    # asyncio's 64 KiB high-water mark plus at most one iteration's acks.
+    assert biggest < 512 * 1024, biggest
+    print(f"FIGURES ack_backpressure sent={sent} read={got} write_buffer_kib={biggest // 1024}")
+
+
+def test_chunk_id_over_128_bytes_is_rejected():
+    from probetag.forward import ProtocolError, ServerConnection
+
+    conn = ServerConnection("p")
+    conn.receive_data(packed("t", GOOD, "x" * 129) + packed("t", GOOD, "y" * 128))
+    evs = [conn.next_event(), conn.next_event()]
+    assert isinstance(evs[0], ProtocolError) and evs[0].reason == "chunk_id_too_long"
+    assert not evs[0].fatal and evs[0].chunk_id is None
+    assert evs[1].chunk_id == "y" * 128

@@ -534,6 +534,10 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+#: Longest ``chunk`` option accepted (str characters or bin bytes).
+MAX_CHUNK_ID_BYTES = 128
+
+
 def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, int]:
     """(chunk, compressed, size_hint, signal) from an option map (SPEC1/SPEC15
     "Option"). Unknown keys (``metadata``, Fluent Bit's ``add_option`` keys)
@@ -543,6 +547,12 @@ def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, in
         # Fluent Bit and Vector reject a non-str chunk; Fluentd would echo it.
         # An ack that the client cannot match is useless: skip the frame.
         raise _Skip("bad_chunk_id", f"option chunk is {_describe(chunk)}, not str/bin")
+    if chunk is not None and len(chunk) > MAX_CHUNK_ID_BYTES:
+        # Fluentd and Fluent Bit send base64 of 16 random bytes (24-25
+        # bytes). An id we would echo in every ack is bounded: a peer with
+        # 64 KiB ids made each ack cost 64 KiB of our memory.
+        raise _Skip("chunk_id_too_long", f"option chunk of {len(chunk)} bytes, "
+                                         f"over {MAX_CHUNK_ID_BYTES}")
     compressed = opt.get("compressed")
     if compressed is not None:
         if isinstance(compressed, bytes):

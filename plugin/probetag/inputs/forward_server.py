@@ -24,6 +24,10 @@ Theory of operation
   If the output cannot take the chunk (shutdown, stdout gone) the connection
   is closed without an ack so the client resends (FD-OUT rolls back).
 * A chunk without ``chunk`` option gets no reply (SPEC1 "Response").
+* Ack writes have backpressure: once the socket's write buffer passes
+  asyncio's high-water mark (64 KiB: the peer does not read its acks), the
+  connection stops reading until it drains (``ack_writes_blocked``); the
+  frames already buffered are bounded by ``HIGH_WATER``.
 * Acks that become due in the same event-loop iteration (one downstream ack
   settles a batch of chunks) are written together, once per iteration,
   and always before the connection is closed.
@@ -166,6 +170,9 @@ class _StreamProtocol(asyncio.Protocol):
         self.over_ssl = False
         self.arrived = False  # bytes, EOF or loss since the task last looked
         self.paused = False
+        #: The transport's write buffer is over its high-water mark (the peer
+        #: does not read its acks): reading stays paused until it drains.
+        self.write_blocked = False
         self.exc: BaseException | None = None
         self.eof = False
         self._early: list[bytes] = []
@@ -217,6 +224,19 @@ class _StreamProtocol(asyncio.Protocol):
         if not self._lost.done():
             self._lost.set_result(None)
 
+    def pause_writing(self) -> None:
+        # asyncio calls this when the write buffer passes its high-water mark
+        # (64 KiB): a peer that sends frames but never reads its acks would
+        # otherwise grow it without bound. Stop reading it (TCP flow control
+        # then stops its writes) until the acks drain.
+        self.write_blocked = True
+        self.server.metrics.inc("ack_writes_blocked")
+        self.pause()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._wake()  # the read loop resumes reading at its next wait
+
     def pause(self) -> None:
         if not self.paused and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
@@ -235,7 +255,8 @@ class _StreamProtocol(asyncio.Protocol):
         if self.arrived or self.eof:
             self.arrived = False
             return
-        self.resume()
+        if not self.write_blocked:
+            self.resume()
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
