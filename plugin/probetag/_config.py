@@ -131,6 +131,15 @@ class Listen:
         "Concurrent TCP connections; more are refused (counted)."))
     idle_timeout: float = field(default=300.0, metadata=_doc(
         "Close a connection that sends nothing for this long. Seconds."))
+    first_frame_timeout: float = field(default=5.0, metadata=_doc(
+        "Close a connection that has sent no byte at all this long after it was "
+        "accepted (with a shared key: the handshake_timeout applies instead). Seconds."))
+    idle_soft_limit: int = field(default=768, metadata=_doc(
+        "Once this many connections are open, each new one closes the connection "
+        "that has been idle (nothing buffered, no ack owed) the longest. Connections."))
+    auth_failures_per_minute: int = field(default=10, metadata=_doc(
+        "Failed handshakes allowed per peer address and minute; past it, new "
+        "connections from that address are closed at once until the minute ends."))
     handshake_timeout: float = field(default=10.0, metadata=_doc(
         "Close a connection that does not finish the handshake in time. Seconds."))
     frame_timeout: float = field(default=60.0, metadata=_doc(
@@ -359,7 +368,8 @@ class Config:
                 raise ConfigError(f"not an address or CIDR network: {src!r}",
                                   key=f"detect.allowlist.sources[{i}]") from None
         for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout",
-                     "max_chunk_entries"):
+                     "max_chunk_entries", "first_frame_timeout", "idle_soft_limit",
+                     "auth_failures_per_minute"):
             if getattr(self.listen, name) <= 0:
                 raise ConfigError("must be > 0", key=f"listen.{name}")
         for name in ("header_timeout", "body_timeout", "min_body_rate"):

@@ -202,3 +202,81 @@ def test_chunk_id_over_128_bytes_is_rejected():
     assert isinstance(evs[0], ProtocolError) and evs[0].reason == "chunk_id_too_long"
     assert not evs[0].fatal and evs[0].chunk_id is None
     assert evs[1].chunk_id == "y" * 128
+
+
+def test_silent_connection_closed_after_first_frame_timeout():
+    async def main():
+        async with Harness(first_frame_timeout=0.3) as h:
+            r, w = await h.connect()
+            eof = await asyncio.wait_for(r.read(), 10)   # closed by the server
+            r2, w2 = await h.connect()                   # a talking one stays
+            w2.write(packed("t", GOOD, "k"))
+            ack = await asyncio.wait_for(r2.read(100), 10)
+            await asyncio.sleep(0.5)
+            still_open = not r2.at_eof()
+            w.close(); w2.close()
+            return eof, ack, still_open, h.metrics
+
+    eof, ack, still_open, m = asyncio.run(asyncio.wait_for(main(), 30))
+    assert eof == b"" and msgpack.unpackb(ack) == {"ack": "k"} and still_open
+    assert m.get("connections_timed_out", reason="first_frame_timeout") == 1
+
+
+def test_idle_connections_over_soft_limit_closed_oldest_first():
+    async def main():
+        async with Harness(idle_soft_limit=3) as h:
+            conns = []
+            for i in range(3):
+                r, w = await h.connect()
+                w.write(packed("t", GOOD, f"c{i}"))
+                await asyncio.wait_for(r.read(100), 10)   # acked: now idle
+                conns.append((r, w))
+                await asyncio.sleep(0.05)
+            r, w = await h.connect()                      # the 4th evicts the oldest
+            first = await asyncio.wait_for(conns[0][0].read(), 10)
+            w.write(packed("t", GOOD, "new"))
+            ack = await asyncio.wait_for(r.read(100), 10)
+            others_open = not conns[1][0].at_eof() and not conns[2][0].at_eof()
+            for _, cw in conns + [(r, w)]:
+                cw.close()
+            return first, ack, others_open, h.metrics
+
+    first, ack, others_open, m = asyncio.run(asyncio.wait_for(main(), 30))
+    assert first == b"" and msgpack.unpackb(ack) == {"ack": "new"} and others_open
+    assert m.get("connections_evicted", reason="idle_soft_limit") == 1
+
+
+def test_failed_handshakes_rate_limited_per_address():
+    from probetag.forward import ClientConnection, ClientSecurity, HandshakeFailed, HandshakePing
+
+    async def attempt(h) -> str:
+        r, w = await h.connect()
+        client = ClientConnection(security=ClientSecurity("wrong key", "client"))
+        try:
+            while True:
+                data = await asyncio.wait_for(r.read(4096), 10)
+                if not data:
+                    return "closed"
+                client.receive_data(data)
+                while True:
+                    ev = client.next_event()
+                    if isinstance(ev, HandshakePing):
+                        w.write(ev.data)
+                    elif isinstance(ev, HandshakeFailed):
+                        return "failed"
+                    elif ev is NEED or ev is None:
+                        break
+        finally:
+            w.close()
+
+    from probetag.forward import NEED_DATA as NEED
+
+    async def main():
+        async with Harness(shared_key="right key", auth_failures_per_minute=3) as h:
+            results = [await attempt(h) for _ in range(6)]
+            return results, h.metrics
+
+    results, m = asyncio.run(asyncio.wait_for(main(), 60))
+    assert results[:3] == ["failed"] * 3
+    assert results[3:] == ["closed"] * 3
+    assert m.get("connections_refused_auth_rate") == 3

@@ -66,6 +66,13 @@ Theory of operation
   one more connection is accepted and closed at once
   (``connections_refused``, logged once per hundred); the listening socket
   keeps accepting.
+* Slots: a connection that has sent no byte within ``first_frame_timeout``
+  of its accept is closed (``connections_timed_out{reason=
+  "first_frame_timeout"}``); once ``idle_soft_limit`` connections are open,
+  each new one closes the connection idle the longest (nothing buffered, no
+  ack owed; ``connections_evicted``); a peer address with
+  ``auth_failures_per_minute`` failed handshakes in its minute gets its new
+  connections closed at once (``connections_refused_auth_rate``).
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
   request, write its ack when it settles, then close.
 * UDP heartbeat on the same port: ``handle_udp_heartbeat`` decides the reply
@@ -169,6 +176,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self.over_ssl = False
         self.arrived = False  # bytes, EOF or loss since the task last looked
+        self.received = False  # any byte at all
         self.paused = False
         #: The transport's write buffer is over its high-water mark (the peer
         #: does not read its acks): reading stays paused until it drains.
@@ -194,6 +202,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._early.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         conn = self.conn
         if conn is None:
             self._early.append(data)
@@ -302,6 +311,10 @@ class _Connection:
         self.logged_error = False
         self.requests = 0
         self.deny_keepalive = cfg.deny_keepalive
+        #: loop time since which the read loop waits for the peer; None while
+        #: it works. Idle = waiting, no partial frame and no ack owed.
+        self.idle_since: float | None = None
+        self.evicted = False
 
     # -- settle callbacks (called by the pipeline) ---------------------------
 
@@ -342,6 +355,7 @@ class _Connection:
         if initial:
             self.transport.write(initial)
         handshake_deadline = loop.time() + self.server.config.handshake_timeout
+        first_deadline = loop.time() + self.server.config.first_frame_timeout
         frame_deadline: float | None = None  # see "frame_timeout" above
         group: list[Chunk] = []
         group_bytes = group_records = 0
@@ -387,7 +401,11 @@ class _Connection:
                     frame_deadline = now + self.server.config.frame_timeout
                 else:
                     frame_deadline += now - waited_from  # our wait, not the peer's
-                if self.authenticated:
+                if self.authenticated and not io.received:
+                    # Sent nothing since it connected: a slot held for free.
+                    timeout = max(0.0, first_deadline - now)
+                    reason = "first_frame_timeout"
+                elif self.authenticated:
                     timeout = self.server.config.idle_timeout
                     reason = "idle_timeout"
                 else:
@@ -396,6 +414,7 @@ class _Connection:
                 if frame_deadline is not None and frame_deadline - now < timeout:
                     timeout = max(0.0, frame_deadline - now)
                     reason = "frame_timeout"
+                self.idle_since = now
                 try:
                     # asyncio.timeout arms one timer handle on this task;
                     # wait_for would wrap every read in a new Task (~5 % of
@@ -403,6 +422,7 @@ class _Connection:
                     async with asyncio.timeout(timeout):
                         await io.wait_data()
                 except TimeoutError:
+                    self.idle_since = None
                     if reason == "frame_timeout":
                         m.inc("frames_rejected", reason=reason)
                         self._log_once(reason, fatal=True,
@@ -417,6 +437,7 @@ class _Connection:
                     self._log_once(reason, fatal=True)
                     break
                 except ConnectionResetError:
+                    self.idle_since = None
                     # An RST instead of a FIN is how some peers close (SO_LINGER
                     # 0, as Fluentd's server side does); like EOF, not an error.
                     m.inc("connections_reset")
@@ -425,6 +446,7 @@ class _Connection:
                     m.inc("connections_reset")
                     self._log_once("read_error", fatal=True, detail=type(exc).__name__)
                     break
+                self.idle_since = None
                 if self.stopping:
                     break
                 continue
@@ -441,6 +463,7 @@ class _Connection:
                 if ev.ok:
                     self.authenticated = True
                 else:
+                    self.server.auth_failed(self.transport)
                     m.inc("handshake_failures", reason=_reason_label(ev.reason))
                     self._log_once("handshake_failed", fatal=True, detail=ev.reason)
                     break
@@ -537,6 +560,11 @@ class _Connection:
             pass
 
 
+def _peer_host(transport: Any) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
 def _reason_label(reason: str | None) -> str:
     # PONG reasons may name the client address ("anonymous source host
     # '10.1.2.3' denied"); keep the metric label set small.
@@ -569,6 +597,43 @@ class ForwardServer:
         self._ssl: ssl.SSLContext | None = None
         self._refused = 0
         self.acks_pending = 0
+        #: peer address -> (start of its minute, failed handshakes in it)
+        self._auth_failures: dict[str, tuple[float, int]] = {}
+
+    def auth_failed(self, transport: Any) -> None:
+        host = _peer_host(transport)
+        now = asyncio.get_running_loop().time()
+        start, n = self._auth_failures.get(host, (now, 0))
+        if now - start >= 60.0:
+            start, n = now, 0
+        if len(self._auth_failures) >= 10_000 and host not in self._auth_failures:
+            # Bounded: forget the minutes that are over (then, if need be, all).
+            self._auth_failures = {h: v for h, v in self._auth_failures.items() if now - v[0] < 60.0}
+            if len(self._auth_failures) >= 10_000:
+                self._auth_failures.clear()
+        self._auth_failures[host] = (start, n + 1)
+
+    def _auth_blocked(self, transport: Any) -> bool:
+        entry = self._auth_failures.get(_peer_host(transport))
+        if entry is None:
+            return False
+        start, n = entry
+        return (n >= self.config.auth_failures_per_minute
+                and asyncio.get_running_loop().time() - start < 60.0)
+
+    def _evict_idle(self) -> None:
+        """Over ``idle_soft_limit``: close the connection idle the longest."""
+        if len(self._conns) < self.config.idle_soft_limit:
+            return
+        idle = [c for c in self._conns
+                if c.idle_since is not None and not c.pending and not c.closed
+                and not c.proto.partial_bytes]
+        if not idle:
+            return
+        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+        oldest.evicted = True
+        self.metrics.inc("connections_evicted", reason="idle_soft_limit")
+        oldest._close()
 
     def count_pending(self, delta: int) -> None:
         """Chunks handed to the pipeline whose upstream ack (or refusal) is
@@ -615,6 +680,13 @@ class ForwardServer:
                           refused_total=self._refused)
             io.close()
             return
+        if self.security is not None and self._auth_blocked(io.transport):
+            # Too many failed handshakes from this address this minute
+            # (shared-key guessing): no HELO, no slot.
+            m.inc("connections_refused_auth_rate")
+            io.close()
+            return
+        self._evict_idle()
         self._tasks.add(task)
         try:
             if self._ssl is not None:
