@@ -406,7 +406,13 @@ _LOADER = yaml.SafeLoader("")
 
 
 def _construct(node: yaml.Node) -> Any:
-    return _LOADER.construct_object(node, deep=True)
+    try:
+        return _LOADER.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        # A failed construction leaves the shared loader's state behind.
+        _LOADER.constructed_objects.clear()
+        _LOADER.recursive_objects.clear()
+        raise
 
 
 def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, key: str) -> Any:
@@ -529,7 +535,18 @@ def load_config(path: str | Path | None = None, *, text: str | None = None) -> C
                               line=mark.line + 1 if mark else None) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"YAML: {exc}", file=file) from None
-    cfg = _build(ctx, node, Config, "")
+        except RecursionError:
+            raise ConfigError("YAML nested too deep", file=file) from None
+    try:
+        cfg = _build(ctx, node, Config, "")
+    except yaml.MarkedYAMLError as exc:
+        # A value that cannot be constructed: an unknown tag (``!foo``), a
+        # bad ``!!binary``... Named with its file and line like any error.
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(f"YAML: {exc.problem or exc.context}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML: {exc}", file=file) from None
     try:
         cfg.validate()
     except ConfigError as exc:
