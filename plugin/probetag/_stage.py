@@ -216,6 +216,9 @@ class Processor:
         #: (entries still to read at the start of the next chunk, the sender
         #: bytes they may hold): the neighbours of a hit at a chunk's end
         self._carry: tuple[int, bytes] = (0, b"")
+        #: entries rejected as msgpack Python cannot hold, so far (inputs
+        #: compare it around a chunk to log their peer)
+        self.undecodable = 0
         self.correlator = None
         self.actions = actions
         if config.detect.enabled:
@@ -514,6 +517,8 @@ class Processor:
             m.inc("records_dropped", res.dropped)
         for reason, n in res.reject_reasons.items():
             m.inc("records_rejected", n, reason=reason)
+            if reason == "entry_undecodable":
+                self.undecodable += n
         if res.markers:
             m.inc("group_markers", res.markers)
 
@@ -581,12 +586,24 @@ def _walk_py(entries: bytes, max_entries: int = -1) -> tuple[list[int], list[int
         # Cheap validation without building objects (one C-level regex
         # match, see _FAST_ENTRY). Anything else takes the full path, which
         # rejects, normalises or removes it exactly as before.
-        if fast(entries, pos) is None:
+        if fast(entries, pos) is None or _unholdable(entries[pos:end]):
             slow.append(len(starts))
         starts.append(pos)
         pos = end
     starts.append(pos)  # sentinel: end of the last whole entry
     return starts, slow, pos, error
+
+
+def _unholdable(raw: bytes) -> bool:
+    """Well-framed msgpack that Python's unpacker refuses (a map or array as
+    a map key, a bad Timestamp ext): such an entry takes the full path, which
+    rejects it, even when ``_FAST_ENTRY`` matches its first bytes. The C walk
+    finds the same entries while it frames them; here it costs a decode."""
+    try:
+        _unpack_one(raw)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return True
+    return False
 
 
 def _walk_c(entries: bytes, max_entries: int = -1) -> tuple[Sequence[int], list[int], int, str | None]:

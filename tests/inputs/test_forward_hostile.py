@@ -280,3 +280,31 @@ def test_failed_handshakes_rate_limited_per_address():
     assert results[:3] == ["failed"] * 3
     assert results[3:] == ["closed"] * 3
     assert m.get("connections_refused_auth_rate") == 3
+
+
+def test_poison_entries_on_fast_path_rejected_logged_never_forwarded(caplog):
+    """Entries whose first bytes pass the fast check but that hold a map as
+    a map key or a malformed Timestamp ext: before, forwarded untouched (and
+    a downstream that refuses them made the batch retry forever)."""
+    caplog.set_level(logging.WARNING)
+    head = b"\x92\xce\x65\x53\xf1\x00"
+    poison = [head + b"\x81\x80\x01",                          # {{}: 1}
+              head + b"\x81\xa1k\xd7\xff" + b"\xff" * 8,        # ext -1, nanoseconds too big
+              head + b"\x81\xa1k\xd4\xfb\x00"]                  # reserved ext type -5
+    entries = GOOD + b"".join(poison) + GOOD
+
+    async def main():
+        async with Harness() as h:
+            r, w = await h.connect()
+            for i in range(3):
+                w.write(packed("t", entries, f"p{i}"))
+                await w.drain()
+                await asyncio.wait_for(r.read(100), 10)
+            w.close()
+            return h.metrics, h.buf.getvalue()
+
+    m, out = asyncio.run(asyncio.wait_for(main(), 30))
+    assert out.count(b"\n") == 6                               # the good ones only
+    assert m.get("records_rejected", reason="entry_undecodable") == 9
+    logged = [r for r in caplog.records if "event=records_undecodable" in r.getMessage()]
+    assert len(logged) == 1                                    # once per peer and minute

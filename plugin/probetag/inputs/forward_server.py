@@ -503,9 +503,14 @@ class _Connection:
         self.pending += 1
         self.server.count_pending(len(group))
         self._settled.clear()
+        processor = self.server.pipeline.processor
+        undecodable = processor.undecodable
         try:
             self.server.pipeline.submit(tag, entries, len(entries),
                                         lambda ok: self._on_settled(chunk_ids, ok))
+            if processor.undecodable != undecodable:
+                self.server.log_poison(self.transport, self.peer, tag,
+                                       processor.undecodable - undecodable)
         except ChunkRejected as rej:
             # Refused as a whole by the stage (too many entries): nothing was
             # delivered, so no ack; the connection stays, as for any other
@@ -599,6 +604,7 @@ class ForwardServer:
         self.acks_pending = 0
         #: peer address -> (start of its minute, failed handshakes in it)
         self._auth_failures: dict[str, tuple[float, int]] = {}
+        self._poison_logged: dict[str, float] = {}
 
     def auth_failed(self, transport: Any) -> None:
         host = _peer_host(transport)
@@ -620,6 +626,21 @@ class ForwardServer:
         start, n = entry
         return (n >= self.config.auth_failures_per_minute
                 and asyncio.get_running_loop().time() - start < 60.0)
+
+    def log_poison(self, transport: Any, peer: str, tag: str, n: int) -> None:
+        """Entries Python cannot hold were rejected (counted by the stage as
+        ``records_rejected{reason="entry_undecodable"}``): one log line per
+        peer address and minute."""
+        host = _peer_host(transport)
+        now = asyncio.get_running_loop().time()
+        last = self._poison_logged.get(host)
+        if last is not None and now - last < 60.0:
+            return
+        if len(self._poison_logged) >= 10_000:
+            self._poison_logged.clear()
+        self._poison_logged[host] = now
+        log_event(logging.WARNING, "records_undecodable", peer=peer, tag=tag, records=n,
+                  detail="msgpack Python cannot hold (container as map key, bad ext); rejected")
 
     def _evict_idle(self) -> None:
         """Over ``idle_soft_limit``: close the connection idle the longest."""
