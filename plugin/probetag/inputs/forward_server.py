@@ -408,7 +408,8 @@ class _Connection:
                     frame_deadline = now + self.server.config.frame_timeout
                 else:
                     frame_deadline += now - waited_from  # our wait, not the peer's
-                if self.authenticated and not io.received:
+                if (self.authenticated and not io.received
+                        and first_deadline - now < self.server.config.idle_timeout):
                     # Sent nothing since it connected: a slot held for free.
                     timeout = max(0.0, first_deadline - now)
                     reason = "first_frame_timeout"
