@@ -586,12 +586,26 @@ def _walk_py(entries: bytes, max_entries: int = -1) -> tuple[list[int], list[int
         # Cheap validation without building objects (one C-level regex
         # match, see _FAST_ENTRY). Anything else takes the full path, which
         # rejects, normalises or removes it exactly as before.
-        if fast(entries, pos) is None or _unholdable(entries[pos:end]):
+        m = fast(entries, pos)
+        if m is None:
             slow.append(len(starts))
+        else:
+            # Only a container or ext header byte after the record's map
+            # header can make the entry unholdable: decode just those.
+            after = m.end() + _MAP_COUNT_BYTES.get(entries[m.end() - 1], 0)
+            if _SUSPECT.search(entries, after, end) and _unholdable(entries[pos:end]):
+                slow.append(len(starts))
         starts.append(pos)
         pos = end
     starts.append(pos)  # sentinel: end of the last whole entry
     return starts, slow, pos, error
+
+
+#: Count bytes after a map16/map32 header.
+_MAP_COUNT_BYTES = {0xDE: 2, 0xDF: 4}
+#: Header bytes of containers (fixmap, fixarray, array16/32, map16/32) and
+#: exts (ext8/16/32, fixext1-16): without one, an entry is holdable.
+_SUSPECT = re.compile(rb"[\x80-\x9f\xdc-\xdf\xc7-\xc9\xd4-\xd8]")
 
 
 def _unholdable(raw: bytes) -> bool:

@@ -16,7 +16,7 @@ import msgpack
 from probetag._config import config_from_mapping
 from probetag._metrics import Metrics
 from probetag._runtime import Pipeline
-from probetag._stage import ChunkRejected, Processor, _walk_py, walk_entries
+from probetag._stage import WALK_BACKEND, ChunkRejected, Processor, _walk_py, walk_entries
 from probetag.inputs.forward_server import ForwardServer
 from probetag.outputs.stdout import StdoutOutput
 
@@ -100,12 +100,15 @@ def test_million_entry_chunk_refused_not_acked(caplog, compressed, measure):
     assert out.count(b"\n") == 1                            # only the good record left
     # The payload itself (16 MB; decompressed, 16 MB more) plus the walk's
     # offsets up to the bound (8 B x 1 Mi): nothing per entry past it.
-    assert peak < 80 * 1024 * 1024, peak
+    # The pure-Python walk (PROBETAG_PURE=1, no C compiler) keeps a Python
+    # int per offset up to the bound and skips entries one call each.
+    pure = WALK_BACKEND == "python"
+    assert peak < (160 if pure else 80) * 1024 * 1024, peak
     if measure == "lag":
         # Before: 17.8 s (103 s compressed) of stall. The walk to the bound
         # and the decompression take tens of ms; 0.5 s is slack for a busy
         # machine, not a figure.
-        assert lag < 0.5, lag
+        assert lag < (2.0 if pure else 0.5), lag
     assert any("too_many_entries" in r.getMessage() for r in caplog.records)
     print(f"FIGURES hostile_zeros compressed={compressed} measure={measure} "
           f"peak_mib={peak / 2**20:.1f} max_lag_ms={lag * 1000:.0f}")
