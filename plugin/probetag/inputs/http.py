@@ -499,7 +499,7 @@ class HttpInput:
         if not admitted:
             # Each connection may buffer up to max_body_bytes: bound how many.
             self.metrics.inc("http_connections_refused")
-            log.warning("http %s: refused, %d connections open", peer_s, len(self._conns))
+            log.warning("event=http_connection_refused peer=%s open=%d", peer_s, len(self._conns))
             writer.write(render_response(503, _err_body("too many connections"), keep_alive=False,
                                          extra=(("Retry-After", "1"),)))
             writer.close()
@@ -632,7 +632,8 @@ class HttpInput:
             return 400, _err_body("unusable body"), ()
         bad = sum(parsed.rejected.values())
         if bad:
-            log.warning("http %s: %d unusable event(s) rejected, first: %s", peer, bad, parsed.first_error)
+            log.warning("event=http_events_rejected peer=%s records=%d first=%s", peer, bad,
+                        _logfmt_value(parsed.first_error or "-"))
         # Room is checked once for the whole request and nothing is awaited
         # between the check and the submits, so a request is either taken
         # entirely or not at all (429): Vector's retry then sends nothing twice.
