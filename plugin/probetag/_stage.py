@@ -231,7 +231,9 @@ class Processor:
 
     # -- the hot path --------------------------------------------------------
 
-    def process(self, tag: str, entries: bytes) -> StageResult:
+    def process(self, tag: str, entries: bytes, walked: Any = None) -> StageResult:
+        """``walked``: ``walk_entries(entries)`` when the caller has it (an
+        input that counted the entries to slice a chunk), saving a walk."""
         res = StageResult()
         #: entry index -> Enricher.analyse() result, when the neighbour
         #: search analysed it already (the batch then does not again)
@@ -241,7 +243,11 @@ class Processor:
         limit = self.config.listen.max_chunk_entries
         # An entry takes a byte at least: a chunk no longer than the bound
         # cannot pass it, and is walked without one.
-        starts, slow, pos, error = walk_entries(entries) if n <= limit else walk_entries(entries, limit)
+        if walked is not None:
+            starts, slow, pos, error = walked
+        else:
+            starts, slow, pos, error = (walk_entries(entries) if n <= limit
+                                        else walk_entries(entries, limit))
         if error == "too_many_entries":
             # The whole chunk is refused before anything is built per entry
             # (16 MB of 0x00 is 16M entries): nothing of it is delivered, so

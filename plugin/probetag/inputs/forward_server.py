@@ -514,10 +514,10 @@ class _Connection:
         processor = self.server.pipeline.processor
         undecodable = processor.undecodable
         try:
-            cuts = _slices(entries, self.server.config.max_chunk_entries)
+            cuts, walked = _slices(entries, self.server.config.max_chunk_entries)
             if cuts is None:
                 self.server.pipeline.submit(tag, entries, len(entries),
-                                            lambda ok: self._on_settled(chunk_ids, ok))
+                                            lambda ok: self._on_settled(chunk_ids, ok), walked)
             else:
                 await self._submit_sliced(tag, entries, cuts, chunk_ids)
             if processor.undecodable != undecodable:
@@ -609,22 +609,24 @@ class _Connection:
             pass
 
 
-def _slices(entries: bytes, max_entries: int) -> list[int] | None:
-    """Offsets cutting ``entries`` into slices of ``SLICE_ENTRIES`` entries
-    (first 0, last len(entries)), or None when one slice holds them all.
+def _slices(entries: bytes, max_entries: int) -> tuple[list[int] | None, Any]:
+    """(offsets cutting ``entries`` into slices of ``SLICE_ENTRIES`` entries,
+    first 0 and last len(entries), or None when one slice holds them all;
+    the walk, handed to the stage so that it does not walk again, or None).
     Past ``max_entries`` it raises ``ChunkRejected`` before any slice is
     handed over. Walked only when the chunk could hold more than one slice
     (an entry takes a byte at least)."""
     if len(entries) <= SLICE_ENTRIES:
-        return None
-    starts, _slow, _end, error = walk_entries(entries, max_entries)
+        return None, None
+    walked = walk_entries(entries, max_entries)
+    starts, _slow, _end, error = walked
     if error == "too_many_entries":
         raise ChunkRejected(error, f"more than {max_entries} entries")
     count = len(starts) - 1
     if count <= SLICE_ENTRIES:
-        return None
+        return None, walked
     # The last slice runs to the end: a truncated tail is the stage's to report.
-    return [int(starts[i]) for i in range(0, count, SLICE_ENTRIES)] + [len(entries)]
+    return [int(starts[i]) for i in range(0, count, SLICE_ENTRIES)] + [len(entries)], None
 
 
 def _peer_host(transport: Any) -> str:
