@@ -350,3 +350,79 @@ def test_big_chunk_is_processed_in_slices(measure):
         assert lag < 0.5, lag
     print(f"FIGURES sliced_chunk entries={n_bad + 2} slice={forward_server.SLICE_ENTRIES} "
           f"max_lag_ms={lag * 1000:.0f}")
+
+
+def test_room_in_a_full_pipeline_is_not_a_decompression_herd():
+    """N connections wait with a gzip chunk each (8 MiB inflated) while the
+    pipeline is full. When room for one chunk comes, one connection parses
+    and submits; the others keep their frames compressed (before: each
+    inflated its chunk and held it, ~64 MB per connection at the limits)."""
+    n_conns, inflated = 6, 8 * 1024 * 1024
+
+    class Gate:
+        def __init__(self):
+            self.tokens: asyncio.Queue[None] = asyncio.Queue()
+            self.records = 0
+
+        async def start(self):
+            pass
+
+        async def send(self, chunk):
+            await self.tokens.get()
+            self.records += chunk.count
+
+        async def close(self):
+            pass
+
+    record = msgpack.packb([1700000000, {"message": "x" * 200}])
+    per_chunk = inflated // len(record)
+    payload = gzip.compress(record * per_chunk, 9)
+
+    async def main():
+        h = Harness()
+        h.cfg = config_from_mapping({"listen": {"address": "127.0.0.1:0", "udp_heartbeat": False},
+                                     "flow": {"max_inflight_records": 1},
+                                     "detect": {"enabled": False}})
+        gate = Gate()
+        h.pipeline = Pipeline(Processor(h.cfg, h.metrics), gate, h.cfg.flow, h.metrics)
+        h.server = ForwardServer(h.cfg.listen, h.pipeline, h.metrics)
+        async with h:
+            r0, w0 = await h.connect()
+            w0.write(packed("t", GOOD, "first"))      # fills the pipeline
+            await w0.drain()
+            for _ in range(200):
+                if h.pipeline.flow.full:
+                    break
+                await asyncio.sleep(0.01)
+            assert h.pipeline.flow.full
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                conns = []
+                for i in range(n_conns):
+                    r, w = await h.connect()
+                    w.write(packed("t", payload, f"z{i}", compressed="gzip"))
+                    await w.drain()
+                    conns.append((r, w))
+                await asyncio.sleep(0.3)
+                gate.tokens.put_nowait(None)              # room for one chunk's worth
+                await asyncio.sleep(0.5)
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+            for _ in range(100):                          # every send (slices too)
+                gate.tokens.put_nowait(None)
+            acks = [await asyncio.wait_for(r.read(100), 30) for r, _ in conns]
+            await asyncio.wait_for(r0.read(100), 30)
+            for _, w in conns + [(r0, w0)]:
+                w.close()
+            return held, acks, gate.records
+
+    held, acks, records = asyncio.run(asyncio.wait_for(main(), 60))
+    assert sorted(msgpack.unpackb(a)["ack"] for a in acks) == [f"z{i}" for i in range(n_conns)]
+    assert records == 1 + n_conns * per_chunk
+    # The one chunk taken in (in flight, legitimately) and a few compressed
+    # frames; not one inflated chunk per waiting connection.
+    assert held < 2.5 * inflated, held
+    print(f"FIGURES full_pipeline_room conns={n_conns} compressed_kib={len(payload) // 1024} "
+          f"held_mib={held / 2**20:.1f} inflated_each_mib={inflated >> 20}")

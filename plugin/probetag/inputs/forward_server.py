@@ -368,6 +368,17 @@ class _Connection:
         group_bytes = group_records = 0
         flow = self.server.pipeline.flow
         while not self.stopping:
+            if not group and self.authenticated and flow.full:
+                # No frame is parsed while the pipeline is full. Every
+                # connection waiting for room is woken when room comes; the
+                # first one fills it again (parse and submit do not yield),
+                # and without this check each other one would parse its
+                # frame, decompressing up to max_decompressed_bytes, only to
+                # hold it until the next room.
+                await self.server.pipeline.wait_capacity()
+                if self.stopping:
+                    break
+                continue
             ev = self.proto.next_event()
             if ev is not NEED_DATA and ev is not CLOSED:
                 frame_deadline = None  # a frame completed
