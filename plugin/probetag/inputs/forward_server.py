@@ -375,7 +375,10 @@ class _Connection:
                 # and without this check each other one would parse its
                 # frame, decompressing up to max_decompressed_bytes, only to
                 # hold it until the next room.
+                waited_from = loop.time()
                 await self.server.pipeline.wait_capacity()
+                if frame_deadline is not None:
+                    frame_deadline += loop.time() - waited_from  # our wait, not the peer's
                 if self.stopping:
                     break
                 continue
