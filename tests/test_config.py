@@ -46,3 +46,23 @@ def test_reference_covers_every_leaf():
     keys = {k for k, _, _ in reference()}
     assert "listen.shared_key" in keys and "output.ack_timeout" in keys
     assert all(doc for _, _, doc in reference())
+
+
+@pytest.mark.parametrize("text, line", [
+    ("listen:\n  address: !foo 127.0.0.1:0\n", 2),
+    ("http:\n  address: 127.0.0.1:0\n  max_body_bytes: !!binary 'not base64!'\n", 3),
+    ("flow:\n  batch_records: !!python/object:os.system 1\n", 2),
+])
+def test_yaml_construction_errors_are_config_errors(tmp_path, text, line):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    assert ei.value.file == str(path) and ei.value.line == line and "YAML" in str(ei.value)
+    # The shared loader is left clean: the next load works.
+    assert load_config(text="listen:\n  address: 127.0.0.1:0\n").listen.address == "127.0.0.1:0"
+
+
+def test_yaml_nested_too_deep_is_config_error():
+    with pytest.raises(ConfigError):
+        load_config(text="a: " + "[" * 100_000)

@@ -150,10 +150,23 @@ class Listen:
         "Largest forward frame accepted; a larger one closes the connection. Bytes.", min=1))
     max_decompressed_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
         "Largest decompressed payload of one frame (gzip/zstd bomb guard). Bytes.", min=1))
+    max_chunk_entries: int = field(default=1024 * 1024, metadata=_doc(
+        "Most entries one chunk (a frame, or frames merged) may hold, on every input; a "
+        "chunk with more is rejected as a whole, logged and not acked. A Fluentd 8 MiB "
+        "chunk_limit_size chunk of records of 8 bytes or more fits. Entries.", min=1))
     max_connections: int = field(default=1024, metadata=_doc(
         "Concurrent TCP connections; more are refused (counted).", min=1))
     idle_timeout: float = field(default=300.0, metadata=_doc(
         "Close a connection that sends nothing for this long. Seconds.", above=0))
+    first_frame_timeout: float = field(default=5.0, metadata=_doc(
+        "Close a connection that has sent no byte at all this long after it was "
+        "accepted (with a shared key: the handshake_timeout applies instead). Seconds.", above=0))
+    idle_soft_limit: int = field(default=768, metadata=_doc(
+        "Once this many connections are open, each new one closes the connection "
+        "that has been idle (nothing buffered, no ack owed) the longest. Connections.", min=1))
+    auth_failures_per_minute: int = field(default=10, metadata=_doc(
+        "Failed handshakes allowed per peer address and minute; past it, new "
+        "connections from that address are closed at once until the minute ends.", min=1))
     handshake_timeout: float = field(default=10.0, metadata=_doc(
         "Close a connection that does not finish the handshake in time. Seconds.", above=0))
     frame_timeout: float = field(default=60.0, metadata=_doc(
@@ -176,6 +189,14 @@ class HttpInput:
     time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
         "Largest request body, after decompression. Bytes.", min=1))
+    header_timeout: float = field(default=10.0, metadata=_doc(
+        "A request's line and headers must arrive within this long of its first "
+        "byte, else 408 and close (slow-loris guard). Seconds.", above=0))
+    body_timeout: float = field(default=30.0, metadata=_doc(
+        "A request body must arrive within this long of its headers, plus one "
+        "second per min_body_rate bytes received, else 408 and close. Seconds.", above=0))
+    min_body_rate: int = field(default=512 * 1024, metadata=_doc(
+        "Slowest body transfer allowed past body_timeout (see there). Bytes/second.", min=1))
     tls: TLS | None = field(default=None, metadata=_doc("Serve HTTPS."))
 
 
@@ -385,9 +406,14 @@ class Config:
             except ValueError:
                 out.append(ConfigError(f"not an address or CIDR network: {src!r}",
                                        key=f"detect.allowlist.sources[{i}]"))
-        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout"):
+        for name in ("max_frame_bytes", "max_decompressed_bytes", "max_connections", "frame_timeout",
+                     "max_chunk_entries", "first_frame_timeout", "idle_soft_limit",
+                     "auth_failures_per_minute"):
             if getattr(self.listen, name) <= 0:
                 out.append(ConfigError("must be > 0", key=f"listen.{name}"))
+        for name in ("header_timeout", "body_timeout", "min_body_rate"):
+            if getattr(self.http, name) <= 0:
+                out.append(ConfigError("must be > 0", key=f"http.{name}"))
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             out.append(ConfigError("must be > 0", key="flow"))
         if self.output.retry_max < self.output.retry_initial:
@@ -444,7 +470,13 @@ _LOADER = yaml.SafeLoader("")
 
 
 def _construct(node: yaml.Node) -> Any:
-    return _LOADER.construct_object(node, deep=True)
+    try:
+        return _LOADER.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        # A failed construction leaves the shared loader's state behind.
+        _LOADER.constructed_objects.clear()
+        _LOADER.recursive_objects.clear()
+        raise
 
 
 def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, key: str) -> Any:
@@ -626,6 +658,8 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
                                       line=mark.line + 1 if mark else None)]
         except yaml.YAMLError as exc:
             return None, [ConfigError(f"YAML: {exc}", file=file)]
+        except RecursionError:
+            return None, [ConfigError("YAML nested too deep", file=file)]
     assert ctx.errors is not None
     try:
         cfg: Config | None = _build(ctx, node, Config, "")
@@ -633,6 +667,19 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
         ctx.errors.append(exc)
         cfg = None
     except _Reported:
+        cfg = None
+    except yaml.MarkedYAMLError as exc:
+        # A value that cannot be constructed: an unknown tag (``!foo``), a
+        # bad ``!!binary``... Named with its file and line like any error.
+        mark = exc.problem_mark or exc.context_mark
+        ctx.errors.append(ConfigError(f"YAML: {exc.problem or exc.context}", file=file,
+                                      line=mark.line + 1 if mark else None))
+        cfg = None
+    except yaml.YAMLError as exc:
+        ctx.errors.append(ConfigError(f"YAML: {exc}", file=file))
+        cfg = None
+    except RecursionError:
+        ctx.errors.append(ConfigError("YAML nested too deep", file=file))
         cfg = None
     errors = ctx.errors
     if cfg is not None:

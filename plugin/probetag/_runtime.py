@@ -180,14 +180,19 @@ class Pipeline:
     async def wait_capacity(self) -> None:
         await self.flow.wait()
 
-    def submit(self, tag: str, entries: bytes, nbytes: int, on_settled: Settled | None = None) -> None:
+    def submit(self, tag: str, entries: bytes, nbytes: int, on_settled: Settled | None = None,
+               walked: Any = None) -> None:
         """Process one chunk now; ``on_settled(ok)`` is called once its output
-        is settled (at once when nothing is left to deliver)."""
+        is settled (at once when nothing is left to deliver). ``walked``: the
+        chunk's ``walk_entries`` result when the input has it already."""
         if self._closed:
             if on_settled is not None:
                 on_settled(False)
             return
-        result = self.processor.process(tag, entries)
+        if walked is None:
+            result = self.processor.process(tag, entries)
+        else:
+            result = self.processor.process(tag, entries, walked)
         self._dispatch(result.chunks, nbytes, on_settled)
 
     def _dispatch(self, chunks: list[OutChunk], nbytes: int, on_settled: Settled | None) -> None:

@@ -12,9 +12,17 @@
  *   offsets  bytes: native uint64 start offset of every whole entry, then
  *            the end of the last whole entry (the sentinel); the stage reads
  *            it through memoryview(offsets).cast("Q").
- *   slow     list of the indices of entries that fail the fast entry check.
+ *   slow     list of the indices of entries that fail the fast entry check,
+ *            or hold what msgpack-python's unpacker refuses although the
+ *            skipper frames it: a map or an array as a map key, an ext of
+ *            a reserved type (-128..-2), a Timestamp ext (type -1) of a bad
+ *            length or with nanoseconds >= 10**9.
+ *            The stage's full path then rejects them (entry_undecodable)
+ *            instead of forwarding a record no peer can decode.
  *   end      offset just past the last whole entry.
- *   error    None, "entries_truncated" or "entries_undecodable".
+ *   error    None, "entries_truncated", "entries_undecodable", or
+ *            "too_many_entries" when an entry past max_entries (if given,
+ *            >= 0) is met; the walk stops there.
  *
  * The skipper follows msgpack-python's unpack_template.h (construct off,
  * i.e. what Unpacker.skip() runs):
@@ -50,7 +58,7 @@
  * suite checks this bound against the installed msgpack. */
 #define STACK_SIZE 1024
 
-enum { OK = 0, TRUNCATED = 1, UNDECODABLE = 2 };
+enum { OK = 0, TRUNCATED = 1, UNDECODABLE = 2, TOO_MANY = 3 };
 
 static inline uint32_t be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
 static inline uint32_t be32(const unsigned char *p) {
@@ -59,7 +67,22 @@ static inline uint32_t be32(const unsigned char *p) {
 
 /* Skip one msgpack object starting at d[*pos] (n = buffer length).
  * On OK, *pos is just past it. */
-static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *stack) {
+/* Would msgpack-python's unpacker (raw=False, strict_map_key=False) refuse
+ * the ext at d[p] of type -1 (a Timestamp)? data/len: its payload. 4 bytes
+ * is always valid; 8 and 12 need nanoseconds < 10**9; any other length
+ * raises ValueError. The caller has checked that the payload is there. */
+static int bad_timestamp(const unsigned char *data, uint64_t len) {
+    if (len == 4)
+        return 0;
+    if (len == 8)
+        return (be32(data) >> 2) > 999999999u; /* top 30 bits of 64 */
+    if (len == 12)
+        return be32(data) > 999999999u;
+    return 1;
+}
+
+static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *stack,
+                       unsigned char *ismap, int *poison) {
     size_t p = *pos;
     size_t top = 0;
     for (;;) {
@@ -164,8 +187,15 @@ static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *
         if (container) {
             if (top >= STACK_SIZE)
                 return UNDECODABLE;
+            /* A map or an array as a map key: well framed, but Python cannot
+             * hold it (unhashable list/dict); the entry goes to the full
+             * path, which rejects it. A map frame's remaining count is even
+             * exactly when its next element is a key. */
+            if (top && ismap[top - 1] && (stack[top - 1] & 1) == 0)
+                *poison = 1;
             p += head;
             if (count) {
+                ismap[top] = (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
                 stack[top++] = count;
                 continue;
             }
@@ -175,6 +205,17 @@ static int skip_object(const unsigned char *d, size_t n, size_t *pos, uint64_t *
              * byte is a truncation like a missing length byte. */
             if ((uint64_t)rest < (uint64_t)head || (uint64_t)(rest - head) < payload)
                 return TRUNCATED;
+            /* Ext types -128..-2 are reserved: ExtType() refuses them
+             * ("code must be 0~127"); -1 is a Timestamp, checked. */
+            if (b >= 0xd4 && b <= 0xd8) {          /* fixext: type, data */
+                unsigned char t = d[p + 1];
+                if (t >= 0x80 && (t != 0xff || bad_timestamp(d + p + 2, payload - 1)))
+                    *poison = 1;
+            } else if (b >= 0xc7 && b <= 0xc9 && !(b == 0xc9 && head == 5)) {  /* ext8/16/32, not the wrap */
+                unsigned char t = d[p + head - 1];
+                if (t >= 0x80 && (t != 0xff || bad_timestamp(d + p + head, payload)))
+                    *poison = 1;
+            }
             p += head + (size_t)payload;
         }
     value_done:
@@ -220,8 +261,12 @@ static int fast_entry(const unsigned char *d, size_t p, size_t e) {
     return (m >= 0x80 && m <= 0x8f) || m == 0xde || m == 0xdf;
 }
 
-static PyObject *walk(PyObject *self, PyObject *arg) {
+static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer view;
+    PyObject *arg;
+    Py_ssize_t max_entries = -1;
+    if (!PyArg_ParseTuple(args, "O|n:walk", &arg, &max_entries))
+        return NULL;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *d = (const unsigned char *)view.buf;
@@ -229,6 +274,8 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
     PyObject *slow = NULL, *offsets = NULL, *result = NULL;
     uint64_t *stack = NULL;
     uint64_t *offs = NULL;
+    unsigned char *ismap = NULL;
+    PyObject *poisoned = NULL; /* indices of entries Python cannot hold */
     /* An entry takes at least one byte: n + 1 slots always suffice, but a
      * chunk is usually ~200 bytes an entry, so grow instead of reserving. */
     size_t cap = n / 64 + 16, used = 0;
@@ -236,9 +283,11 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
     size_t pos = 0;
 
     slow = PyList_New(0);
+    poisoned = PyList_New(0);
     stack = PyMem_RawMalloc(STACK_SIZE * sizeof(uint64_t));
+    ismap = PyMem_RawMalloc(STACK_SIZE);
     offs = PyMem_RawMalloc(cap * sizeof(uint64_t));
-    if (!slow || !stack || !offs) {
+    if (!slow || !poisoned || !stack || !ismap || !offs) {
         PyErr_NoMemory();
         goto done;
     }
@@ -246,9 +295,25 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
      * GIL over would cost. Slow entries are collected after the loop. */
     while (pos < n) {
         size_t end = pos;
-        error = skip_object(d, n, &end, stack);
+        int poison = 0;
+        error = skip_object(d, n, &end, stack, ismap, &poison);
         if (error != OK)
             break;
+        if (poison) {
+            PyObject *ix = PyLong_FromSize_t(used);
+            if (!ix || PyList_Append(poisoned, ix) < 0) {
+                Py_XDECREF(ix);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+        if (max_entries >= 0 && used >= (size_t)max_entries) {
+            /* One entry more than allowed: stop before the offsets and the
+             * slow list grow with a hostile chunk (16 MB of 0x00 is 16M
+             * entries). */
+            error = TOO_MANY;
+            break;
+        }
         if (used + 1 >= cap) {
             size_t ncap = cap * 2;
             uint64_t *grown = PyMem_RawRealloc(offs, ncap * sizeof(uint64_t));
@@ -267,8 +332,15 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
         goto done;
     }
     offs[used] = pos; /* the sentinel; used + 1 <= cap holds */
+    Py_ssize_t next_poison = 0, n_poison = PyList_GET_SIZE(poisoned);
     for (size_t i = 0; i < used; i++) {
-        if (!fast_entry(d, (size_t)offs[i], (size_t)offs[i + 1])) {
+        int bad = 0;
+        if (next_poison < n_poison
+            && PyLong_AsSize_t(PyList_GET_ITEM(poisoned, next_poison)) == i) {
+            bad = 1;
+            next_poison++;
+        }
+        if (bad || !fast_entry(d, (size_t)offs[i], (size_t)offs[i + 1])) {
             PyObject *ix = PyLong_FromSize_t(i);
             if (!ix || PyList_Append(slow, ix) < 0) {
                 Py_XDECREF(ix);
@@ -282,10 +354,13 @@ static PyObject *walk(PyObject *self, PyObject *arg) {
         goto done;
     result = Py_BuildValue("(OOns)", offsets, slow, (Py_ssize_t)pos,
                            error == TRUNCATED ? "entries_truncated"
-                           : error == UNDECODABLE ? "entries_undecodable" : NULL);
+                           : error == UNDECODABLE ? "entries_undecodable"
+                           : error == TOO_MANY ? "too_many_entries" : NULL);
 done:
     Py_XDECREF(offsets);
     Py_XDECREF(slow);
+    Py_XDECREF(poisoned);
+    PyMem_RawFree(ismap);
     PyMem_RawFree(stack);
     PyMem_RawFree(offs);
     PyBuffer_Release(&view);
@@ -340,8 +415,8 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_O,
-     "walk(buffer) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
+    {"walk", walk, METH_VARARGS,
+     "walk(buffer, max_entries=-1) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
      "offsets: bytes of native uint64 entry start offsets plus an end sentinel; slow: indices\n"
      "of entries failing the stage's fast entry check; end: end of the last whole entry;\n"
      "error: None, 'entries_truncated' or 'entries_undecodable'."},
@@ -360,7 +435,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 2) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 3) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

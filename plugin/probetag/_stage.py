@@ -72,10 +72,20 @@ from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_
 from ._config import Config
 from ._metrics import Metrics
 
-__all__ = ["OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
+__all__ = ["ChunkRejected", "OutChunk", "StageResult", "Processor", "unpacker_for", "pack_entry", "event_time_now",
            "walk_entries", "WALK_BACKEND"]
 
 GROUP_MARKERS = (0xFFFFFFFF, 0xFFFFFFFE)
+
+
+class ChunkRejected(Exception):
+    """A chunk refused as a whole (``reason``, ``detail``): nothing of it was
+    delivered; the input answers it as refused (no ack, HTTP 413)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -150,6 +160,9 @@ class Processor:
         #: (entries still to read at the start of the next chunk, the sender
         #: bytes they may hold): the neighbours of a hit at a chunk's end
         self._carry: tuple[int, bytes] = (0, b"")
+        #: entries rejected as msgpack Python cannot hold, so far (inputs
+        #: compare it around a chunk to log their peer)
+        self.undecodable = 0
         self.correlator = None
         self.actions = actions
         if config.detect.enabled:
@@ -162,14 +175,29 @@ class Processor:
 
     # -- the hot path --------------------------------------------------------
 
-    def process(self, tag: str, entries: bytes) -> StageResult:
+    def process(self, tag: str, entries: bytes, walked: Any = None) -> StageResult:
+        """``walked``: ``walk_entries(entries)`` when the caller has it (an
+        input that counted the entries to slice a chunk), saving a walk."""
         res = StageResult()
         #: entry index -> Enricher.analyse() result, when the neighbour
         #: search analysed it already (the batch then does not again)
         self._analysed: dict[int, Any] = {}
         self._unpacked: dict[int, Any] = {}
         n = len(entries)
-        starts, slow, pos, error = walk_entries(entries)
+        limit = self.config.listen.max_chunk_entries
+        # An entry takes a byte at least: a chunk no longer than the bound
+        # cannot pass it, and is walked without one.
+        if walked is not None:
+            starts, slow, pos, error = walked
+        else:
+            starts, slow, pos, error = (walk_entries(entries) if n <= limit
+                                        else walk_entries(entries, limit))
+        if error == "too_many_entries":
+            # The whole chunk is refused before anything is built per entry
+            # (16 MB of 0x00 is 16M entries): nothing of it is delivered, so
+            # the input must not ack it.
+            self.metrics.inc("chunks_rejected", reason=error)
+            raise ChunkRejected(error, f"more than {limit} entries")
         count_entries = len(starts) - 1  # starts ends with a sentinel
 
         # One multi-literal scan over the packed bytes picks the entries to decode.
@@ -187,13 +215,29 @@ class Processor:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
                 hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
-        slowset = set(slow)
-        todo = sorted(slowset.union(hits)) if slow else hits
-        hitset = set(hits)
-
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
+        bulk = 0
+        if len(slow) > _BULK_REJECT_MIN:
+            # Many entries the fast check refused: those whose first byte is
+            # no 2-element array header can never be a [time, record] pair.
+            # They are rejected in bulk, without an Unpacker or a set entry
+            # each, so a chunk of degenerate one-byte entries costs what an
+            # honest chunk of its size costs.
+            view = entries
+            not_pair = [i for i in slow if view[starts[i]] not in _PAIR_HEADS]
+            if not_pair:
+                bulk = len(not_pair)
+                res.rejected += bulk
+                res.reject_reasons["entry_not_pair"] = (
+                    res.reject_reasons.get("entry_not_pair", 0) + len(not_pair))
+                changes = dict.fromkeys(not_pair)
+                slow = [i for i in slow if i not in changes] if len(not_pair) < len(slow) else []
+                hits = [i for i in hits if i not in changes]
+        slowset = set(slow)
+        todo = sorted(slowset.union(hits)) if slow else hits
+        hitset = set(hits)
         retagged: dict[str, list[bytes]] = {}
         detect_idx: list[int] = []
         detect_pre: list[Any] = []
@@ -268,7 +312,7 @@ class Processor:
                         changes[i] = None
                     else:
                         changes[i] = packed
-        res.passed += count_entries - len(todo)
+        res.passed += count_entries - len(todo) - bulk
 
         if error is not None:
             self._reject(res, error)
@@ -425,6 +469,8 @@ class Processor:
             m.inc("records_dropped", res.dropped)
         for reason, n in res.reject_reasons.items():
             m.inc("records_rejected", n, reason=reason)
+            if reason == "entry_undecodable":
+                self.undecodable += n
         if res.markers:
             m.inc("group_markers", res.markers)
 
@@ -459,7 +505,14 @@ _NEIGHBOUR_BYTES = 112
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
 
 
-def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
+#: Slow entries above which non-pairs are rejected in bulk (see process()).
+_BULK_REJECT_MIN = 64
+#: First bytes of a msgpack array that may hold 2 elements: fixarray 2,
+#: array16, array32 (counts checked by the full path).
+_PAIR_HEADS = frozenset((0x92, 0xDC, 0xDD))
+
+
+def _walk_py(entries: bytes, max_entries: int = -1) -> tuple[list[int], list[int], int, str | None]:
     """The reference walk (see ``walk_entries``): msgpack's own skipper."""
     n = len(entries)
     up = unpacker_for(entries)
@@ -478,20 +531,49 @@ def _walk_py(entries: bytes) -> tuple[list[int], list[int], int, str | None]:
             # Garbage inside the entries blob: the rest cannot be framed.
             error = "entries_undecodable"
             break
+        if len(starts) == max_entries:
+            error = "too_many_entries"
+            break
         end = up.tell()
         # Cheap validation without building objects (one C-level regex
         # match, see _FAST_ENTRY). Anything else takes the full path, which
         # rejects, normalises or removes it exactly as before.
-        if fast(entries, pos) is None:
+        m = fast(entries, pos)
+        if m is None:
             slow.append(len(starts))
+        else:
+            # Only a container or ext header byte after the record's map
+            # header can make the entry unholdable: decode just those.
+            after = m.end() + _MAP_COUNT_BYTES.get(entries[m.end() - 1], 0)
+            if _SUSPECT.search(entries, after, end) and _unholdable(entries[pos:end]):
+                slow.append(len(starts))
         starts.append(pos)
         pos = end
     starts.append(pos)  # sentinel: end of the last whole entry
     return starts, slow, pos, error
 
 
-def _walk_c(entries: bytes) -> tuple[Sequence[int], list[int], int, str | None]:
-    offsets, slow, pos, error = _speedups.walk(entries)
+#: Count bytes after a map16/map32 header.
+_MAP_COUNT_BYTES = {0xDE: 2, 0xDF: 4}
+#: Header bytes of containers (fixmap, fixarray, array16/32, map16/32) and
+#: exts (ext8/16/32, fixext1-16): without one, an entry is holdable.
+_SUSPECT = re.compile(rb"[\x80-\x9f\xdc-\xdf\xc7-\xc9\xd4-\xd8]")
+
+
+def _unholdable(raw: bytes) -> bool:
+    """Well-framed msgpack that Python's unpacker refuses (a map or array as
+    a map key, a bad Timestamp ext): such an entry takes the full path, which
+    rejects it, even when ``_FAST_ENTRY`` matches its first bytes. The C walk
+    finds the same entries while it frames them; here it costs a decode."""
+    try:
+        _unpack_one(raw)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return True
+    return False
+
+
+def _walk_c(entries: bytes, max_entries: int = -1) -> tuple[Sequence[int], list[int], int, str | None]:
+    offsets, slow, pos, error = _speedups.walk(entries, max_entries)
     # A memoryview over the C array: indexing and bisect work on it like on
     # a list, without a Python int per entry.
     return memoryview(offsets).cast("Q"), slow, pos, error
@@ -506,7 +588,8 @@ _speedups = _accel.speedups
 #: ``starts`` holds every whole entry's start offset and then ``end`` (a
 #: sentinel), ``slow`` the indices of entries failing ``_FAST_ENTRY``,
 #: ``end`` is where the last whole entry ends and ``error`` is None,
-#: ``"entries_truncated"`` or ``"entries_undecodable"``. The C accelerator
+#: ``"entries_truncated"``, ``"entries_undecodable"`` or, past
+#: ``max_entries`` (if >= 0), ``"too_many_entries"``. The C accelerator
 #: (``probetag._speedups``) and the pure-Python ``_walk_py`` give the same
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py

@@ -119,13 +119,21 @@ def _slow_frame(i: int) -> tuple[str, bytes]:
 
 def test_idle_and_slow_connections(tmp_path, figures):
     n_idle = n_slow = 1000
-    extra, trickle_s, idle_timeout = 30, 12, 8.0
+    # idle_timeout is long enough that the idle connections are surely still
+    # open when the extra ones arrive, even when opening them is slow on a
+    # busy machine (with 8 s, once, they had all timed out already and
+    # nothing was refused); the test waits for each condition it needs.
+    extra, trickle_s, idle_timeout = 30, 12, 20.0
     max_conn = n_idle + n_slow + 10
     _raise_nofile(2 * (n_idle + n_slow) + 500)  # the child inherits it
     mport = free_port()
     socks: list[socket.socket] = []
     with Downstream() as ds, ServeProcess(tmp_path, {
-        "listen": {"max_connections": max_conn, "idle_timeout": idle_timeout},
+        # Connections that never send a byte are closed by first_frame_timeout;
+        # here it is the idle timeout, and nothing is evicted before
+        # max_connections, so the refusals at the limit are what is seen.
+        "listen": {"max_connections": max_conn, "idle_timeout": idle_timeout,
+                   "first_frame_timeout": idle_timeout, "idle_soft_limit": max_conn},
         "output": {"type": "forward", "address": f"127.0.0.1:{ds.port}",
                    "retry_initial": 0.05, "retry_max": 0.5},
     }, metrics_port=mport) as pt, _Sampler(pt, mport, every=0.25) as s:
@@ -152,10 +160,16 @@ def test_idle_and_slow_connections(tmp_path, figures):
             idle = [socket.create_connection(("127.0.0.1", pt.port), timeout=5) for _ in range(n_idle)]
             socks += idle
             open_s = time.monotonic() - t_idle
+            # Every slot taken (the server has accepted them all) before the
+            # extra ones come; none can have timed out yet.
+            assert wait_for(lambda: _m(_metrics(mport), "connections_open") >= n_idle + n_slow, 60)
+            assert _m(_metrics(mport), "connections_timed_out") == 0
             # Beyond max_connections: refused at once and counted.
             over = [socket.create_connection(("127.0.0.1", pt.port), timeout=5) for _ in range(extra)]
             socks += over
-            assert wait_for(lambda: _m(_metrics(mport), "connections_timed_out") >= n_idle, 30)
+            assert wait_for(lambda: _m(_metrics(mport), "connections_refused") >= 1, 60)
+            assert wait_for(lambda: _m(_metrics(mport), "connections_timed_out") >= n_idle,
+                            idle_timeout + 60)
             trickler.join(trickle_s + 5)
             mid = _metrics(mport)
             # Slow ones finish their frames: every one gets its ack.
@@ -182,7 +196,8 @@ def test_idle_and_slow_connections(tmp_path, figures):
                 sock.close()
         rc = pt.stop()
     t = tally(ds, up.resent_uids(), 3000)
-    timed_out = _m(mid, "connections_timed_out", 'reason="idle_timeout"')
+    timed_out = (_m(mid, "connections_timed_out", 'reason="idle_timeout"')
+                 + _m(mid, "connections_timed_out", 'reason="first_frame_timeout"'))
     refused = _m(end, "connections_refused")
     growth_mib = (s.peak_rss - idle_rss) / 1024
     per_conn_kib = (s.peak_rss - idle_rss) / (n_idle + n_slow)

@@ -55,7 +55,8 @@ Where peers differ, and what we do
 * Chunk ids are echoed with the msgpack type they came with (str or bin)
   and their exact bytes, trailing newline included (Fluentd's ids end in
   "\\n"; Fluent Bit compares the ack byte for byte). A chunk id of another
-  type is skipped as ``bad_chunk_id`` (Fluent Bit and Vector reject it too).
+  type is skipped as ``bad_chunk_id`` (Fluent Bit and Vector reject it too);
+  one over 128 bytes (peers send 24-25) as ``chunk_id_too_long``.
 * HELO ``auth``: a 16-byte bin salt only when user auth is on, else ``""``
   (SPEC1). Fluentd sends a salt whenever ``<security>`` is on; every client
   handles both. Our client, given a salt and no credentials, sends Fluentd's

@@ -55,6 +55,7 @@ from typing import Any, Callable
 import msgpack
 from msgpack.exceptions import FormatError, OutOfData, StackError
 
+from .._inflate import InflateError, inflate, unzstd
 from ._events import Chunk, ChunkId, Heartbeat, Limits, ProtocolError
 
 __all__ = [
@@ -465,35 +466,19 @@ class BadPayload(Exception):
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
     """Decompress every gzip member of ``data`` (Fluentd writes one member per
-    event, FD-CORE compressable.rb), never producing more than ``limit`` bytes.
-    ``zlib.decompressobj`` stops after one member, hence the loop over
-    ``unused_data``."""
+    event, FD-CORE compressable.rb), never producing more than ``limit`` bytes,
+    in time linear in the input however many members it holds (``_inflate``)."""
     if not data:
         raise BadPayload("bad_gzip", "empty gzip payload")
-    out: list[bytes] = []
-    total = 0
-    rest = data
-    members = 0
     try:
-        while rest:
-            d = zlib.decompressobj(wbits=31)  # 16 + MAX_WBITS: gzip header required
-            buf = rest
-            while not d.eof:
-                piece = d.decompress(buf, limit + 1 - total)
-                buf = d.unconsumed_tail
-                total += len(piece)
-                if total > limit:
-                    raise BadPayload(
-                        "decompressed_too_large", f"gzip output exceeds {limit} bytes"
-                    )
-                out.append(piece)
-                if not piece and not buf and not d.eof:
-                    raise BadPayload("bad_gzip", f"truncated gzip member #{members + 1}")
-            members += 1
-            rest = d.unused_data
+        # 16 + MAX_WBITS: gzip header required.
+        return inflate(data, 16 + zlib.MAX_WBITS, limit)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise BadPayload("decompressed_too_large", f"gzip output exceeds {limit} bytes") from None
+        raise BadPayload("bad_gzip", f"truncated gzip member #{exc.member}") from None
     except zlib.error as exc:
-        raise BadPayload("bad_gzip", f"gzip member #{members + 1}: {exc}") from None
-    return b"".join(out)
+        raise BadPayload("bad_gzip", f"gzip: {exc}") from None
 
 
 def unzstd_bounded(data: bytes, limit: int) -> bytes:
@@ -504,27 +489,11 @@ def unzstd_bounded(data: bytes, limit: int) -> bytes:
     if not data:
         raise BadPayload("bad_zstd", "empty zstd payload")
     try:
-        # Pass 1, bounded: the reader yields output in slices we cap.
-        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
-        total = 0
-        while True:
-            piece = reader.read(min(1024 * 1024, limit + 1 - total))
-            if not piece:
-                break
-            total += len(piece)
-            if total > limit:
-                raise BadPayload("decompressed_too_large", f"zstd output exceeds {limit} bytes")
-        # Pass 2, now known to be small enough: the frame-by-frame object is
-        # the one that reports a truncated last frame (``eof`` stays False).
-        out: list[bytes] = []
-        rest = data
-        while rest:
-            obj = zstandard.ZstdDecompressor().decompressobj()
-            out.append(obj.decompress(rest))
-            if not obj.eof:
-                raise BadPayload("bad_zstd", "truncated zstd frame")
-            rest = obj.unused_data
-        return b"".join(out)
+        return unzstd(data, limit)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise BadPayload("decompressed_too_large", f"zstd output exceeds {limit} bytes") from None
+        raise BadPayload("bad_zstd", "truncated zstd frame") from None
     except zstandard.ZstdError as exc:
         raise BadPayload("bad_zstd", f"zstd: {exc}") from None
 
@@ -565,6 +534,10 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+#: Longest ``chunk`` option accepted (str characters or bin bytes).
+MAX_CHUNK_ID_BYTES = 128
+
+
 def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, int]:
     """(chunk, compressed, size_hint, signal) from an option map (SPEC1/SPEC15
     "Option"). Unknown keys (``metadata``, Fluent Bit's ``add_option`` keys)
@@ -574,6 +547,12 @@ def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, in
         # Fluent Bit and Vector reject a non-str chunk; Fluentd would echo it.
         # An ack that the client cannot match is useless: skip the frame.
         raise _Skip("bad_chunk_id", f"option chunk is {_describe(chunk)}, not str/bin")
+    if chunk is not None and len(chunk) > MAX_CHUNK_ID_BYTES:
+        # Fluentd and Fluent Bit send base64 of 16 random bytes (24-25
+        # bytes). An id we would echo in every ack is bounded: a peer with
+        # 64 KiB ids made each ack cost 64 KiB of our memory.
+        raise _Skip("chunk_id_too_long", f"option chunk of {len(chunk)} bytes, "
+                                         f"over {MAX_CHUNK_ID_BYTES}")
     compressed = opt.get("compressed")
     if compressed is not None:
         if isinstance(compressed, bytes):

@@ -87,6 +87,7 @@ from .._metrics import Metrics
 from .._chunk import OutChunk, event_time_now, pack_entry, unpacker_for
 from .._stage import Processor
 from .._vector import parse_timestamp
+from ._json import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = ["ExecFilterCore", "main", "IDLE_FLUSH", "MAX_DELAY"]
 
@@ -200,10 +201,13 @@ class ExecFilterCore:
         line = line.strip(b" \t\r")
         if not line:
             return
+        text = line.decode("utf-8", "surrogateescape")
+        if json_too_deep(text):
+            self._reject("json_too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return
         try:
-            # Raw bytes that are not UTF-8 survive as surrogate escapes.
-            value = json.loads(line.decode("utf-8", "surrogateescape"))
-        except ValueError as exc:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             self._reject("bad_json", f"not JSON: {exc}")
             return
         self._record(value, line)

@@ -24,6 +24,10 @@ Theory of operation
   If the output cannot take the chunk (shutdown, stdout gone) the connection
   is closed without an ack so the client resends (FD-OUT rolls back).
 * A chunk without ``chunk`` option gets no reply (SPEC1 "Response").
+* Ack writes have backpressure: once the socket's write buffer passes
+  asyncio's high-water mark (64 KiB: the peer does not read its acks), the
+  connection stops reading until it drains (``ack_writes_blocked``); the
+  frames already buffered are bounded by ``HIGH_WATER``.
 * Acks that become due in the same event-loop iteration (one downstream ack
   settles a batch of chunks) are written together, once per iteration,
   and always before the connection is closed.
@@ -62,6 +66,16 @@ Theory of operation
   one more connection is accepted and closed at once
   (``connections_refused``, logged once per hundred); the listening socket
   keeps accepting.
+* A chunk of more than ``SLICE_ENTRIES`` entries is handed to the pipeline
+  in slices, yielding the loop between them; it is acked once every slice
+  has settled. More than ``max_chunk_entries``: refused, not acked.
+* Slots: a connection that has sent no byte within ``first_frame_timeout``
+  of its accept is closed (``connections_timed_out{reason=
+  "first_frame_timeout"}``); once ``idle_soft_limit`` connections are open,
+  each new one closes the connection idle the longest (nothing buffered, no
+  ack owed; ``connections_evicted``); a peer address with
+  ``auth_failures_per_minute`` failed handshakes in its minute gets its new
+  connections closed at once (``connections_refused_auth_rate``).
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
   request, write its ack when it settles, then close.
 * UDP heartbeat on the same port: ``handle_udp_heartbeat`` decides the reply
@@ -87,6 +101,7 @@ from typing import Any
 from .._config import Listen, parse_hostport
 from .._metrics import Metrics
 from .._runtime import Pipeline, log_event
+from .._stage import ChunkRejected, walk_entries
 from ..forward import (
     CLOSED,
     NEED_DATA,
@@ -108,6 +123,10 @@ HIGH_WATER = 512 * 1024
 #: Bounds of one merged group of buffered frames (see "Merging").
 MERGE_MAX_BYTES = 1024 * 1024
 MERGE_MAX_FRAMES = 1000
+#: Entries the stage processes in one go: a chunk with more is handed over
+#: in slices of this many, the event loop serving others in between
+#: (~20 ms of stage work per slice at the worst ~1 us an entry).
+SLICE_ENTRIES = 20_000
 _log = logging.getLogger("probetag")
 
 
@@ -164,7 +183,11 @@ class _StreamProtocol(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self.over_ssl = False
         self.arrived = False  # bytes, EOF or loss since the task last looked
+        self.received = False  # any byte at all
         self.paused = False
+        #: The transport's write buffer is over its high-water mark (the peer
+        #: does not read its acks): reading stays paused until it drains.
+        self.write_blocked = False
         self.exc: BaseException | None = None
         self.eof = False
         self._early: list[bytes] = []
@@ -186,6 +209,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._early.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         conn = self.conn
         if conn is None:
             self._early.append(data)
@@ -216,6 +240,19 @@ class _StreamProtocol(asyncio.Protocol):
         if not self._lost.done():
             self._lost.set_result(None)
 
+    def pause_writing(self) -> None:
+        # asyncio calls this when the write buffer passes its high-water mark
+        # (64 KiB): a peer that sends frames but never reads its acks would
+        # otherwise grow it without bound. Stop reading it (TCP flow control
+        # then stops its writes) until the acks drain.
+        self.write_blocked = True
+        self.server.metrics.inc("ack_writes_blocked")
+        self.pause()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._wake()  # the read loop resumes reading at its next wait
+
     def pause(self) -> None:
         if not self.paused and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
@@ -234,7 +271,8 @@ class _StreamProtocol(asyncio.Protocol):
         if self.arrived or self.eof:
             self.arrived = False
             return
-        self.resume()
+        if not self.write_blocked:
+            self.resume()
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
@@ -280,6 +318,10 @@ class _Connection:
         self.logged_error = False
         self.requests = 0
         self.deny_keepalive = cfg.deny_keepalive
+        #: loop time since which the read loop waits for the peer; None while
+        #: it works. Idle = waiting, no partial frame and no ack owed.
+        self.idle_since: float | None = None
+        self.evicted = False
 
     # -- settle callbacks (called by the pipeline) ---------------------------
 
@@ -320,11 +362,26 @@ class _Connection:
         if initial:
             self.transport.write(initial)
         handshake_deadline = loop.time() + self.server.config.handshake_timeout
+        first_deadline = loop.time() + self.server.config.first_frame_timeout
         frame_deadline: float | None = None  # see "frame_timeout" above
         group: list[Chunk] = []
         group_bytes = group_records = 0
         flow = self.server.pipeline.flow
         while not self.stopping:
+            if not group and self.authenticated and flow.full:
+                # No frame is parsed while the pipeline is full. Every
+                # connection waiting for room is woken when room comes; the
+                # first one fills it again (parse and submit do not yield),
+                # and without this check each other one would parse its
+                # frame, decompressing up to max_decompressed_bytes, only to
+                # hold it until the next room.
+                waited_from = loop.time()
+                await self.server.pipeline.wait_capacity()
+                if frame_deadline is not None:
+                    frame_deadline += loop.time() - waited_from  # our wait, not the peer's
+                if self.stopping:
+                    break
+                continue
             ev = self.proto.next_event()
             if ev is not NEED_DATA and ev is not CLOSED:
                 frame_deadline = None  # a frame completed
@@ -365,7 +422,12 @@ class _Connection:
                     frame_deadline = now + self.server.config.frame_timeout
                 else:
                     frame_deadline += now - waited_from  # our wait, not the peer's
-                if self.authenticated:
+                if (self.authenticated and not io.received
+                        and first_deadline - now < self.server.config.idle_timeout):
+                    # Sent nothing since it connected: a slot held for free.
+                    timeout = max(0.0, first_deadline - now)
+                    reason = "first_frame_timeout"
+                elif self.authenticated:
                     timeout = self.server.config.idle_timeout
                     reason = "idle_timeout"
                 else:
@@ -374,6 +436,7 @@ class _Connection:
                 if frame_deadline is not None and frame_deadline - now < timeout:
                     timeout = max(0.0, frame_deadline - now)
                     reason = "frame_timeout"
+                self.idle_since = now
                 try:
                     # asyncio.timeout arms one timer handle on this task;
                     # wait_for would wrap every read in a new Task (~5 % of
@@ -381,6 +444,7 @@ class _Connection:
                     async with asyncio.timeout(timeout):
                         await io.wait_data()
                 except TimeoutError:
+                    self.idle_since = None
                     if reason == "frame_timeout":
                         m.inc("frames_rejected", reason=reason)
                         self._log_once(reason, fatal=True,
@@ -395,6 +459,7 @@ class _Connection:
                     self._log_once(reason, fatal=True)
                     break
                 except ConnectionResetError:
+                    self.idle_since = None
                     # An RST instead of a FIN is how some peers close (SO_LINGER
                     # 0, as Fluentd's server side does); like EOF, not an error.
                     m.inc("connections_reset")
@@ -403,6 +468,7 @@ class _Connection:
                     m.inc("connections_reset")
                     self._log_once("read_error", fatal=True, detail=type(exc).__name__)
                     break
+                self.idle_since = None
                 if self.stopping:
                     break
                 continue
@@ -419,6 +485,7 @@ class _Connection:
                 if ev.ok:
                     self.authenticated = True
                 else:
+                    self.server.auth_failed(self.transport)
                     m.inc("handshake_failures", reason=_reason_label(ev.reason))
                     self._log_once("handshake_failed", fatal=True, detail=ev.reason)
                     break
@@ -458,9 +525,28 @@ class _Connection:
         self.pending += 1
         self.server.count_pending(len(group))
         self._settled.clear()
+        processor = self.server.pipeline.processor
+        undecodable = processor.undecodable
         try:
-            self.server.pipeline.submit(tag, entries, len(entries),
-                                        lambda ok: self._on_settled(chunk_ids, ok))
+            cuts, walked = _slices(entries, self.server.config.max_chunk_entries)
+            if cuts is None:
+                self.server.pipeline.submit(tag, entries, len(entries),
+                                            lambda ok: self._on_settled(chunk_ids, ok), walked)
+            else:
+                await self._submit_sliced(tag, entries, cuts, chunk_ids)
+            if processor.undecodable != undecodable:
+                self.server.log_poison(self.transport, self.peer, tag,
+                                       processor.undecodable - undecodable)
+        except ChunkRejected as rej:
+            # Refused as a whole by the stage (too many entries): nothing was
+            # delivered, so no ack; the connection stays, as for any other
+            # well-framed invalid frame.
+            m.inc("frames_rejected", len(group), reason=rej.reason)
+            self._log_once(rej.reason, fatal=False, detail=rej.detail)
+            self.pending -= 1
+            self.server.count_pending(-len(group))
+            if self.pending == 0:
+                self._settled.set()
         except Exception:
             # A bug in processing must not take the server down; the frames
             # are not acked, so the client keeps them and resends.
@@ -472,6 +558,38 @@ class _Connection:
         # without this the downstream would sit idle for as many chunks as
         # are buffered here (and their latency would add up).
         await asyncio.sleep(0)
+
+    async def _submit_sliced(self, tag: str, entries: bytes, cuts: list[int],
+                             chunk_ids: list[Any]) -> None:
+        """A chunk of many entries goes to the pipeline in slices of
+        ``SLICE_ENTRIES``, the loop running other connections between them
+        (the stage is synchronous: one slice is its longest stall). The
+        chunk's acks wait for every slice to settle; one failed slice and
+        none is acked."""
+        left = len(cuts) - 1
+        all_ok = True
+
+        def part_settled(ok: bool) -> None:
+            nonlocal left, all_ok
+            all_ok = all_ok and ok
+            left -= 1
+            if left == 0:
+                self._on_settled(chunk_ids, all_ok)
+
+        for k in range(len(cuts) - 1):
+            if k:
+                await asyncio.sleep(0)
+            try:
+                self.server.pipeline.submit(tag, entries[cuts[k]:cuts[k + 1]],
+                                            cuts[k + 1] - cuts[k], part_settled)
+            except Exception:
+                # As in _submit: our bug; the slices not handed over count as
+                # failed, so the chunk is not acked (settled once, here).
+                self.server.metrics.inc("internal_errors", where="process")
+                _log.exception("event=process_failed peer=%s tag=%s", self.peer, tag)
+                left -= len(cuts) - 2 - k
+                part_settled(False)
+                return
 
     def _log_once(self, reason: str, *, fatal: bool, detail: Any = None) -> None:
         if self.logged_error:
@@ -503,6 +621,31 @@ class _Connection:
             await asyncio.wait_for(self.io.wait_closed(), 2.0)
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
+
+
+def _slices(entries: bytes, max_entries: int) -> tuple[list[int] | None, Any]:
+    """(offsets cutting ``entries`` into slices of ``SLICE_ENTRIES`` entries,
+    first 0 and last len(entries), or None when one slice holds them all;
+    the walk, handed to the stage so that it does not walk again, or None).
+    Past ``max_entries`` it raises ``ChunkRejected`` before any slice is
+    handed over. Walked only when the chunk could hold more than one slice
+    (an entry takes a byte at least)."""
+    if len(entries) <= SLICE_ENTRIES:
+        return None, None
+    walked = walk_entries(entries, max_entries)
+    starts, _slow, _end, error = walked
+    if error == "too_many_entries":
+        raise ChunkRejected(error, f"more than {max_entries} entries")
+    count = len(starts) - 1
+    if count <= SLICE_ENTRIES:
+        return None, walked
+    # The last slice runs to the end: a truncated tail is the stage's to report.
+    return [int(starts[i]) for i in range(0, count, SLICE_ENTRIES)] + [len(entries)], None
+
+
+def _peer_host(transport: Any) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
 def _reason_label(reason: str | None) -> str:
@@ -537,6 +680,59 @@ class ForwardServer:
         self._ssl: ssl.SSLContext | None = None
         self._refused = 0
         self.acks_pending = 0
+        #: peer address -> (start of its minute, failed handshakes in it)
+        self._auth_failures: dict[str, tuple[float, int]] = {}
+        self._poison_logged: dict[str, float] = {}
+
+    def auth_failed(self, transport: Any) -> None:
+        host = _peer_host(transport)
+        now = asyncio.get_running_loop().time()
+        start, n = self._auth_failures.get(host, (now, 0))
+        if now - start >= 60.0:
+            start, n = now, 0
+        if len(self._auth_failures) >= 10_000 and host not in self._auth_failures:
+            # Bounded: forget the minutes that are over (then, if need be, all).
+            self._auth_failures = {h: v for h, v in self._auth_failures.items() if now - v[0] < 60.0}
+            if len(self._auth_failures) >= 10_000:
+                self._auth_failures.clear()
+        self._auth_failures[host] = (start, n + 1)
+
+    def _auth_blocked(self, transport: Any) -> bool:
+        entry = self._auth_failures.get(_peer_host(transport))
+        if entry is None:
+            return False
+        start, n = entry
+        return (n >= self.config.auth_failures_per_minute
+                and asyncio.get_running_loop().time() - start < 60.0)
+
+    def log_poison(self, transport: Any, peer: str, tag: str, n: int) -> None:
+        """Entries Python cannot hold were rejected (counted by the stage as
+        ``records_rejected{reason="entry_undecodable"}``): one log line per
+        peer address and minute."""
+        host = _peer_host(transport)
+        now = asyncio.get_running_loop().time()
+        last = self._poison_logged.get(host)
+        if last is not None and now - last < 60.0:
+            return
+        if len(self._poison_logged) >= 10_000:
+            self._poison_logged.clear()
+        self._poison_logged[host] = now
+        log_event(logging.WARNING, "records_undecodable", peer=peer, tag=tag, records=n,
+                  detail="msgpack Python cannot hold (container as map key, bad ext); rejected")
+
+    def _evict_idle(self) -> None:
+        """Over ``idle_soft_limit``: close the connection idle the longest."""
+        if len(self._conns) < self.config.idle_soft_limit:
+            return
+        idle = [c for c in self._conns
+                if c.idle_since is not None and not c.pending and not c.closed
+                and not c.proto.partial_bytes]
+        if not idle:
+            return
+        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+        oldest.evicted = True
+        self.metrics.inc("connections_evicted", reason="idle_soft_limit")
+        oldest._close()
 
     def count_pending(self, delta: int) -> None:
         """Chunks handed to the pipeline whose upstream ack (or refusal) is
@@ -583,6 +779,13 @@ class ForwardServer:
                           refused_total=self._refused)
             io.close()
             return
+        if self.security is not None and self._auth_blocked(io.transport):
+            # Too many failed handshakes from this address this minute
+            # (shared-key guessing): no HELO, no slot.
+            m.inc("connections_refused_auth_rate")
+            io.close()
+            return
+        self._evict_idle()
         self._tasks.add(task)
         try:
             if self._ssl is not None:

@@ -58,16 +58,19 @@ import asyncio
 import io
 import json
 import logging
+import re
 import ssl
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .._config import Config, parse_hostport
+from .._inflate import InflateError, inflate, unzstd
 from .._metrics import Metrics
 from .._logging import log_event
 from .._chunk import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
+from ._json import MAX_JSON_DEPTH, json_too_deep
 from .._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
@@ -82,6 +85,8 @@ __all__ = [
 log = logging.getLogger("probetag.inputs.http")
 
 MAX_HEADER_BYTES = 16 * 1024
+_DIGITS = re.compile(r"[0-9]+")
+_HEXDIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
 #: Request bodies larger than this are decoded in a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found",
@@ -162,6 +167,16 @@ class RequestParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_body(self) -> bool:
+        """The header block of the current request has been read."""
+        return self._head is not None
+
+    @property
+    def body_received(self) -> int:
+        """Bytes of the current request's body received so far."""
+        return len(self._buf) + len(self._chunks) if self._head is not None else 0
+
     def next_event(self) -> Request | ExpectContinue | _NeedData:
         if self._head is None:
             end = self._buf.find(b"\r\n\r\n")
@@ -220,8 +235,12 @@ class RequestParser:
                 raise HttpError(501, "unsupported transfer coding")
             self._chunked = True
         elif cl:
-            if len(set(cl)) != 1 or not cl[0].isdigit():
+            # ASCII digits only (RFC 9110 §8.6): str.isdigit() also accepts
+            # "\xb9" and other digits int() refuses or reads differently.
+            if len(set(cl)) != 1 or not _DIGITS.fullmatch(cl[0]):
                 raise HttpError(400, "bad Content-Length")
+            if len(cl[0].lstrip("0")) > 18:
+                raise HttpError(413, f"body exceeds {self.max_body} bytes")
             self._length = int(cl[0])
             if self._length > self.max_body:
                 raise HttpError(413, f"body of {self._length} bytes exceeds {self.max_body}")
@@ -250,11 +269,12 @@ class RequestParser:
                 if len(self._buf) > 1024:
                     raise HttpError(400, "chunk size line too long")
                 return None
-            size_text = bytes(self._buf[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HttpError(400, "bad chunk size") from None
+            size_text = bytes(self._buf[:line_end]).split(b";", 1)[0].strip(b" \t")
+            # HEXDIG only (RFC 9112 §7.1): int(x, 16) would also take "-1",
+            # "0x1f", "1_0" and surrounding whitespace.
+            if not _HEXDIGITS.fullmatch(size_text):
+                raise HttpError(400, "bad chunk size")
+            size = int(size_text, 16)
             if size == 0:
                 # Trailer section: skip fields up to the empty line.
                 trailer_end = self._buf.find(b"\r\n\r\n", line_end)
@@ -300,23 +320,16 @@ def render_response(status: int, body: bytes = b"", *, keep_alive: bool = True,
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
-    out = bytearray()
-    while data:
-        d = zlib.decompressobj(wbits)
-        out += d.decompress(data, limit + 1 - len(out))
-        if len(out) > limit:
-            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        if d.unconsumed_tail:
-            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        if not d.eof:
-            raise HttpError(400, "truncated compressed body", close=False)
-        # gzip allows several members back to back (RFC 1952 §2.2).
-        data = d.unused_data
-        if wbits != 16 + zlib.MAX_WBITS:
-            if data:
-                raise HttpError(400, "trailing data after compressed body", close=False)
-            break
-    return bytes(out)
+    # gzip allows several members back to back (RFC 1952 §2.2); zlib and raw
+    # deflate are one stream. Linear in the number of members (``_inflate``).
+    try:
+        return inflate(data, wbits, limit, members=wbits == 16 + zlib.MAX_WBITS)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False) from None
+        if exc.reason == "trailing":
+            raise HttpError(400, "trailing data after compressed body", close=False) from None
+        raise HttpError(400, "truncated compressed body", close=False) from None
 
 
 def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -351,16 +364,11 @@ def _unzstd(body: bytes, limit: int) -> bytes:
     import zstandard
 
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
-        out = bytearray()
-        while True:
-            piece = reader.read(min(1 << 20, limit + 1 - len(out)))
-            if not piece:
-                break
-            out += piece
-            if len(out) > limit:
-                raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False)
-        return bytes(out)
+        return unzstd(body, limit)
+    except InflateError as exc:
+        if exc.reason == "too_large":
+            raise HttpError(413, f"decompressed body exceeds {limit} bytes", close=False) from None
+        raise HttpError(400, "truncated zstd body", close=False) from None
     except zstandard.ZstdError as exc:
         raise HttpError(400, f"bad zstd data: {exc}", close=False) from None
 
@@ -392,9 +400,11 @@ def parse_events(body: bytes, content_type: str | None) -> ParsedBody:
     # re-encoded byte for byte (the same rule as the msgpack side).
     text = body.decode("utf-8", "surrogateescape")
     if _looks_like_array(body, content_type):
+        if json_too_deep(text):
+            raise HttpError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", close=False)
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise HttpError(400, f"body is not a JSON array: {exc}", close=False) from None
         if not isinstance(value, list):
             value = [value]
@@ -417,9 +427,13 @@ def parse_events(body: bytes, content_type: str | None) -> ParsedBody:
         line = line.strip(" \t\r")
         if not line:
             continue
+        if json_too_deep(line):
+            parsed.rejected["json_too_deep"] = parsed.rejected.get("json_too_deep", 0) + 1
+            parsed.first_error = parsed.first_error or f"line {n}: nested deeper than {MAX_JSON_DEPTH}"
+            continue
         try:
             v = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             parsed.rejected["bad_json"] = parsed.rejected.get("bad_json", 0) + 1
             parsed.first_error = parsed.first_error or f"line {n}: {exc}"
             continue
@@ -492,6 +506,10 @@ class HttpInput:
             writer.close()
             return
         parser = RequestParser(self.cfg.max_body_bytes)
+        loop = asyncio.get_running_loop()
+        started: float | None = None    # first byte of the current request
+        head_done: float | None = None  # end of its header block
+        answered = False                # a response to the current request was written
         try:
             while True:
                 try:
@@ -499,19 +517,45 @@ class HttpInput:
                 except HttpError as err:
                     self._count_status(err.status)
                     log_event(logging.WARNING, "http_error", log, peer=peer_s, status=err.status, reason=err.reason)
+                    answered = True
                     writer.write(render_response(err.status, _err_body(err.reason), keep_alive=False))
                     await writer.drain()
                     return
                 if ev is NEED_DATA:
+                    # Deadlines (RFC 9110 §15.5.9 408): the idle wait between
+                    # requests, the header block, then the body with a
+                    # minimum rate (Apache mod_reqtimeout's body=...,MinRate=).
+                    now = loop.time()
+                    if parser.in_body:
+                        head_done = head_done or now
+                        phase = "body"
+                        deadline = (head_done + self.cfg.body_timeout
+                                    + parser.body_received / self.cfg.min_body_rate)
+                    elif parser.buffered:
+                        started = started or now
+                        phase = "header"
+                        deadline = started + self.cfg.header_timeout
+                    else:
+                        phase = "idle"
+                        deadline = now + self.idle_timeout
                     try:
-                        data = await asyncio.wait_for(reader.read(64 * 1024), self.idle_timeout)
+                        data = await asyncio.wait_for(reader.read(64 * 1024), max(0.0, deadline - now))
                     except asyncio.TimeoutError:
-                        self.metrics.inc("http_idle_closed")
+                        if phase == "idle":
+                            self.metrics.inc("http_idle_closed")
+                            return
+                        self.metrics.inc("http_request_timeouts", phase=phase)
+                        self._count_status(408)
+                        _log_refusal(peer_s, 408, f"{phase} not received in time")
+                        answered = True
+                        writer.write(render_response(408, _err_body(f"{phase} timeout"), keep_alive=False))
+                        await writer.drain()
                         return
                     if not data:
                         return
                     parser.feed(data)
                     continue
+                started = head_done = None
                 if isinstance(ev, ExpectContinue):
                     writer.write(render_response(100))
                     await writer.drain()
@@ -533,6 +577,19 @@ class HttpInput:
             # asyncio's start_server callback from logging the cancellation
             # as an error (it calls task.exception() on the finished task).
             pass
+        except Exception:
+            # Our bug, not the peer's: answer 500 (if nothing was answered
+            # yet), log it with its traceback, never let it escape into
+            # asyncio's client_connected_cb (which drops the connection
+            # without a word).
+            self.metrics.inc("http_internal_errors")
+            log.exception("event=http_internal_error peer=%s", peer_s)
+            if not answered and not writer.is_closing():
+                self._count_status(500)
+                try:
+                    writer.write(render_response(500, _err_body("internal error"), keep_alive=False))
+                except Exception:  # noqa: BLE001 - the transport is already broken
+                    pass
         finally:
             self._conns.discard(task)
             await close_writer(writer)
@@ -572,12 +629,22 @@ class HttpInput:
         except HttpError as err:
             log_event(logging.WARNING, "http_error", log, peer=peer, status=err.status, reason=err.reason)
             return err.status, _err_body(err.reason), ()
+        except (RecursionError, ValueError, OverflowError) as exc:
+            # A value the body parser let through that the packer refuses
+            # (an integer past 64 bits): the peer's data, so 400, logged.
+            _log_refusal(peer, 400, f"unusable body: {exc}")
+            return 400, _err_body("unusable body"), ()
         bad = sum(parsed.rejected.values())
         if bad:
             log_event(logging.WARNING, "http_events_rejected", log, peer=peer, rejected=bad, first=parsed.first_error)
         # Room is checked once for the whole request and nothing is awaited
         # between the check and the submits, so a request is either taken
         # entirely or not at all (429): Vector's retry then sends nothing twice.
+        most = self.config.listen.max_chunk_entries
+        if any(count > most for _tag, _entries, count in chunks):
+            self.metrics.inc("chunks_rejected", reason="too_many_entries")
+            _log_refusal(peer, 413, f"more than {most} events of one tag")
+            return 413, _err_body(f"more than {most} events of one tag"), ()
         if self.pipeline.flow.full:
             self.metrics.inc("http_busy")
             return 429, _err_body("pipeline full, retry"), (("Retry-After", "1"),)
@@ -602,6 +669,17 @@ class HttpInput:
             return 503, _err_body("output closed before the batch was settled"), (("Retry-After", "5"),)
         self.metrics.inc("http_events", len(parsed.events))
         return 200, b"", ()
+
+
+def _log_refusal(peer: str, status: int, reason: str) -> None:
+    log.warning("event=http_request_refused peer=%s status=%d reason=%s",
+                peer, status, _logfmt_value(reason))
+
+
+def _logfmt_value(s: str) -> str:
+    if s and all(c.isprintable() and c not in ' "=\\' for c in s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _settler(fut: "asyncio.Future[bool]") -> Callable[[bool], None]:

@@ -45,6 +45,7 @@ from .._metrics import Metrics
 from .._logging import log_event
 from .._chunk import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
+from ._json import MAX_JSON_DEPTH, json_too_deep
 from .._vector import event_to_entry, lone_surrogate_escapes
 
 if TYPE_CHECKING:
@@ -133,7 +134,11 @@ def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_f
                 continue
             text = line.decode("utf-8", "surrogateescape")
             try:
+                if json_too_deep(text):
+                    raise RecursionError(f"nested deeper than {MAX_JSON_DEPTH} levels")
                 value = json.loads(text)
+            except RecursionError as exc:
+                reason, why = "json_too_deep", str(exc)
             except ValueError as exc:
                 reason, why = "bad_json", f"not JSON: {exc}"
             else:
@@ -149,8 +154,15 @@ def lines_to_chunks(lines: list[bytes | LineTooLong], *, default_tag: str, tag_f
                         lone = lone_surrogate_escapes(text)
                         if lone:
                             stats["json_surrogates_replaced"] = stats.get("json_surrogates_replaced", 0) + lone
+                    try:
+                        entry = pack_entry(m.time, m.record)
+                    except (OverflowError, ValueError) as exc:
+                        # An integer msgpack cannot hold (JSON has no bound).
+                        rejected["unpackable"] = rejected.get("unpackable", 0) + 1
+                        first = first or f"cannot pack: {exc}"
+                        continue
                     parts = by_tag.setdefault(m.tag, [])
-                    parts.append(pack_entry(m.time, m.record))
+                    parts.append(entry)
                     if len(parts) >= batch:
                         chunks.append((m.tag, b"".join(parts), len(parts)))
                         del by_tag[m.tag]
