@@ -62,7 +62,8 @@ def test_every_error_of_a_file_is_reported_in_file_order(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert lines == [
         f"error: {p}:2: listen.adress: unknown key (did you mean 'address'?) (known here: address, "
-        "deny_keepalive, frame_timeout, handshake_timeout, idle_timeout, max_connections, "
+        "auth_failures_per_minute, deny_keepalive, first_frame_timeout, frame_timeout, "
+        "handshake_timeout, idle_soft_limit, idle_timeout, max_chunk_entries, max_connections, "
         "max_decompressed_bytes, max_frame_bytes, self_hostname, shared_key, tag_prefix, tls, "
         "udp_heartbeat, users)",
         f"error: {p}:4: output.type: must be one of stdout, forward, ndjson; got 'fowrard' "

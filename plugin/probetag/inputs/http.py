@@ -516,7 +516,7 @@ class HttpInput:
                     ev = parser.next_event()
                 except HttpError as err:
                     self._count_status(err.status)
-                    log_event(logging.WARNING, "http_error", log, peer=peer_s, status=err.status, reason=err.reason)
+                    _log_refusal(peer_s, err.status, err.reason)
                     answered = True
                     writer.write(render_response(err.status, _err_body(err.reason), keep_alive=False))
                     await writer.drain()
@@ -627,7 +627,7 @@ class HttpInput:
             else:
                 parsed, chunks, notes = self._decode(req)
         except HttpError as err:
-            log_event(logging.WARNING, "http_error", log, peer=peer, status=err.status, reason=err.reason)
+            _log_refusal(peer, err.status, err.reason)
             return err.status, _err_body(err.reason), ()
         except (RecursionError, ValueError, OverflowError) as exc:
             # A value the body parser let through that the packer refuses
@@ -672,8 +672,7 @@ class HttpInput:
 
 
 def _log_refusal(peer: str, status: int, reason: str) -> None:
-    log.warning("event=http_request_refused peer=%s status=%d reason=%s",
-                peer, status, _logfmt_value(reason))
+    log_event(logging.WARNING, "http_request_refused", log, peer=peer, status=status, reason=reason)
 
 
 def _logfmt_value(s: str) -> str:
