@@ -44,7 +44,14 @@ from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
 from ._catalogue import Signature
-from ._clients import KnownClients, Opening, known_clients, recognise, rejoin
+from functools import lru_cache
+
+from ._clients import KnownClients, Opening, known_clients, rejoin
+from ._clients import recognise as _recognise
+
+#: ``_clients.recognise`` is pure and its answer immutable, and scanners send
+#: the same lines again and again: answers are kept for the lines seen last.
+recognise = lru_cache(maxsize=4096)(_recognise)
 from ._engine import Match
 
 __all__ = ["Openings", "seen_in", "literals"]
