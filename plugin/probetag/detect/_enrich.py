@@ -300,7 +300,6 @@ class Enricher:
         self._sender_hostname = decode.sender_hostname
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
-        self.keep_unmatched = True
         #: Lines of earlier batches left unnamed, offered to the next pass 3
         #: ((time, line) pairs); ``late``: do that (explain's blocks are
         #: whole file parts, and their lines are written already).
@@ -367,8 +366,10 @@ class Enricher:
         return entry
 
     def analyse(self, record: dict[Any, Any], keep: bool = False) -> tuple[Reading, str | None] | None:
-        """(reading, sender) of one record; None when nothing in it matches
-        (unless ``keep``: then the reading without matches)."""
+        """(reading, sender) of one record. A record with a payload line that
+        matches nothing gets its reading without matches (the sequence pass
+        and the client openings read those); a record without one gets None
+        (unless ``keep``: then a reading without a rebuilt line)."""
         # rebuild reads the record with bin keys decoded; the rest of the
         # analysis (transport, markers, host fields) reads it as it came.
         rec = self._str_keys(record)
@@ -391,7 +392,7 @@ class Enricher:
             # record, e.g. the ``agent`` of a parsed access log.
             found = self._marker_field(record)
             if found is None:
-                if not keep and (rb is None or not self.keep_unmatched):
+                if not keep and rb is None:
                     return None
                 # Kept for the sequence pass and the client openings: a line
                 # its bytes do not name can still be named by its place in a
@@ -514,7 +515,7 @@ class Enricher:
             # (a line of this batch, or a scan's line of an earlier one, to place by)
             below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
         elif self.sequence is not None and self.late and (below or has_unmatched):
-            self._keep_pending(items, readings, sources, unmatched, out, [], 0)
+            self._keep_pending(items, readings, sources, unmatched, out, [])
         if metrics is not None:
             # Counted per batch: the same totals as per record, at a fraction
             # of the label handling.
@@ -525,7 +526,7 @@ class Enricher:
         return out
 
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
-                       sources: Sequence[str | None], unmatched: Mapping[int, tuple[Reading, str | None]],
+                       sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
                        matched: dict[tuple[str, str], int]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
@@ -535,16 +536,13 @@ class Enricher:
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
         for i in range(n):
-            r = readings[i]
-            src = sources[i]
-            if r is None:
-                got = unmatched[i]
-                if got is None or got[0].rebuilt is None:
-                    continue
-                r, src = got
-            elif named[i] is not None:
-                lines[i] = (items[i][0], src, b"", (), False, False)
+            if named[i] is not None:
+                lines[i] = (items[i][0], sources[i], b"", (), False, False)
                 continue
+            line = self._sequence_line(i, items, readings, sources, unmatched)
+            if line is None:
+                continue
+            src = line[1]
             # only lines of a scan that goes through its scanner's order (a
             # line without a sender: when some sender's scan does)
             ok = ordered.get(src)
@@ -553,11 +551,7 @@ class Enricher:
                                      else any(in_order(x) for x in set(sources) if x is not None))
             if not ok:
                 continue
-            rb = r.rebuilt
-            line = r.line if r.matches else (rb.line if rb is not None else b"")
-            if len(line) > _MAX_SEQUENCE_LINE:
-                continue
-            lines[i] = (items[i][0], src, line.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
+            lines[i] = line
         # Lines of earlier batches that were left unnamed come first: this
         # batch may hold the anchor after them (a live stream's chunks are
         # small). They have left already; a name found now goes into their
@@ -577,7 +571,7 @@ class Enricher:
         p = len(pending)
         if not p and not any(lines[i] is not None and named[i] is None for i in range(n)):
             if self.late:
-                self._keep_pending(items, readings, sources, unmatched, out, (), 0, waiting, lines)
+                self._keep_pending(items, readings, sources, unmatched, out, (), waiting, lines)
             return 0  # nothing to place
         got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
                                      self.correlator.context)
@@ -594,7 +588,7 @@ class Enricher:
         got = got_all[p:]
         if self.late:
             self._keep_pending(items, readings, sources, unmatched, out, got,
-                               p, waiting + [x for k, x in enumerate(pending) if got_all[k] is None], lines)
+                               waiting + [x for k, x in enumerate(pending) if got_all[k] is None], lines)
         below = 0
         for i, g in enumerate(got):
             if g is None:
@@ -617,9 +611,28 @@ class Enricher:
             matched[k] = matched.get(k, 0) + 1
         return below
 
+    @staticmethod
+    def _sequence_line(i: int, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
+                       sources: Sequence[str | None],
+                       unmatched: Sequence[tuple[Reading, str | None] | None]) -> tuple[Any, ...] | None:
+        """Line ``i`` as the sequence pass takes it: (time, sender, the line
+        spacing aside, engine matches, lossy, TAG cut); None for a line with
+        no payload or too long to be a probe's."""
+        r, src = readings[i], sources[i]
+        if r is None:
+            got = unmatched[i]
+            if got is None or got[0].rebuilt is None:
+                return None
+            r, src = got
+        rb = r.rebuilt
+        text = r.line if r.matches else (rb.line if rb is not None else b"")
+        if len(text) > _MAX_SEQUENCE_LINE:
+            return None
+        return items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1])
+
     def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
-                      sources: Sequence[str | None], unmatched: Mapping[int, tuple[Reading, str | None]],
-                      out: Sequence[Any], got: Sequence[Any], p: int, still: list[Any] = (),  # type: ignore[assignment]
+                      sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
+                      out: Sequence[Any], got: Sequence[Any], still: Sequence[Any] = (),
                       lines: Sequence[Any] | None = None) -> None:
         """Keep this batch's unnamed lines (and earlier ones still unnamed)
         for the next batch's pass 3: at most ``_MAX_PENDING``, none older
@@ -631,20 +644,7 @@ class Enricher:
             newest = max(newest, t)
             if out[i] is not None or (got and got[i] is not None):
                 continue
-            if lines is not None:
-                line = lines[i]
-            else:
-                r = readings[i]
-                src = sources[i]
-                if r is None:
-                    u = unmatched[i]
-                    if u is None or u[0].rebuilt is None:
-                        continue
-                    r, src = u
-                rb = r.rebuilt
-                text = r.line if r.matches else (rb.line if rb is not None else b"")
-                line = None if len(text) > _MAX_SEQUENCE_LINE else (
-                    t, src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]))
+            line = lines[i] if lines is not None else self._sequence_line(i, items, readings, sources, unmatched)
             if line is not None and (line[1] is None or self.correlator.in_order(line[1])):
                 keep.append((t, line))
         keep = sorted((x for x in keep if x[0] >= newest - _PENDING_AGE), key=lambda x: x[0])
