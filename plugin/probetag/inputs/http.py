@@ -675,10 +675,6 @@ def _log_refusal(peer: str, status: int, reason: str) -> None:
     log_event(logging.WARNING, "http_request_refused", log, peer=peer, status=status, reason=reason)
 
 
-def _logfmt_value(s: str) -> str:
-    if s and all(c.isprintable() and c not in ' "=\\' for c in s):
-        return s
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _settler(fut: "asyncio.Future[bool]") -> Callable[[bool], None]:
@@ -699,4 +695,3 @@ def _server_ssl(tls: Any) -> ssl.SSLContext:
         ctx.load_verify_locations(tls.ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
-
