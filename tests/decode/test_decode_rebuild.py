@@ -311,3 +311,17 @@ def test_colon_tag_nul_names_the_hostname_as_sender():
     # when HOSTNAME is the sender (FIELD_GUIDE 4)
     rb = rebuild(parse_syslog_line(b"Nov 27 14:05:52 127.0.0.1 - \x00#015", "traditional").record)
     assert rb is not None and rb.line == b"\r" and rb.source == "127.0.0.1"
+
+
+def test_fluent_bit_rfc5424_record_reads_as_rsyslog_rfc5424():
+    # Fluent Bit's stock syslog-rfc5424 parser behind an rsyslog relay
+    # (RSYSLOG_SyslogProtocol23Format): ident is APP-NAME, message is MSG
+    # with its first space; the rest of the TAG is gone (lossy)
+    rec = {"pri": "13", "time": "2026-12-05T17:15:25.332830+00:00", "host": "127.0.0.1", "ident": "Via",
+           "pid": "-", "msgid": "-", "extradata": "-", "message": " SIP/2.0/TCP nm;branch=foo#015"}
+    rb = rebuild(_via_msgpack(rec))
+    assert rb.lossy and rb.shape == "fluentd-syslog" and rb.source == "127.0.0.1"
+    assert rb.line == b"Via SIP/2.0/TCP nm;branch=foo\r"
+    # the same fields without msgid are Fluentd's RFC 3164 reading, not lossy
+    del rec["msgid"]
+    assert not rebuild(_via_msgpack(rec)).lossy

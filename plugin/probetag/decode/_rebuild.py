@@ -12,7 +12,11 @@ Theory of operation
                       RFC 5424 output, lossy).
   ``fluentd-syslog``  ``host``/``ident``[/``pid``]/``message`` from Fluentd's
                       syslog parser: the separator between ident and message
-                      (spaces, a colon, ``[pid]:``) is gone.
+                      (spaces, a colon, ``[pid]:``) is gone. With ``msgid``
+                      as well (Fluent Bit's stock ``syslog-rfc5424`` parser
+                      behind an rsyslog RFC 5424 relay) ``ident`` is APP-NAME
+                      and ``message`` rsyslog's MSG: read as rsyslog's own
+                      RFC 5424 output (lossy: the TAG beyond APP-NAME is gone).
   ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``
                       (Vector's ``syslog`` source; ``appname`` may be absent).
   ``file-line``       ``message``/``log`` holds a whole rsyslog file line
@@ -84,7 +88,7 @@ PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
 #: them (``fields_read``) is exact; tests/decode checks the list against the
 #: fields rebuild actually touches.
 READ_FIELDS = ("rawmsg", "syslogtag", "hostname", "app-name", "msg", "_format", "_spacing", "ident",
-               "host", "message", "pid", "appname", "procid", "source_ip", "log", "MESSAGE")
+               "host", "message", "pid", "msgid", "appname", "procid", "source_ip", "log", "MESSAGE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +524,11 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: Senders,
         name = "file-line" if _str(rec.get("_format")) in _FILE_FORMATS else "rsyslog-json"
         return _from_rsyslog(rec, sources), name
     if shape == "fluentd":
+        if "msgid" in rec:
+            # Fluent Bit's syslog-rfc5424: host, ident (APP-NAME), pid
+            # (PROCID), msgid, extradata, message (MSG, its first space kept)
+            as5424 = {"hostname": rec.get("host"), "app-name": rec.get("ident"), "msg": rec.get("message")}
+            return _from_rsyslog(as5424, sources), "fluentd-syslog"
         return _from_fluentd(rec, sources), "fluentd-syslog"
     if shape == "vector":
         return _from_vector(rec, sources), "vector-syslog"
