@@ -224,6 +224,43 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
     return sorted(picked + extra, key=lambda x: x[0])
 
 
+#: A ``fromhost`` line with an empty MSG: the sender and nothing else.
+_EMPTY_MSG = re.compile(rb"(?:[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T\S+)"
+                        rb" \S+ +")
+
+
+def _with_empty_msgs(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]]
+                     ) -> list[tuple[int, bytes, bool, bool]]:
+    """``picked`` plus every line of a ``fromhost`` file whose MSG is empty,
+    in line order. A binary probe line that rsyslog took whole into the TAG
+    leaves such a line (``%FROMHOST% %msg%`` prints no TAG): no literal can
+    hit it, and only its place among the scan's other lines names it. They
+    are rare in ordinary logs (a message with no text)."""
+    have = {x[0] for x in picked}
+    extra: list[tuple[int, bytes, bool, bool]] = []
+    idx = pos = 0
+    n = len(data)
+    off = data.find(b" \n")
+    ends = []
+    while off >= 0:
+        ends.append(off + 1)
+        off = data.find(b" \n", off + 1)
+    if data.endswith(b" "):
+        ends.append(n)
+    for end in ends:
+        start = data.rfind(b"\n", 0, end) + 1
+        ln = bytes(data[start:end])
+        if _EMPTY_MSG.fullmatch(ln) is None:
+            continue
+        idx += data.count(b"\n", pos, start)
+        pos = start
+        if idx not in have:
+            extra.append((idx, ln, False, False))
+    if not extra:
+        return picked
+    return sorted(picked + extra, key=lambda x: x[0])
+
+
 class Explainer:
     """The sans-I/O core of ``explain``: blocks of lines in, one probe map (or
     None) per line out. One instance per file."""
@@ -392,6 +429,8 @@ class Explainer:
             strong = probe and pid not in weak_ids
         if strong_lines:
             picked = _with_neighbours(data, picked, strong_lines)
+        if self.fmt == "fromhost":
+            picked = _with_empty_msgs(data, picked)
         return idx + count(b"\n", pos) + 1, framing, picked
 
     def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:

@@ -19,6 +19,11 @@ Theory of operation
                       RFC 5424 output (lossy: the TAG beyond APP-NAME is gone).
   ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``
                       (Vector's ``syslog`` source; ``appname`` may be absent).
+  ``rsyslog-msg``     a ``fromhost`` file line (``%FROMHOST% %msg%``): the
+                      sender and rsyslog's MSG, HOSTNAME and TAG not printed.
+                      The line is MSG as it is (lossy: its head is gone);
+                      ``detect.Detector.match_msg`` matches it against what
+                      rsyslog leaves in MSG of each probe line.
   ``file-line``       ``message``/``log`` holds a whole rsyslog file line
                       (in_tail ``none`` parser, Vector ``file``): parsed with
                       ``parse_syslog_line`` and rebuilt from that record.
@@ -76,7 +81,8 @@ FORWARD_TAG_MAX = 32
 #: Evidence below this offers the other reading (literal vs decoded) too.
 UNSURE = 0.5
 
-SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line", "message")
+SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line",
+          "message")
 
 #: Fields that hold the sender's address, most specific first.
 SOURCE_FIELDS = ("fromhost-ip", "source_ip", "source_address", "fromhost_ip", "fromhost",
@@ -494,6 +500,8 @@ def _shape(rec: Mapping[str, Any]) -> str | None:
         return "rsyslog"
     if "ident" in rec and ("host" in rec or "message" in rec):
         return "fluentd"
+    if "msg" in rec and "_format" in rec and _str(rec["_format"]) == "fromhost":
+        return "msg-only"
     if "message" in rec and ("appname" in rec or ("hostname" in rec and "source_ip" in rec)):
         # Vector adds 'appname' only when it found one; 'source_ip' is the peer.
         return "vector"
@@ -532,6 +540,8 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: Senders,
         return _from_fluentd(rec, sources), "fluentd-syslog"
     if shape == "vector":
         return _from_vector(rec, sources), "vector-syslog"
+    if shape == "msg-only":
+        return _Cand(to_bytes(rec.get("msg")) or b"", [], True), "rsyslog-msg"
     hit = _first(rec, PAYLOAD_FIELDS)
     if hit is None:
         return None

@@ -34,6 +34,13 @@ Theory of operation
      prints APP-NAME, not the rest of the TAG), a piece ``A + X + B`` for a
      line ``A + B`` where ``X`` is a plausible TAG remainder (``damaged``).
 
+  ``match_msg(line)`` is for lines that hold only rsyslog's MSG property
+  (a central server's ``%FROMHOST% %msg%`` template): the payload's first
+  word went to HOSTNAME and its next token to the TAG, neither printed. Each
+  piece's MSG is derived once by pmrfc3164's rules (``rsyslog_msg``) and
+  looked up whole (kind ``damaged``); an empty MSG matches nothing here
+  (the sequence pass places those lines, ``msg_cores``).
+
   Matches are ordered by confidence; entries with the same bytes (hence the
   same confidence for the same kind of match) by ``Signature.rank``: an nmap
   service probe before an NSE script before a -sU payload (the catalogue's
@@ -196,6 +203,41 @@ def unescaped_nul_rule(line: bytes) -> bytes:
     return line[:k] + bytes(c for c in line[k:] if c == 0 or c >= 0x20)
 
 
+_HOSTWORD = re.compile(rb"[A-Za-z0-9._-]*[A-Za-z0-9]")
+#: pmrfc3164 stops a TAG at this many bytes of escaped text (FIELD_GUIDE 3.4).
+_TAG_MAX = 510
+
+
+def rsyslog_msg(line: bytes) -> bytes:
+    """What rsyslog's RFC 3164 parser leaves in MSG of a logged line
+    (FIELD_GUIDE 3): a leading ``1 `` is read as a version field; a first
+    word of hostname characters followed by a space (or the whole line, if
+    it is only such characters) is HOSTNAME; then the TAG runs to the first
+    space (which stays in MSG) or colon (which goes with the TAG), at most
+    510 bytes as escaped (a control byte is 4: ``#ooo``); a text starting
+    with a space, ``{`` or ``[`` has no TAG."""
+    if line.startswith(b"1 "):
+        line = line[2:]
+    sp = line.find(b" ")
+    word = line if sp < 0 else line[:sp]
+    if word and _HOSTWORD.fullmatch(word) is not None:
+        if sp < 0:
+            return b""
+        line = line[sp + 1:]
+    if not line or line[:1] in (b" ", b"{", b"["):
+        return line
+    n = 0
+    for i, c in enumerate(line):
+        if c == 0x20:
+            return line[i:]
+        n += 4 if c < 0x20 else 1
+        if n > _TAG_MAX:
+            return line[i:]
+        if c == 0x3A:
+            return line[i + 1:]
+    return b""
+
+
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
@@ -249,6 +291,9 @@ class Detector:
         self._markers = markers
         self._subs = LiteralSet(subs, backend)
         self.backend = self._subs.backend
+        # MSG-only lines (match_msg): built on first use
+        self._msg_index: dict[bytes, list[_Piece]] | None = None
+        self._msg_cores: dict[str, tuple[bytes, ...]] = {}
 
     @staticmethod
     def _variants(line: bytes, transport: str) -> list[tuple[bytes, str]]:
@@ -283,6 +328,40 @@ class Detector:
         """``logged_pieces`` with spaces and tabs stripped from both ends (the
         file formats' HOSTNAME/TAG/MSG join adds or drops them)."""
         return self._cores.get(sig_id, ())
+
+    def msg_cores(self, sig_id: str) -> tuple[bytes, ...]:
+        """Per fragment of ``logged_pieces``, what rsyslog leaves of it in MSG
+        (``rsyslog_msg``), spaces and tabs stripped from both ends."""
+        got = self._msg_cores.get(sig_id)
+        if got is None:
+            got = self._msg_cores[sig_id] = tuple(rsyslog_msg(x).strip(b" \t") for x in self._logged.get(sig_id, ()))
+        return got
+
+    def match_msg(self, line: bytes, transport: str | None = None) -> list[Match]:
+        """Matches for a line that is only rsyslog's MSG of the payload line
+        (HOSTNAME and TAG not printed): the pieces whose MSG it is, spacing
+        aside; failing that, what ``match`` finds in it (markers, binary
+        pieces inside it). Nothing for an empty MSG."""
+        core = line.strip(b" \t")
+        if not core:
+            return []
+        index = self._msg_index
+        if index is None:
+            index = self._msg_index = {}
+            for p in self._pieces:
+                if not p.trimmed:
+                    index.setdefault(rsyslog_msg(p.text).strip(b" \t"), []).append(p)
+        hits = [p for p in index.get(core, ()) if self._ok_transport(p, transport)]
+        if not hits:
+            return self.match_best((line,), transport=transport)[1]
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(core) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb), amb)
+        return self._finish({id(m.signature): m for m in best.values()})
 
     def fragments(self) -> list[bytes]:
         """Raw byte fragments one of which survives intact in a record that

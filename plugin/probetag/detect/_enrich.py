@@ -85,7 +85,7 @@ HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
 #: Shapes whose rebuild already judged the host field (decode.rebuild: the
 #: HOSTNAME is the sender or the payload's first word); when it found no
 #: sender there, the host field is the payload's word and is not the sender.
-_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line")
+_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line")
 #: Shortest raw literal the chunk prefilter looks for; longest escaped form.
 _MIN_RAW = 6
 _MAX_ESCAPED = 24
@@ -352,8 +352,12 @@ class Enricher:
             # The primary reading, then the other readings rebuild offers
             # (ambiguous escaping such as a literal ``#015``, a doubtful
             # HOSTNAME), then, for records known to miss bytes, gapped matches.
-            line, matches = self.detector.match_best(
-                (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy))
+            if rb.shape == "rsyslog-msg":
+                # only MSG was printed (``%FROMHOST% %msg%``)
+                line, matches = rb.line, self.detector.match_msg(rb.line, transport)
+            else:
+                line, matches = self.detector.match_best(
+                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy))
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
@@ -616,8 +620,8 @@ class Enricher:
                        sources: Sequence[str | None],
                        unmatched: Sequence[tuple[Reading, str | None] | None]) -> tuple[Any, ...] | None:
         """Line ``i`` as the sequence pass takes it: (time, sender, the line
-        spacing aside, engine matches, lossy, TAG cut); None for a line with
-        no payload or too long to be a probe's."""
+        spacing aside, engine matches, lossy, TAG cut[, MSG only]); None for
+        a line with no payload or too long to be a probe's."""
         r, src = readings[i], sources[i]
         if r is None:
             got = unmatched[i]
@@ -628,6 +632,9 @@ class Enricher:
         text = r.line if r.matches else (rb.line if rb is not None else b"")
         if len(text) > _MAX_SEQUENCE_LINE:
             return None
+        if r.shape == "rsyslog-msg":
+            # MSG only: its candidates are the pieces with that MSG (exact)
+            return items[i][0], src, text.strip(b" \t"), r.matches, False, False, True
         return items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1])
 
     def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],

@@ -26,7 +26,10 @@ Theory of operation
     APP-NAME prefix, a connection closed early), or for records known to
     miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
   - an empty message, for a probe whose payload has a frame that is only a
-    NUL (FIELD_GUIDE 2.1: it is logged as an empty message).
+    NUL (FIELD_GUIDE 2.1: it is logged as an empty message);
+  - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``), the
+    pieces whose MSG it is (``Detector.msg_cores``), an empty one included:
+    a binary line that was all TAG leaves nothing else.
 
   Then the order decides: a candidate must come after the previous anchor's
   probe and before the next anchor's in the scanner's order, and must not
@@ -161,7 +164,7 @@ class SequenceNamer:
                     self._pieces.setdefault((sig.scanner, p), []).append((sig, k))
         self._multi: set[str | None] = set()
         self._index = _Index()
-        self._cands: dict[tuple[str, bytes, bool, bool], dict[str, tuple[Signature, int]]] = {}
+        self._cands: dict[tuple[str, bytes, bool, bool, bool], dict[str, tuple[Signature, int]]] = {}
         # The lowest intensity at which nmap sends a probe (catalogue notes,
         # observed at each intensity); probes that leave no line at all (only
         # digits: imtcp waits for an octet-counted frame that never comes).
@@ -182,8 +185,14 @@ class SequenceNamer:
 
     # -- compatibility -------------------------------------------------------
 
-    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool) -> list[int]:
-        """Fragments of ``sig`` that could have been logged as ``core``."""
+    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, head: bool = False) -> list[int]:
+        """Fragments of ``sig`` that could have been logged as ``core``
+        (``head``: the line is only MSG, see ``Detector.msg_cores``)."""
+        if head:
+            out = [k for k, m in enumerate(self.detector.msg_cores(sig.id)) if m == core]
+            if not core and sig.id in self._empty:
+                out.append(len(self.detector.logged_cores(sig.id)))
+            return out
         pieces = self.detector.logged_cores(sig.id)
         out = []
         if not core:
@@ -201,13 +210,13 @@ class SequenceNamer:
         return out
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
-                   cut: bool) -> dict[str, tuple[Signature, int]]:
+                   cut: bool, head: bool = False) -> dict[str, tuple[Signature, int]]:
         """sig id -> (signature, fragment) of the scanner's probes that could
         have left this line."""
-        key = (scanner, core, lossy, cut)
+        key = (scanner, core, lossy, cut, head)
         base = self._cands.get(key)
         if base is None:
-            base = self._catalogue_candidates(scanner, core, lossy, cut)
+            base = self._catalogue_candidates(scanner, core, lossy, cut, head)
             if len(self._cands) >= _MAX_CANDIDATE_MEMO:
                 self._cands.clear()
             self._cands[key] = base
@@ -222,9 +231,9 @@ class SequenceNamer:
         return out
 
     def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
-                              cut: bool) -> dict[str, tuple[Signature, int]]:
+                              cut: bool, head: bool = False) -> dict[str, tuple[Signature, int]]:
         out: dict[str, tuple[Signature, int]] = {}
-        if core and not (lossy or cut):
+        if core and not (lossy or cut or head):
             # only whole pieces: one lookup
             for key in (core, core + b"\r"):
                 for sig, k in self._pieces.get((scanner, key), ()):
@@ -233,7 +242,7 @@ class SequenceNamer:
         for sig in self._by_scanner.get(scanner, ()):
             if sig.id in out:
                 continue
-            frags = self._fragments(sig, core, lossy, cut)
+            frags = self._fragments(sig, core, lossy, cut, head)
             if frags:
                 out[sig.id] = (sig, frags[0])
         return out
@@ -299,7 +308,8 @@ class SequenceNamer:
             item = lines[i]
             if item is None or anchors[i] is not None:
                 continue
-            t, src, core, matches, lossy, cut = item
+            t, src, core, matches, lossy, cut = item[:6]
+            head = len(item) > 6 and item[6]
             if not core and lossy:
                 continue  # any probe fits a line with nothing left: _segments counts them
             prev, nxt, source = self._around(anchors, i, t, src)
@@ -311,13 +321,13 @@ class SequenceNamer:
             scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
-            cands = self.candidates(scanner, core, matches, lossy, cut)
+            cands = self.candidates(scanner, core, matches, lossy, cut, head)
             if not cands:
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed).
             if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
-                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment)
+                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, head)
                 last = len(self.detector.logged_cores(prev.sig.id)) + (prev.sig.id in self._empty) - 1
                 if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
                     frag = None
@@ -427,9 +437,16 @@ class SequenceNamer:
                         if name not in done
                         and (a.sig.scanner, a.sig.transport, name) not in self._silent
                         and self._intensity.get((a.sig.scanner, a.sig.transport, name), 0) <= level]
+            flat = [i for grp in groups for i in grp]
+            plan = self._by_count(a.sig.scanner, a.sig.transport, expected, b, lines, flat)
+            if plan is not None:
+                for i, sig, frag in plan:
+                    self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                    changed += 1
+                continue
             if len(expected) != len(groups):
                 continue
-            plan: list[tuple[int, Signature, int]] = []
+            plan = []
             for grp, name in zip(groups, expected):
                 got = self._fit(a.sig.scanner, a.sig.transport, name, [lines[i] for i in grp])
                 if got is None:
@@ -441,19 +458,63 @@ class SequenceNamer:
                     changed += 1
         return changed
 
+    def _by_count(self, scanner: str, transport: str, expected: Sequence[str], b: _Anchor,
+                  lines: Sequence[Any], idx: Sequence[int]) -> list[tuple[int, Signature, int]] | None:
+        """Lines that hold only MSG (``%FROMHOST% %msg%``): the connections
+        cannot be told apart by time (a payload's last piece is logged when
+        the connection closes, up to ``_CLOSE_WAIT`` later, in the same
+        second as the next probe's first line), but each probe leaves a known
+        number of lines, each with a known MSG. The segment's lines are cut
+        into runs of those lengths in the order's sequence, the lines before
+        the next anchor being its own earlier pieces; a plan only when every
+        line fits its probe's piece. Lines no probe of the scanner could
+        have left (an application's message between two probes) are set
+        aside first. None: no such plan (or lines of other shapes)."""
+        if not idx or not all(len(lines[i]) > 6 and lines[i][6] for i in idx):
+            return None
+        idx = [i for i in idx if self.candidates(scanner, lines[i][2], lines[i][3], False, False, True)]
+        sigs = []
+        for name in expected:
+            sig = self._sig(scanner, transport, name)
+            if sig is None:
+                return None
+            sigs.append(sig)
+        counts = [len(self.detector.logged_cores(sig.id)) + (sig.id in self._empty) for sig in sigs]
+        extra = len(idx) - sum(counts)
+        if extra < 0 or extra > b.fragment:
+            return None
+        plan: list[tuple[int, Signature, int]] = []
+        k = 0
+        for sig, n in zip([*sigs, b.sig], [*counts, extra]):
+            run = idx[k:k + n]
+            k += n
+            if not run:
+                continue
+            got = self._fit(scanner, transport, sig.probe, [lines[i] for i in run], only=sig)
+            if got is None or (sig is b.sig and got[-1][1] >= b.fragment):
+                return None
+            plan.extend((i, g, frag) for i, (g, frag) in zip(run, got))
+        return plan
+
+    def _sig(self, scanner: str, transport: str, probe: str) -> Signature | None:
+        for sig in self._by_scanner.get(scanner, ()):
+            if sig.probe == probe and sig.transport == transport:
+                return sig
+        return None
+
     def _fit(self, scanner: str, transport: str, probe: str,
-             group: Sequence[Any]) -> list[tuple[Signature, int]] | None:
+             group: Sequence[Any], only: Signature | None = None) -> list[tuple[Signature, int]] | None:
         """(signature, fragment) per line of one connection's lines when
         they can all be that probe's, in order; else None."""
         for sig in self._by_scanner.get(scanner, ()):
-            if sig.probe != probe or sig.transport != transport:
+            if sig.probe != probe or sig.transport != transport or (only is not None and sig is not only):
                 continue
             got: list[tuple[Signature, int]] = []
             after = -1
             for item in group:
-                _t, _src, core, matches, lossy, cut = item
+                _t, _src, core, matches, lossy, cut = item[:6]
                 frags = [m.fragment for m in matches if m.signature.id == sig.id]
-                frags += self._fragments(sig, core, lossy, cut)
+                frags += self._fragments(sig, core, lossy, cut, len(item) > 6 and item[6])
                 frags = sorted(f for f in set(frags) if f > after)
                 if not frags:
                     break
@@ -493,8 +554,9 @@ class SequenceNamer:
                 idx.add(i, a, self._pos(a) is not None)
         self._index = idx
 
-    def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int) -> int | None:
-        for k in self._fragments(sig, core, lossy, cut):
+    def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int,
+                        head: bool = False) -> int | None:
+        for k in self._fragments(sig, core, lossy, cut, head):
             if k > after:
                 return k
         return None
