@@ -288,6 +288,7 @@ class SequenceNamer:
         for _round in range(_ROUNDS):
             changed = self._lines(lines, anchors, out, sent, context)
             changed += self._segments(lines, anchors, out, sent, context)
+            changed += self._head(lines, anchors, out, sent, context)
             if not changed:
                 break
         return out
@@ -456,6 +457,49 @@ class SequenceNamer:
                 for i, sig, frag in plan:
                     self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
                     changed += 1
+        return changed
+
+    def _head(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+              sent: dict[str | None, set[str]], context: Any) -> int:
+        """The start of a scan in lines that hold only MSG: before a source's
+        first placed anchor ``b`` (with nothing of its scan before the batch),
+        every unnamed line of that source within ``gap`` seconds per probe
+        before it is counted against the probes that come before ``b`` in the
+        order (``_by_count``); all of them, or none, are named. A line of the
+        source that no probe could have left is set aside; any other line in
+        that window (a benign empty message) makes the count fail."""
+        changed = 0
+        firsts: dict[str | None, int] = {}
+        for i, a in enumerate(anchors):
+            if a is not None and a.source is not None and a.source not in firsts and self._pos(a) is not None:
+                firsts[a.source] = i
+        for source, y in firsts.items():
+            b = anchors[y]
+            assert b is not None
+            pb = self._pos(b)
+            if not pb or source in self._multi:
+                continue
+            ctx = context(source)
+            if ctx is not None and 0 <= b.t - ctx[0] <= self.gap * (pb + 1):
+                continue  # the scan began before this batch
+            idx = [i for i in range(y) if lines[i] is not None and anchors[i] is None and lines[i][1] == source
+                   and 0 <= b.t - lines[i][0] <= self.gap * pb]
+            if not idx or any(anchors[i] is not None and anchors[i].source == source  # type: ignore[union-attr]
+                              for i in range(idx[0], y)):
+                continue
+            done = set(sent.get(source, ()))
+            level = self._scan_intensity(b.sig.scanner, b.sig.transport, done)
+            order = self.order.positions.get((b.sig.scanner, b.sig.transport), {})
+            expected = [name for name, pos in sorted(order.items(), key=lambda x: x[1])
+                        if pos < pb and name not in done
+                        and (b.sig.scanner, b.sig.transport, name) not in self._silent
+                        and self._intensity.get((b.sig.scanner, b.sig.transport, name), 0) <= level]
+            plan = self._by_count(b.sig.scanner, b.sig.transport, expected, b, lines, idx)
+            if plan is None:
+                continue
+            for i, sig, frag in plan:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
         return changed
 
     def _by_count(self, scanner: str, transport: str, expected: Sequence[str], b: _Anchor,
