@@ -206,6 +206,10 @@ def unescaped_nul_rule(line: bytes) -> bytes:
 _HOSTWORD = re.compile(rb"[A-Za-z0-9._-]*[A-Za-z0-9]")
 #: pmrfc3164 stops a TAG at this many bytes of escaped text (FIELD_GUIDE 3.4).
 _TAG_MAX = 510
+_TAG_END = re.compile(rb"[ :]")
+#: Bytes rsyslog escapes as ``#ooo`` (FIELD_GUIDE 2.1), and the escape.
+_CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
+_ESCAPE = re.compile(rb"#([0-3][0-7]{2})")
 
 
 def rsyslog_msg(line: bytes) -> bytes:
@@ -226,16 +230,17 @@ def rsyslog_msg(line: bytes) -> bytes:
         line = line[sp + 1:]
     if not line or line[:1] in (b" ", b"{", b"["):
         return line
-    n = 0
-    for i, c in enumerate(line):
-        if c == 0x20:
-            return line[i:]
-        n += 4 if c < 0x20 else 1
-        if n > _TAG_MAX:
-            return line[i:]
-        if c == 0x3A:
-            return line[i + 1:]
-    return b""
+    end = _TAG_END.search(line)
+    if end is not None:
+        cut = end.end() if end.group() == b":" else end.start()
+        if cut + 3 * len(_CONTROL_BYTE.findall(line, 0, cut)) <= _TAG_MAX:
+            return line[cut:]
+    # The TAG runs into the 510-byte cut, counted in the escaped text: the
+    # cut may split an escape, whose digits then start MSG as text.
+    escaped = _CONTROL_BYTE.sub(lambda m: b"#%03o" % m.group()[0], line)
+    if len(escaped) <= _TAG_MAX:
+        return b""
+    return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), escaped[_TAG_MAX:])
 
 
 class Detector:

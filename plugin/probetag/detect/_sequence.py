@@ -76,6 +76,7 @@ _SENDERLESS_REACH = 3
 _CLOSE_WAIT = 15.0
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
+_DIGITS = re.compile(rb"[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +290,7 @@ class SequenceNamer:
             changed = self._lines(lines, anchors, out, sent, context)
             changed += self._segments(lines, anchors, out, sent, context)
             changed += self._head(lines, anchors, out, sent, context)
+            changed += self._tail(lines, anchors, out, sent, context)
             if not changed:
                 break
         return out
@@ -502,7 +504,68 @@ class SequenceNamer:
                 changed += 1
         return changed
 
-    def _by_count(self, scanner: str, transport: str, expected: Sequence[str], b: _Anchor,
+    def _tail(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+              sent: dict[str | None, set[str]], context: Any) -> int:
+        """The end of a scan in lines that hold only MSG: after a source's
+        last placed anchor ``a``, its unnamed lines are counted against the
+        probes after ``a`` in the order (``_by_count``). Lines left over
+        after them must be ones the scanner's other probes could have left
+        (NSE scripts run after the service scan, and resend some probes'
+        bytes), and stay unnamed. The intensity
+        decides which probes come; one the scan has not shown may be higher
+        than seen, so every intensity from the one seen up to 9 is tried,
+        and the lines are named only when all that fit agree."""
+        changed = 0
+        lasts: dict[str | None, int] = {}
+        for i, a in enumerate(anchors):
+            if a is not None and a.source is not None and self._pos(a) is not None:
+                lasts[a.source] = i
+        for source, x in lasts.items():
+            a = anchors[x]
+            assert a is not None
+            pa = self._pos(a)
+            if pa is None or source in self._multi:
+                continue
+            key = (a.sig.scanner, a.sig.transport)
+            order = self.order.positions.get(key, {})
+            after = [name for name, pos in sorted(order.items(), key=lambda x: x[1]) if pos > pa]
+            if not after:
+                continue
+            reach = self.gap * (len(after) + 2)
+            if any(anchors[j] is not None and anchors[j].source == source  # type: ignore[union-attr]
+                   for j in range(x + 1, len(lines))):
+                continue
+            idx = [i for i in range(x + 1, len(lines)) if lines[i] is not None and lines[i][1] == source
+                   and 0 <= lines[i][0] - a.t <= reach]
+            if not idx:
+                continue
+            done = set(sent.get(source, ()))
+            plans = []
+            for level in range(self._scan_intensity(a.sig.scanner, a.sig.transport, done), 10):
+                expected = [name for name in after if name not in done and (*key, name) not in self._silent
+                            and self._intensity.get((*key, name), 0) <= level]
+                plan = self._by_count(a.sig.scanner, a.sig.transport, expected, None, lines, idx)
+                if plan is not None:
+                    plans.append(plan)
+            if not plans or any(p != plans[0] for p in plans):
+                continue
+            for i, sig, frag in plans[0]:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
+        return changed
+
+    def _leaves(self, sig: Signature) -> int:
+        """How many lines a probe's payload leaves: its pieces, less those
+        that imtcp's octet counting swallows whole (digits, then one more
+        byte; FIELD_GUIDE 1), plus the empty message of a NUL-only frame."""
+        n = sig.id in self._empty
+        for p in self.detector.logged_pieces(sig.id):
+            m = _DIGITS.match(p) if sig.transport == "tcp" else None
+            if m is None or len(p) > m.end() + 1:
+                n += 1
+        return n
+
+    def _by_count(self, scanner: str, transport: str, expected: Sequence[str], b: _Anchor | None,
                   lines: Sequence[Any], idx: Sequence[int]) -> list[tuple[int, Signature, int]] | None:
         """Lines that hold only MSG (``%FROMHOST% %msg%``): the connections
         cannot be told apart by time (a payload's last piece is logged when
@@ -510,10 +573,12 @@ class SequenceNamer:
         second as the next probe's first line), but each probe leaves a known
         number of lines, each with a known MSG. The segment's lines are cut
         into runs of those lengths in the order's sequence, the lines before
-        the next anchor being its own earlier pieces; a plan only when every
-        line fits its probe's piece. Lines no probe of the scanner could
-        have left (an application's message between two probes) are set
-        aside first. None: no such plan (or lines of other shapes)."""
+        the next anchor being its own earlier pieces (with no next anchor,
+        ``b`` None: the lines after the expected ones must each be a piece
+        of one of the scanner's other probes, and are not named); a plan only when every line fits its probe's piece. Lines no
+        probe of the scanner could have left (an application's message
+        between two probes) are set aside first. None: no such plan (or
+        lines of other shapes)."""
         if not idx or not all(len(lines[i]) > 6 and lines[i][6] for i in idx):
             return None
         idx = [i for i in idx if self.candidates(scanner, lines[i][2], lines[i][3], False, False, True)]
@@ -523,19 +588,27 @@ class SequenceNamer:
             if sig is None:
                 return None
             sigs.append(sig)
-        counts = [len(self.detector.logged_cores(sig.id)) + (sig.id in self._empty) for sig in sigs]
+        counts = [self._leaves(sig) for sig in sigs]
         extra = len(idx) - sum(counts)
-        if extra < 0 or extra > b.fragment:
+        if extra < 0 or (b is not None and extra > b.fragment):
             return None
+        if b is None:
+            # (an NSE script of the version scan may send a probe's bytes
+            # again: skypev2-version's first request is GetRequest's)
+            for i in idx[len(idx) - extra:]:
+                _t, _src, core, _matches, lossy, cut, *_ = lines[i]
+                if not any(sig.probe not in expected and self._fragments(sig, core, lossy, cut, True)
+                           for sig in self._by_scanner.get(scanner, ()) if sig.transport == transport):
+                    return None
         plan: list[tuple[int, Signature, int]] = []
         k = 0
-        for sig, n in zip([*sigs, b.sig], [*counts, extra]):
+        for sig, n in zip([*sigs, *((b.sig,) if b is not None else ())], [*counts, extra]):
             run = idx[k:k + n]
             k += n
             if not run:
                 continue
             got = self._fit(scanner, transport, sig.probe, [lines[i] for i in run], only=sig)
-            if got is None or (sig is b.sig and got[-1][1] >= b.fragment):
+            if got is None or (b is not None and sig is b.sig and got[-1][1] >= b.fragment):
                 return None
             plan.extend((i, g, frag) for i, (g, frag) in zip(run, got))
         return plan
