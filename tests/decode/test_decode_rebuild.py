@@ -325,3 +325,13 @@ def test_fluent_bit_rfc5424_record_reads_as_rsyslog_rfc5424():
     # the same fields without msgid are Fluentd's RFC 3164 reading, not lossy
     del rec["msgid"]
     assert not rebuild(_via_msgpack(rec)).lossy
+
+
+def test_vector_appname_cut_at_32_bytes_before_a_message_is_lossy():
+    # rsyslog's forwarding template prints %syslogtag:1:32%: the rest of a
+    # binary TAG (``...Cookie:``) is gone even though MSG follows
+    rec = {"message": "mstshash=nmap#015", "hostname": "127.0.0.1", "source_ip": "127.0.0.1",
+           "appname": "#003#000#000*%\ufffd#000#000#000#000#000Coo"}
+    assert rebuild(rec).lossy
+    rec["appname"] = "sshd"
+    assert not rebuild(rec).lossy

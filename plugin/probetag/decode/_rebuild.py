@@ -440,7 +440,10 @@ def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     app = to_bytes(rec.get("appname")) or b""
     procid = to_bytes(rec.get("procid"))
     msg = to_bytes(rec.get("message")) or b""
-    cut = not procid and not msg and _tag_cut(app)
+    # rsyslog's forwarding template cuts the TAG at 32 bytes (FORWARD_NOTES
+    # 8): an appname that long may have lost the TAG's rest, whether or not
+    # a message follows (``Cookie: mstshash=nmap`` after a binary TAG).
+    cut = not procid and _tag_cut(app)
     if cut:
         app = _PARTIAL_ESCAPE.sub(b"", app)
     alts: list[bytes] = []
