@@ -335,3 +335,17 @@ def test_vector_appname_cut_at_32_bytes_before_a_message_is_lossy():
     assert rebuild(rec).lossy
     rec["appname"] = "sshd"
     assert not rebuild(rec).lossy
+
+
+def test_a_forwarded_line_kept_whole_in_message_is_read_as_a_file_line():
+    # Vector's parse_syslog fails on rsyslog's <invld> PRI and keeps the
+    # whole RSYSLOG_TraditionalForwardFormat line in message
+    rb = rebuild({"message": "<invld>Dec  5 17:16:07 127.0.0.1  < NTP/1.2 >", "host": "127.0.0.1",
+                  "source_ip": "127.0.0.1", "source_type": "syslog"})
+    assert rb.line == b"< NTP/1.2 >" and rb.shape == "file-line"
+
+
+def test_vector_message_after_a_colon_only_tag():
+    rb = rebuild({"message": "#000#000#000/#000", "hostname": "127.0.0.1", "source_ip": "127.0.0.1",
+                  "facility": "user"})
+    assert rb.line == b"\x00\x00\x00/\x00" and b":\x00\x00\x00/\x00" in rb.alternatives

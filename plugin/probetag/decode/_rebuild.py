@@ -454,6 +454,10 @@ def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
         alts += [app + b" " + msg, app + b":" + msg]
     else:
         rest = msg
+        if msg:
+            # a TAG that was only ':' (empty appname): the parser took the
+            # colon for the separator (NotesRPC's ``:\x00\x00\x00/``)
+            alts.append(b":" + msg)
     cand = _Cand(rest, alts, lossy=cut)
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand
@@ -478,6 +482,12 @@ _FILE_FORMATS = ("traditional", "rfc3339", "rfc5424")
 _RSYSLOG_KEYS = frozenset(("rawmsg", "syslogtag", "fromhost-ip", "fromhost", "programname"))
 _FILE_LINE_START = re.compile(
     rb"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|<(?:[0-9]{1,3}|invld)>1 |\{\")")
+#: The PRI of rsyslog's forwarding formats (``RSYSLOG_TraditionalForwardFormat``:
+#: ``<PRI>`` then a traditional line; ``<invld>`` for a payload starting
+#: with ``<`` and no valid PRI), as a collector that could not parse it
+#: keeps it: the whole line in ``message`` (Vector's ``parse_syslog`` fails
+#: on ``<invld>``).
+_FORWARD_PRI = re.compile(rb"<(?:[0-9]{1,3}|invld)>(?=[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|[0-9]{4}-[0-9]{2}-[0-9]{2}T)")
 
 
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
@@ -644,6 +654,10 @@ _READ_INDEX = {n: i for i, n in enumerate(READ_FIELDS)}
 
 
 def _single(value: bytes, sources: Senders, depth: int) -> tuple[_Cand, str]:
+    if depth == 0 and value[:1] == b"<":
+        m = _FORWARD_PRI.match(value)
+        if m is not None:
+            value = value[m.end():]
     if depth == 0 and _FILE_LINE_START.match(value):
         parsed = parse_syslog_line(value)
         if parsed.fmt == "json" and not _RSYSLOG_KEYS.intersection(parsed.record):
