@@ -1,7 +1,9 @@
 """The detection evaluation (bench/eval_detection.py) on the labelled
 development corpus: real nmap scans against rsyslog, and the same lines as
 records a real Fluentd 1.14.4 sent (``../shared/corpus-dev``, beside the
-project's clone).
+project's clone); and on ``tests/fixtures/corpus-extra`` (rsyslog's
+central-server templates, syslog-ng, Fluent Bit and Vector records derived
+from their stock parsers).
 
 The floors are the figures the detector reaches now, less a small margin:
 a change that names fewer probe lines in any shape fails here. No shape may
@@ -52,6 +54,38 @@ FLOORS = {
     "records, one per chunk: fluentd in_syslog_tcp (escaping off)": 0.76,
     "records, one per chunk: fluentd tail_none (escaping off)": 0.81,
 }
+
+
+#: corpus-extra shape -> lowest name-recall accepted (all probe lines: in
+#: ``file: rsyslog fromhost`` two thirds keep no probe byte and are named by
+#: their place in the scan, and that is what this holds)
+EXTRA_FLOORS = {
+    "file: rsyslog traditional": 0.99,
+    "file: rsyslog fromhost_ip": 0.98,
+    "file: rsyslog fromhost": 0.96,
+    "records: fluentbit_syslog_rfc3164 (derived)": 0.92,
+    "records: fluentbit_syslog_rfc5424 (derived)": 0.79,
+    "records: vector_syslog_direct (derived)": 0.94,
+    "records: vector_syslog_relay (derived)": 0.92,
+}
+
+
+@pytest.fixture(scope="module")
+def extra_rows() -> dict[str, dict]:
+    assert (eval_detection.EXTRA_CORPUS / "labels.jsonl.gz").exists()
+    return {r.shape: r.as_dict() for r in eval_detection.evaluate(eval_detection.EXTRA_CORPUS)}
+
+
+@pytest.mark.parametrize("shape", sorted(EXTRA_FLOORS))
+def test_extra_corpus_probe_lines_are_named(extra_rows, shape):
+    r = extra_rows[shape]
+    assert r["name_recall"] >= EXTRA_FLOORS[shape], r
+    assert r["wrong"] == 0, r
+
+
+def test_extra_corpus_names_no_wrong_scanner_and_tags_no_benign_line(extra_rows):
+    assert {s: r["wrong_scanner"] for s, r in extra_rows.items() if r["wrong_scanner"]} == {}
+    assert {s: r["benign_tagged"] for s, r in extra_rows.items() if r["benign_tagged"]} == {}
 
 
 @pytest.fixture(scope="module")

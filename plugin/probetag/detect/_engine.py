@@ -140,6 +140,11 @@ def distinctive(piece: bytes) -> bool:
 _BINARY = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\xff]")
 
 
+def _mostly_one_byte(piece: bytes) -> bool:
+    """A piece shorter than 16 bytes, more than half of them one value."""
+    return len(piece) < 16 and max(piece.count(bytes((c,))) for c in set(piece)) * 2 > len(piece)
+
+
 def _has_binary(piece: bytes) -> bool:
     """A control byte other than TAB/CR, DEL, or an 8-bit byte."""
     return _BINARY.search(piece) is not None
@@ -607,10 +612,12 @@ class Detector:
                 if len(p.text) < len(line):
                     offer(Match(self.signatures[p.sig], p.fragment, "prefix",
                                 self._conf(p.sig, "prefix", False), False))
-            elif _has_binary(p.text) and len(p.text) >= 8:
+            elif _has_binary(p.text) and len(p.text) >= 8 and not _mostly_one_byte(p.text):
                 # Binary bytes inside a longer line: something in front of them
                 # was damaged or mis-parsed. Text pieces quoted inside a line
-                # (an app logging a request line) are not evidence.
+                # (an app logging a request line) are not evidence, and
+                # neither is a short run of mostly one byte (IAX2's nine
+                # NULs inside another probe's binary).
                 offer(Match(self.signatures[p.sig], p.fragment, "damaged",
                             self._conf(p.sig, "damaged", False), False))
         return self._finish(best)
