@@ -61,7 +61,7 @@ FLOORS = {
 #: their place in the scan, and that is what this holds)
 EXTRA_FLOORS = {
     "file: rsyslog traditional": 0.99,
-    "file: rsyslog fromhost_ip": 0.98,
+    "file: rsyslog fromhost_ip": 0.99,
     "file: rsyslog fromhost": 0.96,
     "records: fluentbit_syslog_rfc3164 (derived)": 0.92,
     "records: fluentbit_syslog_rfc5424 (derived)": 0.82,

@@ -349,3 +349,13 @@ def test_vector_message_after_a_colon_only_tag():
     rb = rebuild({"message": "#000#000#000/#000", "hostname": "127.0.0.1", "source_ip": "127.0.0.1",
                   "facility": "user"})
     assert rb.line == b"\x00\x00\x00/\x00" and b":\x00\x00\x00/\x00" in rb.alternatives
+
+
+def test_fromhost_ip_template_line_with_the_sender_twice():
+    # %TIMESTAMP% %FROMHOST-IP% %HOSTNAME% %syslogtag%%msg%: the address
+    # again is the HOSTNAME, the rest the line; nothing after it is an empty
+    # message (a frame that was only a NUL)
+    rb = rebuild(parse_syslog_line(b"Dec  5 17:14:05 127.0.0.1 127.0.0.1 #002").record)
+    assert (rb.line, rb.source) == (b"\x02", "127.0.0.1")
+    rb = rebuild(parse_syslog_line(b"Dec  5 17:17:23 127.0.0.1 127.0.0.1 ").record)
+    assert (rb.line, rb.source) == (b"", "127.0.0.1") and b"127.0.0.1" in rb.alternatives

@@ -283,12 +283,14 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: Senders) -> _Cand:
             colon = _colon_tag(host, msg, sources, _str(rec.get("_format")) in _FILE_FORMATS)
             if colon is not None:
                 return colon
-        if (host and tag == host and _is_ip(host) and msg[:1] == b" "
+        if (host and tag == host and _is_ip(host) and (msg[:1] == b" " or not msg)
                 and _str(rec.get("_format")) in _FILE_FORMATS):
             # A central server's template printed %FROMHOST-IP% before the
             # HOSTNAME (``127.0.0.1 127.0.0.1 #002``): the address again is
-            # the HOSTNAME, what follows it the line.
-            cand = _Cand(msg[1:], [msg] if msg[1:] else [], False)
+            # the HOSTNAME, what follows it the line (``127.0.0.1 127.0.0.1 ``:
+            # an empty message, a NUL-only frame; or a line that was only
+            # the address, offered too).
+            cand = _Cand(msg[1:], [msg] if msg[1:] else [] if msg else [host], False)
             cand.host_source = host
             return cand
         rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
