@@ -391,3 +391,13 @@ def test_match_msg_names_a_probe_by_what_rsyslog_left_in_msg(det):
     assert {"GetRequest", "HTTPOptions"} <= {m.signature.probe for m in got}
     assert det.match_msg(b"") == det.match_msg(b"   ") == []
     assert det.match_msg(b" session opened for user root by (uid=0)") == []
+
+
+def test_gapped_line_that_is_a_suffix_may_lose_the_whole_head(det):
+    # Fluent Bit's syslog-rfc3164 separator ``[^:]*:`` swallowed oracle-tns's
+    # cut TAG, its space and its colon: what is left starts with a NUL, as
+    # the piece does, and must not pin the gap after that NUL
+    piece = det.logged_pieces("nmap-tcp-oracle-tns")[0]
+    line = piece[piece.index(b":") + 1:]
+    got = det.match(line, lossy=True)
+    assert got and got[0].signature.probe == "oracle-tns"

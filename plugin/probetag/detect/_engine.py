@@ -476,21 +476,13 @@ class Detector:
             # Place the gap as late as the kept tail allows (the shortest B),
             # then check it is a TAG remainder: no space inside, at most 510
             # bytes, ending where the TAG ends (before a space, or with ':').
-            a = min(cp, len(line))
-            b = len(line) - a
-            # A or B must be long enough to mean something: ``Max-Forwards``
-            # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
-            if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
-                return
-            gap = key[a:len(key) - b]
-            # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
-            # spaces but then ends with the colon it stops at.
-            # ``: `` at the end: the TAG's colon and the MSG's first space,
-            # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
-            if not gap or (b" " in gap.removesuffix(b": ") and not gap.endswith(b":")) or len(gap) > 510:
-                return
-            rest = key[len(key) - b:]
-            if rest[:1] not in (b" ", b"") and not gap.endswith((b":", b": ")):
+            # When the whole line is a suffix, the gap may also start the
+            # piece (A empty: the line's first bytes only happen to be the
+            # piece's too, ``\x00`` after a TAG that began with one).
+            for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
+                if a >= 0 and self._tag_gap(key, a, len(line) - a, cs):
+                    break
+            else:
                 return
             for p in self._exact[key]:
                 if self._ok_transport(p, transport) and not p.trimmed:
@@ -534,6 +526,23 @@ class Detector:
         return sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.rank))
 
     # -- internals -------------------------------------------------------------
+
+    @staticmethod
+    def _tag_gap(key: bytes, a: int, b: int, cs: int) -> bool:
+        """Is ``key[a:len(key) - b]`` a TAG remainder lost in one stretch?"""
+        # A or B must be long enough to mean something: ``Max-Forwards``
+        # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
+        if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
+            return False
+        gap = key[a:len(key) - b]
+        # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
+        # spaces but then ends with the colon it stops at.
+        # ``: `` at the end: the TAG's colon and the MSG's first space,
+        # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
+        if not gap or (b" " in gap.removesuffix(b": ") and not gap.endswith(b":")) or len(gap) > 510:
+            return False
+        rest = key[len(key) - b:]
+        return rest[:1] in (b" ", b"") or gap.endswith((b":", b": "))
 
     def _conf(self, si: int, kind: str, ambiguous: bool, scale: float = 1.0) -> float:
         base = self.signatures[si].confidence
