@@ -91,3 +91,17 @@ def test_benign_lines_in_the_fromhost_format_stay_untagged(tmp_path: Path) -> No
     probes = explain(f)
     assert len(probes) == 2 * len(msgs)
     assert [i + 1 for i, p in enumerate(probes) if p is not None] == []
+
+
+def test_empty_messages_after_a_pause_are_not_the_scan_s_end(tmp_path: Path) -> None:
+    # The end of a scan is counted against the probes after its last named
+    # line; empty lines of the same sender minutes later are not its lines.
+    src = (FX / "rsyslog" / "sU_sV_udp" / "fromhost.log").read_bytes().rstrip(b"\n")
+    later = b"".join(b"\nDec  5 17:3%d:00 127.0.0.1 " % k for k in range(5))
+    f = tmp_path / "fromhost.log"
+    f.write_bytes(src + later + b"\n")
+    probes = explain(f)
+    assert probes[-5:] == [None] * 5
+    labels = [x for x in LABELS if x["run"] == "sU_sV_udp" and x["format"] == "fromhost"]
+    lines, named, wrong, benign = _score(labels, probes)
+    assert wrong == [] and benign == [] and named / lines >= 0.94

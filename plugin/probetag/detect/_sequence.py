@@ -502,6 +502,8 @@ class SequenceNamer:
                 continue  # the scan began before this batch
             idx = [i for i in range(y) if lines[i] is not None and anchors[i] is None and lines[i][1] == source
                    and 0 <= b.t - lines[i][0] <= self.gap * pb]
+            if self._run(idx, lines, b.t, -1) != idx:
+                continue  # a pause in the stretch: where the scan began is not known
             if not idx or any(anchors[i] is not None and anchors[i].source == source  # type: ignore[union-attr]
                               for i in range(idx[0], y)):
                 continue
@@ -553,6 +555,7 @@ class SequenceNamer:
                 continue
             idx = [i for i in range(x + 1, len(lines)) if lines[i] is not None and lines[i][1] == source
                    and 0 <= lines[i][0] - a.t <= reach]
+            idx = self._run(idx, lines, a.t, +1)
             if not idx:
                 continue
             done = set(sent.get(source, ()))
@@ -569,6 +572,20 @@ class SequenceNamer:
                 self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
                 changed += 1
         return changed
+
+    def _run(self, idx: Sequence[int], lines: Sequence[Any], t: float, step: int) -> list[int]:
+        """The lines of ``idx`` (in stream order) that follow on from time
+        ``t`` (step +1: forwards; -1: backwards) with no pause longer than
+        ``gap`` between two of them: a scan's lines come every few seconds,
+        and a line after a longer pause is not known to be its."""
+        out: list[int] = []
+        last = t
+        for i in (idx if step > 0 else reversed(idx)):
+            if abs(lines[i][0] - last) > self.gap:
+                break
+            out.append(i)
+            last = lines[i][0]
+        return out if step > 0 else out[::-1]
 
     def _leaves(self, sig: Signature) -> int:
         """How many lines a probe's payload leaves: its pieces, less those
