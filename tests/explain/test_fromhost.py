@@ -93,15 +93,18 @@ def test_benign_lines_in_the_fromhost_format_stay_untagged(tmp_path: Path) -> No
     assert [i + 1 for i, p in enumerate(probes) if p is not None] == []
 
 
-def test_empty_messages_after_a_pause_are_not_the_scan_s_end(tmp_path: Path) -> None:
-    # The end of a scan is counted against the probes after its last named
-    # line; empty lines of the same sender minutes later are not its lines.
-    src = (FX / "rsyslog" / "sU_sV_udp" / "fromhost.log").read_bytes().rstrip(b"\n")
-    later = b"".join(b"\nDec  5 17:3%d:00 127.0.0.1 " % k for k in range(5))
+def test_empty_messages_before_a_pause_are_not_the_scan_s_start(tmp_path: Path) -> None:
+    # The start of a scan is counted against the probes before its first
+    # named line: empty lines of the same sender before a pause (two
+    # minutes before the scan) are not its lines and do not spoil the count.
+    src = (FX / "rsyslog" / "sU_sV_udp" / "fromhost.log").read_bytes()
+    early = b"".join(b"Dec  5 17:11:%02d 127.0.0.1 \n" % (30 + k) for k in range(3))
     f = tmp_path / "fromhost.log"
-    f.write_bytes(src + later + b"\n")
+    f.write_bytes(early + src)
     probes = explain(f)
-    assert probes[-5:] == [None] * 5
-    labels = [x for x in LABELS if x["run"] == "sU_sV_udp" and x["format"] == "fromhost"]
-    lines, named, wrong, benign = _score(labels, probes)
-    assert wrong == [] and benign == [] and named / lines >= 0.94
+    assert probes[:3] == [None] * 3
+    labels = [dict(x, line=x["line"] + 3) for x in LABELS if x["run"] == "sU_sV_udp" and x["format"] == "fromhost"]
+    _lines, _named, wrong, benign = _score(labels, [probes[x["line"] - 1] for x in labels])
+    assert wrong == [] and benign == []
+    head = [x for x in labels if x["label"] in ("RPCCheck", "DNSVersionBindReq", "DNSStatusRequest")]
+    assert head and all(probes[x["line"] - 1] is not None for x in head)

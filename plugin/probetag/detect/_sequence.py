@@ -481,11 +481,11 @@ class SequenceNamer:
               sent: dict[str | None, set[str]], context: Any) -> int:
         """The start of a scan in lines that hold only MSG: before a source's
         first placed anchor ``b`` (with nothing of its scan before the batch),
-        every unnamed line of that source within ``gap`` seconds per probe
-        before it is counted against the probes that come before ``b`` in the
+        every unnamed line of that source back to the last pause longer than
+        ``gap`` is counted against the probes that come before ``b`` in the
         order (``_by_count``); all of them, or none, are named. A line of the
         source that no probe could have left is set aside; any other line in
-        that window (a benign empty message) makes the count fail."""
+        that stretch (a benign empty message) makes the count fail."""
         changed = 0
         firsts: dict[str | None, int] = {}
         for i, a in enumerate(anchors):
@@ -502,8 +502,7 @@ class SequenceNamer:
                 continue  # the scan began before this batch
             idx = [i for i in range(y) if lines[i] is not None and anchors[i] is None and lines[i][1] == source
                    and 0 <= b.t - lines[i][0] <= self.gap * pb]
-            if self._run(idx, lines, b.t, -1) != idx:
-                continue  # a pause in the stretch: where the scan began is not known
+            idx = self._run(idx, lines, b.t, -1)  # the scan began after the last pause
             if not idx or any(anchors[i] is not None and anchors[i].source == source  # type: ignore[union-attr]
                               for i in range(idx[0], y)):
                 continue
