@@ -520,8 +520,32 @@ class Explainer:
         return n, found
 
     def finish(self) -> FileReport:
-        self.report.summaries = self.correlator.flush()
+        self.report.summaries = _merge_overlapping(self.correlator.flush())
         return self.report
+
+
+def _merge_overlapping(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One scan per source and stretch of time in the report. The correlator
+    ends a scan after ``scan_idle`` without a named line; where most lines
+    are named by their place in the scan afterwards (a ``%FROMHOST% %msg%``
+    file), a later named line reopens the source as a new scan whose time
+    then reaches back over the first: such overlapping scans are one."""
+    out: list[dict[str, Any]] = []
+    for s in sorted(summaries, key=lambda s: (str(s["source"]), s["first_seen"])):
+        prev = out[-1] if out else None
+        if prev is None or prev["source"] != s["source"] or s["first_seen"] > prev["last_seen"]:
+            out.append(dict(s, probes=dict(s["probes"])))
+            continue
+        prev["last_seen"] = max(prev["last_seen"], s["last_seen"])
+        prev["lines"] += s["lines"]
+        for name, n in s["probes"].items():
+            prev["probes"][name] = prev["probes"].get(name, 0) + n
+        prev["probes"] = dict(sorted(prev["probes"].items()))
+        prev["probe_count"] = len(prev["probes"])
+        prev["scanners"] = list(dict.fromkeys([*prev.get("scanners", ()), *s.get("scanners", ())]))
+        if s.get("named_late"):
+            prev["named_late"] = [*prev.get("named_late", ()), *s["named_late"]]
+    return out
 
 
 # ---------------------------------------------------------------- file I/O

@@ -108,3 +108,14 @@ def test_empty_messages_before_a_pause_are_not_the_scan_s_start(tmp_path: Path) 
     assert wrong == [] and benign == []
     head = [x for x in labels if x["label"] in ("RPCCheck", "DNSVersionBindReq", "DNSStatusRequest")]
     assert head and all(probes[x["line"] - 1] is not None for x in head)
+
+
+def test_the_text_report_shows_one_scan_per_sender() -> None:
+    # most lines are named by their place after the scan went quiet between
+    # two lines that named themselves: still one scan
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin")}
+    text = subprocess.run([sys.executable, "-m", "probetag", "explain",
+                           str(FX / "rsyslog" / "sV_all_tcp" / "fromhost.log")],
+                          capture_output=True, env=env, timeout=300).stdout.decode()
+    assert "(fromhost format)" in text
+    assert text.count("\n  127.0.0.1: nmap\n") == 1, text
