@@ -65,8 +65,7 @@ EXTRA_FLOORS = {
     "file: rsyslog fromhost": 0.96,
     "records: fluentbit_syslog_rfc3164 (derived)": 0.93,
     "records: fluentbit_syslog_rfc5424 (derived)": 0.82,
-    "records: vector_syslog_direct (derived)": 0.94,
-    "records: vector_syslog_relay (derived)": 0.92,
+    "records: vector_syslog_relay (derived)": 0.97,
 }
 
 
