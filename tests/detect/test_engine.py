@@ -401,3 +401,13 @@ def test_gapped_line_that_is_a_suffix_may_lose_the_whole_head(det):
     line = piece[piece.index(b":") + 1:]
     got = det.match(line, lossy=True)
     assert got and got[0].signature.probe == "oracle-tns"
+
+
+def test_one_payload_under_two_names_is_not_in_doubt(det):
+    # nmap's NTPRequest and the -sU payload of port 123 are the same bytes:
+    # the line is named by the catalogue's rank, at full confidence
+    ntp = next(s for s in det.signatures if s.id == "nmap-udp-NTPRequest")
+    got = det.match(ntp.payload, transport="udp")
+    assert {"NTPRequest", "udp-scan-payload/123"} <= {m.signature.probe for m in got}
+    assert got[0].signature.probe == "NTPRequest" and not got[0].ambiguous
+    assert got[0].confidence >= 0.85  # not lowered as for two payloads

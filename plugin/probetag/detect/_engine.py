@@ -636,7 +636,10 @@ class Detector:
         # The same bytes claimed by different probes: the line alone cannot tell
         # them apart; keep every candidate but say so in the confidence.
         sure = [m for m in out if not m.ambiguous]
-        if len({(m.signature.probe, m.signature.scanner) for m in sure}) > 1:
+        if (len({(m.signature.probe, m.signature.scanner) for m in sure}) > 1
+                and len({m.signature.payload for m in sure}) > 1):
+            # (one payload under two names, an -sV probe and the -sU payload
+            # of its port: no doubt about the line, Signature.rank names it)
             out = [Match(m.signature, m.fragment, m.kind, round(m.confidence * 0.85, 4), m.ambiguous)
                    for m in out]
         return out
