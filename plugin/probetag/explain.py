@@ -189,23 +189,50 @@ _NEIGHBOURS_BEFORE = 3
 _NEIGHBOURS_AFTER = 6
 
 
+#: A neighbour line of a file format with a plain header (traditional,
+#: RFC 3339) is read when what follows its timestamp is at most this long or
+#: holds the strong line's HOSTNAME word: a scan's lines, not the ordinary
+#: logs around them (the stage's rule, ``_stage._NEIGHBOUR_BYTES``).
+_NEIGHBOUR_REST = 96
+
+
+def _host_word(line: bytes | bytearray, host_at: int) -> tuple[int, bytes]:
+    """(offset past the timestamp, HOSTNAME word) of a plain-header line
+    (``host_at``: 16 for traditional, 0 for RFC 3339: after the first space)."""
+    h = line.find(b" ") + 1 if host_at == 0 else host_at
+    if h <= 0 or h > len(line):
+        return len(line), b""
+    e = line.find(b" ", h)
+    return h, bytes(line[h:e if e >= 0 else len(line)])
+
+
 def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
-                     strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
+                     strong: list[tuple[int, int, int]], host_at: int = -1) -> list[tuple[int, bytes, bool, bool]]:
     """``picked`` plus the lines around each of ``strong`` (line index,
-    start, end offsets), in line order."""
+    start, end offsets), in line order. ``host_at`` >= 0 (a plain-header
+    format, see ``_host_word``): only neighbours that are short or hold the
+    strong line's HOSTNAME word."""
     have = {x[0] for x in picked}
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
+    filtered = host_at >= 0
+
+    def wanted(ln: bytes, needle: bytes) -> bool:
+        h, _ = _host_word(ln, host_at)
+        return len(ln) - h <= _NEIGHBOUR_REST or (bool(needle) and ln.find(needle, h) >= 0)
+
     for idx, start, end in strong:
+        needle = _host_word(data[start:end], host_at)[1] if filtered else b""
         s = start
         for k in range(1, _NEIGHBOURS_BEFORE + 1):
             if s == 0:
                 break
             b = data.rfind(b"\n", 0, s - 1) + 1
             if idx - k not in have:
-                have.add(idx - k)
                 ln = bytes(data[b:s - 1])
-                extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                if not filtered or wanted(ln, needle):
+                    have.add(idx - k)
+                    extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             s = b
         e = end
         for k in range(1, _NEIGHBOURS_AFTER + 1):
@@ -215,9 +242,10 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
             if f < 0:
                 f = n
             if idx + k not in have:
-                have.add(idx + k)
                 ln = bytes(data[e + 1:f])
-                extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                if not filtered or wanted(ln, needle):
+                    have.add(idx + k)
+                    extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
     if not extra:
         return picked
@@ -391,7 +419,8 @@ class Explainer:
             probe = not marked
             strong = probe and pid not in weak_ids
         if strong_lines:
-            picked = _with_neighbours(data, picked, strong_lines)
+            host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
+            picked = _with_neighbours(data, picked, strong_lines, host_at)
         return idx + count(b"\n", pos) + 1, framing, picked
 
     def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:

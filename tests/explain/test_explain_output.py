@@ -123,10 +123,20 @@ def ref_block(ex: explain.Explainer, data: bytes) -> tuple[int, dict[int, dict[s
     hit_set = {data.count(b"\n", 0, off) for off, _ in found_lits}
     # the lines around a line a strong (not only CR) literal hit are read too
     strong = {data.count(b"\n", 0, off) for off, pid in found_lits if pid not in ex.prefilter.weak_ids}
+    # (in the plain-header formats only short ones and ones that hold the
+    # strong line's HOSTNAME word)
+    host_at = 16 if ex.fmt == "traditional" else 0 if ex.fmt == "rfc3339" else -1
+    lit_hit = set(hit_set)
     for i in strong:
+        needle = explain._host_word(lines[i], host_at)[1] if host_at >= 0 else b""
         for j in range(i - explain._NEIGHBOURS_BEFORE, i + explain._NEIGHBOURS_AFTER + 1):
-            if 0 <= j < len(lines):
-                hit_set.add(j)
+            if not 0 <= j < len(lines) or j in lit_hit:
+                continue
+            if host_at >= 0:
+                h = explain._host_word(lines[j], host_at)[0]
+                if len(lines[j]) - h > explain._NEIGHBOUR_REST and not (needle and needle in lines[j][h:]):
+                    continue
+            hit_set.add(j)
     hit = sorted(hit_set)
     items, where = [], []
     for i in hit:
