@@ -194,6 +194,9 @@ _NEIGHBOURS_AFTER = 6
 #: holds the strong line's HOSTNAME word: a scan's lines, not the ordinary
 #: logs around them (the stage's rule, ``_stage._NEIGHBOUR_BYTES``).
 _NEIGHBOUR_REST = 96
+#: A TAG as a daemon writes it, ``name[pid]: `` then text: what a payload
+#: piece never looks like.
+_PROGRAM_TAG = re.compile(rb"[A-Za-z0-9_./-]{1,48}\[[0-9]{1,10}\]: \S")
 
 
 def _host_word(line: bytes | bytearray, host_at: int) -> tuple[int, bytes]:
@@ -218,7 +221,9 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
     filtered = host_at >= 0
 
     def wanted(ln: bytes, needle: bytes) -> bool:
-        h, _ = _host_word(ln, host_at)
+        h, host = _host_word(ln, host_at)
+        if _PROGRAM_TAG.match(ln, h + len(host) + 1) is not None:
+            return False  # a daemon's own line (``sshd[812]: ...``), no payload piece
         return len(ln) - h <= _NEIGHBOUR_REST or (bool(needle) and ln.find(needle, h) >= 0)
 
     for idx, start, end in strong:

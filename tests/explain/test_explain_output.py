@@ -21,12 +21,13 @@ from __future__ import annotations
 import functools
 import gzip
 import io
-import signal
-import time
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -133,7 +134,9 @@ def ref_block(ex: explain.Explainer, data: bytes) -> tuple[int, dict[int, dict[s
             if not 0 <= j < len(lines) or j in lit_hit:
                 continue
             if host_at >= 0:
-                h = explain._host_word(lines[j], host_at)[0]
+                h, host = explain._host_word(lines[j], host_at)
+                if re.match(rb"[A-Za-z0-9_./-]{1,48}\[[0-9]{1,10}\]: \S", lines[j][h + len(host) + 1:]):
+                    continue  # a daemon's own line
                 if len(lines[j]) - h > explain._NEIGHBOUR_REST and not (needle and needle in lines[j][h:]):
                     continue
             hit_set.add(j)

@@ -31,6 +31,13 @@ def test_plain_header_reads_short_and_same_host_neighbours_only() -> None:
     assert got[0][1] == SHORT and got[2][1] == SAME_HOST
 
 
+def test_daemon_lines_are_not_read_even_when_short() -> None:
+    daemon = b"2026-11-27T12:00:01.720761+00:00 app-01 systemd[30851]: Started Session 16033 of User root."
+    data, strong = _lines(daemon, HIT, SHORT)
+    got = _with_neighbours(data, [(1, HIT, False, False)], strong, host_at=0)
+    assert [x[0] for x in got] == [1, 2]
+
+
 def test_other_formats_read_every_neighbour() -> None:
     data, strong = _lines(LONG, SHORT, HIT, LONG, SAME_HOST)
     got = _with_neighbours(data, [(2, HIT, False, False)], strong)
