@@ -116,12 +116,19 @@ class _Piece:
     trimmed: bool
 
 
+#: Request header lines that many HTTP clients send word for word (curl,
+#: whatweb, sqlmap and masscan all send ``Accept: */*``: tests/fixtures/tools):
+#: a line that is one of them names no probe alone.
+_COMMON_LINES = frozenset((b"Accept: */*", b"Connection: close", b"Connection: Keep-Alive",
+                           b"Connection: keep-alive"))
+
+
 def distinctive(piece: bytes) -> bool:
     """Can this line, alone, identify a probe? (FIELD_GUIDE 5: expect lines
     that are only ``#015``; common words like ``HELP`` appear in ordinary
-    logs too.)"""
+    logs too; header lines every HTTP client sends, ``_COMMON_LINES``.)"""
     t = piece.strip(b" \t\r\n")
-    if len(t) < 4:
+    if len(t) < 4 or t in _COMMON_LINES:
         return False
     if _WORD.match(t):
         return False

@@ -307,6 +307,12 @@ class Enricher:
         self.late = True
         # Client openings: lines the catalogue names no probe in (_openings).
         self.openings = Openings()
+        #: (payload, scanner) -> entry, for bytes several scanners send
+        #: (``Signature.shared_with``), the best-ranked entry per scanner.
+        self._same_bytes: dict[tuple[bytes, str], Any] = {}
+        for s in sorted(detector.signatures, key=lambda s: s.rank):
+            if s.shared_with:
+                self._same_bytes.setdefault((s.payload, s.scanner), s)
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -797,6 +803,19 @@ class Enricher:
             "seen_in": seen_in(r.shape, v.match.kind, r.line),
             **(r.extra or {}),
         }
+        if sig.shared_with:
+            # Bytes several scanners send: the scanner is named only when
+            # this sender's scan holds bytes that one of them alone sends.
+            senders = (sig.scanner, *sig.shared_with)
+            known = [s for s in senders if s in self.correlator.own_scanners(source)]
+            if len(known) == 1:
+                if known[0] != sig.scanner:
+                    alt = self._same_bytes.get((sig.payload, known[0]))
+                    if alt is not None:
+                        out.update(name=alt.probe, scanner=alt.scanner, id=alt.id)
+            else:
+                out["scanner"] = "unknown"
+            out["sent_by"] = sorted(senders)
         if v.match.kind == "truncated" or self._cut_piece(v.match, r):
             # the line is the front of the probe's piece: cut on the way
             # (a TAG at 32 or 510 bytes, maxMessageSize, RFC 5424's APP-NAME)
