@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-* Input is rsyslog output files (``-`` is stdin; gzip is recognised by its
+* Input is rsyslog or syslog-ng output files (``-`` is stdin; gzip is recognised by its
   magic bytes and inflated by zlib in large reads, ``_Gunzip``). The format is detected once per file from its first lines
   (``probetag.decode.detect_file_format``) unless ``--input-format`` names it.
 * The file is read in blocks of whole lines (``_BLOCK`` bytes), so memory
@@ -26,6 +26,14 @@ Theory of operation
   one pass of LF counting (the line numbers of the hit lines and of the
   block are counted from hit line to hit line). Nothing is done per benign
   line, not even in the jsonl output (``_JsonlWriter``).
+
+* syslog-ng files (``decode.SYSLOG_NG_FORMATS``, docs/collectors.md): the
+  lines around a strong hit are read further (``_syslog_ng_neighbours``:
+  syslog-ng cuts a binary probe at its NULs into lines no literal hits),
+  and a line without a header joins the message above it in ``pick`` (a
+  UDP datagram with LFs): that message is detected whole, and each of its
+  lines gets its verdict in ``detect`` (the continuation lines travel as
+  ``{"_continues": item}`` records, which read as nothing).
 
 * rsyslog's own "Framing Error" / "Incomplete frame" lines are counted
   (they mean octet counting ate the start of some bytes) and never tagged. A
@@ -257,6 +265,95 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
     return sorted(picked + extra, key=lambda x: x[0])
 
 
+#: syslog-ng files (``decode.SYSLOG_NG_FORMATS``): the lines around a strong
+#: hit are read on while they look like pieces of a probe
+#: (``_fragment_like``) or come within ``_SNG_REACH`` seconds of the last
+#: line that did: syslog-ng cuts a TCP stream at every NUL, so one binary
+#: probe is dozens of lines of a few bytes (``SSLSessionReq``: 25), none of
+#: which holds a prefilter literal, and a scan's probes, some seconds
+#: apart, may all be such lines; a UDP message with LFs spans several
+#: lines. A walk reads at most ``_SNG_WALK`` lines.
+_SNG_WALK = 2048
+_SNG_REACH = 12.0
+#: A payload this short, or one holding a control byte, or a line without
+#: a header (a continuation), is fragment-like.
+_SNG_SHORT = 16
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_SNG_HEAD = re.compile(rb"(?:([A-Z][a-z]{2}) ([ 0-9][0-9])|[0-9]{4}-([0-9]{2})-([0-9]{2})T)"
+                       rb"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})? \S+ ")
+
+
+def _sng_clock(m: re.Match[bytes]) -> float:
+    """Seconds since the start of the year (months of 31 days) of a header:
+    for differences between nearby lines only."""
+    if m.group(1) is not None:
+        mon, day = _MONTHS.get(m.group(1), 0), int(m.group(2))
+    else:
+        mon, day = int(m.group(3)), int(m.group(4))
+    return (((mon * 31 + day) * 24 + int(m.group(5))) * 60 + int(m.group(6))) * 60 + int(m.group(7))
+
+
+def _fragment_like(line: bytes | bytearray, m: re.Match[bytes] | None) -> bool:
+    """A syslog-ng line (``m``: its header) that can be a piece of a cut probe."""
+    if m is None:
+        return True  # a continuation line
+    return len(line) - m.end() <= _SNG_SHORT or _CONTROL_BYTE.search(line, m.end()) is not None
+
+
+def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
+                          strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
+    """``_with_neighbours`` for syslog-ng files: the walks go on as long as
+    ``_SNG_REACH`` says, and a continuation line's message is read back to
+    its header line."""
+    have = {x[0] for x in picked}
+    extra: list[tuple[int, bytes, bool, bool]] = []
+    n = len(data)
+
+    def take(i: int, b: int, e: int) -> bytes:
+        ln = bytes(data[b:e])
+        if i not in have:
+            have.add(i)
+            extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+        return ln
+
+    for idx, start, end in strong:
+        h = _SNG_HEAD.match(data, start)
+        t0 = _sng_clock(h) if h is not None else None
+        for step in (-1, 1):
+            pos = start if step < 0 else end
+            last_t, k, left = t0, 0, (_NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER)
+            cont = step < 0 and h is None
+            while k < _SNG_WALK:
+                if step < 0:
+                    if pos <= 0:
+                        break
+                    b = data.rfind(b"\n", 0, pos - 1) + 1
+                    e = pos - 1
+                else:
+                    if pos >= n:
+                        break
+                    b = pos + 1
+                    e = data.find(b"\n", b)
+                    if e < 0:
+                        e = n
+                m = _SNG_HEAD.match(data, b, e)
+                t = _sng_clock(m) if m is not None else last_t
+                near = t is not None and last_t is not None and abs(t - last_t) <= _SNG_REACH
+                if not (left > 0 or cont or near):
+                    break
+                k += 1
+                ln = take(idx + step * k, b, e)
+                left -= 1
+                if _fragment_like(ln, m):
+                    last_t = t if t is not None else last_t
+                    left = max(left, 1)
+                cont = step < 0 and m is None
+                pos = b if step < 0 else e
+    if not extra:
+        return picked
+    return sorted(picked + extra, key=lambda x: x[0])
+
+
 class Explainer:
     """The sans-I/O core of ``explain``: blocks of lines in, one probe map (or
     None) per line out. One instance per file."""
@@ -276,6 +373,10 @@ class Explainer:
         if fmt in ("json", "auto"):
             frags = prefilter_fragments(det, config.detect.escapes)
             pre = Prefilter(sorted(set(frags) | {_json_escaped(f) for f in frags}), det.backend)
+        elif fmt in decode.SYSLOG_NG_FORMATS:
+            # the payload as received, nothing escaped: syslog-ng's pieces too
+            frags = prefilter_fragments(det, config.detect.escapes)
+            pre = Prefilter(sorted(set(frags) | set(det.syslog_ng_fragments())), det.backend)
         self.use_prefilter(pre)
         self.output_field = config.detect.output_field
         self.report = FileReport(name, fmt)
@@ -424,8 +525,11 @@ class Explainer:
             probe = not marked
             strong = probe and pid not in weak_ids
         if strong_lines:
-            host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
-            picked = _with_neighbours(data, picked, strong_lines, host_at)
+            if self.fmt in decode.SYSLOG_NG_FORMATS:
+                picked = _syslog_ng_neighbours(data, picked, strong_lines)
+            else:
+                host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
+                picked = _with_neighbours(data, picked, strong_lines, host_at)
         return idx + count(b"\n", pos) + 1, framing, picked
 
     def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
@@ -445,7 +549,26 @@ class Explainer:
         first_space = 16 if fmt == "traditional" else 0 if fmt == "rfc3339" else -1
         raw_ok = self.skip_weak and first_space >= 0
         pending = self._pending
+        sng = fmt in decode.SYSLOG_NG_FORMATS
+        head: tuple[int, int, dict[Any, Any]] | None = None  # syslog-ng: (line, item, record) of the last message
         for idx, line, marked, weak_only in picked:
+            if sng:
+                sl = parse(line, fmt)
+                rec = sl.record
+                if rec.get("_continuation") and head is not None and head[0] == idx - 1:
+                    # a raw LF inside the message above (a UDP datagram):
+                    # its text joins that message, and the line takes the
+                    # message's verdict (``detect``)
+                    hrec = head[2]
+                    hrec["msg"] = hrec["msg"] + b"\n" + rec["msg"]
+                    items.append((self._last_t, {"_continues": head[1]}))
+                    where.append(idx)
+                    head = (idx, head[1], hrec)
+                    continue
+                head = (idx, len(items), rec)
+                items.append((self._time(sl) if not pending else self._time_after(sl), rec))
+                where.append(idx)
+                continue
             if weak_only and raw_ok and not marked:
                 host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
                 q = line.rfind(b": ")
@@ -493,12 +616,21 @@ class Explainer:
         found: dict[int, dict[str, Any]] = {}
         if not items:
             return n, found
+        by_item: dict[int, dict[str, Any]] = {}
         for k, d in enumerate(self.enricher.batch("explain", items)):
-            if d is None or d.outcome != "tagged":
-                continue
-            probe = d.record.get(self.output_field)
-            if not isinstance(probe, dict):
-                continue
+            rec = items[k][1]
+            if "_continues" in rec:
+                # a continuation line of a syslog-ng message: the message's verdict
+                probe = by_item.get(rec["_continues"])  # type: ignore[assignment]
+                if probe is None:
+                    continue
+            else:
+                if d is None or d.outcome != "tagged":
+                    continue
+                probe = d.record.get(self.output_field)
+                if not isinstance(probe, dict):
+                    continue
+                by_item[k] = probe
             found[where[k]] = probe
             rep.probe_lines += 1
             src = str(probe.get("source") or "-")
@@ -812,7 +944,7 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
-def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
+def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
     tr = sorted(info.transports) or ["tcp", "udp"]
     named = sorted(info.inputs - {"rsyslogd"})
     if named:
@@ -820,6 +952,14 @@ def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
     else:
         where = "a syslog network input (" + "/".join(t.upper() for t in tr) + "; this format does not name it)"
     how = []
+    if fmt in decode.SYSLOG_NG_FORMATS:
+        # syslog-ng's network()/syslog() sources (docs/collectors.md)
+        how.append('bind the network()/syslog() source to a trusted address: network(ip("127.0.0.1") ...), '
+                   "or firewall its ports (514/tcp and 514/udp by default) from untrusted networks")
+        if "tcp" in tr:
+            how.append('a syslog(transport("tcp")) source takes octet-counted frames only and logs no '
+                       "probe byte over TCP; network() logs every line it is sent")
+        return where, how
     if "tcp" in tr:
         how.append('bind imtcp to a trusted address: input(type="imtcp" address="127.0.0.1" ...), '
                    "or firewall its port (514/tcp by default) from untrusted networks")
@@ -849,7 +989,7 @@ def _text(out: IO[str], rep: FileReport) -> None:
     out.write("\n")
     for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
         info = rep.sources.get(s["source"], _SourceInfo())
-        where, how = _listener(info)
+        where, how = _listener(info, rep.fmt)
         scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "?"])
         src = s["source"] if s["source"] != "-" else "sender unknown (the file does not record it)"
         out.write(f"\n  {src}: {scanners}\n")

@@ -1,7 +1,9 @@
 """The detection evaluation (bench/eval_detection.py) on the labelled
 development corpus: real nmap scans against rsyslog, and the same lines as
 records a real Fluentd 1.14.4 sent (``../shared/corpus-dev``, beside the
-project's clone).
+project's clone); and on the extra corpus in the repository
+(``tests/fixtures/corpus-extra``: the same kind of scans as other
+collectors wrote them, syslog-ng's files among them).
 
 The floors are the figures the detector reaches now, less a small margin:
 a change that names fewer probe lines in any shape fails here. No shape may
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import eval_detection  # noqa: E402
 
 CORPUS = Path(os.environ.get("PROBETAG_CORPUS", ROOT.parent / "shared" / "corpus-dev"))
+EXTRA = ROOT / "tests" / "fixtures" / "corpus-extra"
 
 #: shape -> lowest name-recall accepted (on lines whose payload the format kept)
 FLOORS = {
@@ -54,10 +57,39 @@ FLOORS = {
 }
 
 
+#: the same for rows of the extra corpus (tests/fixtures/corpus-extra)
+EXTRA_FLOORS = {
+    "file: syslog-ng net_default": 0.975,
+    "file: syslog-ng net_iso": 0.975,
+    "file: syslog-ng sys_default": 0.97,
+    "file: syslog-ng sys_iso": 0.97,
+}
+
+
 @pytest.fixture(scope="module")
 def rows() -> dict[str, dict]:
     assert (CORPUS / "labels.jsonl").exists(), f"the labelled corpus is missing: {CORPUS}"
     return {r.shape: r.as_dict() for r in eval_detection.evaluate(CORPUS)}
+
+
+@pytest.fixture(scope="module")
+def extra_rows() -> dict[str, dict]:
+    return {r.shape: r.as_dict() for r in eval_detection.evaluate(EXTRA)}
+
+
+def test_every_extra_shape_is_measured(extra_rows):
+    assert set(EXTRA_FLOORS) <= set(extra_rows)
+
+
+@pytest.mark.parametrize("shape", sorted(EXTRA_FLOORS))
+def test_extra_probe_lines_are_named(extra_rows, shape):
+    r = extra_rows[shape]
+    assert r["name_recall_payload_kept"] >= EXTRA_FLOORS[shape], r
+
+
+def test_extra_corpus_names_no_wrong_scanner_and_tags_nothing_benign(extra_rows):
+    assert {s: r["wrong_scanner"] for s, r in extra_rows.items() if r["wrong_scanner"]} == {}
+    assert {s: r["benign_tagged"] for s, r in extra_rows.items() if r["benign_tagged"]} == {}
 
 
 def test_every_shape_is_measured(rows):

@@ -28,6 +28,11 @@ Theory of operation
   - an empty message, for a probe whose payload has a frame that is only a
     NUL (FIELD_GUIDE 2.1: it is logged as an empty message).
 
+  - for a line of a syslog-ng file (a 7th element of the line, true), the
+    same against the pieces syslog-ng logs (``Detector.syslog_ng_cores``:
+    cut at NULs as well as LFs, trailing CRs gone), an empty line being the
+    piece syslog-ng's parser left nothing of.
+
   Then the order decides: a candidate must come after the previous anchor's
   probe and before the next anchor's in the scanner's order, and must not
   be a probe the scan already sent (each is sent once per port). A line is
@@ -155,13 +160,19 @@ class SequenceNamer:
         self._by_scanner = by_scanner
         # (scanner, logged piece spacing aside) -> [(signature, fragment)]
         self._pieces: dict[tuple[str, bytes], list[tuple[Signature, int]]] = {}
+        # the same for syslog-ng's pieces
+        self._sng_pieces: dict[tuple[str, bytes], list[tuple[Signature, int]]] = {}
+        self._sng_cores: dict[str, tuple[bytes, ...]] = {}
         for sigs in by_scanner.values():
             for sig in sigs:
                 for k, p in enumerate(detector.logged_cores(sig.id)):
                     self._pieces.setdefault((sig.scanner, p), []).append((sig, k))
+                cores = self._sng_cores[sig.id] = self._syslog_ng(sig)
+                for k, p in enumerate(cores):
+                    self._sng_pieces.setdefault((sig.scanner, p), []).append((sig, k))
         self._multi: set[str | None] = set()
         self._index = _Index()
-        self._cands: dict[tuple[str, bytes, bool, bool], dict[str, tuple[Signature, int]]] = {}
+        self._cands: dict[tuple[str, bytes, bool, bool, bool], dict[str, tuple[Signature, int]]] = {}
         # The lowest intensity at which nmap sends a probe (catalogue notes,
         # observed at each intensity); probes that leave no line at all (only
         # digits: imtcp waits for an octet-counted frame that never comes).
@@ -180,10 +191,31 @@ class SequenceNamer:
             if sig.match == "payload" and sig.transport == "tcp" and b"\n\x00\n" in b"\n" + sig.payload + b"\n":
                 self._empty.add(sig.id)
 
+    def _syslog_ng(self, sig: Signature) -> tuple[bytes, ...]:
+        """What syslog-ng logs of the signature's payload, spacing aside."""
+        from ._engine import syslog_ng_udp
+
+        if sig.transport == "udp":
+            return (syslog_ng_udp(sig.payload).strip(b" \t"),)
+        get = getattr(self.detector, "syslog_ng_cores", None)
+        return get(sig.id) if get is not None else ()
+
+    def _count(self, sig: Signature, sng: bool) -> int:
+        """How many lines the payload leaves (syslog-ng's, or rsyslog's and
+        its NUL frame)."""
+        if sng:
+            return len(self._sng_cores.get(sig.id, ()))
+        return len(self.detector.logged_cores(sig.id)) + (sig.id in self._empty)
+
     # -- compatibility -------------------------------------------------------
 
-    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool) -> list[int]:
-        """Fragments of ``sig`` that could have been logged as ``core``."""
+    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, sng: bool = False) -> list[int]:
+        """Fragments of ``sig`` that could have been logged as ``core``
+        (``sng``: by syslog-ng)."""
+        if sng:
+            pieces = self._sng_cores.get(sig.id, ())
+            return [k for k, p in enumerate(pieces)
+                    if p == core or (cut and len(p) > len(core) and p.startswith(core))]
         pieces = self.detector.logged_cores(sig.id)
         out = []
         if not core:
@@ -201,13 +233,13 @@ class SequenceNamer:
         return out
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
-                   cut: bool) -> dict[str, tuple[Signature, int]]:
+                   cut: bool, sng: bool = False) -> dict[str, tuple[Signature, int]]:
         """sig id -> (signature, fragment) of the scanner's probes that could
         have left this line."""
-        key = (scanner, core, lossy, cut)
+        key = (scanner, core, lossy, cut, sng)
         base = self._cands.get(key)
         if base is None:
-            base = self._catalogue_candidates(scanner, core, lossy, cut)
+            base = self._catalogue_candidates(scanner, core, lossy, cut, sng)
             if len(self._cands) >= _MAX_CANDIDATE_MEMO:
                 self._cands.clear()
             self._cands[key] = base
@@ -222,8 +254,12 @@ class SequenceNamer:
         return out
 
     def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
-                              cut: bool) -> dict[str, tuple[Signature, int]]:
+                              cut: bool, sng: bool = False) -> dict[str, tuple[Signature, int]]:
         out: dict[str, tuple[Signature, int]] = {}
+        if sng:
+            for sig, k in self._sng_pieces.get((scanner, core), ()):
+                out.setdefault(sig.id, (sig, k))
+            return out
         if core and not (lossy or cut):
             # only whole pieces: one lookup
             for key in (core, core + b"\r"):
@@ -299,7 +335,8 @@ class SequenceNamer:
             item = lines[i]
             if item is None or anchors[i] is not None:
                 continue
-            t, src, core, matches, lossy, cut = item
+            t, src, core, matches, lossy, cut = item[:6]
+            sng = len(item) > 6 and bool(item[6])
             if not core and lossy:
                 continue  # any probe fits a line with nothing left: _segments counts them
             prev, nxt, source = self._around(anchors, i, t, src)
@@ -311,14 +348,14 @@ class SequenceNamer:
             scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
-            cands = self.candidates(scanner, core, matches, lossy, cut)
+            cands = self.candidates(scanner, core, matches, lossy, cut, sng)
             if not cands:
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed).
             if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
-                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment)
-                last = len(self.detector.logged_cores(prev.sig.id)) + (prev.sig.id in self._empty) - 1
+                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, sng)
+                last = self._count(prev.sig, sng) - 1
                 if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
@@ -363,7 +400,7 @@ class SequenceNamer:
                     if anchors[j] is None and lj[1] in (src, source):
                         group.append(lj)
                 fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
-                total = len(self.detector.logged_cores(sig.id))
+                total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
                 if fit is None or fit[0][1] != 0 or len(fit) < total:
                     continue
                 frag = 0
@@ -451,9 +488,10 @@ class SequenceNamer:
             got: list[tuple[Signature, int]] = []
             after = -1
             for item in group:
-                _t, _src, core, matches, lossy, cut = item
+                _t, _src, core, matches, lossy, cut = item[:6]
+                sng = len(item) > 6 and bool(item[6])
                 frags = [m.fragment for m in matches if m.signature.id == sig.id]
-                frags += self._fragments(sig, core, lossy, cut)
+                frags += self._fragments(sig, core, lossy, cut, sng)
                 frags = sorted(f for f in set(frags) if f > after)
                 if not frags:
                     break
@@ -493,8 +531,9 @@ class SequenceNamer:
                 idx.add(i, a, self._pos(a) is not None)
         self._index = idx
 
-    def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int) -> int | None:
-        for k in self._fragments(sig, core, lossy, cut):
+    def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int,
+                        sng: bool = False) -> int | None:
+        for k in self._fragments(sig, core, lossy, cut, sng):
             if k > after:
                 return k
         return None
