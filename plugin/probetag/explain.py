@@ -74,6 +74,7 @@ Theory of operation
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import io
 import json
@@ -146,11 +147,17 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
     """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
-    if len(msg) < _WORDS:
+    if len(msg) < _WORDS or len(msg) - len(msg.translate(None, _ALNUM)) < _WORDS:
         return False
-    for e in escapes:
-        msg = msg.replace(e, b" ")
+    msg = _escapes_re(escapes).sub(b" ", msg)
     return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
+
+
+@functools.lru_cache(maxsize=8)
+def _escapes_re(escapes: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One pattern for every escape (longest first: what one pass of
+    ``bytes.replace`` per escape, in that order, would remove)."""
+    return re.compile(b"|".join(re.escape(e) for e in sorted(set(escapes), key=len, reverse=True)))
 
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -402,6 +409,7 @@ class Explainer:
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
         self.skip_weak = True
+        self._nothing_read: Any = None  # what analyse makes of _NOTHING
         self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
@@ -617,7 +625,16 @@ class Explainer:
         if not items:
             return n, found
         by_item: dict[int, dict[str, Any]] = {}
-        for k, d in enumerate(self.enricher.batch("explain", items)):
+        # A skipped line's record is always the same empty one: analysed once.
+        pre = None
+        if self.weak_skipped:
+            if self._nothing_read is None:
+                self._nothing_read = self.enricher.analyse(_NOTHING, True)
+            from .detect._enrich import NOT_ANALYSED as na
+
+            got = self._nothing_read
+            pre = [got if rec is _NOTHING else na for _t, rec in items]
+        for k, d in enumerate(self.enricher.batch("explain", items, pre)):
             rec = items[k][1]
             if "_continues" in rec:
                 # a continuation line of a syslog-ng message: the message's verdict
