@@ -60,9 +60,9 @@ def _spy(ex: explain.Explainer) -> list[tuple[float, dict[str, Any]]]:
     seen: list[tuple[float, dict[str, Any]]] = []
     batch = ex.enricher.batch
 
-    def spy(name: str, items: list[tuple[float, dict[str, Any]]]) -> Any:
+    def spy(name: str, items: list[tuple[float, dict[str, Any]]], pre: Any = None) -> Any:
         seen.extend(items)
-        return batch(name, items)
+        return batch(name, items, pre)
 
     ex.enricher.batch = spy  # type: ignore[method-assign]
     return seen
