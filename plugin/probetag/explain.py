@@ -95,6 +95,7 @@ from typing import IO, Any, Iterator
 
 from . import decode
 from ._accel import log_start
+from ._explain_report import _FIRST_LINES, Example, Progress, report_width, text_report, use_color
 from ._config import Config, ConfigError, load_config
 from ._logging import setup_logging
 from ._metrics import Metrics
@@ -190,6 +191,8 @@ class FileReport:
     cut_lines: int = 0
     summaries: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, _SourceInfo] = field(default_factory=dict)
+    #: source -> probe name -> its first lines and a sample (the text report)
+    examples: dict[str, dict[str, Example]] = field(default_factory=dict)
 
     @property
     def benign_lines(self) -> int:
@@ -619,6 +622,7 @@ class Explainer:
         """The last part of ``block``: ``scan``'s counts and ``pick``'s
         items -> (n, {0-based line index: probe map})."""
         rep = self.report
+        base = rep.lines + 1  # 1-based number of the block's first line
         rep.lines += n
         rep.framing_errors += framing
         found: dict[int, dict[str, Any]] = {}
@@ -651,6 +655,13 @@ class Explainer:
             found[where[k]] = probe
             rep.probe_lines += 1
             src = str(probe.get("source") or "-")
+            name = str(probe.get("name"))
+            ex = rep.examples.setdefault(src, {}).get(name)
+            if ex is None:
+                ex = rep.examples[src][name] = Example(payload=str(probe.get("payload") or ""))
+            ex.count += 1
+            if len(ex.lines) < _FIRST_LINES:
+                ex.lines.append(base + where[k])
             info = rep.sources.setdefault(src, _SourceInfo())
             if probe.get("seen_in") == "application-log":
                 info.app_lines += 1
@@ -981,7 +992,8 @@ def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
         how.append('bind imtcp to a trusted address: input(type="imtcp" address="127.0.0.1" ...), '
                    "or firewall its port (514/tcp by default) from untrusted networks")
     if "udp" in tr:
-        how.append('bind imudp the same way: input(type="imudp" address=...), or firewall 514/udp')
+        how.append('bind imudp to a trusted address: input(type="imudp" address="127.0.0.1" ...), '
+                   "or firewall its port (514/udp by default) from untrusted networks")
     if "tcp" in tr:
         # FIELD_GUIDE 1: a leading digit starts an octet count that eats bytes
         how.append('if every sender uses LF framing, supportOctetCountedFraming="off" on imtcp '
@@ -989,50 +1001,23 @@ def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
     return where, how
 
 
-def _text_file(out: IO[str], rep: FileReport, first: bool) -> None:
-    """One file's text report; a blank line before every one but the first."""
-    if not first:
-        out.write("\n")
-    _text(out, rep)
-
-
-def _text(out: IO[str], rep: FileReport) -> None:
-    sources = {s["source"] for s in rep.summaries}
-    out.write(f"{rep.name}: {rep.lines} lines ({rep.fmt} format)\n")
-    out.write(f"  {rep.probe_lines} scanner-probe lines from {len(sources)} source(s), "
-              f"{rep.benign_lines} other (benign) lines")
-    if rep.framing_errors:
-        out.write(f", {rep.framing_errors} rsyslog framing-error lines")
-    out.write("\n")
-    for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
-        info = rep.sources.get(s["source"], _SourceInfo())
-        where, how = _listener(info, rep.fmt)
-        scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "?"])
-        src = s["source"] if s["source"] != "-" else "sender unknown (the file does not record it)"
-        out.write(f"\n  {src}: {scanners}\n")
-        out.write(f"    {s['lines']} lines, {len(s['probes'])} distinct probes, "
-                  f"first seen {_ts(s['first_seen'])}, last seen {_ts(s['last_seen'])}\n")
-        probes = sorted(s["probes"].items(), key=lambda kv: (-kv[1], kv[0]))
-        out.write("    probes: " + ", ".join(f"{p} x{c}" for p, c in probes) + "\n")
-        if info.app_lines and not info.listener_lines:
-            # a scanner's name quoted in another program's log line (an
-            # access log's user agent): no syslog listener took its bytes
-            out.write("    seen in: another program's log lines (the scanner talked to that program,"
-                      " not to a syslog listener)\n")
-            continue
-        out.write(f"    received by: {where}\n")
-        out.write("    to close it:\n")
-        for h in how:
-            out.write(f"      - {h}\n")
-    if rep.cut_lines:
-        out.write(f"  {rep.cut_lines} over-long lines were cut at {_MAX_LINE} bytes\n")
+def _text_file(out: IO[str], rep: FileReport, first: bool, args: argparse.Namespace | None = None) -> None:
+    """One file's text report (``_explain_report``)."""
+    color = getattr(args, "color", "never")
+    text_report(out, rep, first=first, width=report_width(out), color=use_color(color, out),
+                listener=_listener, max_line=_MAX_LINE)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="probetag explain",
-                                 description="Tell what scanner-probe lines in rsyslog output files are.")
+                                 description="Tell what scanner-probe lines in rsyslog output files are.",
+                                 epilog="exit status: 0 when probe lines were found, 1 when none were, "
+                                        "2 on an error (as grep)")
     ap.add_argument("files", nargs="+", metavar="FILE", help="syslog files ('-' = stdin; .gz is read too)")
     ap.add_argument("--format", choices=("text", "jsonl"), default="text", help="output (default: text)")
+    ap.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="colour in the text report (default: auto, when the output is a terminal "
+                         "and NO_COLOR is not set)")
     ap.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                     help="how the files were written (default: detected per file)")
     ap.add_argument("-c", "--config", metavar="FILE", help="probetag config (detect/correlation settings)")
@@ -1048,10 +1033,11 @@ def main(argv: list[str]) -> int:
         return 2
     setup_logging(config.log_level, timestamps=False)
     log_start()
+    args.found = 0
     try:
-        if _jobs(args) >= 2:
-            return _run_pipeline(args, config)
-        return _run(args, config)
+        failed = _run_pipeline(args, config) if _jobs(args) >= 2 else _run(args, config)
+        # grep's exit codes: 0 probes found, 1 none, 2 an error
+        return 2 if failed else 0 if args.found else 1
     except BrokenPipeError:
         # the reader went away (``| head``): stop quietly, like other filters
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -1063,6 +1049,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     detector = None
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             f = _open(path)
@@ -1091,14 +1078,17 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                     if jsonl is not None:
                         jsonl.block(n, found, base)
                     base += n
+                    progress.update(len(data), path)
             except BrokenPipeError:
                 raise
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1
             rep = ex.finish()
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
+    progress.close()
     out.flush()
     return status
 
@@ -1239,6 +1229,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
     out = sys.stdout
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             msg = _receive(rf, pid)
@@ -1268,6 +1259,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
             if jsonl is not None:
                 jsonl.block(n, found, base)
             base += n
+            progress.update(msg[5], path)
         if died is not None:
             print(f"error: {path}: {died}", file=sys.stderr)
             status = 1
@@ -1279,10 +1271,12 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
                 print(msg[2], file=sys.stderr)
                 status = 1
         rep = ex.finish()
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
         if died is not None:
             break  # nothing reads the files after it
+    progress.close()
     out.flush()
     return status
 
@@ -1356,7 +1350,7 @@ def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config,
             try:
                 for data in _blocks(f, first, ex.report):
                     n, framing, picked = ex.scan(data)
-                    send(("block", n, framing, *ex.pick(picked)))
+                    send(("block", n, framing, *ex.pick(picked), len(data)))
                     wf.flush()
             except BrokenPipeError:
                 raise
