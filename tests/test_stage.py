@@ -366,15 +366,16 @@ def test_shared_first_line_resolved_by_following_lines():
 
 
 def test_shared_lines_of_another_client_name_the_protocol_not_a_scanner():
-    # masscan's banner request (documented.yaml): only its User-Agent tells
-    # masscan apart; the request line is nmap's too, "Accept: */*" curl's.
+    # masscan's banner request (documented.yaml, observed from masscan
+    # 1.3.2): its User-Agent line is its own; the request line is nmap's too,
+    # "Accept: */*" curl's and every other client's.
     from probetag.detect import load_catalogue
     ua = next(s for s in load_catalogue() if s.id == "masscan-user-agent")
     lines = [b"GET / HTTP/1.0\r", b"User-Agent: masscan/1.3 " + ua.payload + b"\r", b"Accept: */*\r", b"\r"]
     p = make()
     res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.1")) for x in lines))
     probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
-    assert [x["name"] for x in probes] == ["http-request", "http-user-agent", "http-request", "http-request"]
+    assert [x["name"] for x in probes] == ["http-request", "masscan-http-hello", "http-request", "http-request"]
     assert [x["scanner"] for x in probes] == ["unknown", "masscan", "unknown", "unknown"]
     # curl's request: no line of it is masscan's or nmap's
     curl = [b"GET / HTTP/1.1\r", b"Host: 127.0.0.1:8080\r", b"User-Agent: curl/7.88.1\r", b"Accept: */*\r", b"\r"]

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-* Input is rsyslog output files (``-`` is stdin; gzip is recognised by its
+* Input is rsyslog or syslog-ng output files (``-`` is stdin; gzip is recognised by its
   magic bytes and inflated by zlib in large reads, ``_Gunzip``). The format is detected once per file from its first lines
   (``probetag.decode.detect_file_format``) unless ``--input-format`` names it.
 * The file is read in blocks of whole lines (``_BLOCK`` bytes), so memory
@@ -26,6 +26,14 @@ Theory of operation
   one pass of LF counting (the line numbers of the hit lines and of the
   block are counted from hit line to hit line). Nothing is done per benign
   line, not even in the jsonl output (``_JsonlWriter``).
+
+* syslog-ng files (``decode.SYSLOG_NG_FORMATS``, docs/collectors.md): the
+  lines around a strong hit are read further (``_syslog_ng_neighbours``:
+  syslog-ng cuts a binary probe at its NULs into lines no literal hits),
+  and a line without a header joins the message above it in ``pick`` (a
+  UDP datagram with LFs): that message is detected whole, and each of its
+  lines gets its verdict in ``detect`` (the continuation lines travel as
+  ``{"_continues": item}`` records, which read as nothing).
 
 * rsyslog's own "Framing Error" / "Incomplete frame" lines are counted
   (they mean octet counting ate the start of some bytes) and never tagged. A
@@ -66,6 +74,7 @@ Theory of operation
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import io
 import json
@@ -86,6 +95,7 @@ from typing import IO, Any, Iterator
 
 from . import decode
 from ._accel import log_start
+from ._explain_report import _FIRST_LINES, Example, Progress, report_width, text_report, use_color
 from ._config import Config, ConfigError, load_config
 from ._logging import setup_logging
 from ._metrics import Metrics
@@ -138,11 +148,17 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
     """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
-    if len(msg) < _WORDS:
+    if len(msg) < _WORDS or len(msg) - len(msg.translate(None, _ALNUM)) < _WORDS:
         return False
-    for e in escapes:
-        msg = msg.replace(e, b" ")
+    msg = _escapes_re(escapes).sub(b" ", msg)
     return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
+
+
+@functools.lru_cache(maxsize=8)
+def _escapes_re(escapes: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One pattern for every escape (longest first: what one pass of
+    ``bytes.replace`` per escape, in that order, would remove)."""
+    return re.compile(b"|".join(re.escape(e) for e in sorted(set(escapes), key=len, reverse=True)))
 
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -175,6 +191,8 @@ class FileReport:
     cut_lines: int = 0
     summaries: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, _SourceInfo] = field(default_factory=dict)
+    #: source -> probe name -> its first lines and a sample (the text report)
+    examples: dict[str, dict[str, Example]] = field(default_factory=dict)
 
     @property
     def benign_lines(self) -> int:
@@ -189,23 +207,55 @@ _NEIGHBOURS_BEFORE = 3
 _NEIGHBOURS_AFTER = 6
 
 
+#: A neighbour line of a file format with a plain header (traditional,
+#: RFC 3339) is read when what follows its timestamp is at most this long or
+#: holds the strong line's HOSTNAME word: a scan's lines, not the ordinary
+#: logs around them (the stage's rule, ``_stage._NEIGHBOUR_BYTES``).
+_NEIGHBOUR_REST = 96
+#: A TAG as a daemon writes it, ``name[pid]: `` then text: what a payload
+#: piece never looks like.
+_PROGRAM_TAG = re.compile(rb"[A-Za-z0-9_./-]{1,48}\[[0-9]{1,10}\]: \S")
+
+
+def _host_word(line: bytes | bytearray, host_at: int) -> tuple[int, bytes]:
+    """(offset past the timestamp, HOSTNAME word) of a plain-header line
+    (``host_at``: 16 for traditional, 0 for RFC 3339: after the first space)."""
+    h = line.find(b" ") + 1 if host_at == 0 else host_at
+    if h <= 0 or h > len(line):
+        return len(line), b""
+    e = line.find(b" ", h)
+    return h, bytes(line[h:e if e >= 0 else len(line)])
+
+
 def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
-                     strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
+                     strong: list[tuple[int, int, int]], host_at: int = -1) -> list[tuple[int, bytes, bool, bool]]:
     """``picked`` plus the lines around each of ``strong`` (line index,
-    start, end offsets), in line order."""
+    start, end offsets), in line order. ``host_at`` >= 0 (a plain-header
+    format, see ``_host_word``): only neighbours that are short or hold the
+    strong line's HOSTNAME word."""
     have = {x[0] for x in picked}
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
+    filtered = host_at >= 0
+
+    def wanted(ln: bytes, needle: bytes) -> bool:
+        h, host = _host_word(ln, host_at)
+        if _PROGRAM_TAG.match(ln, h + len(host) + 1) is not None:
+            return False  # a daemon's own line (``sshd[812]: ...``), no payload piece
+        return len(ln) - h <= _NEIGHBOUR_REST or (bool(needle) and ln.find(needle, h) >= 0)
+
     for idx, start, end in strong:
+        needle = _host_word(data[start:end], host_at)[1] if filtered else b""
         s = start
         for k in range(1, _NEIGHBOURS_BEFORE + 1):
             if s == 0:
                 break
             b = data.rfind(b"\n", 0, s - 1) + 1
             if idx - k not in have:
-                have.add(idx - k)
                 ln = bytes(data[b:s - 1])
-                extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                if not filtered or wanted(ln, needle):
+                    have.add(idx - k)
+                    extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             s = b
         e = end
         for k in range(1, _NEIGHBOURS_AFTER + 1):
@@ -215,9 +265,10 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
             if f < 0:
                 f = n
             if idx + k not in have:
-                have.add(idx + k)
                 ln = bytes(data[e + 1:f])
-                extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                if not filtered or wanted(ln, needle):
+                    have.add(idx + k)
+                    extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
     if not extra:
         return picked
@@ -261,6 +312,95 @@ def _with_empty_msgs(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
     return sorted(picked + extra, key=lambda x: x[0])
 
 
+#: syslog-ng files (``decode.SYSLOG_NG_FORMATS``): the lines around a strong
+#: hit are read on while they look like pieces of a probe
+#: (``_fragment_like``) or come within ``_SNG_REACH`` seconds of the last
+#: line that did: syslog-ng cuts a TCP stream at every NUL, so one binary
+#: probe is dozens of lines of a few bytes (``SSLSessionReq``: 25), none of
+#: which holds a prefilter literal, and a scan's probes, some seconds
+#: apart, may all be such lines; a UDP message with LFs spans several
+#: lines. A walk reads at most ``_SNG_WALK`` lines.
+_SNG_WALK = 2048
+_SNG_REACH = 12.0
+#: A payload this short, or one holding a control byte, or a line without
+#: a header (a continuation), is fragment-like.
+_SNG_SHORT = 16
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_SNG_HEAD = re.compile(rb"(?:([A-Z][a-z]{2}) ([ 0-9][0-9])|[0-9]{4}-([0-9]{2})-([0-9]{2})T)"
+                       rb"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})? \S+ ")
+
+
+def _sng_clock(m: re.Match[bytes]) -> float:
+    """Seconds since the start of the year (months of 31 days) of a header:
+    for differences between nearby lines only."""
+    if m.group(1) is not None:
+        mon, day = _MONTHS.get(m.group(1), 0), int(m.group(2))
+    else:
+        mon, day = int(m.group(3)), int(m.group(4))
+    return (((mon * 31 + day) * 24 + int(m.group(5))) * 60 + int(m.group(6))) * 60 + int(m.group(7))
+
+
+def _fragment_like(line: bytes | bytearray, m: re.Match[bytes] | None) -> bool:
+    """A syslog-ng line (``m``: its header) that can be a piece of a cut probe."""
+    if m is None:
+        return True  # a continuation line
+    return len(line) - m.end() <= _SNG_SHORT or _CONTROL_BYTE.search(line, m.end()) is not None
+
+
+def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
+                          strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
+    """``_with_neighbours`` for syslog-ng files: the walks go on as long as
+    ``_SNG_REACH`` says, and a continuation line's message is read back to
+    its header line."""
+    have = {x[0] for x in picked}
+    extra: list[tuple[int, bytes, bool, bool]] = []
+    n = len(data)
+
+    def take(i: int, b: int, e: int) -> bytes:
+        ln = bytes(data[b:e])
+        if i not in have:
+            have.add(i)
+            extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+        return ln
+
+    for idx, start, end in strong:
+        h = _SNG_HEAD.match(data, start)
+        t0 = _sng_clock(h) if h is not None else None
+        for step in (-1, 1):
+            pos = start if step < 0 else end
+            last_t, k, left = t0, 0, (_NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER)
+            cont = step < 0 and h is None
+            while k < _SNG_WALK:
+                if step < 0:
+                    if pos <= 0:
+                        break
+                    b = data.rfind(b"\n", 0, pos - 1) + 1
+                    e = pos - 1
+                else:
+                    if pos >= n:
+                        break
+                    b = pos + 1
+                    e = data.find(b"\n", b)
+                    if e < 0:
+                        e = n
+                m = _SNG_HEAD.match(data, b, e)
+                t = _sng_clock(m) if m is not None else last_t
+                near = t is not None and last_t is not None and abs(t - last_t) <= _SNG_REACH
+                if not (left > 0 or cont or near):
+                    break
+                k += 1
+                ln = take(idx + step * k, b, e)
+                left -= 1
+                if _fragment_like(ln, m):
+                    last_t = t if t is not None else last_t
+                    left = max(left, 1)
+                cont = step < 0 and m is None
+                pos = b if step < 0 else e
+    if not extra:
+        return picked
+    return sorted(picked + extra, key=lambda x: x[0])
+
+
 class Explainer:
     """The sans-I/O core of ``explain``: blocks of lines in, one probe map (or
     None) per line out. One instance per file."""
@@ -280,6 +420,10 @@ class Explainer:
         if fmt in ("json", "auto"):
             frags = prefilter_fragments(det, config.detect.escapes)
             pre = Prefilter(sorted(set(frags) | {_json_escaped(f) for f in frags}), det.backend)
+        elif fmt in decode.SYSLOG_NG_FORMATS:
+            # the payload as received, nothing escaped: syslog-ng's pieces too
+            frags = prefilter_fragments(det, config.detect.escapes)
+            pre = Prefilter(sorted(set(frags) | set(det.syslog_ng_fragments())), det.backend)
         self.use_prefilter(pre)
         self.output_field = config.detect.output_field
         self.report = FileReport(name, fmt)
@@ -305,6 +449,7 @@ class Explainer:
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
         self.skip_weak = True
+        self._nothing_read: Any = None  # what analyse makes of _NOTHING
         self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
@@ -428,7 +573,11 @@ class Explainer:
             probe = not marked
             strong = probe and pid not in weak_ids
         if strong_lines:
-            picked = _with_neighbours(data, picked, strong_lines)
+            if self.fmt in decode.SYSLOG_NG_FORMATS:
+                picked = _syslog_ng_neighbours(data, picked, strong_lines)
+            else:
+                host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
+                picked = _with_neighbours(data, picked, strong_lines, host_at)
         if self.fmt == "fromhost":
             picked = _with_empty_msgs(data, picked)
         return idx + count(b"\n", pos) + 1, framing, picked
@@ -450,7 +599,26 @@ class Explainer:
         first_space = 16 if fmt == "traditional" else 0 if fmt == "rfc3339" else -1
         raw_ok = self.skip_weak and first_space >= 0
         pending = self._pending
+        sng = fmt in decode.SYSLOG_NG_FORMATS
+        head: tuple[int, int, dict[Any, Any]] | None = None  # syslog-ng: (line, item, record) of the last message
         for idx, line, marked, weak_only in picked:
+            if sng:
+                sl = parse(line, fmt)
+                rec = sl.record
+                if rec.get("_continuation") and head is not None and head[0] == idx - 1:
+                    # a raw LF inside the message above (a UDP datagram):
+                    # its text joins that message, and the line takes the
+                    # message's verdict (``detect``)
+                    hrec = head[2]
+                    hrec["msg"] = hrec["msg"] + b"\n" + rec["msg"]
+                    items.append((self._last_t, {"_continues": head[1]}))
+                    where.append(idx)
+                    head = (idx, head[1], hrec)
+                    continue
+                head = (idx, len(items), rec)
+                items.append((self._time(sl) if not pending else self._time_after(sl), rec))
+                where.append(idx)
+                continue
             if weak_only and raw_ok and not marked:
                 host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
                 q = line.rfind(b": ")
@@ -493,20 +661,46 @@ class Explainer:
         """The last part of ``block``: ``scan``'s counts and ``pick``'s
         items -> (n, {0-based line index: probe map})."""
         rep = self.report
+        base = rep.lines + 1  # 1-based number of the block's first line
         rep.lines += n
         rep.framing_errors += framing
         found: dict[int, dict[str, Any]] = {}
         if not items:
             return n, found
-        for k, d in enumerate(self.enricher.batch("explain", items)):
-            if d is None or d.outcome != "tagged":
-                continue
-            probe = d.record.get(self.output_field)
-            if not isinstance(probe, dict):
-                continue
+        by_item: dict[int, dict[str, Any]] = {}
+        # A skipped line's record is always the same empty one: analysed once.
+        pre = None
+        if self.weak_skipped:
+            if self._nothing_read is None:
+                self._nothing_read = self.enricher.analyse(_NOTHING, True)
+            from .detect._enrich import NOT_ANALYSED as na
+
+            got = self._nothing_read
+            pre = [got if rec is _NOTHING else na for _t, rec in items]
+        for k, d in enumerate(self.enricher.batch("explain", items, pre)):
+            rec = items[k][1]
+            if "_continues" in rec:
+                # a continuation line of a syslog-ng message: the message's verdict
+                probe = by_item.get(rec["_continues"])  # type: ignore[assignment]
+                if probe is None:
+                    continue
+            else:
+                if d is None or d.outcome != "tagged":
+                    continue
+                probe = d.record.get(self.output_field)
+                if not isinstance(probe, dict):
+                    continue
+                by_item[k] = probe
             found[where[k]] = probe
             rep.probe_lines += 1
             src = str(probe.get("source") or "-")
+            name = str(probe.get("name"))
+            ex = rep.examples.setdefault(src, {}).get(name)
+            if ex is None:
+                ex = rep.examples[src][name] = Example(payload=str(probe.get("payload") or ""))
+            ex.count += 1
+            if len(ex.lines) < _FIRST_LINES:
+                ex.lines.append(base + where[k])
             info = rep.sources.setdefault(src, _SourceInfo())
             if probe.get("seen_in") == "application-log":
                 info.app_lines += 1
@@ -542,7 +736,13 @@ def _merge_overlapping(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             prev["probes"][name] = prev["probes"].get(name, 0) + n
         prev["probes"] = dict(sorted(prev["probes"].items()))
         prev["probe_count"] = len(prev["probes"])
-        prev["scanners"] = list(dict.fromkeys([*prev.get("scanners", ()), *s.get("scanners", ())]))
+        scanners = list(dict.fromkeys([*prev.get("scanners", ()), *s.get("scanners", ())]))
+        # "unknown": bytes several scanners send only; a part named after a
+        # scanner by bytes it alone sends names the whole scan
+        known = [x for x in scanners if x != "unknown"]
+        prev["scanners"] = known or scanners
+        if known and prev.get("scanner") not in known:
+            prev["scanner"] = known[0]
         if s.get("named_late"):
             prev["named_late"] = [*prev.get("named_late", ()), *s["named_late"]]
     return out
@@ -841,7 +1041,7 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
-def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
+def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
     tr = sorted(info.transports) or ["tcp", "udp"]
     named = sorted(info.inputs - {"rsyslogd"})
     if named:
@@ -849,11 +1049,20 @@ def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
     else:
         where = "a syslog network input (" + "/".join(t.upper() for t in tr) + "; this format does not name it)"
     how = []
+    if fmt in decode.SYSLOG_NG_FORMATS:
+        # syslog-ng's network()/syslog() sources (docs/collectors.md)
+        how.append('bind the network()/syslog() source to a trusted address: network(ip("127.0.0.1") ...), '
+                   "or firewall its ports (514/tcp and 514/udp by default) from untrusted networks")
+        if "tcp" in tr:
+            how.append('a syslog(transport("tcp")) source takes octet-counted frames only and logs no '
+                       "probe byte over TCP; network() logs every line it is sent")
+        return where, how
     if "tcp" in tr:
         how.append('bind imtcp to a trusted address: input(type="imtcp" address="127.0.0.1" ...), '
                    "or firewall its port (514/tcp by default) from untrusted networks")
     if "udp" in tr:
-        how.append('bind imudp the same way: input(type="imudp" address=...), or firewall 514/udp')
+        how.append('bind imudp to a trusted address: input(type="imudp" address="127.0.0.1" ...), '
+                   "or firewall its port (514/udp by default) from untrusted networks")
     if "tcp" in tr:
         # FIELD_GUIDE 1: a leading digit starts an octet count that eats bytes
         how.append('if every sender uses LF framing, supportOctetCountedFraming="off" on imtcp '
@@ -861,50 +1070,23 @@ def _listener(info: _SourceInfo) -> tuple[str, list[str]]:
     return where, how
 
 
-def _text_file(out: IO[str], rep: FileReport, first: bool) -> None:
-    """One file's text report; a blank line before every one but the first."""
-    if not first:
-        out.write("\n")
-    _text(out, rep)
-
-
-def _text(out: IO[str], rep: FileReport) -> None:
-    sources = {s["source"] for s in rep.summaries}
-    out.write(f"{rep.name}: {rep.lines} lines ({rep.fmt} format)\n")
-    out.write(f"  {rep.probe_lines} scanner-probe lines from {len(sources)} source(s), "
-              f"{rep.benign_lines} other (benign) lines")
-    if rep.framing_errors:
-        out.write(f", {rep.framing_errors} rsyslog framing-error lines")
-    out.write("\n")
-    for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
-        info = rep.sources.get(s["source"], _SourceInfo())
-        where, how = _listener(info)
-        scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "?"])
-        src = s["source"] if s["source"] != "-" else "sender unknown (the file does not record it)"
-        out.write(f"\n  {src}: {scanners}\n")
-        out.write(f"    {s['lines']} lines, {len(s['probes'])} distinct probes, "
-                  f"first seen {_ts(s['first_seen'])}, last seen {_ts(s['last_seen'])}\n")
-        probes = sorted(s["probes"].items(), key=lambda kv: (-kv[1], kv[0]))
-        out.write("    probes: " + ", ".join(f"{p} x{c}" for p, c in probes) + "\n")
-        if info.app_lines and not info.listener_lines:
-            # a scanner's name quoted in another program's log line (an
-            # access log's user agent): no syslog listener took its bytes
-            out.write("    seen in: another program's log lines (the scanner talked to that program,"
-                      " not to a syslog listener)\n")
-            continue
-        out.write(f"    received by: {where}\n")
-        out.write("    to close it:\n")
-        for h in how:
-            out.write(f"      - {h}\n")
-    if rep.cut_lines:
-        out.write(f"  {rep.cut_lines} over-long lines were cut at {_MAX_LINE} bytes\n")
+def _text_file(out: IO[str], rep: FileReport, first: bool, args: argparse.Namespace | None = None) -> None:
+    """One file's text report (``_explain_report``)."""
+    color = getattr(args, "color", "never")
+    text_report(out, rep, first=first, width=report_width(out), color=use_color(color, out),
+                listener=_listener, max_line=_MAX_LINE)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="probetag explain",
-                                 description="Tell what scanner-probe lines in rsyslog output files are.")
+                                 description="Tell what scanner-probe lines in rsyslog output files are.",
+                                 epilog="exit status: 0 when probe lines were found, 1 when none were, "
+                                        "2 on an error (as grep)")
     ap.add_argument("files", nargs="+", metavar="FILE", help="syslog files ('-' = stdin; .gz is read too)")
     ap.add_argument("--format", choices=("text", "jsonl"), default="text", help="output (default: text)")
+    ap.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="colour in the text report (default: auto, when the output is a terminal "
+                         "and NO_COLOR is not set)")
     ap.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                     help="how the files were written (default: detected per file)")
     ap.add_argument("-c", "--config", metavar="FILE", help="probetag config (detect/correlation settings)")
@@ -920,10 +1102,11 @@ def main(argv: list[str]) -> int:
         return 2
     setup_logging(config.log_level, timestamps=False)
     log_start()
+    args.found = 0
     try:
-        if _jobs(args) >= 2:
-            return _run_pipeline(args, config)
-        return _run(args, config)
+        failed = _run_pipeline(args, config) if _jobs(args) >= 2 else _run(args, config)
+        # grep's exit codes: 0 probes found, 1 none, 2 an error
+        return 2 if failed else 0 if args.found else 1
     except BrokenPipeError:
         # the reader went away (``| head``): stop quietly, like other filters
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -935,6 +1118,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     detector = None
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             f = _open(path)
@@ -963,14 +1147,17 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                     if jsonl is not None:
                         jsonl.block(n, found, base)
                     base += n
+                    progress.update(len(data), path)
             except BrokenPipeError:
                 raise
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1
             rep = ex.finish()
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
+    progress.close()
     out.flush()
     return status
 
@@ -1111,6 +1298,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
     out = sys.stdout
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             msg = _receive(rf, pid)
@@ -1140,6 +1328,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
             if jsonl is not None:
                 jsonl.block(n, found, base)
             base += n
+            progress.update(msg[5], path)
         if died is not None:
             print(f"error: {path}: {died}", file=sys.stderr)
             status = 1
@@ -1151,10 +1340,12 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
                 print(msg[2], file=sys.stderr)
                 status = 1
         rep = ex.finish()
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
         if died is not None:
             break  # nothing reads the files after it
+    progress.close()
     out.flush()
     return status
 
@@ -1228,7 +1419,7 @@ def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config,
             try:
                 for data in _blocks(f, first, ex.report):
                     n, framing, picked = ex.scan(data)
-                    send(("block", n, framing, *ex.pick(picked)))
+                    send(("block", n, framing, *ex.pick(picked), len(data)))
                     wf.flush()
             except BrokenPipeError:
                 raise

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probetag.detect._catalogue import Signature, load_catalogue
-from probetag.detect._engine import DEFAULT_CONFIDENCE, Detector
+from probetag.detect._engine import _COMMON_LINES, DEFAULT_CONFIDENCE, Detector
 from probetag.detect._prefilter import LiteralSet, available_backends
 
 CATALOGUE = load_catalogue()
@@ -86,9 +86,16 @@ def test_every_catalogue_tcp_line_matches_its_probe(det, s):
         mine = [m for m in got if m.signature.id == s.id]
         assert mine, (line, ids(got))
         assert mine[0].kind == "exact"
-        if len(line.strip()) >= 8 and re.search(rb"[^A-Za-z0-9]", line.strip()):
+        if (len(line.strip()) >= 8 and re.search(rb"[^A-Za-z0-9]", line.strip())
+                and line.strip() not in _COMMON_LINES):
             assert not mine[0].ambiguous
             assert mine[0].confidence >= 0.5
+
+
+def test_header_lines_every_http_client_sends_are_not_distinctive(det):
+    # curl, whatweb, sqlmap and masscan all send it (tests/fixtures/tools)
+    got = det.match(b"Accept: */*\r")
+    assert got and all(m.ambiguous for m in got)
 
 
 def test_request_line_names_the_probe(det):

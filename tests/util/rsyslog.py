@@ -137,6 +137,8 @@ class PrivateRsyslog:
         *,
         variant: Variant | str = "default",
         extra_global: str = "",
+        address: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         exe = rsyslogd_path()
         if exe is None:
@@ -147,6 +149,12 @@ class PrivateRsyslog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.variant = VARIANTS[variant] if isinstance(variant, str) else variant
         self._opts = _Options(self.variant, extra_global)
+        #: The listeners' address, and the network namespace rsyslogd runs
+        #: in (``ip netns exec``; None: this one). A scanner that sends raw
+        #: frames (zmap, masscan) needs a real link to a peer: a veth pair
+        #: into a namespace of the caller's.
+        self.address = address
+        self.netns = netns
         self.port = 0
         self.files: dict[str, Path] = {fmt: self.dir / name for fmt, name in FORMATS.items()}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -178,8 +186,8 @@ module(load="imudp")
 ruleset(name="pt_out"{use_parser}) {{
 {actions}
 }}
-input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="pt_out" supportOctetCountedFraming="{octet}")
-input(type="imudp" address="127.0.0.1" port="{self.port}" ruleset="pt_out")
+input(type="imtcp" address="{self.address}" port="{self.port}" ruleset="pt_out" supportOctetCountedFraming="{octet}")
+input(type="imudp" address="{self.address}" port="{self.port}" ruleset="pt_out")
 # internal messages (start/stop, framing errors) take the default ruleset
 call pt_out
 """
@@ -193,8 +201,9 @@ call pt_out
             self.conf_file.write_text(self.config_text())
             err = open(self.stderr_file, "wb")
             try:
+                prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
                 self._proc = subprocess.Popen(
-                    [self._exe, "-n", "-C", "-f", str(self.conf_file), "-i", str(self.pid_file)],
+                    [*prefix, self._exe, "-n", "-C", "-f", str(self.conf_file), "-i", str(self.pid_file)],
                     stdin=subprocess.DEVNULL,
                     stdout=err,
                     stderr=err,
@@ -217,7 +226,7 @@ call pt_out
             # TCP listener must accept (a connection without data logs nothing)
             if self.files["json"].exists() and self.files["json"].stat().st_size > 0:
                 try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    with socket.create_connection((self.address, self.port), timeout=0.5):
                         return True
                 except OSError:
                     pass

@@ -27,7 +27,12 @@ Theory of operation
 Usage: ``python3 tools/capture/capture_tools.py [--only TOOL,...] [OUTDIR]``
 (default ``tests/fixtures/tools``). Needs Debian's sslscan, testssl.sh,
 hydra, whatweb, sqlmap, ike-scan, sipvicious, curl, openssl, openssh-client,
-dnsutils.
+dnsutils, masscan, zmap and iproute2, and root.
+
+* zmap and masscan send raw frames with their own Ethernet header and (for
+  masscan) their own TCP stack, so they cannot scan 127.0.0.1: those tools
+  run across a veth pair into a network namespace made for the run
+  (``NetnsLink``), where the private rsyslogd listens on the peer address.
 """
 
 from __future__ import annotations
@@ -60,6 +65,26 @@ class Tool:
     cmd: tuple[str, ...]  # "{port}" is replaced
     timeout: float = 60.0
     stdin: bytes = b""
+    #: Sends raw frames with its own stack (zmap, masscan): run across a veth
+    #: link into a network namespace (``NetnsLink``), not over 127.0.0.1.
+    #: "{addr}", "{mac}", "{dev}", "{src}" and "{spare}" are replaced.
+    raw: bool = False
+
+
+#: zmap's UDP payload files (Debian package zmap, examples/udp-probes/):
+#: file -> the protocol of its bytes. zmap sends one file's payload per run.
+#: (zmap 2.1.1 aborts on snmp1_161.pkt; masscan's --hello=ssl sent nothing to
+#: a port it has no TLS rule for, so it is not kept either.)
+ZMAP_PROBES = "/usr/share/doc/zmap/examples/udp-probes"
+ZMAP_FILES: dict[str, str] = {
+    "citrix_1604.pkt": "citrix-discovery", "db2disco_523.pkt": "db2-discovery",
+    "digi1_2362.pkt": "digi-addp", "dns_53.pkt": "dns-query", "ipmi_623.pkt": "ipmi-rmcp",
+    "mdns_5353.pkt": "dns-query", "mssql_1434.pkt": "mssql-browser", "natpmp_5351.pkt": "nat-pmp",
+    "netbios_137.pkt": "netbios-ns", "ntp_123.pkt": "ntp-request", "ntp_123_monlist.pkt": "ntp-monlist",
+    "pca_nq_5632.pkt": "pcanywhere", "portmap_111.pkt": "sunrpc-portmap", "ripv1_520.pkt": "rip-request",
+    "sentinel_5093.pkt": "sentinel-license", "snmp2_161.pkt": "snmp-get",
+    "upnp_1900.pkt": "upnp-msearch", "wdbrpc_17185.pkt": "wdbrpc", "wsd_3702.pkt": "ws-discovery",
+}
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -105,15 +130,74 @@ TOOLS: tuple[Tool, ...] = (
          ("dig", "@127.0.0.1", "-p", "{port}", "+tries=1", "+time=1", "example.org", "A"), timeout=5),
     Tool("dig-tcp", "dig", "dns-query",
          ("dig", "+tcp", "@127.0.0.1", "-p", "{port}", "+tries=1", "+time=1", "example.org", "A"), timeout=5),
+    # masscan: its own TCP stack completes the handshake and sends its hello
+    # (--banners); it needs an address of its own on the link ("{spare}").
+    Tool("masscan-http", "masscan", "http-request",
+         ("masscan", "{addr}", "-p", "{port}", "--banners", "--hello=http", "-e", "{dev}",
+          "--adapter-ip", "{spare}", "--router-mac", "{mac}", "--wait", "3", "--rate", "100"), timeout=30, raw=True),
+    Tool("zmap-udp", "zmap", "http-request",  # zmap's default UDP payload: an HTTP request
+         ("zmap", "-M", "udp", "-p", "{port}", "-i", "{dev}", "-G", "{mac}", "-S", "{src}", "-b", "/dev/null",
+          "-c", "1", "-r", "10", "{addr}/32"), timeout=30, raw=True),
+    *(Tool(f"zmap-udp-{name.rsplit('.', 1)[0]}", "zmap", proto,
+           ("zmap", "-M", "udp", "-p", "{port}", f"--probe-args=file:{ZMAP_PROBES}/{name}", "-i", "{dev}",
+            "-G", "{mac}", "-S", "{src}", "-b", "/dev/null", "-c", "1", "-r", "10", "{addr}/32"),
+           timeout=30, raw=True)
+      for name, proto in ZMAP_FILES.items()),
 )
 
 
+class NetnsLink:
+    """A veth pair from this namespace into a new one (``ip netns``): the
+    listener runs in the namespace at ``addr``, the tool sends from ``dev``
+    (``src``) to the peer's MAC ``mac``; ``spare`` is a free address of the
+    link for a tool with its own TCP stack. Removed on exit."""
+
+    def __init__(self, name: str = "pt-capture", net: str = "10.77.0") -> None:
+        self.ns, self.dev, self.peer = name, f"{name[:8]}0", f"{name[:8]}1"
+        self.src, self.addr, self.spare = f"{net}.1", f"{net}.2", f"{net}.3"
+        self.mac = ""
+
+    def __enter__(self) -> "NetnsLink":
+        self._down()
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("ip", "netns", "add", self.ns)
+        run("ip", "link", "add", self.dev, "type", "veth", "peer", "name", self.peer)
+        run("ip", "link", "set", self.peer, "netns", self.ns)
+        run("ip", "addr", "add", f"{self.src}/24", "dev", self.dev)
+        run("ip", "link", "set", self.dev, "up")
+        run("ip", "netns", "exec", self.ns, "ip", "addr", "add", f"{self.addr}/24", "dev", self.peer)
+        run("ip", "netns", "exec", self.ns, "ip", "link", "set", self.peer, "up")
+        run("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        self.mac = subprocess.run(["ip", "netns", "exec", self.ns, "cat", f"/sys/class/net/{self.peer}/address"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        return self
+
+    def _down(self) -> None:
+        subprocess.run(["ip", "link", "del", self.dev], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self._down()
+
+
 def run_tool(tool: Tool, out: Path, work: Path) -> dict[str, object]:
-    rs = PrivateRsyslog(work / tool.name)
+    if tool.raw:
+        with NetnsLink() as link:
+            return _run_tool(tool, out, work, link)
+    return _run_tool(tool, out, work, None)
+
+
+def _run_tool(tool: Tool, out: Path, work: Path, link: NetnsLink | None) -> dict[str, object]:
+    if link is None:
+        rs = PrivateRsyslog(work / tool.name)
+        where: dict[str, str] = {}
+    else:
+        rs = PrivateRsyslog(work / tool.name, address=link.addr, netns=link.ns)
+        where = {"addr": link.addr, "mac": link.mac, "dev": link.dev, "src": link.src, "spare": link.spare}
     rs.start()
     passfile = work / "passwords.txt"
     passfile.write_text("secret\nredis\n")
-    cmd = [a.format(port=rs.port, passfile=passfile, work=work) for a in tool.cmd]
+    cmd = [a.format(port=rs.port, passfile=passfile, work=work, **where) for a in tool.cmd]
     t0 = time.time()
     try:
         p = subprocess.run(cmd, input=tool.stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -158,7 +242,8 @@ def labels(out: Path, tools: tuple[Tool, ...]) -> list[dict[str, object]]:
 
 
 #: The tools that are scanners (the others are general clients and libraries).
-SCANNERS = frozenset({"sslscan", "testssl.sh", "hydra", "whatweb", "sqlmap", "ike-scan", "sipvicious", "nmap"})
+SCANNERS = frozenset({"sslscan", "testssl.sh", "hydra", "whatweb", "sqlmap", "ike-scan", "sipvicious", "nmap",
+                      "masscan", "zmap"})
 CLIENTS_YAML = ROOT / "plugin" / "probetag" / "detect" / "catalogue" / "clients" / "known-clients.yaml"
 
 
@@ -250,7 +335,7 @@ def tool_versions() -> dict[str, str]:
     pkgs = {"curl": "curl", "openssl": "openssl", "python": "python3", "sslscan": "sslscan",
             "testssl.sh": "testssl.sh", "hydra": "hydra", "whatweb": "whatweb", "sqlmap": "sqlmap",
             "openssh": "openssh-client", "dig": "bind9-dnsutils", "ike-scan": "ike-scan",
-            "sipvicious": "sipvicious", "nmap": "nmap"}
+            "sipvicious": "sipvicious", "nmap": "nmap", "masscan": "masscan", "zmap": "zmap"}
     out = {}
     for client, pkg in pkgs.items():
         p = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True)

@@ -22,7 +22,7 @@ from ._escape import DECODE_MIN, DIALECTS, Unescaped, escape, to_bytes, unescape
 from ._rebuild import (ABSENT, PAYLOAD_FIELDS, READ_FIELDS, SENDER, SHAPES, SOURCE_FIELDS, Rebuilt, Senders,
                        answers_alike, fields_read, memo_key, rebuild, rebuild_with, sender_fields,
                        sender_hostname, senders, str_keys)
-from ._syslog import (FORMATS, FramingError, SyslogLine, detect_file_format, parse_framing_error,
+from ._syslog import (FORMATS, SYSLOG_NG_FORMATS, FramingError, SyslogLine, detect_file_format, parse_framing_error,
                       parse_syslog_line, split_tag, strip_time)
 
 __all__ = [
@@ -30,6 +30,6 @@ __all__ = [
     "Rebuilt", "rebuild", "SHAPES", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
     "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
     "memo_key", "ABSENT", "SENDER", "sender_hostname",
-    "FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag", "strip_time",
+    "FORMATS", "SYSLOG_NG_FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag", "strip_time",
     "FramingError", "parse_framing_error",
 ]

@@ -27,6 +27,12 @@ Theory of operation
   ``file-line``       ``message``/``log`` holds a whole rsyslog file line
                       (in_tail ``none`` parser, Vector ``file``): parsed with
                       ``parse_syslog_line`` and rebuilt from that record.
+  ``syslog-ng``       a line of a syslog-ng file (``_format`` ``syslog-ng`` or
+                      ``syslog-ng-iso`` from ``parse_syslog_line``): ``msg`` is
+                      the payload as received, nothing escaped, ``hostname``
+                      the sender; a syslog-ng complaint about a bad PRI
+                      (``syslog-ng[PID]: Error processing log message: X``)
+                      has the payload ``X``. Never unescaped (docs/collectors.md).
   ``message``         any other ``message``/``msg``/``log``/``MESSAGE`` field.
 
 * The HOSTNAME rule (FIELD_GUIDE 3.3): the HOSTNAME is either the sender or
@@ -69,7 +75,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
-from ._syslog import TAG_MAX, parse_syslog_line, strip_time
+from ._syslog import SYSLOG_NG_FORMATS, TAG_MAX, parse_syslog_line, strip_time
 
 __all__ = ["Rebuilt", "SHAPES", "rebuild", "SOURCE_FIELDS", "PAYLOAD_FIELDS", "READ_FIELDS",
            "Senders", "senders", "sender_fields", "answers_alike", "rebuild_with", "fields_read", "str_keys",
@@ -82,7 +88,7 @@ FORWARD_TAG_MAX = 32
 UNSURE = 0.5
 
 SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line",
-          "message")
+          "syslog-ng", "message")
 
 #: Fields that hold the sender's address, most specific first.
 SOURCE_FIELDS = ("fromhost-ip", "source_ip", "source_address", "fromhost_ip", "fromhost",
@@ -94,7 +100,8 @@ PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
 #: them (``fields_read``) is exact; tests/decode checks the list against the
 #: fields rebuild actually touches.
 READ_FIELDS = ("rawmsg", "syslogtag", "hostname", "app-name", "msg", "_format", "_spacing", "ident",
-               "host", "message", "pid", "msgid", "appname", "procid", "source_ip", "log", "MESSAGE")
+               "host", "message", "pid", "msgid", "appname", "procid", "source_ip", "log", "MESSAGE",
+               "_continuation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +222,15 @@ def _join_host(host: bytes, rest: bytes) -> bytes:
 class _Cand:
     """Escaped text of the primary reconstruction and its alternatives."""
 
-    __slots__ = ("primary", "alts", "lossy", "source", "host_source")
+    __slots__ = ("primary", "alts", "lossy", "source", "host_source", "raw")
 
     def __init__(self, primary: bytes, alts: list[bytes] | None = None, lossy: bool = False):
         self.primary = primary
         self.alts = list(alts or ())
         self.lossy = lossy
         self.source: str | None = None
+        #: the text is as received: nothing to unescape (syslog-ng)
+        self.raw = False
         #: the HOSTNAME, when the primary reading takes it as the sender
         self.host_source: bytes | None = None
 
@@ -427,6 +436,27 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     return cand
 
 
+#: syslog-ng's own message in place of one whose PRI it could not parse
+#: (a payload starting with ``<`` and no number): the payload follows.
+_SNG_BAD_PRI = re.compile(rb"syslog-ng\[[0-9]+\]: Error processing log message: ")
+
+
+def _from_syslog_ng(rec: Mapping[str, Any]) -> _Cand:
+    """A syslog-ng file line: the text after HOST is the payload as received
+    (syslog-ng prints MSGHDR and MSG back to back and escapes nothing); HOST
+    is the sender. A continuation line (raw LF inside a UDP datagram) has
+    no HOST: its text is a later line of the message above it."""
+    msg = to_bytes(rec.get("msg")) or b""
+    m = _SNG_BAD_PRI.match(msg)
+    cand = _Cand(msg[m.end():] if m else msg)
+    cand.raw = True
+    if not rec.get("_continuation"):
+        host = to_bytes(rec.get("hostname"))
+        if host:
+            cand.host_source = host
+    return cand
+
+
 def _tag_cut(tag: bytes) -> bool:
     """Is this TAG (payload bytes, a forwarder's U+FFFD for each byte it could
     not decode) as long as rsyslog's forwarding template cuts it, with no
@@ -511,6 +541,8 @@ def _shape(rec: Mapping[str, Any]) -> str | None:
     raw = rec.get("rawmsg")
     if raw is not None and to_bytes(raw) is not None:
         return "rawmsg"
+    if rec.get("_format") in SYSLOG_NG_FORMATS:
+        return "syslog-ng"
     if "syslogtag" in rec or ("hostname" in rec and "app-name" in rec and "msg" in rec):
         return "rsyslog"
     if "ident" in rec and ("host" in rec or "message" in rec):
@@ -557,6 +589,8 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: Senders,
         return _from_vector(rec, sources), "vector-syslog"
     if shape == "msg-only":
         return _Cand(to_bytes(rec.get("msg")) or b"", [], True), "rsyslog-msg"
+    if shape == "syslog-ng":
+        return _from_syslog_ng(rec), "syslog-ng"
     hit = _first(rec, PAYLOAD_FIELDS)
     if hit is None:
         return None
@@ -783,6 +817,8 @@ def rebuild_with(record: Mapping[str, Any], who: Senders, *, fields: tuple[str, 
         # HOSTNAME is the sender when the HOSTNAME rule says it is not the
         # payload's first word (FIELD_GUIDE 3.3: with DNS off, the sender's IP).
         source = cand.host_source.decode("utf-8", "replace")
+    if cand.raw:
+        dialects = ()  # as received: a literal ``#015`` is literal
     u = unescape(cand.primary, dialects)
     seen = {u.data}
     alts: list[bytes] = []

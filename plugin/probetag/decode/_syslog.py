@@ -25,6 +25,22 @@ Theory of operation
                    whose text after the sender starts with a space (every
                    ``app: text`` message keeps the space after its TAG).
   ``raw``          anything else: the whole line is the payload.
+  ``syslog-ng``    syslog-ng's default file template,
+                   ``${DATE} ${HOST} ${MSGHDR}${MESSAGE}`` (Debian's
+                   /var/log/syslog under syslog-ng-core): ``Mmm dd hh:mm:ss
+                   HOST PAYLOAD``
+  ``syslog-ng-iso`` the same with ``$ISODATE`` (``template("$ISODATE $HOST
+                   $MSGHDR$MSG\n")``)
+
+* syslog-ng (docs/collectors.md) escapes nothing and prints MSGHDR and MSG
+  back to back, so the text after HOST is the payload as received (minus a
+  PRI, leading spaces and a leading ``*``/``.``, which it drops); HOST is
+  the sender's address for every line without a header of its own. A line
+  of such a file without a timestamp and HOST is the continuation of the
+  message above it (a UDP datagram with LFs inside):
+  ``record["_continuation"]`` is set and ``msg`` is the whole line. Files are
+  told apart from rsyslog's by syslog-ng's own messages
+  (``syslog-ng[PID]: ...``) among the first lines (``detect_file_format``).
 
 * ``[sp]`` is the template's ``sp-if-no-1st-sp``: a space is printed after the
   TAG only when MSG does not start with one. Where the TAG ended at a space the
@@ -55,10 +71,12 @@ from typing import Any, Iterable
 
 from ._escape import to_bytes
 
-__all__ = ["FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
+__all__ = ["FORMATS", "SYSLOG_NG_FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
            "FramingError", "parse_framing_error", "strip_time"]
 
-FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "fromhost", "raw")
+FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "fromhost", "raw", "syslog-ng", "syslog-ng-iso")
+#: syslog-ng's file formats: the payload after HOST, unescaped and unsplit.
+SYSLOG_NG_FORMATS = ("syslog-ng", "syslog-ng-iso")
 
 #: pmrfc3164 cuts the TAG at this many bytes (FIELD_GUIDE 3.4).
 TAG_MAX = 510
@@ -95,6 +113,15 @@ _TIMED_S = re.compile(_TIMED.decode("ascii"), re.ASCII)
 _RFC5424 = re.compile(
     rb"<([0-9]{1,3}|invld)>1 (\S+) (\S+) (\S*) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S)
 _TAG_END = re.compile(rb"[ :]")
+# syslog-ng: TIMESTAMP SP HOST SP PAYLOAD (the payload may be empty: the
+# space after HOST is printed all the same). $ISODATE has no fraction unless
+# frac-digits() asks for one.
+_SNG = re.compile(rb"(" + _TRAD_TIME + rb") (\S+) (.*)", re.S)
+_SNG_ISO = re.compile(rb"(" + _RFC3339_TIME + rb") (\S+) (.*)", re.S)
+#: syslog-ng's own messages (the ``internal()`` source): ``syslog-ng[PID]: ``
+_SNG_SELF = re.compile(rb"(?:" + _TRAD_TIME + rb"|" + _RFC3339_TIME + rb") \S+ syslog-ng\[[0-9]+\]: ")
+#: what rsyslog writes and syslog-ng never does: its own messages, ``#ooo``
+_RSYSLOG_SIGN = re.compile(rb" rsyslogd(?:\[[0-9]+\])?: |#0[0-3][0-7]")
 
 
 def split_tag(rest: bytes) -> tuple[bytes, bytes]:
@@ -205,6 +232,15 @@ def parse_syslog_line(line: bytes | str, fmt: str = "auto") -> SyslogLine:
             ts, host, rest = m.groups()
             rec = {"timereported": ts, "fromhost": host, "msg": rest, "_format": "fromhost"}
             return SyslogLine("fromhost", ts.decode("ascii", "replace"), host, b"", rest, rec, True)
+    if fmt in SYSLOG_NG_FORMATS:
+        m = (_SNG if fmt == "syslog-ng" else _SNG_ISO).fullmatch(data)
+        if m is None:
+            # no header: the continuation of the message above (raw LF)
+            return SyslogLine(fmt, None, None, b"", data,
+                              {"msg": data, "_format": fmt, "_continuation": True}, False)
+        ts, host, rest = m.groups()
+        return SyslogLine(fmt, ts.decode("ascii", "replace"), host, b"", rest,
+                          {"timereported": ts, "hostname": host, "msg": rest, "_format": fmt}, False)
     for name, pattern in (("rfc3339", _RFC3339), ("traditional", _TRAD)):
         if fmt in ("auto", name):
             m = pattern.fullmatch(data)
@@ -254,23 +290,39 @@ _FROMHOST_MIN = 10
 
 def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
     """The format most of the first ``sample`` non-empty lines parse as
-    ("raw" wins only if nothing else does better); ``fromhost`` for a
-    traditional or RFC 3339 file whose lines print no TAG (``_FROMHOST_SHARE``)."""
+    ("raw" wins only if nothing else does better). A file whose lines hold
+    one of syslog-ng's own messages (``syslog-ng[PID]: ``) and nothing only
+    rsyslog writes (its own messages, ``#ooo`` escapes) is syslog-ng's:
+    ``syslog-ng`` or ``syslog-ng-iso`` by the timestamps. Otherwise
+    ``fromhost`` for a traditional or RFC 3339 file whose lines print no TAG
+    (``_FROMHOST_SHARE``)."""
     votes: Counter[str] = Counter()
     spaced = 0
+    sng = rsyslog = False
     for i, line in enumerate(lines):
-        if i >= sample * 4 or sum(votes.values()) >= sample:
+        if i >= sample * 4:
             break
         b = to_bytes(line) or b""
         if not b.strip():
             continue
-        sl = parse_syslog_line(b)
-        votes[sl.fmt] += 1
-        if sl.fmt in ("traditional", "rfc3339") and not sl.tag and (not sl.msg or sl.msg[:1] == b" "):
-            spaced += 1
+        if not sng and _SNG_SELF.match(b):
+            sng = True
+        if not rsyslog and _RSYSLOG_SIGN.search(b):
+            rsyslog = True
+        if sum(votes.values()) < sample:
+            sl = parse_syslog_line(b)
+            votes[sl.fmt] += 1
+            if sl.fmt in ("traditional", "rfc3339") and not sl.tag and (not sl.msg or sl.msg[:1] == b" "):
+                spaced += 1
+        elif not sng:
+            break
     if not votes:
         return "raw"
     best = votes.most_common(1)[0][0]
+    if sng and not rsyslog and best in ("traditional", "rfc3339", "raw"):
+        if votes["rfc3339"] > votes["traditional"]:
+            return "syslog-ng-iso"
+        return "syslog-ng"
     timed = votes["traditional"] + votes["rfc3339"]
     if best in ("traditional", "rfc3339") and spaced >= _FROMHOST_MIN and spaced >= _FROMHOST_SHARE * timed:
         return "fromhost"

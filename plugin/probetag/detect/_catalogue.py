@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import codecs
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -100,6 +100,10 @@ class Signature:
     notes: str = ""
     source: str = ""  # "file:line" of the entry, or "config:detect.signatures[i]"
     family: str = ""  # see FAMILY_RANK; "" for tools with one kind of probe
+    #: Other scanners whose entries hold exactly these bytes (zmap sends
+    #: some of nmap's UDP payloads byte for byte): the bytes name the probe,
+    #: not the scanner (``with_shared``).
+    shared_with: tuple[str, ...] = ()
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -143,6 +147,21 @@ def load_catalogue(paths: Iterable[Path | str] | None = None, *, builtin: bool =
     for i, sig in enumerate(extra):
         out.append(_from_config(sig, i))
     _check_unique(out)
+    return with_shared(out)
+
+
+def with_shared(sigs: Iterable[Signature]) -> tuple[Signature, ...]:
+    """``sigs`` with ``shared_with`` filled in: for a ``payload`` entry, the
+    other scanners with a ``payload`` entry of exactly the same bytes."""
+    sigs = tuple(sigs)
+    senders: dict[bytes, set[str]] = {}
+    for s in sigs:
+        if s.match == "payload":
+            senders.setdefault(s.payload, set()).add(s.scanner)
+    out = []
+    for s in sigs:
+        others = senders.get(s.payload, set()) - {s.scanner} if s.match == "payload" else set()
+        out.append(replace(s, shared_with=tuple(sorted(others))) if others else s)
     return tuple(out)
 
 

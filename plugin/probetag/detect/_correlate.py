@@ -104,6 +104,8 @@ class _Scan:
     lines: int = 0
     probes: dict[str, int] = field(default_factory=dict)
     scanners: dict[str, int] = field(default_factory=dict)
+    #: scanners named by bytes only they send (not ``Signature.shared_with``)
+    own: set[str] = field(default_factory=set)
     sure_probes: set[str] = field(default_factory=set)  # probes seen on distinctive lines
     sure_transports: set[str] = field(default_factory=set)  # their transports
     ctx_frag: int = -1  # the last fragment of the context's payload seen
@@ -328,6 +330,12 @@ class Correlator:
         out, self._ended = self._ended, []
         return out
 
+    def own_scanners(self, source: str | None) -> set[str]:
+        """The scanners that ``source``'s ongoing scan sent bytes of that
+        only they send (empty: none, or no scan)."""
+        scan = self._sources.get(source) if source is not None else None
+        return scan.own if scan is not None else set()
+
     def flush(self) -> list[dict[str, Any]]:
         """End every scan (shutdown)."""
         for s in list(self._sources):
@@ -360,6 +368,8 @@ class Correlator:
         scan.lines += 1
         scan.probes[sig.probe] = scan.probes.get(sig.probe, 0) + 1
         scan.scanners[sig.scanner] = scan.scanners.get(sig.scanner, 0) + 1
+        if not sig.shared_with:
+            scan.own.add(sig.scanner)
         # A new group starts with another signature, after a pause, or when a
         # distinctive line goes back to an earlier fragment (a new connection
         # sending the same probe again).
@@ -382,6 +392,8 @@ class Correlator:
         if scan is None:
             return
         scanners = sorted(scan.scanners, key=lambda k: (-scan.scanners[k], k))
+        # Named after a scanner only by bytes that scanner alone sends.
+        named = [s for s in scanners if s in scan.own]
         self._ended.append({
             "source": scan.source,
             "scan_id": scan.scan_id,
@@ -389,8 +401,8 @@ class Correlator:
             "last_seen": scan.last,
             "probes": dict(sorted(scan.probes.items())),
             "probe_count": len(scan.probes),
-            "scanner": scanners[0] if scanners else None,
-            "scanners": scanners,
+            "scanner": named[0] if named else "unknown" if scanners else None,
+            "scanners": named if named else ["unknown"] if scanners else [],
             "lines": scan.lines,
             **({"named_late": list(scan.late)} if scan.late else {}),
         })

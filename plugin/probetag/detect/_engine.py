@@ -20,6 +20,17 @@ Theory of operation
   - trimmed variants (spaces/tabs/CR at the ends removed), because the
     HOSTNAME/TAG/MSG join of the file formats adds or drops spacing.
 
+* syslog-ng (docs/collectors.md) cuts and trims differently, and its files
+  say so (``decode``'s ``syslog-ng`` shape): a TCP stream is cut at every
+  LF *and* every NUL, trailing CRs are removed, empty frames dropped; a UDP
+  datagram loses its leading and trailing NULs and one trailing LF, and
+  keeps inner CR/LF; then the RFC 3164 parser drops leading spaces, a PRI
+  and a leading ``*``/``.`` (the whole message ``<`` is logged empty).
+  ``syslog_ng_pieces`` lists what that leaves of a payload, and
+  ``match(..., collector="syslog-ng")`` looks the line up among those
+  first: there a request line without its CR is what the probe leaves, so
+  it is as distinctive as the piece itself.
+
 * ``match(line)`` tries, cheapest first:
 
   1. an exact dict lookup of the line among all pieces and variants;
@@ -123,12 +134,19 @@ class _Piece:
     trimmed: bool
 
 
+#: Request header lines that many HTTP clients send word for word (curl,
+#: whatweb, sqlmap and masscan all send ``Accept: */*``: tests/fixtures/tools):
+#: a line that is one of them names no probe alone.
+_COMMON_LINES = frozenset((b"Accept: */*", b"Connection: close", b"Connection: Keep-Alive",
+                           b"Connection: keep-alive"))
+
+
 def distinctive(piece: bytes) -> bool:
     """Can this line, alone, identify a probe? (FIELD_GUIDE 5: expect lines
     that are only ``#015``; common words like ``HELP`` appear in ordinary
-    logs too.)"""
+    logs too; header lines every HTTP client sends, ``_COMMON_LINES``.)"""
     t = piece.strip(b" \t\r\n")
-    if len(t) < 4:
+    if len(t) < 4 or t in _COMMON_LINES:
         return False
     if _WORD.match(t):
         return False
@@ -180,6 +198,49 @@ def _logged_lines(payload: bytes, transport: str) -> list[tuple[str, int, bytes]
                 seen.add(line)
                 out.append(("udp", 0, line))
     return out
+
+
+_SNG_CUT = re.compile(rb"[\n\x00]")
+_SNG_PRI = re.compile(rb"<[0-9]{1,3}>")
+
+
+def _syslog_ng_parsed(frame: bytes) -> bytes:
+    """What syslog-ng's RFC 3164 parser leaves of one frame in its file
+    (observed, syslog-ng 3.38): leading spaces and a PRI dropped, then one
+    leading ``*`` or ``.`` (a time-sync marker); a frame that is only ``<``
+    is logged empty. (A ``<`` without a PRI before other bytes gives
+    syslog-ng's own error message with the frame in it: decode's
+    ``syslog-ng`` shape takes the frame back out.)"""
+    f = frame.lstrip(b" ")
+    m = _SNG_PRI.match(f)
+    if m is not None:
+        f = f[m.end():]
+    elif f == b"<":
+        return b""
+    if f[:1] in (b"*", b"."):
+        f = f[1:]
+    return f
+
+
+def syslog_ng_tcp(payload: bytes) -> tuple[bytes, ...]:
+    """The lines syslog-ng's ``network()`` source logs for ``payload`` sent
+    on one TCP connection, in order (an empty line where the parser left
+    nothing of a frame)."""
+    out = []
+    for frame in _SNG_CUT.split(payload):
+        frame = frame.rstrip(b"\r")
+        if frame:
+            out.append(_syslog_ng_parsed(frame))
+    return tuple(out)
+
+
+def syslog_ng_udp(payload: bytes) -> bytes:
+    """The message syslog-ng logs for ``payload`` sent as one datagram (its
+    inner LFs then start continuation lines in a file)."""
+    d = payload.strip(b"\x00")
+    if d.endswith(b"\n"):
+        d = d[:-1].strip(b"\x00")
+    return _syslog_ng_parsed(d)
 
 
 def _damage(line: bytes, transport: str) -> list[bytes]:
@@ -260,12 +321,17 @@ class Detector:
         self.fragment_count: dict[str, int] = {}
         self._logged: dict[str, tuple[bytes, ...]] = {}
         self._cores: dict[str, tuple[bytes, ...]] = {}
+        #: syslog-ng: signature id -> its TCP lines; line -> pieces
+        self._sng_tcp: dict[str, tuple[bytes, ...]] = {}
+        self._sng_exact: dict[bytes, list[_Piece]] = {}
+        self._sng_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
                 if sig.payload:
                     markers.append((bytes(sig.payload), si))
                 continue
+            self._add_syslog_ng(si, sig)
             logged = _logged_lines(bytes(sig.payload), sig.transport)
             self.fragment_count[sig.id] = max((f for _, f, _ in logged), default=-1) + 1
             frags: dict[int, bytes] = {}
@@ -318,6 +384,59 @@ class Detector:
             if r != text:
                 out.append((r, "damaged"))
         return out
+
+    def _add_syslog_ng(self, si: int, sig: Signature) -> None:
+        payload = bytes(sig.payload)
+        pieces: list[tuple[str, int, bytes]] = []
+        if sig.transport in ("tcp", "any"):
+            tcp = syslog_ng_tcp(payload)
+            self._sng_tcp[sig.id] = tcp
+            pieces += [("tcp", k, line) for k, line in enumerate(tcp)]
+        if sig.transport in ("udp", "any"):
+            pieces.append(("udp", 0, syslog_ng_udp(payload)))
+        for transport, frag, line in pieces:
+            if not line:
+                continue
+            lst = self._sng_exact.setdefault(line, [])
+            if any(q.sig == si and q.transport == transport for q in lst):
+                continue
+            lst.append(_Piece(si, frag, "exact", transport, line, distinctive(line), trimmed=False))
+
+    def syslog_ng_fragments(self) -> list[bytes]:
+        """Literals one of which a syslog-ng file line holds when its payload
+        is a distinctive piece of ``syslog_ng_pieces`` (the line holds the
+        piece as received): the first 16 bytes of each of 6 bytes or more
+        with 3 different bytes or more. ``explain`` adds them to the
+        prefilter's for syslog-ng files (``GET / HTTP/1.0`` without the CR
+        that the prefilter's own literals carry)."""
+        out = set()
+        for text, pieces in self._sng_exact.items():
+            if len(text) >= 6 and len(set(text)) >= 3 and any(p.distinctive for p in pieces):
+                out.add(text[:16])
+        return sorted(out)
+
+    def syslog_ng_cores(self, sig_id: str) -> tuple[bytes, ...]:
+        """The lines syslog-ng logs for that signature's payload over TCP
+        (``syslog_ng_tcp``), spaces and tabs stripped at both ends."""
+        return tuple(x.strip(b" \t") for x in self._sng_tcp.get(sig_id, ()))
+
+    def _match_syslog_ng(self, line: bytes, transport: str | None) -> list[Match]:
+        cached = self._sng_answers.get((line, transport))
+        if cached is not None:
+            return list(cached)
+        best: dict[int, Match] = {}
+        for p in self._sng_exact.get(line, ()):
+            if not self._ok_transport(p, transport):
+                continue
+            amb = not p.distinctive
+            m = Match(self.signatures[p.sig], p.fragment, "exact", self._conf(p.sig, "exact", amb), amb)
+            old = best.get(id(m.signature))
+            if old is None or m.confidence > old.confidence:
+                best[id(m.signature)] = m
+        answer = self._finish(best) if best else []
+        if len(self._sng_answers) < 65536:
+            self._sng_answers[(line, transport)] = tuple(answer)
+        return answer
 
     def _add(self, piece: _Piece) -> None:
         lst = self._exact.setdefault(piece.text, [])
@@ -415,23 +534,27 @@ class Detector:
         return sorted(out)
 
     def match(self, line: bytes, *, alternatives: Iterable[bytes] = (),
-              transport: str | None = None, lossy: bool = False) -> list[Match]:
+              transport: str | None = None, lossy: bool = False, collector: str | None = None) -> list[Match]:
         """Matches for ``line``, best first; the first candidate (line, then
         each alternative) that gives any match wins. ``lossy``: the record is
         known to miss bytes inside the line (RFC 5424 output drops the TAG
         beyond APP-NAME), so a piece with one gap is also accepted."""
-        return self.match_best((line, *alternatives), transport=transport, lossy=lossy)[1]
+        return self.match_best((line, *alternatives), transport=transport, lossy=lossy, collector=collector)[1]
 
     def match_best(self, candidates: Iterable[bytes], *, transport: str | None = None,
-                   lossy: bool = False) -> tuple[bytes, list[Match]]:
+                   lossy: bool = False, collector: str | None = None) -> tuple[bytes, list[Match]]:
         """(candidate, its matches) for the first candidate with a
         distinctive match; exact/prefix/truncated readings before gapped ones
-        (``lossy``); failing that, the first candidate with ambiguous matches
+        (``lossy``), and syslog-ng's pieces before both for its lines
+        (``collector``); failing that, the first candidate with ambiguous matches
         only, so correlation can still use it. ``(b"", [])`` when nothing
         matches."""
         cands = [c for c in candidates if c]
         fallback: tuple[bytes, list[Match]] | None = None
         passes = [self._match_one] + ([self._gapped] if lossy else [])
+        if collector == "syslog-ng":
+            # what syslog-ng leaves of a payload first (module docstring)
+            passes.insert(0, self._match_syslog_ng)
         for fn in passes:
             for cand in cands:
                 got = fn(cand, transport)

@@ -73,7 +73,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from ._correlate import Correlator, Verdict
-from ._engine import Detector, Match
+from ._engine import DEFAULT_CONFIDENCE, Detector, Match
+from ._runs import FragmentRuns, RunLine
 from ._sequence import SEQUENCE_CONFIDENCE, SequenceNamer, load_orders
 from ._openings import Openings, continuation_bytes, seen_in
 from ._openings import literals as opening_literals
@@ -85,7 +86,7 @@ HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
 #: Shapes whose rebuild already judged the host field (decode.rebuild: the
 #: HOSTNAME is the sender or the payload's first word); when it found no
 #: sender there, the host field is the payload's word and is not the sender.
-_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line")
+_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line", "syslog-ng")
 #: Shortest raw literal the chunk prefilter looks for; longest escaped form.
 _MIN_RAW = 6
 _MAX_ESCAPED = 24
@@ -105,6 +106,9 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 #: than ``_MEMO_KEY_CHARS`` are not kept.
 MEMO_ENTRIES = 4096
 _MEMO_KEY_CHARS = 2048
+#: Confidence factor of a line named by the whole payload its run of
+#: syslog-ng lines rebuilds (``_runs``).
+_RUN_FACTOR = 0.95
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
 #: Unnamed lines kept for the next batches' sequence pass, and for how long
@@ -307,6 +311,15 @@ class Enricher:
         self.late = True
         # Client openings: lines the catalogue names no probe in (_openings).
         self.openings = Openings()
+        #: (payload, scanner) -> entry, for bytes several scanners send
+        #: (``Signature.shared_with``), the best-ranked entry per scanner.
+        self._same_bytes: dict[tuple[bytes, str], Any] = {}
+        for s in sorted(detector.signatures, key=lambda s: s.rank):
+            if s.shared_with:
+                self._same_bytes.setdefault((s.payload, s.scanner), s)
+        #: Pass 1.5: syslog-ng's NUL/LF-cut pieces rebuilt into whole
+        #: payloads (``_runs``; None: off).
+        self.runs: FragmentRuns | None = FragmentRuns(detector)
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -356,8 +369,13 @@ class Enricher:
                 # only MSG was printed (``%FROMHOST% %msg%``)
                 line, matches = rb.line, self.detector.match_msg(rb.line, transport)
             else:
+                collector = None
+                if rb.shape == "syslog-ng":
+                    collector = "syslog-ng"
+                    if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
+                        transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
                 line, matches = self.detector.match_best(
-                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy))
+                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector)
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
@@ -473,6 +491,11 @@ class Enricher:
         out: list[Any] = [None] * n
         if nothing == n and not any(unmatched):
             return out
+        # Pass 1.5: syslog-ng lines that together are one payload, cut at
+        # its NULs and LFs (``_runs``).
+        reassembled: set[int] = set()
+        if self.runs is not None:
+            nothing -= self._reassemble(items, readings, sources, unmatched, reassembled)
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
         if None in sources:
@@ -507,6 +530,8 @@ class Enricher:
             if verdict is None or verdict.confidence < min_confidence:
                 below += 1
                 continue
+            if i in reassembled:
+                verdict = replace(verdict, via="reassembled")
             out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
             named[i] = (verdict.match.signature, verdict.match.fragment)
             k = (verdict.match.signature.probe, verdict.match.kind)
@@ -528,6 +553,46 @@ class Enricher:
             for (probe_name, kind), count in matched.items():
                 metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
         return out
+
+    def _reassemble(self, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
+                    sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None],
+                    reassembled: set[int]) -> int:
+        """Pass 1.5 (``_runs``): lines of syslog-ng files that are the pieces
+        of one payload get that payload's match. Returns how many of them
+        had no match before."""
+        assert self.runs is not None
+        lines: list[RunLine | None] = [None] * len(items)
+        any_sng = False
+        for i in range(len(items)):
+            r, src = readings[i], sources[i]
+            if r is None:
+                got = unmatched[i]
+                if got is None:
+                    continue
+                r, src = got
+            rb = r.rebuilt
+            if rb is None or rb.shape != "syslog-ng" or b"\n" in rb.line or b"\x00" in rb.line:
+                continue  # (NUL or LF inside: a UDP datagram, whole)
+            any_sng = True
+            sure = frozenset(m.signature.id for m in r.sure) if r.matches else frozenset()
+            lines[i] = RunLine(items[i][0], src, rb.line.strip(b" \t"), sure)
+        if not any_sng:
+            return 0
+        was_unmatched = 0
+        for i, got in enumerate(self.runs.name(lines)):
+            if got is None:
+                continue
+            sig, frag = got
+            r = readings[i]
+            if r is None:
+                r, sources[i] = unmatched[i]  # type: ignore[misc]
+                unmatched[i] = None
+                was_unmatched += 1
+            conf = round((sig.confidence if sig.confidence is not None else DEFAULT_CONFIDENCE) * _RUN_FACTOR, 4)
+            m = Match(sig, frag, "exact", conf, False)
+            readings[i] = _reading(self.detector, r.rebuilt, r.rebuilt.line, (m,), r.shape, r.lossy, r.asked)
+            reassembled.add(i)
+        return was_unmatched
 
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
@@ -620,8 +685,8 @@ class Enricher:
                        sources: Sequence[str | None],
                        unmatched: Sequence[tuple[Reading, str | None] | None]) -> tuple[Any, ...] | None:
         """Line ``i`` as the sequence pass takes it: (time, sender, the line
-        spacing aside, engine matches, lossy, TAG cut[, MSG only]); None for
-        a line with no payload or too long to be a probe's."""
+        spacing aside, engine matches, lossy, TAG cut, a syslog-ng line, MSG
+        only); None for a line with no payload or too long to be a probe's."""
         r, src = readings[i], sources[i]
         if r is None:
             got = unmatched[i]
@@ -634,8 +699,9 @@ class Enricher:
             return None
         if r.shape == "rsyslog-msg":
             # MSG only: its candidates are the pieces with that MSG (exact)
-            return items[i][0], src, text.strip(b" \t"), r.matches, False, False, True
-        return items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1])
+            return items[i][0], src, text.strip(b" \t"), r.matches, False, False, False, True
+        return (items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]),
+                r.shape == "syslog-ng", False)
 
     def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                       sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
@@ -804,6 +870,19 @@ class Enricher:
             "seen_in": seen_in(r.shape, v.match.kind, r.line),
             **(r.extra or {}),
         }
+        if sig.shared_with:
+            # Bytes several scanners send: the scanner is named only when
+            # this sender's scan holds bytes that one of them alone sends.
+            senders = (sig.scanner, *sig.shared_with)
+            known = [s for s in senders if s in self.correlator.own_scanners(source)]
+            if len(known) == 1:
+                if known[0] != sig.scanner:
+                    alt = self._same_bytes.get((sig.payload, known[0]))
+                    if alt is not None:
+                        out.update(name=alt.probe, scanner=alt.scanner, id=alt.id)
+            else:
+                out["scanner"] = "unknown"
+            out["sent_by"] = sorted(senders)
         if v.match.kind == "truncated" or self._cut_piece(v.match, r):
             # the line is the front of the probe's piece: cut on the way
             # (a TAG at 32 or 510 bytes, maxMessageSize, RFC 5424's APP-NAME)

@@ -27,9 +27,14 @@ Theory of operation
     miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
   - an empty message, for a probe whose payload has a frame that is only a
     NUL (FIELD_GUIDE 2.1: it is logged as an empty message);
-  - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``), the
-    pieces whose MSG it is (``Detector.msg_cores``), an empty one included:
-    a binary line that was all TAG leaves nothing else.
+  - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``; an 8th
+    element of the line, true), the pieces whose MSG it is
+    (``Detector.msg_cores``), an empty one included: a binary line that was
+    all TAG leaves nothing else;
+  - for a line of a syslog-ng file (a 7th element of the line, true), the
+    same against the pieces syslog-ng logs (``Detector.syslog_ng_cores``:
+    cut at NULs as well as LFs, trailing CRs gone), an empty line being the
+    piece syslog-ng's parser left nothing of.
 
   Then the order decides: a candidate must come after the previous anchor's
   probe and before the next anchor's in the scanner's order, and must not
@@ -77,6 +82,12 @@ _CLOSE_WAIT = 15.0
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
 _DIGITS = re.compile(rb"[0-9]+")
+
+
+def _flags(item: Sequence[Any]) -> tuple[bool, bool]:
+    """(a syslog-ng line, a line that holds only MSG) of a sequence line's
+    optional 7th and 8th elements."""
+    return len(item) > 6 and bool(item[6]), len(item) > 7 and bool(item[7])
 
 
 def _telling(core: bytes) -> bool:
@@ -165,10 +176,16 @@ class SequenceNamer:
         self._by_scanner = by_scanner
         # (scanner, logged piece spacing aside) -> [(signature, fragment)]
         self._pieces: dict[tuple[str, bytes], list[tuple[Signature, int]]] = {}
+        # the same for syslog-ng's pieces
+        self._sng_pieces: dict[tuple[str, bytes], list[tuple[Signature, int]]] = {}
+        self._sng_cores: dict[str, tuple[bytes, ...]] = {}
         for sigs in by_scanner.values():
             for sig in sigs:
                 for k, p in enumerate(detector.logged_cores(sig.id)):
                     self._pieces.setdefault((sig.scanner, p), []).append((sig, k))
+                cores = self._sng_cores[sig.id] = self._syslog_ng(sig)
+                for k, p in enumerate(cores):
+                    self._sng_pieces.setdefault((sig.scanner, p), []).append((sig, k))
         self._multi: set[str | None] = set()
         self._index = _Index()
         self._cands: dict[tuple[str, bytes, bool, bool, bool], dict[str, tuple[Signature, int]]] = {}
@@ -190,11 +207,33 @@ class SequenceNamer:
             if sig.match == "payload" and sig.transport == "tcp" and b"\n\x00\n" in b"\n" + sig.payload + b"\n":
                 self._empty.add(sig.id)
 
+    def _syslog_ng(self, sig: Signature) -> tuple[bytes, ...]:
+        """What syslog-ng logs of the signature's payload, spacing aside."""
+        from ._engine import syslog_ng_udp
+
+        if sig.transport == "udp":
+            return (syslog_ng_udp(sig.payload).strip(b" \t"),)
+        get = getattr(self.detector, "syslog_ng_cores", None)
+        return get(sig.id) if get is not None else ()
+
+    def _count(self, sig: Signature, sng: bool) -> int:
+        """How many lines the payload leaves (syslog-ng's, or rsyslog's and
+        its NUL frame)."""
+        if sng:
+            return len(self._sng_cores.get(sig.id, ()))
+        return len(self.detector.logged_cores(sig.id)) + (sig.id in self._empty)
+
     # -- compatibility -------------------------------------------------------
 
-    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, head: bool = False) -> list[int]:
+    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, *, sng: bool = False,
+                   head: bool = False) -> list[int]:
         """Fragments of ``sig`` that could have been logged as ``core``
-        (``head``: the line is only MSG, see ``Detector.msg_cores``)."""
+        (``sng``: by syslog-ng; ``head``: the line is only MSG, see
+        ``Detector.msg_cores``)."""
+        if sng:
+            pieces = self._sng_cores.get(sig.id, ())
+            return [k for k, p in enumerate(pieces)
+                    if p == core or (cut and len(p) > len(core) and p.startswith(core))]
         if head:
             out = [k for k, m in enumerate(self.detector.msg_cores(sig.id)) if m == core]
             if not core and sig.id in self._empty:
@@ -217,13 +256,13 @@ class SequenceNamer:
         return out
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
-                   cut: bool, head: bool = False) -> dict[str, tuple[Signature, int]]:
+                   cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
         """sig id -> (signature, fragment) of the scanner's probes that could
         have left this line."""
-        key = (scanner, core, lossy, cut, head)
+        key = (scanner, core, lossy, cut, sng, head)
         base = self._cands.get(key)
         if base is None:
-            base = self._catalogue_candidates(scanner, core, lossy, cut, head)
+            base = self._catalogue_candidates(scanner, core, lossy, cut, sng=sng, head=head)
             if len(self._cands) >= _MAX_CANDIDATE_MEMO:
                 self._cands.clear()
             self._cands[key] = base
@@ -238,8 +277,12 @@ class SequenceNamer:
         return out
 
     def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
-                              cut: bool, head: bool = False) -> dict[str, tuple[Signature, int]]:
+                              cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
         out: dict[str, tuple[Signature, int]] = {}
+        if sng:
+            for sig, k in self._sng_pieces.get((scanner, core), ()):
+                out.setdefault(sig.id, (sig, k))
+            return out
         if core and not (lossy or cut or head):
             # only whole pieces: one lookup
             for key in (core, core + b"\r"):
@@ -249,7 +292,7 @@ class SequenceNamer:
         for sig in self._by_scanner.get(scanner, ()):
             if sig.id in out:
                 continue
-            frags = self._fragments(sig, core, lossy, cut, head)
+            frags = self._fragments(sig, core, lossy, cut, head=head)
             if frags:
                 out[sig.id] = (sig, frags[0])
         return out
@@ -318,7 +361,7 @@ class SequenceNamer:
             if item is None or anchors[i] is not None:
                 continue
             t, src, core, matches, lossy, cut = item[:6]
-            head = len(item) > 6 and item[6]
+            sng, head = _flags(item)
             if not core and lossy:
                 continue  # any probe fits a line with nothing left: _segments counts them
             prev, nxt, source = self._around(anchors, i, t, src)
@@ -330,14 +373,14 @@ class SequenceNamer:
             scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
-            cands = self.candidates(scanner, core, matches, lossy, cut, head)
+            cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
             if not cands:
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed).
             if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
-                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, head)
-                last = len(self.detector.logged_cores(prev.sig.id)) + (prev.sig.id in self._empty) - 1
+                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, sng=sng, head=head)
+                last = self._count(prev.sig, sng) - 1
                 if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
@@ -387,7 +430,7 @@ class SequenceNamer:
                     if anchors[j] is None and lj[1] in (src, source):
                         group.append(lj)
                 fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
-                total = len(self.detector.logged_cores(sig.id))
+                total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
                 if fit is None or fit[0][1] != 0:
                     continue
                 if len(fit) < total and not (lossy and frag == 0 and _telling(core)):
@@ -611,9 +654,9 @@ class SequenceNamer:
         probe of the scanner could have left (an application's message
         between two probes) are set aside first. None: no such plan (or
         lines of other shapes)."""
-        if not idx or not all(len(lines[i]) > 6 and lines[i][6] for i in idx):
+        if not idx or not all(_flags(lines[i])[1] for i in idx):
             return None
-        idx = [i for i in idx if self.candidates(scanner, lines[i][2], lines[i][3], False, False, True)]
+        idx = [i for i in idx if self.candidates(scanner, lines[i][2], lines[i][3], False, False, head=True)]
         sigs = []
         for name in expected:
             sig = self._sig(scanner, transport, name)
@@ -629,7 +672,7 @@ class SequenceNamer:
             # again: skypev2-version's first request is GetRequest's)
             for i in idx[len(idx) - extra:]:
                 _t, _src, core, _matches, lossy, cut, *_ = lines[i]
-                if not any(sig.probe not in expected and self._fragments(sig, core, lossy, cut, True)
+                if not any(sig.probe not in expected and self._fragments(sig, core, lossy, cut, head=True)
                            for sig in self._by_scanner.get(scanner, ()) if sig.transport == transport):
                     return None
         plan: list[tuple[int, Signature, int]] = []
@@ -663,7 +706,8 @@ class SequenceNamer:
             for item in group:
                 _t, _src, core, matches, lossy, cut = item[:6]
                 frags = [m.fragment for m in matches if m.signature.id == sig.id]
-                frags += self._fragments(sig, core, lossy, cut, len(item) > 6 and item[6])
+                sng, head = _flags(item)
+                frags += self._fragments(sig, core, lossy, cut, sng=sng, head=head)
                 frags = sorted(f for f in set(frags) if f > after)
                 if not frags:
                     break
@@ -710,8 +754,8 @@ class SequenceNamer:
         self._index = idx
 
     def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int,
-                        head: bool = False) -> int | None:
-        for k in self._fragments(sig, core, lossy, cut, head):
+                        *, sng: bool = False, head: bool = False) -> int | None:
+        for k in self._fragments(sig, core, lossy, cut, sng=sng, head=head):
             if k > after:
                 return k
         return None
