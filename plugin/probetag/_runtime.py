@@ -202,12 +202,13 @@ class Pipeline:
             return
         records = sum(c.count for c in chunks)
         self.flow.add(records, nbytes)
-        task = asyncio.get_running_loop().create_task(self._deliver(chunks, records, nbytes, on_settled))
+        task = asyncio.get_running_loop().create_task(self._deliver(chunks, records, nbytes, on_settled,
+                                                                    time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, chunks: list[OutChunk], records: int, nbytes: int,
-                       on_settled: Settled | None) -> None:
+                       on_settled: Settled | None, t0: float = 0.0) -> None:
         ok = False
         try:
             if len(chunks) == 1:
@@ -226,6 +227,11 @@ class Pipeline:
             _log.exception("event=output_failed records=%d", records)
         finally:
             self.flow.release(records, nbytes)
+            if ok and t0:
+                # processed -> acked downstream, per chunk (a Prometheus
+                # summary without quantiles: rate(sum) / rate(count))
+                self.metrics.inc("delivery_seconds_sum", time.monotonic() - t0)
+                self.metrics.inc("delivery_seconds_count")
             if on_settled is not None:
                 try:
                     on_settled(ok)

@@ -504,7 +504,7 @@ class Enricher:
             () if r is None else self._by_sequence(readings, nxt, items, i, r) if r.ranking else r.matches
             for i, r in enumerate(readings)]
         # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
-        matched: dict[tuple[str, str], int] = {}
+        matched: dict[tuple[str, str, str], int] = {}
         below = 0
         observe = self.correlator.observe
         decide = self.actions.decide
@@ -528,9 +528,10 @@ class Enricher:
                 continue
             if i in reassembled:
                 verdict = replace(verdict, via="reassembled")
-            out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = decide(tag, items[i][1], pm, source)
             named[i] = (verdict.match.signature, verdict.match.fragment)
-            k = (verdict.match.signature.probe, verdict.match.kind)
+            k = (verdict.match.signature.probe, verdict.match.kind, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
@@ -546,8 +547,8 @@ class Enricher:
             # of the label handling.
             if below:
                 metrics.inc("probe_below_confidence", below)
-            for (probe_name, kind), count in matched.items():
-                metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
+            for (probe_name, kind, scanner), count in matched.items():
+                metrics.inc("probes_matched", count, probe=probe_name, kind=kind, scanner=scanner)
         return out
 
     def _reassemble(self, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
@@ -593,7 +594,7 @@ class Enricher:
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
-                       matched: dict[tuple[str, str], int]) -> int:
+                       matched: dict[tuple[str, str, str], int]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
         confidence threshold it named."""
         n = len(items)
@@ -670,9 +671,10 @@ class Enricher:
             if verdict is None or verdict.confidence < self.min_confidence:
                 continue
             verdict = replace(verdict, inherited=True, via=via)
-            out[i] = self.actions.decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = self.actions.decide(tag, items[i][1], pm, source)
             named[i] = (sig, frag)
-            k = (sig.probe, via)
+            k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
 
