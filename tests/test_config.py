@@ -66,3 +66,20 @@ def test_yaml_construction_errors_are_config_errors(tmp_path, text, line):
 def test_yaml_nested_too_deep_is_config_error():
     with pytest.raises(ConfigError):
         load_config(text="a: " + "[" * 100_000)
+
+
+def test_dead_letter_checked_at_load(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(text="output:\n  dead_letter: /tmp/dl.jsonl\n")
+    assert e.value.key == "output.dead_letter" and "forward" in e.value.reason
+    missing = tmp_path / "no" / "dl.jsonl"
+    cfg = f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {missing}\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(text=cfg, resources=True)
+    assert e.value.key == "output.dead_letter" and e.value.line == 4
+    with pytest.raises(ConfigError) as e:
+        load_config(text="output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter_after: 0\n")
+    assert e.value.key == "output.dead_letter_after" and e.value.line == 4
+    ok = load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {tmp_path}/dl\n",
+                     resources=True)
+    assert ok.output.dead_letter == f"{tmp_path}/dl" and ok.output.dead_letter_after == 5

@@ -242,6 +242,17 @@ class Output:
     keepalive: bool = field(default=True, metadata=_doc("Reuse the connection between chunks."))
     time_as_integer: bool = field(default=False, metadata=_doc(
         "Forward: send integer seconds instead of EventTime."))
+    dead_letter: str | None = field(default=None, metadata=_doc(
+        "Forward: a file (JSON lines) for records the downstream keeps refusing. A batch "
+        "refused dead_letter_after times in a row is split until the refused records are "
+        "found; each is appended here (base64 of its bytes, tag, time, reason, peer), "
+        "fsynced, counted in records_dead_lettered and then acked upstream. Unset: a "
+        "refused batch is retried forever and everything behind it waits."))
+    dead_letter_after: int = field(default=5, metadata=_doc(
+        "Forward, with dead_letter: refusals (no ack in ack_timeout, the connection closed "
+        "or a {} reply, after the request was written) of one batch before it is split, "
+        "and of one record before it is dead-lettered. Connect and handshake failures do "
+        "not count. Attempts.", min=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +427,11 @@ class Config:
                 out.append(ConfigError("must be > 0", key=f"http.{name}"))
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             out.append(ConfigError("must be > 0", key="flow"))
+        if self.output.dead_letter is not None and self.output.type != "forward":
+            out.append(ConfigError("only the forward output has refusals to dead-letter "
+                                   "(stdout and ndjson have no acks)", key="output.dead_letter"))
+        if self.output.dead_letter == "":
+            out.append(ConfigError("must be a file path", key="output.dead_letter"))
         if self.output.retry_max < self.output.retry_initial:
             out.append(ConfigError(f"must be at least retry_initial ({self.output.retry_initial:g})",
                                    key="output.retry_max"))
@@ -740,6 +756,14 @@ def check_resources(cfg: Config) -> list[ConfigError]:
                                extra=cfg.detect.signatures)
             except CatalogueError as exc:
                 out.append(ConfigError(str(exc), key="detect.catalogue"))
+    if cfg.output.dead_letter:
+        import os
+
+        parent = Path(cfg.output.dead_letter).parent
+        if not parent.is_dir():
+            out.append(ConfigError(f"no such directory: {parent}", key="output.dead_letter"))
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            out.append(ConfigError(f"directory not writable: {parent}", key="output.dead_letter"))
     for section, server in (("listen", True), ("http", True), ("output", False)):
         tls = getattr(cfg, section).tls
         if tls is None:

@@ -181,10 +181,11 @@ class Pipeline:
         await self.flow.wait()
 
     def submit(self, tag: str, entries: bytes, nbytes: int, on_settled: Settled | None = None,
-               walked: Any = None) -> None:
+               walked: Any = None, peer: str = "") -> None:
         """Process one chunk now; ``on_settled(ok)`` is called once its output
         is settled (at once when nothing is left to deliver). ``walked``: the
-        chunk's ``walk_entries`` result when the input has it already."""
+        chunk's ``walk_entries`` result when the input has it already;
+        ``peer``: the sender's address, kept with the output chunks."""
         if self._closed:
             if on_settled is not None:
                 on_settled(False)
@@ -193,6 +194,9 @@ class Pipeline:
             result = self.processor.process(tag, entries)
         else:
             result = self.processor.process(tag, entries, walked)
+        if peer:
+            for c in result.chunks:
+                c.peer = peer
         self._dispatch(result.chunks, nbytes, on_settled)
 
     def _dispatch(self, chunks: list[OutChunk], nbytes: int, on_settled: Settled | None) -> None:

@@ -531,7 +531,7 @@ class _Connection:
             cuts, walked = _slices(entries, self.server.config.max_chunk_entries)
             if cuts is None:
                 self.server.pipeline.submit(tag, entries, len(entries),
-                                            lambda ok: self._on_settled(chunk_ids, ok), walked)
+                                            lambda ok: self._on_settled(chunk_ids, ok), walked, peer=self.peer)
             else:
                 await self._submit_sliced(tag, entries, cuts, chunk_ids)
             if processor.undecodable != undecodable:
@@ -581,7 +581,7 @@ class _Connection:
                 await asyncio.sleep(0)
             try:
                 self.server.pipeline.submit(tag, entries[cuts[k]:cuts[k + 1]],
-                                            cuts[k + 1] - cuts[k], part_settled)
+                                            cuts[k + 1] - cuts[k], part_settled, peer=self.peer)
             except Exception:
                 # As in _submit: our bug; the slices not handed over count as
                 # failed, so the chunk is not acked (settled once, here).

@@ -660,7 +660,7 @@ class HttpInput:
         for tag, entries, _count in chunks:
             fut: asyncio.Future[bool] = loop.create_future()
             futures.append(fut)
-            self.pipeline.submit(tag, entries, len(entries), _settler(fut))
+            self.pipeline.submit(tag, entries, len(entries), _settler(fut), peer=peer)
         results = await asyncio.gather(*futures)
         if not all(results):
             # Part of the request may have been delivered; Vector's retry will

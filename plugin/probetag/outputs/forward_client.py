@@ -32,6 +32,19 @@ Theory of operation
   reuse, so a downstream that closed an idle connection costs no retry.
 * ``time_as_integer``: EventTime is replaced by integer seconds for old
   peers; entries are re-encoded only then.
+* Dead letters (``output.dead_letter`` set): a downstream that refuses one
+  record (never acks it, closes on it, answers ``{}``) would otherwise
+  hold every record behind it forever, since requests go one at a time. A
+  *refusal* is a failure after the request was written whole; connect,
+  handshake and write failures are the downstream being away and never
+  count. After ``dead_letter_after`` refusals of a batch it is split in
+  halves, each sent once (refused: halved again) down to single records,
+  which get ``dead_letter_after`` attempts; a record still refused is
+  appended to the dead-letter file (``_deadletter``), fsynced, counted
+  (``records_dead_lettered{reason}``) and settled, so its upstream chunk
+  is acked once its other records are delivered. A batch of n records with
+  one refused record costs about ``dead_letter_after`` + log2(n) +
+  ``dead_letter_after`` attempts. Unset: retried forever, as above.
 """
 
 from __future__ import annotations
@@ -64,6 +77,7 @@ from ..forward import (
 )
 from . import OutputClosed
 from ._common import Queued, SendQueue, client_ssl_context, stop_sender
+from ._deadletter import append_fsync, dead_letter_line, split_entries
 
 __all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
 
@@ -77,6 +91,11 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        #: The request was written whole and then not acked: the downstream
+        #: saw it and refused (or lost) it. Only these count toward
+        #: ``dead_letter_after``; a downstream that cannot be reached at all
+        #: holds everything back as before.
+        self.refused = False
 
 
 @dataclass(slots=True)
@@ -183,7 +202,69 @@ class ForwardOutput:
         count = sum(i.chunk.count for i in batch)
         if self.config.time_as_integer:
             entries = [integer_times(b"".join(entries))]
+        after = self.config.dead_letter_after if self.config.dead_letter else None
+        refused = await self._send(tag, entries, count, after)
+        if refused is None:
+            return
+        # Refused ``after`` times: find the records the downstream refuses,
+        # set them aside, deliver the rest (see "Dead letters" above).
+        records = [(e, i.chunk.peer) for i in batch
+                   for e in split_entries(integer_times(i.chunk.entries) if self.config.time_as_integer
+                                          else i.chunk.entries)]
+        log_event(logging.WARNING, "batch_refused", address=self.config.address, tag=tag,
+                  records=len(records), attempts=after, reason=refused)
+        await self._isolate(tag, records, refused)
+
+    async def _isolate(self, tag: str, records: list[tuple[bytes, str]], reason: str) -> None:
+        """Halve a refused group until each refused record is alone: a group
+        of several gets one attempt (refused: halve it again), a single
+        record ``dead_letter_after`` attempts before it is dead-lettered.
+        Records leave in their order, less the dead-lettered ones."""
+        after = self.config.dead_letter_after
+        todo: list[tuple[list[tuple[bytes, str]], str | None]] = [(records, reason)]
+        while todo:
+            group, refused = todo.pop()
+            if refused is None:
+                refused = await self._send(tag, [e for e, _ in group], len(group),
+                                           1 if len(group) > 1 else after)
+                if refused is None:
+                    continue
+            if len(group) == 1:
+                await self._dead_letter(tag, group, refused)
+                continue
+            half = len(group) // 2
+            todo.append((group[half:], None))
+            todo.append((group[:half], None))
+
+    async def _dead_letter(self, tag: str, group: list[tuple[bytes, str]], reason: str) -> None:
+        path = self.config.dead_letter
+        assert path
+        data = b"".join(dead_letter_line(e, tag=tag, reason=reason, peer=peer,
+                                         downstream=self.config.address or "")
+                        for e, peer in group)
         delay = self.config.retry_initial
+        while True:
+            try:
+                await asyncio.to_thread(append_fsync, path, data)
+                break
+            except OSError as exc:
+                # Not on disk: not settled either. The upstream stays un-acked
+                # and this retries until the file can be written.
+                self.metrics.inc("dead_letter_errors")
+                log_event(logging.ERROR, "dead_letter_failed", file=path,
+                          reason=f"{type(exc).__name__}: {exc.strerror or exc}", retry_in=f"{delay:.3f}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max)
+        self.metrics.inc("records_dead_lettered", len(group), reason=reason)
+        log_event(logging.WARNING, "records_dead_lettered", address=self.config.address, tag=tag,
+                  records=len(group), reason=reason, peer=group[0][1], file=path)
+
+    async def _send(self, tag: str, entries: list[bytes], count: int, attempts: int | None) -> str | None:
+        """Send one request until it is acked (None), or until the downstream
+        refused it ``attempts`` times (the last refusal's reason). Failures to
+        reach the downstream are retried without counting."""
+        delay = self.config.retry_initial
+        refusals = 0
         while True:
             try:
                 await self._request(tag, entries, count)
@@ -192,6 +273,10 @@ class ForwardOutput:
                 self._failures += 1
                 self._last_failure = f"{exc.reason} {exc.detail}".strip()
                 self.metrics.inc("downstream_retries", reason=exc.reason)
+                if exc.refused and attempts is not None:
+                    refusals += 1
+                    if refusals >= attempts:
+                        return exc.reason
                 # First failure of a streak, then every 10th: an outage must
                 # not flood the log.
                 if self._failures == 1 or self._failures % 10 == 0:
@@ -209,7 +294,7 @@ class ForwardOutput:
             self.metrics.inc("records_out", count)
             if not self.config.keepalive:
                 await self._drop_conn()
-            return
+            return None
 
     async def _request(self, tag: str, entries: list[bytes], count: int) -> None:
         conn = await self._connection()
@@ -233,7 +318,12 @@ class ForwardOutput:
             async with asyncio.timeout(self.config.ack_timeout):
                 await self._await_ack(conn, chunk_id)
         except TimeoutError:
-            raise _Retry("ack_timeout") from None
+            exc = _Retry("ack_timeout")
+            exc.refused = True
+            raise exc from None
+        except _Retry as exc:
+            exc.refused = True  # written whole, answered with a close, {} or garbage
+            raise
         self.metrics.inc("acks_received")
 
     async def _await_ack(self, conn: _Conn, chunk_id: str) -> None:
