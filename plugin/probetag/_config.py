@@ -321,6 +321,12 @@ class Correlation:
         "A source silent this long ends its scan (a summary is emitted). Seconds.", above=0))
     max_sources: int = field(default=100_000, metadata=_doc(
         "Sources tracked at once; the least recently seen is evicted (counted).", min=1))
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
+        "Memory the per-source state may hold, source strings and scan summaries waiting "
+        "to go out included (estimated as it grows); past it the least recently seen "
+        "sources are evicted (correlation_evicted{reason=\"bytes\"}) and, in a flood of "
+        "new sources, the oldest waiting summaries dropped (correlation_summaries_dropped). "
+        "Bytes.", min=1024 * 1024))
 
 
 @dataclass(frozen=True, slots=True)
