@@ -14,6 +14,14 @@ Theory of operation
   instead: every chunk that is queued for the same tag when the sender is
   free goes out in the same request (up to ``MAX_BATCH_BYTES``), so under
   load one round trip carries many upstream chunks.
+* Fair order: queued chunks are not sent strictly first in, first out.
+  Each request starts with the oldest queued chunk of the upstream peer
+  (``OutChunk.peer``) whose records went out longest ago, and takes the
+  later chunks of the same tag that do not pass an earlier chunk of their
+  own peer. Each peer's chunks keep their order; across peers none waits
+  behind another's backlog: with a downstream that takes one request per
+  ack cycle, a quiet connection's chunk goes out within as many cycles as
+  there are peers with chunks queued, however much a flooding one queued.
 * A batch is settled (every waiting ``send`` returns) only on the matching
   ack. On ack timeout, EOF, a mismatched ack, a ``{}`` (Vector's reject
   reply, FORWARD_NOTES §1) or any connection error: close the connection,
@@ -83,6 +91,8 @@ __all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
 
 #: Largest request assembled from queued chunks (one chunk alone may be larger).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Peers remembered for the fair order.
+_MAX_SERVED = 4096
 READ_SIZE = 64 * 1024
 
 
@@ -132,6 +142,9 @@ class ForwardOutput:
         self._closed = False
         self._failures = 0
         self._last_failure = ""
+        #: peer -> serial of the last request that carried its records
+        self._served: dict[str, int] = {}
+        self._serial = 0
 
     # -- Output interface ------------------------------------------------------
 
@@ -160,20 +173,57 @@ class ForwardOutput:
     # -- sender ------------------------------------------------------------------
 
     def _take_batch(self) -> list[Queued]:
-        batch: list[Queued] = []
-        size = 0
+        """The next request's chunks (see "Fair order" above): the oldest
+        chunk of the peer served longest ago, then every later chunk of the
+        same tag that can join without passing an earlier chunk of its own
+        peer, up to ``MAX_BATCH_BYTES``."""
         queue = self._queue.items
-        while queue:
-            item = queue[0]
-            if item.future.done():  # cancelled by its waiter (shutdown)
-                queue.popleft()
-                continue
-            if batch and (item.chunk.tag != batch[0].chunk.tag
-                          or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
-                break
+        while queue and queue[0].future.done():  # cancelled by its waiter (shutdown)
             queue.popleft()
+        if not queue:
+            return []
+        served = self._served
+        first = queue[0]
+        start = 0
+        oldest = served.get(first.chunk.peer, -1)
+        if oldest >= 0:
+            seen = {first.chunk.peer}
+            for i, item in enumerate(queue):
+                peer = item.chunk.peer
+                if peer in seen or item.future.done():
+                    continue
+                seen.add(peer)
+                stamp = served.get(peer, -1)
+                if stamp < oldest:
+                    first, start, oldest = item, i, stamp
+                    if stamp < 0:
+                        break  # never served: none can be older
+        tag = first.chunk.tag
+        batch: list[Queued] = []
+        keep: list[Queued] = []
+        held: set[str] = set()  # peers with a chunk left in the queue
+        size = 0
+        for i, item in enumerate(queue):
+            if item.future.done():
+                continue
+            peer = item.chunk.peer
+            if (i < start or peer in held or item.chunk.tag != tag
+                    or (batch and size + len(item.chunk.entries) > MAX_BATCH_BYTES)):
+                held.add(peer)
+                keep.append(item)
+                continue
             batch.append(item)
             size += len(item.chunk.entries)
+        queue.clear()
+        queue.extend(keep)
+        self._serial += 1
+        for item in batch:
+            served[item.chunk.peer] = self._serial
+        if len(served) > _MAX_SERVED:
+            # Peers long gone: forget the oldest half (a forgotten peer
+            # counts as never served, i.e. goes first once).
+            for peer, _ in sorted(served.items(), key=lambda kv: kv[1])[:len(served) // 2]:
+                del served[peer]
         return batch
 
     async def _run(self) -> None:
