@@ -21,6 +21,10 @@ Theory of operation
   The bound is checked before a chunk is admitted, so what is in flight
   exceeds it by at most one chunk (a chunk larger than the bound must still
   be able to pass).
+* Inside the bound each input connection gets its share
+  (``FlowControl``): with n connections holding or wanting room, one that
+  holds ``1/n`` waits while others want in, so a flood cannot take every
+  slot a slow downstream frees.
 * Outputs never give up, so when the downstream is down the in-flight
   records stay at the bound and everything upstream waits; nothing is
   dropped.
