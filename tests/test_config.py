@@ -83,3 +83,15 @@ def test_dead_letter_checked_at_load(tmp_path):
     ok = load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {tmp_path}/dl\n",
                      resources=True)
     assert ok.output.dead_letter == f"{tmp_path}/dl" and ok.output.dead_letter_after == 5
+
+
+def test_deep_flow_nesting_refused_before_yaml_reads_it():
+    # PyYAML's scanner is quadratic in flow depth (50,000 levels: minutes).
+    text = "log_level: info\nlisten: " + "[" * 50_000 + "]" * 50_000 + "\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(text=text)
+    assert "nested too deep" in e.value.reason and e.value.line == 2
+    # Brackets in quoted strings, comments and shallow lists are not nesting.
+    ok = load_config(text='detect:\n  fields: ["' + "[" * 500 + '", b]  # ' + "{" * 500 + "\n"
+                     "  source_fields: ['x[[[', \"y\\\"[[[\"]\n")
+    assert ok.detect.fields[0] == "[" * 500 and ok.detect.source_fields == ("x[[[", 'y"[[[')

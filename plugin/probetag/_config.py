@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -672,6 +673,10 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
     ctx = _Ctx(file, collect=True)
     node = None
     if text is not None:
+        deep = _flow_too_deep(text, MAX_FLOW_DEPTH)
+        if deep is not None:
+            return None, [ConfigError(f"YAML nested too deep (more than {MAX_FLOW_DEPTH} levels of "
+                                      f"[ ] or {{ }})", file=file, line=deep)]
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
@@ -719,6 +724,65 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
             errors.append(exc)
     errors.sort(key=lambda e: (e.file != file, e.line or 0))
     return (cfg if not errors else None), errors
+
+
+#: Flow collections (``[ ]``, ``{ }``) nested deeper are refused before
+#: PyYAML reads them: its scanner re-checks every open level for each token,
+#: so its time grows with the square of the depth (5,000 levels: 1.6 s,
+#: 50,000: minutes). No config nests more than a few.
+MAX_FLOW_DEPTH = 200
+_FLOW_TOKENS = re.compile(r"""[\[\]{}"'#\n]""")
+
+
+def _flow_too_deep(text: str, limit: int) -> int | None:
+    """The line where ``[``/``{`` nesting passes ``limit``, or None. One
+    linear pass; quoted scalars and comments are skipped, roughly (a quote
+    counts only where a scalar can start), which is enough for a bound."""
+    depth = 0
+    line = 1
+    pos = 0
+    while True:
+        m = _FLOW_TOKENS.search(text, pos)
+        if m is None:
+            return None
+        c, p = m.group(), m.start()
+        pos = p + 1
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            if p == 0 or text[p - 1] in " \t\n":
+                end = text.find("\n", p)
+                if end < 0:
+                    return None
+                pos = end  # the newline itself is counted next
+        elif c in "'\"":
+            q = p - 1
+            while q >= 0 and text[q] in " \t":
+                q -= 1
+            if q >= 0 and text[q] not in "\n:[{,-?":
+                continue  # an apostrophe inside a plain scalar
+            end = p
+            while True:
+                end = text.find(c, end + 1)
+                if end < 0:
+                    return None  # unterminated: the YAML parser reports it
+                if c == "'" or _escaped_backslashes(text, end) % 2 == 0:
+                    break
+            line += text.count("\n", p, end)
+            pos = end + 1
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif depth:
+            depth -= 1
+
+
+def _escaped_backslashes(text: str, end: int) -> int:
+    n = 0
+    while end - n - 1 >= 0 and text[end - n - 1] == "\\":
+        n += 1
+    return n
 
 
 def check_resources(cfg: Config) -> list[ConfigError]:
