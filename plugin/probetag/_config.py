@@ -923,12 +923,16 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
 def _bounds(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
     lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
     if lo is not None and hi is not None:
-        return f" Range: {lo:g} to {hi:g}."
+        return f" Range: {_num(lo)} to {_num(hi)}."
     if lo is not None:
-        return f" At least {lo:g}."
+        return f" At least {_num(lo)}."
     if above is not None:
-        return f" Greater than {above:g}."
+        return f" Greater than {_num(above)}."
     return ""
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _dataclass_in(tp: Any) -> type | None:
