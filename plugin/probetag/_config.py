@@ -637,13 +637,13 @@ def _check_range(ctx: _Ctx, node: yaml.Node, f: dataclasses.Field, value: Any, k
         return
     lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
     if lo is not None and hi is not None and not lo <= value <= hi:
-        raise _err(ctx, node, key, f"must be between {lo:g} and {hi:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be between {_num(lo)} and {_num(hi)}, got {_num(value)}")
     if lo is not None and value < lo:
-        raise _err(ctx, node, key, f"must be at least {lo:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be at least {_num(lo)}, got {_num(value)}")
     if above is not None and value <= above:
-        raise _err(ctx, node, key, f"must be greater than {above:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be greater than {_num(above)}, got {_num(value)}")
     if hi is not None and value > hi:
-        raise _err(ctx, node, key, f"must be at most {hi:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be at most {_num(hi)}, got {_num(value)}")
 
 
 def load_config(path: str | Path | None = None, *, text: str | None = None,
