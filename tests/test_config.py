@@ -80,6 +80,10 @@ def test_dead_letter_checked_at_load(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(text="output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter_after: 0\n")
     assert e.value.key == "output.dead_letter_after" and e.value.line == 4
+    with pytest.raises(ConfigError) as e:
+        load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  require_ack: false\n"
+                         f"  dead_letter: {tmp_path}/dl\n")
+    assert e.value.key == "output.dead_letter" and "require_ack" in e.value.reason
     ok = load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {tmp_path}/dl\n",
                      resources=True)
     assert ok.output.dead_letter == f"{tmp_path}/dl" and ok.output.dead_letter_after == 5

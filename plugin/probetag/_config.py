@@ -437,6 +437,9 @@ class Config:
         if self.output.dead_letter is not None and self.output.type != "forward":
             out.append(ConfigError("only the forward output has refusals to dead-letter "
                                    "(stdout and ndjson have no acks)", key="output.dead_letter"))
+        elif self.output.dead_letter is not None and not self.output.require_ack:
+            out.append(ConfigError("needs output.require_ack: without acks no request is ever "
+                                   "refused", key="output.dead_letter"))
         if self.output.dead_letter == "":
             out.append(ConfigError("must be a file path", key="output.dead_letter"))
         if self.output.retry_max < self.output.retry_initial:
