@@ -161,3 +161,28 @@ def test_fair_share_admission_unit():
         assert flow.active() == 0 and flow.records == 0
 
     asyncio.run(main())
+
+
+def test_output_fair_order_unit():
+    """Peers take turns; each peer's chunks keep their order; a batch joins
+    later chunks of its tag only where no earlier chunk of their peer waits."""
+    from probetag._chunk import OutChunk
+    from probetag.outputs._common import Queued
+
+    async def main():
+        cfg = config_from_mapping({"output": {"type": "forward", "address": "127.0.0.1:1"}})
+        out = ForwardOutput(cfg.output, Metrics())
+        loop = asyncio.get_running_loop()
+        plan = [("a", "t", 1), ("a", "t", 2), ("a", "u", 3), ("a", "t", 4), ("b", "t", 5), ("c", "v", 6)]
+        for peer, tag, n in plan:
+            out._queued[peer] = out._queued.get(peer, 0) + 1  # noqa: SLF001 - as send() counts
+            out._queue.items.append(Queued(OutChunk(tag, b"x" * n, 1, peer), loop.create_future()))
+        batches = []
+        while out._queue.items:  # noqa: SLF001
+            batches.append([(q.chunk.peer, len(q.chunk.entries)) for q in out._take_batch()])  # noqa: SLF001
+        return batches
+
+    batches = asyncio.run(main())
+    # a's first "t" chunks, b's "t" chunk joins (nothing of b waits before it);
+    # a's "t" chunk 4 cannot pass a's "u" chunk 3. Then c (never served), then a.
+    assert batches == [[("a", 1), ("a", 2), ("b", 5)], [("c", 6)], [("a", 3)], [("a", 4)]]

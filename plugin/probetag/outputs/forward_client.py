@@ -144,6 +144,8 @@ class ForwardOutput:
         self._last_failure = ""
         #: peer -> serial of the last request that carried its records
         self._served: dict[str, int] = {}
+        #: peer -> its chunks in the queue (one peer: plain FIFO, no scan)
+        self._queued: dict[str, int] = {}
         self._serial = 0
 
     # -- Output interface ------------------------------------------------------
@@ -162,6 +164,8 @@ class ForwardOutput:
     async def send(self, chunk: OutChunk) -> None:
         if self._closed:
             raise OutputClosed("forward output is closed")
+        queued = self._queued
+        queued[chunk.peer] = queued.get(chunk.peer, 0) + 1
         await self._queue.put(chunk)
 
     async def close(self) -> None:
@@ -179,9 +183,11 @@ class ForwardOutput:
         peer, up to ``MAX_BATCH_BYTES``."""
         queue = self._queue.items
         while queue and queue[0].future.done():  # cancelled by its waiter (shutdown)
-            queue.popleft()
+            self._unqueue(queue.popleft())
         if not queue:
             return []
+        if len(self._queued) == 1:
+            return self._take_fifo()
         served = self._served
         first = queue[0]
         start = 0
@@ -205,6 +211,7 @@ class ForwardOutput:
         size = 0
         for i, item in enumerate(queue):
             if item.future.done():
+                self._unqueue(item)
                 continue
             peer = item.chunk.peer
             if (i < start or peer in held or item.chunk.tag != tag
@@ -216,15 +223,47 @@ class ForwardOutput:
             size += len(item.chunk.entries)
         queue.clear()
         queue.extend(keep)
+        self._mark_served(batch)
+        return batch
+
+    def _take_fifo(self) -> list[Queued]:
+        """One peer queued: its chunks in order, as long as the tag stays."""
+        batch: list[Queued] = []
+        size = 0
+        queue = self._queue.items
+        while queue:
+            item = queue[0]
+            if item.future.done():
+                self._unqueue(queue.popleft())
+                continue
+            if batch and (item.chunk.tag != batch[0].chunk.tag
+                          or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
+                break
+            queue.popleft()
+            batch.append(item)
+            size += len(item.chunk.entries)
+        self._mark_served(batch)
+        return batch
+
+    def _unqueue(self, item: Queued) -> None:
+        peer = item.chunk.peer
+        left = self._queued.get(peer, 0) - 1
+        if left > 0:
+            self._queued[peer] = left
+        else:
+            self._queued.pop(peer, None)
+
+    def _mark_served(self, batch: list[Queued]) -> None:
+        served = self._served
         self._serial += 1
         for item in batch:
+            self._unqueue(item)
             served[item.chunk.peer] = self._serial
         if len(served) > _MAX_SERVED:
             # Peers long gone: forget the oldest half (a forgotten peer
             # counts as never served, i.e. goes first once).
             for peer, _ in sorted(served.items(), key=lambda kv: kv[1])[:len(served) // 2]:
                 del served[peer]
-        return batch
 
     async def _run(self) -> None:
         while True:
