@@ -65,6 +65,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -109,6 +110,12 @@ _MEMO_KEY_CHARS = 2048
 #: Confidence factor of a line named by the whole payload its run of
 #: syslog-ng lines rebuilds (``_runs``).
 _RUN_FACTOR = 0.95
+#: Longest sender value kept as it is. No address or host name is longer
+#: (253); a longer one is a peer's choice and would be held, whole, by every
+#: per-source table (correlation, openings): it is kept as its first
+#: ``_LONG_SOURCE_KEEP`` characters and a hash of the whole.
+MAX_SOURCE_CHARS = 256
+_LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
 #: Unnamed lines kept for the next batches' sequence pass, and for how long
@@ -227,6 +234,11 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
     by_id = MappingProxyType({m.signature.id: m for m in matches})
     return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
                    tuple(whole), ranking)
+
+
+def _long_source(source: str) -> str:
+    digest = hashlib.blake2b(source.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return f"{source[:_LONG_SOURCE_KEEP]}~{digest}"
 
 
 def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, source: str | None,
@@ -429,6 +441,8 @@ class Enricher:
                 if isinstance(v, str) and v:
                     source = v
                     break
+        if source is not None and len(source) > MAX_SOURCE_CHARS:
+            source = _long_source(source)
         return reading, source
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
@@ -959,7 +973,7 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
     if actions is None:
         actions = Actions(config.actions, d.allowlist, d.output_field)
     c = config.correlation
-    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
+    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics, max_bytes=c.max_bytes)
     correlator.fragment_count = detector.fragment_count
     correlator.position = _orders().position
     # Compiling the literal sets is the slow part of start-up (hyperscan):
