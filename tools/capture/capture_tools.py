@@ -249,8 +249,11 @@ CLIENTS_YAML = ROOT / "plugin" / "probetag" / "detect" / "catalogue" / "clients"
 
 def _explain(path: Path) -> list[dict[str, object] | None]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin")}
-    out = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(path)],
-                         capture_output=True, env=env, check=True).stdout.decode()
+    proc = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(path)],
+                          capture_output=True, env=env)
+    if proc.returncode not in (0, 1):  # 0: probes found, 1: none
+        raise RuntimeError(f"explain {path}: {proc.stderr.decode(errors='replace')[-2000:]}")
+    out = proc.stdout.decode()
     return [json.loads(x)["probe"] for x in out.splitlines()]
 
 

@@ -65,6 +65,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -109,6 +110,12 @@ _MEMO_KEY_CHARS = 2048
 #: Confidence factor of a line named by the whole payload its run of
 #: syslog-ng lines rebuilds (``_runs``).
 _RUN_FACTOR = 0.95
+#: Longest sender value kept as it is. No address or host name is longer
+#: (253); a longer one is a peer's choice and would be held, whole, by every
+#: per-source table (correlation, openings): it is kept as its first
+#: ``_LONG_SOURCE_KEEP`` characters and a hash of the whole.
+MAX_SOURCE_CHARS = 256
+_LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
 #: Unnamed lines kept for the next batches' sequence pass, and for how long
@@ -227,6 +234,11 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
     by_id = MappingProxyType({m.signature.id: m for m in matches})
     return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
                    tuple(whole), ranking)
+
+
+def _long_source(source: str) -> str:
+    digest = hashlib.blake2b(source.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return f"{source[:_LONG_SOURCE_KEEP]}~{digest}"
 
 
 def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, source: str | None,
@@ -433,6 +445,8 @@ class Enricher:
                 if isinstance(v, str) and v:
                     source = v
                     break
+        if source is not None and len(source) > MAX_SOURCE_CHARS:
+            source = _long_source(source)
         return reading, source
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
@@ -508,7 +522,7 @@ class Enricher:
             () if r is None else self._by_sequence(readings, nxt, items, i, r) if r.ranking else r.matches
             for i, r in enumerate(readings)]
         # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
-        matched: dict[tuple[str, str], int] = {}
+        matched: dict[tuple[str, str, str], int] = {}
         below = 0
         observe = self.correlator.observe
         decide = self.actions.decide
@@ -532,9 +546,10 @@ class Enricher:
                 continue
             if i in reassembled:
                 verdict = replace(verdict, via="reassembled")
-            out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = decide(tag, items[i][1], pm, source)
             named[i] = (verdict.match.signature, verdict.match.fragment)
-            k = (verdict.match.signature.probe, verdict.match.kind)
+            k = (verdict.match.signature.probe, verdict.match.kind, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
@@ -550,8 +565,8 @@ class Enricher:
             # of the label handling.
             if below:
                 metrics.inc("probe_below_confidence", below)
-            for (probe_name, kind), count in matched.items():
-                metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
+            for (probe_name, kind, scanner), count in matched.items():
+                metrics.inc("probes_matched", count, probe=probe_name, kind=kind, scanner=scanner)
         return out
 
     def _reassemble(self, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
@@ -597,7 +612,7 @@ class Enricher:
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
-                       matched: dict[tuple[str, str], int]) -> int:
+                       matched: dict[tuple[str, str, str], int]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
         confidence threshold it named."""
         n = len(items)
@@ -674,9 +689,10 @@ class Enricher:
             if verdict is None or verdict.confidence < self.min_confidence:
                 continue
             verdict = replace(verdict, inherited=True, via=via)
-            out[i] = self.actions.decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = self.actions.decide(tag, items[i][1], pm, source)
             named[i] = (sig, frag)
-            k = (sig.probe, via)
+            k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
 
@@ -965,7 +981,7 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
     if actions is None:
         actions = Actions(config.actions, d.allowlist, d.output_field)
     c = config.correlation
-    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
+    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics, max_bytes=c.max_bytes)
     correlator.fragment_count = detector.fragment_count
     correlator.position = _orders().position
     # Compiling the literal sets is the slow part of start-up (hyperscan):
