@@ -46,6 +46,20 @@
  * this runs at memchr speed when the first byte is rare. The prefilter gates
  * its short-literal scan on it.
  *
+ * Hits(lens, weak) collects the prefilter's literal hits and maps them to
+ * entries (probetag/detect/_prefilter.py, Prefilter.classify). hyperscan's
+ * Python binding calls its match handler once per occurrence; a binary
+ * probe line holds dozens of escapes, so a Python handler (a frame and a
+ * tuple per occurrence, then a sort and a bisect per entry) cost more than
+ * the scan's own work on a chunk with a few probe lines. A Hits object is
+ * that handler in C: each call stores (end offset, pattern id) in an array,
+ * and entries(starts) finds each hit's entry by binary search and returns
+ * (sorted indices of every hit entry, set of those hit only by weak
+ * literals), the answer classify() gives in Python. lens: native uint32
+ * length per pattern id; weak: one byte per pattern id, non-zero for a weak
+ * literal. A hit starting before 0 (impossible for a literal found in the
+ * data) is dropped, like the Python path's bisect does.
+ *
  * Every read is bounds-checked against the buffer's length; lengths are
  * compared as remaining-byte counts, so no offset arithmetic can overflow.
  */
@@ -414,6 +428,179 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
+/* -- Hits: the prefilter's match handler ---------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lens_obj;   /* bytes: native uint32 per pattern id */
+    PyObject *weak_obj;   /* bytes: one flag byte per pattern id */
+    const uint32_t *lens;
+    const unsigned char *weak;
+    Py_ssize_t npat;
+    uint64_t *ends;       /* end offset of each hit */
+    uint32_t *ids;        /* its pattern id */
+    size_t used, cap;
+} Hits;
+
+static void Hits_dealloc(Hits *self) {
+    Py_XDECREF(self->lens_obj);
+    Py_XDECREF(self->weak_obj);
+    PyMem_RawFree(self->ends);
+    PyMem_RawFree(self->ids);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Hits_init(Hits *self, PyObject *args, PyObject *kwds) {
+    PyObject *lens, *weak;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Hits() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!:Hits", &PyBytes_Type, &lens, &PyBytes_Type, &weak))
+        return -1;
+    Py_ssize_t npat = PyBytes_GET_SIZE(weak);
+    if (PyBytes_GET_SIZE(lens) != npat * (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "lens must hold one uint32 per byte of weak");
+        return -1;
+    }
+    Py_INCREF(lens);
+    Py_INCREF(weak);
+    Py_XSETREF(self->lens_obj, lens);
+    Py_XSETREF(self->weak_obj, weak);
+    self->lens = (const uint32_t *)PyBytes_AS_STRING(lens);
+    self->weak = (const unsigned char *)PyBytes_AS_STRING(weak);
+    self->npat = npat;
+    self->used = 0;
+    return 0;
+}
+
+/* hyperscan's binding calls handler(id, from, to, flags, context). */
+static PyObject *Hits_call(Hits *self, PyObject *args, PyObject *kwds) {
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 3) {
+        PyErr_SetString(PyExc_TypeError, "Hits(id, from, to, ...)");
+        return NULL;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(args, 0));
+    if (id == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long to = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args, 2));
+    if (to == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((Py_ssize_t)id >= self->npat) {
+        PyErr_SetString(PyExc_ValueError, "pattern id out of range");
+        return NULL;
+    }
+    if (self->used == self->cap) {
+        size_t ncap = self->cap ? self->cap * 2 : 256;
+        uint64_t *e = PyMem_RawRealloc(self->ends, ncap * sizeof(uint64_t));
+        if (!e)
+            return PyErr_NoMemory();
+        self->ends = e;
+        uint32_t *i = PyMem_RawRealloc(self->ids, ncap * sizeof(uint32_t));
+        if (!i)
+            return PyErr_NoMemory();
+        self->ids = i;
+        self->cap = ncap;
+    }
+    self->ends[self->used] = (uint64_t)to;
+    self->ids[self->used] = (uint32_t)id;
+    self->used++;
+    Py_RETURN_NONE;
+}
+
+/* entries(starts) -> (hit entry indices, sorted; set of the weak-only ones).
+ * starts: a C-contiguous buffer of native uint64 (the walk's offsets with
+ * their end sentinel). */
+static PyObject *Hits_entries(Hits *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    if (view.itemsize != 8 || (view.format && strcmp(view.format, "Q") != 0 && strcmp(view.format, "@Q") != 0
+                               && strcmp(view.format, "L") != 0 && strcmp(view.format, "@L") != 0)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "starts must be a buffer of uint64");
+        return NULL;
+    }
+    const uint64_t *starts = (const uint64_t *)view.buf;
+    size_t ns = (size_t)view.len / 8;
+    PyObject *out = NULL, *weak = NULL, *result = NULL;
+    unsigned char *flag = NULL; /* per entry: 1 hit, 2 hit by a strong literal */
+    out = PyList_New(0);
+    weak = PySet_New(NULL);
+    if (!out || !weak)
+        goto done;
+    if (ns == 0 || self->used == 0)
+        goto build;
+    flag = PyMem_RawCalloc(ns, 1);
+    if (!flag) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t h = 0; h < self->used; h++) {
+        uint32_t id = self->ids[h];
+        uint64_t len = self->lens[id];
+        if (self->ends[h] < len)
+            continue; /* starts before the data: no entry (bisect gives -1) */
+        uint64_t off = self->ends[h] - len;
+        /* bisect_right(starts, off) - 1 */
+        size_t lo = 0, hi = ns;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (starts[mid] <= off)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == 0)
+            continue;
+        size_t i = lo - 1;
+        flag[i] |= self->weak[id] ? 1 : 3;
+    }
+build:
+    for (size_t i = 0; flag && i < ns; i++) {
+        if (!flag[i])
+            continue;
+        PyObject *ix = PyLong_FromSize_t(i);
+        if (!ix)
+            goto done;
+        int bad = PyList_Append(out, ix) < 0 || (flag[i] == 1 && PySet_Add(weak, ix) < 0);
+        Py_DECREF(ix);
+        if (bad)
+            goto done;
+    }
+    result = PyTuple_Pack(2, out, weak);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(weak);
+    PyMem_RawFree(flag);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *Hits_len(Hits *self, PyObject *unused) {
+    return PyLong_FromSize_t(self->used);
+}
+
+static PyMethodDef Hits_methods[] = {
+    {"entries", (PyCFunction)Hits_entries, METH_O,
+     "entries(starts) -> (sorted indices of the entries hit, set of those hit only by weak literals)"},
+    {"count", (PyCFunction)Hits_len, METH_NOARGS, "count() -> hits collected so far"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HitsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probetag._speedups.Hits",
+    .tp_basicsize = sizeof(Hits),
+    .tp_dealloc = (destructor)Hits_dealloc,
+    .tp_call = (ternaryfunc)Hits_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Hits(lens, weak): the prefilter's match handler; see the module comment.",
+    .tp_methods = Hits_methods,
+    .tp_init = (initproc)Hits_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buffer, max_entries=-1) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
@@ -431,11 +618,21 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&HitsType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
+    if (m) {
+        Py_INCREF(&HitsType);
+        if (PyModule_AddObject(m, "Hits", (PyObject *)&HitsType) < 0) {
+            Py_DECREF(&HitsType);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 3) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 4) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -43,6 +43,7 @@ import hashlib
 import os
 import re
 import tempfile
+from array import array
 from bisect import bisect_right
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -186,7 +187,7 @@ class Prefilter:
     hit by nothing else apart, so the stage can skip them when no probe
     context is live (a Windows forwarder ends every line with ``#015``)."""
 
-    __slots__ = ("literals", "_weak")
+    __slots__ = ("literals", "_weak", "_tables")
 
     @property
     def weak_ids(self) -> frozenset[int]:
@@ -200,6 +201,15 @@ class Prefilter:
         weak_list = _drop_redundant(weak_set)
         self.literals = LiteralSet(strong + weak_list, backend)
         self._weak = frozenset(range(len(strong), len(strong) + len(weak_list)))
+        #: (pattern lengths, weak flags) for the C match handler
+        #: (``_speedups.Hits``), when hyperscan and the accelerator are there
+        self._tables: tuple[bytes, bytes] | None = None
+        from .._accel import speedups
+
+        if self.literals.backend == "hyperscan" and self.literals.patterns and speedups is not None:
+            lens = array("I", (len(p) for p in self.literals.patterns)).tobytes()
+            flags = bytes(1 if i in self._weak else 0 for i in range(len(self.literals.patterns)))
+            self._tables = (lens, flags)
 
     def entries_hit(self, data: bytes, starts: Sequence[int]) -> list[int]:
         """Indices into ``starts`` (sorted entry start offsets, an end sentinel
@@ -210,6 +220,18 @@ class Prefilter:
 
     def classify(self, data: bytes, starts: Sequence[int]) -> tuple[list[int], set[int]]:
         """(every hit entry, the subset hit only by weak literals)."""
+        if self._tables is not None and isinstance(starts, memoryview) and data:
+            # The C walk's offsets and hyperscan: hits are collected and
+            # mapped to entries in C (``_speedups.Hits``), no Python call
+            # per occurrence.
+            from .._accel import speedups
+
+            handler = speedups.Hits(*self._tables)  # type: ignore[union-attr]
+            main, short, anchors = self.literals._impl  # type: ignore[misc]
+            main.scan(data, match_event_handler=handler)
+            if short is not None and _holds_any(data, anchors):
+                short.scan(data, match_event_handler=handler)
+            return handler.entries(starts)  # type: ignore[no-any-return]
         hits = self.literals.find(data)
         if not hits:
             return [], set()
