@@ -275,6 +275,81 @@ static int fast_entry(const unsigned char *d, size_t p, size_t e) {
     return (m >= 0x80 && m <= 0x8f) || m == 0xde || m == 0xdf;
 }
 
+/* The common entry in one tight loop: [time, map] whose time is a positive
+ * fixint, a uint32 or a fixext8 of a non-negative type, and whose map (fixmap
+ * or map16) holds only strings, bins up to 16-bit lengths and scalars (ints,
+ * floats, nil, booleans). Such an entry holds no container below the map and
+ * no ext below the time, so skip_object would frame it the same way and find
+ * no poison in it. Returns 1 with *end set, or 0 when the entry is anything
+ * else or does not fit in the buffer: then skip_object frames it (and reports
+ * a truncation exactly as msgpack does). */
+static int skip_simple_entry(const unsigned char *d, size_t n, size_t p, size_t *end) {
+    size_t rest = n - p;
+    if (rest < 3 || d[p] != 0x92)
+        return 0;
+    unsigned char t = d[p + 1];
+    size_t q;
+    if (t <= 0x7f) {
+        q = p + 2;
+    } else if (t == 0xce) {
+        q = p + 6;
+    } else if (t == 0xd7) {
+        if (rest < 3 || d[p + 2] >= 0x80)
+            return 0;
+        q = p + 11;
+    } else {
+        return 0;
+    }
+    if (q >= n)
+        return 0;
+    unsigned char m = d[q];
+    size_t count;
+    if (m >= 0x80 && m <= 0x8f) {
+        count = 2u * (size_t)(m & 0x0f);
+        q += 1;
+    } else if (m == 0xde) {
+        if (n - q < 3)
+            return 0;
+        count = 2u * (size_t)be16(d + q + 1);
+        q += 3;
+    } else {
+        return 0;
+    }
+    while (count--) {
+        if (q >= n)
+            return 0;
+        unsigned char b = d[q];
+        size_t len; /* the whole object's length */
+        if ((b & 0xe0) == 0xa0)
+            len = 1 + (size_t)(b & 0x1f);
+        else if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            len = 1;
+        else if (b == 0xd9 || b == 0xc4) {
+            if (n - q < 2)
+                return 0;
+            len = 2 + (size_t)d[q + 1];
+        } else if (b == 0xda || b == 0xc5) {
+            if (n - q < 3)
+                return 0;
+            len = 3 + (size_t)be16(d + q + 1);
+        } else if (b == 0xcb || b == 0xcf || b == 0xd3)
+            len = 9;
+        else if (b == 0xca || b == 0xce || b == 0xd2)
+            len = 5;
+        else if (b == 0xcd || b == 0xd1)
+            len = 3;
+        else if (b == 0xcc || b == 0xd0)
+            len = 2;
+        else
+            return 0;
+        if (n - q < len)
+            return 0;
+        q += len;
+    }
+    *end = q;
+    return 1;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *arg;
@@ -310,9 +385,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     while (pos < n) {
         size_t end = pos;
         int poison = 0;
-        error = skip_object(d, n, &end, stack, ismap, &poison);
-        if (error != OK)
-            break;
+        if (!skip_simple_entry(d, n, pos, &end)) {
+            error = skip_object(d, n, &end, stack, ismap, &poison);
+            if (error != OK)
+                break;
+        }
         if (poison) {
             PyObject *ix = PyLong_FromSize_t(used);
             if (!ix || PyList_Append(poisoned, ix) < 0) {

@@ -299,3 +299,22 @@ def test_big_chunk_grows_offsets():
     data = b"\x92\x05\x80" * 20_000 + b"\x01" * 5_000 + b"\x92"
     starts, slow, end, error = agree(data)
     assert len(starts) == 25_001 and error == "entries_truncated" and len(slow) == 5_000
+
+
+def simple_entry(rng: random.Random) -> bytes:
+    """[time, map of strings, bins and scalars]: the C walk's one-loop path."""
+    n = rng.randrange(20)
+    form = rng.randrange(2)  # fixmap or map16: the forms that path takes
+    body = b"".join(scalar(rng) + scalar(rng) for _ in range(n))
+    return b"\x92" + rng.choice(TIMES) + map_header(n, form) + body
+
+
+@settings(max_examples=400, **SETTINGS)
+@given(seeds)
+def test_simple_entries_cut_anywhere_agree(seed):
+    rng = random.Random(seed)
+    data = b"".join(simple_entry(rng) for _ in range(rng.randrange(1, 4)))
+    got = agree(data)
+    assert got[3] is None or data[:1] != b"\x92"
+    for cut in sorted({rng.randrange(len(data) + 1) for _ in range(12)}):
+        agree(data[:cut])
