@@ -74,3 +74,31 @@ def test_hits_checks_its_input():
         h.entries(b"\x00" * 16)  # bytes: no uint64 format
     with pytest.raises(ValueError):
         sp.Hits(b"\x00" * 4, b"\x00\x00")  # one length for two patterns
+
+
+def _naive(data: bytes, starts: list[int], strong: set[bytes], weak: set[bytes]) -> tuple[list[int], set[int]]:
+    """Every occurrence of every literal, by ``bytes.find``, to its entry."""
+    kinds: dict[int, set[bool]] = {}
+    for lit in strong | weak:
+        at = data.find(lit)
+        while at >= 0:
+            i = max(k for k in range(len(starts) - 1) if starts[k] <= at)
+            kinds.setdefault(i, set()).add(lit in strong)
+            at = data.find(lit, at + 1)
+    return sorted(kinds), {i for i, k in kinds.items() if True not in k}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**64))
+def test_literals_holding_others_are_dropped_without_changing_the_entries_hit(seed):
+    rng = random.Random(seed)
+    strong = {bytes(rng.choice(b"ab#0") for _ in range(rng.randrange(4, 9))) for _ in range(rng.randrange(1, 12))}
+    strong |= {x + bytes(rng.choice(b"ab") for _ in range(2)) for x in list(strong)[:3]}  # some hold others
+    weak = {b"#015", b"#000"} - strong
+    pf = Prefilter(strong, "hyperscan", weak=weak)
+    kept = {p for i, p in enumerate(pf.literals.patterns) if i not in pf.weak_ids}
+    assert all(not any(q != p and q in p for q in kept) for p in kept)
+    for _ in range(5):
+        data = bytes(rng.choice(b"ab#015 x") for _ in range(rng.randrange(1, 300)))
+        cuts = sorted({0, *(rng.randrange(len(data)) for _ in range(rng.randrange(6)))} | {len(data)})
+        assert pf.classify(data, cuts) == _naive(data, cuts, strong, weak)
