@@ -64,6 +64,7 @@
  * compared as remaining-byte counts, so no offset arithmetic can overflow.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* memmem */
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -505,6 +506,58 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
+/* near(buffer, starts, centre, before, after, short, needle) -> list of the
+ * entries j in [centre - before, centre + after] (within the chunk) that are
+ * at most `short` bytes long or hold `needle` (an empty needle: none by
+ * content), in order: the stage's neighbour test (probetag/_stage.py,
+ * Processor._with_neighbours), one call per strong hit instead of a Python
+ * loop and a bytes.find per entry. starts: the walk's uint64 offsets with
+ * their end sentinel. */
+static PyObject *near(PyObject *self, PyObject *args) {
+    Py_buffer data, offs, needle;
+    Py_ssize_t centre, before, after, shortlen;
+    if (!PyArg_ParseTuple(args, "y*y*nnnny*:near", &data, &offs, &centre, &before, &after, &shortlen, &needle))
+        return NULL;
+    PyObject *out = NULL;
+    if (offs.len % 8 != 0 || before < 0 || after < 0) {
+        PyErr_SetString(PyExc_ValueError, "near: bad offsets or window");
+        goto done;
+    }
+    const uint64_t *starts = (const uint64_t *)offs.buf;
+    Py_ssize_t count = offs.len / 8 - 1; /* entries; the last offset is the sentinel */
+    const unsigned char *d = (const unsigned char *)data.buf;
+    out = PyList_New(0);
+    if (!out || count <= 0)
+        goto done;
+    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
+    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
+    for (Py_ssize_t j = lo; j < hi; j++) {
+        uint64_t a = starts[j], b = starts[j + 1];
+        if (b < a || b > (uint64_t)data.len) {
+            PyErr_SetString(PyExc_ValueError, "near: offsets outside the buffer");
+            Py_CLEAR(out);
+            goto done;
+        }
+        int take = b - a <= (uint64_t)shortlen;
+        if (!take && needle.len > 0 && (uint64_t)needle.len <= b - a)
+            take = memmem(d + a, (size_t)(b - a), needle.buf, (size_t)needle.len) != NULL;
+        if (take) {
+            PyObject *ix = PyLong_FromSsize_t(j);
+            if (!ix || PyList_Append(out, ix) < 0) {
+                Py_XDECREF(ix);
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+    }
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&needle);
+    return out;
+}
+
 /* -- Hits: the prefilter's match handler ---------------------------------- */
 
 typedef struct {
@@ -684,6 +737,8 @@ static PyMethodDef methods[] = {
      "offsets: bytes of native uint64 entry start offsets plus an end sentinel; slow: indices\n"
      "of entries failing the stage's fast entry check; end: end of the last whole entry;\n"
      "error: None, 'entries_truncated' or 'entries_undecodable'."},
+    {"near", near, METH_VARARGS,
+     "near(buffer, starts, centre, before, after, short, needle) -> entries around centre that are short or hold needle"},
     {"contains_any", contains_any, METH_VARARGS,
      "contains_any(buffer, needles: tuple[bytes, ...]) -> bool: does any needle occur in buffer?"},
     {NULL, NULL, 0, NULL},

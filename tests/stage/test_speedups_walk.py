@@ -318,3 +318,21 @@ def test_simple_entries_cut_anywhere_agree(seed):
     assert got[3] is None or data[:1] != b"\x92"
     for cut in sorted({rng.randrange(len(data) + 1) for _ in range(12)}):
         agree(data[:cut])
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(seeds)
+def test_near_is_the_stages_neighbour_test(seed):
+    rng = random.Random(seed)
+    parts = [b"\x92\x01\x81\xa1m\xc4" + bytes([n]) + bytes(rng.choice(b"ab.1 ") for _ in range(n))
+             for n in (rng.choice([0, 3, 20, 90, 150, 200]) for _ in range(rng.randrange(1, 15)))]
+    data = b"".join(parts)
+    starts = _stage._walk_c(data)[0]
+    count = len(starts) - 1
+    needle = rng.choice([b"", b"a.1", b"ab", b"b" * 40])
+    short = rng.choice([0, 10, 112])
+    for centre in range(count):
+        b, a = rng.randrange(5), rng.randrange(8)
+        want = [j for j in range(max(0, centre - b), min(count, centre + a + 1))
+                if starts[j + 1] - starts[j] <= short or (needle and data.find(needle, starts[j], starts[j + 1]) >= 0)]
+        assert sp.near(data, starts, centre, b, a, short, needle) == want
