@@ -254,7 +254,8 @@ def _timeline(lines: Lines) -> tuple[str, int]:
         out.append(f'<g class="tl-row" data-source="{_e(src)}">')
         out.append(f'<text class="label" x="{_LABEL - 8}" y="{y + 15}" text-anchor="end">'
                    f'{_e(_cut(_src_name(src), 28))}</text>')
-        for s in sorted(per[src], key=lambda s: s["first_seen"]):
+        row = sorted(per[src], key=lambda s: s["first_seen"])
+        for j, s in enumerate(row):
             scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "unknown"])
             if s["first_seen"] <= 0:
                 out.append(f'<text class="note" x="{_LABEL}" y="{y + 15}">{_n(s["lines"], "probe line")}, '
@@ -262,12 +263,16 @@ def _timeline(lines: Lines) -> tuple[str, int]:
                 continue
             a, b = x(s["first_seen"]), x(s["last_seen"])
             w = max(b - a, 3.0)
+            # the count beside the bar when it fits before the next bar
+            room = (x(row[j + 1]["first_seen"]) if j + 1 < len(row) else _W) - (a + w + 4)
+            label = f"{s['lines']:,}"
             tip = (f'{_src_name(src)}: {scanners}, {_clock(s["first_seen"], True)}, '
                    f'{_span(s["last_seen"] - s["first_seen"])}, {_n(s["lines"], "probe line")}, '
                    f'{_n(len(s["probes"]), "kind")} of probe')
             out.append(f'<rect class="scan" x="{a:.1f}" y="{y + 4}" width="{w:.1f}" height="{_ROW - 8}" rx="2">'
-                       f'<title>{_e(tip)}</title></rect>'
-                       f'<text class="count" x="{a + w + 4:.1f}" y="{y + 15}">{s["lines"]:,}</text>')
+                       f'<title>{_e(tip)}</title></rect>')
+            if room >= 7 * len(label) + 2:
+                out.append(f'<text class="count" x="{a + w + 4:.1f}" y="{y + 15}">{label}</text>')
         out.append("</g>")
     out.append("</svg>")
     return "".join(out), left
