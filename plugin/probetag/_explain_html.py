@@ -312,6 +312,9 @@ def _scan_chart(scan: _Scan) -> str:
                    f'rx="4"/><text class="count" x="{max(b, a) + 10:.1f}" y="{y + 11}">{k.count:,}</text></g>')
     out.append("</svg>")
     note = f'<p class="note">and {_n(more, "more kind")} of probe</p>' if more > 0 else ""
+    if start <= 0:
+        note += '<p class="note">The file records no times: the kinds are in the order sent, without a time.</p>'
+
     return "".join(out) + note
 
 

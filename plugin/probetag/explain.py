@@ -48,6 +48,9 @@ Theory of operation
   ``text`` is a per-source summary (scanner, probes, first/last seen, lines,
   the listener that received them and how to close it) and a count of the
   other lines, from the correlator's scan summaries.
+  ``html`` is the same report as one page with charts and a table of the
+  probe lines (``_explain_html``); only then does ``Explainer.detect`` hand
+  each probe line to a collector (``on_probe``). ``--output`` names the file.
 * Each file gets its own correlator: correlation runs on event time, and two
   files are two time lines. The compiled detector is shared.
 

@@ -150,7 +150,18 @@ def test_what_the_log_says_is_text_on_the_page(tmp_path: Path) -> None:
         assert evil.decode() in page.eval('[...document.querySelectorAll("#timeline g.tl-row")].map(g=>g.dataset.source).join(" ")')
 
 
-def test_output_errors_and_no_page_on_a_terminal(tmp_path: Path) -> None:
+def test_the_page_is_the_same_with_two_processes(tmp_path: Path) -> None:
+    pages = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"r{jobs}.html"
+        p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, "--format", "html",
+                            "-o", str(out), *map(str, CAPTURES)], capture_output=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        pages.append(out.read_bytes())
+    assert pages[0] == pages[1]
+
+
+def test_output_errors(tmp_path: Path) -> None:
     p = _explain("--format", "html", "-o", str(tmp_path / "no" / "such" / "dir.html"), str(CAPTURES[0]))
     assert p.returncode == 2 and b"dir.html" in p.stderr
     # --output works for the other formats too
