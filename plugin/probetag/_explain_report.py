@@ -36,7 +36,7 @@ from typing import IO, Any, Callable
 
 import yaml
 
-__all__ = ["Example", "describe", "text_report", "use_color", "report_width", "Progress"]
+__all__ = ["Example", "describe", "listener_kinds", "text_report", "use_color", "report_width", "Progress"]
 
 _DESCRIBES = Path(__file__).resolve().parent / "detect" / "catalogue" / "describes" / "probes.yaml"
 #: First line numbers shown per kind of probe.
@@ -165,6 +165,27 @@ def _probe_rows(out: IO[str], examples: dict[str, Example], probes: dict[str, in
         out.write(head + text + (("  " if text else "") + st.dim(sample) if sample else "") + "\n")
 
 
+def listener_kinds(rep: Any, listener: Callable[[Any, str], tuple[str, list[str]]],
+                   kinds: dict[str, tuple[list[str], list[str]]] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """Listener kind ("received by") -> (how to close it, the sources it let
+    in), in the order of the sources' first probe, added to ``kinds``. One
+    kind per transport; sources seen only in another program's log lines
+    get none (no syslog listener took their bytes)."""
+    kinds = {} if kinds is None else kinds
+    for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
+        info = rep.sources.get(s["source"])
+        if info is None or (info.app_lines and not info.listener_lines):
+            continue
+        src = s["source"] if s["source"] != "-" else "sender unknown"
+        for t in sorted(info.transports) or [None]:
+            one = dataclasses.replace(info, transports={t}) if t else info
+            where, how = listener(one, rep.fmt)
+            srcs = kinds.setdefault(where, (how, []))[1]
+            if src not in srcs:
+                srcs.append(src)
+    return kinds
+
+
 def text_report(out: IO[str], rep: Any, *, first: bool = True, width: int = _WIDTH, color: bool = False,
                 listener: Callable[[Any, str], tuple[str, list[str]]] | None = None,
                 max_line: int = 0) -> None:
@@ -183,8 +204,6 @@ def text_report(out: IO[str], rep: Any, *, first: bool = True, width: int = _WID
                   f"{_n(rep.benign_lines, 'other line')}{tail}\n")
     else:
         out.write(f"  no scanner-probe lines; {_n(rep.benign_lines, 'other line')}{tail}\n")
-    # listener kind -> (how to close it, sources it let in)
-    kinds: dict[str, tuple[list[str], list[str]]] = {}
     for s in summaries:
         info = rep.sources.get(s["source"])
         src = s["source"] if s["source"] != "-" else "sender unknown"
@@ -201,15 +220,8 @@ def text_report(out: IO[str], rep: Any, *, first: bool = True, width: int = _WID
             # access log's user agent): no syslog listener took its bytes
             out.write("    seen in another program's log lines: the scanner talked to that program,"
                       " not to a syslog listener\n")
-            continue
-        if listener is not None and info is not None:
-            # one section per kind of listener: each transport on its own
-            for t in sorted(info.transports) or [None]:
-                one = dataclasses.replace(info, transports={t}) if t else info
-                where, how = listener(one, rep.fmt)
-                srcs = kinds.setdefault(where, (how, []))[1]
-                if src not in srcs:
-                    srcs.append(src)
+    # one section per kind of listener, at the end
+    kinds = listener_kinds(rep, listener) if listener is not None else {}
     for where, (how, srcs) in kinds.items():
         out.write("\n  " + st.bold("received by") + f": {where}\n")
         out.write(textwrap.fill("from: " + ", ".join(srcs), width=width, initial_indent="    ",

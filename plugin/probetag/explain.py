@@ -48,6 +48,9 @@ Theory of operation
   ``text`` is a per-source summary (scanner, probes, first/last seen, lines,
   the listener that received them and how to close it) and a count of the
   other lines, from the correlator's scan summaries.
+  ``html`` is the same report as one page with charts and a table of the
+  probe lines (``_explain_html``); only then does ``Explainer.detect`` hand
+  each probe line to a collector (``on_probe``). ``--output`` names the file.
 * Each file gets its own correlator: correlation runs on event time, and two
   files are two time lines. The compiled detector is shared.
 
@@ -91,9 +94,9 @@ import traceback
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
-from . import decode
+from . import _explain_html, decode
 from ._accel import log_start
 from ._explain_report import _FIRST_LINES, Example, Progress, report_width, text_report, use_color
 from ._config import Config, ConfigError, load_config
@@ -430,6 +433,9 @@ class Explainer:
         self._tcache: dict[bytes, float] = {}
         self._last_t = 0.0
         self._year = datetime.now().year
+        #: called with (1-based line, event time, probe map, record) for
+        #: each probe line when a report needs every line (``--format html``)
+        self.on_probe: Callable[[int, float, dict[str, Any], dict[Any, Any]], None] | None = None
 
     def use_prefilter(self, pre: Any) -> None:
         """Pick lines with ``pre``'s literals (a ``probetag.detect.Prefilter``)."""
@@ -693,6 +699,8 @@ class Explainer:
                 by_item[k] = probe
             found[where[k]] = probe
             rep.probe_lines += 1
+            if self.on_probe is not None:
+                self.on_probe(base + where[k], items[k][0], probe, rec)
             src = str(probe.get("source") or "-")
             name = str(probe.get("name"))
             ex = rep.examples.setdefault(src, {}).get(name)
@@ -1083,7 +1091,11 @@ def main(argv: list[str]) -> int:
                                  epilog="exit status: 0 when probe lines were found, 1 when none were, "
                                         "2 on an error (as grep)")
     ap.add_argument("files", nargs="+", metavar="FILE", help="syslog files ('-' = stdin; .gz is read too)")
-    ap.add_argument("--format", choices=("text", "jsonl"), default="text", help="output (default: text)")
+    ap.add_argument("--format", choices=("text", "jsonl", "html"), default="text",
+                    help="output: the report, one JSON object per line, or the report as one HTML page "
+                         "(default: text)")
+    ap.add_argument("-o", "--output", metavar="FILE",
+                    help="write the output to FILE (default: stdout; html is not written to a terminal)")
     ap.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="colour in the text report (default: auto, when the output is a terminal "
                          "and NO_COLOR is not set)")
@@ -1100,21 +1112,49 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.format == "html" and not args.output and sys.stdout.isatty():
+        print("error: --format html writes a page: give --output FILE or redirect stdout", file=sys.stderr)
+        return 2
+    try:
+        args.out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        print(f"error: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     setup_logging(config.log_level, timestamps=False)
     log_start()
     args.found = 0
+    args.html = _explain_html.Lines() if args.format == "html" else None
     try:
         failed = _run_pipeline(args, config) if _jobs(args) >= 2 else _run(args, config)
+        if args.html is not None:
+            _explain_html.write_html(args.out, args.html, listener=_listener, max_line=_MAX_LINE)
+            args.out.flush()
         # grep's exit codes: 0 probes found, 1 none, 2 an error
         return 2 if failed else 0 if args.found else 1
     except BrokenPipeError:
         # the reader went away (``| head``): stop quietly, like other filters
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if args.out is not sys.stdout:
+            args.out.close()
+
+
+def _output(args: argparse.Namespace, ex: Explainer) -> None:
+    """Hook ``ex`` to the HTML report's collection when it is asked for."""
+    lines = getattr(args, "html", None)
+    if lines is not None:
+        ex.on_probe = lines.file(ex.report.name, ex.fmt)
+
+
+def _finished(args: argparse.Namespace, rep: FileReport) -> None:
+    lines = getattr(args, "html", None)
+    if lines is not None:
+        lines.finish_file(rep)
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     detector = None
     status = 0
     several = len(args.files) > 1
@@ -1139,6 +1179,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                 fmt = decode.detect_file_format(first)
             ex = Explainer(config, fmt, path, detector)
             detector = ex.detector
+            _output(args, ex)
             jsonl = _JsonlWriter(*_binary(out), path if several else None) if args.format == "jsonl" else None
             try:
                 base = 0
@@ -1154,6 +1195,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1
             rep = ex.finish()
+        _finished(args, rep)
         args.found += rep.probe_lines
         if args.format == "text":
             _text_file(out, rep, first=path is args.files[0], args=args)
@@ -1221,7 +1263,7 @@ def _run_pipeline(args: argparse.Namespace, config: Config) -> int:
     (``PR_SET_PDEATHSIG`` where there is one; otherwise its next write
     fails), and it is killed and reaped when this function leaves early
     (``| head``, Ctrl-C, an error)."""
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     # The compiled detector (most of the set-up) is built once, before the
     # fork: both processes start from it, the reading one for free.
     from .detect import build_detection
@@ -1295,7 +1337,7 @@ def _receive(rf: Any, pid: int) -> tuple[Any, ...]:
 
 def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, detector: Any) -> int:
     """The detecting half of ``_run_pipeline``: ``_run``'s loop, fed by messages."""
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     status = 0
     several = len(args.files) > 1
     progress = Progress(sys.stderr, _input_bytes(args.files))
@@ -1313,6 +1355,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
             continue
         ex = Explainer(config, msg[1], path, detector)
         detector = ex.detector
+        _output(args, ex)
         jsonl = _JsonlWriter(*_binary(out), path if several else None) if args.format == "jsonl" else None
         base = 0
         died = None
@@ -1340,6 +1383,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
                 print(msg[2], file=sys.stderr)
                 status = 1
         rep = ex.finish()
+        _finished(args, rep)
         args.found += rep.probe_lines
         if args.format == "text":
             _text_file(out, rep, first=path is args.files[0], args=args)
