@@ -37,17 +37,18 @@ import nats
 from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeout
 from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, RetentionPolicy,
                          StorageType, StreamConfig)
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
+from nats.js.errors import (APIError, KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError,
+                            NotFoundError)
 
 from .._config import Config
 from .._metrics import Metrics
-from .._logging import log_event
+from .._logging import log_event, route_library_logs
 from .._chunk import OutChunk
 from .._stage import Processor
 from ..outputs import OutputClosed
 from ._batch import MessageIds, SourceBatcher
 from ._config import ClusterConfig
-from ._lease import PartitionState, lease_key, plan, worker_key
+from ._lease import PartitionState, in_flight_wait, lease_key, plan, worker_key
 from ._messages import (COUNT_HEADER, MSG_ID_HEADER, TAG_HEADER, WORKER_HEADER, BadMessage,
                         decode_input, decode_output, encode_output)
 from ._subjects import in_subject, out_subject, part_filter
@@ -61,8 +62,23 @@ _TRANSIENT = (NatsTimeout, asyncio.TimeoutError, NoRespondersError, NoStreamResp
 async def connect(cfg: ClusterConfig, name: str) -> Any:
     # Reconnect forever: a node going away is normal; the client moves to
     # another server of the cluster and pending requests time out (retried).
-    return await nats.connect(servers=list(cfg.servers), name=name, max_reconnect_attempts=-1,
-                              reconnect_time_wait=0.2, connect_timeout=2)
+    # The client's own error reports become logfmt lines (its default prints
+    # a traceback for every dropped connection).
+    async def on_error(exc: Exception) -> None:
+        log_event(logging.WARNING, "nats_error", client=name, error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def on_disconnected() -> None:
+        log_event(logging.INFO, "nats_disconnected", client=name)
+
+    async def on_reconnected() -> None:
+        url = getattr(nc, "connected_url", None)
+        log_event(logging.INFO, "nats_reconnected", client=name, server=getattr(url, "netloc", "?"))
+
+    route_library_logs("nats")
+    nc = await nats.connect(servers=list(cfg.servers), name=name, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2, connect_timeout=2, error_cb=on_error,
+                            disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    return nc
 
 
 async def ensure_streams(js: Any, cfg: ClusterConfig, timeout: float = 30.0) -> None:
@@ -178,23 +194,34 @@ class Worker:
         self.pub: _Publisher | None = None
         self.owned: dict[int, PartitionState] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._renewed: dict[int, float] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._renewing: dict[int, asyncio.Task[None]] = {}
+        self._held: set[int] = set()  # partitions held before: claimed first when free
         self._stop = asyncio.Event()
         self._summary_seq = 0
+        # A pull request may be answered until it closes: start none that
+        # could end later than this before the lease's end (network, clocks).
+        self._fetch_window = cluster.fetch_timeout + min(1.0, cluster.lease_ttl / 8)
 
     async def start(self) -> None:
         self.nc = await connect(self.cluster, f"probetag-worker-{self.id}")
         self.js = self.nc.jetstream(timeout=self.cluster.publish_timeout)
         await ensure_streams(self.js, self.cluster)
-        self.kv = await self.js.key_value(self.cluster.lease_bucket)
+        # Lease requests get short timeouts: a renewal that hangs for the
+        # whole publish timeout would eat the lease it tries to keep.
+        lease_js = self.nc.jetstream(timeout=min(self.cluster.lease_renew, self.cluster.publish_timeout))
+        self.kv = await lease_js.key_value(self.cluster.lease_bucket)
         self.pub = _Publisher(self.js, self.cluster, self.metrics)
-        log_event(logging.INFO, "worker_started", worker=self.id, partitions=self.cluster.partitions)
+        log_event(logging.INFO, "worker_started", worker=self.id, partitions=self.cluster.partitions,
+                  lease_ttl=self.cluster.lease_ttl, ack_wait=self.cluster.ack_wait)
 
     async def run(self) -> None:
-        """Lease upkeep every TTL/3 until ``stop()``; partitions run as tasks."""
-        tick = self.cluster.lease_ttl / 3
+        """Lease upkeep every ``lease_renew`` until ``stop()``; partitions run as tasks."""
+        tick = self.cluster.lease_renew
         last_expire = time.monotonic()
         while not self._stop.is_set():
+            started = time.monotonic()
+            self._renew_all()
             try:
                 await self._upkeep()
             except _TRANSIENT as exc:
@@ -202,12 +229,11 @@ class Worker:
             except Exception:  # our bug: keep the leases' upkeep alive, and say so
                 self.metrics.inc("internal_errors", where="cluster_upkeep")
                 logging.getLogger("probetag").exception("event=upkeep_failed worker=%s", self.id)
-            self._drop_stale()
             if time.monotonic() - last_expire >= 1.0:
                 last_expire = time.monotonic()
                 await self._publish_summaries(self.processor.expire(time.time()))
             try:
-                await asyncio.wait_for(self._stop.wait(), tick)
+                await asyncio.wait_for(self._stop.wait(), max(0.05, tick - (time.monotonic() - started)))
             except asyncio.TimeoutError:
                 pass
 
@@ -217,18 +243,15 @@ class Worker:
     async def close(self) -> None:
         """Stop consuming, release our leases (others need not wait for the TTL)."""
         self._stop.set()
-        for st in self.owned.values():
-            st.releasing = True
+        for p in list(self.owned):
+            self._release(p, "shutdown")
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=self.cluster.publish_timeout * 2)
-        for p, st in list(self.owned.items()):
-            try:
-                await self.kv.delete(lease_key(p), last=st.revision)
-            except Exception:  # best effort: the TTL frees it anyway
-                pass
+        for task in self._renewing.values():
+            task.cancel()
         try:
             await self.kv.delete(worker_key(self.id))
-        except Exception:
+        except Exception:  # best effort: the TTL frees it anyway
             pass
         if self.pub is not None:
             self.pub.closed = True
@@ -254,69 +277,155 @@ class Worker:
             await w.stop()
         return owners, live
 
+    def _renew_all(self) -> None:
+        """One renewal per owned lease, each its own task (retried with back-off)."""
+        for p, st in self.owned.items():
+            task = self._renewing.get(p)
+            if task is None or task.done():
+                self._renewing[p] = asyncio.get_running_loop().create_task(self._renew(st))
+
+    async def _renew(self, st: PartitionState) -> None:
+        p = st.partition
+        key = lease_key(p)
+        first_sent = time.monotonic()
+        delay = 0.1
+        while self.owned.get(p) is st:
+            sent = time.monotonic()
+            try:
+                rev = await self.kv.update(key, self.id.encode(), last=st.revision)
+            except KeyWrongLastSequenceError:
+                await self._check_lease(st, first_sent)
+                return
+            except _TRANSIENT as exc:
+                # A leader election or a node going away: the lease is not
+                # lost until a compare-and-set says so. Keep trying.
+                self.metrics.inc("cluster_lease_renew_retries", reason=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cluster.lease_renew)
+                continue
+            st.renewed(rev, sent, self.cluster.lease_ttl)
+            return
+
+    async def _check_lease(self, st: PartitionState, first_sent: float) -> None:
+        """A renewal's compare-and-set failed. An earlier attempt that timed
+        out may have been applied after all (the revision moved on, the
+        value is still ours): then the lease is still ours."""
+        p = st.partition
+        delay = 0.1
+        while self.owned.get(p) is st:
+            try:
+                entry = await self.kv.get(lease_key(p))
+            except KeyNotFoundError:
+                self._lose(p, "expired")
+                return
+            except _TRANSIENT:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cluster.lease_renew)
+                continue
+            if entry.value == self.id.encode():
+                # The applied attempt was sent no earlier than the first.
+                st.renewed(entry.revision, first_sent, self.cluster.lease_ttl)
+                self.metrics.inc("cluster_lease_renew_recovered")
+                return
+            self._lose(p, "taken")
+            return
+
     async def _upkeep(self) -> None:
         await self.kv.put(worker_key(self.id), b"1")
-        for p, st in list(self.owned.items()):
-            if st.releasing:
-                continue
-            try:
-                st.revision = await self.kv.update(lease_key(p), self.id.encode(), last=st.revision)
-                self._renewed[p] = time.monotonic()
-            except KeyWrongLastSequenceError:
-                self._lose(p, "taken")
         owners, live = await self._snapshot()
         for p in list(self.owned):
             if owners.get(p) not in (None, self.id):
                 self._lose(p, "owner_changed")
-        # Partitions we are releasing still count as ours until drained.
-        decision = plan(self.id, self.cluster.partitions, owners, live, self.cluster.max_partitions)
+        # Partitions we are releasing still count as ours until deleted.
+        decision = plan(self.id, self.cluster.partitions, owners, live, self.cluster.max_partitions,
+                        prefer=self._held)
         for p in decision.release:
-            held = self.owned.get(p)
-            if held is not None and not held.releasing:
-                held.releasing = True
-                self.metrics.inc("cluster_leases_released")
-                log_event(logging.INFO, "lease_release", worker=self.id, partition=p)
+            self._release(p, "rebalance")
         for p in decision.claim:
+            if p in self.owned:
+                continue  # still being released, or its key aged out: the renewal decides
+            sent = time.monotonic()
             try:
                 rev = await self.kv.create(lease_key(p), self.id.encode())
             except KeyWrongLastSequenceError:
                 continue  # another worker won the race
             self.metrics.inc("cluster_leases_claimed")
-            log_event(logging.INFO, "lease_claimed", worker=self.id, partition=p)
-            st = self.owned[p] = PartitionState(p, rev, time.monotonic() + self.cluster.ack_wait)
-            self._renewed[p] = time.monotonic()
+            log_event(logging.INFO, "lease_claimed", worker=self.id, partition=p, revision=rev)
+            st = self.owned[p] = PartitionState(p, rev, claimed_at=sent,
+                                                valid_until=sent + self.cluster.lease_ttl)
+            self._held.add(p)
+            self._wake[p] = asyncio.Event()
             self._tasks[p] = asyncio.get_running_loop().create_task(self._consume(st))
         self.metrics.set("cluster_partitions_owned", len(self.owned))
 
-    def _drop_stale(self) -> None:
-        # Renewals failing with timeouts (a node down) do not prove the lease
-        # lost, but once the TTL may have run out others can claim it: stop.
-        limit = self.cluster.lease_ttl * 0.8
-        now = time.monotonic()
-        for p in list(self.owned):
-            if now - self._renewed.get(p, now) > limit:
-                self._lose(p, "renewal_overdue")
+    def _release(self, p: int, reason: str) -> None:
+        st = self.owned.get(p)
+        if st is None or st.releasing:
+            return
+        st.releasing = True
+        self._held.discard(p)
+        self.metrics.inc("cluster_leases_released")
+        log_event(logging.INFO, "lease_release", worker=self.id, partition=p, reason=reason,
+                  waiting=st.waiting)
+        wake = self._wake.get(p)
+        if wake is not None:
+            wake.set()  # a partition still waiting gives its key back now
 
     def _lose(self, p: int, reason: str) -> None:
         st = self.owned.pop(p, None)
         if st is None:
             return
+        self._renewing.pop(p, None)
         self.metrics.inc("cluster_leases_lost", reason=reason)
-        log_event(logging.WARNING, "lease_lost", worker=self.id, partition=p, reason=reason)
+        log_event(logging.WARNING, "lease_lost", worker=self.id, partition=p, reason=reason,
+                  revision=st.revision)
         st.releasing = True
+        self._wake.pop(p, None)
         task = self._tasks.pop(p, None)
         if task is not None:
             task.cancel()  # un-acked messages are redelivered to the next owner
 
     # -- consuming -------------------------------------------------------------
 
+    async def _wait_in_flight(self, st: PartitionState) -> tuple[float, str, int]:
+        """Until the previous owner's un-acked messages are no longer in the
+        way (see ``_lease.in_flight_wait``). -> (waited, reason, pending)."""
+        p = st.partition
+        wake = self._wake[p]
+        durable = f"{self.cluster.consumer_prefix}-{p}"
+        while not st.releasing:
+            pending: int | None = None
+            last: float | None = None
+            try:
+                info = await self.js.consumer_info(self.cluster.stream, durable,
+                                                   timeout=self.cluster.fetch_timeout)
+                pending = info.num_ack_pending or 0
+                if info.delivered is not None and info.delivered.last_active is not None:
+                    last = info.delivered.last_active.timestamp()
+            except NotFoundError:
+                pending = 0  # never consumed: nothing in flight
+            except _TRANSIENT:
+                pending = None
+            wait, reason = in_flight_wait(1 if pending is None else pending, None if pending is None else last,
+                                          time.time(), st.claimed_at, time.monotonic(), self.cluster.ack_wait)
+            if wait <= 0:
+                return time.monotonic() - st.claimed_at, reason, pending or 0
+            try:
+                await asyncio.wait_for(wake.wait(), min(wait, 0.5))
+            except asyncio.TimeoutError:
+                pass
+        return time.monotonic() - st.claimed_at, "released", 0
+
     async def _consume(self, st: PartitionState) -> None:
         p = st.partition
+        first_delivery = last_delivery = 0.0
+        sub = None
         try:
-            # Wait out the ack timeout: what the previous owner fetched and
-            # never acked is due for redelivery by then and comes first.
-            await asyncio.sleep(max(0.0, st.ready_at - time.monotonic()))
-            sub = None
+            waited, reason, pending = await self._wait_in_flight(st)
+            st.waiting = False
+            if not st.releasing:
+                log_event(logging.INFO, "partition_ready", worker=self.id, partition=p, reason=reason,
+                          waited=f"{waited:.2f}", pending=pending, fetch_from=f"{time.time():.3f}")
             while sub is None and not st.releasing:
                 try:
                     sub = await self.js.pull_subscribe(
@@ -330,30 +439,67 @@ class Worker:
                     self.metrics.inc("cluster_subscribe_retries")
                     await asyncio.sleep(0.5)
             while not st.releasing and sub is not None:
+                # The staleness check, before every fetch.
+                if not st.may_fetch(time.monotonic(), self._fetch_window):
+                    self.metrics.inc("cluster_fetch_paused")
+                    await asyncio.sleep(0.1)
+                    continue
                 try:
-                    msgs = await sub.fetch(self.cluster.fetch_batch, timeout=1.0)
+                    msgs = await sub.fetch(self.cluster.fetch_batch, timeout=self.cluster.fetch_timeout)
                 except _TRANSIENT:
                     continue
+                if not msgs:
+                    continue
+                if st.expired(time.monotonic()):
+                    # Answered after the lease may have run out: someone else
+                    # may own these now. Not processed, not acked.
+                    self.metrics.inc("cluster_batches_dropped", reason="lease_expired")
+                    log_event(logging.WARNING, "batch_dropped", worker=self.id, partition=p,
+                              reason="lease_expired", messages=len(msgs))
+                    continue
+                last_delivery = time.time()
+                first_delivery = first_delivery or last_delivery
                 await self._handle(msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # our bug: say so, and give the partition to someone else
+            self.metrics.inc("internal_errors", where="cluster_consume")
+            logging.getLogger("probetag").exception("event=consume_failed partition=%d", p)
+            st.releasing = True
+        finally:
+            log_event(logging.INFO, "partition_done", worker=self.id, partition=p,
+                      first_delivery=f"{first_delivery:.3f}", last_delivery=f"{last_delivery:.3f}")
             if sub is not None:
                 try:
                     await sub.unsubscribe()
                 except Exception:
                     pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.metrics.inc("internal_errors", where="cluster_consume")
-            logging.getLogger("probetag").exception("event=consume_failed partition=%d", p)
-        finally:
             if st.releasing and self.owned.get(p) is st:
-                # Drained: hand the partition back now rather than at TTL.
-                self.owned.pop(p, None)
-                self._tasks.pop(p, None)
-                try:
-                    await self.kv.delete(lease_key(p), last=st.revision)
-                except Exception:
-                    pass
+                await self._give_back(st)
+
+    async def _give_back(self, st: PartitionState) -> None:
+        """Delete a drained (or never fetched) partition's key: the next owner
+        claims it at its next upkeep, not after the TTL."""
+        p = st.partition
+        self.owned.pop(p, None)  # no new renewal starts
+        self._tasks.pop(p, None)
+        self._wake.pop(p, None)
+        renewing = self._renewing.pop(p, None)
+        if renewing is not None and not renewing.done():
+            # Let a renewal in flight settle: it may move the revision.
+            await asyncio.wait([renewing], timeout=self.cluster.lease_ttl)
+        delay = 0.1
+        while not st.expired(time.monotonic()):
+            try:
+                await self.kv.delete(lease_key(p), last=st.revision)
+            except KeyWrongLastSequenceError:
+                return  # aged out or taken meanwhile: not ours to delete
+            except _TRANSIENT:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cluster.lease_renew)
+                continue
+            log_event(logging.INFO, "lease_released", worker=self.id, partition=p, revision=st.revision)
+            return
 
     async def _handle(self, msgs: list[Any]) -> None:
         assert self.pub is not None
