@@ -40,8 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from _harness import NatsCluster, Role, wait_leases, write_cluster_yaml  # noqa: E402
+from bench_e2e import cpu_seconds  # noqa: E402
 
 from probetag._config import Config  # noqa: E402
 from probetag._metrics import Metrics  # noqa: E402
@@ -109,6 +111,8 @@ def run_one(workers: int, chunks: list[OutChunk], records: int, messages: int, t
                 roles.append(Role(root, "worker", cy, f"worker-{i}"))
             # Every partition leased and past its takeover wait: all consuming.
             wait_leases(cluster.urls, 8, workers, timeout=60, settle=6.0)
+            pids = [r.proc.pid for r in roles]
+            cpu0 = cpu_seconds(pids)
             t0 = time.monotonic()
             ingress_s = asyncio.run(publish(cluster.urls, chunks, 100))
             deadline = time.monotonic() + timeout
@@ -119,6 +123,7 @@ def run_one(workers: int, chunks: list[OutChunk], records: int, messages: int, t
                     last = time.monotonic()
                     break
                 time.sleep(0.2)
+            worker_cpu = cpu_seconds(pids) - cpu0
             load = os.getloadavg()[0]
         finally:
             for r in roles:
@@ -128,7 +133,8 @@ def run_one(workers: int, chunks: list[OutChunk], records: int, messages: int, t
     span = max(last - t0, 1e-6)
     return {"workers": workers, "records": records, "complete": done,
             "aggregate_records_per_s": round(records / span) if done else None,
-            "ingress_records_per_s": round(records / ingress_s), "load_avg": round(load, 2)}
+            "ingress_records_per_s": round(records / ingress_s),
+            "worker_cpu_us_per_record": round(worker_cpu / records * 1e6, 2), "load_avg": round(load, 2)}
 
 
 def main() -> int:
@@ -151,7 +157,8 @@ def main() -> int:
         row = run_one(k, chunks, records, messages, args.timeout)
         rows.append(row)
         print(f"workers={k} records={records} aggregate_records_per_s={row['aggregate_records_per_s']} "
-              f"ingress_records_per_s={row['ingress_records_per_s']} load_avg={row['load_avg']}", flush=True)
+              f"ingress_records_per_s={row['ingress_records_per_s']} "
+              f"worker_cpu_us_per_record={row['worker_cpu_us_per_record']} load_avg={row['load_avg']}", flush=True)
     result = {"bench": "cluster", "cores": os.cpu_count(), "rows": rows}
     if args.single:
         few = make_chunks(20, 100)

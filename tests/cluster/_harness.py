@@ -349,8 +349,7 @@ async def _collect(urls: list[str], want: set[str], timeout: float, stream: str)
                 res.messages += 1
                 res.stamps.append(m.metadata.timestamp.timestamp())
                 worker = (m.headers or {}).get("Probetag-Worker", "?")
-                for line in m.data.splitlines():
-                    ev = json.loads(line)
+                for ev in output_events(m.headers or {}, m.data):
                     rid = ev.get("rid")
                     if rid in res.events:
                         res.duplicates += 1
@@ -364,6 +363,20 @@ async def _collect(urls: list[str], want: set[str], timeout: float, stream: str)
         except asyncio.TimeoutError:
             pass
     return res
+
+
+def output_events(headers: dict[str, str], data: bytes) -> list[dict[str, Any]]:
+    """The events of one output message, either shape (``out_format``):
+    packed entries get the tag from the header, as an NDJSON line has it."""
+    if headers.get("Probetag-Format") == "packed":
+        return [{"tag": headers["Probetag-Tag"], **rec} for _t, rec in _unpack_all(data)]
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _unpack_all(data: bytes) -> list[Any]:
+    up = msgpack.Unpacker(raw=False, strict_map_key=False)
+    up.feed(data)
+    return list(up)
 
 
 async def lease_owners(urls: list[str], bucket: str = "probetag_leases") -> dict[str, str]:

@@ -13,7 +13,7 @@ import pytest
 from probetag._config import ConfigError
 from probetag._stage import OutChunk, pack_entry
 from probetag.cluster import (UNKNOWN_SOURCE, in_flight_wait, BadMessage, MessageIds, PartitionState, SourceBatcher,
-                              cluster_config_from_mapping, decode_input, decode_output, encode_output,
+                              cluster_config_from_mapping, decode_input, decode_output, encode_output, output_message,
                               load_cluster_config, out_subject, partition_of, plan, source_token)
 
 
@@ -172,6 +172,19 @@ def test_output_round_trip():
     ((tag, entries, n),) = decode_output(data)
     (_, rec), = list(msgpack.Unpacker(io.BytesIO(entries), raw=False))
     assert tag == "a.b" and n == 1 and rec == {"message": "x", "probe": {"name": "GetRequest"}}
+
+
+def test_packed_output_is_the_chunk_as_is():
+    entries = _entries([{"message": "x"}, {"message": "y"}])
+    chunk = OutChunk("a.b", entries, 2)
+    body, headers = output_message(chunk)
+    assert body is entries  # spliced through: no copy, no per-record work
+    assert headers == {"Probetag-Tag": "a.b", "Probetag-Count": "2", "Probetag-Format": "packed"}
+    assert decode_output(body, headers=headers) == [("a.b", entries, 2)]
+    body, headers = output_message(chunk, "ndjson")
+    assert headers == {"Probetag-Tag": "a.b"} and body.count(b"\n") == 2
+    ((tag, got, n),) = decode_output(body, headers=headers)  # NDJSON, whatever the tag header
+    assert tag == "a.b" and n == 2 and len(list(msgpack.Unpacker(io.BytesIO(got), raw=False))) == 2
 
 
 # -- config ---------------------------------------------------------------------------

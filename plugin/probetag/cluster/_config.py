@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -79,6 +79,10 @@ class ClusterConfig:
     max_partitions: int = field(default=0, metadata=_doc("Most partitions one worker claims; 0: fair share."))
     egress_durable: str = field(default="probetag-egress", metadata=_doc(
         "Durable consumer the egress instances share."))
+    out_format: Literal["packed", "ndjson"] = field(default="packed", metadata=_doc(
+        "Workers' output messages: 'packed' (the stage's chunk as is: no per-record work for "
+        "records nobody changed; read by the egress) or 'ndjson' (one JSON event per line, for "
+        "Vector's nats source)."))
     json_default_tag: str = field(default="vector", metadata=_doc(
         "Tag of JSON messages (Vector nats sink) whose event has no 'tag' field."))
 

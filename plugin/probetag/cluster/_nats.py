@@ -44,13 +44,13 @@ from .._config import Config
 from .._metrics import Metrics
 from .._logging import log_event, route_library_logs
 from .._chunk import OutChunk
-from .._stage import Processor
+from .._stage import Processor, walk_entries
 from ..outputs import OutputClosed
 from ._batch import MessageIds, SourceBatcher
 from ._config import ClusterConfig
 from ._lease import PartitionState, in_flight_wait, lease_key, plan, worker_key
 from ._messages import (COUNT_HEADER, MSG_ID_HEADER, TAG_HEADER, WORKER_HEADER, BadMessage,
-                        decode_input, decode_output, encode_output)
+                        decode_input, decode_output, output_message)
 from ._subjects import in_subject, out_subject, part_filter
 
 __all__ = ["connect", "ensure_streams", "JetStreamOutput", "Worker", "Egress"]
@@ -137,6 +137,39 @@ class _Publisher:
                 self.metrics.inc("cluster_publish_duplicates")
             return
 
+    async def publish_all(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publish many at once, pipelined: every message is written before
+        any ack is awaited, and the acks are awaited together (no round trip,
+        timer or task per message). What is not acked in time is retried one
+        by one with ``publish`` (same message id)."""
+        if not items:
+            return
+        if self.closed:
+            raise OutputClosed("cluster publisher closed")
+        futures = []
+        try:
+            for subject, data, headers in items:
+                futures.append(await self.js.publish_async(subject, data, headers=headers))
+        except _TRANSIENT as exc:
+            self.metrics.inc("cluster_publish_retries", reason=type(exc).__name__)
+        if futures:
+            await asyncio.wait(futures, timeout=self.cfg.publish_timeout)
+        retry = []
+        duplicates = 0
+        for i, item in enumerate(items):
+            fut = futures[i] if i < len(futures) else None
+            if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+                if fut is not None and not fut.done():
+                    fut.cancel()
+                retry.append(item)
+            elif fut.result().duplicate:
+                duplicates += 1
+        if duplicates:
+            self.metrics.inc("cluster_publish_duplicates", duplicates)
+        if retry:
+            self.metrics.inc("cluster_publish_retries", len(retry), reason="pipelined")
+            await asyncio.gather(*(self.publish(*item) for item in retry))
+
 
 class JetStreamOutput:
     """The ingress: an output that publishes per-source batches to JetStream."""
@@ -159,11 +192,10 @@ class JetStreamOutput:
         if self.pub is None:
             raise OutputClosed("not started")
         batches = self.batcher.split(chunk.tag, chunk.entries)
-        jobs = []
-        for b in batches:
-            headers = {MSG_ID_HEADER: self.ids.next(), TAG_HEADER: b.tag, COUNT_HEADER: str(b.count)}
-            jobs.append(self.pub.publish(in_subject(self.cluster.in_prefix, b.token), b.entries, headers))
-        await asyncio.gather(*jobs)
+        await self.pub.publish_all([
+            (in_subject(self.cluster.in_prefix, b.token), b.entries,
+             {MSG_ID_HEADER: self.ids.next(), TAG_HEADER: b.tag, COUNT_HEADER: str(b.count)})
+            for b in batches])
         self.metrics.inc("cluster_batches_published", len(batches))
         self.metrics.inc("cluster_records_published", chunk.count)
 
@@ -502,14 +534,20 @@ class Worker:
             return
 
     async def _handle(self, msgs: list[Any]) -> None:
+        """Process a fetched batch, publish every result (acked), then ack
+        the inputs. Per message, not per record: a packed message whose
+        records nobody changed is published as the bytes it came in."""
         assert self.pub is not None
         jobs = []
         acks = []
+        redelivered = records = 0
+        fmt = self.cluster.out_format
+        prefix = self.cluster.out_prefix
+        subjects: dict[str, str] = {}
         for m in msgs:
-            self.metrics.inc("cluster_messages_in")
             md = m.metadata
             if md.num_delivered > 1:
-                self.metrics.inc("cluster_redeliveries")
+                redelivered += 1
             try:
                 parts = decode_input(m.headers, m.data, self.cluster.json_default_tag)
             except BadMessage as exc:
@@ -518,16 +556,25 @@ class Worker:
                 await m.term()
                 continue
             k = 0
+            seq = md.sequence.stream
             for tag, entries, _count in parts:
                 for chunk in self.processor.process(tag, entries).chunks:
-                    headers = {MSG_ID_HEADER: f"{md.sequence.stream}-{k}", TAG_HEADER: chunk.tag,
-                               WORKER_HEADER: self.id}
-                    jobs.append(self.pub.publish(out_subject(self.cluster.out_prefix, chunk.tag),
-                                                 encode_output(chunk), headers))
-                    self.metrics.inc("cluster_records_out", chunk.count)
+                    body, headers = output_message(chunk, fmt)
+                    headers[MSG_ID_HEADER] = f"{seq}-{k}"
+                    headers[WORKER_HEADER] = self.id
+                    subject = subjects.get(chunk.tag)
+                    if subject is None:
+                        subject = subjects[chunk.tag] = out_subject(prefix, chunk.tag)
+                    jobs.append((subject, body, headers))
+                    records += chunk.count
                     k += 1
             acks.append(m)
-        await asyncio.gather(*jobs)
+        self.metrics.inc("cluster_messages_in", len(msgs))
+        if redelivered:
+            self.metrics.inc("cluster_redeliveries", redelivered)
+        self.metrics.inc("cluster_records_out", records)
+        await self.pub.publish_all(jobs)
+        # Acks last, all at once: a plain publish each, written together.
         for m in acks:
             try:
                 await m.ack()
@@ -540,10 +587,10 @@ class Worker:
         jobs = []
         for chunk in chunks:
             self._summary_seq += 1
-            headers = {MSG_ID_HEADER: f"{self.id}-s{self._summary_seq}", TAG_HEADER: chunk.tag,
-                       WORKER_HEADER: self.id}
-            jobs.append(self.pub.publish(out_subject(self.cluster.out_prefix, chunk.tag),
-                                         encode_output(chunk), headers))
+            body, headers = output_message(chunk, self.cluster.out_format)
+            headers[MSG_ID_HEADER] = f"{self.id}-s{self._summary_seq}"
+            headers[WORKER_HEADER] = self.id
+            jobs.append(self.pub.publish(out_subject(self.cluster.out_prefix, chunk.tag), body, headers))
         await asyncio.gather(*jobs)
 
 
@@ -587,7 +634,8 @@ class Egress:
 
     async def _forward(self, m: Any) -> None:
         try:
-            parts = decode_output(m.data)
+            parts = [(tag, entries, n if n >= 0 else len(walk_entries(entries)[0]) - 1)
+                     for tag, entries, n in decode_output(m.data, headers=m.headers)]
         except BadMessage as exc:
             self.metrics.inc("cluster_bad_messages")
             log_event(logging.WARNING, "bad_message", subject=m.subject, reason=str(exc)[:200])
