@@ -51,8 +51,14 @@ from probetag._stage import OutChunk, pack_entry  # noqa: E402
 from probetag.cluster import cluster_config_from_mapping  # noqa: E402
 
 
-def make_chunks(sources: int, per_source: int, per_chunk: int = 1000) -> list[OutChunk]:
-    """Records interleaved across sources (like a real forwarder), 1 % probes."""
+def make_chunks(sources: int, per_source: int, per_chunk: int = 1000, scanners: bool = False) -> list[OutChunk]:
+    """Records interleaved across sources (like a real forwarder), 1 % probes.
+
+    ``scanners=False``: every 100th record is a probe, whatever its source
+    (with 40 sources, two sources send a probe every few lines between
+    ordinary ones). ``scanners=True``: every 100th record is a probe sent
+    by one of four scanner addresses that send nothing else, and the
+    ordinary sources never probe (how scans look in real logs)."""
     t0 = 1_790_000_000
     entries: list[bytes] = []
     for k in range(per_source):
@@ -60,7 +66,8 @@ def make_chunks(sources: int, per_source: int, per_chunk: int = 1000) -> list[Ou
             ip = f"10.{s >> 16 & 255}.{s >> 8 & 255}.{s & 255}"
             n = k * sources + s
             if n % 100 == 0:
-                rec = {"host": "GET", "ident": "/", "message": "HTTP/1.0#015", "source_address": ip}
+                src = f"192.0.2.{n // 100 % 4 + 1}" if scanners else ip
+                rec = {"host": "GET", "ident": "/", "message": "HTTP/1.0#015", "source_address": src}
             else:
                 rec = {"host": "web01", "ident": "sshd", "pid": "812",
                        "message": f"Accepted publickey for deploy from {ip} port {n % 65536} ssh2",
@@ -144,8 +151,10 @@ def main() -> int:
     ap.add_argument("--per-source", type=int, default=1250)
     ap.add_argument("--timeout", type=float, default=180.0)
     ap.add_argument("--single", action="store_true", help="also time one record per message")
+    ap.add_argument("--scanners", action="store_true",
+                    help="probes from four scanner addresses only (see make_chunks)")
     args = ap.parse_args()
-    chunks = make_chunks(args.sources, args.per_source)
+    chunks = make_chunks(args.sources, args.per_source, scanners=args.scanners)
     records = sum(c.count for c in chunks)
     # Output messages: one per input message (all records share one tag),
     # i.e. per source and chunk, split at 100 records.
@@ -159,7 +168,7 @@ def main() -> int:
         print(f"workers={k} records={records} aggregate_records_per_s={row['aggregate_records_per_s']} "
               f"ingress_records_per_s={row['ingress_records_per_s']} "
               f"worker_cpu_us_per_record={row['worker_cpu_us_per_record']} load_avg={row['load_avg']}", flush=True)
-    result = {"bench": "cluster", "cores": os.cpu_count(), "rows": rows}
+    result = {"bench": "cluster", "cores": os.cpu_count(), "scanners": args.scanners, "rows": rows}
     if args.single:
         few = make_chunks(20, 100)
         with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:

@@ -115,11 +115,15 @@ async def ensure_streams(js: Any, cfg: ClusterConfig, timeout: float = 30.0) -> 
 class _Publisher:
     """Publish with ack, retrying the same message id until it is acked."""
 
-    def __init__(self, js: Any, cfg: ClusterConfig, metrics: Metrics) -> None:
+    def __init__(self, nc: Any, js: Any, cfg: ClusterConfig, metrics: Metrics) -> None:
+        self.nc = nc
         self.js = js
         self.cfg = cfg
         self.metrics = metrics
         self.closed = False
+        self._inbox: str | None = None
+        self._acks: dict[str, asyncio.Future[bytes]] = {}
+        self._seq = 0
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         delay = self.cfg.retry_initial
@@ -138,37 +142,59 @@ class _Publisher:
             return
 
     async def publish_all(self, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        """Publish many at once, pipelined: every message is written before
-        any ack is awaited, and the acks are awaited together (no round trip,
-        timer or task per message). What is not acked in time is retried one
-        by one with ``publish`` (same message id)."""
+        """Publish many at once, pipelined: every message is written (one
+        socket write for the lot) before any ack is awaited, and the acks
+        come back on one inbox of ours and are awaited together: no round
+        trip, timer or task per message. What is not acked in time, or is
+        refused, is retried one by one with ``publish`` (same message id)."""
         if not items:
             return
         if self.closed:
             raise OutputClosed("cluster publisher closed")
-        futures = []
+        nc = self.nc
+        if self._inbox is None:
+            self._inbox = nc.new_inbox() + "."
+            await nc.subscribe(self._inbox + "*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        waiting: list[tuple[str, asyncio.Future[bytes], tuple[str, bytes, dict[str, str]]]] = []
+        retry: list[tuple[str, bytes, dict[str, str]]] = []
         try:
-            for subject, data, headers in items:
-                futures.append(await self.js.publish_async(subject, data, headers=headers))
+            for item in items:
+                self._seq += 1
+                token = str(self._seq)
+                fut = self._acks[token] = loop.create_future()
+                waiting.append((token, fut, item))
+                await nc.publish(item[0], item[1], reply=self._inbox + token, headers=item[2])
         except _TRANSIENT as exc:
             self.metrics.inc("cluster_publish_retries", reason=type(exc).__name__)
-        if futures:
-            await asyncio.wait(futures, timeout=self.cfg.publish_timeout)
-        retry = []
+            token, fut, _ = waiting.pop()  # never written
+            self._acks.pop(token, None)
+            fut.cancel()
+            retry = list(items[len(waiting):])
+        if waiting:
+            await asyncio.wait([f for _, f, _ in waiting], timeout=self.cfg.publish_timeout)
         duplicates = 0
-        for i, item in enumerate(items):
-            fut = futures[i] if i < len(futures) else None
-            if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
-                if fut is not None and not fut.done():
-                    fut.cancel()
+        for token, fut, item in waiting:
+            ack = fut.result() if fut.done() else None
+            if not fut.done():
+                fut.cancel()
+                self._acks.pop(token, None)
+            # A JetStream publish ack is {"stream":..,"seq":..[,"duplicate":true]};
+            # anything else (an error, no responders, no answer) is retried.
+            if ack is None or not ack.startswith(b'{"stream"'):
                 retry.append(item)
-            elif fut.result().duplicate:
+            elif b'"duplicate":true' in ack:
                 duplicates += 1
         if duplicates:
             self.metrics.inc("cluster_publish_duplicates", duplicates)
         if retry:
             self.metrics.inc("cluster_publish_retries", len(retry), reason="pipelined")
             await asyncio.gather(*(self.publish(*item) for item in retry))
+
+    async def _on_ack(self, msg: Any) -> None:
+        fut = self._acks.pop(msg.subject[len(self._inbox or ""):], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg.data if not msg.headers else b"")  # a status header: no stream answered
 
 
 class JetStreamOutput:
@@ -186,7 +212,7 @@ class JetStreamOutput:
         self.nc = await connect(self.cluster, f"probetag-ingress-{self.ids.instance}")
         js = self.nc.jetstream(timeout=self.cluster.publish_timeout)
         await ensure_streams(js, self.cluster)
-        self.pub = _Publisher(js, self.cluster, self.metrics)
+        self.pub = _Publisher(self.nc, js, self.cluster, self.metrics)
 
     async def send(self, chunk: OutChunk) -> None:
         if self.pub is None:
@@ -243,7 +269,7 @@ class Worker:
         # whole publish timeout would eat the lease it tries to keep.
         lease_js = self.nc.jetstream(timeout=min(self.cluster.lease_renew, self.cluster.publish_timeout))
         self.kv = await lease_js.key_value(self.cluster.lease_bucket)
-        self.pub = _Publisher(self.js, self.cluster, self.metrics)
+        self.pub = _Publisher(self.nc, self.js, self.cluster, self.metrics)
         log_event(logging.INFO, "worker_started", worker=self.id, partitions=self.cluster.partitions,
                   lease_ttl=self.cluster.lease_ttl, ack_wait=self.cluster.ack_wait)
 
