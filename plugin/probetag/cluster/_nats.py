@@ -26,6 +26,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -195,6 +196,86 @@ class _Publisher:
         fut = self._acks.pop(msg.subject[len(self._inbox or ""):], None)
         if fut is not None and not fut.done():
             fut.set_result(msg.data if not msg.headers else b"")  # a status header: no stream answered
+
+
+class _Pull:
+    """One durable pull consumer, fetched through one inbox subscription of
+    ours: a callback collects the messages and the caller awaits a batch
+    once (nats-py's ``fetch`` awaits every message with a timer of its own).
+
+    Rules kept:
+    * A request first asks for what is there (``no_wait``: the server sends
+      what it has, then a status that ends the request); only when nothing
+      was there does it linger, for one message and at most the fetch
+      timeout (``expires``), so the server stops answering a request once
+      its caller stopped waiting (the lease fencing relies on that).
+    * A message that arrives when no fetch waits (a late answer) is kept
+      and handed over by the next fetch: it is delivered and un-acked, and
+      is judged against the lease like any other.
+    * Status messages (404 no messages, 408 request expired, 409) end a
+      request; they are not messages. Heartbeats (100) are ignored.
+    """
+
+    def __init__(self, nc: Any, subject: str) -> None:
+        self.nc = nc
+        self.subject = subject
+        self.inbox = nc.new_inbox()
+        self.sub: Any = None
+        self._buf: list[Any] = []
+        self._want = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def bind(cls, nc: Any, js: Any, stream: str, config: ConsumerConfig) -> "_Pull":
+        """Create the durable consumer when missing (never changed if it
+        exists), then subscribe our inbox."""
+        try:
+            await js.consumer_info(stream, config.durable_name)
+        except NotFoundError:
+            await js.add_consumer(stream, config)
+        pull = cls(nc, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{config.durable_name}")
+        pull.sub = await nc.subscribe(pull.inbox, cb=pull._on_msg)
+        return pull
+
+    async def _on_msg(self, msg: Any) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status == "100":
+            return
+        if status is None:
+            self._buf.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and (status is not None or len(self._buf) >= self._want):
+            waiter.set_result(None)
+
+    async def _request(self, batch: int, want: int, timeout: float, expires: float = 0.0) -> None:
+        req: dict[str, Any] = {"batch": batch}
+        if expires:
+            req["expires"] = int(expires * 1e9)
+        else:
+            req["no_wait"] = True
+        self._want = want
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self.inbox)
+            await asyncio.wait_for(self._waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+        if not self._buf:
+            await self._request(batch, batch, timeout)
+        if not self._buf:
+            await self._request(1, 1, timeout + 0.25, expires=timeout)
+            if self._buf and len(self._buf) < batch:
+                await self._request(batch - len(self._buf), batch, timeout)
+        out, self._buf = self._buf[:batch], self._buf[batch:]
+        return out
+
+    async def unsubscribe(self) -> None:
+        if self.sub is not None:
+            await self.sub.unsubscribe()
 
 
 class JetStreamOutput:
@@ -486,13 +567,12 @@ class Worker:
                           waited=f"{waited:.2f}", pending=pending, fetch_from=f"{time.time():.3f}")
             while sub is None and not st.releasing:
                 try:
-                    sub = await self.js.pull_subscribe(
-                        part_filter(self.cluster.part_prefix, p),
-                        durable=f"{self.cluster.consumer_prefix}-{p}", stream=self.cluster.stream,
-                        config=ConsumerConfig(
-                            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                            ack_wait=self.cluster.ack_wait, max_ack_pending=self.cluster.max_ack_pending,
-                            max_deliver=-1))
+                    sub = await _Pull.bind(self.nc, self.js, self.cluster.stream, ConsumerConfig(
+                        durable_name=f"{self.cluster.consumer_prefix}-{p}",
+                        filter_subject=part_filter(self.cluster.part_prefix, p),
+                        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=self.cluster.ack_wait, max_ack_pending=self.cluster.max_ack_pending,
+                        max_deliver=-1))
                 except _TRANSIENT:
                     self.metrics.inc("cluster_subscribe_retries")
                     await asyncio.sleep(0.5)
