@@ -200,3 +200,24 @@ def test_cluster_config_defaults_and_errors(tmp_path):
         cluster_config_from_mapping({"replicas": 2})
     with pytest.raises(ConfigError, match="out_prefix"):
         cluster_config_from_mapping({"out_prefix": "logs.>"})
+
+
+# -- the NATS client's own log lines ------------------------------------------------
+
+def test_library_log_records_become_logfmt_lines_without_traceback(capsys):
+    import logging
+
+    from probetag._logging import route_library_logs, setup_logging
+
+    setup_logging("info")
+    route_library_logs("nats")
+    route_library_logs("nats")  # idempotent: one line per record, not two
+    try:
+        raise EOFError("nats: unexpected EOF")
+    except EOFError as exc:
+        logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=exc)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert " event=library_log logger=nats.aio.client " in err[0]
+    assert "error=EOFError" in err[0] and 'detail="nats: unexpected EOF"' in err[0]
+    assert "Traceback" not in err[0]
