@@ -7,7 +7,7 @@ Theory of operation
 -------------------
 * For each worker count a fresh 3-node cluster is started (own ports in
   24000-24999, temp store dirs, R3 streams) and K ``probetag cluster
-  worker`` processes lease the partitions and wait out the takeover delay.
+  worker`` processes lease the partitions (fetched at once: nothing in flight).
   Then ``--sources`` x ``--per-source`` records are published through
   ``JetStreamOutput`` in process (the ingress's output: per-source batches
   of ``batch_records``, acked, 8 chunks in flight); that gives the
@@ -18,6 +18,10 @@ Theory of operation
   result - time publishing began), polled every 0.2 s: ingress, partition
   mapping, workers (detection) and output publishing, end to end, with the
   workers running while the ingress publishes (as in production).
+* The *worker CPU* figure is the user + system CPU of all worker processes
+  (``/proc/PID/stat``) from the first publish until the output stream holds
+  every result, per record: what a record costs a worker, whatever the
+  machine's other load.
 * ``--single`` also publishes one record per message (the Vector nats sink
   shape) for the batching comparison.
 * The machine has 2 cores shared by the three nats-servers, the workers and
@@ -116,8 +120,9 @@ def run_one(workers: int, chunks: list[OutChunk], records: int, messages: int, t
             cy = write_cluster_yaml(root, cluster.urls, ack_wait=5.0, fetch_batch=64)
             for i in range(workers):
                 roles.append(Role(root, "worker", cy, f"worker-{i}"))
-            # Every partition leased and past its takeover wait: all consuming.
-            wait_leases(cluster.urls, 8, workers, timeout=60, settle=6.0)
+            # Every partition leased; on a fresh cluster nothing is in
+            # flight, so each is fetched at once.
+            wait_leases(cluster.urls, 8, workers, timeout=60, settle=1.0)
             pids = [r.proc.pid for r in roles]
             cpu0 = cpu_seconds(pids)
             t0 = time.monotonic()

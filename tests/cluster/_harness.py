@@ -413,8 +413,8 @@ def wait_leases(urls: list[str], partitions: int, workers: int, timeout: float,
         for w in owners.values():
             per[w] = per.get(w, 0) + 1
         if len(owners) == partitions and len(per) == workers and max(per.values()) - min(per.values()) <= 1:
-            # A claimed partition is consumed only after the ack timeout
-            # (2 s here, write_cluster_yaml): let every worker get there.
+            # A claimed partition is fetched once nothing is in flight
+            # (at once on a fresh cluster): let every worker get there.
             time.sleep(settle)
             return owners
         time.sleep(0.5)

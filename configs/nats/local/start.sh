@@ -50,6 +50,12 @@ stop)
   for i in 1 2 3; do
     if running "$i"; then kill "$(cat "$dir/node-$i.pid")"; echo "node $i: stopping"; fi
   done
+  # JetStream flushes its stores on the way out: wait for it (15 s at most).
+  for i in 1 2 3; do
+    n=0
+    while running "$i" && [ "$n" -lt 75 ]; do n=$((n + 1)); sleep 0.2; done
+    if running "$i"; then echo "node $i still running after 15 s (pid $(cat "$dir/node-$i.pid"))" >&2; fi
+  done
   ;;
 *)
   echo "usage: $0 [start|status|stop]" >&2
