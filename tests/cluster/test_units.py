@@ -200,6 +200,13 @@ def test_cluster_config_defaults_and_errors(tmp_path):
         cluster_config_from_mapping({"replicas": 2})
     with pytest.raises(ConfigError, match="out_prefix"):
         cluster_config_from_mapping({"out_prefix": "logs.>"})
+    assert (cfg.lease_ttl, cfg.lease_renew, cfg.ack_wait, cfg.out_format) == (8.0, 1.0, 8.0, "packed")
+    with pytest.raises(ConfigError, match="lease_renew"):
+        cluster_config_from_mapping({"lease_ttl": 3, "lease_renew": 2})
+    with pytest.raises(ConfigError, match="fetch_timeout"):
+        cluster_config_from_mapping({"lease_ttl": 3, "fetch_timeout": 1.5})
+    with pytest.raises(ConfigError, match="out_format"):
+        cluster_config_from_mapping({"out_format": "json"})
 
 
 # -- the NATS client's own log lines ------------------------------------------------

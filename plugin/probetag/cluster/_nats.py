@@ -288,6 +288,11 @@ class _Pull:
         if self.sub is not None:
             await self.sub.unsubscribe()
 
+    def take_buffered(self) -> list[Any]:
+        """Messages received and not yet handed over (after ``unsubscribe``)."""
+        out, self._buf = self._buf, []
+        return out
+
 
 class JetStreamOutput:
     """The ingress: an output that publishes per-source batches to JetStream."""
@@ -637,6 +642,11 @@ class Worker:
             if sub is not None:
                 try:
                     await sub.unsubscribe()
+                    if st.releasing and self.owned.get(p) is st and not st.expired(time.monotonic()):
+                        # Late answers we hold and never handled: due again at
+                        # once, so the next owner need not wait for them.
+                        for m in sub.take_buffered():
+                            await m.nak()
                 except Exception:
                     pass
             if st.releasing and self.owned.get(p) is st:
