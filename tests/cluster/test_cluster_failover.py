@@ -91,7 +91,7 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     assert sender.result.get("acked") == len(load)
     got = _check(nats_cluster, load, ref)
     assert node.proc is not None and node.proc.poll() is None, "restarted node died (see its log)"
-    print(f"duplicates={got.duplicates} messages={got.messages}")
+    print(f"duplicates={got.duplicates} messages={got.messages} longest_output_gap={got.longest_gap():.1f}s")
 
 
 def test_worker_sigterm_hands_partitions_over_before_ttl(nats_cluster, roles, tmp_path):
