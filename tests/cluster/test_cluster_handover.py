@@ -59,19 +59,53 @@ def test_lease_bucket_leader_kill_keeps_every_lease(nats_cluster, roles, tmp_pat
     sender.wait_mid_load()
     node.kill()
     sender.resume()
+    # How long the bucket took to take writes again (the election), seen
+    # from outside the workers.
+    others = [u for n, u in zip(nats_cluster.nodes, nats_cluster.urls) if n is not node]
+    election = asyncio.run(_kv_writable_after(others, deadline=30.0))
     # Longer than the TTL: leases kept by luck of timing would expire.
-    time.sleep(10.0)
+    time.sleep(max(0.0, 10.0 - election))
     node.start()
     sender.thread.join(timeout=180)
     assert sender.result.get("acked") == len(load)
     got = _check(nats_cluster, load, ref)
-    for w in (a, b):
-        lost = log_events(w.log, "lease_lost")
-        assert lost == [], f"{w.name} lost leases in the election: {lost[:3]}"
-    assert asyncio.run(lease_owners(nats_cluster.urls)) == owners
+    lost = [e for w in (a, b) for e in log_events(w.log, "lease_lost")]
+    # No lease is ever taken by another worker while its owner renews it.
+    assert all(e["reason"] != "taken" for e in lost), lost[:3]
+    if election < 8.0 - 1.0 - 1.0:
+        # An election shorter than the TTL less a renewal period and a
+        # round trip costs no lease: renewals are retried through it. (A
+        # longer one, as a machine with no CPU to spare can make it, ends
+        # the leases; they are then claimed afresh, nothing lost.)
+        assert lost == [], f"leases lost in a {election:.1f} s election: {lost[:3]}"
+        assert asyncio.run(lease_owners(nats_cluster.urls)) == owners
+    else:
+        assert len(wait_leases(nats_cluster.urls, 8, 2, timeout=60, settle=0)) == 8
     reconnects = sum(1 for w in (a, b) for _ in log_events(w.log, "nats_reconnected"))
-    print(f"lease leader {leader} killed: longest output gap {got.longest_gap():.1f}s, "
+    print(f"lease leader {leader} killed: bucket writable again after {election:.1f}s, "
+          f"longest output gap {got.longest_gap():.1f}s, "
           f"duplicates={got.duplicates}, reconnects={reconnects}")
+
+
+async def _kv_writable_after(urls: list[str], deadline: float) -> float:
+    """Seconds until the lease bucket takes a write again (a key of its own,
+    not a lease), trying every 0.2 s through ``urls``."""
+    import nats
+
+    t0 = time.monotonic()
+    nc = await nats.connect(servers=urls)
+    try:
+        js = nc.jetstream(timeout=1)
+        while time.monotonic() - t0 < deadline:
+            try:
+                kv = await js.key_value("probetag_leases")
+                await kv.put("election-probe", b"1")
+                return time.monotonic() - t0
+            except Exception:  # noqa: BLE001 - any failure means not yet
+                await asyncio.sleep(0.2)
+        return time.monotonic() - t0
+    finally:
+        await nc.close()
 
 
 async def _hold_one_message(urls: list[str], partition: int, ack_wait: float) -> None:
