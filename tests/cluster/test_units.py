@@ -211,7 +211,26 @@ def test_cluster_config_defaults_and_errors(tmp_path):
 
 # -- the NATS client's own log lines ------------------------------------------------
 
-def test_library_log_records_become_logfmt_lines_without_traceback(capsys):
+@pytest.fixture
+def _logging_restored():
+    """setup_logging() takes over the probetag logger (its own handler, no
+    propagation) and route_library_logs() the nats one: put both back so
+    later tests' log capture sees probetag's records again."""
+    import logging
+
+    saved = {}
+    for name in ("probetag", "nats"):
+        lg = logging.getLogger(name)
+        saved[name] = (lg.handlers[:], lg.level, lg.propagate)
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(name)
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
+def test_library_log_records_become_logfmt_lines_without_traceback(capsys, _logging_restored):
     import logging
 
     from probetag._logging import route_library_logs, setup_logging

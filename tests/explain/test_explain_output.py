@@ -469,7 +469,9 @@ def test_bench_split_adds_up_cpu_per_stage(tmp_path: Path) -> None:
     assert all(v >= 0 for v in sp.values()), sp
     # start-up is the CPU time before the first block; the stages come after it
     assert 0 < sp["startup"] < sp["total"]
-    assert sp["detection"] > 0 and sp["writing"] > 0  # 0.5 MB holds ~40 probe lines
+    # 0.5 MB holds ~40 probe lines: detection takes measurable CPU; writing
+    # 4,000 jsonl lines may take less than the CPU clock's tick
+    assert sp["detection"] > 0 and sp["writing"] >= 0
     assert sp["startup"] + sp["read"] + sp["scan_lines"] + sp["detection"] + sp["writing"] <= sp["total"] + 0.01
     assert "CPU split (s): start-up" in p.stdout
 
