@@ -92,6 +92,10 @@ _MIN_TRUNCATED_TEXT = 16
 #: find candidates.
 _MIN_GAPPED = 6
 _GAP_PREFIX = 3
+#: Shortest text token whose CR-less form is a prefilter fragment, and the
+#: words that are never one (``fragments``).
+_MIN_CHOMPED = 6
+_PLAIN_TOKEN = re.compile(rb"[A-Z]+(?:/[0-9.]+)?")
 #: Shortest piece used for substring (prefix/damaged) search.
 _MIN_SUBSTRING = 6
 #: Bounded candidate walk in the truncation bisect.
@@ -434,6 +438,13 @@ class Detector:
             if rich:
                 for t in rich:
                     out.add(t[:32])
+                    if (t.endswith(b"\r") and not _has_binary(t) and len(t) > _MIN_CHOMPED
+                            and not _PLAIN_TOKEN.fullmatch(t[:-1])):
+                        # Fluentd's in_tail/in_syslog ``chomp`` a line's final CR
+                        # when rsyslog left it raw (escaping off): the token
+                        # arrives without it. Not the protocol words
+                        # (``HTTP/1.0``, ``OPTIONS`` would hit every access log).
+                        out.add(t[:-1][:32])
             else:
                 out.add(p.text[:_MIN_TRUNCATED_TEXT])
                 msg = _MSG_PART.sub(b"", p.text, count=1).strip()
