@@ -7,6 +7,7 @@ Log lines are built here from the catalogue payloads by the FIELD_GUIDE rules
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,6 +145,19 @@ def test_octet_counting_eats_digits_and_next_byte(det):
     m = best(det.match(line))
     assert (m.signature.id, m.kind) == ("digits", "damaged")
     assert not m.ambiguous and m.confidence >= 0.5
+
+
+@pytest.mark.parametrize("n, probe", [(32, "LDAPSearchReq"), (37, "LDAPBindReq")])
+def test_escaping_off_nul_rule_after_octet_counting(det, n, probe):
+    # Real lines (tests/fixtures/corpus-dev, escaping off): imtcp ate the
+    # frame's leading ``0`` and the byte after it, then rsyslog's NUL rule
+    # dropped the control bytes after the first NUL (FIELD_GUIDE 1, 2.2).
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "corpus-dev" / "noescape_nmap_sV_all" / "traditional.log"
+    raw = path.read_bytes().split(b"\n")[n - 1]
+    line = raw.split(b" 127.0.0.1 ", 1)[1].rstrip(b" ").replace(b"#000", b"\0")
+    m = best(det.match(line, transport="tcp"))
+    assert (m.signature.probe, m.kind) == (probe, "damaged")
+    assert not m.ambiguous
 
 
 def test_rfc5424_version_rule_eats_one_space(det):

@@ -325,9 +325,13 @@ class Detector:
         out = [(line, "exact")]
         for d in _damage(line, transport):
             out.append((d, "damaged"))
-        kept = unescaped_nul_rule(line)
-        if kept != line and kept:
-            out.append((kept, "damaged"))
+        # Escaping off: the NUL rule applies to what framing left of the
+        # frame (octet counting ate LDAP's ``0\x84``, then the rule dropped
+        # the control bytes after the first NUL).
+        for text, _kind in list(out):
+            kept = unescaped_nul_rule(text)
+            if kept != text and kept:
+                out.append((kept, "damaged"))
         for text, _kind in list(out):
             r = replaced(text)
             if r != text:
