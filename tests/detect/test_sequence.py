@@ -81,6 +81,23 @@ def test_a_bare_word_between_two_probes_takes_the_one_probe_that_fits():
     assert namer.name([_line(5.0, None, b"HELP")], [None], lambda s: None) == [None]
 
 
+def test_the_last_probe_before_the_order_starts_again():
+    # insteonPLM (#002`) is nmap's last TCP probe; the line after it is an
+    # NSE script's GetRequest, which starts the order again: no upper bound.
+    namer = SequenceNamer(DET, ORDER)
+    tcp = ORDER.positions[("nmap", "tcp")]
+    last = max(tcp, key=tcp.get)
+    assert last == "insteonPLM"
+    before = max((p for p in tcp if tcp[p] < tcp[last]), key=tcp.get)
+    core = b"\x02`"
+    lines = [_line(0.0, "a", b"x"), _line(5.0, "a", core, DET.match(core)), _line(5.0, "a", b"GET / HTTP/1.0\r")]
+    got = namer.name(lines, [_named(before), None, _named("GetRequest")], lambda s: None)
+    assert got[1] is not None and got[1][0].probe == "insteonPLM"
+    # the same next anchor at the same place as the previous one bounds all
+    lines[2] = _line(5.0, "a", b"y")
+    assert namer.name(lines, [_named(before), None, _named(before)], lambda s: None)[1] is None
+
+
 def test_another_source_does_not_lend_its_scan():
     namer = SequenceNamer(DET, ORDER)
     tcp = ORDER.positions[("nmap", "tcp")]
@@ -125,9 +142,9 @@ def _score(run: str, fmt: str) -> tuple[int, int, int, list]:
 
 
 @pytest.mark.parametrize("run,fmt,floor", [
-    ("nmap_sV_all_tcp", "traditional", 0.97),
+    ("nmap_sV_all_tcp", "traditional", 0.99),
     ("nmap_sU_sV_int9", "traditional", 0.95),
-    ("noescape_nmap_sV_all", "traditional", 0.93),
+    ("noescape_nmap_sV_all", "traditional", 0.98),
     ("mixed_nmap_sV_benign", "traditional", 0.97),
     ("nmap_sV_all_tcp", "proto23", 0.78),
 ])

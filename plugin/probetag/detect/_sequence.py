@@ -369,6 +369,13 @@ class SequenceNamer:
             if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
                 lo = prev  # the scan's line from an earlier batch
             hi = self._placed(anchors, i, t, source, +1)
+            if (lo is not None and hi is not None and lo.sig.transport == hi.sig.transport
+                    and self._pos(hi) < self._pos(lo)):  # type: ignore[operator]
+                # The order starts again after this line (an NSE script
+                # resends GetRequest's bytes after the last service probe,
+                # insteonPLM): the next anchor bounds nothing; the line is
+                # among the rest of the order after the previous one.
+                hi = None
             transports = {a.sig.transport for a in (lo, hi) if a is not None}
             if not transports:
                 continue  # no order to place it by
