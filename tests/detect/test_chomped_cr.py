@@ -91,3 +91,12 @@ def test_fragments_hold_cr_less_tokens_but_no_protocol_words() -> None:
     assert b"nm;branch=foo" in frags
     for word in (b"HTTP/1.0", b"HTTP/1.1", b"RTSP/1.0", b"SIP/2.0", b"OPTIONS"):
         assert word not in frags
+
+
+def test_the_scan_start_is_read_before_the_first_literal() -> None:
+    # GenericLines, GetRequest, HTTPOptions, RTSPRequest: eight lines, none
+    # with a literal once the CRs are raw and chomped; RPCCheck's binary line
+    # (10) is the first hit, and the stage reads the lines before it.
+    names = _names(ROWS)
+    for n in range(2, 10):
+        assert names[n] == _line(n)["label"], (n, _line(n)["record"], names[n])
