@@ -532,6 +532,15 @@ class Detector:
             if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
                 return
             gap = key[a:len(key) - b]
+            if gap and not gap.strip(b" ") and line[a - 1:a] == b" ":
+                # A run of spaces the reading has one of: Fluentd's syslog
+                # parser ends ident at a space and drops the spaces after it
+                # (`` *``), so ``DB2DAS      \x01`` arrives as ident and
+                # message with the run gone.
+                for p in self._exact[key]:
+                    if self._ok_transport(p, transport) and not p.trimmed:
+                        hits.append((p, len(line) / len(key)))
+                return
             # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
             # spaces but then ends with the colon it stops at.
             # ``: `` at the end: the TAG's colon and the MSG's first space,
