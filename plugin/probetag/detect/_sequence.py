@@ -76,6 +76,10 @@ _SENDERLESS_REACH = 3
 #: frame) is logged when the connection closes, which the scanner does when
 #: its wait for an answer is over: up to this long after the first line.
 _CLOSE_WAIT = 15.0
+#: Most probes, and lines, one stretch between two anchors is cut into
+#: (``SequenceNamer._split``).
+_MAX_SPLIT = 64
+_MAX_SPLIT_LINES = 256
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
 
@@ -471,19 +475,65 @@ class SequenceNamer:
                         if name not in done
                         and (a.sig.scanner, a.sig.transport, name) not in self._silent
                         and self._intensity.get((a.sig.scanner, a.sig.transport, name), 0) <= level]
-            if len(expected) != len(groups):
+            plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines)
+            if plan is None:
                 continue
-            plan: list[tuple[int, Signature, int]] = []
-            for grp, name in zip(groups, expected):
-                got = self._fit(a.sig.scanner, a.sig.transport, name, [lines[i] for i in grp])
-                if got is None:
-                    break
-                plan.extend((i, sig, frag) for i, (sig, frag) in zip(grp, got))
-            else:
-                for i, sig, frag in plan:
-                    self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
-                    changed += 1
+            for i, sig, frag in plan:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
         return changed
+
+    def _split(self, scanner: str, transport: str, groups: list[list[int]], expected: list[str],
+               lines: Sequence[Any]) -> list[tuple[int, Signature, int]] | None:
+        """The one way to cut the lines into ``expected``'s connections, in
+        order, each line of a connection its probe's next piece; None when
+        there is none or more than one. A pause of more than
+        ``_SAME_CONNECTION`` always starts a connection (``groups``), but two
+        connections can also follow each other within it (kumo-server's
+        empty RFC 5424 record and metasploit-msgrpc's request line, 0.1 ms
+        apart): a group may hold several of them."""
+        if len(expected) < len(groups) or len(expected) > _MAX_SPLIT:
+            return None
+        flat = [i for grp in groups for i in grp]
+        if len(flat) > _MAX_SPLIT_LINES:
+            return None
+        starts = {grp[0] for grp in groups}
+        fits: dict[tuple[int, int, int], list[tuple[Signature, int]] | None] = {}
+
+        def fit(k: int, n: int, e: int) -> list[tuple[Signature, int]] | None:
+            key = (k, n, e)
+            if key not in fits:
+                fits[key] = self._fit(scanner, transport, expected[e], [lines[i] for i in flat[k:k + n]])
+            return fits[key]
+
+        # ways[k][e]: how many cuts (0, 1, 2 = more) of flat[k:] into expected[e:]
+        memo: dict[tuple[int, int], tuple[int, list[tuple[int, Signature, int]]]] = {}
+
+        def ways(k: int, e: int) -> tuple[int, list[tuple[int, Signature, int]]]:
+            if k == len(flat) or e == len(expected):
+                return (1, []) if k == len(flat) and e == len(expected) else (0, [])
+            got = memo.get((k, e))
+            if got is not None:
+                return got
+            count, best = 0, []
+            n = 1
+            while k + n <= len(flat):
+                if n > 1 and flat[k + n - 1] in starts:
+                    break  # a pause: the connection ended before this line
+                here = fit(k, n, e)
+                if here is not None:
+                    c, rest = ways(k + n, e + 1)
+                    if c:
+                        count += c
+                        best = [(i, sig, frag) for i, (sig, frag) in zip(flat[k:k + n], here)] + rest
+                        if count > 1:
+                            break
+                n += 1
+            memo[(k, e)] = (min(count, 2), best)
+            return memo[(k, e)]
+
+        count, plan = ways(0, 0)
+        return plan if count == 1 else None
 
     def _fit(self, scanner: str, transport: str, probe: str,
              group: Sequence[Any]) -> list[tuple[Signature, int]] | None:
