@@ -160,6 +160,21 @@ def test_escaping_off_nul_rule_after_octet_counting(det, n, probe):
     assert not m.ambiguous
 
 
+def test_escaping_off_marker_after_the_nul_rule(det):
+    # rpc-grind (tests/fixtures/corpus-dev, escaping off, line 160): the
+    # control bytes of its program number 100000 (\x00\x01\x86\xa0) went
+    # with the NUL rule; the marker is found as the rule left it.
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "corpus-dev" / "noescape_nmap_sV_all" / "traditional.log"
+    raw = path.read_bytes().split(b"\n")[159]
+    line = raw.split(b" 127.0.0.1 ", 1)[1].rstrip(b" ").replace(b"#000", b"\0")
+    assert b"\x01\x86\xa0" not in line and b"\x00\x86\xa0" in line
+    m = best(det.match(line, transport="tcp"))
+    assert (m.signature.probe, m.kind) == ("rpc-grind", "marker")
+    # no NUL before the marker's control bytes: the rule never ran, and the
+    # filtered bytes alone (a line of NULs and 0x86 0xa0) are no marker
+    assert not any(x.kind == "marker" for x in det.match(b"\x86\xa0 text \x86\xa0 more text"))
+
+
 def test_rfc5424_version_rule_eats_one_space(det):
     line = tcp_lines(ONE_SP.payload)[0][2:]
     m = best(det.match(line))

@@ -281,7 +281,16 @@ class Detector:
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
                 if sig.payload:
-                    markers.append((bytes(sig.payload), si))
+                    text = bytes(sig.payload)
+                    markers.append((text, si))
+                    if b"\0" in text:
+                        # Escaping off: the NUL rule dropped the control bytes
+                        # after the payload's first NUL, which may come before
+                        # the marker or inside it (rpc-grind's program number
+                        # \x00\x01\x86\xa0 is logged \x00\x86\xa0).
+                        for kept in {bytes(c for c in text if c == 0 or c >= 0x20), unescaped_nul_rule(text)}:
+                            if kept != text and len(kept) >= _MIN_SUBSTRING and len(set(kept)) >= 3:
+                                markers.append((kept, si))
                 continue
             self._add_syslog_ng(si, sig)
             logged = _logged_lines(bytes(sig.payload), sig.transport)
