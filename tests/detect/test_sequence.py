@@ -266,3 +266,16 @@ def test_two_connections_in_the_same_second_are_cut_apart():
     lines.insert(2, _line(5.0434, "a", b"", lossy=True))
     got = namer.name(lines, [_named("vp3")] + [None] * 8 + [_named("erlang-node")], lambda s: None)
     assert got[1] is None and got[2] is None and got[8] is None
+
+
+def test_a_last_piece_the_engine_read_through_the_nul_rule_continues_its_probe():
+    # escaping off, RSYSLOG_FileFormat (corpus-dev noescape fileformat.log
+    # 17-19): TerminalServerCookie's last piece \x01\x00\x08\x00\x03\x00\x00
+    # is logged as four NULs when the connection closes, 5.005 s later.
+    namer = SequenceNamer(DET, ORDER)
+    nuls = b"\x00" * 4
+    matches = DET.match(nuls, transport="tcp")
+    assert any(m.signature.probe == "TerminalServerCookie" and m.fragment == 1 for m in matches)
+    lines = [_line(0.0, "a", b"x"), _line(5.005, "a", nuls, matches), _line(5.006, "a", b"y")]
+    got = namer.name(lines, [_named("TerminalServerCookie"), None, _named("TLSSessionReq")], lambda s: None)
+    assert got[1] is not None and (got[1][0].probe, got[1][1], got[1][3]) == ("TerminalServerCookie", 1, "continuation")

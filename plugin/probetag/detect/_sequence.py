@@ -359,6 +359,11 @@ class SequenceNamer:
             # last piece when the connection closed).
             if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
                 frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, sng)
+                if frag is None:
+                    # a later piece as the engine read it (escaping off: what
+                    # the NUL rule left of TerminalServerCookie's last piece)
+                    frag = min((m.fragment for m in matches
+                                if m.signature.id == prev.sig.id and m.fragment > prev.fragment), default=None)
                 last = self._count(prev.sig, sng) - 1
                 if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
                     frag = None
