@@ -68,6 +68,21 @@ def test_two_crs_before_the_first_probe_are_generic_lines():
     assert [g and (g[0].probe, g[1]) for g in got[:2]] == [("GenericLines", 0), ("GenericLines", 1)]
 
 
+def test_two_crs_then_another_programs_line_from_the_same_relay():
+    # corpus-dev mixed run, rsyslog JSON: the sender address of the scan is
+    # also the relay of a benign sshd line 0.7 s after GenericLines' CRs
+    namer = SequenceNamer(DET, ORDER)
+    cr = DET.match(b"\r")
+    lines = [_line(10.0, "a", b"\r", cr), _line(10.0, "a", b"\r", cr),
+             _line(10.7, "a", b"<38>1 2026-12-05T13:13:34+00:00 vm sshd 3105 - - Unable to negotiate"),
+             _line(15.0, "a", b"GET / HTTP/1.0\r")]
+    got = namer.name(lines, [None, None, None, _named("GetRequest")], lambda s: None)
+    assert [g and (g[0].probe, g[1]) for g in got[:3]] == [("GenericLines", 0), ("GenericLines", 1), None]
+    # one CR and the other line: still not GenericLines
+    got = namer.name([lines[0], lines[2], lines[3]], [None, None, _named("GetRequest")], lambda s: None)
+    assert got[0] is None
+
+
 def test_a_bare_word_between_two_probes_takes_the_one_probe_that_fits():
     # nmap's HELP4STOMP sends "HELP\n\n\0": rsyslog takes HELP for a HOSTNAME
     namer = SequenceNamer(DET, ORDER)

@@ -415,8 +415,15 @@ class SequenceNamer:
                         break
                     if anchors[j] is None and lj[1] in (src, source):
                         group.append(lj)
-                fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
                 total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
+                # (the sender's next line within the second may be another
+                # connection's: another program logging through the same
+                # relay, as the benign lines of corpus-dev's mixed run do)
+                fit = None
+                for k in range(len(group), total - 1, -1):
+                    fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
+                    if fit is not None:
+                        break
                 if fit is None or fit[0][1] != 0 or len(fit) < total:
                     continue
                 frag = 0
