@@ -672,6 +672,16 @@ class Enricher:
         lines: list[Any] = [None] * n
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
+        # A line without a sender in a batch with no scanning sender of its
+        # own (a live stream's one-line chunk: ``vp3`` that rsyslog took for
+        # the HOSTNAME) takes the sender whose scan named the latest line,
+        # when that was recent: the look-behind a batch of lines has inside.
+        guess = None
+        last = self.correlator.last_source
+        if (last is not None and None in sources and self.sequence is not None
+                and not any(in_order(x) for x in set(sources) if x is not None)
+                and 0 <= items[0][0] - self.correlator.last_context <= self.sequence.gap and in_order(last)):
+            guess = last
         for i in range(n):
             if named[i] is not None:
                 lines[i] = (items[i][0], sources[i], b"", (), False, False)
@@ -679,6 +689,8 @@ class Enricher:
             line = self._sequence_line(i, items, readings, sources, unmatched)
             if line is None:
                 continue
+            if line[1] is None and guess is not None:
+                line = (line[0], guess, *line[2:])
             src = line[1]
             # only lines of a scan that goes through its scanner's order (a
             # line without a sender: when some sender's scan does)
