@@ -50,3 +50,16 @@ def test_only_spaces_fill_the_gap() -> None:
     assert any(m.signature.id == sig.id for m in DET.match(whole, lossy=True))
     other = piece[:run] + b" X" + piece[run:].lstrip(b" ")
     assert not any(m.signature.id == sig.id for m in DET.match(other, lossy=True))
+
+
+def test_a_tag_cut_at_32_bytes_then_a_run_of_spaces() -> None:
+    # in_syslog (rsyslog's forward template cut the TAG at 32 bytes; Fluentd
+    # dropped the 38 spaces after it): ibm-mqseries, tests/fixtures/corpus-dev
+    path = FX.parent / "fluentd_in_syslog_nmap_sV_all_tcp.jsonl"
+    row = next(r for r in map(json.loads, path.read_text().splitlines()) if r["source_line"] == 94)
+    rec = {k: base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for k, v in row["record"].items()}
+    rb = rebuild(rec)
+    assert rb.lossy
+    _line, matches = DET.match_best((rb.line, *rb.alternatives), lossy=True)
+    sure = [m for m in matches if not m.ambiguous]
+    assert sure and sure[0].signature.probe == row["label"] == "ibm-mqseries"

@@ -554,7 +554,10 @@ class Detector:
             # spaces but then ends with the colon it stops at.
             # ``: `` at the end: the TAG's colon and the MSG's first space,
             # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
-            if not gap or (b" " in gap.removesuffix(b": ") and not gap.endswith(b":")) or len(gap) > 510:
+            # A run of spaces after the TAG remainder: Fluentd's `` *`` after
+            # its separator dropped it too (ibm-mqseries' 38 spaces).
+            tag = gap.rstrip(b" ") if line[a:a + 1] == b" " else gap
+            if not tag or (b" " in tag.removesuffix(b": ") and not tag.endswith(b":")) or len(tag) > 510:
                 return
             rest = key[len(key) - b:]
             if rest[:1] not in (b" ", b"") and not gap.endswith((b":", b": ")):
