@@ -175,6 +175,16 @@ def test_escaping_off_marker_after_the_nul_rule(det):
     assert not any(x.kind == "marker" for x in det.match(b"\x86\xa0 text \x86\xa0 more text"))
 
 
+def test_two_byte_values_inside_a_line_name_no_probe(det):
+    # iax2-version with escaping off is \x80 and nine NULs; that run sits
+    # inside ibm-db2's payload (corpus-dev noescape proto23.log line 79),
+    # which was named iax2-version
+    run = b"\x80" + b"\x00" * 9
+    line = b"\x00\x00\x00\xb6\x00SQLDB2RA\x00" + run + b"@\x00\x00\x00\x01\x00"
+    assert not any(m.signature.probe == "iax2-version" for m in det.match(line, lossy=True))
+    assert any(m.signature.probe == "iax2-version" for m in det.match(run))  # the line itself still is
+
+
 def test_rfc5424_version_rule_eats_one_space(det):
     line = tcp_lines(ONE_SP.payload)[0][2:]
     m = best(det.match(line))

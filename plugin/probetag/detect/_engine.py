@@ -682,10 +682,12 @@ class Detector:
                 if len(p.text) < len(line):
                     offer(Match(self.signatures[p.sig], p.fragment, "prefix",
                                 self._conf(p.sig, "prefix", False), False))
-            elif _has_binary(p.text) and len(p.text) >= 8:
+            elif _has_binary(p.text) and len(p.text) >= 8 and len(set(p.text)) >= 3:
                 # Binary bytes inside a longer line: something in front of them
                 # was damaged or mis-parsed. Text pieces quoted inside a line
-                # (an app logging a request line) are not evidence.
+                # (an app logging a request line) are not evidence, nor are two
+                # byte values (iax2-version's ``\x80`` and nine NULs, as the NUL
+                # rule leaves it, is inside many a binary payload).
                 offer(Match(self.signatures[p.sig], p.fragment, "damaged",
                             self._conf(p.sig, "damaged", False), False))
         return self._finish(best)
