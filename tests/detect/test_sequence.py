@@ -294,3 +294,22 @@ def test_a_last_piece_the_engine_read_through_the_nul_rule_continues_its_probe()
     lines = [_line(0.0, "a", b"x"), _line(5.005, "a", nuls, matches), _line(5.006, "a", b"y")]
     got = namer.name(lines, [_named("TerminalServerCookie"), None, _named("TLSSessionReq")], lambda s: None)
     assert got[1] is not None and (got[1][0].probe, got[1][1], got[1][3]) == ("TerminalServerCookie", 1, "continuation")
+
+
+def test_a_probe_the_scan_counts_from_this_very_line_is_still_open():
+    # in_syslog, -sU (corpus-dev nmap_sU_sV_int9 line 10): NTPRequest's ident
+    # cut at 32 bytes matched too unsure to be tagged, but the correlator
+    # counted NTPRequest as sent; the sequence pass must not rule it out
+    namer = SequenceNamer(DET, ORDER)
+    udp = lambda p: (BY_ID[f"nmap-udp-{p}"], 0)  # noqa: E731
+    core = b"\xe3\x00\x04\xfa\x00\x01\x00\x00\x00"
+    matches = DET.match(core, lossy=True)
+    assert any(m.signature.probe == "NTPRequest" and not m.ambiguous for m in matches)
+    lines = [_line(0.0, "a", b"x"), _line(5.0, "a", core, matches, lossy=True), _line(10.0, "a", b"y")]
+    ctx = lambda s: (0.0, BY_ID["nmap-udp-Sqlping"], 0, frozenset({"Sqlping", "NTPRequest"}))  # noqa: E731
+    got = namer.name(lines, [udp("Sqlping"), None, udp("SNMPv1public")], ctx)
+    assert got[1] is not None and got[1][0].probe == "NTPRequest"
+    # a probe another line was named after stays sent
+    lines[1] = _line(5.0, "a", core, (), lossy=True)
+    got = namer.name(lines, [udp("Sqlping"), None, udp("SNMPv1public")], ctx)
+    assert got[1] is None

@@ -373,7 +373,10 @@ class SequenceNamer:
                     continue
             already = set(sent.get(source, ()))
             if ctx is not None:
-                already |= ctx[3]
+                # (less the probes this line's own bytes name: the correlator
+                # counts a probe as sent from a line too unsure to be tagged,
+                # an in_syslog ident cut at 32 bytes)
+                already |= ctx[3] - {m.signature.probe for m in matches if not m.ambiguous}
             lo = self._placed(anchors, i, t, source, -1)
             if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
                 lo = prev  # the scan's line from an earlier batch
