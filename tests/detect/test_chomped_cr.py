@@ -100,3 +100,14 @@ def test_the_scan_start_is_read_before_the_first_literal() -> None:
     names = _names(ROWS)
     for n in range(2, 10):
         assert names[n] == _line(n)["label"], (n, _line(n)["record"], names[n])
+
+
+def test_a_cut_ident_and_a_lost_cr_together() -> None:
+    # in_syslog (RSYSLOG_TraditionalForwardFormat cut the TAG at 32 bytes)
+    # with escaping off: FourOhFourRequest's path cut and its CR chomped
+    proc = Processor(config_from_mapping({}), Metrics())
+    _names([_line(n) for n in range(8, 11)], proc)
+    row = dict(_line(27), record={"host": "GET", "ident": "/nice%20ports%2C/Tri%6Eity.txt%2",
+                                  "message": "HTTP/1.0", "source_ip": "127.0.0.1"},
+               value_types={"host": "bin8", "ident": "bin8", "message": "bin8", "source_ip": "bin8"})
+    assert _names([row], proc)[27] == "FourOhFourRequest"

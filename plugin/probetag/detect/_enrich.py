@@ -571,8 +571,9 @@ class Enricher:
         carried a raw CR in a Fluentd record's line, its upstream does not
         escape CRs, and a Fluentd record there whose line matches nothing
         distinctive is read again with the CR put back; an exact match of
-        that reading is taken. Returns how many lines that had no match now
-        have one."""
+        that reading is taken (or, for a record known to miss bytes, a
+        gapped one: in_syslog's ident cut at 32 bytes). Returns how many
+        lines that had no match now have one."""
         raw = self._raw_cr
         found = tag in raw
         todo: list[int] = []
@@ -610,7 +611,7 @@ class Enricher:
                 src = sources[i]
             rb = r.rebuilt
             cands = [c + b"\r" for c in (rb.line, *rb.alternatives) if c and c[-1:] not in (b"\r", b" ")]
-            line, matches = self.detector.match_best(cands, transport=_transport(items[i][1]))
+            line, matches = self.detector.match_best(cands, transport=_transport(items[i][1]), lossy=bool(r.lossy))
             if not matches or not any(not m.ambiguous and m.kind in ("exact", "damaged") for m in matches):
                 continue
             if src is not None and line.startswith(src.encode("utf-8", "surrogateescape") + b" "):
