@@ -111,3 +111,15 @@ def test_a_cut_ident_and_a_lost_cr_together() -> None:
                                   "message": "HTTP/1.0", "source_ip": "127.0.0.1"},
                value_types={"host": "bin8", "ident": "bin8", "message": "bin8", "source_ip": "bin8"})
     assert _names([row], proc)[27] == "FourOhFourRequest"
+
+
+def test_a_cr_after_spaces_is_chomped_too() -> None:
+    # SharpTV: 'TVNM1   \rMNRD1   \rSWVN1   \rIPPV1   \r' arrives without
+    # the spaces after the HOSTNAME (Fluentd's ' *') and without its last CR
+    names = _names(ROWS + [_spaced])
+    assert names[155] == "SharpTV"
+
+
+_spaced = {"tag": ROWS[0]["tag"], "time": [ROWS[-1]["time"][0] + 1, 0], "label": "SharpTV", "source_line": 155,
+           "record": {"host": "TVNM1", "ident": "", "message": "\rMNRD1   \rSWVN1   \rIPPV1   "},
+           "value_types": {"host": "bin8", "ident": "bin8", "message": "bin8"}}

@@ -591,7 +591,7 @@ class Enricher:
                 continue
             if not found and b"\r" in rb.line:
                 found = True
-            elif rb.line[-1:] not in (b"\r", b" ", b""):
+            elif rb.line[-1:] not in (b"\r", b""):
                 todo.append(i)
         if not found:
             return 0
@@ -610,7 +610,7 @@ class Enricher:
             else:
                 src = sources[i]
             rb = r.rebuilt
-            cands = [c + b"\r" for c in (rb.line, *rb.alternatives) if c and c[-1:] not in (b"\r", b" ")]
+            cands = [c + b"\r" for c in (rb.line, *rb.alternatives) if c and c[-1:] != b"\r"]
             line, matches = self.detector.match_best(cands, transport=_transport(items[i][1]), lossy=bool(r.lossy))
             if not matches or not any(not m.ambiguous and m.kind in ("exact", "damaged") for m in matches):
                 continue
