@@ -313,3 +313,18 @@ def test_a_probe_the_scan_counts_from_this_very_line_is_still_open():
     lines[1] = _line(5.0, "a", core, (), lossy=True)
     got = namer.name(lines, [udp("Sqlping"), None, udp("SNMPv1public")], ctx)
     assert got[1] is None
+
+
+def test_an_empty_record_is_the_last_piece_of_the_probe_before_it():
+    # RFC 5424 (corpus-dev nmap_sV_all_tcp/proto23.log 23-25): Kerberos' last
+    # piece, logged when the connection closed 5 s later, kept no byte
+    namer = SequenceNamer(DET, ORDER)
+    assert len(DET.logged_cores("nmap-tcp-Kerberos")) == 2
+    lines = [_line(0.0, "a", b"x"), _line(5.0, "a", b"", lossy=True), _line(10.0, "a", b"y")]
+    got = namer.name(lines, [_named("Kerberos"), None, _named("SMBProgNeg")], lambda s: None)
+    assert got[1] is not None and (got[1][0].probe, got[1][1], got[1][3]) == ("Kerberos", 1, "continuation")
+    # after a payload of one piece it is no continuation (and no other probe
+    # lies between the two anchors)
+    assert len(DET.logged_cores("nmap-tcp-SMBProgNeg")) == 1
+    got = namer.name(lines, [_named("SMBProgNeg"), None, _named("X11Probe")], lambda s: None)
+    assert got[1] is None

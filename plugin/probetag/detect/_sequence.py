@@ -341,8 +341,10 @@ class SequenceNamer:
                 continue
             t, src, core, matches, lossy, cut = item[:6]
             sng = len(item) > 6 and bool(item[6])
-            if not core and lossy:
-                continue  # any probe fits a line with nothing left: _segments counts them
+            # Any probe fits a line with nothing left: _segments counts those;
+            # here it is only the rest of the previous line's payload (its
+            # last piece, logged when the connection closed).
+            rest_only = not core and lossy
             prev, nxt, source = self._around(anchors, i, t, src)
             ctx = context(source) if source is not None else None
             if prev is None and ctx is not None and 0 <= t - ctx[0] <= self.gap:
@@ -371,6 +373,8 @@ class SequenceNamer:
                     self._set(i, t, source, prev.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
                     continue
+            if rest_only:
+                continue
             already = set(sent.get(source, ()))
             if ctx is not None:
                 # (less the probes this line's own bytes name: the correlator
