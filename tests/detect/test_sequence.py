@@ -328,3 +328,21 @@ def test_an_empty_record_is_the_last_piece_of_the_probe_before_it():
     assert len(DET.logged_cores("nmap-tcp-SMBProgNeg")) == 1
     got = namer.name(lines, [_named("SMBProgNeg"), None, _named("X11Probe")], lambda s: None)
     assert got[1] is None
+
+
+def test_a_senderless_probe_line_between_two_anchors_is_counted():
+    # RFC 5424 (corpus-dev nmap_sV_all_tcp/proto23.log 108-111): riak-pbc,
+    # then tarantool's 'show info' (HOSTNAME 'show': no sender), then
+    # couchbase-data's record that kept nothing, then epmd
+    namer = SequenceNamer(DET, ORDER)
+    tcp = ORDER.positions[("nmap", "tcp")]
+    assert tcp["riak-pbc"] < tcp["tarantool"] < tcp["couchbase-data"] < tcp["epmd"]
+    lines = [_line(0.0, "a", b"x"), _line(0.1, None, b"show info\r"), _line(10.0, "a", b"", lossy=True),
+             _line(15.0, "a", b"y")]
+    named = [_named("riak-pbc"), _named("tarantool"), None, _named("epmd")]
+    got = namer.name(lines, named, lambda s: None)
+    assert got[2] is not None and got[2][0].probe == "couchbase-data"
+    # without tarantool's line, two probes for one record: nothing
+    lines[1] = None
+    named[1] = None
+    assert namer.name(lines, named, lambda s: None)[2] is None

@@ -448,7 +448,17 @@ class SequenceNamer:
         is named by its place."""
         changed = 0
         placed = [i for i, a in enumerate(anchors) if a is not None and self._pos(a) is not None]
-        for x, y in zip(placed, placed[1:]):
+        # Consecutive anchors of one sender, with lines of other senders (or
+        # of none: ``show info`` as the HOSTNAME) between them allowed.
+        pairs = {(x, y) for x, y in zip(placed, placed[1:])}
+        by_source: dict[str, list[int]] = {}
+        for i in placed:
+            src = anchors[i].source  # type: ignore[union-attr]
+            if src is not None:
+                by_source.setdefault(src, []).append(i)
+        for lst in by_source.values():
+            pairs.update(zip(lst, lst[1:]))
+        for x, y in sorted(pairs):
             a, b = anchors[x], anchors[y]
             assert a is not None and b is not None
             if (a.source != b.source or a.sig.scanner != b.sig.scanner
@@ -463,11 +473,16 @@ class SequenceNamer:
                 continue
             groups: list[list[int]] = []
             last_t = a.t
+            # probes named between them on lines without a sender (``show
+            # info`` that rsyslog took for a HOSTNAME is tarantool's)
+            between_named: set[str] = set()
             for i in range(x + 1, y):
                 item = lines[i]
                 if item is None or anchors[i] is not None:
                     if anchors[i] is not None and anchors[i].source == source:  # type: ignore[union-attr]
                         last_t = item[0] if item is not None else last_t
+                    elif anchors[i] is not None and anchors[i].source is None:  # type: ignore[union-attr]
+                        between_named.add(anchors[i].sig.probe)  # type: ignore[union-attr]
                     continue
                 t, src = item[0], item[1]
                 if src is not None and src != source:
@@ -483,7 +498,7 @@ class SequenceNamer:
                 last_t = t
             if not groups:
                 continue
-            done = set(sent.get(source, ()))
+            done = set(sent.get(source, ())) | between_named
             ctx = context(source) if source is not None else None
             if ctx is not None:
                 done |= ctx[3]
