@@ -346,3 +346,17 @@ def test_a_senderless_probe_line_between_two_anchors_is_counted():
     lines[1] = None
     named[1] = None
     assert namer.name(lines, named, lambda s: None)[2] is None
+
+
+def test_the_rest_of_a_senderless_line_from_its_sender():
+    # RFC 5424, escaping off (corpus-dev noescape proto23.log 4-7): the
+    # request line's HOSTNAME was 'OPTIONS' (no sender); the record of its
+    # lone CR, from the sender, kept nothing
+    namer = SequenceNamer(DET, ORDER)
+    lines = [_line(0.0, "a", b"x"), _line(5.0, None, b"OPTIONS  HTTP/1.0\r"), _line(5.0, "a", b"", lossy=True)]
+    got = namer.name(lines, [_named("GetRequest", 1), _named("HTTPOptions"), None], lambda s: None)
+    assert got[2] is not None and (got[2][0].probe, got[2][1]) == ("HTTPOptions", 1)
+    # more than a second after it: not the same connection's
+    lines[2] = _line(6.5, "a", b"", lossy=True)
+    got = namer.name(lines, [_named("GetRequest", 1), _named("HTTPOptions"), None], lambda s: None)
+    assert got[2] is None or got[2][0].probe != "HTTPOptions"

@@ -349,9 +349,17 @@ class SequenceNamer:
             ctx = context(source) if source is not None else None
             if prev is None and ctx is not None and 0 <= t - ctx[0] <= self.gap:
                 prev = _Anchor(ctx[0], source, ctx[1], ctx[2])
-            if prev is None and nxt is None or source in self._multi:
+            # The line whose payload this one may go on: the sender's previous
+            # named line, or a sender-less one right before it (``OPTIONS /
+            # HTTP/1.0`` whose HOSTNAME was the payload's first word).
+            cont = prev
+            if src is not None:
+                orphan = self._near(self._index.by_source.get(None, ()), anchors, i, t, -1, _SAME_CONNECTION)
+                if orphan is not None and t >= orphan.t and (cont is None or orphan.t > cont.t):
+                    cont = orphan
+            if prev is None and nxt is None and cont is None or source in self._multi:
                 continue
-            scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
+            scanner = (cont or prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng)
@@ -359,20 +367,22 @@ class SequenceNamer:
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed).
-            if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
-                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, sng)
+            if cont is not None and 0 <= t - cont.t <= _CLOSE_WAIT and cont.sig.id in cands:
+                frag = self._later_fragment(cont.sig, core, lossy, cut, cont.fragment, sng)
                 if frag is None:
                     # a later piece as the engine read it (escaping off: what
                     # the NUL rule left of TerminalServerCookie's last piece)
                     frag = min((m.fragment for m in matches
-                                if m.signature.id == prev.sig.id and m.fragment > prev.fragment), default=None)
-                last = self._count(prev.sig, sng) - 1
-                if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
+                                if m.signature.id == cont.sig.id and m.fragment > cont.fragment), default=None)
+                last = self._count(cont.sig, sng) - 1
+                if frag is not None and t - cont.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
-                    self._set(i, t, source, prev.sig, frag, "continuation", anchors, out, sent)
+                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
                     continue
+            if prev is None and nxt is None:
+                continue
             if rest_only:
                 continue
             already = set(sent.get(source, ()))
