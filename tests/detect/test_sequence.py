@@ -360,3 +360,17 @@ def test_the_rest_of_a_senderless_line_from_its_sender():
     lines[2] = _line(6.5, "a", b"", lossy=True)
     got = namer.name(lines, [_named("GetRequest", 1), _named("HTTPOptions"), None], lambda s: None)
     assert got[2] is None or got[2][0].probe != "HTTPOptions"
+
+
+def test_two_empty_records_before_the_first_probe_are_generic_lines():
+    # RFC 5424, escaping off (corpus-dev noescape proto23.log 2-4): the two
+    # raw CRs kept nothing
+    namer = SequenceNamer(DET, ORDER)
+    empty = _line(10.0, "a", b"", lossy=True)
+    lines = [empty, empty, _line(15.0, "a", b"GET / HTTP/1.0\r")]
+    got = namer.name(lines, [None, None, _named("GetRequest")], lambda s: None)
+    assert [g and (g[0].probe, g[1]) for g in got[:2]] == [("GenericLines", 0), ("GenericLines", 1)]
+    # one: not the whole probe; before a later first anchor: several fit
+    assert namer.name(lines[1:], [None, _named("GetRequest")], lambda s: None)[0] is None
+    got = namer.name([empty, empty, _line(15.0, "a", b"y")], [None, None, _named("RPCCheck")], lambda s: None)
+    assert got[:2] == [None, None]

@@ -383,8 +383,6 @@ class SequenceNamer:
                     continue
             if prev is None and nxt is None:
                 continue
-            if rest_only:
-                continue
             already = set(sent.get(source, ()))
             if ctx is not None:
                 # (less the probes this line's own bytes name: the correlator
@@ -394,6 +392,8 @@ class SequenceNamer:
             lo = self._placed(anchors, i, t, source, -1)
             if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
                 lo = prev  # the scan's line from an earlier batch
+            if rest_only and lo is not None:
+                continue  # (at the head of a scan: GenericLines' two empty records)
             hi = self._placed(anchors, i, t, source, +1)
             if (lo is not None and hi is not None and lo.sig.transport == hi.sig.transport
                     and self._pos(hi) < self._pos(lo)):  # type: ignore[operator]
