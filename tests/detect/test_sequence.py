@@ -374,3 +374,18 @@ def test_two_empty_records_before_the_first_probe_are_generic_lines():
     assert namer.name(lines[1:], [None, _named("GetRequest")], lambda s: None)[0] is None
     got = namer.name([empty, empty, _line(15.0, "a", b"y")], [None, None, _named("RPCCheck")], lambda s: None)
     assert got[:2] == [None, None]
+
+
+def test_an_empty_record_before_the_later_piece_of_its_payload():
+    # RFC 5424, escaping off (corpus-dev noescape proto23.log 15-16):
+    # SSLSessionReq's first piece kept nothing, its last was logged at close
+    namer = SequenceNamer(DET, ORDER)
+    assert len(DET.logged_cores("nmap-tcp-SSLSessionReq")) == 2
+    lines = [_line(0.0, "a", b"x"), _line(5.0, "a", b"", lossy=True), _line(10.0, "a", b"y")]
+    got = namer.name(lines, [_named("Help"), None, _named("SSLSessionReq", 1)], lambda s: None)
+    assert got[1] is not None and (got[1][0].probe, got[1][1]) == ("SSLSessionReq", 0)
+    # a sender-less line between them (a payload's first piece whose
+    # HOSTNAME was its first word): the empty record is not placed so
+    lines.insert(2, _line(9.9, None, b"zzz"))
+    got = namer.name(lines, [_named("Help"), None, None, _named("SSLSessionReq", 1)], lambda s: None)
+    assert got[1] is None or got[1][0].probe != "SSLSessionReq"

@@ -381,6 +381,15 @@ class SequenceNamer:
                     self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
                     continue
+            if (rest_only and nxt is not None and nxt.source == source and nxt.fragment >= 1
+                    and 0 <= nxt.t - t <= _CLOSE_WAIT and (cont is None or cont.sig.id != nxt.sig.id)
+                    and self._alone_before(lines, anchors, i, nxt)):
+                # The first piece of the next line's payload, which was logged
+                # when the connection closed (SSLSessionReq: its ClientHello's
+                # head kept nothing, its tail 5 s later did).
+                self._set(i, t, source, nxt.sig, nxt.fragment - 1, "sequence", anchors, out, sent)
+                changed += 1
+                continue
             if prev is None and nxt is None:
                 continue
             already = set(sent.get(source, ()))
@@ -526,6 +535,23 @@ class SequenceNamer:
                 self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
                 changed += 1
         return changed
+
+    @staticmethod
+    def _alone_before(lines: Sequence[Any], anchors: Sequence[_Anchor | None], i: int, nxt: _Anchor) -> bool:
+        """Is line ``i`` right before anchor ``nxt``: no named line between
+        them (a sender-less one may be the payload's first piece: SIPOptions'
+        request line) and no other unnamed line of its sender?"""
+        src = lines[i][1]
+        for j in range(i + 1, len(lines)):
+            a = anchors[j]
+            if a is nxt:
+                return True
+            item = lines[j]
+            if item is None:
+                continue
+            if item[0] > nxt.t or a is not None or item[1] in (src, None):
+                return False
+        return False
 
     def _split(self, scanner: str, transport: str, groups: list[list[int]], expected: list[str],
                lines: Sequence[Any]) -> list[tuple[int, Signature, int]] | None:
