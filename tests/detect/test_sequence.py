@@ -389,3 +389,20 @@ def test_an_empty_record_before_the_later_piece_of_its_payload():
     lines.insert(2, _line(9.9, None, b"zzz"))
     got = namer.name(lines, [_named("Help"), None, None, _named("SSLSessionReq", 1)], lambda s: None)
     assert got[1] is None or got[1][0].probe != "SSLSessionReq"
+
+
+def test_a_senderless_request_line_before_the_rest_of_its_payload():
+    # RFC 5424 (corpus-dev nmap_sV_all_tcp/proto23.log 96-97): apple-iphoto's
+    # request line lost its path with the TAG and has no sender (HOSTNAME
+    # 'GET'); the header line after it, at the same time, is its next piece
+    namer = SequenceNamer(DET, ORDER)
+    get = b"GET  HTTP/1.1\r"
+    matches = DET.match(get, lossy=True)
+    assert len({m.signature.probe for m in matches}) > 1  # several GET probes fit
+    lines = [_line(0.0, "a", b"x"), _line(5.0, None, get, matches, lossy=True), _line(5.0, "a", b"y")]
+    got = namer.name(lines, [_named("ibm-mqseries", 2), None, _named("apple-iphoto", 1)], lambda s: None)
+    assert got[1] is not None and (got[1][0].probe, got[1][1]) == ("apple-iphoto", 0)
+    # a second later it is another connection's
+    lines[1] = _line(3.9, None, get, matches, lossy=True)
+    got = namer.name(lines, [_named("ibm-mqseries", 2), None, _named("apple-iphoto", 1)], lambda s: None)
+    assert got[1] is None or got[1][0].probe != "apple-iphoto"

@@ -381,15 +381,22 @@ class SequenceNamer:
                     self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
                     continue
-            if (rest_only and nxt is not None and nxt.source == source and nxt.fragment >= 1
-                    and 0 <= nxt.t - t <= _CLOSE_WAIT and (cont is None or cont.sig.id != nxt.sig.id)
+            if (nxt is not None and nxt.source == source and nxt.fragment >= 1 and nxt.sig.id in cands
+                    and 0 <= nxt.t - t <= (_CLOSE_WAIT if rest_only else _SAME_CONNECTION)
+                    and (cont is None or cont.sig.id != nxt.sig.id)
                     and self._alone_before(lines, anchors, i, nxt)):
-                # The first piece of the next line's payload, which was logged
-                # when the connection closed (SSLSessionReq: its ClientHello's
-                # head kept nothing, its tail 5 s later did).
-                self._set(i, t, source, nxt.sig, nxt.fragment - 1, "sequence", anchors, out, sent)
-                changed += 1
-                continue
+                # An earlier piece of the next line's payload: its first piece,
+                # logged at once, when the rest came at close (SSLSessionReq:
+                # its ClientHello's head kept nothing, its tail 5 s later
+                # did), or a request line rsyslog took the HOSTNAME of
+                # (apple-iphoto's ``GET /server-info HTTP/1.1`` in RFC 5424).
+                frags = self._fragments(nxt.sig, core, lossy, cut, sng)
+                frags += [m.fragment for m in matches if m.signature.id == nxt.sig.id]
+                frag = max((f for f in frags if f < nxt.fragment), default=None)
+                if frag is not None:
+                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent)
+                    changed += 1
+                    continue
             if prev is None and nxt is None:
                 continue
             already = set(sent.get(source, ()))
