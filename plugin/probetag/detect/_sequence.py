@@ -38,8 +38,16 @@ Theory of operation
   be a probe the scan already sent (each is sent once per port). A line is
   named only when exactly one probe is left (``via: sequence``, confidence
   ``SEQUENCE_CONFIDENCE``). A line right after a named line of the same
-  source (within ``_SAME_CONNECTION``) that is a later piece of the same
-  payload is named as its continuation first.
+  source (within ``_SAME_CONNECTION``; its last piece up to ``_CLOSE_WAIT``)
+  that is a later piece of the same payload is named as its continuation
+  first; so is the line after a sender-less named line. A line right before
+  a later piece of its source's payload is an earlier piece of it. A record
+  that kept nothing is only placed so (or as GenericLines at a scan's
+  head). A next anchor earlier in the order than the previous one (the
+  order starting again) bounds nothing.
+* ``_segments``: between two anchors of one source, the unnamed lines are
+  cut into the connections of the probes the order puts between them; a
+  cut is used only when it is the only one (``_split``).
 * Nothing here creates a scan: a line is named only between lines that
   named their probe themselves, so a benign ``#015`` far from any scan, or
   from another sender, stays untagged.
