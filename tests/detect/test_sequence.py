@@ -356,8 +356,9 @@ def test_the_rest_of_a_senderless_line_from_its_sender():
     lines = [_line(0.0, "a", b"x"), _line(5.0, None, b"OPTIONS  HTTP/1.0\r"), _line(5.0, "a", b"", lossy=True)]
     got = namer.name(lines, [_named("GetRequest", 1), _named("HTTPOptions"), None], lambda s: None)
     assert got[2] is not None and (got[2][0].probe, got[2][1]) == ("HTTPOptions", 1)
-    # more than a second after it: not the same connection's
-    lines[2] = _line(6.5, "a", b"", lossy=True)
+    # a line with bytes more than a second after it: not the same connection's
+    # (a record that kept nothing may be its last piece up to close)
+    lines[2] = _line(6.5, "a", b"\r", DET.match(b"\r"))
     got = namer.name(lines, [_named("GetRequest", 1), _named("HTTPOptions"), None], lambda s: None)
     assert got[2] is None or got[2][0].probe != "HTTPOptions"
 
@@ -406,3 +407,25 @@ def test_a_senderless_request_line_before_the_rest_of_its_payload():
     lines[1] = _line(3.9, None, get, matches, lossy=True)
     got = namer.name(lines, [_named("ibm-mqseries", 2), None, _named("apple-iphoto", 1)], lambda s: None)
     assert got[1] is None or got[1][0].probe != "apple-iphoto"
+
+
+def test_a_short_lossy_line_goes_on_its_payload_with_bytes_lost_inside():
+    # RFC 5424 (corpus-dev nmap_sV_all_tcp/proto23.log 139-141): niagara-fox's
+    # 'id=i:1' prints APP-NAME 'id=i' and MSG '1': too short to name alone
+    namer = SequenceNamer(DET, ORDER)
+    assert b"id=i:1" in DET.logged_cores("nmap-tcp-niagara-fox")
+    lines = [_line(0.0, "a", b"fox.version=s:1.0"), _line(0.0, "a", b"id=i1", lossy=True)]
+    got = namer.name(lines, [_named("niagara-fox", 2), None], lambda s: None)
+    assert got[1] is not None and (got[1][0].probe, got[1][1]) == ("niagara-fox", 3)
+    # a space where the bytes went missing: no TAG remainder
+    lines[1] = _line(0.0, "a", b"id=i 1", lossy=True)
+    assert namer.name(lines, [_named("niagara-fox", 2), None], lambda s: None)[1] is None
+
+
+def test_an_empty_record_after_a_senderless_line_until_close():
+    # RFC 5424 (proto23.log 72-73): HELP4STOMP's 'HELP' had no sender, its
+    # NUL frame (an empty record) came from the sender 5 s later
+    namer = SequenceNamer(DET, ORDER)
+    lines = [_line(0.0, "a", b"x"), _line(0.001, None, b"HELP"), _line(5.0, "a", b"", lossy=True)]
+    got = namer.name(lines, [_named("ms-sql-s"), _named("HELP4STOMP"), None], lambda s: None)
+    assert got[2] is not None and (got[2][0].probe, got[2][3]) == ("HELP4STOMP", "continuation")

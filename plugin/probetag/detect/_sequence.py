@@ -362,7 +362,8 @@ class SequenceNamer:
             # HTTP/1.0`` whose HOSTNAME was the payload's first word).
             cont = prev
             if src is not None:
-                orphan = self._near(self._index.by_source.get(None, ()), anchors, i, t, -1, _SAME_CONNECTION)
+                orphan = self._near(self._index.by_source.get(None, ()), anchors, i, t, -1,
+                                    _CLOSE_WAIT if rest_only else _SAME_CONNECTION)
                 if orphan is not None and t >= orphan.t and (cont is None or orphan.t > cont.t):
                     cont = orphan
             if prev is None and nxt is None and cont is None or source in self._multi:
@@ -371,17 +372,20 @@ class SequenceNamer:
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng)
-            if not cands:
+            if not cands and not (lossy and cont is not None):
                 continue
             # The rest of the previous line's payload, logged with it (its
-            # last piece when the connection closed).
-            if cont is not None and 0 <= t - cont.t <= _CLOSE_WAIT and cont.sig.id in cands:
+            # last piece when the connection closed); bytes lost inside a
+            # short lossy line are looked for only here.
+            if cont is not None and 0 <= t - cont.t <= _CLOSE_WAIT and (cont.sig.id in cands or lossy):
                 frag = self._later_fragment(cont.sig, core, lossy, cut, cont.fragment, sng)
                 if frag is None:
                     # a later piece as the engine read it (escaping off: what
                     # the NUL rule left of TerminalServerCookie's last piece)
                     frag = min((m.fragment for m in matches
                                 if m.signature.id == cont.sig.id and m.fragment > cont.fragment), default=None)
+                if frag is None and lossy:
+                    frag = self._gapped_fragment(cont.sig, core, cont.fragment)
                 last = self._count(cont.sig, sng) - 1
                 if frag is not None and t - cont.t > _SAME_CONNECTION and frag != last:
                     frag = None
@@ -405,7 +409,7 @@ class SequenceNamer:
                     self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent)
                     changed += 1
                     continue
-            if prev is None and nxt is None:
+            if prev is None and nxt is None or not cands:
                 continue
             already = set(sent.get(source, ()))
             if ctx is not None:
@@ -550,6 +554,24 @@ class SequenceNamer:
                 self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
                 changed += 1
         return changed
+
+    def _gapped_fragment(self, sig: Signature, core: bytes, after: int) -> int | None:
+        """The first piece of ``sig`` after ``after`` that is ``core`` with
+        one stretch without spaces lost inside (RFC 5424 printed APP-NAME
+        ``id=i`` of the TAG ``id=i:``, then MSG ``1``): a continuation only,
+        where the short line alone would say nothing."""
+        if not core:
+            return None
+        pieces = self.detector.logged_cores(sig.id)
+        for k in range(after + 1, len(pieces)):
+            p = pieces[k].rstrip(b"\r")
+            if len(p) <= len(core) or len(p) > len(core) + 510:
+                continue
+            for cut in range(1, len(core)):
+                head, tail = core[:cut], core[cut:]
+                if p.startswith(head) and p.endswith(tail) and b" " not in p[cut:len(p) - len(tail)]:
+                    return k
+        return None
 
     @staticmethod
     def _alone_before(lines: Sequence[Any], anchors: Sequence[_Anchor | None], i: int, nxt: _Anchor) -> bool:
