@@ -78,7 +78,7 @@ def startup(python: Path, workdir: Path) -> tuple[dict[str, str], list[str], byt
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PROBETAG_PURE")}
     proc = subprocess.run([str(python), "-m", "probetag", "explain", "--format", "jsonl", str(sample)],
                           env=env, capture_output=True, timeout=120, cwd=workdir)
-    if proc.returncode != 0:
+    if proc.returncode not in (0, 1):  # 0: probes found, 1: none (grep's codes)
         raise RuntimeError(f"explain failed: {proc.stderr.decode(errors='replace')[-3000:]}")
     return parse_log(proc.stderr.decode(errors="replace")) + (proc.stdout,)
 

@@ -279,9 +279,16 @@ def _rsyslog_json_records(corpus: Path, labels: list[dict[str, Any]]) -> dict[st
 #: HOSTNAME is the sender's address and APP-NAME, PROCID, MSGID and MSG are
 #: empty (an all-TAG binary line, FIELD_GUIDE 3).
 _LOST_5424 = re.compile(r"^<[0-9a-z]+>1 \S+ [0-9.:a-fA-F]+ - - - -\s*$")
+#: A ``%TIMESTAMP% %FROMHOST% %msg%`` line with an empty MSG: HOSTNAME and
+#: TAG held the whole payload line (a binary line is all TAG), and the
+#: template prints neither. Only the line's place among the scan's other
+#: lines can name it.
+_LOST_FROMHOST = re.compile(r"^[A-Z][a-z]{2} [ 0-9][0-9] [0-9:]{8} \S+ *$")
 
 
 def payload_lost(label: dict[str, Any]) -> bool:
+    if label.get("format") == "fromhost":
+        return bool(_LOST_FROMHOST.match(label.get("raw", "")))
     return label.get("format") == "proto23" and bool(_LOST_5424.match(label.get("raw", "")))
 
 

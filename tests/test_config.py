@@ -66,3 +66,36 @@ def test_yaml_construction_errors_are_config_errors(tmp_path, text, line):
 def test_yaml_nested_too_deep_is_config_error():
     with pytest.raises(ConfigError):
         load_config(text="a: " + "[" * 100_000)
+
+
+def test_dead_letter_checked_at_load(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(text="output:\n  dead_letter: /tmp/dl.jsonl\n")
+    assert e.value.key == "output.dead_letter" and "forward" in e.value.reason
+    missing = tmp_path / "no" / "dl.jsonl"
+    cfg = f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {missing}\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(text=cfg, resources=True)
+    assert e.value.key == "output.dead_letter" and e.value.line == 4
+    with pytest.raises(ConfigError) as e:
+        load_config(text="output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter_after: 0\n")
+    assert e.value.key == "output.dead_letter_after" and e.value.line == 4
+    with pytest.raises(ConfigError) as e:
+        load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  require_ack: false\n"
+                         f"  dead_letter: {tmp_path}/dl\n")
+    assert e.value.key == "output.dead_letter" and "require_ack" in e.value.reason
+    ok = load_config(text=f"output:\n  type: forward\n  address: 127.0.0.1:1\n  dead_letter: {tmp_path}/dl\n",
+                     resources=True)
+    assert ok.output.dead_letter == f"{tmp_path}/dl" and ok.output.dead_letter_after == 5
+
+
+def test_deep_flow_nesting_refused_before_yaml_reads_it():
+    # PyYAML's scanner is quadratic in flow depth (50,000 levels: minutes).
+    text = "log_level: info\nlisten: " + "[" * 50_000 + "]" * 50_000 + "\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(text=text)
+    assert "nested too deep" in e.value.reason and e.value.line == 2
+    # Brackets in quoted strings, comments and shallow lists are not nesting.
+    ok = load_config(text='detect:\n  fields: ["' + "[" * 500 + '", b]  # ' + "{" * 500 + "\n"
+                     "  source_fields: ['x[[[', \"y\\\"[[[\"]\n")
+    assert ok.detect.fields[0] == "[" * 500 and ok.detect.source_fields == ("x[[[", 'y"[[[')

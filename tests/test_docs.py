@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,21 @@ def test_probetag_config_snippets_in_docs_pass_check_config():
             _, errors = check_config(text=block)
             assert errors == [], (path.name, [str(e) for e in errors])
     assert seen >= 3
+
+
+def test_explain_report_in_docs_is_real_output():
+    (shown,) = _fenced((DOCS / "explain.md").read_text(), "text")
+    path = ROOT / "tests" / "fixtures" / "rsyslog" / "traditional.log"
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--color", "never", str(path)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "TZ": "UTC"})
+    assert p.returncode == 0, p.stderr
+    assert shown == p.stdout.replace(str(path), "/var/log/syslog", 1)
+
+
+def test_explain_options_are_documented():
+    usage = subprocess.run([sys.executable, "-m", "probetag", "explain", "--help"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    text = (DOCS / "explain.md").read_text()
+    opts = set(re.findall(r"(--[a-z-]+)", usage)) - {"--help", "--config"}
+    assert opts and all(f"`{o}" in text for o in opts), [o for o in opts if f"`{o}" not in text]
+    assert "exit status" in usage and "| 2 |" in text

@@ -27,6 +27,9 @@ class OutChunk:
     tag: str
     entries: bytes
     count: int
+    #: The upstream peer the records came from ("" when unknown: summaries,
+    #: stdin); only the dead-letter file shows it.
+    peer: str = ""
 
 
 def unpacker_for(data: bytes | None = None, max_size: int = 0) -> msgpack.Unpacker:

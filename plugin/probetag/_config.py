@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -242,6 +243,17 @@ class Output:
     keepalive: bool = field(default=True, metadata=_doc("Reuse the connection between chunks."))
     time_as_integer: bool = field(default=False, metadata=_doc(
         "Forward: send integer seconds instead of EventTime."))
+    dead_letter: str | None = field(default=None, metadata=_doc(
+        "Forward: a file (JSON lines) for records the downstream keeps refusing. A batch "
+        "refused dead_letter_after times in a row is split until the refused records are "
+        "found; each is appended here (base64 of its bytes, tag, time, reason, peer), "
+        "fsynced, counted in records_dead_lettered and then acked upstream. Unset: a "
+        "refused batch is retried forever and everything behind it waits."))
+    dead_letter_after: int = field(default=5, metadata=_doc(
+        "Forward, with dead_letter: refusals (no ack in ack_timeout, the connection closed "
+        "or a {} reply, after the request was written) of one batch before it is split, "
+        "and of one record before it is dead-lettered. Connect and handshake failures do "
+        "not count. Attempts.", min=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +322,12 @@ class Correlation:
         "A source silent this long ends its scan (a summary is emitted). Seconds.", above=0))
     max_sources: int = field(default=100_000, metadata=_doc(
         "Sources tracked at once; the least recently seen is evicted (counted).", min=1))
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc(
+        "Memory the per-source state may hold, source strings and scan summaries waiting "
+        "to go out included (estimated as it grows); past it the least recently seen "
+        "sources are evicted (correlation_evicted{reason=\"bytes\"}) and, in a flood of "
+        "new sources, the oldest waiting summaries dropped (correlation_summaries_dropped). "
+        "Bytes.", min=1024 * 1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +434,14 @@ class Config:
                 out.append(ConfigError("must be > 0", key=f"http.{name}"))
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             out.append(ConfigError("must be > 0", key="flow"))
+        if self.output.dead_letter is not None and self.output.type != "forward":
+            out.append(ConfigError("only the forward output has refusals to dead-letter "
+                                   "(stdout and ndjson have no acks)", key="output.dead_letter"))
+        elif self.output.dead_letter is not None and not self.output.require_ack:
+            out.append(ConfigError("needs output.require_ack: without acks no request is ever "
+                                   "refused", key="output.dead_letter"))
+        if self.output.dead_letter == "":
+            out.append(ConfigError("must be a file path", key="output.dead_letter"))
         if self.output.retry_max < self.output.retry_initial:
             out.append(ConfigError(f"must be at least retry_initial ({self.output.retry_initial:g})",
                                    key="output.retry_max"))
@@ -614,13 +640,13 @@ def _check_range(ctx: _Ctx, node: yaml.Node, f: dataclasses.Field, value: Any, k
         return
     lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
     if lo is not None and hi is not None and not lo <= value <= hi:
-        raise _err(ctx, node, key, f"must be between {lo:g} and {hi:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be between {_num(lo)} and {_num(hi)}, got {_num(value)}")
     if lo is not None and value < lo:
-        raise _err(ctx, node, key, f"must be at least {lo:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be at least {_num(lo)}, got {_num(value)}")
     if above is not None and value <= above:
-        raise _err(ctx, node, key, f"must be greater than {above:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be greater than {_num(above)}, got {_num(value)}")
     if hi is not None and value > hi:
-        raise _err(ctx, node, key, f"must be at most {hi:g}, got {value:g}")
+        raise _err(ctx, node, key, f"must be at most {_num(hi)}, got {_num(value)}")
 
 
 def load_config(path: str | Path | None = None, *, text: str | None = None,
@@ -650,6 +676,10 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
     ctx = _Ctx(file, collect=True)
     node = None
     if text is not None:
+        deep = _flow_too_deep(text, MAX_FLOW_DEPTH)
+        if deep is not None:
+            return None, [ConfigError(f"YAML nested too deep (more than {MAX_FLOW_DEPTH} levels of "
+                                      f"[ ] or {{ }})", file=file, line=deep)]
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
@@ -699,6 +729,65 @@ def check_config(path: str | Path | None = None, *, text: str | None = None,
     return (cfg if not errors else None), errors
 
 
+#: Flow collections (``[ ]``, ``{ }``) nested deeper are refused before
+#: PyYAML reads them: its scanner re-checks every open level for each token,
+#: so its time grows with the square of the depth (5,000 levels: 1.6 s,
+#: 50,000: minutes). No config nests more than a few.
+MAX_FLOW_DEPTH = 200
+_FLOW_TOKENS = re.compile(r"""[\[\]{}"'#\n]""")
+
+
+def _flow_too_deep(text: str, limit: int) -> int | None:
+    """The line where ``[``/``{`` nesting passes ``limit``, or None. One
+    linear pass; quoted scalars and comments are skipped, roughly (a quote
+    counts only where a scalar can start), which is enough for a bound."""
+    depth = 0
+    line = 1
+    pos = 0
+    while True:
+        m = _FLOW_TOKENS.search(text, pos)
+        if m is None:
+            return None
+        c, p = m.group(), m.start()
+        pos = p + 1
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            if p == 0 or text[p - 1] in " \t\n":
+                end = text.find("\n", p)
+                if end < 0:
+                    return None
+                pos = end  # the newline itself is counted next
+        elif c in "'\"":
+            q = p - 1
+            while q >= 0 and text[q] in " \t":
+                q -= 1
+            if q >= 0 and text[q] not in "\n:[{,-?":
+                continue  # an apostrophe inside a plain scalar
+            end = p
+            while True:
+                end = text.find(c, end + 1)
+                if end < 0:
+                    return None  # unterminated: the YAML parser reports it
+                if c == "'" or _escaped_backslashes(text, end) % 2 == 0:
+                    break
+            line += text.count("\n", p, end)
+            pos = end + 1
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif depth:
+            depth -= 1
+
+
+def _escaped_backslashes(text: str, end: int) -> int:
+    n = 0
+    while end - n - 1 >= 0 and text[end - n - 1] == "\\":
+        n += 1
+    return n
+
+
 def check_resources(cfg: Config) -> list[ConfigError]:
     """What ``serve`` reads or compiles beyond the YAML: rule tag templates,
     catalogue files and inline signatures, TLS certificate/key/CA files.
@@ -740,6 +829,14 @@ def check_resources(cfg: Config) -> list[ConfigError]:
                                extra=cfg.detect.signatures)
             except CatalogueError as exc:
                 out.append(ConfigError(str(exc), key="detect.catalogue"))
+    if cfg.output.dead_letter:
+        import os
+
+        parent = Path(cfg.output.dead_letter).parent
+        if not parent.is_dir():
+            out.append(ConfigError(f"no such directory: {parent}", key="output.dead_letter"))
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            out.append(ConfigError(f"directory not writable: {parent}", key="output.dead_letter"))
     for section, server in (("listen", True), ("http", True), ("output", False)):
         tls = getattr(cfg, section).tls
         if tls is None:
@@ -829,12 +926,16 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
 def _bounds(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
     lo, above, hi = f.metadata.get("min"), f.metadata.get("above"), f.metadata.get("max")
     if lo is not None and hi is not None:
-        return f" Range: {lo:g} to {hi:g}."
+        return f" Range: {_num(lo)} to {_num(hi)}."
     if lo is not None:
-        return f" At least {lo:g}."
+        return f" At least {_num(lo)}."
     if above is not None:
-        return f" Greater than {above:g}."
+        return f" Greater than {_num(above)}."
     return ""
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _dataclass_in(tp: Any) -> type | None:

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["log_event", "setup_logging"]
+__all__ = ["log_event", "setup_logging", "route_library_logs"]
 
 _log = logging.getLogger("probetag")
 
@@ -39,6 +39,29 @@ def log_event(level: int, event: str, _logger: logging.Logger | None = None, **f
     parts = [f"event={event}"]
     parts.extend(f"{k}={_fmt_value(v)}" for k, v in fields.items())
     log.log(level, " ".join(parts), extra={"probetag_event": (event, fields)})
+
+
+class _LibraryHandler(logging.Handler):
+    """A library's log records as ``event=library_log`` lines of probetag's
+    handler: one line each, the exception's type and text instead of a
+    traceback (a dropped connection is an event, not our bug)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name, "msg": record.getMessage()[:300]}
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            fields["error"] = type(exc).__name__
+            fields["detail"] = str(exc)[:200]
+        log_event(record.levelno, "library_log", **fields)
+
+
+def route_library_logs(name: str) -> None:
+    """Send the ``name`` logger's records (a library's) through probetag's
+    handler as logfmt/JSON lines; idempotent."""
+    lib = logging.getLogger(name)
+    if not any(isinstance(h, _LibraryHandler) for h in lib.handlers):
+        lib.addHandler(_LibraryHandler())
+    lib.propagate = False
 
 
 class _LogfmtFormatter(logging.Formatter):

@@ -7,7 +7,9 @@ Theory of operation
   passed explicitly (no global), so tests can read exact figures.
 * Record accounting keeps one invariant that tests check:
   ``records_in == records_passed + records_tagged + records_dropped + records_rejected``
-  once everything in flight has been settled.
+  once everything in flight has been settled. What reaches an output (passed
+  and tagged records, plus summaries) ends delivered (``records_out``) or,
+  with ``output.dead_letter``, set aside (``records_dead_lettered``).
 * ``render()`` writes the Prometheus text exposition format (version 0.0.4).
   Secrets never reach here: labels are names, reasons and probe ids only.
 """

@@ -21,6 +21,10 @@ Theory of operation
   The bound is checked before a chunk is admitted, so what is in flight
   exceeds it by at most one chunk (a chunk larger than the bound must still
   be able to pass).
+* Inside the bound each input connection gets its share
+  (``FlowControl``): with n connections holding or wanting room, one that
+  holds ``1/n`` waits while others want in, so a flood cannot take every
+  slot a slow downstream frees.
 * Outputs never give up, so when the downstream is down the in-flight
   records stay at the bound and everything upstream waits; nothing is
   dropped.
@@ -90,7 +94,18 @@ def tune_malloc() -> bool:
 
 
 class FlowControl:
-    """Counts records and bytes in flight and tells inputs when to wait."""
+    """Counts records and bytes in flight and tells inputs when to wait.
+
+    Fairness: each *owner* (a forward connection, an HTTP peer) that has
+    records in flight or is waiting to hand some over is *active*; with n
+    active owners, one that already holds ``max / n`` records or bytes in
+    flight waits even when there is room, so the room it would take goes to
+    the others. An owner with nothing in flight passes whenever there is
+    room at all, and what is in flight exceeds a share by at most one chunk.
+    A connection flooding a slow downstream therefore holds about the whole
+    bound while it is alone, and about half of it as soon as a second one
+    wants in: the second one's chunk is admitted at the next release
+    instead of competing with the flood for every freed slot."""
 
     def __init__(self, config: Flow, metrics: Metrics) -> None:
         self.max_records = config.max_inflight_records
@@ -102,27 +117,96 @@ class FlowControl:
         self._room.set()
         self._idle = asyncio.Event()
         self._idle.set()
+        #: owner -> [records, bytes] in flight (only owners with some)
+        self._held: dict[Any, list[int]] = {}
+        #: owners waiting in ``wait`` (how many waits each: a connection may
+        #: wait in two places at once)
+        self._waiting: dict[Any, int] = {}
+        #: woken on every release and every change of the active owners
+        self._changed: asyncio.Future[None] | None = None
 
     @property
     def full(self) -> bool:
         return self.records >= self.max_records or self.bytes >= self.max_bytes
 
-    async def wait(self) -> None:
-        """Return when there is room for one more chunk."""
-        if self._room.is_set():
+    def active(self) -> int:
+        """Owners with records in flight or waiting to hand some over."""
+        if not self._waiting:
+            return len(self._held)
+        return len(self._held.keys() | self._waiting.keys())
+
+    def over_share(self, owner: Any) -> bool:
+        """Does ``owner`` hold its share (or more) while others want in?"""
+        if owner is None:
+            return False
+        held = self._held.get(owner)
+        if held is None:
+            return False
+        n = self.active()
+        if n <= 1:
+            return False
+        return held[0] * n >= self.max_records or held[1] * n >= self.max_bytes
+
+    def blocked(self, owner: Any = None) -> bool:
+        """Must ``owner`` wait before handing over its next chunk?"""
+        return self.full or self.over_share(owner)
+
+    async def wait(self, owner: Any = None) -> None:
+        """Return when ``owner`` may hand over one more chunk."""
+        if not self.blocked(owner):
             return
         self.metrics.inc("backpressure_waits")
-        await self._room.wait()
+        if owner is None:
+            await self._room.wait()
+            return
+        first = owner not in self._waiting
+        self._waiting[owner] = self._waiting.get(owner, 0) + 1
+        if first:
+            self._notify()  # one more active owner: the others' shares shrink
+        try:
+            while self.blocked(owner):
+                if self.over_share(owner) and not self.full:
+                    self.metrics.inc("fair_share_waits")
+                if self._changed is None or self._changed.done():
+                    self._changed = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._changed)
+        finally:
+            left = self._waiting[owner] - 1
+            if left:
+                self._waiting[owner] = left
+            else:
+                del self._waiting[owner]
+                self._notify()
 
-    def add(self, records: int, nbytes: int) -> None:
+    def add(self, records: int, nbytes: int, owner: Any = None) -> None:
         self.records += records
         self.bytes += nbytes
+        if owner is not None:
+            held = self._held.get(owner)
+            if held is None:
+                self._held[owner] = [records, nbytes]
+                self._notify()
+            else:
+                held[0] += records
+                held[1] += nbytes
         self._update()
 
-    def release(self, records: int, nbytes: int) -> None:
+    def release(self, records: int, nbytes: int, owner: Any = None) -> None:
         self.records -= records
         self.bytes -= nbytes
+        if owner is not None:
+            held = self._held[owner]
+            held[0] -= records
+            held[1] -= nbytes
+            if held[0] <= 0 and held[1] <= 0:
+                del self._held[owner]
         self._update()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed = self._changed
+        if changed is not None and not changed.done():
+            changed.set_result(None)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -177,14 +261,18 @@ class Pipeline:
                     f"{self.flow.bytes}/{self.flow.max_bytes} bytes")
         return None
 
-    async def wait_capacity(self) -> None:
-        await self.flow.wait()
+    async def wait_capacity(self, owner: Any = None) -> None:
+        """Until ``owner`` (an input's connection, for its fair share; None:
+        the bound only) may hand over its next chunk."""
+        await self.flow.wait(owner)
 
     def submit(self, tag: str, entries: bytes, nbytes: int, on_settled: Settled | None = None,
-               walked: Any = None) -> None:
+               walked: Any = None, peer: str = "", owner: Any = None) -> None:
         """Process one chunk now; ``on_settled(ok)`` is called once its output
         is settled (at once when nothing is left to deliver). ``walked``: the
-        chunk's ``walk_entries`` result when the input has it already."""
+        chunk's ``walk_entries`` result when the input has it already;
+        ``peer``: the sender's address, kept with the output chunks;
+        ``owner``: whose share of the in-flight bound the chunk counts in."""
         if self._closed:
             if on_settled is not None:
                 on_settled(False)
@@ -193,21 +281,26 @@ class Pipeline:
             result = self.processor.process(tag, entries)
         else:
             result = self.processor.process(tag, entries, walked)
-        self._dispatch(result.chunks, nbytes, on_settled)
+        if peer:
+            for c in result.chunks:
+                c.peer = peer
+        self._dispatch(result.chunks, nbytes, on_settled, owner)
 
-    def _dispatch(self, chunks: list[OutChunk], nbytes: int, on_settled: Settled | None) -> None:
+    def _dispatch(self, chunks: list[OutChunk], nbytes: int, on_settled: Settled | None,
+                  owner: Any = None) -> None:
         if not chunks:
             if on_settled is not None:
                 on_settled(True)
             return
         records = sum(c.count for c in chunks)
-        self.flow.add(records, nbytes)
-        task = asyncio.get_running_loop().create_task(self._deliver(chunks, records, nbytes, on_settled))
+        self.flow.add(records, nbytes, owner)
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(chunks, records, nbytes, on_settled, owner, time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, chunks: list[OutChunk], records: int, nbytes: int,
-                       on_settled: Settled | None) -> None:
+                       on_settled: Settled | None, owner: Any = None, t0: float = 0.0) -> None:
         ok = False
         try:
             if len(chunks) == 1:
@@ -225,7 +318,12 @@ class Pipeline:
             self.metrics.inc("internal_errors", where="output")
             _log.exception("event=output_failed records=%d", records)
         finally:
-            self.flow.release(records, nbytes)
+            self.flow.release(records, nbytes, owner)
+            if ok and t0:
+                # processed -> acked downstream, per chunk (a Prometheus
+                # summary without quantiles: rate(sum) / rate(count))
+                self.metrics.inc("delivery_seconds_sum", time.monotonic() - t0)
+                self.metrics.inc("delivery_seconds_count")
             if on_settled is not None:
                 try:
                     on_settled(ok)

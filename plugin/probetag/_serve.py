@@ -140,6 +140,8 @@ class MetricsServer:
                 status, ctype, body = "405 Method Not Allowed", "text/plain", b"use GET\n"
             elif path == b"/metrics":
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+                # 1 while /health would answer 200 (downstream up, room in flight)
+                self.metrics.set("healthy", 0.0 if self.health is not None and self.health() else 1.0)
                 body = self.metrics.render().encode()
             elif path == b"/health":
                 status, ctype, body = health_response(self.health)

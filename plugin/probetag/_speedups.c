@@ -46,10 +46,25 @@
  * this runs at memchr speed when the first byte is rare. The prefilter gates
  * its short-literal scan on it.
  *
+ * Hits(lens, weak) collects the prefilter's literal hits and maps them to
+ * entries (probetag/detect/_prefilter.py, Prefilter.classify). hyperscan's
+ * Python binding calls its match handler once per occurrence; a binary
+ * probe line holds dozens of escapes, so a Python handler (a frame and a
+ * tuple per occurrence, then a sort and a bisect per entry) cost more than
+ * the scan's own work on a chunk with a few probe lines. A Hits object is
+ * that handler in C: each call stores (end offset, pattern id) in an array,
+ * and entries(starts) finds each hit's entry by binary search and returns
+ * (sorted indices of every hit entry, set of those hit only by weak
+ * literals), the answer classify() gives in Python. lens: native uint32
+ * length per pattern id; weak: one byte per pattern id, non-zero for a weak
+ * literal. A hit starting before 0 (impossible for a literal found in the
+ * data) is dropped, like the Python path's bisect does.
+ *
  * Every read is bounds-checked against the buffer's length; lengths are
  * compared as remaining-byte counts, so no offset arithmetic can overflow.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* memmem */
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -261,6 +276,81 @@ static int fast_entry(const unsigned char *d, size_t p, size_t e) {
     return (m >= 0x80 && m <= 0x8f) || m == 0xde || m == 0xdf;
 }
 
+/* The common entry in one tight loop: [time, map] whose time is a positive
+ * fixint, a uint32 or a fixext8 of a non-negative type, and whose map (fixmap
+ * or map16) holds only strings, bins up to 16-bit lengths and scalars (ints,
+ * floats, nil, booleans). Such an entry holds no container below the map and
+ * no ext below the time, so skip_object would frame it the same way and find
+ * no poison in it. Returns 1 with *end set, or 0 when the entry is anything
+ * else or does not fit in the buffer: then skip_object frames it (and reports
+ * a truncation exactly as msgpack does). */
+static int skip_simple_entry(const unsigned char *d, size_t n, size_t p, size_t *end) {
+    size_t rest = n - p;
+    if (rest < 3 || d[p] != 0x92)
+        return 0;
+    unsigned char t = d[p + 1];
+    size_t q;
+    if (t <= 0x7f) {
+        q = p + 2;
+    } else if (t == 0xce) {
+        q = p + 6;
+    } else if (t == 0xd7) {
+        if (rest < 3 || d[p + 2] >= 0x80)
+            return 0;
+        q = p + 11;
+    } else {
+        return 0;
+    }
+    if (q >= n)
+        return 0;
+    unsigned char m = d[q];
+    size_t count;
+    if (m >= 0x80 && m <= 0x8f) {
+        count = 2u * (size_t)(m & 0x0f);
+        q += 1;
+    } else if (m == 0xde) {
+        if (n - q < 3)
+            return 0;
+        count = 2u * (size_t)be16(d + q + 1);
+        q += 3;
+    } else {
+        return 0;
+    }
+    while (count--) {
+        if (q >= n)
+            return 0;
+        unsigned char b = d[q];
+        size_t len; /* the whole object's length */
+        if ((b & 0xe0) == 0xa0)
+            len = 1 + (size_t)(b & 0x1f);
+        else if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            len = 1;
+        else if (b == 0xd9 || b == 0xc4) {
+            if (n - q < 2)
+                return 0;
+            len = 2 + (size_t)d[q + 1];
+        } else if (b == 0xda || b == 0xc5) {
+            if (n - q < 3)
+                return 0;
+            len = 3 + (size_t)be16(d + q + 1);
+        } else if (b == 0xcb || b == 0xcf || b == 0xd3)
+            len = 9;
+        else if (b == 0xca || b == 0xce || b == 0xd2)
+            len = 5;
+        else if (b == 0xcd || b == 0xd1)
+            len = 3;
+        else if (b == 0xcc || b == 0xd0)
+            len = 2;
+        else
+            return 0;
+        if (n - q < len)
+            return 0;
+        q += len;
+    }
+    *end = q;
+    return 1;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *arg;
@@ -296,9 +386,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     while (pos < n) {
         size_t end = pos;
         int poison = 0;
-        error = skip_object(d, n, &end, stack, ismap, &poison);
-        if (error != OK)
-            break;
+        if (!skip_simple_entry(d, n, pos, &end)) {
+            error = skip_object(d, n, &end, stack, ismap, &poison);
+            if (error != OK)
+                break;
+        }
         if (poison) {
             PyObject *ix = PyLong_FromSize_t(used);
             if (!ix || PyList_Append(poisoned, ix) < 0) {
@@ -414,12 +506,239 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
+/* near(buffer, starts, centre, before, after, short, needle) -> list of the
+ * entries j in [centre - before, centre + after] (within the chunk) that are
+ * at most `short` bytes long or hold `needle` (an empty needle: none by
+ * content), in order: the stage's neighbour test (probetag/_stage.py,
+ * Processor._with_neighbours), one call per strong hit instead of a Python
+ * loop and a bytes.find per entry. starts: the walk's uint64 offsets with
+ * their end sentinel. */
+static PyObject *near(PyObject *self, PyObject *args) {
+    Py_buffer data, offs, needle;
+    Py_ssize_t centre, before, after, shortlen;
+    if (!PyArg_ParseTuple(args, "y*y*nnnny*:near", &data, &offs, &centre, &before, &after, &shortlen, &needle))
+        return NULL;
+    PyObject *out = NULL;
+    if (offs.len % 8 != 0 || before < 0 || after < 0) {
+        PyErr_SetString(PyExc_ValueError, "near: bad offsets or window");
+        goto done;
+    }
+    const uint64_t *starts = (const uint64_t *)offs.buf;
+    Py_ssize_t count = offs.len / 8 - 1; /* entries; the last offset is the sentinel */
+    const unsigned char *d = (const unsigned char *)data.buf;
+    out = PyList_New(0);
+    if (!out || count <= 0)
+        goto done;
+    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
+    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
+    for (Py_ssize_t j = lo; j < hi; j++) {
+        uint64_t a = starts[j], b = starts[j + 1];
+        if (b < a || b > (uint64_t)data.len) {
+            PyErr_SetString(PyExc_ValueError, "near: offsets outside the buffer");
+            Py_CLEAR(out);
+            goto done;
+        }
+        int take = b - a <= (uint64_t)shortlen;
+        if (!take && needle.len > 0 && (uint64_t)needle.len <= b - a)
+            take = memmem(d + a, (size_t)(b - a), needle.buf, (size_t)needle.len) != NULL;
+        if (take) {
+            PyObject *ix = PyLong_FromSsize_t(j);
+            if (!ix || PyList_Append(out, ix) < 0) {
+                Py_XDECREF(ix);
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+    }
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&needle);
+    return out;
+}
+
+/* -- Hits: the prefilter's match handler ---------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lens_obj;   /* bytes: native uint32 per pattern id */
+    PyObject *weak_obj;   /* bytes: one flag byte per pattern id */
+    const uint32_t *lens;
+    const unsigned char *weak;
+    Py_ssize_t npat;
+    uint64_t *ends;       /* end offset of each hit */
+    uint32_t *ids;        /* its pattern id */
+    size_t used, cap;
+} Hits;
+
+static void Hits_dealloc(Hits *self) {
+    Py_XDECREF(self->lens_obj);
+    Py_XDECREF(self->weak_obj);
+    PyMem_RawFree(self->ends);
+    PyMem_RawFree(self->ids);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Hits_init(Hits *self, PyObject *args, PyObject *kwds) {
+    PyObject *lens, *weak;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Hits() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!:Hits", &PyBytes_Type, &lens, &PyBytes_Type, &weak))
+        return -1;
+    Py_ssize_t npat = PyBytes_GET_SIZE(weak);
+    if (PyBytes_GET_SIZE(lens) != npat * (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "lens must hold one uint32 per byte of weak");
+        return -1;
+    }
+    Py_INCREF(lens);
+    Py_INCREF(weak);
+    Py_XSETREF(self->lens_obj, lens);
+    Py_XSETREF(self->weak_obj, weak);
+    self->lens = (const uint32_t *)PyBytes_AS_STRING(lens);
+    self->weak = (const unsigned char *)PyBytes_AS_STRING(weak);
+    self->npat = npat;
+    self->used = 0;
+    return 0;
+}
+
+/* hyperscan's binding calls handler(id, from, to, flags, context). */
+static PyObject *Hits_call(Hits *self, PyObject *args, PyObject *kwds) {
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 3) {
+        PyErr_SetString(PyExc_TypeError, "Hits(id, from, to, ...)");
+        return NULL;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(args, 0));
+    if (id == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long to = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args, 2));
+    if (to == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if ((Py_ssize_t)id >= self->npat) {
+        PyErr_SetString(PyExc_ValueError, "pattern id out of range");
+        return NULL;
+    }
+    if (self->used == self->cap) {
+        size_t ncap = self->cap ? self->cap * 2 : 256;
+        uint64_t *e = PyMem_RawRealloc(self->ends, ncap * sizeof(uint64_t));
+        if (!e)
+            return PyErr_NoMemory();
+        self->ends = e;
+        uint32_t *i = PyMem_RawRealloc(self->ids, ncap * sizeof(uint32_t));
+        if (!i)
+            return PyErr_NoMemory();
+        self->ids = i;
+        self->cap = ncap;
+    }
+    self->ends[self->used] = (uint64_t)to;
+    self->ids[self->used] = (uint32_t)id;
+    self->used++;
+    Py_RETURN_NONE;
+}
+
+/* entries(starts) -> (hit entry indices, sorted; set of the weak-only ones).
+ * starts: a C-contiguous buffer of native uint64 (the walk's offsets with
+ * their end sentinel). */
+static PyObject *Hits_entries(Hits *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    if (view.itemsize != 8 || (view.format && strcmp(view.format, "Q") != 0 && strcmp(view.format, "@Q") != 0
+                               && strcmp(view.format, "L") != 0 && strcmp(view.format, "@L") != 0)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "starts must be a buffer of uint64");
+        return NULL;
+    }
+    const uint64_t *starts = (const uint64_t *)view.buf;
+    size_t ns = (size_t)view.len / 8;
+    PyObject *out = NULL, *weak = NULL, *result = NULL;
+    unsigned char *flag = NULL; /* per entry: 1 hit, 2 hit by a strong literal */
+    out = PyList_New(0);
+    weak = PySet_New(NULL);
+    if (!out || !weak)
+        goto done;
+    if (ns == 0 || self->used == 0)
+        goto build;
+    flag = PyMem_RawCalloc(ns, 1);
+    if (!flag) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t h = 0; h < self->used; h++) {
+        uint32_t id = self->ids[h];
+        uint64_t len = self->lens[id];
+        if (self->ends[h] < len)
+            continue; /* starts before the data: no entry (bisect gives -1) */
+        uint64_t off = self->ends[h] - len;
+        /* bisect_right(starts, off) - 1 */
+        size_t lo = 0, hi = ns;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (starts[mid] <= off)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == 0)
+            continue;
+        size_t i = lo - 1;
+        flag[i] |= self->weak[id] ? 1 : 3;
+    }
+build:
+    for (size_t i = 0; flag && i < ns; i++) {
+        if (!flag[i])
+            continue;
+        PyObject *ix = PyLong_FromSize_t(i);
+        if (!ix)
+            goto done;
+        int bad = PyList_Append(out, ix) < 0 || (flag[i] == 1 && PySet_Add(weak, ix) < 0);
+        Py_DECREF(ix);
+        if (bad)
+            goto done;
+    }
+    result = PyTuple_Pack(2, out, weak);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(weak);
+    PyMem_RawFree(flag);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *Hits_len(Hits *self, PyObject *unused) {
+    return PyLong_FromSize_t(self->used);
+}
+
+static PyMethodDef Hits_methods[] = {
+    {"entries", (PyCFunction)Hits_entries, METH_O,
+     "entries(starts) -> (sorted indices of the entries hit, set of those hit only by weak literals)"},
+    {"count", (PyCFunction)Hits_len, METH_NOARGS, "count() -> hits collected so far"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HitsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "probetag._speedups.Hits",
+    .tp_basicsize = sizeof(Hits),
+    .tp_dealloc = (destructor)Hits_dealloc,
+    .tp_call = (ternaryfunc)Hits_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Hits(lens, weak): the prefilter's match handler; see the module comment.",
+    .tp_methods = Hits_methods,
+    .tp_init = (initproc)Hits_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buffer, max_entries=-1) -> (offsets, slow, end, error): frame a chunk of packed msgpack entries.\n\n"
      "offsets: bytes of native uint64 entry start offsets plus an end sentinel; slow: indices\n"
      "of entries failing the stage's fast entry check; end: end of the last whole entry;\n"
      "error: None, 'entries_truncated' or 'entries_undecodable'."},
+    {"near", near, METH_VARARGS,
+     "near(buffer, starts, centre, before, after, short, needle) -> entries around centre that are short or hold needle"},
     {"contains_any", contains_any, METH_VARARGS,
      "contains_any(buffer, needles: tuple[bytes, ...]) -> bool: does any needle occur in buffer?"},
     {NULL, NULL, 0, NULL},
@@ -431,11 +750,21 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&HitsType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
+    if (m) {
+        Py_INCREF(&HitsType);
+        if (PyModule_AddObject(m, "Hits", (PyObject *)&HitsType) < 0) {
+            Py_DECREF(&HitsType);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 3) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 4) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -358,20 +358,24 @@ class Processor:
                 extra.append(j)
         last = -1
         last_needle = b""
+        # The C walk's offsets: the window is tested in C, one call per hit.
+        near = _speedups.near if _speedups is not None and isinstance(starts, memoryview) else None
         for i in hits:
             if i in weak:
                 continue
             needle = self._hit_sender(entries, starts, i)
             if needle is None:
                 continue
-            for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1)):
-                if j in have:
-                    continue
-                a, b = starts[j], starts[j + 1]
-                if b - a > short and (not needle or find(needle, a, b) < 0):
-                    continue
-                have.add(j)
-                extra.append(j)
+            if near is not None:
+                window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
+            else:
+                window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
+                          if starts[j + 1] - starts[j] <= short
+                          or (needle and find(needle, starts[j], starts[j + 1]) >= 0)]
+            for j in window:
+                if j not in have:
+                    have.add(j)
+                    extra.append(j)
             last = i
             last_needle = needle
         if last >= 0:

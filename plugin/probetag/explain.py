@@ -48,6 +48,9 @@ Theory of operation
   ``text`` is a per-source summary (scanner, probes, first/last seen, lines,
   the listener that received them and how to close it) and a count of the
   other lines, from the correlator's scan summaries.
+  ``html`` is the same report as one page with charts and a table of the
+  probe lines (``_explain_html``); only then does ``Explainer.detect`` hand
+  each probe line to a collector (``on_probe``). ``--output`` names the file.
 * Each file gets its own correlator: correlation runs on event time, and two
   files are two time lines. The compiled detector is shared.
 
@@ -74,6 +77,7 @@ Theory of operation
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import io
 import json
@@ -90,10 +94,11 @@ import traceback
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
-from . import decode
+from . import _explain_html, decode
 from ._accel import log_start
+from ._explain_report import _FIRST_LINES, Example, Progress, report_width, text_report, use_color
 from ._config import Config, ConfigError, load_config
 from ._logging import setup_logging
 from ._metrics import Metrics
@@ -146,11 +151,17 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
     """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
-    if len(msg) < _WORDS:
+    if len(msg) < _WORDS or len(msg) - len(msg.translate(None, _ALNUM)) < _WORDS:
         return False
-    for e in escapes:
-        msg = msg.replace(e, b" ")
+    msg = _escapes_re(escapes).sub(b" ", msg)
     return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
+
+
+@functools.lru_cache(maxsize=8)
+def _escapes_re(escapes: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One pattern for every escape (longest first: what one pass of
+    ``bytes.replace`` per escape, in that order, would remove)."""
+    return re.compile(b"|".join(re.escape(e) for e in sorted(set(escapes), key=len, reverse=True)))
 
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -183,6 +194,8 @@ class FileReport:
     cut_lines: int = 0
     summaries: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, _SourceInfo] = field(default_factory=dict)
+    #: source -> probe name -> its first lines and a sample (the text report)
+    examples: dict[str, dict[str, Example]] = field(default_factory=dict)
 
     @property
     def benign_lines(self) -> int:
@@ -260,6 +273,43 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
                     have.add(idx + k)
                     extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
+    if not extra:
+        return picked
+    return sorted(picked + extra, key=lambda x: x[0])
+
+
+#: A ``fromhost`` line with an empty MSG: the sender and nothing else.
+_EMPTY_MSG = re.compile(rb"(?:[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T\S+)"
+                        rb" \S+ +")
+
+
+def _with_empty_msgs(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]]
+                     ) -> list[tuple[int, bytes, bool, bool]]:
+    """``picked`` plus every line of a ``fromhost`` file whose MSG is empty,
+    in line order. A binary probe line that rsyslog took whole into the TAG
+    leaves such a line (``%FROMHOST% %msg%`` prints no TAG): no literal can
+    hit it, and only its place among the scan's other lines names it. They
+    are rare in ordinary logs (a message with no text)."""
+    have = {x[0] for x in picked}
+    extra: list[tuple[int, bytes, bool, bool]] = []
+    idx = pos = 0
+    n = len(data)
+    off = data.find(b" \n")
+    ends = []
+    while off >= 0:
+        ends.append(off + 1)
+        off = data.find(b" \n", off + 1)
+    if data.endswith(b" "):
+        ends.append(n)
+    for end in ends:
+        start = data.rfind(b"\n", 0, end) + 1
+        ln = bytes(data[start:end])
+        if _EMPTY_MSG.fullmatch(ln) is None:
+            continue
+        idx += data.count(b"\n", pos, start)
+        pos = start
+        if idx not in have:
+            extra.append((idx, ln, False, False))
     if not extra:
         return picked
     return sorted(picked + extra, key=lambda x: x[0])
@@ -383,6 +433,9 @@ class Explainer:
         self._tcache: dict[bytes, float] = {}
         self._last_t = 0.0
         self._year = datetime.now().year
+        #: called with (1-based line, event time, probe map, record) for
+        #: each probe line when a report needs every line (``--format html``)
+        self.on_probe: Callable[[int, float, dict[str, Any], dict[Any, Any]], None] | None = None
 
     def use_prefilter(self, pre: Any) -> None:
         """Pick lines with ``pre``'s literals (a ``probetag.detect.Prefilter``)."""
@@ -402,6 +455,7 @@ class Explainer:
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
         self.skip_weak = True
+        self._nothing_read: Any = None  # what analyse makes of _NOTHING
         self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
@@ -530,6 +584,8 @@ class Explainer:
             else:
                 host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
                 picked = _with_neighbours(data, picked, strong_lines, host_at)
+        if self.fmt == "fromhost":
+            picked = _with_empty_msgs(data, picked)
         return idx + count(b"\n", pos) + 1, framing, picked
 
     def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
@@ -611,13 +667,23 @@ class Explainer:
         """The last part of ``block``: ``scan``'s counts and ``pick``'s
         items -> (n, {0-based line index: probe map})."""
         rep = self.report
+        base = rep.lines + 1  # 1-based number of the block's first line
         rep.lines += n
         rep.framing_errors += framing
         found: dict[int, dict[str, Any]] = {}
         if not items:
             return n, found
         by_item: dict[int, dict[str, Any]] = {}
-        for k, d in enumerate(self.enricher.batch("explain", items)):
+        # A skipped line's record is always the same empty one: analysed once.
+        pre = None
+        if self.weak_skipped:
+            if self._nothing_read is None:
+                self._nothing_read = self.enricher.analyse(_NOTHING, True)
+            from .detect._enrich import NOT_ANALYSED as na
+
+            got = self._nothing_read
+            pre = [got if rec is _NOTHING else na for _t, rec in items]
+        for k, d in enumerate(self.enricher.batch("explain", items, pre)):
             rec = items[k][1]
             if "_continues" in rec:
                 # a continuation line of a syslog-ng message: the message's verdict
@@ -633,7 +699,16 @@ class Explainer:
                 by_item[k] = probe
             found[where[k]] = probe
             rep.probe_lines += 1
+            if self.on_probe is not None:
+                self.on_probe(base + where[k], items[k][0], probe, rec)
             src = str(probe.get("source") or "-")
+            name = str(probe.get("name"))
+            ex = rep.examples.setdefault(src, {}).get(name)
+            if ex is None:
+                ex = rep.examples[src][name] = Example(payload=str(probe.get("payload") or ""))
+            ex.count += 1
+            if len(ex.lines) < _FIRST_LINES:
+                ex.lines.append(base + where[k])
             info = rep.sources.setdefault(src, _SourceInfo())
             if probe.get("seen_in") == "application-log":
                 info.app_lines += 1
@@ -647,8 +722,38 @@ class Explainer:
         return n, found
 
     def finish(self) -> FileReport:
-        self.report.summaries = self.correlator.flush()
+        self.report.summaries = _merge_overlapping(self.correlator.flush())
         return self.report
+
+
+def _merge_overlapping(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One scan per source and stretch of time in the report. The correlator
+    ends a scan after ``scan_idle`` without a named line; where most lines
+    are named by their place in the scan afterwards (a ``%FROMHOST% %msg%``
+    file), a later named line reopens the source as a new scan whose time
+    then reaches back over the first: such overlapping scans are one."""
+    out: list[dict[str, Any]] = []
+    for s in sorted(summaries, key=lambda s: (str(s["source"]), s["first_seen"])):
+        prev = out[-1] if out else None
+        if prev is None or prev["source"] != s["source"] or s["first_seen"] > prev["last_seen"]:
+            out.append(dict(s, probes=dict(s["probes"])))
+            continue
+        prev["last_seen"] = max(prev["last_seen"], s["last_seen"])
+        prev["lines"] += s["lines"]
+        for name, n in s["probes"].items():
+            prev["probes"][name] = prev["probes"].get(name, 0) + n
+        prev["probes"] = dict(sorted(prev["probes"].items()))
+        prev["probe_count"] = len(prev["probes"])
+        scanners = list(dict.fromkeys([*prev.get("scanners", ()), *s.get("scanners", ())]))
+        # "unknown": bytes several scanners send only; a part named after a
+        # scanner by bytes it alone sends names the whole scan
+        known = [x for x in scanners if x != "unknown"]
+        prev["scanners"] = known or scanners
+        if known and prev.get("scanner") not in known:
+            prev["scanner"] = known[0]
+        if s.get("named_late"):
+            prev["named_late"] = [*prev.get("named_late", ()), *s["named_late"]]
+    return out
 
 
 # ---------------------------------------------------------------- file I/O
@@ -964,7 +1069,8 @@ def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
         how.append('bind imtcp to a trusted address: input(type="imtcp" address="127.0.0.1" ...), '
                    "or firewall its port (514/tcp by default) from untrusted networks")
     if "udp" in tr:
-        how.append('bind imudp the same way: input(type="imudp" address=...), or firewall 514/udp')
+        how.append('bind imudp to a trusted address: input(type="imudp" address="127.0.0.1" ...), '
+                   "or firewall its port (514/udp by default) from untrusted networks")
     if "tcp" in tr:
         # FIELD_GUIDE 1: a leading digit starts an octet count that eats bytes
         how.append('if every sender uses LF framing, supportOctetCountedFraming="off" on imtcp '
@@ -972,50 +1078,27 @@ def _listener(info: _SourceInfo, fmt: str = "") -> tuple[str, list[str]]:
     return where, how
 
 
-def _text_file(out: IO[str], rep: FileReport, first: bool) -> None:
-    """One file's text report; a blank line before every one but the first."""
-    if not first:
-        out.write("\n")
-    _text(out, rep)
-
-
-def _text(out: IO[str], rep: FileReport) -> None:
-    sources = {s["source"] for s in rep.summaries}
-    out.write(f"{rep.name}: {rep.lines} lines ({rep.fmt} format)\n")
-    out.write(f"  {rep.probe_lines} scanner-probe lines from {len(sources)} source(s), "
-              f"{rep.benign_lines} other (benign) lines")
-    if rep.framing_errors:
-        out.write(f", {rep.framing_errors} rsyslog framing-error lines")
-    out.write("\n")
-    for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
-        info = rep.sources.get(s["source"], _SourceInfo())
-        where, how = _listener(info, rep.fmt)
-        scanners = ", ".join(s.get("scanners") or [s.get("scanner") or "?"])
-        src = s["source"] if s["source"] != "-" else "sender unknown (the file does not record it)"
-        out.write(f"\n  {src}: {scanners}\n")
-        out.write(f"    {s['lines']} lines, {len(s['probes'])} distinct probes, "
-                  f"first seen {_ts(s['first_seen'])}, last seen {_ts(s['last_seen'])}\n")
-        probes = sorted(s["probes"].items(), key=lambda kv: (-kv[1], kv[0]))
-        out.write("    probes: " + ", ".join(f"{p} x{c}" for p, c in probes) + "\n")
-        if info.app_lines and not info.listener_lines:
-            # a scanner's name quoted in another program's log line (an
-            # access log's user agent): no syslog listener took its bytes
-            out.write("    seen in: another program's log lines (the scanner talked to that program,"
-                      " not to a syslog listener)\n")
-            continue
-        out.write(f"    received by: {where}\n")
-        out.write("    to close it:\n")
-        for h in how:
-            out.write(f"      - {h}\n")
-    if rep.cut_lines:
-        out.write(f"  {rep.cut_lines} over-long lines were cut at {_MAX_LINE} bytes\n")
+def _text_file(out: IO[str], rep: FileReport, first: bool, args: argparse.Namespace | None = None) -> None:
+    """One file's text report (``_explain_report``)."""
+    color = getattr(args, "color", "never")
+    text_report(out, rep, first=first, width=report_width(out), color=use_color(color, out),
+                listener=_listener, max_line=_MAX_LINE)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="probetag explain",
-                                 description="Tell what scanner-probe lines in rsyslog output files are.")
+                                 description="Tell what scanner-probe lines in rsyslog output files are.",
+                                 epilog="exit status: 0 when probe lines were found, 1 when none were, "
+                                        "2 on an error (as grep)")
     ap.add_argument("files", nargs="+", metavar="FILE", help="syslog files ('-' = stdin; .gz is read too)")
-    ap.add_argument("--format", choices=("text", "jsonl"), default="text", help="output (default: text)")
+    ap.add_argument("--format", choices=("text", "jsonl", "html"), default="text",
+                    help="output: the report, one JSON object per line, or the report as one HTML page "
+                         "(default: text)")
+    ap.add_argument("-o", "--output", metavar="FILE",
+                    help="write the output to FILE (default: stdout; html is not written to a terminal)")
+    ap.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="colour in the text report (default: auto, when the output is a terminal "
+                         "and NO_COLOR is not set)")
     ap.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                     help="how the files were written (default: detected per file)")
     ap.add_argument("-c", "--config", metavar="FILE", help="probetag config (detect/correlation settings)")
@@ -1029,23 +1112,53 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.format == "html" and not args.output and sys.stdout.isatty():
+        print("error: --format html writes a page: give --output FILE or redirect stdout", file=sys.stderr)
+        return 2
+    try:
+        args.out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        print(f"error: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     setup_logging(config.log_level, timestamps=False)
     log_start()
+    args.found = 0
+    args.html = _explain_html.Lines() if args.format == "html" else None
     try:
-        if _jobs(args) >= 2:
-            return _run_pipeline(args, config)
-        return _run(args, config)
+        failed = _run_pipeline(args, config) if _jobs(args) >= 2 else _run(args, config)
+        if args.html is not None:
+            _explain_html.write_html(args.out, args.html, listener=_listener, max_line=_MAX_LINE)
+            args.out.flush()
+        # grep's exit codes: 0 probes found, 1 none, 2 an error
+        return 2 if failed else 0 if args.found else 1
     except BrokenPipeError:
         # the reader went away (``| head``): stop quietly, like other filters
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if args.out is not sys.stdout:
+            args.out.close()
+
+
+def _output(args: argparse.Namespace, ex: Explainer) -> None:
+    """Hook ``ex`` to the HTML report's collection when it is asked for."""
+    lines = getattr(args, "html", None)
+    if lines is not None:
+        ex.on_probe = lines.file(ex.report.name, ex.fmt)
+
+
+def _finished(args: argparse.Namespace, rep: FileReport) -> None:
+    lines = getattr(args, "html", None)
+    if lines is not None:
+        lines.finish_file(rep)
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     detector = None
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             f = _open(path)
@@ -1066,6 +1179,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                 fmt = decode.detect_file_format(first)
             ex = Explainer(config, fmt, path, detector)
             detector = ex.detector
+            _output(args, ex)
             jsonl = _JsonlWriter(*_binary(out), path if several else None) if args.format == "jsonl" else None
             try:
                 base = 0
@@ -1074,14 +1188,18 @@ def _run(args: argparse.Namespace, config: Config) -> int:
                     if jsonl is not None:
                         jsonl.block(n, found, base)
                     base += n
+                    progress.update(len(data), path)
             except BrokenPipeError:
                 raise
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 status = 1
             rep = ex.finish()
+        _finished(args, rep)
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
+    progress.close()
     out.flush()
     return status
 
@@ -1145,7 +1263,7 @@ def _run_pipeline(args: argparse.Namespace, config: Config) -> int:
     (``PR_SET_PDEATHSIG`` where there is one; otherwise its next write
     fails), and it is killed and reaped when this function leaves early
     (``| head``, Ctrl-C, an error)."""
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     # The compiled detector (most of the set-up) is built once, before the
     # fork: both processes start from it, the reading one for free.
     from .detect import build_detection
@@ -1219,9 +1337,10 @@ def _receive(rf: Any, pid: int) -> tuple[Any, ...]:
 
 def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, detector: Any) -> int:
     """The detecting half of ``_run_pipeline``: ``_run``'s loop, fed by messages."""
-    out = sys.stdout
+    out = getattr(args, "out", sys.stdout)
     status = 0
     several = len(args.files) > 1
+    progress = Progress(sys.stderr, _input_bytes(args.files))
     for path in args.files:
         try:
             msg = _receive(rf, pid)
@@ -1236,6 +1355,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
             continue
         ex = Explainer(config, msg[1], path, detector)
         detector = ex.detector
+        _output(args, ex)
         jsonl = _JsonlWriter(*_binary(out), path if several else None) if args.format == "jsonl" else None
         base = 0
         died = None
@@ -1251,6 +1371,7 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
             if jsonl is not None:
                 jsonl.block(n, found, base)
             base += n
+            progress.update(msg[5], path)
         if died is not None:
             print(f"error: {path}: {died}", file=sys.stderr)
             status = 1
@@ -1262,10 +1383,13 @@ def _detect_from(rf: Any, args: argparse.Namespace, config: Config, pid: int, de
                 print(msg[2], file=sys.stderr)
                 status = 1
         rep = ex.finish()
+        _finished(args, rep)
+        args.found += rep.probe_lines
         if args.format == "text":
-            _text_file(out, rep, first=path is args.files[0])
+            _text_file(out, rep, first=path is args.files[0], args=args)
         if died is not None:
             break  # nothing reads the files after it
+    progress.close()
     out.flush()
     return status
 
@@ -1339,7 +1463,7 @@ def _read_files(send: Any, wf: Any, args: argparse.Namespace, config: Config,
             try:
                 for data in _blocks(f, first, ex.report):
                     n, framing, picked = ex.scan(data)
-                    send(("block", n, framing, *ex.pick(picked)))
+                    send(("block", n, framing, *ex.pick(picked), len(data)))
                     wf.flush()
             except BrokenPipeError:
                 raise

@@ -82,14 +82,30 @@ def test_vector_parse_syslog_model() -> None:
     tagged = derive_records.loose("<38>Dec  5 17:13:48 vm sshd[3102]: Bad protocol")
     assert (tagged["hostname"], tagged["appname"], tagged["procid"], tagged["message"]) == (
         "vm", "sshd", "3102", "Bad protocol")
-    # no timestamp: the whole line is the message
-    assert derive_records.loose("OPTIONS / RTSP/1.0\r") == {"message": "OPTIONS / RTSP/1.0\r"}
+    # no timestamp, or rsyslog's <invld> PRI: parse_message_with_year_exact
+    # fails and the syslog source drops the frame
+    assert derive_records.loose("OPTIONS / RTSP/1.0\r") is None
+    assert derive_records.loose("<invld>Dec  5 17:16:07 127.0.0.1  < NTP/1.2 >") is None
+
+
+def _frames(flow: dict) -> list:
+    return [(text, fr) for _, text, fr in derive_records.vector_frames(flow)]
 
 
 def test_vector_direct_framing() -> None:
+    # LinesCodec: one trailing CR removed, empty frames give nothing
     flow = {"proto": "tcp", "payload": b"GET / HTTP/1.0\r\n\r\n", "t_end": 2.0,
             "segments": [(1.0, b"GET / HTTP/1.0\r\n\r\n")]}
-    assert [f for _, f in derive_records.vector_frames(flow)] == [b"GET / HTTP/1.0\r", b"\r"]
+    assert _frames(flow) == [("GET / HTTP/1.0", b"GET / HTTP/1.0")]
+    # a first byte 1-9 is an octet count; cut short by the close, the frame is lost
     flow = {"proto": "tcp", "payload": b"5 hello6 wor", "t_end": 2.0, "segments": [(1.0, b"5 hello6 wor")]}
-    # an octet-counted frame cut short by the close is lost
-    assert [f for _, f in derive_records.vector_frames(flow)] == [b"hello"]
+    assert _frames(flow) == [("hello", b"hello")]
+    # a count that is no number is discarded up to its space
+    flow = {"proto": "tcp", "payload": b"1.0 x\n", "t_end": 2.0, "segments": [(1.0, b"1.0 x\n")]}
+    assert _frames(flow) == [("x", b"x")]
+    # not valid UTF-8 over TCP: the framer's error, no text
+    flow = {"proto": "tcp", "payload": b"\x16\x03\x01\xfe\n", "t_end": 2.0, "segments": [(1.0, b"\x16\x03\x01\xfe\n")]}
+    assert _frames(flow) == [(None, b"\x16\x03\x01\xfe")]
+    # UDP: one datagram, decoded lossily
+    flow = {"proto": "udp", "payload": b"\xfe\x01", "t_first_data": 1.0}
+    assert _frames(flow) == [("\ufffd\x01", b"\xfe\x01")]

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,12 +267,46 @@ def send_load(port: int, load: list[tuple[str, float, list[dict[str, Any]]]], ti
         up.close()
 
 
+class Paused:
+    """The load sender stopped after half the chunks (a window of them still
+    un-acked) until ``resume()``: the test's fault lands mid-load however fast
+    the machine is, instead of after a guessed sleep."""
+
+    def __init__(self, port: int, load, window: int = 4) -> None:
+        self.reached = threading.Event()
+        self.resumed = threading.Event()
+        self.result: dict[str, int] = {}
+        pause = (len(load) // 2, self.reached, self.resumed)
+
+        def run() -> None:
+            try:
+                self.result["acked"] = send_load(port, load, timeout=150, window=window, pause=pause)
+            finally:
+                self.reached.set()  # never leave the test waiting on a sender that died
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def wait_mid_load(self, timeout: float = 120.0) -> None:
+        assert self.reached.wait(timeout), "the sender never got half-way"
+        assert self.thread.is_alive() and "acked" not in self.result, "the sender stopped early"
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+
 @dataclass
 class Collected:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, set[str]] = field(default_factory=dict)   # source ip -> worker ids
     duplicates: int = 0
     messages: int = 0
+    stamps: list[float] = field(default_factory=list)  # output messages' stream times
+
+    def longest_gap(self) -> float:
+        """Longest time between two consecutive output messages (seconds)."""
+        s = sorted(self.stamps)
+        return max((b - a for a, b in zip(s, s[1:])), default=0.0)
 
 
 async def collect(urls: list[str], want: set[str], timeout: float, stream: str = "PROBETAG_OUT") -> Collected:
@@ -312,9 +347,9 @@ async def _collect(urls: list[str], want: set[str], timeout: float, stream: str)
                 continue
             for m in msgs:
                 res.messages += 1
+                res.stamps.append(m.metadata.timestamp.timestamp())
                 worker = (m.headers or {}).get("Probetag-Worker", "?")
-                for line in m.data.splitlines():
-                    ev = json.loads(line)
+                for ev in output_events(m.headers or {}, m.data):
                     rid = ev.get("rid")
                     if rid in res.events:
                         res.duplicates += 1
@@ -328,6 +363,20 @@ async def _collect(urls: list[str], want: set[str], timeout: float, stream: str)
         except asyncio.TimeoutError:
             pass
     return res
+
+
+def output_events(headers: dict[str, str], data: bytes) -> list[dict[str, Any]]:
+    """The events of one output message, either shape (``out_format``):
+    packed entries get the tag from the header, as an NDJSON line has it."""
+    if headers.get("Probetag-Format") == "packed":
+        return [{"tag": headers["Probetag-Tag"], **rec} for _t, rec in _unpack_all(data)]
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _unpack_all(data: bytes) -> list[Any]:
+    up = msgpack.Unpacker(raw=False, strict_map_key=False)
+    up.feed(data)
+    return list(up)
 
 
 async def lease_owners(urls: list[str], bucket: str = "probetag_leases") -> dict[str, str]:
@@ -364,8 +413,8 @@ def wait_leases(urls: list[str], partitions: int, workers: int, timeout: float,
         for w in owners.values():
             per[w] = per.get(w, 0) + 1
         if len(owners) == partitions and len(per) == workers and max(per.values()) - min(per.values()) <= 1:
-            # A claimed partition is consumed only after the ack timeout
-            # (2 s here, write_cluster_yaml): let every worker get there.
+            # A claimed partition is fetched once nothing is in flight
+            # (at once on a fresh cluster): let every worker get there.
             time.sleep(settle)
             return owners
         time.sleep(0.5)
@@ -380,3 +429,39 @@ def compare(ref: dict[str, dict[str, Any]], got: dict[str, dict[str, Any]]) -> l
         if g is None or g.get("tag") != ev.get("tag") or g.get("probe") != ev.get("probe"):
             bad.append(rid)
     return bad
+
+
+# -- protocol events from the roles' logs and the servers ---------------------
+
+def log_events(path: Path, event: str) -> list[dict[str, str]]:
+    """The ``event=NAME`` lines of a role's logfmt log, as field dicts
+    (values unquoted; enough for the fields probetag writes bare)."""
+    import shlex
+
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if f" event={event} " not in line + " ":
+            continue
+        fields: dict[str, str] = {}
+        try:
+            parts = shlex.split(line)
+        except ValueError:
+            parts = line.split()
+        for part in parts:
+            k, sep, v = part.partition("=")
+            if sep:
+                fields[k] = v
+        out.append(fields)
+    return out
+
+
+async def stream_leader(urls: list[str], stream: str) -> str:
+    """Server name of ``stream``'s current leader (KV bucket B: ``KV_B``)."""
+    import nats
+
+    nc = await nats.connect(servers=urls)
+    try:
+        info = await nc.jetstream(timeout=5).stream_info(stream)
+        return info.cluster.leader
+    finally:
+        await nc.close()

@@ -6,42 +6,13 @@ and detection equals a single instance's on the same input."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import urllib.request
 
-from _harness import (Role, chunks, collect, compare, free_ports, lease_owners, reference, send_load,
+from _harness import (Paused, Role, chunks, collect, compare, free_ports, lease_owners, reference, send_load,
                       wait_leases, write_cluster_yaml)
 
 SOURCES = 4000
-
-
-class _Paused:
-    """The load sender stopped after half the chunks (a window of them still
-    un-acked) until ``resume()``: the test's fault lands mid-load however fast
-    the machine is, instead of after a guessed sleep."""
-
-    def __init__(self, port: int, load, window: int = 4) -> None:
-        self.reached = threading.Event()
-        self.resumed = threading.Event()
-        self.result: dict[str, int] = {}
-        pause = (len(load) // 2, self.reached, self.resumed)
-
-        def run() -> None:
-            try:
-                self.result["acked"] = send_load(port, load, timeout=150, window=window, pause=pause)
-            finally:
-                self.reached.set()  # never leave the test waiting on a sender that died
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def wait_mid_load(self, timeout: float = 120.0) -> None:
-        assert self.reached.wait(timeout), "the sender never got half-way"
-        assert self.thread.is_alive() and "acked" not in self.result, "the sender stopped early"
-
-    def resume(self) -> None:
-        self.resumed.set()
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -80,7 +51,7 @@ def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):
     roles += [a, b]
     owners = wait_leases(nats_cluster.urls, 8, 2, timeout=40)
     ref = reference(load)  # next to the workers: same code on disk
-    sender = _Paused(port, load)
+    sender = Paused(port, load)
     sender.wait_mid_load()
     a.kill()
     sender.resume()
@@ -109,7 +80,7 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     roles.append(Role(tmp_path, "worker", cy, "worker-b"))
     wait_leases(nats_cluster.urls, 8, 2, timeout=40)
     ref = reference(load)  # next to the workers: same code on disk
-    sender = _Paused(port, load)
+    sender = Paused(port, load)
     sender.wait_mid_load()
     node = nats_cluster.nodes[1]
     node.kill()
@@ -120,7 +91,7 @@ def test_nats_node_sigkill_restart_under_load(nats_cluster, roles, tmp_path):
     assert sender.result.get("acked") == len(load)
     got = _check(nats_cluster, load, ref)
     assert node.proc is not None and node.proc.poll() is None, "restarted node died (see its log)"
-    print(f"duplicates={got.duplicates} messages={got.messages}")
+    print(f"duplicates={got.duplicates} messages={got.messages} longest_output_gap={got.longest_gap():.1f}s")
 
 
 def test_worker_sigterm_hands_partitions_over_before_ttl(nats_cluster, roles, tmp_path):

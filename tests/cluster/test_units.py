@@ -12,8 +12,8 @@ import pytest
 
 from probetag._config import ConfigError
 from probetag._stage import OutChunk, pack_entry
-from probetag.cluster import (UNKNOWN_SOURCE, BadMessage, MessageIds, PartitionState, SourceBatcher,
-                              cluster_config_from_mapping, decode_input, decode_output, encode_output,
+from probetag.cluster import (UNKNOWN_SOURCE, in_flight_wait, BadMessage, MessageIds, PartitionState, SourceBatcher,
+                              cluster_config_from_mapping, decode_input, decode_output, encode_output, output_message,
                               load_cluster_config, out_subject, partition_of, plan, source_token)
 
 
@@ -111,9 +111,36 @@ def test_plan_starting_points_differ_between_workers():
     assert len(starts) > 4
 
 
-def test_partition_waits_out_ack_timeout():
-    st = PartitionState(3, revision=7, ready_at=100.0)
-    assert not st.ready(99.9) and st.ready(100.0)
+def test_plan_claims_partitions_held_before_first():
+    p = plan("a", 8, {0: "b", 1: "b", 2: "b", 3: "b"}, {"a", "b"}, prefer={6, 7})
+    assert set(p.claim) == {4, 5, 6, 7} and p.claim[:2] in ((6, 7), (7, 6))
+    p = plan("a", 8, {i: "b" for i in range(5)}, {"a", "b", "c"}, prefer={7})
+    assert p.claim[0] == 7 and len(p.claim) == 3
+
+
+def test_lease_valid_from_renewal_send_time():
+    st = PartitionState(3, revision=7, claimed_at=100.0, valid_until=108.0)
+    assert st.may_fetch(105.0, 2.0) and not st.may_fetch(106.5, 2.0)  # staleness: before every fetch
+    st.renewed(9, sent_at=104.0, ttl=8.0)
+    assert st.revision == 9 and st.valid_until == 112.0 and st.may_fetch(106.5, 2.0)
+    st.renewed(10, sent_at=101.0, ttl=8.0)  # a late answer to an older attempt never shortens it
+    assert st.valid_until == 112.0
+    assert not st.expired(111.9) and st.expired(112.0)
+    st.releasing = True
+    assert not st.may_fetch(106.5, 2.0)
+
+
+def test_in_flight_wait_bounded_by_what_is_pending():
+    # Nothing un-acked (cold start, clean release): fetch at once.
+    assert in_flight_wait(0, None, 1000.0, 50.0, 50.0, 30.0) == (0.0, "idle")
+    assert in_flight_wait(None, 990.0, 1000.0, 50.0, 50.0, 30.0) == (0.0, "idle")
+    # Un-acked messages last delivered 20 s ago, ack_wait 30: due in 10 (+1 skew).
+    assert in_flight_wait(5, 980.0, 1000.0, 50.0, 50.0, 30.0) == (11.0, "redelivery_due")
+    # Delivered long ago: due already.
+    assert in_flight_wait(5, 900.0, 1000.0, 50.0, 50.0, 30.0) == (0.0, "redelivery_due")
+    # Never longer than ack_wait after the claim (a server clock ahead of ours).
+    assert in_flight_wait(5, 1100.0, 1000.0, 50.0, 60.0, 30.0) == (20.0, "ack_wait")
+    assert in_flight_wait(5, None, 1000.0, 50.0, 90.0, 30.0) == (0.0, "ack_wait")
 
 
 # -- message shapes ---------------------------------------------------------------
@@ -147,6 +174,19 @@ def test_output_round_trip():
     assert tag == "a.b" and n == 1 and rec == {"message": "x", "probe": {"name": "GetRequest"}}
 
 
+def test_packed_output_is_the_chunk_as_is():
+    entries = _entries([{"message": "x"}, {"message": "y"}])
+    chunk = OutChunk("a.b", entries, 2)
+    body, headers = output_message(chunk)
+    assert body is entries  # spliced through: no copy, no per-record work
+    assert headers == {"Probetag-Tag": "a.b", "Probetag-Count": "2", "Probetag-Format": "packed"}
+    assert decode_output(body, headers=headers) == [("a.b", entries, 2)]
+    body, headers = output_message(chunk, "ndjson")
+    assert headers == {"Probetag-Tag": "a.b"} and body.count(b"\n") == 2
+    ((tag, got, n),) = decode_output(body, headers=headers)  # NDJSON, whatever the tag header
+    assert tag == "a.b" and n == 2 and len(list(msgpack.Unpacker(io.BytesIO(got), raw=False))) == 2
+
+
 # -- config ---------------------------------------------------------------------------
 
 def test_cluster_config_defaults_and_errors(tmp_path):
@@ -160,3 +200,31 @@ def test_cluster_config_defaults_and_errors(tmp_path):
         cluster_config_from_mapping({"replicas": 2})
     with pytest.raises(ConfigError, match="out_prefix"):
         cluster_config_from_mapping({"out_prefix": "logs.>"})
+    assert (cfg.lease_ttl, cfg.lease_renew, cfg.ack_wait, cfg.out_format) == (8.0, 1.0, 8.0, "packed")
+    with pytest.raises(ConfigError, match="lease_renew"):
+        cluster_config_from_mapping({"lease_ttl": 3, "lease_renew": 2})
+    with pytest.raises(ConfigError, match="fetch_timeout"):
+        cluster_config_from_mapping({"lease_ttl": 3, "fetch_timeout": 1.5})
+    with pytest.raises(ConfigError, match="out_format"):
+        cluster_config_from_mapping({"out_format": "json"})
+
+
+# -- the NATS client's own log lines ------------------------------------------------
+
+def test_library_log_records_become_logfmt_lines_without_traceback(capsys):
+    import logging
+
+    from probetag._logging import route_library_logs, setup_logging
+
+    setup_logging("info")
+    route_library_logs("nats")
+    route_library_logs("nats")  # idempotent: one line per record, not two
+    try:
+        raise EOFError("nats: unexpected EOF")
+    except EOFError as exc:
+        logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=exc)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert " event=library_log logger=nats.aio.client " in err[0]
+    assert "error=EOFError" in err[0] and 'detail="nats: unexpected EOF"' in err[0]
+    assert "Traceback" not in err[0]

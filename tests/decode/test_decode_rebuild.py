@@ -311,3 +311,51 @@ def test_colon_tag_nul_names_the_hostname_as_sender():
     # when HOSTNAME is the sender (FIELD_GUIDE 4)
     rb = rebuild(parse_syslog_line(b"Nov 27 14:05:52 127.0.0.1 - \x00#015", "traditional").record)
     assert rb is not None and rb.line == b"\r" and rb.source == "127.0.0.1"
+
+
+def test_fluent_bit_rfc5424_record_reads_as_rsyslog_rfc5424():
+    # Fluent Bit's stock syslog-rfc5424 parser behind an rsyslog relay
+    # (RSYSLOG_SyslogProtocol23Format): ident is APP-NAME, message is MSG
+    # with its first space; the rest of the TAG is gone (lossy)
+    rec = {"pri": "13", "time": "2026-12-05T17:15:25.332830+00:00", "host": "127.0.0.1", "ident": "Via",
+           "pid": "-", "msgid": "-", "extradata": "-", "message": " SIP/2.0/TCP nm;branch=foo#015"}
+    rb = rebuild(_via_msgpack(rec))
+    assert rb.lossy and rb.shape == "fluentd-syslog" and rb.source == "127.0.0.1"
+    assert rb.line == b"Via SIP/2.0/TCP nm;branch=foo\r"
+    # the same fields without msgid are Fluentd's RFC 3164 reading, not lossy
+    del rec["msgid"]
+    assert not rebuild(_via_msgpack(rec)).lossy
+
+
+def test_vector_appname_cut_at_32_bytes_before_a_message_is_lossy():
+    # rsyslog's forwarding template prints %syslogtag:1:32%: the rest of a
+    # binary TAG (``...Cookie:``) is gone even though MSG follows
+    rec = {"message": "mstshash=nmap#015", "hostname": "127.0.0.1", "source_ip": "127.0.0.1",
+           "appname": "#003#000#000*%\ufffd#000#000#000#000#000Coo"}
+    assert rebuild(rec).lossy
+    rec["appname"] = "sshd"
+    assert not rebuild(rec).lossy
+
+
+def test_a_forwarded_line_kept_whole_in_message_is_read_as_a_file_line():
+    # Vector's parse_syslog fails on rsyslog's <invld> PRI and keeps the
+    # whole RSYSLOG_TraditionalForwardFormat line in message
+    rb = rebuild({"message": "<invld>Dec  5 17:16:07 127.0.0.1  < NTP/1.2 >", "host": "127.0.0.1",
+                  "source_ip": "127.0.0.1", "source_type": "syslog"})
+    assert rb.line == b"< NTP/1.2 >" and rb.shape == "file-line"
+
+
+def test_vector_message_after_a_colon_only_tag():
+    rb = rebuild({"message": "#000#000#000/#000", "hostname": "127.0.0.1", "source_ip": "127.0.0.1",
+                  "facility": "user"})
+    assert rb.line == b"\x00\x00\x00/\x00" and b":\x00\x00\x00/\x00" in rb.alternatives
+
+
+def test_fromhost_ip_template_line_with_the_sender_twice():
+    # %TIMESTAMP% %FROMHOST-IP% %HOSTNAME% %syslogtag%%msg%: the address
+    # again is the HOSTNAME, the rest the line; nothing after it is an empty
+    # message (a frame that was only a NUL)
+    rb = rebuild(parse_syslog_line(b"Dec  5 17:14:05 127.0.0.1 127.0.0.1 #002").record)
+    assert (rb.line, rb.source) == (b"\x02", "127.0.0.1")
+    rb = rebuild(parse_syslog_line(b"Dec  5 17:17:23 127.0.0.1 127.0.0.1 ").record)
+    assert (rb.line, rb.source) == (b"", "127.0.0.1") and b"127.0.0.1" in rb.alternatives

@@ -82,6 +82,26 @@ def test_detect_file_format_majority():
     assert detect_file_format([b"Nov 27 10:00:00 h x"] * 3) == "traditional"
 
 
+def test_fromhost_template_lines():
+    # %TIMESTAMP% %FROMHOST% %msg%: no HOSTNAME, no TAG; MSG as rsyslog kept it
+    p = parse_syslog_line(b"Dec  5 17:13:45 127.0.0.1  HTTP/1.0#015", "fromhost")
+    assert (p.fmt, p.host, p.tag, p.msg, p.lossy) == ("fromhost", b"127.0.0.1", b"", b" HTTP/1.0#015", True)
+    assert p.record == {"timereported": b"Dec  5 17:13:45", "fromhost": b"127.0.0.1", "msg": b" HTTP/1.0#015",
+                        "_format": "fromhost"}
+    assert parse_syslog_line(b"2026-12-05T17:13:45+00:00 10.0.0.5 ", "fromhost").msg == b""
+    # never chosen for a single line: it reads as traditional too
+    assert parse_syslog_line(b"Dec  5 17:13:45 127.0.0.1  HTTP/1.0#015").fmt == "traditional"
+
+
+def test_detect_fromhost_by_the_space_after_the_sender():
+    apps = [b"Dec  5 17:13:%02d 10.0.0.%d  error: disk %d full" % (i, i, i) for i in range(20)]
+    words = [b"Dec  5 17:14:%02d 10.0.0.%d Bad protocol version %d" % (i, i, i) for i in range(20)]
+    assert detect_file_format(apps + words) == "fromhost"
+    assert detect_file_format(apps[:9] + words) == "traditional"  # too few to tell
+    traditional = [b"Dec  5 17:13:%02d web%d sshd[%d]: Accepted publickey" % (i, i, i) for i in range(40)]
+    assert detect_file_format(traditional + apps[:5]) == "traditional"
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300), st.sampled_from(("auto", *FORMATS)))
 def test_never_raises_on_bytes(data, fmt):

@@ -34,7 +34,7 @@ def explain(tmp_path: Path, lines: list[bytes]) -> list[dict[str, Any] | None]:
     f.write_bytes(b"\n".join(lines) + b"\n")
     p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(f)],
                        capture_output=True, timeout=120)
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    assert p.returncode in (0, 1), p.stderr.decode(errors="replace")  # probes found / none
     return [json.loads(x)["probe"] for x in p.stdout.splitlines()]
 
 

@@ -409,3 +409,51 @@ def test_gap_of_colon_and_dropped_first_space():
     m = best(d.match(b"ViaSIP/2.0/TCP nm;branch=foo\r", lossy=True))
     assert (m.signature.id, m.fragment, m.ambiguous) == ("sip-tcp", 1, False)
     assert d.match(b"Via nm;branch=foo\r", lossy=True) == []  # a longer gap with a space: no
+
+
+# -- lines that hold only rsyslog's MSG (%FROMHOST% %msg%) ---------------------
+
+def test_rsyslog_msg_follows_the_rfc3164_parser():
+    from probetag.detect._engine import rsyslog_msg
+
+    assert rsyslog_msg(b"GET / HTTP/1.0\r") == b" HTTP/1.0\r"  # HOSTNAME GET, TAG /
+    assert rsyslog_msg(b"OPTIONS sip:nm SIP/2.0\r") == b"nm SIP/2.0\r"  # TAG sip:
+    assert rsyslog_msg(b"Cookie: mstshash=nmap\r") == b" mstshash=nmap\r"
+    assert rsyslog_msg(b"HELP") == b""  # all HOSTNAME
+    assert rsyslog_msg(b"\r") == rsyslog_msg(b"\x16\x03\x00\x00S") == b""  # all TAG
+    assert rsyslog_msg(b"{\"a\": 1}") == b"{\"a\": 1}"  # no TAG before '{'
+    assert rsyslog_msg(b"1 x y z") == b" z"  # '1 ' read as a version
+    # a TAG cut at 510 bytes of escaped text, inside an escape: its digits
+    # start MSG as text
+    assert rsyslog_msg(b"\x00" * 200 + b"ab") == b"00" + b"\x00" * 72 + b"ab"
+
+
+def test_match_msg_names_a_probe_by_what_rsyslog_left_in_msg(det):
+    got = det.match_msg(b" mstshash=nmap\r")
+    assert got and got[0].signature.probe == "TerminalServerCookie" and not got[0].ambiguous
+    # several probes leave " HTTP/1.0\r": the line alone cannot tell them apart
+    got = det.match_msg(b" HTTP/1.0\r")
+    assert got and all(m.ambiguous for m in got)
+    assert {"GetRequest", "HTTPOptions"} <= {m.signature.probe for m in got}
+    assert det.match_msg(b"") == det.match_msg(b"   ") == []
+    assert det.match_msg(b" session opened for user root by (uid=0)") == []
+
+
+def test_gapped_line_that_is_a_suffix_may_lose_the_whole_head(det):
+    # Fluent Bit's syslog-rfc3164 separator ``[^:]*:`` swallowed oracle-tns's
+    # cut TAG, its space and its colon: what is left starts with a NUL, as
+    # the piece does, and must not pin the gap after that NUL
+    piece = det.logged_pieces("nmap-tcp-oracle-tns")[0]
+    line = piece[piece.index(b":") + 1:]
+    got = det.match(line, lossy=True)
+    assert got and got[0].signature.probe == "oracle-tns"
+
+
+def test_one_payload_under_two_names_is_not_in_doubt(det):
+    # nmap's NTPRequest and the -sU payload of port 123 are the same bytes:
+    # the line is named by the catalogue's rank, at full confidence
+    ntp = next(s for s in det.signatures if s.id == "nmap-udp-NTPRequest")
+    got = det.match(ntp.payload, transport="udp")
+    assert {"NTPRequest", "udp-scan-payload/123"} <= {m.signature.probe for m in got}
+    assert got[0].signature.probe == "NTPRequest" and not got[0].ambiguous
+    assert got[0].confidence >= 0.85  # not lowered as for two payloads

@@ -60,9 +60,9 @@ def _spy(ex: explain.Explainer) -> list[tuple[float, dict[str, Any]]]:
     seen: list[tuple[float, dict[str, Any]]] = []
     batch = ex.enricher.batch
 
-    def spy(name: str, items: list[tuple[float, dict[str, Any]]]) -> Any:
+    def spy(name: str, items: list[tuple[float, dict[str, Any]]], pre: Any = None) -> Any:
         seen.extend(items)
-        return batch(name, items)
+        return batch(name, items, pre)
 
     ex.enricher.batch = spy  # type: ignore[method-assign]
     return seen
@@ -423,7 +423,8 @@ def _cli(*args: str, stdin: bytes | None = None, jobs: str = "1") -> bytes:
     p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, "--format", "jsonl", *args],
                        input=stdin, capture_output=True, timeout=120,
                        env={**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape"})
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    # grep's exit codes: 0 probes found, 1 none
+    assert p.returncode == (0 if b'"probe": {' in p.stdout else 1), p.stderr.decode(errors="replace")
     return p.stdout
 
 
@@ -520,7 +521,7 @@ def test_gunzip_fails_as_gzipfile_fails(tmp_path: Path, damage: str, jobs: str) 
     # the CLI names the file and the error, and keeps going
     p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, str(path), str(FIX / "rfc3339.log")],
                        capture_output=True, timeout=120)
-    assert p.returncode == 1 and f"error: {path}: {want.value}".encode() in p.stderr
+    assert p.returncode == 2 and f"error: {path}: {want.value}".encode() in p.stderr
     assert b"Traceback" not in p.stderr and b"rfc3339.log:" in p.stdout
 
 
@@ -532,7 +533,7 @@ def test_corrupt_gzip_is_an_error_not_a_traceback(tmp_path: Path, jobs: str) -> 
     path.write_bytes(bytes(data))
     p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, str(path)], capture_output=True,
                        timeout=120)
-    assert p.returncode == 1 and str(path).encode() in p.stderr and b"Traceback" not in p.stderr
+    assert p.returncode == 2 and str(path).encode() in p.stderr and b"Traceback" not in p.stderr
 
 
 def test_skipped_cr_line_still_lends_its_time_to_a_line_without_one() -> None:

@@ -1,7 +1,9 @@
 """A short, bounded coverage-guided run of every fuzz target with atheris
-(libFuzzer): ``tools/fuzz/fuzz.py``, each seeded with a valid input, with
-libFuzzer's own hang (-timeout) and memory (-rss_limit_mb) limits. Runs,
-crashes (0) and the run time are printed with the other figures."""
+(libFuzzer): ``tools/fuzz/fuzz.py``, each seeded with a valid input and the
+checked-in corpus (``tools/fuzz/corpus/TARGET``: the hostile inputs of
+issue 14), with libFuzzer's own hang (-timeout) and memory (-rss_limit_mb)
+limits. Runs, crashes (0) and the run time are printed with the other
+figures. The same run, longer: ``fuzz.py TARGET DIR -max_total_time=600``."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 import targets
 
 FUZZ = Path(__file__).resolve().parents[2] / "tools" / "fuzz" / "fuzz.py"
+CORPUS = FUZZ.parent / "corpus"
 RUNS, SECONDS = 10_000, 2
 
 
@@ -36,6 +39,8 @@ def _seeds() -> dict[str, list[bytes]]:
         "ndjson": [json.dumps({"message": "HELP#015", "tag": "a"}).encode() + b"\n{}\n"],
         "decoders": [b"<13>Nov 27 13:00:00 GET / HTTP/1.0#015", b"\\x16\\x03\\x01#015"],
         "config": [b"listen:\n  address: 127.0.0.1:0\n  shared_key: k\nflow:\n  max_inflight_records: 10\n"],
+        "exec_filter": [b"\x00" + json.dumps({"message": "GET / HTTP/1.0#015", "tag": "a", "time": 1}).encode()
+                        + b"\n", b"\x01" + msgpack.packb({"message": "HELP#015", "time": 1.5})],
     }
 
 
@@ -46,6 +51,10 @@ def test_atheris_bounded_run(target, tmp_path, figures):
     corpus.mkdir()
     for i, seed in enumerate(_seeds()[target]):
         (corpus / f"seed{i}").write_bytes(seed)
+    checked_in = sorted((CORPUS / target).iterdir())
+    assert checked_in, f"no corpus for {target} in {CORPUS}"
+    for f in checked_in:  # copied: libFuzzer adds what it finds to its corpus folder
+        (corpus / f.name).write_bytes(f.read_bytes())
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(FUZZ), target, str(corpus), f"-runs={RUNS}", f"-max_total_time={SECONDS}",

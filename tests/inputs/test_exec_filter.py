@@ -105,6 +105,15 @@ def test_msgpack_non_map_rejected_and_broken_stream_exits_1():
     assert rc == 0 and "rejected=2" in err
 
 
+def test_msgpack_map_with_an_array_key_is_a_broken_stream_not_a_traceback():
+    # {{[...]: ...}: ...}: well-framed, but no Python dict holds such a key
+    # (found by the exec_filter fuzz target: TypeError out of feed()).
+    bad = b"\x81\x81\x91\x01\x01\x01"
+    rc, out, err = run(["--in-format", "msgpack"], msgpack.packb({"message": "a"}) + bad)
+    assert rc == 1 and "event=input_undecodable" in err and "Traceback" not in err
+    assert [r["message"] for r in msgpack.Unpacker(__import__("io").BytesIO(out), raw=False)] == ["a"]
+
+
 def test_rules_from_config_retag_and_drop(tmp_path):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("actions:\n  rules:\n"

@@ -35,7 +35,7 @@ def _explain_stderr(tmp_path, pure: bool) -> str:
         env["PROBETAG_PURE"] = "1"
     p = subprocess.run([sys.executable, "-m", "probetag", "explain", str(log)], env=env,
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 1, p.stderr  # a benign file: no probes (grep's exit codes)
     return p.stderr
 
 

@@ -299,3 +299,40 @@ def test_big_chunk_grows_offsets():
     data = b"\x92\x05\x80" * 20_000 + b"\x01" * 5_000 + b"\x92"
     starts, slow, end, error = agree(data)
     assert len(starts) == 25_001 and error == "entries_truncated" and len(slow) == 5_000
+
+
+def simple_entry(rng: random.Random) -> bytes:
+    """[time, map of strings, bins and scalars]: the C walk's one-loop path."""
+    n = rng.randrange(20)
+    form = rng.randrange(2)  # fixmap or map16: the forms that path takes
+    body = b"".join(scalar(rng) + scalar(rng) for _ in range(n))
+    return b"\x92" + rng.choice(TIMES) + map_header(n, form) + body
+
+
+@settings(max_examples=400, **SETTINGS)
+@given(seeds)
+def test_simple_entries_cut_anywhere_agree(seed):
+    rng = random.Random(seed)
+    data = b"".join(simple_entry(rng) for _ in range(rng.randrange(1, 4)))
+    got = agree(data)
+    assert got[3] is None or data[:1] != b"\x92"
+    for cut in sorted({rng.randrange(len(data) + 1) for _ in range(12)}):
+        agree(data[:cut])
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(seeds)
+def test_near_is_the_stages_neighbour_test(seed):
+    rng = random.Random(seed)
+    parts = [b"\x92\x01\x81\xa1m\xc4" + bytes([n]) + bytes(rng.choice(b"ab.1 ") for _ in range(n))
+             for n in (rng.choice([0, 3, 20, 90, 150, 200]) for _ in range(rng.randrange(1, 15)))]
+    data = b"".join(parts)
+    starts = _stage._walk_c(data)[0]
+    count = len(starts) - 1
+    needle = rng.choice([b"", b"a.1", b"ab", b"b" * 40])
+    short = rng.choice([0, 10, 112])
+    for centre in range(count):
+        b, a = rng.randrange(5), rng.randrange(8)
+        want = [j for j in range(max(0, centre - b), min(count, centre + a + 1))
+                if starts[j + 1] - starts[j] <= short or (needle and data.find(needle, starts[j], starts[j + 1]) >= 0)]
+        assert sp.near(data, starts, centre, b, a, short, needle) == want

@@ -27,7 +27,7 @@ Theory of operation
 Usage: ``python3 tools/capture/capture_tools.py [--only TOOL,...] [OUTDIR]``
 (default ``tests/fixtures/tools``). Needs Debian's sslscan, testssl.sh,
 hydra, whatweb, sqlmap, ike-scan, sipvicious, curl, openssl, openssh-client,
-dnsutils, masscan, zmap and iproute2, and root.
+dnsutils, masscan, zmap, golang-go and iproute2, and root.
 
 * zmap and masscan send raw frames with their own Ethernet header and (for
   masscan) their own TCP stack, so they cannot scan 127.0.0.1: those tools
@@ -130,6 +130,10 @@ TOOLS: tuple[Tool, ...] = (
          ("dig", "@127.0.0.1", "-p", "{port}", "+tries=1", "+time=1", "example.org", "A"), timeout=5),
     Tool("dig-tcp", "dig", "dns-query",
          ("dig", "+tcp", "@127.0.0.1", "-p", "{port}", "+tries=1", "+time=1", "example.org", "A"), timeout=5),
+    # A client written in Go with the standard library's defaults (crypto/tls,
+    # net/http): tools/capture/goclient, built here with Debian's golang-go.
+    Tool("go-https", "go", "tls-client-hello", ("{goclient}", "https", "127.0.0.1:{port}"), timeout=10),
+    Tool("go-http", "go", "http-request", ("{goclient}", "http", "127.0.0.1:{port}"), timeout=10),
     # masscan: its own TCP stack completes the handshake and sends its hello
     # (--banners); it needs an address of its own on the link ("{spare}").
     Tool("masscan-http", "masscan", "http-request",
@@ -197,7 +201,8 @@ def _run_tool(tool: Tool, out: Path, work: Path, link: NetnsLink | None) -> dict
     rs.start()
     passfile = work / "passwords.txt"
     passfile.write_text("secret\nredis\n")
-    cmd = [a.format(port=rs.port, passfile=passfile, work=work, **where) for a in tool.cmd]
+    goclient = _go_client(work) if "{goclient}" in tool.cmd else ""
+    cmd = [a.format(port=rs.port, passfile=passfile, work=work, goclient=goclient, **where) for a in tool.cmd]
     t0 = time.time()
     try:
         p = subprocess.run(cmd, input=tool.stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -216,6 +221,17 @@ def _run_tool(tool: Tool, out: Path, work: Path, link: NetnsLink | None) -> dict
         shutil.copyfile(rs.files[fmt], dest / name)
     return {"tool": tool.name, "scanner": tool.scanner, "cmd": [a.replace(str(work), "WORK") for a in cmd],
             "rc": rc, "seconds": round(took, 1), "output_tail": output[-400:].decode("utf-8", "replace")}
+
+
+def _go_client(work: Path) -> str:
+    """Build tools/capture/goclient once (Debian's golang-go; no network)."""
+    exe = work / "goclient"
+    if not exe.exists():
+        src = Path(__file__).resolve().parent / "goclient" / "main.go"
+        env = {**os.environ, "GOCACHE": str(work / "gocache"), "GOPATH": str(work / "gopath"),
+               "GO111MODULE": "off", "GOFLAGS": "-mod=mod"}
+        subprocess.run(["go", "build", "-o", str(exe), str(src)], check=True, env=env, capture_output=True)
+    return str(exe)
 
 
 def is_rsyslogd(line: bytes) -> bool:
@@ -249,8 +265,11 @@ CLIENTS_YAML = ROOT / "plugin" / "probetag" / "detect" / "catalogue" / "clients"
 
 def _explain(path: Path) -> list[dict[str, object] | None]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugin")}
-    out = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(path)],
-                         capture_output=True, env=env, check=True).stdout.decode()
+    proc = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(path)],
+                          capture_output=True, env=env)
+    if proc.returncode not in (0, 1):  # 0: probes found, 1: none
+        raise RuntimeError(f"explain {path}: {proc.stderr.decode(errors='replace')[-2000:]}")
+    out = proc.stdout.decode()
     return [json.loads(x)["probe"] for x in out.splitlines()]
 
 
@@ -335,7 +354,8 @@ def tool_versions() -> dict[str, str]:
     pkgs = {"curl": "curl", "openssl": "openssl", "python": "python3", "sslscan": "sslscan",
             "testssl.sh": "testssl.sh", "hydra": "hydra", "whatweb": "whatweb", "sqlmap": "sqlmap",
             "openssh": "openssh-client", "dig": "bind9-dnsutils", "ike-scan": "ike-scan",
-            "sipvicious": "sipvicious", "nmap": "nmap", "masscan": "masscan", "zmap": "zmap"}
+            "sipvicious": "sipvicious", "nmap": "nmap", "masscan": "masscan", "zmap": "zmap",
+            "go": "golang-go"}
     out = {}
     for client, pkg in pkgs.items():
         p = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True)

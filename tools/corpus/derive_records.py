@@ -30,25 +30,33 @@ Variants:
                                ^\\<(?<pri>[0-9]{1,5})\\>1 (?<time>[^ ]+) (?<host>[^ ]+) (?<ident>[^ ]+)
                                (?<pid>[-0-9]+) (?<msgid>[^ ]+) (?<extradata>(\\[(.*)\\]|-)) (?<message>.+)$
                              (Time_Keep On).  Lines with an empty MSG do not match and are dropped.
-  vector_syslog_relay        Vector `syslog` source (tcp) fed by the rsyslog relay; each line
-                             parsed like VRL parse_syslog / the syslog_loose crate: RFC 5424
-                             first, then RFC 3164 (<PRI>, timestamp, up to two header words
-                             that become hostname and appname[procid], optional `:`, optional
-                             structured data, rest = message); on failure the whole line is
-                             the message.  Fields: message, hostname, appname, procid, msgid,
+  vector_syslog_relay        Vector `syslog` source (tcp) fed by the rsyslog relay.  As its
+                             source code does (src/sources/syslog.rs, lib/codecs): TCP frames
+                             come from the octet-counting framer, which falls back to tokio's
+                             LinesCodec (frames end at LF, one trailing CR removed, a frame
+                             that is not valid UTF-8 is an error and dropped); each frame is
+                             trimmed and parsed with syslog_loose's parse_message_with_year_exact:
+                             RFC 5424 first, then RFC 3164 (optional <PRI>, a timestamp
+                             required, up to two header words that become hostname and
+                             appname[procid], optional `:`, optional structured data, rest =
+                             message); a frame neither parses is an error and **dropped**
+                             (the "whole line becomes message" fallback is only in the
+                             non-exact parse_message, which the source does not use).  Fields: message, hostname, appname, procid, msgid,
                              facility, severity, timestamp, version (5424 only), plus the
                              source's host (hostname if parsed, else the peer address),
                              source_ip, source_type "syslog".  As probetag's Vector input
                              maps events (docs/vector.md), `timestamp` becomes the entry's
                              time and leaves the record; the tag is `vector`.
   vector_syslog_direct       the Vector syslog source exposed to the scanner itself (the bytes
-                             of every flow to the rsyslog port, from the capture).  Assumed
-                             framing: TCP frames end at LF (LF removed, a trailing CR kept),
-                             a frame starting `<digits><SP>` is octet-counted (lost when cut short), bytes left at
-                             close form a last frame; UDP: one datagram = one frame, one
-                             trailing LF removed.  Bytes are decoded as UTF-8 with U+FFFD for
-                             invalid sequences (Vector events hold UTF-8 strings).  Empty
-                             frames produce nothing.
+                             of every flow to the rsyslog port, from the capture), framed and
+                             parsed as above: TCP through the octet-counting framer (a frame
+                             starting with 1-9 is read as `LEN SP DATA`: a LEN that is no
+                             number is discarded up to its space, DATA not all there is lost
+                             at close) and LinesCodec (bytes left at close form a last frame);
+                             UDP one datagram per frame, decoded as UTF-8 with U+FFFD for
+                             invalid sequences (the deserializer's default `lossy`).  A probe
+                             has no syslog timestamp, so almost every probe frame is dropped
+                             (dropped.jsonl).
 Records are emitted as Fluentd-style entries (tag, [sec, nsec], map) so the
 evaluator's record path can run them; all values are msgpack str.
 """
@@ -150,9 +158,15 @@ def fluentbit(line, rx, groups, t_recv):
 
 # ------------------------------------------------------------------ Vector (syslog_loose)
 
+#: Rust's ``char::is_whitespace`` (Unicode White_Space), what ``str::trim`` strips.
+RUST_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+
+
 def loose(text):
-    """parse_syslog / syslog_loose on a str: returns dict of parsed fields."""
-    s = text.strip()
+    """syslog_loose's parse_message_with_year_exact on a str (trimmed as the
+    source does): a dict of parsed fields, or None when neither RFC 5424 nor
+    RFC 3164 parses."""
+    s = text.strip(RUST_WS)
     m = V5424.match(s)
     if m:
         pri = int(m.group(1))
@@ -165,7 +179,7 @@ def loose(text):
     rest = s[m.end():].lstrip(" ")
     tm = TS3164.match(rest) or TS3339.match(rest)
     if not tm:
-        return {"message": text}
+        return None  # parse_message_with_year_exact fails: the source drops the frame
     ts = tm.group(0)
     rest = rest[tm.end():]
     fields = []
@@ -206,6 +220,8 @@ def loose(text):
 
 def vector_record(text, peer_ip, t_recv):
     p = loose(text)
+    if p is None:
+        return None
     t = None
     if "timestamp" in p:
         t = ts3164(p["timestamp"]) if TS3164.match(p["timestamp"]) else ts3339(p["timestamp"])
@@ -221,37 +237,60 @@ def vector_record(text, peer_ip, t_recv):
     return {k: val(v) for k, v in enc.items()}, {k: vtype(v) for k, v in enc.items()}, t
 
 
+def utf8(b):
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def vector_frames(flow):
-    """(time, bytes) frames the assumed Vector framing makes of one flow."""
+    """(time, text or None, bytes) frames Vector's syslog source makes of one
+    flow: text None when the framer drops the frame (not valid UTF-8 over
+    TCP)."""
     if flow["proto"] == "udp":
         d = flow["payload"]
-        if d.endswith(b"\n"):
-            d = d[:-1]
-        return [(flow["t_first_data"], d)] if d else []
-    out, buf, t_last = [], b"", None
+        return [(flow["t_first_data"], d.decode("utf-8", "replace"), d)] if d else []
+    out = []
     segs = flow["segments"]
     data = b"".join(s for _, s in segs)
     times = []
     for ts, s in segs:
         times += [ts] * len(s)
+    t_close = flow["t_end"] or (times[-1] if times else flow["t_first_data"])
     i = 0
     while i < len(data):
-        m = re.match(rb"(\d+) ", data[i:i + 12])
-        if m:
-            n = int(m.group(1))
-            start = i + m.end()
+        if 0x31 <= data[i] <= 0x39:
+            # OctetCountingDecoder: LEN SP DATA (a first byte 1-9)
+            sp = data.find(b" ", i)
+            if sp < 0:
+                nl = data.find(b"\n", i)
+                if nl < 0:
+                    break  # waits for a space that never comes: lost at close
+                i = nl + 1  # no length: discarded to the end of the line
+                continue
+            try:
+                n = int(data[i:sp].decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                i = sp + 1  # not a number: discarded up to its space
+                continue
+            start = sp + 1
             if start + n > len(data):
                 break  # incomplete octet-counted frame: lost
-            out.append((times[start + n - 1], data[start:start + n]))
+            fr = data[start:start + n]
+            out.append((times[start + n - 1], utf8(fr), fr))
             i = start + n
             continue
+        # tokio LinesCodec: to LF, one trailing CR removed, UTF-8 or an error
         j = data.find(b"\n", i)
+        fr, t = (data[i:], t_close) if j < 0 else (data[i:j], times[j])
+        if fr.endswith(b"\r"):
+            fr = fr[:-1]
+        out.append((t, utf8(fr), fr))
         if j < 0:
-            out.append((flow["t_end"] or times[-1], data[i:]))
             break
-        out.append((times[j], data[i:j]))
         i = j + 1
-    return [(t, f) for t, f in out if f]
+    return [x for x in out if x[2]]
 
 
 # ------------------------------------------------------------------ driver
@@ -318,9 +357,16 @@ def main(argv):
                                 "run": run})
             else:
                 emit("fluentbit_syslog_rfc5424", k, "fb.syslog", got, trad, k + 1, lab, {"relay_wire_line": val(l5424)})
-            emit("vector_syslog_relay", k, "vector",
-                 vector_record(line.decode("utf-8", "replace"), "127.0.0.1", t_recv), trad, k + 1, lab,
-                 {"relay_wire_line": val(line)})
+            # the relay is one TCP connection: LinesCodec frames (rsyslog's
+            # forward lines start with '<', never octet-counted)
+            text = utf8(line[:-1] if line.endswith(b"\r") else line)
+            got = vector_record(text, "127.0.0.1", t_recv) if text is not None else None
+            if got is None:
+                dropped.append({"variant": "vector_syslog_relay", "source_file": trad, "source_line": k + 1,
+                                "reason": "not valid UTF-8" if text is None else "not parsed as syslog",
+                                "wire_line": val(line), "label": lab["label"], "run": run})
+            else:
+                emit("vector_syslog_relay", k, "vector", got, trad, k + 1, lab, {"relay_wire_line": val(line)})
         # direct exposure: the scanner's and senders' bytes to the rsyslog port
         flows = pcapflows.flows(os.path.join(rdir, "capture.pcap.gz"), [meta["port_rsyslog"]])
         seen, k = {}, 0
@@ -339,10 +385,14 @@ def main(argv):
                 continue
             lab = {"label": s["label"], "scanner": s["scanner"], "session": sess, "transport": f["proto"],
                    "input": "main", "origin": "network"}
-            for t, fr in vector_frames(f):
-                emit("vector_syslog_direct", k, "vector",
-                     vector_record(fr.decode("utf-8", "replace"), f["src"], t), None, None, lab,
-                     {"wire_frame": val(fr)})
+            for t, text, fr in vector_frames(f):
+                got = vector_record(text, f["src"], t) if text is not None else None
+                if got is None:
+                    dropped.append({"variant": "vector_syslog_direct", "session": sess,
+                                    "reason": "not valid UTF-8" if text is None else "not parsed as syslog",
+                                    "wire_frame": val(fr), "label": lab["label"], "run": run})
+                    continue
+                emit("vector_syslog_direct", k, "vector", got, None, None, lab, {"wire_frame": val(fr)})
                 k += 1
     rows.sort(key=lambda r: (r["variant"], r["run"], r["capture"]["frame"], r["capture"]["entry"]))
     od = os.path.join(corpus, "records")

@@ -21,7 +21,9 @@ How a line gets its label (no nmap-service-probes file is used):
   3. Each daemon message is joined to a flow: same transport, destination
      port and source address, time inside the flow's life, and the logged
      bytes found in the flow's payload (rsyslog's `#ooo` escapes undone
-     first); if no payload contains them, the nearest flow in time.
+     first); if no payload contains them, the nearest flow in time. An
+     empty TCP message goes to the flow with a frame that is only a NUL
+     that closed nearest its time (rsyslog logs that frame at the close).
      rsyslog messages come from json.log (properties incl. rawmsg), syslog-ng
      messages from <src>_meta.log (base64 of RAWMSG, HOST, MSGHDR, MSG).
   4. Daemon-internal messages are benign, origin `<daemon>-internal`, with
@@ -203,6 +205,17 @@ class Run:
         # syslog-ng drops NULs at both ends of a UDP message: compare without them too
         if not isinstance(content, list):
             content = [content]
+        if proto == "tcp" and not any(content):
+            # An empty message: rsyslog logs a TCP frame that is only a NUL
+            # so (FIELD_GUIDE 2.1), and a last frame without LF when the
+            # connection closes. Every payload "contains" no bytes, and the
+            # next connection may start in the same instant: take the flow
+            # with such a frame that closed nearest the message's time.
+            nul = [f for f in cands if b"\n\x00\n" in b"\n" + f["payload"] + b"\n" and f["t_end"]
+                   and abs(f["t_end"] - t) < 2.0]
+            if nul:
+                nul.sort(key=lambda f: abs(f["t_end"] - t))
+                return nul[0], "nul-frame"
         for c in [x for c in content for x in (c, c.strip(b"\0"))]:
             hit = [f for f in cands if c and c in f["payload"] and dist(f) < 30]
             if hit:

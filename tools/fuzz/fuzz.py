@@ -7,7 +7,9 @@ Usage::
     python tools/fuzz/fuzz.py forward -max_total_time=60 -rss_limit_mb=1024 -timeout=5
 
 TARGET is one of ``targets.TARGETS`` (forward, forward_handshake, http,
-ndjson, decoders, config). The targets are the same functions the
+ndjson, decoders, config, exec_filter); ``tools/fuzz/corpus/TARGET`` is
+its checked-in seed corpus (copy it: libFuzzer writes what it finds into
+the first corpus folder). The targets are the same functions the
 Hypothesis suite drives (``tests/fuzz``): a crash is any exception they do
 not expect, ``-timeout`` catches hangs, ``-rss_limit_mb`` unbounded memory.
 libFuzzer prints ``Done N runs`` at the end; a crash writes ``crash-*``

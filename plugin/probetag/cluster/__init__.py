@@ -17,15 +17,15 @@ from typing import Any
 
 from ._batch import Batch, MessageIds, SourceBatcher
 from ._config import ClusterConfig, cluster_config_from_mapping, load_cluster_config
-from ._lease import PartitionState, Plan, lease_key, plan, worker_key
-from ._messages import BadMessage, decode_input, decode_output, encode_output
+from ._lease import PartitionState, Plan, in_flight_wait, lease_key, plan, worker_key
+from ._messages import BadMessage, decode_input, decode_output, encode_output, output_message
 from ._subjects import UNKNOWN_SOURCE, in_subject, out_subject, part_filter, partition_of, source_token
 
 __all__ = [
     "Batch", "MessageIds", "SourceBatcher",
     "ClusterConfig", "load_cluster_config", "cluster_config_from_mapping",
-    "Plan", "plan", "PartitionState", "lease_key", "worker_key",
-    "BadMessage", "decode_input", "decode_output", "encode_output",
+    "Plan", "plan", "PartitionState", "in_flight_wait", "lease_key", "worker_key",
+    "BadMessage", "decode_input", "decode_output", "encode_output", "output_message",
     "UNKNOWN_SOURCE", "source_token", "partition_of", "in_subject", "out_subject", "part_filter",
     "JetStreamOutput", "Worker", "Egress", "IngressService", "ensure_streams",
 ]

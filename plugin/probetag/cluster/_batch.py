@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 * A JetStream message holds records of ONE source, so that the server's
   subject mapping can route it by source (see ``_subjects``). One record per
-  message costs a publish round trip per record (about 20x slower), so a
+  message costs a publish and an ack per record (about 6x slower), so a
   message holds up to ``max_records`` records of its source.
 * Records are "decoded enough": each entry is unpacked to read its sender
   from the record's source fields (``decode.SOURCE_FIELDS``, or the

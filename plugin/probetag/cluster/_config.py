@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -55,11 +55,22 @@ class ClusterConfig:
     retry_initial: float = field(default=0.1, metadata=_doc("First publish retry delay. Seconds."))
     retry_max: float = field(default=2.0, metadata=_doc("Largest publish retry delay. Seconds."))
     lease_bucket: str = field(default="probetag_leases", metadata=_doc("KV bucket of partition leases."))
-    lease_ttl: float = field(default=10.0, metadata=_doc(
-        "A lease not renewed for this long expires. Seconds (renewed every TTL/3). It is the "
-        "lease bucket's max_age, fixed when the bucket is created: to change it, use a new bucket."))
-    ack_wait: float = field(default=30.0, metadata=_doc(
-        "Consumer ack timeout; a taken-over partition is consumed only after it. Seconds."))
+    lease_ttl: float = field(default=8.0, metadata=_doc(
+        "A lease not renewed for this long expires: a killed worker's partitions are free after "
+        "it. Longer than a lease-bucket leader election (a few seconds) plus lease_renew, so that "
+        "leases survive one. Seconds. It is the lease bucket's max_age, fixed when the bucket is "
+        "created: to change it, use a new bucket."))
+    lease_renew: float = field(default=1.0, metadata=_doc(
+        "Renew leases, heartbeat and re-plan this often; a failed renewal is retried with "
+        "back-off (from 0.1 s up to this) until it succeeds or the lease is gone. Seconds."))
+    ack_wait: float = field(default=8.0, metadata=_doc(
+        "Consumer ack timeout. A claimed partition whose consumer has un-acked messages (its "
+        "previous owner died holding them) is fetched once they are due again, at most this long "
+        "after the claim; with none pending it is fetched at once. Longer than a batch takes. "
+        "Seconds."))
+    fetch_timeout: float = field(default=1.0, metadata=_doc(
+        "How long one pull request stays open. A worker starts no fetch that could still be "
+        "answered after its lease may have run out. Seconds."))
     max_ack_pending: int = field(default=1000, metadata=_doc("Un-acked messages per partition consumer."))
     fetch_batch: int = field(default=64, metadata=_doc("Messages per pull request."))
     consumer_prefix: str = field(default="probetag-part", metadata=_doc(
@@ -68,6 +79,10 @@ class ClusterConfig:
     max_partitions: int = field(default=0, metadata=_doc("Most partitions one worker claims; 0: fair share."))
     egress_durable: str = field(default="probetag-egress", metadata=_doc(
         "Durable consumer the egress instances share."))
+    out_format: Literal["packed", "ndjson"] = field(default="packed", metadata=_doc(
+        "Workers' output messages: 'packed' (the stage's chunk as is: no per-record work for "
+        "records nobody changed; read by the egress) or 'ndjson' (one JSON event per line, for "
+        "Vector's nats source)."))
     json_default_tag: str = field(default="vector", metadata=_doc(
         "Tag of JSON messages (Vector nats sink) whose event has no 'tag' field."))
 
@@ -83,6 +98,12 @@ class ClusterConfig:
                 raise ConfigError("must be > 0", key=name)
         if self.lease_ttl < 1.0:
             raise ConfigError("must be >= 1 second", key="lease_ttl")
+        if not 0 < self.lease_renew <= self.lease_ttl / 3:
+            raise ConfigError("must be > 0 and at most lease_ttl / 3", key="lease_renew")
+        if not 0 < self.fetch_timeout <= self.lease_ttl / 3:
+            raise ConfigError("must be > 0 and at most lease_ttl / 3", key="fetch_timeout")
+        if self.ack_wait <= 0:
+            raise ConfigError("must be > 0", key="ack_wait")
         for name in ("in_prefix", "part_prefix", "out_prefix"):
             value = getattr(self, name)
             if not value or any(c in value for c in " *>") or value.endswith("."):

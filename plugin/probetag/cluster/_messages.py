@@ -14,10 +14,19 @@ Theory of operation
 
   A body that is neither raises ``BadMessage`` (the worker counts it and
   terminates the message: redelivering it would only fail again).
-* Output messages (``logs.out.<tag>``) carry NDJSON, one event per record,
-  the same lines the NDJSON output writes (``tag`` and ``timestamp`` fields
-  added), so Vector's ``nats`` source reads them with the ``json`` codec and
-  ``newline_delimited`` framing, and the egress maps them back to entries.
+* Output messages (``logs.out.<tag>``) come in the shape ``out_format``
+  says:
+
+  - ``packed`` (the default): the stage's output chunk as it is, the same
+    shape as an ingress message (header ``Probetag-Tag``, ``Probetag-Count``,
+    body = packed ``[time, record]`` entries) plus ``Probetag-Format:
+    packed``. A message whose records nobody changed goes out as the bytes
+    it came in (the stage's splice-through), and the egress forwards the
+    body as it is: no record is decoded or encoded on the way.
+  - ``ndjson``: one JSON event per record, the lines the NDJSON output
+    writes (``tag`` and ``timestamp`` fields added), for Vector's ``nats``
+    source (``json`` codec, ``newline_delimited`` framing). Costs a
+    rendering per record; the egress maps the lines back to entries.
 """
 
 from __future__ import annotations
@@ -29,13 +38,14 @@ from .._chunk import OutChunk, pack_entry
 from .._vector import event_to_entry
 from ..outputs.ndjson_client import render_ndjson
 
-__all__ = ["BadMessage", "TAG_HEADER", "COUNT_HEADER", "WORKER_HEADER", "MSG_ID_HEADER",
-           "decode_input", "encode_output", "decode_output"]
+__all__ = ["BadMessage", "TAG_HEADER", "COUNT_HEADER", "WORKER_HEADER", "MSG_ID_HEADER", "FORMAT_HEADER",
+           "decode_input", "encode_output", "output_message", "decode_output"]
 
 TAG_HEADER = "Probetag-Tag"
 COUNT_HEADER = "Probetag-Count"
 WORKER_HEADER = "Probetag-Worker"
 MSG_ID_HEADER = "Nats-Msg-Id"
+FORMAT_HEADER = "Probetag-Format"
 
 
 class BadMessage(ValueError):
@@ -71,9 +81,22 @@ def decode_input(headers: Mapping[str, str] | None, data: bytes,
 
 
 def encode_output(chunk: OutChunk) -> bytes:
+    """The NDJSON body of an output message (``out_format: ndjson``)."""
     return render_ndjson(chunk)
 
 
-def decode_output(data: bytes, default_tag: str = "probetag") -> list[tuple[str, bytes, int]]:
-    """An output message -> [(tag, packed entries, count)] (for the egress)."""
+def output_message(chunk: OutChunk, fmt: str = "packed") -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of one output message; the caller adds the message id."""
+    if fmt == "packed":
+        return chunk.entries, {TAG_HEADER: chunk.tag, COUNT_HEADER: str(chunk.count), FORMAT_HEADER: "packed"}
+    return render_ndjson(chunk), {TAG_HEADER: chunk.tag}
+
+
+def decode_output(data: bytes, default_tag: str = "probetag",
+                  headers: Mapping[str, str] | None = None) -> list[tuple[str, bytes, int]]:
+    """An output message -> [(tag, packed entries, count)] (for the egress).
+    A packed one is returned as it is (count -1 if the header lacks it)."""
+    if headers and headers.get(FORMAT_HEADER) == "packed" and headers.get(TAG_HEADER):
+        count = headers.get(COUNT_HEADER, "")
+        return [(headers[TAG_HEADER], data, int(count) if count.isdigit() else -1)]
     return _json_entries(data, default_tag)

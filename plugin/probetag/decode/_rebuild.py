@@ -12,9 +12,18 @@ Theory of operation
                       RFC 5424 output, lossy).
   ``fluentd-syslog``  ``host``/``ident``[/``pid``]/``message`` from Fluentd's
                       syslog parser: the separator between ident and message
-                      (spaces, a colon, ``[pid]:``) is gone.
+                      (spaces, a colon, ``[pid]:``) is gone. With ``msgid``
+                      as well (Fluent Bit's stock ``syslog-rfc5424`` parser
+                      behind an rsyslog RFC 5424 relay) ``ident`` is APP-NAME
+                      and ``message`` rsyslog's MSG: read as rsyslog's own
+                      RFC 5424 output (lossy: the TAG beyond APP-NAME is gone).
   ``vector-syslog``   ``hostname``/``appname``/``procid``/``message``/``source_ip``
                       (Vector's ``syslog`` source; ``appname`` may be absent).
+  ``rsyslog-msg``     a ``fromhost`` file line (``%FROMHOST% %msg%``): the
+                      sender and rsyslog's MSG, HOSTNAME and TAG not printed.
+                      The line is MSG as it is (lossy: its head is gone);
+                      ``detect.Detector.match_msg`` matches it against what
+                      rsyslog leaves in MSG of each probe line.
   ``file-line``       ``message``/``log`` holds a whole rsyslog file line
                       (in_tail ``none`` parser, Vector ``file``): parsed with
                       ``parse_syslog_line`` and rebuilt from that record.
@@ -78,7 +87,8 @@ FORWARD_TAG_MAX = 32
 #: Evidence below this offers the other reading (literal vs decoded) too.
 UNSURE = 0.5
 
-SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line", "syslog-ng", "message")
+SHAPES = ("rsyslog-rawmsg", "rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line",
+          "syslog-ng", "message")
 
 #: Fields that hold the sender's address, most specific first.
 SOURCE_FIELDS = ("fromhost-ip", "source_ip", "source_address", "fromhost_ip", "fromhost",
@@ -90,7 +100,8 @@ PAYLOAD_FIELDS = ("message", "msg", "log", "MESSAGE", "rawmsg")
 #: them (``fields_read``) is exact; tests/decode checks the list against the
 #: fields rebuild actually touches.
 READ_FIELDS = ("rawmsg", "syslogtag", "hostname", "app-name", "msg", "_format", "_spacing", "ident",
-               "host", "message", "pid", "appname", "procid", "source_ip", "log", "MESSAGE", "_continuation")
+               "host", "message", "pid", "msgid", "appname", "procid", "source_ip", "log", "MESSAGE",
+               "_continuation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +292,14 @@ def _from_rsyslog(rec: Mapping[str, Any], sources: Senders) -> _Cand:
             colon = _colon_tag(host, msg, sources, _str(rec.get("_format")) in _FILE_FORMATS)
             if colon is not None:
                 return colon
-        if (host and tag == host and _is_ip(host) and msg[:1] == b" "
+        if (host and tag == host and _is_ip(host) and (msg[:1] == b" " or not msg)
                 and _str(rec.get("_format")) in _FILE_FORMATS):
             # A central server's template printed %FROMHOST-IP% before the
             # HOSTNAME (``127.0.0.1 127.0.0.1 #002``): the address again is
-            # the HOSTNAME, what follows it the line.
-            cand = _Cand(msg[1:], [msg] if msg[1:] else [], False)
+            # the HOSTNAME, what follows it the line (``127.0.0.1 127.0.0.1 ``:
+            # an empty message, a NUL-only frame; or a line that was only
+            # the address, offered too).
+            cand = _Cand(msg[1:], [msg] if msg[1:] else [] if msg else [host], False)
             cand.host_source = host
             return cand
         rest, alts, lossy = _tag_msg(tag, msg, spacing, False)
@@ -464,7 +477,10 @@ def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     app = to_bytes(rec.get("appname")) or b""
     procid = to_bytes(rec.get("procid"))
     msg = to_bytes(rec.get("message")) or b""
-    cut = not procid and not msg and _tag_cut(app)
+    # rsyslog's forwarding template cuts the TAG at 32 bytes (FORWARD_NOTES
+    # 8): an appname that long may have lost the TAG's rest, whether or not
+    # a message follows (``Cookie: mstshash=nmap`` after a binary TAG).
+    cut = not procid and _tag_cut(app)
     if cut:
         app = _PARTIAL_ESCAPE.sub(b"", app)
     alts: list[bytes] = []
@@ -475,6 +491,10 @@ def _from_vector(rec: Mapping[str, Any], sources: Senders) -> _Cand:
         alts += [app + b" " + msg, app + b":" + msg]
     else:
         rest = msg
+        if msg:
+            # a TAG that was only ':' (empty appname): the parser took the
+            # colon for the separator (NotesRPC's ``:\x00\x00\x00/``)
+            alts.append(b":" + msg)
     cand = _Cand(rest, alts, lossy=cut)
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand
@@ -499,6 +519,12 @@ _FILE_FORMATS = ("traditional", "rfc3339", "rfc5424")
 _RSYSLOG_KEYS = frozenset(("rawmsg", "syslogtag", "fromhost-ip", "fromhost", "programname"))
 _FILE_LINE_START = re.compile(
     rb"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|<(?:[0-9]{1,3}|invld)>1 |\{\")")
+#: The PRI of rsyslog's forwarding formats (``RSYSLOG_TraditionalForwardFormat``:
+#: ``<PRI>`` then a traditional line; ``<invld>`` for a payload starting
+#: with ``<`` and no valid PRI), as a collector that could not parse it
+#: keeps it: the whole line in ``message`` (Vector's ``parse_syslog`` fails
+#: on ``<invld>``).
+_FORWARD_PRI = re.compile(rb"<(?:[0-9]{1,3}|invld)>(?=[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|[0-9]{4}-[0-9]{2}-[0-9]{2}T)")
 
 
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
@@ -526,6 +552,8 @@ def _shape(rec: Mapping[str, Any]) -> str | None:
         return "rsyslog"
     if "ident" in rec and ("host" in rec or "message" in rec):
         return "fluentd"
+    if "msg" in rec and "_format" in rec and _str(rec["_format"]) == "fromhost":
+        return "msg-only"
     if "message" in rec and ("appname" in rec or ("hostname" in rec and "source_ip" in rec)):
         # Vector adds 'appname' only when it found one; 'source_ip' is the peer.
         return "vector"
@@ -556,9 +584,16 @@ def _detect(rec: Mapping[str, Any], fields: tuple[str, ...], sources: Senders,
         name = "file-line" if _str(rec.get("_format")) in _FILE_FORMATS else "rsyslog-json"
         return _from_rsyslog(rec, sources), name
     if shape == "fluentd":
+        if "msgid" in rec:
+            # Fluent Bit's syslog-rfc5424: host, ident (APP-NAME), pid
+            # (PROCID), msgid, extradata, message (MSG, its first space kept)
+            as5424 = {"hostname": rec.get("host"), "app-name": rec.get("ident"), "msg": rec.get("message")}
+            return _from_rsyslog(as5424, sources), "fluentd-syslog"
         return _from_fluentd(rec, sources), "fluentd-syslog"
     if shape == "vector":
         return _from_vector(rec, sources), "vector-syslog"
+    if shape == "msg-only":
+        return _Cand(to_bytes(rec.get("msg")) or b"", [], True), "rsyslog-msg"
     if shape == "syslog-ng":
         return _from_syslog_ng(rec), "syslog-ng"
     hit = _first(rec, PAYLOAD_FIELDS)
@@ -660,6 +695,10 @@ _READ_INDEX = {n: i for i, n in enumerate(READ_FIELDS)}
 
 
 def _single(value: bytes, sources: Senders, depth: int) -> tuple[_Cand, str]:
+    if depth == 0 and value[:1] == b"<":
+        m = _FORWARD_PRI.match(value)
+        if m is not None:
+            value = value[m.end():]
     if depth == 0 and _FILE_LINE_START.match(value):
         parsed = parse_syslog_line(value)
         if parsed.fmt == "json" and not _RSYSLOG_KEYS.intersection(parsed.record):

@@ -14,6 +14,16 @@ Theory of operation
                    survives, so these lines are ``lossy``
   ``json``         one JSON object per line (rsyslog ``json``/``jsonf``
                    properties or ``%jsonmesg%``), bytes >= 0x80 raw inside
+  ``fromhost``     ``TIMESTAMP FROMHOST MSG``: a central server's template
+                   ``%TIMESTAMP% %FROMHOST% %msg%`` (traditional or RFC 3339
+                   timestamp). HOSTNAME and TAG are not printed, so the line
+                   holds the sender and rsyslog's MSG property only: the
+                   payload's first word is gone when it became HOSTNAME, and
+                   so is all the parser put into the TAG (``lossy``). A
+                   line alone does not tell this format from ``traditional``;
+                   ``detect_file_format`` tells it by the share of lines
+                   whose text after the sender starts with a space (every
+                   ``app: text`` message keeps the space after its TAG).
   ``raw``          anything else: the whole line is the payload.
   ``syslog-ng``    syslog-ng's default file template,
                    ``${DATE} ${HOST} ${MSGHDR}${MESSAGE}`` (Debian's
@@ -64,7 +74,7 @@ from ._escape import to_bytes
 __all__ = ["FORMATS", "SYSLOG_NG_FORMATS", "SyslogLine", "parse_syslog_line", "detect_file_format", "split_tag",
            "FramingError", "parse_framing_error", "strip_time"]
 
-FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "raw", "syslog-ng", "syslog-ng-iso")
+FORMATS = ("traditional", "rfc3339", "rfc5424", "json", "fromhost", "raw", "syslog-ng", "syslog-ng-iso")
 #: syslog-ng's file formats: the payload after HOST, unescaped and unsplit.
 SYSLOG_NG_FORMATS = ("syslog-ng", "syslog-ng-iso")
 
@@ -216,6 +226,12 @@ def parse_syslog_line(line: bytes | str, fmt: str = "auto") -> SyslogLine:
                    "protocol-version": b"1", "_format": "rfc5424"}
             return SyslogLine("rfc5424", ts.decode("ascii", "replace"), host,
                               b"" if app == b"-" else app, msg, rec, True)
+    if fmt == "fromhost":
+        m = _RFC3339.fullmatch(data) or _TRAD.fullmatch(data)
+        if m:
+            ts, host, rest = m.groups()
+            rec = {"timereported": ts, "fromhost": host, "msg": rest, "_format": "fromhost"}
+            return SyslogLine("fromhost", ts.decode("ascii", "replace"), host, b"", rest, rec, True)
     if fmt in SYSLOG_NG_FORMATS:
         m = (_SNG if fmt == "syslog-ng" else _SNG_ISO).fullmatch(data)
         if m is None:
@@ -262,13 +278,26 @@ def strip_time(line: bytes | str) -> tuple[str, bytes | str] | None:
     return ("rfc3339" if m.group(1) is not None else "traditional"), line[m.end():]
 
 
+#: ``fromhost`` rather than ``traditional``/``rfc3339`` when at least this
+#: share of the sampled timed lines (and ``_FROMHOST_MIN`` of them) has a
+#: space or nothing right after the sender. In the traditional formats that
+#: needs an empty TAG before a space (under 15 % of the lines of the
+#: corpora's scans, 0-2 % of ordinary logs); behind ``%FROMHOST% %msg%``
+#: every ``app: text`` message has it (58-72 % in the corpus).
+_FROMHOST_SHARE = 0.35
+_FROMHOST_MIN = 10
+
+
 def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
     """The format most of the first ``sample`` non-empty lines parse as
     ("raw" wins only if nothing else does better). A file whose lines hold
     one of syslog-ng's own messages (``syslog-ng[PID]: ``) and nothing only
     rsyslog writes (its own messages, ``#ooo`` escapes) is syslog-ng's:
-    ``syslog-ng`` or ``syslog-ng-iso`` by the timestamps."""
+    ``syslog-ng`` or ``syslog-ng-iso`` by the timestamps. Otherwise
+    ``fromhost`` for a traditional or RFC 3339 file whose lines print no TAG
+    (``_FROMHOST_SHARE``)."""
     votes: Counter[str] = Counter()
+    spaced = 0
     sng = rsyslog = False
     for i, line in enumerate(lines):
         if i >= sample * 4:
@@ -281,7 +310,10 @@ def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
         if not rsyslog and _RSYSLOG_SIGN.search(b):
             rsyslog = True
         if sum(votes.values()) < sample:
-            votes[parse_syslog_line(b).fmt] += 1
+            sl = parse_syslog_line(b)
+            votes[sl.fmt] += 1
+            if sl.fmt in ("traditional", "rfc3339") and not sl.tag and (not sl.msg or sl.msg[:1] == b" "):
+                spaced += 1
         elif not sng:
             break
     if not votes:
@@ -291,6 +323,9 @@ def detect_file_format(lines: Iterable[bytes | str], sample: int = 50) -> str:
         if votes["rfc3339"] > votes["traditional"]:
             return "syslog-ng-iso"
         return "syslog-ng"
+    timed = votes["traditional"] + votes["rfc3339"]
+    if best in ("traditional", "rfc3339") and spaced >= _FROMHOST_MIN and spaced >= _FROMHOST_SHARE * timed:
+        return "fromhost"
     return best
 
 

@@ -48,6 +48,18 @@ Theory of operation
   seen is evicted (its scan summary is emitted early and the eviction is
   counted as ``correlation_evicted``). Only lines with a distinctive match
   create state, so benign ``#015`` lines cannot fill the table.
+* Bounded in bytes too (``max_bytes``): a source is a peer-chosen string (a
+  2 KiB one costs as much as a whole scan's state), so counting sources
+  alone let 100,000 of them hold ~400 MB. Each scan's cost is estimated as
+  it grows (the source string's real size, a fixed cost per scan, per
+  probe/scanner entry and per late-named line: figures measured with
+  tracemalloc, ``_SCAN_BYTES`` and below) and so are the summaries of ended
+  scans until ``expire`` hands them over. Past ``max_bytes`` the least
+  recently seen sources are evicted (``correlation_evicted{reason="bytes"}``);
+  if the summaries waiting for ``expire`` alone still exceed it (a flood of
+  new sources between two expiries), the oldest of them are dropped and
+  counted (``correlation_summaries_dropped``): their scans were one line
+  long, and memory comes first.
 * ``expire(now)`` returns summary dicts for scans idle for ``scan_idle``
   (plus any ended early by a new scan of the same source or an eviction).
 """
@@ -55,7 +67,8 @@ Theory of operation
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import sys
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -80,6 +93,13 @@ _SCAN_CONFIDENCE = 0.6
 _MAX_STEPS_BACK = 3
 #: At most this many late-named lines listed in one scan's summary.
 _MAX_LATE = 256
+#: Estimated bytes held (tracemalloc, CPython 3.11, 64-bit): one scan's
+#: state without its source string; one more probe/scanner/transport entry;
+#: one late-named line; one ended scan's summary without its source string.
+_SCAN_BYTES = 1200
+_ENTRY_BYTES = 120
+_LATE_BYTES = 360
+_SUMMARY_BYTES = 1100
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +141,7 @@ class _Scan:
     back: int = 0
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
+    cost: int = 0  # estimated bytes held (see max_bytes)
     # context: the last distinctive match and its time
     ctx: Match | None = None
     ctx_conf: float = 0.0
@@ -139,15 +160,22 @@ def _scan_id(source: str, first: float) -> str:
 
 class Correlator:
     def __init__(self, window: float = 5.0, scan_idle: float = 60.0, max_sources: int = 100_000,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, max_bytes: int = 64 * 1024 * 1024) -> None:
         if max_sources <= 0:
             raise ValueError("max_sources must be > 0")
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
         self.window = window
         self.scan_idle = scan_idle
         self.max_sources = max_sources
+        self.max_bytes = max_bytes
         self.metrics = metrics
         self._sources: OrderedDict[str, _Scan] = OrderedDict()
-        self._ended: list[dict[str, Any]] = []
+        #: ended scans' summaries, each with its estimated bytes
+        self._ended: deque[tuple[dict[str, Any], int]] = deque()
+        #: estimated bytes held: live scans plus summaries not yet handed over
+        self.bytes = 0
+        self._ended_bytes = 0
         #: signature id -> pieces its payload logs (``Detector.fragment_count``)
         self.fragment_count: Mapping[str, int] = {}
         #: signature -> its place in its scanner's send order, or None
@@ -201,8 +229,12 @@ class Correlator:
             sig = first.signature
             if sig.probe in scan.sure_probes and scan.group_sig != sig.id:
                 scan.repeated = True
-            scan.sure_probes.add(sig.probe)
-            scan.sure_transports.add(sig.transport)
+            if sig.probe not in scan.sure_probes:
+                scan.sure_probes.add(sig.probe)
+                self._grow(scan, _ENTRY_BYTES)
+            if sig.transport not in scan.sure_transports:
+                scan.sure_transports.add(sig.transport)
+                self._grow(scan, _ENTRY_BYTES)
             pos = self.position(sig) if self.position is not None else None
             if pos is not None:
                 key = (sig.scanner, sig.transport)
@@ -284,6 +316,7 @@ class Correlator:
         scan = self._sources.get(source or "-")
         if scan is not None and len(scan.late) < _MAX_LATE:
             scan.late.append({"time": t, "probe": probe, "fragment": fragment})
+            self._grow(scan, _LATE_BYTES)
 
     def _port_scan_payload_late(self, scan: _Scan, m: Match) -> bool:
         """A -sU port-scan payload (place -1) once the scan's service probes
@@ -331,8 +364,7 @@ class Correlator:
         idle = [s for s, scan in self._sources.items() if now - scan.last >= self.scan_idle]
         for s in idle:
             self._end(s)
-        out, self._ended = self._ended, []
-        return out
+        return self._hand_over()
 
     def own_scanners(self, source: str | None) -> set[str]:
         """The scanners that ``source``'s ongoing scan sent bytes of that
@@ -344,7 +376,13 @@ class Correlator:
         """End every scan (shutdown)."""
         for s in list(self._sources):
             self._end(s)
-        out, self._ended = self._ended, []
+        return self._hand_over()
+
+    def _hand_over(self) -> list[dict[str, Any]]:
+        out = [summary for summary, _cost in self._ended]
+        self.bytes -= self._ended_bytes
+        self._ended_bytes = 0
+        self._ended.clear()
         return out
 
     # -- internals -------------------------------------------------------------
@@ -352,12 +390,16 @@ class Correlator:
     def _touch(self, src: str, t: float, scan: _Scan | None) -> _Scan:
         if scan is None:
             scan = _Scan(src, _scan_id(src, t), t, t)
+            scan.cost = _SCAN_BYTES + sys.getsizeof(src)
+            self.bytes += scan.cost
             self._sources[src] = scan
             while len(self._sources) > self.max_sources:
                 old, _ = next(iter(self._sources.items()))
                 self._end(old)
                 if self.metrics is not None:
-                    self.metrics.inc("correlation_evicted")
+                    self.metrics.inc("correlation_evicted", reason="sources")
+            if self.bytes > self.max_bytes:
+                self._shed()
         else:
             self._sources.move_to_end(src)
         if t > scan.last:
@@ -370,10 +412,18 @@ class Correlator:
                 via: str = "line") -> Verdict:
         sig = m.signature
         scan.lines += 1
-        scan.probes[sig.probe] = scan.probes.get(sig.probe, 0) + 1
-        scan.scanners[sig.scanner] = scan.scanners.get(sig.scanner, 0) + 1
-        if not sig.shared_with:
+        n = scan.probes.get(sig.probe)
+        scan.probes[sig.probe] = 1 if n is None else n + 1
+        grew = 0 if n is not None else 2 * _ENTRY_BYTES  # and the summary's copy
+        n = scan.scanners.get(sig.scanner)
+        scan.scanners[sig.scanner] = 1 if n is None else n + 1
+        if n is None:
+            grew += _ENTRY_BYTES
+        if not sig.shared_with and sig.scanner not in scan.own:
             scan.own.add(sig.scanner)
+            grew += _ENTRY_BYTES
+        if grew:
+            self._grow(scan, grew)
         # A new group starts with another signature, after a pause, or when a
         # distinctive line goes back to an earlier fragment (a new connection
         # sending the same probe again).
@@ -391,14 +441,44 @@ class Correlator:
             scan.group_frag = m.fragment
         return Verdict(m, round(conf, 4), scan.scan_id, scan.group, scan.group_lines, inherited, via)
 
+    def _grow(self, scan: _Scan, n: int) -> None:
+        scan.cost += n
+        self.bytes += n
+        if self.bytes > self.max_bytes:
+            self._shed()
+
+    def _shed(self) -> None:
+        """Back under ``max_bytes``. An evicted source leaves a summary of
+        nearly its size, so the larger share goes first: the least recently
+        seen live source (never the most recent, the one being served) while
+        live scans hold at least as much as the waiting summaries, else the
+        oldest waiting summary."""
+        dropped = 0
+        while self.bytes > self.max_bytes:
+            if len(self._sources) > 1 and (self.bytes - self._ended_bytes >= self._ended_bytes
+                                           or not self._ended):
+                self._end(next(iter(self._sources)))
+                if self.metrics is not None:
+                    self.metrics.inc("correlation_evicted", reason="bytes")
+            elif self._ended:
+                _summary, cost = self._ended.popleft()
+                self.bytes -= cost
+                self._ended_bytes -= cost
+                dropped += 1
+            else:
+                break  # one source alone over the bound: bounded by _MAX_LATE and the catalogue
+        if dropped and self.metrics is not None:
+            self.metrics.inc("correlation_summaries_dropped", dropped)
+
     def _end(self, src: str) -> None:
         scan = self._sources.pop(src, None)
         if scan is None:
             return
+        self.bytes -= scan.cost
         scanners = sorted(scan.scanners, key=lambda k: (-scan.scanners[k], k))
         # Named after a scanner only by bytes that scanner alone sends.
         named = [s for s in scanners if s in scan.own]
-        self._ended.append({
+        summary = {
             "source": scan.source,
             "scan_id": scan.scan_id,
             "first_seen": scan.first,
@@ -409,4 +489,9 @@ class Correlator:
             "scanners": named if named else ["unknown"] if scanners else [],
             "lines": scan.lines,
             **({"named_late": list(scan.late)} if scan.late else {}),
-        })
+        }
+        cost = (_SUMMARY_BYTES + sys.getsizeof(scan.source)
+                + _ENTRY_BYTES * (2 * len(scan.probes) + 2 * len(scanners)) + _LATE_BYTES * len(scan.late))
+        self._ended.append((summary, cost))
+        self._ended_bytes += cost
+        self.bytes += cost

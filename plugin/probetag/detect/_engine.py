@@ -45,6 +45,13 @@ Theory of operation
      prints APP-NAME, not the rest of the TAG), a piece ``A + X + B`` for a
      line ``A + B`` where ``X`` is a plausible TAG remainder (``damaged``).
 
+  ``match_msg(line)`` is for lines that hold only rsyslog's MSG property
+  (a central server's ``%FROMHOST% %msg%`` template): the payload's first
+  word went to HOSTNAME and its next token to the TAG, neither printed. Each
+  piece's MSG is derived once by pmrfc3164's rules (``rsyslog_msg``) and
+  looked up whole (kind ``damaged``); an empty MSG matches nothing here
+  (the sequence pass places those lines, ``msg_cores``).
+
   Matches are ordered by confidence; entries with the same bytes (hence the
   same confidence for the same kind of match) by ``Signature.rank``: an nmap
   service probe before an NSE script before a -sU payload (the catalogue's
@@ -155,6 +162,11 @@ def distinctive(piece: bytes) -> bool:
 _BINARY = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f-\xff]")
 
 
+def _mostly_one_byte(piece: bytes) -> bool:
+    """A piece shorter than 16 bytes, more than half of them one value."""
+    return len(piece) < 16 and max(piece.count(bytes((c,))) for c in set(piece)) * 2 > len(piece)
+
+
 def _has_binary(piece: bytes) -> bool:
     """A control byte other than TAB/CR, DEL, or an 8-bit byte."""
     return _BINARY.search(piece) is not None
@@ -261,6 +273,46 @@ def unescaped_nul_rule(line: bytes) -> bytes:
     return line[:k] + bytes(c for c in line[k:] if c == 0 or c >= 0x20)
 
 
+_HOSTWORD = re.compile(rb"[A-Za-z0-9._-]*[A-Za-z0-9]")
+#: pmrfc3164 stops a TAG at this many bytes of escaped text (FIELD_GUIDE 3.4).
+_TAG_MAX = 510
+_TAG_END = re.compile(rb"[ :]")
+#: Bytes rsyslog escapes as ``#ooo`` (FIELD_GUIDE 2.1), and the escape.
+_CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
+_ESCAPE = re.compile(rb"#([0-3][0-7]{2})")
+
+
+def rsyslog_msg(line: bytes) -> bytes:
+    """What rsyslog's RFC 3164 parser leaves in MSG of a logged line
+    (FIELD_GUIDE 3): a leading ``1 `` is read as a version field; a first
+    word of hostname characters followed by a space (or the whole line, if
+    it is only such characters) is HOSTNAME; then the TAG runs to the first
+    space (which stays in MSG) or colon (which goes with the TAG), at most
+    510 bytes as escaped (a control byte is 4: ``#ooo``); a text starting
+    with a space, ``{`` or ``[`` has no TAG."""
+    if line.startswith(b"1 "):
+        line = line[2:]
+    sp = line.find(b" ")
+    word = line if sp < 0 else line[:sp]
+    if word and _HOSTWORD.fullmatch(word) is not None:
+        if sp < 0:
+            return b""
+        line = line[sp + 1:]
+    if not line or line[:1] in (b" ", b"{", b"["):
+        return line
+    end = _TAG_END.search(line)
+    if end is not None:
+        cut = end.end() if end.group() == b":" else end.start()
+        if cut + 3 * len(_CONTROL_BYTE.findall(line, 0, cut)) <= _TAG_MAX:
+            return line[cut:]
+    # The TAG runs into the 510-byte cut, counted in the escaped text: the
+    # cut may split an escape, whose digits then start MSG as text.
+    escaped = _CONTROL_BYTE.sub(lambda m: b"#%03o" % m.group()[0], line)
+    if len(escaped) <= _TAG_MAX:
+        return b""
+    return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), escaped[_TAG_MAX:])
+
+
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
@@ -328,6 +380,9 @@ class Detector:
         self._markers = markers
         self._subs = LiteralSet(subs, backend)
         self.backend = self._subs.backend
+        # MSG-only lines (match_msg): built on first use
+        self._msg_index: dict[bytes, list[_Piece]] | None = None
+        self._msg_cores: dict[str, tuple[bytes, ...]] = {}
 
     @staticmethod
     def _variants(line: bytes, transport: str) -> list[tuple[bytes, str]]:
@@ -419,6 +474,40 @@ class Detector:
         """``logged_pieces`` with spaces and tabs stripped from both ends (the
         file formats' HOSTNAME/TAG/MSG join adds or drops them)."""
         return self._cores.get(sig_id, ())
+
+    def msg_cores(self, sig_id: str) -> tuple[bytes, ...]:
+        """Per fragment of ``logged_pieces``, what rsyslog leaves of it in MSG
+        (``rsyslog_msg``), spaces and tabs stripped from both ends."""
+        got = self._msg_cores.get(sig_id)
+        if got is None:
+            got = self._msg_cores[sig_id] = tuple(rsyslog_msg(x).strip(b" \t") for x in self._logged.get(sig_id, ()))
+        return got
+
+    def match_msg(self, line: bytes, transport: str | None = None) -> list[Match]:
+        """Matches for a line that is only rsyslog's MSG of the payload line
+        (HOSTNAME and TAG not printed): the pieces whose MSG it is, spacing
+        aside; failing that, what ``match`` finds in it (markers, binary
+        pieces inside it). Nothing for an empty MSG."""
+        core = line.strip(b" \t")
+        if not core:
+            return []
+        index = self._msg_index
+        if index is None:
+            index = self._msg_index = {}
+            for p in self._pieces:
+                if not p.trimmed:
+                    index.setdefault(rsyslog_msg(p.text).strip(b" \t"), []).append(p)
+        hits = [p for p in index.get(core, ()) if self._ok_transport(p, transport)]
+        if not hits:
+            return self.match_best((line,), transport=transport)[1]
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(core) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb), amb)
+        return self._finish({id(m.signature): m for m in best.values()})
 
     def fragments(self) -> list[bytes]:
         """Raw byte fragments one of which survives intact in a record that
@@ -534,33 +623,13 @@ class Detector:
             # Place the gap as late as the kept tail allows (the shortest B),
             # then check it is a TAG remainder: no space inside, at most 510
             # bytes, ending where the TAG ends (before a space, or with ':').
-            a = min(cp, len(line))
-            b = len(line) - a
-            # A or B must be long enough to mean something: ``Max-Forwards``
-            # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
-            if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
-                return
-            gap = key[a:len(key) - b]
-            if gap and not gap.strip(b" ") and line[a - 1:a] == b" ":
-                # A run of spaces the reading has one of: Fluentd's syslog
-                # parser ends ident at a space and drops the spaces after it
-                # (`` *``), so ``DB2DAS      \x01`` arrives as ident and
-                # message with the run gone.
-                for p in self._exact[key]:
-                    if self._ok_transport(p, transport) and not p.trimmed:
-                        hits.append((p, len(line) / len(key)))
-                return
-            # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
-            # spaces but then ends with the colon it stops at.
-            # ``: `` at the end: the TAG's colon and the MSG's first space,
-            # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
-            # A run of spaces after the TAG remainder: Fluentd's `` *`` after
-            # its separator dropped it too (ibm-mqseries' 38 spaces).
-            tag = gap.rstrip(b" ") if line[a:a + 1] == b" " else gap
-            if not tag or (b" " in tag.removesuffix(b": ") and not tag.endswith(b":")) or len(tag) > 510:
-                return
-            rest = key[len(key) - b:]
-            if rest[:1] not in (b" ", b"") and not gap.endswith((b":", b": ")):
+            # When the whole line is a suffix, the gap may also start the
+            # piece (A empty: the line's first bytes only happen to be the
+            # piece's too, ``\x00`` after a TAG that began with one).
+            for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
+                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs):
+                    break
+            else:
                 return
             for p in self._exact[key]:
                 if self._ok_transport(p, transport) and not p.trimmed:
@@ -604,6 +673,33 @@ class Detector:
         return sorted(best.values(), key=lambda m: (-m.confidence, m.ambiguous, m.signature.rank))
 
     # -- internals -------------------------------------------------------------
+
+    @staticmethod
+    def _tag_gap(key: bytes, line: bytes, a: int, b: int, cs: int) -> bool:
+        """Is ``key[a:len(key) - b]`` a TAG remainder lost in one stretch
+        (``line`` is ``key[:a] + key[len(key) - b:]``)?"""
+        # A or B must be long enough to mean something: ``Max-Forwards``
+        # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
+        if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
+            return False
+        gap = key[a:len(key) - b]
+        if gap and not gap.strip(b" ") and line[a - 1:a] == b" ":
+            # A run of spaces the reading has one of: Fluentd's syslog
+            # parser ends ident at a space and drops the spaces after it
+            # (`` *``), so ``DB2DAS      \x01`` arrives as ident and
+            # message with the run gone.
+            return True
+        # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
+        # spaces but then ends with the colon it stops at.
+        # ``: `` at the end: the TAG's colon and the MSG's first space,
+        # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
+        # A run of spaces after the TAG remainder: Fluentd's `` *`` after
+        # its separator dropped it too (ibm-mqseries' 38 spaces).
+        tag = gap.rstrip(b" ") if line[a:a + 1] == b" " else gap
+        if not tag or (b" " in tag.removesuffix(b": ") and not tag.endswith(b":")) or len(tag) > 510:
+            return False
+        rest = key[len(key) - b:]
+        return rest[:1] in (b" ", b"") or gap.endswith((b":", b": "))
 
     def _conf(self, si: int, kind: str, ambiguous: bool, scale: float = 1.0) -> float:
         base = self.signatures[si].confidence
@@ -682,12 +778,15 @@ class Detector:
                 if len(p.text) < len(line):
                     offer(Match(self.signatures[p.sig], p.fragment, "prefix",
                                 self._conf(p.sig, "prefix", False), False))
-            elif _has_binary(p.text) and len(p.text) >= 8 and len(set(p.text)) >= 3:
+            elif (_has_binary(p.text) and len(p.text) >= 8 and not _mostly_one_byte(p.text)
+                    and len(set(p.text)) >= 3):
                 # Binary bytes inside a longer line: something in front of them
                 # was damaged or mis-parsed. Text pieces quoted inside a line
-                # (an app logging a request line) are not evidence, nor are two
-                # byte values (iax2-version's ``\x80`` and nine NULs, as the NUL
-                # rule leaves it, is inside many a binary payload).
+                # (an app logging a request line) are not evidence, nor is a
+                # short run of mostly one byte (IAX2's nine NULs inside another
+                # probe's binary), nor two byte values (iax2-version's ``\x80``
+                # and nine NULs, as the NUL rule leaves it, is inside many a
+                # binary payload).
                 offer(Match(self.signatures[p.sig], p.fragment, "damaged",
                             self._conf(p.sig, "damaged", False), False))
         return self._finish(best)
@@ -697,7 +796,10 @@ class Detector:
         # The same bytes claimed by different probes: the line alone cannot tell
         # them apart; keep every candidate but say so in the confidence.
         sure = [m for m in out if not m.ambiguous]
-        if len({(m.signature.probe, m.signature.scanner) for m in sure}) > 1:
+        if (len({(m.signature.probe, m.signature.scanner) for m in sure}) > 1
+                and len({m.signature.payload for m in sure}) > 1):
+            # (one payload under two names, an -sV probe and the -sU payload
+            # of its port: no doubt about the line, Signature.rank names it)
             out = [Match(m.signature, m.fragment, m.kind, round(m.confidence * 0.85, 4), m.ambiguous)
                    for m in out]
         return out

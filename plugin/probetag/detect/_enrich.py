@@ -65,6 +65,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -86,7 +87,7 @@ HOST_FIELDS = ("host", "hostname", "HOSTNAME", "fromhost")
 #: Shapes whose rebuild already judged the host field (decode.rebuild: the
 #: HOSTNAME is the sender or the payload's first word); when it found no
 #: sender there, the host field is the payload's word and is not the sender.
-_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "file-line", "syslog-ng")
+_HOST_AWARE = ("rsyslog-json", "fluentd-syslog", "vector-syslog", "rsyslog-msg", "file-line", "syslog-ng")
 #: Shortest raw literal the chunk prefilter looks for; longest escaped form.
 _MIN_RAW = 6
 _MAX_ESCAPED = 24
@@ -109,6 +110,12 @@ _MEMO_KEY_CHARS = 2048
 #: Confidence factor of a line named by the whole payload its run of
 #: syslog-ng lines rebuilds (``_runs``).
 _RUN_FACTOR = 0.95
+#: Longest sender value kept as it is. No address or host name is longer
+#: (253); a longer one is a peer's choice and would be held, whole, by every
+#: per-source table (correlation, openings): it is kept as its first
+#: ``_LONG_SOURCE_KEEP`` characters and a hash of the whole.
+MAX_SOURCE_CHARS = 256
+_LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
 #: Unnamed lines kept for the next batches' sequence pass, and for how long
@@ -232,6 +239,11 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
     by_id = MappingProxyType({m.signature.id: m for m in matches})
     return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
                    tuple(whole), ranking)
+
+
+def _long_source(source: str) -> str:
+    digest = hashlib.blake2b(source.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return f"{source[:_LONG_SOURCE_KEEP]}~{digest}"
 
 
 def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, source: str | None,
@@ -372,13 +384,17 @@ class Enricher:
             # The primary reading, then the other readings rebuild offers
             # (ambiguous escaping such as a literal ``#015``, a doubtful
             # HOSTNAME), then, for records known to miss bytes, gapped matches.
-            collector = None
-            if rb.shape == "syslog-ng":
-                collector = "syslog-ng"
-                if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
-                    transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
-            line, matches = self.detector.match_best(
-                (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector)
+            if rb.shape == "rsyslog-msg":
+                # only MSG was printed (``%FROMHOST% %msg%``)
+                line, matches = rb.line, self.detector.match_msg(rb.line, transport)
+            else:
+                collector = None
+                if rb.shape == "syslog-ng":
+                    collector = "syslog-ng"
+                    if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
+                        transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
+                line, matches = self.detector.match_best(
+                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector)
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
@@ -436,6 +452,8 @@ class Enricher:
                 if isinstance(v, str) and v:
                     source = v
                     break
+        if source is not None and len(source) > MAX_SOURCE_CHARS:
+            source = _long_source(source)
         return reading, source
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:
@@ -513,7 +531,7 @@ class Enricher:
             () if r is None else self._by_sequence(readings, nxt, items, i, r) if r.ranking else r.matches
             for i, r in enumerate(readings)]
         # Pass 2: correlation, in stream order, with look-ahead for ambiguous lines.
-        matched: dict[tuple[str, str], int] = {}
+        matched: dict[tuple[str, str, str], int] = {}
         below = 0
         observe = self.correlator.observe
         decide = self.actions.decide
@@ -537,9 +555,10 @@ class Enricher:
                 continue
             if i in reassembled:
                 verdict = replace(verdict, via="reassembled")
-            out[i] = decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = decide(tag, items[i][1], pm, source)
             named[i] = (verdict.match.signature, verdict.match.fragment)
-            k = (verdict.match.signature.probe, verdict.match.kind)
+            k = (verdict.match.signature.probe, verdict.match.kind, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
@@ -555,8 +574,8 @@ class Enricher:
             # of the label handling.
             if below:
                 metrics.inc("probe_below_confidence", below)
-            for (probe_name, kind), count in matched.items():
-                metrics.inc("probes_matched", count, probe=probe_name, kind=kind)
+            for (probe_name, kind, scanner), count in matched.items():
+                metrics.inc("probes_matched", count, probe=probe_name, kind=kind, scanner=scanner)
         return out
 
     def _restore_cr(self, tag: str, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
@@ -666,7 +685,7 @@ class Enricher:
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
-                       matched: dict[tuple[str, str], int]) -> int:
+                       matched: dict[tuple[str, str, str], int]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
         confidence threshold it named."""
         n = len(items)
@@ -755,9 +774,10 @@ class Enricher:
             if verdict is None or verdict.confidence < self.min_confidence:
                 continue
             verdict = replace(verdict, inherited=True, via=via)
-            out[i] = self.actions.decide(tag, items[i][1], self.probe_map(r, source, verdict), source)
+            pm = self.probe_map(r, source, verdict)
+            out[i] = self.actions.decide(tag, items[i][1], pm, source)
             named[i] = (sig, frag)
-            k = (sig.probe, via)
+            k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
 
@@ -766,8 +786,8 @@ class Enricher:
                        sources: Sequence[str | None],
                        unmatched: Sequence[tuple[Reading, str | None] | None]) -> tuple[Any, ...] | None:
         """Line ``i`` as the sequence pass takes it: (time, sender, the line
-        spacing aside, engine matches, lossy, TAG cut, a syslog-ng line);
-        None for a line with no payload or too long to be a probe's."""
+        spacing aside, engine matches, lossy, TAG cut, a syslog-ng line, MSG
+        only); None for a line with no payload or too long to be a probe's."""
         r, src = readings[i], sources[i]
         if r is None:
             got = unmatched[i]
@@ -778,7 +798,11 @@ class Enricher:
         text = r.line if r.matches else (rb.line if rb is not None else b"")
         if len(text) > _MAX_SEQUENCE_LINE:
             return None
-        return items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]), r.shape == "syslog-ng"
+        if r.shape == "rsyslog-msg":
+            # MSG only: its candidates are the pieces with that MSG (exact)
+            return items[i][0], src, text.strip(b" \t"), r.matches, False, False, False, True
+        return (items[i][0], src, text.strip(b" \t"), r.matches, r.lossy, _cut(items[i][1]),
+                r.shape == "syslog-ng", False)
 
     def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                       sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
@@ -1042,7 +1066,7 @@ def build_detection(config: Any, metrics: Any, *, detector: Detector | None = No
     if actions is None:
         actions = Actions(config.actions, d.allowlist, d.output_field)
     c = config.correlation
-    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics)
+    correlator = Correlator(c.window, c.scan_idle, c.max_sources, metrics, max_bytes=c.max_bytes)
     correlator.fragment_count = detector.fragment_count
     correlator.position = _orders().position
     # Compiling the literal sets is the slow part of start-up (hyperscan):

@@ -43,6 +43,7 @@ import hashlib
 import os
 import re
 import tempfile
+from array import array
 from bisect import bisect_right
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -186,7 +187,7 @@ class Prefilter:
     hit by nothing else apart, so the stage can skip them when no probe
     context is live (a Windows forwarder ends every line with ``#015``)."""
 
-    __slots__ = ("literals", "_weak")
+    __slots__ = ("literals", "_weak", "_tables")
 
     @property
     def weak_ids(self) -> frozenset[int]:
@@ -196,10 +197,19 @@ class Prefilter:
     def __init__(self, fragments: Iterable[bytes], backend: str | None = None,
                  weak: Iterable[bytes] = ()) -> None:
         weak_set = set(f for f in weak if f)
-        strong = _drop_redundant(set(f for f in fragments if f) - weak_set)
+        strong = _drop_containing(_drop_redundant(set(f for f in fragments if f) - weak_set))
         weak_list = _drop_redundant(weak_set)
         self.literals = LiteralSet(strong + weak_list, backend)
         self._weak = frozenset(range(len(strong), len(strong) + len(weak_list)))
+        #: (pattern lengths, weak flags) for the C match handler
+        #: (``_speedups.Hits``), when hyperscan and the accelerator are there
+        self._tables: tuple[bytes, bytes] | None = None
+        from .._accel import speedups
+
+        if self.literals.backend == "hyperscan" and self.literals.patterns and speedups is not None:
+            lens = array("I", (len(p) for p in self.literals.patterns)).tobytes()
+            flags = bytes(1 if i in self._weak else 0 for i in range(len(self.literals.patterns)))
+            self._tables = (lens, flags)
 
     def entries_hit(self, data: bytes, starts: Sequence[int]) -> list[int]:
         """Indices into ``starts`` (sorted entry start offsets, an end sentinel
@@ -210,6 +220,18 @@ class Prefilter:
 
     def classify(self, data: bytes, starts: Sequence[int]) -> tuple[list[int], set[int]]:
         """(every hit entry, the subset hit only by weak literals)."""
+        if self._tables is not None and isinstance(starts, memoryview) and data:
+            # The C walk's offsets and hyperscan: hits are collected and
+            # mapped to entries in C (``_speedups.Hits``), no Python call
+            # per occurrence.
+            from .._accel import speedups
+
+            handler = speedups.Hits(*self._tables)  # type: ignore[union-attr]
+            main, short, anchors = self.literals._impl  # type: ignore[misc]
+            main.scan(data, match_event_handler=handler)
+            if short is not None and _holds_any(data, anchors):
+                short.scan(data, match_event_handler=handler)
+            return handler.entries(starts)  # type: ignore[no-any-return]
         hits = self.literals.find(data)
         if not hits:
             return [], set()
@@ -375,6 +397,30 @@ def _hs_cache_store(key: str, db: object) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _drop_containing(literals: list[bytes]) -> list[bytes]:
+    """Without literals that hold another literal of the list: bytes that
+    hold one hold the other inside the same record or line, so the entries
+    and lines hit stay the same (a hit is attributed to the entry it starts
+    in, and the shorter one starts inside the longer). Of the built-in
+    catalogue's ~1,430 strong literals ~600 go, and the chunk scan runs
+    ~10 % faster. Needs pyahocorasick (a dependency) to find them in one
+    pass per literal; without it the list stays as it is."""
+    try:
+        import ahocorasick
+    except ImportError:  # pragma: no cover - a dependency: a broken install
+        return literals
+    if len(literals) < 2:
+        return literals
+    auto = ahocorasick.Automaton()
+    for f in literals:
+        auto.add_word(f.decode("latin-1"), len(f))
+    auto.make_automaton()
+    # (one holding an LF stays: explain attributes a hit to the line it
+    # starts in, and the shorter literal may start on the next line)
+    return [f for f in literals
+            if b"\n" in f or not any(n < len(f) for _end, n in auto.iter(f.decode("latin-1")))]
 
 
 def _drop_redundant(literals: Iterable[bytes]) -> list[bytes]:

@@ -26,8 +26,11 @@ Theory of operation
     APP-NAME prefix, a connection closed early), or for records known to
     miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
   - an empty message, for a probe whose payload has a frame that is only a
-    NUL (FIELD_GUIDE 2.1: it is logged as an empty message).
-
+    NUL (FIELD_GUIDE 2.1: it is logged as an empty message);
+  - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``; an 8th
+    element of the line, true), the pieces whose MSG it is
+    (``Detector.msg_cores``), an empty one included: a binary line that was
+    all TAG leaves nothing else;
   - for a line of a syslog-ng file (a 7th element of the line, true), the
     same against the pieces syslog-ng logs (``Detector.syslog_ng_cores``:
     cut at NULs as well as LFs, trailing CRs gone), an empty line being the
@@ -90,6 +93,19 @@ _MAX_SPLIT = 64
 _MAX_SPLIT_LINES = 256
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
+_DIGITS = re.compile(rb"[0-9]+")
+
+
+def _flags(item: Sequence[Any]) -> tuple[bool, bool]:
+    """(a syslog-ng line, a line that holds only MSG) of a sequence line's
+    optional 7th and 8th elements."""
+    return len(item) > 6 and bool(item[6]), len(item) > 7 and bool(item[7])
+
+
+def _telling(core: bytes) -> bool:
+    """More than a lone CR, a common word or a run of one byte."""
+    t = core.strip(b" \t\r")
+    return len(t) >= 6 and len(set(t)) > 2 and not t.isalpha()
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +237,20 @@ class SequenceNamer:
 
     # -- compatibility -------------------------------------------------------
 
-    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, sng: bool = False) -> list[int]:
+    def _fragments(self, sig: Signature, core: bytes, lossy: bool, cut: bool, *, sng: bool = False,
+                   head: bool = False) -> list[int]:
         """Fragments of ``sig`` that could have been logged as ``core``
-        (``sng``: by syslog-ng)."""
+        (``sng``: by syslog-ng; ``head``: the line is only MSG, see
+        ``Detector.msg_cores``)."""
         if sng:
             pieces = self._sng_cores.get(sig.id, ())
             return [k for k, p in enumerate(pieces)
                     if p == core or (cut and len(p) > len(core) and p.startswith(core))]
+        if head:
+            out = [k for k, m in enumerate(self.detector.msg_cores(sig.id)) if m == core]
+            if not core and sig.id in self._empty:
+                out.append(len(self.detector.logged_cores(sig.id)))
+            return out
         pieces = self.detector.logged_cores(sig.id)
         out = []
         if not core:
@@ -245,13 +268,13 @@ class SequenceNamer:
         return out
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
-                   cut: bool, sng: bool = False) -> dict[str, tuple[Signature, int]]:
+                   cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
         """sig id -> (signature, fragment) of the scanner's probes that could
         have left this line."""
-        key = (scanner, core, lossy, cut, sng)
+        key = (scanner, core, lossy, cut, sng, head)
         base = self._cands.get(key)
         if base is None:
-            base = self._catalogue_candidates(scanner, core, lossy, cut, sng)
+            base = self._catalogue_candidates(scanner, core, lossy, cut, sng=sng, head=head)
             if len(self._cands) >= _MAX_CANDIDATE_MEMO:
                 self._cands.clear()
             self._cands[key] = base
@@ -266,13 +289,13 @@ class SequenceNamer:
         return out
 
     def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
-                              cut: bool, sng: bool = False) -> dict[str, tuple[Signature, int]]:
+                              cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
         out: dict[str, tuple[Signature, int]] = {}
         if sng:
             for sig, k in self._sng_pieces.get((scanner, core), ()):
                 out.setdefault(sig.id, (sig, k))
             return out
-        if core and not (lossy or cut):
+        if core and not (lossy or cut or head):
             # only whole pieces: one lookup
             for key in (core, core + b"\r"):
                 for sig, k in self._pieces.get((scanner, key), ()):
@@ -281,7 +304,7 @@ class SequenceNamer:
         for sig in self._by_scanner.get(scanner, ()):
             if sig.id in out:
                 continue
-            frags = self._fragments(sig, core, lossy, cut)
+            frags = self._fragments(sig, core, lossy, cut, head=head)
             if frags:
                 out[sig.id] = (sig, frags[0])
         return out
@@ -327,6 +350,8 @@ class SequenceNamer:
         for _round in range(_ROUNDS):
             changed = self._lines(lines, anchors, out, sent, context)
             changed += self._segments(lines, anchors, out, sent, context)
+            changed += self._head(lines, anchors, out, sent, context)
+            changed += self._tail(lines, anchors, out, sent, context)
             if not changed:
                 break
         return out
@@ -348,7 +373,7 @@ class SequenceNamer:
             if item is None or anchors[i] is not None:
                 continue
             t, src, core, matches, lossy, cut = item[:6]
-            sng = len(item) > 6 and bool(item[6])
+            sng, head = _flags(item)
             # Any probe fits a line with nothing left: _segments counts those;
             # here it is only the rest of the previous line's payload (its
             # last piece, logged when the connection closed).
@@ -371,14 +396,14 @@ class SequenceNamer:
             scanner = (cont or prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
-            cands = self.candidates(scanner, core, matches, lossy, cut, sng)
+            cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
             if not cands and not (lossy and cont is not None):
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed); bytes lost inside a
             # short lossy line are looked for only here.
             if cont is not None and 0 <= t - cont.t <= _CLOSE_WAIT and (cont.sig.id in cands or lossy):
-                frag = self._later_fragment(cont.sig, core, lossy, cut, cont.fragment, sng)
+                frag = self._later_fragment(cont.sig, core, lossy, cut, cont.fragment, sng=sng, head=head)
                 if frag is None:
                     # a later piece as the engine read it (escaping off: what
                     # the NUL rule left of TerminalServerCookie's last piece)
@@ -402,7 +427,7 @@ class SequenceNamer:
                 # its ClientHello's head kept nothing, its tail 5 s later
                 # did), or a request line rsyslog took the HOSTNAME of
                 # (apple-iphoto's ``GET /server-info HTTP/1.1`` in RFC 5424).
-                frags = self._fragments(nxt.sig, core, lossy, cut, sng)
+                frags = self._fragments(nxt.sig, core, lossy, cut, sng=sng, head=head)
                 frags += [m.fragment for m in matches if m.signature.id == nxt.sig.id]
                 frag = max((f for f in frags if f < nxt.fragment), default=None)
                 if frag is not None:
@@ -423,6 +448,11 @@ class SequenceNamer:
             if rest_only and lo is not None:
                 continue  # (at the head of a scan: GenericLines' two empty records)
             hi = self._placed(anchors, i, t, source, +1)
+            if src is None:
+                # A line without a sender: placed lines without one (their
+                # HOSTNAME was the payload's word too) are as near.
+                lo = self._nearer(lo, self._placed(anchors, i, t, None, -1), t)
+                hi = self._nearer(hi, self._placed(anchors, i, t, None, +1), t)
             if (lo is not None and hi is not None and lo.sig.transport == hi.sig.transport
                     and self._pos(hi) < self._pos(lo)):  # type: ignore[operator]
                 # The order starts again after this line (an NSE script
@@ -465,11 +495,16 @@ class SequenceNamer:
                 # connection's: another program logging through the same
                 # relay, as the benign lines of corpus-dev's mixed run do)
                 fit = None
-                for k in range(len(group), total - 1, -1):
+                for k in range(len(group), min(total, len(group)) - 1, -1):
                     fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
                     if fit is not None:
                         break
-                if fit is None or fit[0][1] != 0 or len(fit) < total:
+                if fit is None or fit[0][1] != 0:
+                    continue
+                if len(fit) < total and not (lossy and frag == 0 and _telling(core)):
+                    # (a record known to miss lines too, Fluent Bit's RFC 5424
+                    # parser drops empty ones: its first piece will do, when
+                    # it says more than a lone CR or word)
                     continue
                 frag = 0
             self._set(i, t, source, sig, frag, "sequence", anchors, out, sent)
@@ -547,6 +582,13 @@ class SequenceNamer:
                         if name not in done
                         and (a.sig.scanner, a.sig.transport, name) not in self._silent
                         and self._intensity.get((a.sig.scanner, a.sig.transport, name), 0) <= level]
+            flat = [i for grp in groups for i in grp]
+            plan = self._by_count(a.sig.scanner, a.sig.transport, expected, b, lines, flat)
+            if plan is not None:
+                for i, sig, frag in plan:
+                    self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                    changed += 1
+                continue
             plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines)
             if plan is None:
                 continue
@@ -642,20 +684,194 @@ class SequenceNamer:
         count, plan = ways(0, 0)
         return plan if count == 1 else None
 
+    def _head(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+              sent: dict[str | None, set[str]], context: Any) -> int:
+        """The start of a scan in lines that hold only MSG: before a source's
+        first placed anchor ``b`` (with nothing of its scan before the batch),
+        every unnamed line of that source back to the last pause longer than
+        ``gap`` is counted against the probes that come before ``b`` in the
+        order (``_by_count``); all of them, or none, are named. A line of the
+        source that no probe could have left is set aside; any other line in
+        that stretch (a benign empty message) makes the count fail."""
+        changed = 0
+        firsts: dict[str | None, int] = {}
+        for i, a in enumerate(anchors):
+            if a is not None and a.source is not None and a.source not in firsts and self._pos(a) is not None:
+                firsts[a.source] = i
+        for source, y in firsts.items():
+            b = anchors[y]
+            assert b is not None
+            pb = self._pos(b)
+            if not pb or source in self._multi:
+                continue
+            ctx = context(source)
+            if ctx is not None and 0 <= b.t - ctx[0] <= self.gap * (pb + 1):
+                continue  # the scan began before this batch
+            idx = [i for i in range(y) if lines[i] is not None and anchors[i] is None and lines[i][1] == source
+                   and 0 <= b.t - lines[i][0] <= self.gap * pb]
+            idx = self._run(idx, lines, b.t, -1)  # the scan began after the last pause
+            if not idx or any(anchors[i] is not None and anchors[i].source == source  # type: ignore[union-attr]
+                              for i in range(idx[0], y)):
+                continue
+            done = set(sent.get(source, ()))
+            level = self._scan_intensity(b.sig.scanner, b.sig.transport, done)
+            order = self.order.positions.get((b.sig.scanner, b.sig.transport), {})
+            expected = [name for name, pos in sorted(order.items(), key=lambda x: x[1])
+                        if pos < pb and name not in done
+                        and (b.sig.scanner, b.sig.transport, name) not in self._silent
+                        and self._intensity.get((b.sig.scanner, b.sig.transport, name), 0) <= level]
+            plan = self._by_count(b.sig.scanner, b.sig.transport, expected, b, lines, idx)
+            if plan is None:
+                continue
+            for i, sig, frag in plan:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
+        return changed
+
+    def _tail(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
+              sent: dict[str | None, set[str]], context: Any) -> int:
+        """The end of a scan in lines that hold only MSG: after a source's
+        last placed anchor ``a``, its unnamed lines are counted against the
+        probes after ``a`` in the order (``_by_count``). Lines left over
+        after them must be ones the scanner's other probes could have left
+        (NSE scripts run after the service scan, and resend some probes'
+        bytes), and stay unnamed. The intensity
+        decides which probes come; one the scan has not shown may be higher
+        than seen, so every intensity from the one seen up to 9 is tried,
+        and the lines are named only when all that fit agree."""
+        changed = 0
+        lasts: dict[str | None, int] = {}
+        for i, a in enumerate(anchors):
+            if a is not None and a.source is not None and self._pos(a) is not None:
+                lasts[a.source] = i
+        for source, x in lasts.items():
+            a = anchors[x]
+            assert a is not None
+            pa = self._pos(a)
+            if pa is None or source in self._multi:
+                continue
+            key = (a.sig.scanner, a.sig.transport)
+            order = self.order.positions.get(key, {})
+            after = [name for name, pos in sorted(order.items(), key=lambda x: x[1]) if pos > pa]
+            if not after:
+                continue
+            reach = self.gap * (len(after) + 2)
+            if any(anchors[j] is not None and anchors[j].source == source  # type: ignore[union-attr]
+                   for j in range(x + 1, len(lines))):
+                continue
+            idx = [i for i in range(x + 1, len(lines)) if lines[i] is not None and lines[i][1] == source
+                   and 0 <= lines[i][0] - a.t <= reach]
+            idx = self._run(idx, lines, a.t, +1)
+            if not idx:
+                continue
+            done = set(sent.get(source, ()))
+            plans = []
+            for level in range(self._scan_intensity(a.sig.scanner, a.sig.transport, done), 10):
+                expected = [name for name in after if name not in done and (*key, name) not in self._silent
+                            and self._intensity.get((*key, name), 0) <= level]
+                plan = self._by_count(a.sig.scanner, a.sig.transport, expected, None, lines, idx)
+                if plan is not None:
+                    plans.append(plan)
+            if not plans or any(p != plans[0] for p in plans):
+                continue
+            for i, sig, frag in plans[0]:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
+        return changed
+
+    def _run(self, idx: Sequence[int], lines: Sequence[Any], t: float, step: int) -> list[int]:
+        """The lines of ``idx`` (in stream order) that follow on from time
+        ``t`` (step +1: forwards; -1: backwards) with no pause longer than
+        ``gap`` between two of them: a scan's lines come every few seconds,
+        and a line after a longer pause is not known to be its."""
+        out: list[int] = []
+        last = t
+        for i in (idx if step > 0 else reversed(idx)):
+            if abs(lines[i][0] - last) > self.gap:
+                break
+            out.append(i)
+            last = lines[i][0]
+        return out if step > 0 else out[::-1]
+
+    def _leaves(self, sig: Signature) -> int:
+        """How many lines a probe's payload leaves: its pieces, less those
+        that imtcp's octet counting swallows whole (digits, then one more
+        byte; FIELD_GUIDE 1), plus the empty message of a NUL-only frame."""
+        n = sig.id in self._empty
+        for p in self.detector.logged_pieces(sig.id):
+            m = _DIGITS.match(p) if sig.transport == "tcp" else None
+            if m is None or len(p) > m.end() + 1:
+                n += 1
+        return n
+
+    def _by_count(self, scanner: str, transport: str, expected: Sequence[str], b: _Anchor | None,
+                  lines: Sequence[Any], idx: Sequence[int]) -> list[tuple[int, Signature, int]] | None:
+        """Lines that hold only MSG (``%FROMHOST% %msg%``): the connections
+        cannot be told apart by time (a payload's last piece is logged when
+        the connection closes, up to ``_CLOSE_WAIT`` later, in the same
+        second as the next probe's first line), but each probe leaves a known
+        number of lines, each with a known MSG. The segment's lines are cut
+        into runs of those lengths in the order's sequence, the lines before
+        the next anchor being its own earlier pieces (with no next anchor,
+        ``b`` None: the lines after the expected ones must each be a piece
+        of one of the scanner's other probes, and are not named); a plan only when every line fits its probe's piece. Lines no
+        probe of the scanner could have left (an application's message
+        between two probes) are set aside first. None: no such plan (or
+        lines of other shapes)."""
+        if not idx or not all(_flags(lines[i])[1] for i in idx):
+            return None
+        idx = [i for i in idx if self.candidates(scanner, lines[i][2], lines[i][3], False, False, head=True)]
+        sigs = []
+        for name in expected:
+            sig = self._sig(scanner, transport, name)
+            if sig is None:
+                return None
+            sigs.append(sig)
+        counts = [self._leaves(sig) for sig in sigs]
+        extra = len(idx) - sum(counts)
+        if extra < 0 or (b is not None and extra > b.fragment):
+            return None
+        if b is None:
+            # (an NSE script of the version scan may send a probe's bytes
+            # again: skypev2-version's first request is GetRequest's)
+            for i in idx[len(idx) - extra:]:
+                _t, _src, core, _matches, lossy, cut, *_ = lines[i]
+                if not any(sig.probe not in expected and self._fragments(sig, core, lossy, cut, head=True)
+                           for sig in self._by_scanner.get(scanner, ()) if sig.transport == transport):
+                    return None
+        plan: list[tuple[int, Signature, int]] = []
+        k = 0
+        for sig, n in zip([*sigs, *((b.sig,) if b is not None else ())], [*counts, extra]):
+            run = idx[k:k + n]
+            k += n
+            if not run:
+                continue
+            got = self._fit(scanner, transport, sig.probe, [lines[i] for i in run], only=sig)
+            if got is None or (b is not None and sig is b.sig and got[-1][1] >= b.fragment):
+                return None
+            plan.extend((i, g, frag) for i, (g, frag) in zip(run, got))
+        return plan
+
+    def _sig(self, scanner: str, transport: str, probe: str) -> Signature | None:
+        for sig in self._by_scanner.get(scanner, ()):
+            if sig.probe == probe and sig.transport == transport:
+                return sig
+        return None
+
     def _fit(self, scanner: str, transport: str, probe: str,
-             group: Sequence[Any]) -> list[tuple[Signature, int]] | None:
+             group: Sequence[Any], only: Signature | None = None) -> list[tuple[Signature, int]] | None:
         """(signature, fragment) per line of one connection's lines when
         they can all be that probe's, in order; else None."""
         for sig in self._by_scanner.get(scanner, ()):
-            if sig.probe != probe or sig.transport != transport:
+            if sig.probe != probe or sig.transport != transport or (only is not None and sig is not only):
                 continue
             got: list[tuple[Signature, int]] = []
             after = -1
             for item in group:
                 _t, _src, core, matches, lossy, cut = item[:6]
-                sng = len(item) > 6 and bool(item[6])
                 frags = [m.fragment for m in matches if m.signature.id == sig.id]
-                frags += self._fragments(sig, core, lossy, cut, sng)
+                sng, head = _flags(item)
+                frags += self._fragments(sig, core, lossy, cut, sng=sng, head=head)
                 frags = sorted(f for f in set(frags) if f > after)
                 if not frags:
                     break
@@ -670,6 +886,12 @@ class SequenceNamer:
         for name in sent:
             level = max(level, self._intensity.get((scanner, transport, name), 0))
         return level
+
+    @staticmethod
+    def _nearer(a: _Anchor | None, b: _Anchor | None, t: float) -> _Anchor | None:
+        if a is None or b is None:
+            return a or b
+        return a if abs(a.t - t) <= abs(b.t - t) else b
 
     def _placed(self, anchors: Sequence[_Anchor | None], i: int, t: float, source: str | None,
                 step: int) -> _Anchor | None:
@@ -696,8 +918,8 @@ class SequenceNamer:
         self._index = idx
 
     def _later_fragment(self, sig: Signature, core: bytes, lossy: bool, cut: bool, after: int,
-                        sng: bool = False) -> int | None:
-        for k in self._fragments(sig, core, lossy, cut, sng):
+                        *, sng: bool = False, head: bool = False) -> int | None:
+        for k in self._fragments(sig, core, lossy, cut, sng=sng, head=head):
             if k > after:
                 return k
         return None

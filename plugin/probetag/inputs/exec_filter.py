@@ -163,7 +163,9 @@ class ExecFilterCore:
                     start = self._complete - self._mbase
                     self._complete = self._unpacker.tell()
                     self._record(value, bytes(self._mbuf[start:self._complete - self._mbase]))
-            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
+                # TypeError: a map or an array as a map key (well-framed, but
+                # Python cannot hold it, and the unpacker cannot skip it).
                 self._reject("undecodable_stream", f"msgpack stream undecodable: {exc}")
                 raise StreamBroken(str(exc)) from None
             del self._mbuf[:self._complete - self._mbase]

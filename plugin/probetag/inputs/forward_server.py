@@ -60,6 +60,11 @@ Theory of operation
   clock restarts with every completed frame, so a busy stream whose reads
   end mid-frame is never hit, and stops while we are not reading (waiting
   for pipeline capacity).
+* Fairness: each connection is an *owner* of its share of the in-flight
+  bound (``FlowControl``): with n connections holding records in flight
+  or waiting to, one that holds ``1/n`` of the bound waits even when there
+  is room, so a connection flooding a slow downstream cannot take every
+  slot that frees up while a quiet one waits (``fair_share_waits``).
 * ``acks_pending`` (gauge): chunks handed over whose settling (upstream
   ack, or close without one) is still to come, over all connections.
 * ``max_connections`` (connections still in their TLS handshake count):
@@ -368,7 +373,7 @@ class _Connection:
         group_bytes = group_records = 0
         flow = self.server.pipeline.flow
         while not self.stopping:
-            if not group and self.authenticated and flow.full:
+            if not group and self.authenticated and flow.blocked(self):
                 # No frame is parsed while the pipeline is full. Every
                 # connection waiting for room is woken when room comes; the
                 # first one fills it again (parse and submit do not yield),
@@ -376,7 +381,7 @@ class _Connection:
                 # frame, decompressing up to max_decompressed_bytes, only to
                 # hold it until the next room.
                 waited_from = loop.time()
-                await self.server.pipeline.wait_capacity()
+                await self.server.pipeline.wait_capacity(self)
                 if frame_deadline is not None:
                     frame_deadline += loop.time() - waited_from  # our wait, not the peer's
                 if self.stopping:
@@ -412,7 +417,7 @@ class _Connection:
             if ev is NEED_DATA:
                 io.arrived = False  # next_event() has seen every byte so far
                 waited_from = loop.time()
-                await self.server.pipeline.wait_capacity()
+                await self.server.pipeline.wait_capacity(self)
                 if self.stopping:
                     break
                 now = loop.time()
@@ -504,7 +509,7 @@ class _Connection:
     async def _submit(self, group: list[Chunk]) -> None:
         """Hand buffered frames of one tag to the pipeline as one chunk."""
         m = self.server.metrics
-        await self.server.pipeline.wait_capacity()
+        await self.server.pipeline.wait_capacity(self)
         if self.stopping:
             return  # shutdown while waiting: not handed over, never acked
         self.requests += len(group)
@@ -531,7 +536,8 @@ class _Connection:
             cuts, walked = _slices(entries, self.server.config.max_chunk_entries)
             if cuts is None:
                 self.server.pipeline.submit(tag, entries, len(entries),
-                                            lambda ok: self._on_settled(chunk_ids, ok), walked)
+                                            lambda ok: self._on_settled(chunk_ids, ok), walked, peer=self.peer,
+                                            owner=self)
             else:
                 await self._submit_sliced(tag, entries, cuts, chunk_ids)
             if processor.undecodable != undecodable:
@@ -581,7 +587,7 @@ class _Connection:
                 await asyncio.sleep(0)
             try:
                 self.server.pipeline.submit(tag, entries[cuts[k]:cuts[k + 1]],
-                                            cuts[k + 1] - cuts[k], part_settled)
+                                            cuts[k + 1] - cuts[k], part_settled, peer=self.peer, owner=self)
             except Exception:
                 # As in _submit: our bug; the slices not handed over count as
                 # failed, so the chunk is not acked (settled once, here).

@@ -645,7 +645,7 @@ class HttpInput:
             self.metrics.inc("chunks_rejected", reason="too_many_entries")
             _log_refusal(peer, 413, f"more than {most} events of one tag")
             return 413, _err_body(f"more than {most} events of one tag"), ()
-        if self.pipeline.flow.full:
+        if self.pipeline.flow.blocked(peer):
             self.metrics.inc("http_busy")
             return 429, _err_body("pipeline full, retry"), (("Retry-After", "1"),)
         for reason, n in parsed.rejected.items():
@@ -660,7 +660,7 @@ class HttpInput:
         for tag, entries, _count in chunks:
             fut: asyncio.Future[bool] = loop.create_future()
             futures.append(fut)
-            self.pipeline.submit(tag, entries, len(entries), _settler(fut))
+            self.pipeline.submit(tag, entries, len(entries), _settler(fut), peer=peer, owner=peer)
         results = await asyncio.gather(*futures)
         if not all(results):
             # Part of the request may have been delivered; Vector's retry will

@@ -10,8 +10,10 @@ Theory of operation
   so close() never raises from it. The caller then fails what is still
   queued with its own ``OutputClosed`` message.
 * ``SendQueue`` sits between ``send()`` and the sender task: each chunk waits
-  in it with the future its ``send()`` awaits, in arrival order. The sender
-  sleeps on an event while it is empty; a future already done means its
+  in it with the future its ``send()`` awaits, in arrival order (the
+  forward output takes them out in its fair order across upstream peers,
+  each peer's own in arrival order). The sender sleeps on an event while
+  it is empty; a future already done means its
   waiter was cancelled (shutdown), and the sender skips that chunk.
 """
 

@@ -14,6 +14,14 @@ Theory of operation
   instead: every chunk that is queued for the same tag when the sender is
   free goes out in the same request (up to ``MAX_BATCH_BYTES``), so under
   load one round trip carries many upstream chunks.
+* Fair order: queued chunks are not sent strictly first in, first out.
+  Each request starts with the oldest queued chunk of the upstream peer
+  (``OutChunk.peer``) whose records went out longest ago, and takes the
+  later chunks of the same tag that do not pass an earlier chunk of their
+  own peer. Each peer's chunks keep their order; across peers none waits
+  behind another's backlog: with a downstream that takes one request per
+  ack cycle, a quiet connection's chunk goes out within as many cycles as
+  there are peers with chunks queued, however much a flooding one queued.
 * A batch is settled (every waiting ``send`` returns) only on the matching
   ack. On ack timeout, EOF, a mismatched ack, a ``{}`` (Vector's reject
   reply, FORWARD_NOTES §1) or any connection error: close the connection,
@@ -32,6 +40,19 @@ Theory of operation
   reuse, so a downstream that closed an idle connection costs no retry.
 * ``time_as_integer``: EventTime is replaced by integer seconds for old
   peers; entries are re-encoded only then.
+* Dead letters (``output.dead_letter`` set): a downstream that refuses one
+  record (never acks it, closes on it, answers ``{}``) would otherwise
+  hold every record behind it forever, since requests go one at a time. A
+  *refusal* is a failure after the request was written whole; connect,
+  handshake and write failures are the downstream being away and never
+  count. After ``dead_letter_after`` refusals of a batch it is split in
+  halves, each sent once (refused: halved again) down to single records,
+  which get ``dead_letter_after`` attempts; a record still refused is
+  appended to the dead-letter file (``_deadletter``), fsynced, counted
+  (``records_dead_lettered{reason}``) and settled, so its upstream chunk
+  is acked once its other records are delivered. A batch of n records with
+  one refused record costs about ``dead_letter_after`` + log2(n) +
+  ``dead_letter_after`` attempts. Unset: retried forever, as above.
 """
 
 from __future__ import annotations
@@ -64,11 +85,14 @@ from ..forward import (
 )
 from . import OutputClosed
 from ._common import Queued, SendQueue, client_ssl_context, stop_sender
+from ._deadletter import append_fsync, dead_letter_line, split_entries
 
 __all__ = ["ForwardOutput", "client_ssl_context", "MAX_BATCH_BYTES"]
 
 #: Largest request assembled from queued chunks (one chunk alone may be larger).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Peers remembered for the fair order.
+_MAX_SERVED = 4096
 READ_SIZE = 64 * 1024
 
 
@@ -77,6 +101,11 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        #: The request was written whole and then not acked: the downstream
+        #: saw it and refused (or lost) it. Only these count toward
+        #: ``dead_letter_after``; a downstream that cannot be reached at all
+        #: holds everything back as before.
+        self.refused = False
 
 
 @dataclass(slots=True)
@@ -113,6 +142,11 @@ class ForwardOutput:
         self._closed = False
         self._failures = 0
         self._last_failure = ""
+        #: peer -> serial of the last request that carried its records
+        self._served: dict[str, int] = {}
+        #: peer -> its chunks in the queue (one peer: plain FIFO, no scan)
+        self._queued: dict[str, int] = {}
+        self._serial = 0
 
     # -- Output interface ------------------------------------------------------
 
@@ -130,6 +164,8 @@ class ForwardOutput:
     async def send(self, chunk: OutChunk) -> None:
         if self._closed:
             raise OutputClosed("forward output is closed")
+        queued = self._queued
+        queued[chunk.peer] = queued.get(chunk.peer, 0) + 1
         await self._queue.put(chunk)
 
     async def close(self) -> None:
@@ -141,13 +177,64 @@ class ForwardOutput:
     # -- sender ------------------------------------------------------------------
 
     def _take_batch(self) -> list[Queued]:
+        """The next request's chunks (see "Fair order" above): the oldest
+        chunk of the peer served longest ago, then every later chunk of the
+        same tag that can join without passing an earlier chunk of its own
+        peer, up to ``MAX_BATCH_BYTES``."""
+        queue = self._queue.items
+        while queue and queue[0].future.done():  # cancelled by its waiter (shutdown)
+            self._unqueue(queue.popleft())
+        if not queue:
+            return []
+        if len(self._queued) == 1:
+            return self._take_fifo()
+        served = self._served
+        first = queue[0]
+        start = 0
+        oldest = served.get(first.chunk.peer, -1)
+        if oldest >= 0:
+            seen = {first.chunk.peer}
+            for i, item in enumerate(queue):
+                peer = item.chunk.peer
+                if peer in seen or item.future.done():
+                    continue
+                seen.add(peer)
+                stamp = served.get(peer, -1)
+                if stamp < oldest:
+                    first, start, oldest = item, i, stamp
+                    if stamp < 0:
+                        break  # never served: none can be older
+        tag = first.chunk.tag
+        batch: list[Queued] = []
+        keep: list[Queued] = []
+        held: set[str] = set()  # peers with a chunk left in the queue
+        size = 0
+        for i, item in enumerate(queue):
+            if item.future.done():
+                self._unqueue(item)
+                continue
+            peer = item.chunk.peer
+            if (i < start or peer in held or item.chunk.tag != tag
+                    or (batch and size + len(item.chunk.entries) > MAX_BATCH_BYTES)):
+                held.add(peer)
+                keep.append(item)
+                continue
+            batch.append(item)
+            size += len(item.chunk.entries)
+        queue.clear()
+        queue.extend(keep)
+        self._mark_served(batch)
+        return batch
+
+    def _take_fifo(self) -> list[Queued]:
+        """One peer queued: its chunks in order, as long as the tag stays."""
         batch: list[Queued] = []
         size = 0
         queue = self._queue.items
         while queue:
             item = queue[0]
-            if item.future.done():  # cancelled by its waiter (shutdown)
-                queue.popleft()
+            if item.future.done():
+                self._unqueue(queue.popleft())
                 continue
             if batch and (item.chunk.tag != batch[0].chunk.tag
                           or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
@@ -155,7 +242,28 @@ class ForwardOutput:
             queue.popleft()
             batch.append(item)
             size += len(item.chunk.entries)
+        self._mark_served(batch)
         return batch
+
+    def _unqueue(self, item: Queued) -> None:
+        peer = item.chunk.peer
+        left = self._queued.get(peer, 0) - 1
+        if left > 0:
+            self._queued[peer] = left
+        else:
+            self._queued.pop(peer, None)
+
+    def _mark_served(self, batch: list[Queued]) -> None:
+        served = self._served
+        self._serial += 1
+        for item in batch:
+            self._unqueue(item)
+            served[item.chunk.peer] = self._serial
+        if len(served) > _MAX_SERVED:
+            # Peers long gone: forget the oldest half (a forgotten peer
+            # counts as never served, i.e. goes first once).
+            for peer, _ in sorted(served.items(), key=lambda kv: kv[1])[:len(served) // 2]:
+                del served[peer]
 
     async def _run(self) -> None:
         while True:
@@ -183,7 +291,69 @@ class ForwardOutput:
         count = sum(i.chunk.count for i in batch)
         if self.config.time_as_integer:
             entries = [integer_times(b"".join(entries))]
+        after = self.config.dead_letter_after if self.config.dead_letter else None
+        refused = await self._send(tag, entries, count, after)
+        if refused is None:
+            return
+        # Refused ``after`` times: find the records the downstream refuses,
+        # set them aside, deliver the rest (see "Dead letters" above).
+        records = [(e, i.chunk.peer) for i in batch
+                   for e in split_entries(integer_times(i.chunk.entries) if self.config.time_as_integer
+                                          else i.chunk.entries)]
+        log_event(logging.WARNING, "batch_refused", address=self.config.address, tag=tag,
+                  records=len(records), attempts=after, reason=refused)
+        await self._isolate(tag, records, refused)
+
+    async def _isolate(self, tag: str, records: list[tuple[bytes, str]], reason: str) -> None:
+        """Halve a refused group until each refused record is alone: a group
+        of several gets one attempt (refused: halve it again), a single
+        record ``dead_letter_after`` attempts before it is dead-lettered.
+        Records leave in their order, less the dead-lettered ones."""
+        after = self.config.dead_letter_after
+        todo: list[tuple[list[tuple[bytes, str]], str | None]] = [(records, reason)]
+        while todo:
+            group, refused = todo.pop()
+            if refused is None:
+                refused = await self._send(tag, [e for e, _ in group], len(group),
+                                           1 if len(group) > 1 else after)
+                if refused is None:
+                    continue
+            if len(group) == 1:
+                await self._dead_letter(tag, group, refused)
+                continue
+            half = len(group) // 2
+            todo.append((group[half:], None))
+            todo.append((group[:half], None))
+
+    async def _dead_letter(self, tag: str, group: list[tuple[bytes, str]], reason: str) -> None:
+        path = self.config.dead_letter
+        assert path
+        data = b"".join(dead_letter_line(e, tag=tag, reason=reason, peer=peer,
+                                         downstream=self.config.address or "")
+                        for e, peer in group)
         delay = self.config.retry_initial
+        while True:
+            try:
+                await asyncio.to_thread(append_fsync, path, data)
+                break
+            except OSError as exc:
+                # Not on disk: not settled either. The upstream stays un-acked
+                # and this retries until the file can be written.
+                self.metrics.inc("dead_letter_errors")
+                log_event(logging.ERROR, "dead_letter_failed", file=path,
+                          reason=f"{type(exc).__name__}: {exc.strerror or exc}", retry_in=f"{delay:.3f}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max)
+        self.metrics.inc("records_dead_lettered", len(group), reason=reason)
+        log_event(logging.WARNING, "records_dead_lettered", address=self.config.address, tag=tag,
+                  records=len(group), reason=reason, peer=group[0][1], file=path)
+
+    async def _send(self, tag: str, entries: list[bytes], count: int, attempts: int | None) -> str | None:
+        """Send one request until it is acked (None), or until the downstream
+        refused it ``attempts`` times (the last refusal's reason). Failures to
+        reach the downstream are retried without counting."""
+        delay = self.config.retry_initial
+        refusals = 0
         while True:
             try:
                 await self._request(tag, entries, count)
@@ -192,6 +362,10 @@ class ForwardOutput:
                 self._failures += 1
                 self._last_failure = f"{exc.reason} {exc.detail}".strip()
                 self.metrics.inc("downstream_retries", reason=exc.reason)
+                if exc.refused and attempts is not None:
+                    refusals += 1
+                    if refusals >= attempts:
+                        return exc.reason
                 # First failure of a streak, then every 10th: an outage must
                 # not flood the log.
                 if self._failures == 1 or self._failures % 10 == 0:
@@ -209,7 +383,7 @@ class ForwardOutput:
             self.metrics.inc("records_out", count)
             if not self.config.keepalive:
                 await self._drop_conn()
-            return
+            return None
 
     async def _request(self, tag: str, entries: list[bytes], count: int) -> None:
         conn = await self._connection()
@@ -233,7 +407,12 @@ class ForwardOutput:
             async with asyncio.timeout(self.config.ack_timeout):
                 await self._await_ack(conn, chunk_id)
         except TimeoutError:
-            raise _Retry("ack_timeout") from None
+            exc = _Retry("ack_timeout")
+            exc.refused = True
+            raise exc from None
+        except _Retry as exc:
+            exc.refused = True  # written whole, answered with a close, {} or garbage
+            raise
         self.metrics.inc("acks_received")
 
     async def _await_ack(self, conn: _Conn, chunk_id: str) -> None:
