@@ -500,8 +500,10 @@ _FAST_ENTRY = re.compile(
 #: literal; the detector's sequence pass names them by their place between
 #: the lines that do. Only short entries, and entries whose bytes hold the
 #: sender of a hit entry that matched, are read: a scan's lines, not the
-#: ordinary logs around them.
-_NEIGHBOURS_BEFORE = 3
+#: ordinary logs around them. Before: nmap's first four probes leave eight
+#: lines ahead of RPCCheck, and with rsyslog's escaping off (raw CRs, which
+#: Fluentd's chomp removes from a line's end) none of them holds a literal.
+_NEIGHBOURS_BEFORE = 8
 _NEIGHBOURS_AFTER = 6
 _NEIGHBOUR_BYTES = 112
 

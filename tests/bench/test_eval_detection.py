@@ -31,30 +31,30 @@ EXTRA = ROOT / "tests" / "fixtures" / "corpus-extra"
 
 #: shape -> lowest name-recall accepted (on lines whose payload the format kept)
 FLOORS = {
-    "file: traditional": 0.985,
-    "file: fileformat": 0.985,
-    "file: json": 0.98,
-    "file: proto23": 0.90,
-    "file: traditional (escaping off)": 0.96,
-    "file: fileformat (escaping off)": 0.94,
-    "file: json (escaping off)": 0.95,
-    "file: proto23 (escaping off)": 0.83,
-    "records: fluentd in_syslog_tcp": 0.955,
-    "records: fluentd in_syslog_tcp (escaping off)": 0.87,
-    "records: fluentd tail_rfc3164": 0.97,
-    "records: fluentd tail_auto": 0.97,
-    "records: fluentd tail_string": 0.98,
-    "records: fluentd tail_none": 0.98,
-    "records: fluentd tail_rfc3164 (escaping off)": 0.865,
-    "records: fluentd tail_auto (escaping off)": 0.865,
-    "records: fluentd tail_string (escaping off)": 0.885,
-    "records: fluentd tail_none (escaping off)": 0.91,
-    "records: rsyslog json (omfwd/jsonf)": 0.98,
-    "records: rsyslog json (omfwd/jsonf) (escaping off)": 0.95,
-    "records, one per chunk: fluentd in_syslog_tcp": 0.945,
-    "records, one per chunk: fluentd tail_none": 0.95,
-    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": 0.76,
-    "records, one per chunk: fluentd tail_none (escaping off)": 0.81,
+    "file: traditional": 0.995,
+    "file: fileformat": 0.995,
+    "file: json": 0.995,
+    "file: proto23": 0.97,
+    "file: traditional (escaping off)": 0.99,
+    "file: fileformat (escaping off)": 0.99,
+    "file: json (escaping off)": 0.99,
+    "file: proto23 (escaping off)": 0.965,
+    "records: fluentd in_syslog_tcp": 0.98,
+    "records: fluentd in_syslog_tcp (escaping off)": 0.97,
+    "records: fluentd tail_rfc3164": 0.995,
+    "records: fluentd tail_auto": 0.995,
+    "records: fluentd tail_string": 0.995,
+    "records: fluentd tail_none": 0.995,
+    "records: fluentd tail_rfc3164 (escaping off)": 0.99,
+    "records: fluentd tail_auto (escaping off)": 0.99,
+    "records: fluentd tail_string (escaping off)": 0.99,
+    "records: fluentd tail_none (escaping off)": 0.99,
+    "records: rsyslog json (omfwd/jsonf)": 0.995,
+    "records: rsyslog json (omfwd/jsonf) (escaping off)": 0.99,
+    "records, one per chunk: fluentd in_syslog_tcp": 0.955,
+    "records, one per chunk: fluentd tail_none": 0.975,
+    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": 0.86,
+    "records, one per chunk: fluentd tail_none (escaping off)": 0.93,
 }
 
 
@@ -130,4 +130,4 @@ def test_no_benign_line_is_tagged(rows):
 def test_wrong_names_stay_rare(rows):
     total = sum(r["tagged"] for r in rows.values())
     wrong = sum(r["wrong"] for r in rows.values())
-    assert wrong <= 0.005 * total, (wrong, total)
+    assert wrong <= 0.001 * total, (wrong, total)

@@ -7,6 +7,7 @@ Log lines are built here from the catalogue payloads by the FIELD_GUIDE rules
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,6 +145,44 @@ def test_octet_counting_eats_digits_and_next_byte(det):
     m = best(det.match(line))
     assert (m.signature.id, m.kind) == ("digits", "damaged")
     assert not m.ambiguous and m.confidence >= 0.5
+
+
+@pytest.mark.parametrize("n, probe", [(32, "LDAPSearchReq"), (37, "LDAPBindReq")])
+def test_escaping_off_nul_rule_after_octet_counting(det, n, probe):
+    # Real lines (tests/fixtures/corpus-dev, escaping off): imtcp ate the
+    # frame's leading ``0`` and the byte after it, then rsyslog's NUL rule
+    # dropped the control bytes after the first NUL (FIELD_GUIDE 1, 2.2).
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "corpus-dev" / "noescape_nmap_sV_all" / "traditional.log"
+    raw = path.read_bytes().split(b"\n")[n - 1]
+    line = raw.split(b" 127.0.0.1 ", 1)[1].rstrip(b" ").replace(b"#000", b"\0")
+    m = best(det.match(line, transport="tcp"))
+    assert (m.signature.probe, m.kind) == (probe, "damaged")
+    assert not m.ambiguous
+
+
+def test_escaping_off_marker_after_the_nul_rule(det):
+    # rpc-grind (tests/fixtures/corpus-dev, escaping off, line 160): the
+    # control bytes of its program number 100000 (\x00\x01\x86\xa0) went
+    # with the NUL rule; the marker is found as the rule left it.
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "corpus-dev" / "noescape_nmap_sV_all" / "traditional.log"
+    raw = path.read_bytes().split(b"\n")[159]
+    line = raw.split(b" 127.0.0.1 ", 1)[1].rstrip(b" ").replace(b"#000", b"\0")
+    assert b"\x01\x86\xa0" not in line and b"\x00\x86\xa0" in line
+    m = best(det.match(line, transport="tcp"))
+    assert (m.signature.probe, m.kind) == ("rpc-grind", "marker")
+    # no NUL before the marker's control bytes: the rule never ran, and the
+    # filtered bytes alone (a line of NULs and 0x86 0xa0) are no marker
+    assert not any(x.kind == "marker" for x in det.match(b"\x86\xa0 text \x86\xa0 more text"))
+
+
+def test_two_byte_values_inside_a_line_name_no_probe(det):
+    # iax2-version with escaping off is \x80 and nine NULs; that run sits
+    # inside ibm-db2's payload (corpus-dev noescape proto23.log line 79),
+    # which was named iax2-version
+    run = b"\x80" + b"\x00" * 9
+    line = b"\x00\x00\x00\xb6\x00SQLDB2RA\x00" + run + b"@\x00\x00\x00\x01\x00"
+    assert not any(m.signature.probe == "iax2-version" for m in det.match(line, lossy=True))
+    assert any(m.signature.probe == "iax2-version" for m in det.match(run))  # the line itself still is
 
 
 def test_rfc5424_version_rule_eats_one_space(det):

@@ -421,6 +421,11 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
             readings += [ident + m, ident + b" " + m]
         else:
             readings += [ident + b" " + m, ident + b": " + m, ident + b":" + m, ident + m]
+    if len(ident) >= TAG_MAX and msg and not pid:
+        # pmrfc3164 cut the TAG at 510 bytes (FIELD_GUIDE 3.4) and the file
+        # template printed a space after it: the payload goes on in message,
+        # with no separator of its own (``#`` + ``000`` is one escape).
+        readings.insert(0, ident + msg)
     rest, alts = readings[0], readings[1:]
     # rsyslog's forwarding template cuts the TAG at 32 bytes (FORWARD_NOTES 8):
     # an ident of exactly that length may be the cut front of a longer line.
@@ -430,7 +435,7 @@ def _from_fluentd(rec: Mapping[str, Any], sources: Senders) -> _Cand:
     # ident (``EventLog``) had its ordinary ': ' separator: not marked, so
     # benign lines do not pay for the gapped search.
     swallowed = bool(msg) and (not ident or bool(_BINARY_TAG.search(ident)))
-    cand = _Cand(rest, alts, lossy=cut or swallowed)
+    cand = _Cand(rest, alts, lossy=cut or swallowed or len(ident) >= TAG_MAX)
     # ident's separator is gone, so the HOSTNAME rule cannot be replayed.
     _with_host(cand, host, alts, rest, sources, exact=False)
     return cand

@@ -183,6 +183,8 @@ class Correlator:
         self.position: Any = None
         self.high_water = float("-inf")  # highest event time observed
         self.last_context = float("-inf")  # latest time any source had a probe context
+        #: the source whose distinctive line set ``last_context`` (None: none yet)
+        self.last_source: str | None = None
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -221,6 +223,8 @@ class Correlator:
             scan = self._touch(src, t, scan)
             scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
             scan.ctx_frag = first.fragment
+            if t >= self.last_context:
+                self.last_source = None if src == "-" else src
             self.last_context = max(self.last_context, t)
             sig = first.signature
             if sig.probe in scan.sure_probes and scan.group_sig != sig.id:

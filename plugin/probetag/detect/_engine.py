@@ -99,6 +99,10 @@ _MIN_TRUNCATED_TEXT = 16
 #: find candidates.
 _MIN_GAPPED = 6
 _GAP_PREFIX = 3
+#: Shortest text token whose CR-less form is a prefilter fragment, and the
+#: words that are never one (``fragments``).
+_MIN_CHOMPED = 6
+_PLAIN_TOKEN = re.compile(rb"[A-Z]+(?:/[0-9.]+)?")
 #: Shortest piece used for substring (prefix/damaged) search.
 _MIN_SUBSTRING = 6
 #: Bounded candidate walk in the truncation bisect.
@@ -329,7 +333,16 @@ class Detector:
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
                 if sig.payload:
-                    markers.append((bytes(sig.payload), si))
+                    text = bytes(sig.payload)
+                    markers.append((text, si))
+                    if b"\0" in text:
+                        # Escaping off: the NUL rule dropped the control bytes
+                        # after the payload's first NUL, which may come before
+                        # the marker or inside it (rpc-grind's program number
+                        # \x00\x01\x86\xa0 is logged \x00\x86\xa0).
+                        for kept in {bytes(c for c in text if c == 0 or c >= 0x20), unescaped_nul_rule(text)}:
+                            if kept != text and len(kept) >= _MIN_SUBSTRING and len(set(kept)) >= 3:
+                                markers.append((kept, si))
                 continue
             self._add_syslog_ng(si, sig)
             logged = _logged_lines(bytes(sig.payload), sig.transport)
@@ -376,9 +389,13 @@ class Detector:
         out = [(line, "exact")]
         for d in _damage(line, transport):
             out.append((d, "damaged"))
-        kept = unescaped_nul_rule(line)
-        if kept != line and kept:
-            out.append((kept, "damaged"))
+        # Escaping off: the NUL rule applies to what framing left of the
+        # frame (octet counting ate LDAP's ``0\x84``, then the rule dropped
+        # the control bytes after the first NUL).
+        for text, _kind in list(out):
+            kept = unescaped_nul_rule(text)
+            if kept != text and kept:
+                out.append((kept, "damaged"))
         for text, _kind in list(out):
             r = replaced(text)
             if r != text:
@@ -523,6 +540,13 @@ class Detector:
             if rich:
                 for t in rich:
                     out.add(t[:32])
+                    if (t.endswith(b"\r") and not _has_binary(t) and len(t) > _MIN_CHOMPED
+                            and not _PLAIN_TOKEN.fullmatch(t[:-1])):
+                        # Fluentd's in_tail/in_syslog ``chomp`` a line's final CR
+                        # when rsyslog left it raw (escaping off): the token
+                        # arrives without it. Not the protocol words
+                        # (``HTTP/1.0``, ``OPTIONS`` would hit every access log).
+                        out.add(t[:-1][:32])
             else:
                 out.add(p.text[:_MIN_TRUNCATED_TEXT])
                 msg = _MSG_PART.sub(b"", p.text, count=1).strip()
@@ -603,7 +627,7 @@ class Detector:
             # piece (A empty: the line's first bytes only happen to be the
             # piece's too, ``\x00`` after a TAG that began with one).
             for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
-                if a >= 0 and self._tag_gap(key, a, len(line) - a, cs):
+                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs):
                     break
             else:
                 return
@@ -651,18 +675,28 @@ class Detector:
     # -- internals -------------------------------------------------------------
 
     @staticmethod
-    def _tag_gap(key: bytes, a: int, b: int, cs: int) -> bool:
-        """Is ``key[a:len(key) - b]`` a TAG remainder lost in one stretch?"""
+    def _tag_gap(key: bytes, line: bytes, a: int, b: int, cs: int) -> bool:
+        """Is ``key[a:len(key) - b]`` a TAG remainder lost in one stretch
+        (``line`` is ``key[:a] + key[len(key) - b:]``)?"""
         # A or B must be long enough to mean something: ``Max-Forwards``
         # + `` 70\r`` (the ':' of the TAG lost) is as telling as a long B.
         if b < 1 or (a < _MIN_GAPPED and cs < _MIN_GAPPED):
             return False
         gap = key[a:len(key) - b]
+        if gap and not gap.strip(b" ") and line[a - 1:a] == b" ":
+            # A run of spaces the reading has one of: Fluentd's syslog
+            # parser ends ident at a space and drops the spaces after it
+            # (`` *``), so ``DB2DAS      \x01`` arrives as ident and
+            # message with the run gone.
+            return True
         # No space inside a TAG; Fluentd's separator ``[^:]*:`` may hold
         # spaces but then ends with the colon it stops at.
         # ``: `` at the end: the TAG's colon and the MSG's first space,
         # which remove.msgFirstSpace drops (FIELD_GUIDE 4).
-        if not gap or (b" " in gap.removesuffix(b": ") and not gap.endswith(b":")) or len(gap) > 510:
+        # A run of spaces after the TAG remainder: Fluentd's `` *`` after
+        # its separator dropped it too (ibm-mqseries' 38 spaces).
+        tag = gap.rstrip(b" ") if line[a:a + 1] == b" " else gap
+        if not tag or (b" " in tag.removesuffix(b": ") and not tag.endswith(b":")) or len(tag) > 510:
             return False
         rest = key[len(key) - b:]
         return rest[:1] in (b" ", b"") or gap.endswith((b":", b": "))
@@ -744,12 +778,15 @@ class Detector:
                 if len(p.text) < len(line):
                     offer(Match(self.signatures[p.sig], p.fragment, "prefix",
                                 self._conf(p.sig, "prefix", False), False))
-            elif _has_binary(p.text) and len(p.text) >= 8 and not _mostly_one_byte(p.text):
+            elif (_has_binary(p.text) and len(p.text) >= 8 and not _mostly_one_byte(p.text)
+                    and len(set(p.text)) >= 3):
                 # Binary bytes inside a longer line: something in front of them
                 # was damaged or mis-parsed. Text pieces quoted inside a line
-                # (an app logging a request line) are not evidence, and
-                # neither is a short run of mostly one byte (IAX2's nine
-                # NULs inside another probe's binary).
+                # (an app logging a request line) are not evidence, nor is a
+                # short run of mostly one byte (IAX2's nine NULs inside another
+                # probe's binary), nor two byte values (iax2-version's ``\x80``
+                # and nine NULs, as the NUL rule leaves it, is inside many a
+                # binary payload).
                 offer(Match(self.signatures[p.sig], p.fragment, "damaged",
                             self._conf(p.sig, "damaged", False), False))
         return self._finish(best)

@@ -122,6 +122,11 @@ _MAX_SEQUENCE_LINE = 600
 #: (event-time seconds before the newest line).
 _MAX_PENDING = 128
 _PENDING_AGE = 60.0
+#: Record shapes a Fluentd input made, whose line may have lost a final CR
+#: (``Enricher._restore_cr``), and how many tags it remembers as carrying raw
+#: CRs.
+_CHOMPED = ("fluentd-syslog", "file-line")
+_MAX_RAW_TAGS = 256
 #: Record fields holding a syslog TAG, and the lengths forwarders cut it at:
 #: rsyslog's forward templates print ``%syslogtag:1:32%`` and its parser
 #: stops a TAG at 510 bytes (FIELD_GUIDE 3.4).
@@ -332,6 +337,8 @@ class Enricher:
         #: Pass 1.5: syslog-ng's NUL/LF-cut pieces rebuilt into whole
         #: payloads (``_runs``; None: off).
         self.runs: FragmentRuns | None = FragmentRuns(detector)
+        #: Tags whose Fluentd records carried a raw CR (``_restore_cr``).
+        self._raw_cr: OrderedDict[str, None] = OrderedDict()
 
     def clear_memo(self) -> None:
         """Forget every memoised reading (the counters stay)."""
@@ -497,6 +504,8 @@ class Enricher:
                 metrics.inc("detect_memo_hits", self.memo_hits - hits)
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
+        # Pass 0.5: a request line whose CR Fluentd removed (see _restore_cr).
+        nothing -= self._restore_cr(tag, items, readings, sources, unmatched)
         # --- hook: client openings (detect/_openings.py) ---------------------
         nothing -= self.openings.amend(readings, sources, items,
                                        lambda i: _as_read(unmatched[i], readings[i], sources[i], items[i][1]),
@@ -569,6 +578,70 @@ class Enricher:
                 metrics.inc("probes_matched", count, probe=probe_name, kind=kind, scanner=scanner)
         return out
 
+    def _restore_cr(self, tag: str, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
+                    sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None]) -> int:
+        """Fluentd's ``in_tail`` and ``in_syslog`` end a line with Ruby's
+        ``chomp``, which removes a trailing CR as well as the LF. Where
+        rsyslog escapes control bytes (its default) the CR was ``#015`` and
+        survives; with escaping off it was a raw CR, and a probe's request
+        line (``GET / HTTP/1.0\r``, ``To: <sip:nm2@nm2>\r``) reaches us
+        without it, as the CR-less line an application logs when it quotes
+        one (``Detector``: not distinctive). So once a stream (a tag) has
+        carried a raw CR in a Fluentd record's line, its upstream does not
+        escape CRs, and a Fluentd record there whose line matches nothing
+        distinctive is read again with the CR put back; an exact match of
+        that reading is taken (or, for a record known to miss bytes, a
+        gapped one: in_syslog's ident cut at 32 bytes). Returns how many
+        lines that had no match now have one."""
+        raw = self._raw_cr
+        found = tag in raw
+        todo: list[int] = []
+        for i in range(len(items)):
+            r = readings[i]
+            if r is None:
+                got = unmatched[i]
+                if got is None:
+                    continue
+                r = got[0]
+            elif not r.ambiguous:
+                continue
+            rb = r.rebuilt
+            if rb is None or rb.shape not in _CHOMPED:
+                continue
+            if not found and b"\r" in rb.line:
+                found = True
+            elif rb.line[-1:] not in (b"\r", b""):
+                todo.append(i)
+        if not found:
+            return 0
+        raw[tag] = None
+        raw.move_to_end(tag)
+        if len(raw) > _MAX_RAW_TAGS:
+            raw.popitem(last=False)
+        fixed = 0
+        for i in todo:
+            r = readings[i]
+            got = unmatched[i]
+            was_unmatched = r is None
+            if r is None:
+                assert got is not None
+                r, src = got
+            else:
+                src = sources[i]
+            rb = r.rebuilt
+            cands = [c + b"\r" for c in (rb.line, *rb.alternatives) if c and c[-1:] != b"\r"]
+            line, matches = self.detector.match_best(cands, transport=_transport(items[i][1]), lossy=bool(r.lossy))
+            if not matches or not any(not m.ambiguous and m.kind in ("exact", "damaged") for m in matches):
+                continue
+            if src is not None and line.startswith(src.encode("utf-8", "surrogateescape") + b" "):
+                src = None  # (analyse: the HOSTNAME was the payload's first word)
+            readings[i] = _reading(self.detector, rb, line, matches, rb.shape, r.lossy, r.asked)
+            sources[i] = src
+            if was_unmatched:
+                unmatched[i] = None
+                fixed += 1
+        return fixed
+
     def _reassemble(self, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
                     sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None],
                     reassembled: set[int]) -> int:
@@ -619,6 +692,16 @@ class Enricher:
         lines: list[Any] = [None] * n
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
+        # A line without a sender in a batch with no scanning sender of its
+        # own (a live stream's one-line chunk: ``vp3`` that rsyslog took for
+        # the HOSTNAME) takes the sender whose scan named the latest line,
+        # when that was recent: the look-behind a batch of lines has inside.
+        guess = None
+        last = self.correlator.last_source
+        if (last is not None and None in sources and self.sequence is not None
+                and not any(in_order(x) for x in set(sources) if x is not None)
+                and 0 <= items[0][0] - self.correlator.last_context <= self.sequence.gap and in_order(last)):
+            guess = last
         for i in range(n):
             if named[i] is not None:
                 lines[i] = (items[i][0], sources[i], b"", (), False, False)
@@ -626,6 +709,8 @@ class Enricher:
             line = self._sequence_line(i, items, readings, sources, unmatched)
             if line is None:
                 continue
+            if line[1] is None and guess is not None:
+                line = (line[0], guess, *line[2:])
             src = line[1]
             # only lines of a scan that goes through its scanner's order (a
             # line without a sender: when some sender's scan does)

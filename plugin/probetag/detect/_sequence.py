@@ -41,8 +41,16 @@ Theory of operation
   be a probe the scan already sent (each is sent once per port). A line is
   named only when exactly one probe is left (``via: sequence``, confidence
   ``SEQUENCE_CONFIDENCE``). A line right after a named line of the same
-  source (within ``_SAME_CONNECTION``) that is a later piece of the same
-  payload is named as its continuation first.
+  source (within ``_SAME_CONNECTION``; its last piece up to ``_CLOSE_WAIT``)
+  that is a later piece of the same payload is named as its continuation
+  first; so is the line after a sender-less named line. A line right before
+  a later piece of its source's payload is an earlier piece of it. A record
+  that kept nothing is only placed so (or as GenericLines at a scan's
+  head). A next anchor earlier in the order than the previous one (the
+  order starting again) bounds nothing.
+* ``_segments``: between two anchors of one source, the unnamed lines are
+  cut into the connections of the probes the order puts between them; a
+  cut is used only when it is the only one (``_split``).
 * Nothing here creates a scan: a line is named only between lines that
   named their probe themselves, so a benign ``#015`` far from any scan, or
   from another sender, stays untagged.
@@ -79,6 +87,10 @@ _SENDERLESS_REACH = 3
 #: frame) is logged when the connection closes, which the scanner does when
 #: its wait for an answer is over: up to this long after the first line.
 _CLOSE_WAIT = 15.0
+#: Most probes, and lines, one stretch between two anchors is cut into
+#: (``SequenceNamer._split``).
+_MAX_SPLIT = 64
+_MAX_SPLIT_LINES = 256
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
 _DIGITS = re.compile(rb"[0-9]+")
@@ -362,43 +374,92 @@ class SequenceNamer:
                 continue
             t, src, core, matches, lossy, cut = item[:6]
             sng, head = _flags(item)
-            if not core and lossy:
-                continue  # any probe fits a line with nothing left: _segments counts them
+            # Any probe fits a line with nothing left: _segments counts those;
+            # here it is only the rest of the previous line's payload (its
+            # last piece, logged when the connection closed).
+            rest_only = not core and lossy
             prev, nxt, source = self._around(anchors, i, t, src)
             ctx = context(source) if source is not None else None
             if prev is None and ctx is not None and 0 <= t - ctx[0] <= self.gap:
                 prev = _Anchor(ctx[0], source, ctx[1], ctx[2])
-            if prev is None and nxt is None or source in self._multi:
+            # The line whose payload this one may go on: the sender's previous
+            # named line, or a sender-less one right before it (``OPTIONS /
+            # HTTP/1.0`` whose HOSTNAME was the payload's first word).
+            cont = prev
+            if src is not None:
+                orphan = self._near(self._index.by_source.get(None, ()), anchors, i, t, -1,
+                                    _CLOSE_WAIT if rest_only else _SAME_CONNECTION)
+                if orphan is not None and t >= orphan.t and (cont is None or orphan.t > cont.t):
+                    cont = orphan
+            if prev is None and nxt is None and cont is None or source in self._multi:
                 continue
-            scanner = (prev or nxt).sig.scanner  # type: ignore[union-attr]
+            scanner = (cont or prev or nxt).sig.scanner  # type: ignore[union-attr]
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
-            if not cands:
+            if not cands and not (lossy and cont is not None):
                 continue
             # The rest of the previous line's payload, logged with it (its
-            # last piece when the connection closed).
-            if prev is not None and 0 <= t - prev.t <= _CLOSE_WAIT and prev.sig.id in cands:
-                frag = self._later_fragment(prev.sig, core, lossy, cut, prev.fragment, sng=sng, head=head)
-                last = self._count(prev.sig, sng) - 1
-                if frag is not None and t - prev.t > _SAME_CONNECTION and frag != last:
+            # last piece when the connection closed); bytes lost inside a
+            # short lossy line are looked for only here.
+            if cont is not None and 0 <= t - cont.t <= _CLOSE_WAIT and (cont.sig.id in cands or lossy):
+                frag = self._later_fragment(cont.sig, core, lossy, cut, cont.fragment, sng=sng, head=head)
+                if frag is None:
+                    # a later piece as the engine read it (escaping off: what
+                    # the NUL rule left of TerminalServerCookie's last piece)
+                    frag = min((m.fragment for m in matches
+                                if m.signature.id == cont.sig.id and m.fragment > cont.fragment), default=None)
+                if frag is None and lossy:
+                    frag = self._gapped_fragment(cont.sig, core, cont.fragment)
+                last = self._count(cont.sig, sng) - 1
+                if frag is not None and t - cont.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
-                    self._set(i, t, source, prev.sig, frag, "continuation", anchors, out, sent)
+                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
                     changed += 1
                     continue
+            if (nxt is not None and nxt.source == source and nxt.fragment >= 1 and nxt.sig.id in cands
+                    and 0 <= nxt.t - t <= (_CLOSE_WAIT if rest_only else _SAME_CONNECTION)
+                    and (cont is None or cont.sig.id != nxt.sig.id)
+                    and self._alone_before(lines, anchors, i, nxt)):
+                # An earlier piece of the next line's payload: its first piece,
+                # logged at once, when the rest came at close (SSLSessionReq:
+                # its ClientHello's head kept nothing, its tail 5 s later
+                # did), or a request line rsyslog took the HOSTNAME of
+                # (apple-iphoto's ``GET /server-info HTTP/1.1`` in RFC 5424).
+                frags = self._fragments(nxt.sig, core, lossy, cut, sng=sng, head=head)
+                frags += [m.fragment for m in matches if m.signature.id == nxt.sig.id]
+                frag = max((f for f in frags if f < nxt.fragment), default=None)
+                if frag is not None:
+                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent)
+                    changed += 1
+                    continue
+            if prev is None and nxt is None or not cands:
+                continue
             already = set(sent.get(source, ()))
             if ctx is not None:
-                already |= ctx[3]
+                # (less the probes this line's own bytes name: the correlator
+                # counts a probe as sent from a line too unsure to be tagged,
+                # an in_syslog ident cut at 32 bytes)
+                already |= ctx[3] - {m.signature.probe for m in matches if not m.ambiguous}
             lo = self._placed(anchors, i, t, source, -1)
             if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
                 lo = prev  # the scan's line from an earlier batch
+            if rest_only and lo is not None:
+                continue  # (at the head of a scan: GenericLines' two empty records)
             hi = self._placed(anchors, i, t, source, +1)
             if src is None:
                 # A line without a sender: placed lines without one (their
                 # HOSTNAME was the payload's word too) are as near.
                 lo = self._nearer(lo, self._placed(anchors, i, t, None, -1), t)
                 hi = self._nearer(hi, self._placed(anchors, i, t, None, +1), t)
+            if (lo is not None and hi is not None and lo.sig.transport == hi.sig.transport
+                    and self._pos(hi) < self._pos(lo)):  # type: ignore[operator]
+                # The order starts again after this line (an NSE script
+                # resends GetRequest's bytes after the last service probe,
+                # insteonPLM): the next anchor bounds nothing; the line is
+                # among the rest of the order after the previous one.
+                hi = None
             transports = {a.sig.transport for a in (lo, hi) if a is not None}
             if not transports:
                 continue  # no order to place it by
@@ -429,8 +490,15 @@ class SequenceNamer:
                         break
                     if anchors[j] is None and lj[1] in (src, source):
                         group.append(lj)
-                fit = self._fit(sig.scanner, sig.transport, sig.probe, group)
                 total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
+                # (the sender's next line within the second may be another
+                # connection's: another program logging through the same
+                # relay, as the benign lines of corpus-dev's mixed run do)
+                fit = None
+                for k in range(len(group), min(total, len(group)) - 1, -1):
+                    fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
+                    if fit is not None:
+                        break
                 if fit is None or fit[0][1] != 0:
                     continue
                 if len(fit) < total and not (lossy and frag == 0 and _telling(core)):
@@ -453,7 +521,17 @@ class SequenceNamer:
         is named by its place."""
         changed = 0
         placed = [i for i, a in enumerate(anchors) if a is not None and self._pos(a) is not None]
-        for x, y in zip(placed, placed[1:]):
+        # Consecutive anchors of one sender, with lines of other senders (or
+        # of none: ``show info`` as the HOSTNAME) between them allowed.
+        pairs = {(x, y) for x, y in zip(placed, placed[1:])}
+        by_source: dict[str, list[int]] = {}
+        for i in placed:
+            src = anchors[i].source  # type: ignore[union-attr]
+            if src is not None:
+                by_source.setdefault(src, []).append(i)
+        for lst in by_source.values():
+            pairs.update(zip(lst, lst[1:]))
+        for x, y in sorted(pairs):
             a, b = anchors[x], anchors[y]
             assert a is not None and b is not None
             if (a.source != b.source or a.sig.scanner != b.sig.scanner
@@ -468,11 +546,16 @@ class SequenceNamer:
                 continue
             groups: list[list[int]] = []
             last_t = a.t
+            # probes named between them on lines without a sender (``show
+            # info`` that rsyslog took for a HOSTNAME is tarantool's)
+            between_named: set[str] = set()
             for i in range(x + 1, y):
                 item = lines[i]
                 if item is None or anchors[i] is not None:
                     if anchors[i] is not None and anchors[i].source == source:  # type: ignore[union-attr]
                         last_t = item[0] if item is not None else last_t
+                    elif anchors[i] is not None and anchors[i].source is None:  # type: ignore[union-attr]
+                        between_named.add(anchors[i].sig.probe)  # type: ignore[union-attr]
                     continue
                 t, src = item[0], item[1]
                 if src is not None and src != source:
@@ -488,7 +571,7 @@ class SequenceNamer:
                 last_t = t
             if not groups:
                 continue
-            done = set(sent.get(source, ()))
+            done = set(sent.get(source, ())) | between_named
             ctx = context(source) if source is not None else None
             if ctx is not None:
                 done |= ctx[3]
@@ -506,19 +589,100 @@ class SequenceNamer:
                     self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
                     changed += 1
                 continue
-            if len(expected) != len(groups):
+            plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines)
+            if plan is None:
                 continue
-            plan = []
-            for grp, name in zip(groups, expected):
-                got = self._fit(a.sig.scanner, a.sig.transport, name, [lines[i] for i in grp])
-                if got is None:
-                    break
-                plan.extend((i, sig, frag) for i, (sig, frag) in zip(grp, got))
-            else:
-                for i, sig, frag in plan:
-                    self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
-                    changed += 1
+            for i, sig, frag in plan:
+                self._set(i, lines[i][0], source, sig, frag, "sequence", anchors, out, sent)
+                changed += 1
         return changed
+
+    def _gapped_fragment(self, sig: Signature, core: bytes, after: int) -> int | None:
+        """The first piece of ``sig`` after ``after`` that is ``core`` with
+        one stretch without spaces lost inside (RFC 5424 printed APP-NAME
+        ``id=i`` of the TAG ``id=i:``, then MSG ``1``): a continuation only,
+        where the short line alone would say nothing."""
+        if not core:
+            return None
+        pieces = self.detector.logged_cores(sig.id)
+        for k in range(after + 1, len(pieces)):
+            p = pieces[k].rstrip(b"\r")
+            if len(p) <= len(core) or len(p) > len(core) + 510:
+                continue
+            for cut in range(1, len(core)):
+                head, tail = core[:cut], core[cut:]
+                if p.startswith(head) and p.endswith(tail) and b" " not in p[cut:len(p) - len(tail)]:
+                    return k
+        return None
+
+    @staticmethod
+    def _alone_before(lines: Sequence[Any], anchors: Sequence[_Anchor | None], i: int, nxt: _Anchor) -> bool:
+        """Is line ``i`` right before anchor ``nxt``: no named line between
+        them (a sender-less one may be the payload's first piece: SIPOptions'
+        request line) and no other unnamed line of its sender?"""
+        src = lines[i][1]
+        for j in range(i + 1, len(lines)):
+            a = anchors[j]
+            if a is nxt:
+                return True
+            item = lines[j]
+            if item is None:
+                continue
+            if item[0] > nxt.t or a is not None or item[1] in (src, None):
+                return False
+        return False
+
+    def _split(self, scanner: str, transport: str, groups: list[list[int]], expected: list[str],
+               lines: Sequence[Any]) -> list[tuple[int, Signature, int]] | None:
+        """The one way to cut the lines into ``expected``'s connections, in
+        order, each line of a connection its probe's next piece; None when
+        there is none or more than one. A pause of more than
+        ``_SAME_CONNECTION`` always starts a connection (``groups``), but two
+        connections can also follow each other within it (kumo-server's
+        empty RFC 5424 record and metasploit-msgrpc's request line, 0.1 ms
+        apart): a group may hold several of them."""
+        if len(expected) < len(groups) or len(expected) > _MAX_SPLIT:
+            return None
+        flat = [i for grp in groups for i in grp]
+        if len(flat) > _MAX_SPLIT_LINES:
+            return None
+        starts = {grp[0] for grp in groups}
+        fits: dict[tuple[int, int, int], list[tuple[Signature, int]] | None] = {}
+
+        def fit(k: int, n: int, e: int) -> list[tuple[Signature, int]] | None:
+            key = (k, n, e)
+            if key not in fits:
+                fits[key] = self._fit(scanner, transport, expected[e], [lines[i] for i in flat[k:k + n]])
+            return fits[key]
+
+        # ways[k][e]: how many cuts (0, 1, 2 = more) of flat[k:] into expected[e:]
+        memo: dict[tuple[int, int], tuple[int, list[tuple[int, Signature, int]]]] = {}
+
+        def ways(k: int, e: int) -> tuple[int, list[tuple[int, Signature, int]]]:
+            if k == len(flat) or e == len(expected):
+                return (1, []) if k == len(flat) and e == len(expected) else (0, [])
+            got = memo.get((k, e))
+            if got is not None:
+                return got
+            count, best = 0, []
+            n = 1
+            while k + n <= len(flat):
+                if n > 1 and flat[k + n - 1] in starts:
+                    break  # a pause: the connection ended before this line
+                here = fit(k, n, e)
+                if here is not None:
+                    c, rest = ways(k + n, e + 1)
+                    if c:
+                        count += c
+                        best = [(i, sig, frag) for i, (sig, frag) in zip(flat[k:k + n], here)] + rest
+                        if count > 1:
+                            break
+                n += 1
+            memo[(k, e)] = (min(count, 2), best)
+            return memo[(k, e)]
+
+        count, plan = ways(0, 0)
+        return plan if count == 1 else None
 
     def _head(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
               sent: dict[str | None, set[str]], context: Any) -> int:
