@@ -431,6 +431,19 @@ def compare(ref: dict[str, dict[str, Any]], got: dict[str, dict[str, Any]]) -> l
     return bad
 
 
+def check_delivered(urls: list[str], load: list[Any], ref: dict[str, dict[str, Any]],
+                    timeout: float = 90) -> Collected:
+    """Every record of ``load`` reached the egress stream as ``ref`` says it
+    should (none lost, none different) -> what was collected."""
+    want = {r["rid"] for _, _, recs in load for r in recs}
+    got = asyncio.run(collect(urls, want, timeout=timeout))
+    missing = want - got.events.keys()
+    assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:5]}"
+    bad = compare(ref, got.events)
+    assert bad == [], f"{len(bad)} differ, e.g. {bad[0]}: {ref[bad[0]]} != {got.events.get(bad[0])}"
+    return got
+
+
 # -- protocol events from the roles' logs and the servers ---------------------
 
 def log_events(path: Path, event: str) -> list[dict[str, str]]:

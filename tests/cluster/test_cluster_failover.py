@@ -9,7 +9,7 @@ import asyncio
 import time
 import urllib.request
 
-from _harness import (Paused, Role, chunks, collect, compare, free_ports, lease_owners, reference, send_load,
+from _harness import (Paused, Role, check_delivered, chunks, free_ports, lease_owners, reference, send_load,
                       wait_leases, write_cluster_yaml)
 
 SOURCES = 4000
@@ -29,13 +29,7 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _check(nats_cluster, load, ref, timeout=90):
-    want = {r["rid"] for _, _, recs in load for r in recs}
-    got = asyncio.run(collect(nats_cluster.urls, want, timeout=timeout))
-    missing = want - got.events.keys()
-    assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:5]}"
-    bad = compare(ref, got.events)
-    assert bad == [], f"{len(bad)} differ, e.g. {bad[0]}: {ref[bad[0]]} != {got.events.get(bad[0])}"
-    return got
+    return check_delivered(nats_cluster.urls, load, ref, timeout=timeout)
 
 
 def test_worker_sigkill_takeover(nats_cluster, roles, tmp_path):

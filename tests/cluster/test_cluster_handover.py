@@ -20,20 +20,14 @@ import signal
 import time
 
 import msgpack
-from _harness import (Paused, Role, chunks, collect, compare, free_ports, lease_owners, log_events, reference,
+from _harness import (Paused, Role, check_delivered, chunks, collect, free_ports, lease_owners, log_events, reference,
                       stream_leader, wait_leases, write_cluster_yaml)
 
 from probetag.cluster import partition_of
 
 
 def _check(nats_cluster, load, ref, timeout=90):
-    want = {r["rid"] for _, _, recs in load for r in recs}
-    got = asyncio.run(collect(nats_cluster.urls, want, timeout=timeout))
-    missing = want - got.events.keys()
-    assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:5]}"
-    bad = compare(ref, got.events)
-    assert bad == [], f"{len(bad)} differ, e.g. {bad[0]}"
-    return got
+    return check_delivered(nats_cluster.urls, load, ref, timeout=timeout)
 
 
 def _worker_id(role: Role) -> str:
