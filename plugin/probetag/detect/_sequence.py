@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -69,7 +69,7 @@ import yaml
 
 from ._catalogue import CatalogueError, Signature
 
-__all__ = ["ScanOrder", "load_orders", "SEQUENCE_CONFIDENCE"]
+__all__ = ["NseStep", "ScanOrder", "load_orders", "SEQUENCE_CONFIDENCE"]
 
 _SEQ_DIR = Path(__file__).resolve().parent / "catalogue" / "sequences"
 #: Confidence of a line named by its place in the scan.
@@ -109,10 +109,23 @@ def _telling(core: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class NseStep:
+    """An NSE script that runs after the service probes (its runlevel's
+    place): the bytes of its first send, and the offsets that differ from
+    one send to the next (a random id)."""
+
+    script: str
+    sends: bytes
+    varies: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ScanOrder:
-    """(scanner, transport) -> probe -> position in the send order."""
+    """(scanner, transport) -> probe -> position in the send order; and the
+    NSE scripts that run after the last probe, in the order they start."""
 
     positions: dict[tuple[str, str], dict[str, int]]
+    nse: dict[tuple[str, str], tuple[NseStep, ...]] = field(default_factory=dict)
 
     def position(self, sig: Signature) -> int | None:
         order = self.positions.get((sig.scanner, sig.transport))
@@ -127,6 +140,7 @@ def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
     """The bundled sequence files (``catalogue/sequences/*.yaml``), or ``paths``."""
     files = sorted(_SEQ_DIR.glob("*.yaml")) if paths is None else list(paths)
     positions: dict[tuple[str, str], dict[str, int]] = {}
+    nse: dict[tuple[str, str], tuple[NseStep, ...]] = {}
     for path in files:
         try:
             data = yaml.safe_load(Path(path).read_text())
@@ -144,7 +158,25 @@ def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
                 raise CatalogueError(f"entry {n}: order must be a list of probe names", file=str(path))
             key = (entry["scanner"], entry["transport"])
             positions[key] = {name: i for i, name in enumerate(order)}
-    return ScanOrder(positions)
+            steps = entry.get("nse", [])
+            if not isinstance(steps, list):
+                raise CatalogueError(f"entry {n}: nse must be a list", file=str(path))
+            got = []
+            for k, step in enumerate(steps):
+                varies = step.get("varies", []) if isinstance(step, dict) else None
+                if (not isinstance(step, dict) or not isinstance(step.get("script"), str)
+                        or not isinstance(step.get("sends"), str) or not isinstance(varies, list)
+                        or not all(isinstance(v, int) and v >= 0 for v in varies)):
+                    raise CatalogueError(f"entry {n}: nse step {k}: needs a script and sends string "
+                                         "and a list of varies offsets", file=str(path))
+                try:
+                    sends = step["sends"].encode("latin-1")
+                except UnicodeEncodeError:
+                    raise CatalogueError(f"entry {n}: nse step {k}: sends must be bytes (\\xNN escapes)",
+                                         file=str(path)) from None
+                got.append(NseStep(step["script"], sends, frozenset(varies)))
+            nse[key] = tuple(got)
+    return ScanOrder(positions, nse)
 
 
 @dataclass(slots=True)
@@ -153,6 +185,8 @@ class _Anchor:
     source: str | None
     sig: Signature
     fragment: int
+    #: the NSE step (``ScanOrder.nse``) this pass named the line as
+    step: int | None = None
 
 
 class _Index:
@@ -218,6 +252,18 @@ class SequenceNamer:
         for sig in detector.signatures:
             if sig.match == "payload" and sig.transport == "tcp" and b"\n\x00\n" in b"\n" + sig.payload + b"\n":
                 self._empty.add(sig.id)
+        # (scanner, transport) -> the NSE steps after the order, each with the
+        # probe whose bytes it resends (skypev2-version sends GetRequest's),
+        # or else the script's own catalogue entry (rpc-grind's marker).
+        self._steps: dict[tuple[str, str], list[tuple[NseStep, Signature | None, Signature | None]]] = {}
+        for key, steps in order.nse.items():
+            for step in steps:
+                same = [g for g in by_scanner.get(key[0], ()) if g.transport == key[1] and g.payload == step.sends]
+                own = [g for g in detector.signatures if g.scanner == key[0] and g.transport == key[1]
+                       and g.probe == step.script]
+                self._steps.setdefault(key, []).append((
+                    step, min(same, key=lambda g: g.rank) if same else None,
+                    min(own, key=lambda g: g.rank) if own else None))
 
     def _syslog_ng(self, sig: Signature) -> tuple[bytes, ...]:
         """What syslog-ng logs of the signature's payload, spacing aside."""
@@ -357,9 +403,15 @@ class SequenceNamer:
         return out
 
     def _set(self, i: int, t: float, source: str | None, sig: Signature, frag: int, via: str,
-             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]]) -> None:
+             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]],
+             step: int | None = None) -> None:
         out[i] = (sig, frag, source, via)
-        a = anchors[i] = _Anchor(t, source, sig, frag)
+        a = anchors[i] = _Anchor(t, source, sig, frag, step)
+        if step is not None:
+            # an NSE script's line: a probe whose bytes it resends is not
+            # sent by the order for that (GetRequest's place is still open)
+            self._index.add(i, a, False)
+            return
         self._index.add(i, a, self._pos(a) is not None)
         sent.setdefault(source, set()).add(sig.probe)
 
@@ -397,7 +449,7 @@ class SequenceNamer:
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
-            if not cands and not (lossy and cont is not None):
+            if not cands and not (lossy and cont is not None) and not self._steps:
                 continue
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed); bytes lost inside a
@@ -415,7 +467,8 @@ class SequenceNamer:
                 if frag is not None and t - cont.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
-                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
+                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent,
+                              step=cont.step)
                     changed += 1
                     continue
             if (nxt is not None and nxt.source == source and nxt.fragment >= 1 and nxt.sig.id in cands
@@ -431,9 +484,14 @@ class SequenceNamer:
                 frags += [m.fragment for m in matches if m.signature.id == nxt.sig.id]
                 frag = max((f for f in frags if f < nxt.fragment), default=None)
                 if frag is not None:
-                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent)
+                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent, step=nxt.step)
                     changed += 1
                     continue
+            got = self._nse(i, item, anchors, source, cands, sent, ctx)
+            if got is not None:
+                self._set(i, t, source, got[1], got[2], "sequence", anchors, out, sent, step=got[0])
+                changed += 1
+                continue
             if prev is None and nxt is None or not cands:
                 continue
             already = set(sent.get(source, ()))
@@ -510,6 +568,134 @@ class SequenceNamer:
             self._set(i, t, source, sig, frag, "sequence", anchors, out, sent)
             changed += 1
         return changed
+
+    # -- the NSE scripts after the order --------------------------------------
+
+    def _step_of(self, i: int, a: _Anchor, earlier: _Anchor | None) -> int | None:
+        """The NSE step anchor ``a`` (line ``i``) is: named so here, the
+        script's own entry, or a resent probe's bytes after a later probe
+        of the order (``earlier``, the sender's anchor before it)."""
+        if a.step is not None:
+            return a.step
+        for k, (step, same, own) in enumerate(self._steps.get((a.sig.scanner, a.sig.transport), ())):
+            if own is not None and a.sig.probe == own.probe:
+                return k
+            if (same is not None and a.sig.id == same.id and earlier is not None
+                    and self._pos(earlier) is not None and self._pos(a) is not None
+                    and self._pos(earlier) > self._pos(a)):  # type: ignore[operator]
+                return k
+        return None
+
+    def _step_fit(self, step: NseStep, same: Signature | None, own: Signature | None,
+                  item: Sequence[Any]) -> tuple[Signature, int, bool] | None:
+        """(signature, fragment, telling) when the line can be the step's:
+        a piece of the probe it resends, or what rsyslog or syslog-ng keeps
+        of its own bytes with the random ones (``varies``) any byte; telling
+        is False for a line that kept too little to say so alone."""
+        core, matches, lossy, cut = item[2:6]
+        sng, head = _flags(item)
+        if same is not None:
+            frags = sorted({m.fragment for m in matches if m.signature.id == same.id}
+                           | set(self._fragments(same, core, lossy, cut, sng=sng, head=head)))
+            return (same, frags[0], bool(core)) if frags else None
+        if own is None:
+            return None
+        if not core:
+            return (own, 0, False) if (lossy or head) else None
+        if head:
+            return None
+        sends = step.sends
+        # the line's bytes from the start of the send (spacing aside), the
+        # random ones matching anything; what follows them in the send is
+        # what the record lost (cut, lossy) or NULs syslog-ng left off
+        start = 0
+        if sng or not (lossy or cut):
+            for start in range(len(sends)):
+                if sends[start] not in b" \t" or start in step.varies:
+                    break
+        if len(core) > len(sends) - start:
+            return None
+        for k, b in enumerate(core):
+            if start + k not in step.varies and sends[start + k] != b:
+                return None
+        rest = sends[start + len(core):]
+        if not (lossy or cut) and rest.strip(b"\0"):
+            return None
+        fixed = sum(1 for k in range(len(core)) if start + k not in step.varies)
+        return own, 0, fixed >= 8
+
+    def _nse(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str | None,
+             cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]],
+             ctx: Any) -> tuple[int, Signature, int] | None:
+        """A line after the sender's last probe of the order, placed as one
+        of the NSE scripts that run then (``ScanOrder.nse``), when exactly
+        one step between the anchors around it fits it and no probe still
+        to come in the order does. A line that kept too little to say so
+        alone (an empty record) only when the scan's intensity sends no
+        probe after the previous anchor, or that anchor was a script's."""
+        if source is None or source in self._multi or not self._steps:
+            return None
+        t = item[0]
+        lst = self._index.by_source.get(source, ())
+        k = bisect_left(lst, i)
+        back = [j for j in lst[:k] if anchors[j] is not None and 0 <= t - anchors[j].t <= self.gap]  # type: ignore[union-attr]
+        if not back:
+            return None
+        j = back[-1]
+        lo = anchors[j]
+        assert lo is not None
+        steps = self._steps.get((lo.sig.scanner, lo.sig.transport))
+        if not steps:
+            return None
+        # the anchor before lo, looked for back to where the order went forward
+        earlier = None
+        for jj in reversed(back[:-1]):
+            a = anchors[jj]
+            if a is not None and self._pos(a) is not None:
+                earlier = a
+                break
+        lo_step = self._step_of(j, lo, earlier)
+        key = (lo.sig.scanner, lo.sig.transport)
+        order = self.order.positions.get(key, {})
+        already = set(sent.get(source, ()))
+        if ctx is not None:
+            already |= ctx[3]
+        remaining: list[str] = []
+        if lo_step is None:
+            plo = self._pos(lo)
+            if plo is None:
+                return None
+            level = self._scan_intensity(*key, already)
+            for name, pos in order.items():
+                if (pos > plo and name not in already and (*key, name) not in self._silent
+                        and self._intensity.get((*key, name), 0) <= level):
+                    remaining.append(name)
+            for sig, _frag in cands.values():
+                pos = self.order.position(sig)
+                if sig.transport == key[1] and pos is not None and pos > plo and sig.probe not in already:
+                    return None  # a probe still to come could have left it
+            lo_step = -1
+        hi_step = len(steps)
+        nxt = lst[k + 1] if k < len(lst) and lst[k] == i else (lst[k] if k < len(lst) else None)
+        if nxt is not None:
+            a = anchors[nxt]
+            if a is not None and 0 <= a.t - t <= self.gap:
+                st = self._step_of(nxt, a, lo)
+                if st is None:
+                    return None  # the order goes on after this line
+                hi_step = st
+        fits = []
+        for n in range(lo_step + 1, hi_step):
+            step, same, own = steps[n]
+            got = self._step_fit(step, same, own, item)
+            if got is not None:
+                fits.append((n, *got))
+        if len(fits) != 1:
+            return None
+        n, sig, frag, telling = fits[0]
+        if remaining and (not telling or _flags(item)[1]):
+            return None  # (lines that hold only MSG: the count at the scan's end places them)
+        return n, sig, frag
 
     def _segments(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
                   sent: dict[str | None, set[str]], context: Any) -> int:
@@ -925,7 +1111,7 @@ class SequenceNamer:
         return None
 
     def _pos(self, a: _Anchor | None) -> int | None:
-        return None if a is None else self.order.position(a.sig)
+        return None if a is None or a.step is not None else self.order.position(a.sig)
 
     def _around(self, anchors: Sequence[_Anchor | None], i: int, t: float,
                 src: str | None) -> tuple[_Anchor | None, _Anchor | None, str | None]:
