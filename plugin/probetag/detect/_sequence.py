@@ -94,6 +94,8 @@ _MAX_SPLIT_LINES = 256
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
 _DIGITS = re.compile(rb"[0-9]+")
+#: How far into a lossy line a space that joined two record fields is looked for.
+_MAX_JOIN = 48
 
 
 def _flags(item: Sequence[Any]) -> tuple[bool, bool]:
@@ -586,43 +588,87 @@ class SequenceNamer:
                 return k
         return None
 
+    @staticmethod
+    def _sng_step_pieces(step: NseStep) -> list[tuple[int, int]]:
+        """(start, end) of the pieces syslog-ng logs of the step's TCP send:
+        cut at every NUL and LF, empty ones dropped; a random byte is taken
+        for one that cuts nothing (it may, and then no piece fits)."""
+        out, start = [], 0
+        sends = step.sends
+        for k in range(len(sends) + 1):
+            if k == len(sends) or (sends[k] in b"\0\n" and k not in step.varies):
+                if k > start:
+                    out.append((start, k))
+                start = k + 1
+        return out
+
     def _step_fit(self, step: NseStep, same: Signature | None, own: Signature | None,
-                  item: Sequence[Any]) -> tuple[Signature, int, bool] | None:
-        """(signature, fragment, telling) when the line can be the step's:
-        a piece of the probe it resends, or what rsyslog or syslog-ng keeps
-        of its own bytes with the random ones (``varies``) any byte; telling
-        is False for a line that kept too little to say so alone."""
+                  item: Sequence[Any]) -> list[tuple[Signature, int, bool]]:
+        """(signature, fragment, telling) for each way the line can be the
+        step's: a piece of the probe it resends, or what rsyslog or
+        syslog-ng keeps of its own bytes with the random ones (``varies``)
+        any byte; telling is False for a line that kept too little to say
+        so alone."""
         core, matches, lossy, cut = item[2:6]
         sng, head = _flags(item)
         if same is not None:
             frags = sorted({m.fragment for m in matches if m.signature.id == same.id}
                            | set(self._fragments(same, core, lossy, cut, sng=sng, head=head)))
-            return (same, frags[0], bool(core)) if frags else None
+            return [(same, f, bool(core)) for f in frags]
         if own is None:
-            return None
+            return []
         if not core:
-            return (own, 0, False) if (lossy or head) else None
+            return [(own, 0, False)] if (lossy or head) else []
         if head:
-            return None
+            return []
         sends = step.sends
-        # the line's bytes from the start of the send (spacing aside), the
-        # random ones matching anything; what follows them in the send is
-        # what the record lost (cut, lossy) or NULs syslog-ng left off
+
+        def fits(start: int, end: int, prefix: bool) -> int | None:
+            """How many of the line's bytes are the send's fixed ones, when
+            the line is sends[start:end] (or a prefix of it)."""
+            if len(core) > end - start or (not prefix and len(core) != end - start):
+                return None
+            for k, b in enumerate(core):
+                if start + k not in step.varies and sends[start + k] != b:
+                    return None
+            return sum(1 for k in range(len(core)) if start + k not in step.varies)
+
+        if sng and own.transport == "tcp":
+            out = []
+            for f, (start, end) in enumerate(self._sng_step_pieces(step)):
+                while start < end and sends[start] in b" \t" and start not in step.varies:
+                    start += 1
+                while end > start and sends[end - 1] in b" \t\r" and end - 1 not in step.varies:
+                    end -= 1
+                fixed = fits(start, end, False)
+                if fixed is not None:
+                    out.append((own, f, fixed >= 8))
+            return out
+        # the line's bytes from the start of the send (spacing aside); what
+        # follows them is what the record lost (cut, lossy) or the NULs
+        # syslog-ng left off a datagram
         start = 0
         if sng or not (lossy or cut):
             for start in range(len(sends)):
                 if sends[start] not in b" \t" or start in step.varies:
                     break
-        if len(core) > len(sends) - start:
-            return None
-        for k, b in enumerate(core):
-            if start + k not in step.varies and sends[start + k] != b:
-                return None
-        rest = sends[start + len(core):]
-        if not (lossy or cut) and rest.strip(b"\0"):
-            return None
-        fixed = sum(1 for k in range(len(core)) if start + k not in step.varies)
-        return own, 0, fixed >= 8
+        fixed = fits(start, len(sends), True)
+        if fixed is None and lossy:
+            # (a record's fields joined again with a space the line did not
+            # have: Fluent Bit's ident stops at a byte its pattern refuses)
+            for p in [k for k, b in enumerate(core[:_MAX_JOIN]) if b == 0x20]:
+                core = item[2][:p] + item[2][p + 1:]
+                fixed = fits(start, len(sends), True)
+                if fixed is not None:
+                    break
+        if fixed is None:
+            return []
+        if (not (lossy or cut) and sends[start + len(core):].strip(b"\0")
+                and not (step.varies and start + len(core) > max(step.varies))):
+            # (a cut after the random bytes, where a relay cut the TAG
+            # at 32 characters and the parser took it for the message)
+            return []
+        return [(own, 0, fixed >= 8)]
 
     def _nse(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str | None,
              cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]],
@@ -651,7 +697,7 @@ class SequenceNamer:
         earlier = None
         for jj in reversed(back[:-1]):
             a = anchors[jj]
-            if a is not None and self._pos(a) is not None:
+            if a is not None and self._pos(a) is not None and a.sig.id != lo.sig.id:
                 earlier = a
                 break
         lo_step = self._step_of(j, lo, earlier)
@@ -670,10 +716,8 @@ class SequenceNamer:
                 if (pos > plo and name not in already and (*key, name) not in self._silent
                         and self._intensity.get((*key, name), 0) <= level):
                     remaining.append(name)
-            for sig, _frag in cands.values():
-                pos = self.order.position(sig)
-                if sig.transport == key[1] and pos is not None and pos > plo and sig.probe not in already:
-                    return None  # a probe still to come could have left it
+            if any(sig.transport == key[1] and sig.probe in remaining for sig, _frag in cands.values()):
+                return None  # a probe still to come could have left it
             lo_step = -1
         hi_step = len(steps)
         nxt = lst[k + 1] if k < len(lst) and lst[k] == i else (lst[k] if k < len(lst) else None)
@@ -685,11 +729,24 @@ class SequenceNamer:
                     return None  # the order goes on after this line
                 hi_step = st
         fits = []
+        if lo.step is not None and 0 <= t - lo.t <= _SAME_CONNECTION:
+            # the next piece of the step's payload (syslog-ng cut rpc-grind's
+            # call at every NUL)
+            step, same, own = steps[lo.step]
+            later = [g for g in self._step_fit(step, same, own, item)
+                     if g[0] is lo.sig and g[1] > lo.fragment]
+            if later:
+                return lo.step, later[0][0], min(g[1] for g in later)
         for n in range(lo_step + 1, hi_step):
             step, same, own = steps[n]
-            got = self._step_fit(step, same, own, item)
-            if got is not None:
-                fits.append((n, *got))
+            got = [g for g in self._step_fit(step, same, own, item) if g[1] == 0 or same is not None]
+            if got and same is None and step.varies and len(item[2]) > min(step.varies) and any(
+                    sig.scanner == own.scanner for sig, _f in cands.values()):  # type: ignore[union-attr]
+                # random bytes that are a probe's fixed ones (RPCCheck's
+                # XID, in its own RPC call) are that probe's
+                continue
+            if got:
+                fits.append((n, *got[0]))
         if len(fits) != 1:
             return None
         n, sig, frag, telling = fits[0]
