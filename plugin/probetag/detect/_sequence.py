@@ -48,6 +48,20 @@ Theory of operation
   that kept nothing is only placed so (or as GenericLines at a scan's
   head). A next anchor earlier in the order than the previous one (the
   order starting again) bounds nothing.
+* After the last probe of the order, nmap runs the NSE scripts of the
+  version category, runlevel by runlevel (``nse:`` in the sequence file,
+  observed from ``--script-trace``): skypev2-version sends GetRequest's bytes
+  again, rpc-grind an ONC-RPC call whose XID is random. ``_nse`` places a
+  sender's line after its last anchor as one of those scripts when exactly
+  one step after the previous anchor (a script's line, or a probe of the
+  order) fits it and no probe the order still has to send at the scan's
+  intensity could have left it: a piece of the resent probe, or rpc-grind's
+  bytes with the random ones taken for any byte (the prefix a record kept,
+  the pieces syslog-ng cut at NULs, a datagram without its trailing NULs).
+  A line that kept nothing, or too little to say so alone, only when no
+  probe of the order is left; random bytes that another probe's catalogue
+  entry holds as fixed ones (RPCCheck's XID) are that probe's. A resent
+  probe named so does not count as sent by the order.
 * ``_segments``: between two anchors of one source, the unnamed lines are
   cut into the connections of the probes the order puts between them; a
   cut is used only when it is the only one (``_split``).
@@ -603,22 +617,22 @@ class SequenceNamer:
         return out
 
     def _step_fit(self, step: NseStep, same: Signature | None, own: Signature | None,
-                  item: Sequence[Any]) -> list[tuple[Signature, int, bool]]:
-        """(signature, fragment, telling) for each way the line can be the
-        step's: a piece of the probe it resends, or what rsyslog or
+                  item: Sequence[Any]) -> list[tuple[Signature, int, bool, bool]]:
+        """(signature, fragment, telling, random) for each way the line can
+        be the step's: a piece of the probe it resends, or what rsyslog or
         syslog-ng keeps of its own bytes with the random ones (``varies``)
         any byte; telling is False for a line that kept too little to say
-        so alone."""
+        so alone, random True for one that holds random bytes."""
         core, matches, lossy, cut = item[2:6]
         sng, head = _flags(item)
         if same is not None:
             frags = sorted({m.fragment for m in matches if m.signature.id == same.id}
                            | set(self._fragments(same, core, lossy, cut, sng=sng, head=head)))
-            return [(same, f, bool(core)) for f in frags]
+            return [(same, f, bool(core), False) for f in frags]
         if own is None:
             return []
         if not core:
-            return [(own, 0, False)] if (lossy or head) else []
+            return [(own, 0, False, False)] if (lossy or head) else []
         if head:
             return []
         sends = step.sends
@@ -626,13 +640,17 @@ class SequenceNamer:
         def fits(start: int, end: int, prefix: bool) -> int | None:
             """How many of the line's bytes are the send's fixed ones, when
             the line is sends[start:end] (or a prefix of it)."""
+            nonlocal random
             if len(core) > end - start or (not prefix and len(core) != end - start):
                 return None
             for k, b in enumerate(core):
                 if start + k not in step.varies and sends[start + k] != b:
                     return None
-            return sum(1 for k in range(len(core)) if start + k not in step.varies)
+            fixed = sum(1 for k in range(len(core)) if start + k not in step.varies)
+            random = fixed < len(core)
+            return fixed
 
+        random = False
         if sng and own.transport == "tcp":
             out = []
             for f, (start, end) in enumerate(self._sng_step_pieces(step)):
@@ -642,7 +660,7 @@ class SequenceNamer:
                     end -= 1
                 fixed = fits(start, end, False)
                 if fixed is not None:
-                    out.append((own, f, fixed >= 8))
+                    out.append((own, f, fixed >= 8, random))
             return out
         # the line's bytes from the start of the send (spacing aside); what
         # follows them is what the record lost (cut, lossy) or the NULs
@@ -668,7 +686,7 @@ class SequenceNamer:
             # (a cut after the random bytes, where a relay cut the TAG
             # at 32 characters and the parser took it for the message)
             return []
-        return [(own, 0, fixed >= 8)]
+        return [(own, 0, fixed >= 8, random)]
 
     def _nse(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str | None,
              cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]],
@@ -728,25 +746,24 @@ class SequenceNamer:
                 if st is None:
                     return None  # the order goes on after this line
                 hi_step = st
+        # Random bytes that are a probe's fixed ones (RPCCheck's XID, in
+        # its own RPC call) are that probe's.
+        elsewhere = any(sig.scanner == lo.sig.scanner for sig, _f in cands.values())
         fits = []
         if lo.step is not None and 0 <= t - lo.t <= _SAME_CONNECTION:
             # the next piece of the step's payload (syslog-ng cut rpc-grind's
             # call at every NUL)
             step, same, own = steps[lo.step]
             later = [g for g in self._step_fit(step, same, own, item)
-                     if g[0] is lo.sig and g[1] > lo.fragment]
+                     if g[0] is lo.sig and g[1] > lo.fragment and not (g[3] and elsewhere)]
             if later:
                 return lo.step, later[0][0], min(g[1] for g in later)
         for n in range(lo_step + 1, hi_step):
             step, same, own = steps[n]
-            got = [g for g in self._step_fit(step, same, own, item) if g[1] == 0 or same is not None]
-            if got and same is None and step.varies and len(item[2]) > min(step.varies) and any(
-                    sig.scanner == own.scanner for sig, _f in cands.values()):  # type: ignore[union-attr]
-                # random bytes that are a probe's fixed ones (RPCCheck's
-                # XID, in its own RPC call) are that probe's
-                continue
+            got = [g for g in self._step_fit(step, same, own, item)
+                   if (g[1] == 0 or same is not None) and not (g[3] and elsewhere)]
             if got:
-                fits.append((n, *got[0]))
+                fits.append((n, *got[0][:3]))
         if len(fits) != 1:
             return None
         n, sig, frag, telling = fits[0]
