@@ -465,8 +465,8 @@ class SequenceNamer:
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
-            if not cands and not (lossy and cont is not None) and not self._steps:
-                continue
+            if not cands and not (lossy and cont is not None) and not (self._steps and prev is not None):
+                continue  # (an NSE script's line has no candidate of the order: _nse)
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed); bytes lost inside a
             # short lossy line are looked for only here.
