@@ -55,6 +55,15 @@ Theory of operation
   Every probe map says ``seen_in``: ``syslog-listener`` (the probe's own
   bytes) or ``application-log`` (a marker in another daemon's log line or
   in another field of the record).
+* Late names (serve; ``late``, off in explain): lines no pass named are
+  kept with the named lines of their sender around them (``_pending``,
+  bounded by count per sender and in all, and by event time), and offered
+  to pass 3 again with the next batch that names a line of a scan going
+  through its scanner's order, so a live stream's one-line chunks get the
+  picture one batch would. A name found so goes into the scan's summary
+  (``Correlator.note_late``): the record has left. Bare-CR records the
+  stage skipped for want of a probe context come as bytes (``hold``) and
+  are decoded only then.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,

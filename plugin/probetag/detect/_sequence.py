@@ -46,7 +46,11 @@ Theory of operation
   first; so is the line after a sender-less named line. A line right before
   a later piece of its source's payload is an earlier piece of it. A record
   that kept nothing is only placed so (or as GenericLines at a scan's
-  head). A next anchor earlier in the order than the previous one (the
+  head). Before a scan's first anchor, where several probes could have
+  left a line, the one whose whole payload the line and its sender's next
+  ones within the second are is taken, when only one is (GenericLines'
+  two lone CRs; the request line before GetRequest's CR may not have been
+  read). A next anchor earlier in the order than the previous one (the
   order starting again) bounds nothing.
 * ``_segments``: between two anchors of one source, the unnamed lines are
   cut into the connections of the probes the order puts between them; a
