@@ -223,12 +223,15 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
         # One Processor per source file: each was a Fluentd of its own (and
         # the runs overlap in time from the same sender address).
         probes: list[dict[str, Any] | None] = []
+        batched_late: list[dict[str, Any]] = []
         for run in dict.fromkeys(r["capture"]["fluentd_run"] for r in rows):
             mine = [c for c in chunk_runs if c[0] == run]
             probes.extend(_stage([c[1] for c in mine]))
+            batched_late.extend(LATE)
         derived = bool(rows[0].get("derived"))
         name = f"records: {variant} (derived)" if derived else f"records: fluentd {variant}"
         shapes[name] = (rows_in_order, probes)
+        LATE_BY_SHAPE[name] = batched_late  # (a line a later chunk placed)
         if variant in ("tail_none", "in_syslog_tcp") and not derived:
             # A live stream: Fluentd flushes every line on its own (a scan's
             # lines are seconds apart), so each chunk holds one record.
