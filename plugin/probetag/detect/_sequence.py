@@ -479,12 +479,13 @@ class SequenceNamer:
                 if hi is not None and hi.sig.transport == sig.transport and pos >= self._pos(hi):  # type: ignore[operator]
                     continue
                 left[sid] = (sig, frag)
-            if lo is None and len({sig.probe for sig, _ in left.values()}) > 1:
+            if lo is None and not head and len({sig.probe for sig, _ in left.values()}) > 1:
                 # The head of a scan, several probes before the first anchor:
                 # the one whose whole payload the line and the sender's next
                 # ones within the second are, when only one is (GenericLines'
                 # two lone CRs: GetRequest, HTTPOptions, ... end with one CR,
-                # after a request line a live stream may not have read).
+                # after a request line a live stream may not have read). Not
+                # for lines that hold only MSG: _head counts those.
                 group = self._head_group(lines, anchors, i, t, src, source)
                 whole = {sid: v for sid, v in left.items()
                          if self._head_fit(v[0], group, sng, lossy, core, v[1], strict=True)}
@@ -523,8 +524,7 @@ class SequenceNamer:
     def _head_fit(self, sig: Signature, group: Sequence[Any], sng: bool, lossy: bool, core: bytes,
                   frag: int, strict: bool = False) -> bool:
         """Are the first lines of ``group`` all of ``sig``'s payload, from
-        its first piece (``strict``: and none of the rest of the group could
-        go on it)? A record known to miss lines may show only its first
+        its first piece (``strict``: and the group is just that)? A record known to miss lines may show only its first
         piece, when that says more than a lone CR or word."""
         total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
         # (the sender's next line within the second may be another
@@ -538,7 +538,7 @@ class SequenceNamer:
         if fit is None or fit[0][1] != 0:
             return False
         if strict:
-            return len(fit) == total
+            return len(fit) == total == len(group)
         # (a record known to miss lines too, Fluent Bit's RFC 5424 parser
         # drops empty ones: its first piece will do)
         return len(fit) >= total or (lossy and frag == 0 and _telling(core))
