@@ -20,7 +20,12 @@ exactly what that connection sent (nmap sends some payloads under two names:
 skypev2-version's first request is GetRequest's bytes). A *wrong* name is a
 probe map on a probe line that is none of those, or one that names a scanner
 other than the one that sent it. *Benign tagged* counts probe maps on lines
-labelled benign, rsyslogd's own framing-error lines included.
+labelled benign, rsyslogd's own framing-error lines included. A record
+stream names some lines only after they left, in the scan summaries'
+``named_late``: each such entry is paired with a line of its event time
+that left unnamed and judged the same way ("named late (summary)" when
+right, else a wrong name or a benign line tagged); "name-recall" counts
+the names given at once, "name-recall incl. late" both.
 
 A second layout is read too (``tests/fixtures/corpus-extra``, made by
 ``tools/corpus/capture_extra.py``): its labels carry ``collector`` (rsyslog,
