@@ -46,7 +46,11 @@ Theory of operation
   first; so is the line after a sender-less named line. A line right before
   a later piece of its source's payload is an earlier piece of it. A record
   that kept nothing is only placed so (or as GenericLines at a scan's
-  head). A next anchor earlier in the order than the previous one (the
+  head). Before a scan's first anchor, where several probes could have
+  left a line, the one whose whole payload the line and its sender's next
+  ones within the second are is taken, when only one is (GenericLines'
+  two lone CRs; the request line before GetRequest's CR may not have been
+  read). A next anchor earlier in the order than the previous one (the
   order starting again) bounds nothing.
 * After the last probe of the order, nmap runs the NSE scripts of the
   version category, runlevel by runlevel (``nse:`` in the sequence file,
@@ -549,41 +553,69 @@ class SequenceNamer:
                 if hi is not None and hi.sig.transport == sig.transport and pos >= self._pos(hi):  # type: ignore[operator]
                     continue
                 left[sid] = (sig, frag)
+            if lo is None and not head and len({sig.probe for sig, _ in left.values()}) > 1:
+                # The head of a scan, several probes before the first anchor:
+                # the one whose whole payload the line and the sender's next
+                # ones within the second are, when only one is (GenericLines'
+                # two lone CRs: GetRequest, HTTPOptions, ... end with one CR,
+                # after a request line a live stream may not have read). Not
+                # for lines that hold only MSG: _head counts those.
+                group = self._head_group(lines, anchors, i, t, src, source)
+                whole = {sid: v for sid, v in left.items()
+                         if self._head_fit(v[0], group, sng, lossy, core, v[1], strict=True)}
+                if len({sig.probe for sig, _ in whole.values()}) == 1:
+                    left = whole
             if len({sig.probe for sig, _ in left.values()}) != 1:
                 continue
             sig, frag = min(left.values(), key=lambda x: x[0].rank)
             if lo is None:
                 # The head of a scan: only a payload seen whole (GenericLines'
                 # two CRs, not one CR alone) is placed before the first anchor.
-                group = []
-                for j in range(i, len(lines)):
-                    lj = lines[j]
-                    if lj is None:
-                        continue
-                    if lj[0] - t > _SAME_CONNECTION:
-                        break
-                    if anchors[j] is None and lj[1] in (src, source):
-                        group.append(lj)
-                total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
-                # (the sender's next line within the second may be another
-                # connection's: another program logging through the same
-                # relay, as the benign lines of corpus-dev's mixed run do)
-                fit = None
-                for k in range(len(group), min(total, len(group)) - 1, -1):
-                    fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
-                    if fit is not None:
-                        break
-                if fit is None or fit[0][1] != 0:
-                    continue
-                if len(fit) < total and not (lossy and frag == 0 and _telling(core)):
-                    # (a record known to miss lines too, Fluent Bit's RFC 5424
-                    # parser drops empty ones: its first piece will do, when
-                    # it says more than a lone CR or word)
+                if not self._head_fit(sig, self._head_group(lines, anchors, i, t, src, source),
+                                      sng, lossy, core, frag):
                     continue
                 frag = 0
             self._set(i, t, source, sig, frag, "sequence", anchors, out, sent)
             changed += 1
         return changed
+
+    @staticmethod
+    def _head_group(lines: Sequence[Any], anchors: Sequence[_Anchor | None], i: int, t: float,
+                    src: str | None, source: str | None) -> list[Any]:
+        """Line ``i`` and the unnamed lines of its sender within the second
+        after it."""
+        group = []
+        for j in range(i, len(lines)):
+            lj = lines[j]
+            if lj is None:
+                continue
+            if lj[0] - t > _SAME_CONNECTION:
+                break
+            if anchors[j] is None and lj[1] in (src, source):
+                group.append(lj)
+        return group
+
+    def _head_fit(self, sig: Signature, group: Sequence[Any], sng: bool, lossy: bool, core: bytes,
+                  frag: int, strict: bool = False) -> bool:
+        """Are the first lines of ``group`` all of ``sig``'s payload, from
+        its first piece (``strict``: and the group is just that)? A record known to miss lines may show only its first
+        piece, when that says more than a lone CR or word."""
+        total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
+        # (the sender's next line within the second may be another
+        # connection's: another program logging through the same relay, as
+        # the benign lines of corpus-dev's mixed run do)
+        fit = None
+        for k in range(len(group), min(total, len(group)) - 1, -1):
+            fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
+            if fit is not None:
+                break
+        if fit is None or fit[0][1] != 0:
+            return False
+        if strict:
+            return len(fit) == total == len(group)
+        # (a record known to miss lines too, Fluent Bit's RFC 5424 parser
+        # drops empty ones: its first piece will do)
+        return len(fit) >= total or (lossy and frag == 0 and _telling(core))
 
     # -- the NSE scripts after the order --------------------------------------
 
