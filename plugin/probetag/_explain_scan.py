@@ -27,6 +27,13 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 #: rsyslog's date-rfc3339 writes): see ``Explainer._time``.
 _ISO_FRACTION = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{1,6})(Z|[+-][0-9]{2}:[0-9]{2})")
 
+#: The field ``decode.parse_syslog_line`` puts a line's timestamp in, and
+#: the records ``Explainer._analysed`` keeps readings of (how many; how long
+#: an MSG may be).
+_TIME_FIELD = "timereported"
+_READS = 8192
+_READ_KEY_MSG = 2048
+
 #: What ``pick`` hands detection in place of a line it knows matches nothing.
 _NOTHING: dict[Any, Any] = {}
 #: Letters and digits a CR-escape line's MSG must hold, besides its CR
@@ -37,10 +44,31 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
     """Does ``msg`` hold ``_WORDS`` letters or digits besides ``escapes``?"""
-    if len(msg) < _WORDS or len(msg) - len(msg.translate(None, _ALNUM)) < _WORDS:
+    if len(msg) < _WORDS:
         return False
+    words = len(msg) - len(msg.translate(None, _ALNUM))
+    if words < _WORDS:
+        return False
+    # Each escape the pattern removes takes at most ``most`` letters and
+    # digits, and each starts at its own byte among ``firsts`` (the escapes'
+    # first bytes, ``#`` and ``\\``): when enough are left even if every
+    # such byte began one, the pattern need not run (most CR lines).
+    firsts, most = _escape_words(escapes)
+    starts = 0
+    for c in firsts:
+        starts += msg.count(c)
+    if words - starts * most >= _WORDS:
+        return True
     msg = _escapes_re(escapes).sub(b" ", msg)
     return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
+
+
+@functools.lru_cache(maxsize=8)
+def _escape_words(escapes: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], int]:
+    """(the first bytes of the escapes that hold letters or digits, the most
+    letters and digits one of them holds)."""
+    words = [(e[:1], len(e) - len(e.translate(None, _ALNUM))) for e in escapes]
+    return tuple(sorted({c for c, w in words if w})), max((w for _c, w in words), default=0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,12 +154,35 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
     filtered = host_at >= 0
+    find, rfind = data.find, data.rfind
+    tag_match = _PROGRAM_TAG.match
+    # With many probe lines most lines are some strong line's neighbour, and
+    # a line turned down is looked at again by the next strong line near it:
+    # what does not depend on the strong line is worked out once per line,
+    # in place in ``data`` (no line is copied before it is taken).
+    # line index -> (offset past the timestamp, a daemon's own line)
+    known: dict[int, tuple[int, bool]] = {}
 
-    def wanted(ln: bytes, needle: bytes) -> bool:
-        h, host = _host_word(ln, host_at)
-        if _PROGRAM_TAG.match(ln, h + len(host) + 1) is not None:
+    def wanted(i: int, b: int, e: int, needle: bytes) -> bool:
+        got = known.get(i)
+        if got is None:
+            # _host_word(data[b:e], host_at), then the daemon's TAG after it
+            if host_at == 0:
+                h = find(b" ", b, e) + 1
+                if h <= 0:
+                    h = e
+            else:
+                h = b + host_at
+                if h > e:
+                    h = e
+            he = find(b" ", h, e) if h < e else -1
+            if he < 0:
+                he = e
+            got = known[i] = (h, tag_match(data, he + 1, e) is not None)
+        h, daemon = got
+        if daemon:
             return False  # a daemon's own line (``sshd[812]: ...``), no payload piece
-        return len(ln) - h <= _NEIGHBOUR_REST or (bool(needle) and ln.find(needle, h) >= 0)
+        return e - h <= _NEIGHBOUR_REST or (bool(needle) and find(needle, h, e) >= 0)
 
     for idx, start, end in strong:
         needle = _host_word(data[start:end], host_at)[1] if filtered else b""
@@ -139,25 +190,25 @@ def _with_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, boo
         for k in range(1, _NEIGHBOURS_BEFORE + 1):
             if s == 0:
                 break
-            b = data.rfind(b"\n", 0, s - 1) + 1
-            if idx - k not in have:
+            b = rfind(b"\n", 0, s - 1) + 1
+            i = idx - k
+            if i not in have and (not filtered or wanted(i, b, s - 1, needle)):
                 ln = bytes(data[b:s - 1])
-                if not filtered or wanted(ln, needle):
-                    have.add(idx - k)
-                    extra.append((idx - k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                have.add(i)
+                extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             s = b
         e = end
         for k in range(1, _NEIGHBOURS_AFTER + 1):
             if e >= n:
                 break
-            f = data.find(b"\n", e + 1)
+            f = find(b"\n", e + 1)
             if f < 0:
                 f = n
-            if idx + k not in have:
+            i = idx + k
+            if i not in have and (not filtered or wanted(i, e + 1, f, needle)):
                 ln = bytes(data[e + 1:f])
-                if not filtered or wanted(ln, needle):
-                    have.add(idx + k)
-                    extra.append((idx + k, ln, any(m in ln for m in _FRAMING_MARKERS), False))
+                have.add(i)
+                extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
             e = f
     if not extra:
         return picked
@@ -342,6 +393,8 @@ class Explainer:
         self.weak_skipped = 0
         self.skip_weak = True
         self._nothing_read: Any = None  # what analyse makes of _NOTHING
+        #: a record's fields but its time -> what analyse made of it (``_analysed``)
+        self._reads: dict[tuple[Any, ...], Any] = {}
         self._pending: list[bytes] = []  # skipped lines not parsed since the last parsed one
 
     # -- event time ----------------------------------------------------------
@@ -560,16 +613,7 @@ class Explainer:
         if not items:
             return n, found
         by_item: dict[int, dict[str, Any]] = {}
-        # A skipped line's record is always the same empty one: analysed once.
-        pre = None
-        if self.weak_skipped:
-            if self._nothing_read is None:
-                self._nothing_read = self.enricher.analyse(_NOTHING, True)
-            from .detect._enrich import NOT_ANALYSED as na
-
-            got = self._nothing_read
-            pre = [got if rec is _NOTHING else na for _t, rec in items]
-        for k, d in enumerate(self.enricher.batch("explain", items, pre)):
+        for k, d in enumerate(self.enricher.batch("explain", items, self._analysed(items))):
             rec = items[k][1]
             if "_continues" in rec:
                 # a continuation line of a syslog-ng message: the message's verdict
@@ -606,6 +650,44 @@ class Explainer:
             if inp:
                 info.inputs.add(inp.decode("utf-8", "replace") if isinstance(inp, bytes) else str(inp))
         return n, found
+
+    def _analysed(self, items: list[tuple[float, dict[Any, Any]]]) -> list[Any]:
+        """``Enricher.analyse(record, True)`` of each item, in order, as
+        ``Enricher.batch`` would call it, with what a line of the file said
+        before taken from ``_reads``. A probe-heavy file repeats the same few
+        probe lines from the same few senders, each with its own timestamp:
+        the reading and the sender depend on every field of the record but
+        the time (rebuild never reads it, ``decode.memo_key``), so a record
+        equal to an earlier one in all other fields reads the same. Only
+        readings with matches are kept: for one without, analyse looks for
+        markers in every field, the time too. A skipped line's record is
+        always the same empty one: analysed once."""
+        analyse = self.enricher.analyse
+        reads = self._reads
+        nothing = self._nothing_read
+        pre: list[Any] = []
+        add = pre.append
+        for _t, rec in items:
+            if rec is _NOTHING:
+                if nothing is None:
+                    nothing = self._nothing_read = analyse(_NOTHING, True)
+                add(nothing)
+                continue
+            key: Any = tuple([kv for kv in rec.items() if kv[0] != _TIME_FIELD])
+            try:
+                got = reads.get(key)
+            except TypeError:  # a list or map among a JSON record's values
+                got = key = None
+            if got is None:
+                got = analyse(rec, True)
+                if key is not None and got is not None and got[0].matches:
+                    msg = rec.get("msg")
+                    if type(msg) is bytes and len(msg) <= _READ_KEY_MSG:
+                        if len(reads) >= _READS:
+                            reads.clear()
+                        reads[key] = got
+            add(got)
+        return pre
 
     def finish(self) -> FileReport:
         self.report.summaries = _merge_overlapping(self.correlator.flush())
