@@ -742,8 +742,19 @@ class Enricher:
             if self.late:
                 self._keep_pending(items, readings, sources, unmatched, out, (), waiting, lines)
             return 0  # nothing to place
-        got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
-                                     self.correlator.context)
+        # Lines the pass cannot place (no payload: explain's placeholders for
+        # lines it skipped) are left out of it: it goes by order and time
+        # alone, and its loops would otherwise step over every one of them.
+        keep = [i for i in range(n) if lines[i] is not None]
+        if len(keep) == n:
+            got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
+                                         self.correlator.context)
+        else:
+            got_kept = self.sequence.name([*(x[1] for x in pending), *(lines[i] for i in keep)],
+                                          [None] * p + [named[i] for i in keep], self.correlator.context)
+            got_all = got_kept[:p] + [None] * n
+            for k, i in enumerate(keep):
+                got_all[p + i] = got_kept[p + k]
         for k in range(p):
             g = got_all[k]
             if g is not None:
