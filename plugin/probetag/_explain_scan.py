@@ -661,14 +661,17 @@ class Explainer:
         equal to an earlier one in all other fields reads the same. Only
         readings with matches are kept: for one without, analyse looks for
         markers in every field, the time too. A skipped line's record is
-        always the same empty one: analysed once."""
+        always the same empty one: analysed once (in both processes of
+        ``--jobs 2``: the detecting one gets a copy of it)."""
         analyse = self.enricher.analyse
         reads = self._reads
         nothing = self._nothing_read
         pre: list[Any] = []
         add = pre.append
         for _t, rec in items:
-            if rec is _NOTHING:
+            # (``_NOTHING``, or its copy from the reading process of --jobs 2:
+            # no line's record is empty, each holds at least its format)
+            if not rec:
                 if nothing is None:
                     nothing = self._nothing_read = analyse(_NOTHING, True)
                 add(nothing)
