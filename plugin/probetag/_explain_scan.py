@@ -28,11 +28,16 @@ _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame
 _ISO_FRACTION = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]{1,6})(Z|[+-][0-9]{2}:[0-9]{2})")
 
 #: The field ``decode.parse_syslog_line`` puts a line's timestamp in, and
-#: the records ``Explainer._analysed`` keeps readings of (how many; how long
-#: an MSG may be).
+#: the records ``Explainer._analysed`` keeps readings of (how many; how
+#: long their values may be, together: a few MB at most).
 _TIME_FIELD = "timereported"
 _READS = 8192
-_READ_KEY_MSG = 2048
+_READ_KEY_CHARS = 512
+
+
+def _key_size(key: tuple[tuple[Any, Any], ...]) -> int:
+    """Bytes or characters of the values in a record's key (other values: 8)."""
+    return sum(len(v) if isinstance(v, (bytes, str)) else 8 for _k, v in key)
 
 #: What ``pick`` hands detection in place of a line it knows matches nothing.
 _NOTHING: dict[Any, Any] = {}
@@ -683,12 +688,10 @@ class Explainer:
                 got = key = None
             if got is None:
                 got = analyse(rec, True)
-                if key is not None and got is not None and got[0].matches:
-                    msg = rec.get("msg")
-                    if type(msg) is bytes and len(msg) <= _READ_KEY_MSG:
-                        if len(reads) >= _READS:
-                            reads.clear()
-                        reads[key] = got
+                if key is not None and got is not None and got[0].matches and _key_size(key) <= _READ_KEY_CHARS:
+                    if len(reads) >= _READS:
+                        reads.clear()
+                    reads[key] = got
             add(got)
         return pre
 
