@@ -33,7 +33,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probetag import decode, explain
+from probetag import _explain_read, _explain_scan, decode, explain
 from probetag._config import load_config
 from probetag.detect import Prefilter, available_backends
 
@@ -72,17 +72,17 @@ def ref_blocks(f: Any, first: list[bytes], report: explain.FileReport) -> Iterat
     rest = b"\n".join(first) + b"\n" if first else b""
     held: bytes | None = None
     while True:
-        data = f.read(explain._BLOCK)
+        data = f.read(_explain_read._BLOCK)
         if not data:
             break
         data = rest + data
         cut = data.rfind(b"\n")
         if cut < 0:
-            if len(data) > explain._MAX_LINE:
+            if len(data) > _explain_read._MAX_LINE:
                 report.cut_lines += 1
                 if held is not None:
                     yield held
-                held, rest = data[:explain._MAX_LINE], b""
+                held, rest = data[:_explain_read._MAX_LINE], b""
             else:
                 rest = data
             continue
@@ -128,7 +128,7 @@ def ref_block(ex: explain.Explainer, data: bytes) -> tuple[int, dict[int, dict[s
     lit_hit = set(hit_set)
     for i in strong:
         needle = explain._host_word(lines[i], host_at)[1] if host_at >= 0 else b""
-        for j in range(i - explain._NEIGHBOURS_BEFORE, i + explain._NEIGHBOURS_AFTER + 1):
+        for j in range(i - _explain_scan._NEIGHBOURS_BEFORE, i + _explain_scan._NEIGHBOURS_AFTER + 1):
             if not 0 <= j < len(lines) or j in lit_hit:
                 continue
             if host_at >= 0:
@@ -295,9 +295,9 @@ def test_blocks_cut_where_the_original_cut(lines: list[bytes], final_lf: bool, b
                                            max_line: int, sniff: int, step: int) -> None:
     data = b"\n".join(lines) + (b"\n" if final_lf and lines else b"")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(explain, "_BLOCK", block)
-        mp.setattr(explain, "_MAX_LINE", max_line)
-        mp.setattr(explain, "_SNIFF_LINES", sniff)
+        mp.setattr(_explain_read, "_BLOCK", block)
+        mp.setattr(_explain_read, "_MAX_LINE", max_line)
+        mp.setattr(_explain_read, "_SNIFF_LINES", sniff)
         want_rep = explain.FileReport("ref")
         f = io.BytesIO(data)
         want = list(ref_blocks(f, explain._sniff(f), want_rep))
@@ -328,8 +328,8 @@ def _lf_spanning(ex: explain.Explainer) -> bytes:
 @pytest.mark.parametrize("source", ["traditional.log", "rfc3339.log", "rfc5424.log", "json.log", "generated"])
 def test_block_equals_line_by_line_reference(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                              source: str, block: int) -> None:
-    monkeypatch.setattr(explain, "_BLOCK", block)
-    monkeypatch.setattr(explain, "_SNIFF_LINES", 20)  # the fixtures are ~100 lines
+    monkeypatch.setattr(_explain_read, "_BLOCK", block)
+    monkeypatch.setattr(_explain_read, "_SNIFF_LINES", 20)  # the fixtures are ~100 lines
     raw = _generated(tmp_path) if source == "generated" else (FIX / source).read_bytes()
     fmt = decode.detect_file_format(raw.split(b"\n")[:200])
     new, ref = _explainer(fmt), _explainer(fmt)
@@ -388,8 +388,8 @@ def test_hits_on_and_across_a_lf(backend: str, monkeypatch: pytest.MonkeyPatch) 
     # the literal starts in (a LF ends its line). Benign otherwise, so what
     # is compared is the lines handed to detection (the lines around a hit,
     # read too in real use, are left out here).
-    monkeypatch.setattr(explain, "_NEIGHBOURS_BEFORE", 0)
-    monkeypatch.setattr(explain, "_NEIGHBOURS_AFTER", 0)
+    monkeypatch.setattr(_explain_scan, "_NEIGHBOURS_BEFORE", 0)
+    monkeypatch.setattr(_explain_scan, "_NEIGHBOURS_AFTER", 0)
     frags = [b"\nzz", b"q\nr", b"GET / HTTP/1.0#015", b"#015"]
     lines = [
         b"Nov 27 10:00:00 h app: ends q",  # 0: q LF r starts here
@@ -501,8 +501,8 @@ def test_gunzip_reads_what_gzipfile_reads(tmp_path: Path, case: str, monkeypatch
     assert _read_all(explain._open(str(path))) == want
     # tiny reads and a tiny inflate limit: every member boundary and
     # unconsumed tail is met
-    monkeypatch.setattr(explain, "_GZ_IN", 7)
-    monkeypatch.setattr(explain, "_GZ_OUT", 64)
+    monkeypatch.setattr(_explain_read, "_GZ_IN", 7)
+    monkeypatch.setattr(_explain_read, "_GZ_OUT", 64)
     assert _read_all(io.BufferedReader(explain._Gunzip(io.BufferedReader(io.BytesIO(data))), 64)) == want
 
 

@@ -773,8 +773,20 @@ class Enricher:
         if not p and not any(lines[i] is not None and named[i] is None for i in range(n)):
             return 0  # nothing to place
         pend = self._pending
-        got_all = self.sequence.name([*(pend[k][1] for k in offer), *lines],
-                                     [*(pend[k][2] for k in offer), *named], self.correlator.context)
+        early = [pend[k][1] for k in offer]
+        early_named = [pend[k][2] for k in offer]
+        # Lines the pass cannot place (no payload: explain's placeholders for
+        # lines it skipped) are left out of it: it goes by order and time
+        # alone, and its loops would otherwise step over every one of them.
+        keep = [i for i in range(n) if lines[i] is not None]
+        if len(keep) == n:
+            got_all = self.sequence.name([*early, *lines], [*early_named, *named], self.correlator.context)
+        else:
+            got_kept = self.sequence.name([*early, *(lines[i] for i in keep)],
+                                          [*early_named, *(named[i] for i in keep)], self.correlator.context)
+            got_all = got_kept[:p] + [None] * n
+            for k, i in enumerate(keep):
+                got_all[p + i] = got_kept[p + k]
         for j, k in enumerate(offer):
             g = got_all[j]
             t, line, was = pend[k]
