@@ -366,6 +366,12 @@ class Processor:
             needle = self._hit_sender(entries, starts, i)
             if needle is None:
                 continue
+            if not needle:
+                # A hit that names no sender (its HOSTNAME was the payload's
+                # first word: ``fox a 1 -1 fox hello``) is most likely a line
+                # of the scan the hits before it came from: its connection's
+                # next lines (``fox.version=s:1.0``) hold that sender.
+                needle = last_needle or needle0
             if near is not None:
                 window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
             else:

@@ -716,8 +716,9 @@ class Enricher:
             # line without a sender: when some sender's scan does)
             ok = ordered.get(src)
             if ok is None:
-                ok = ordered[src] = (in_order(src) if src is not None
-                                     else any(in_order(x) for x in set(sources) if x is not None))
+                ok = ordered[src] = (self._in_order(src, sources, named) if src is not None
+                                     else any(self._in_order(x, sources, named)
+                                              for x in set(sources) if x is not None))
             if not ok:
                 continue
             lines[i] = line
@@ -780,6 +781,15 @@ class Enricher:
             k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
+
+    def _in_order(self, source: str, sources: Sequence[str | None],
+                  named: Sequence[tuple[Any, int] | None]) -> bool:
+        """Does the source's scan go through its scanner's order: as the
+        correlator sees it now, or by the lines of it named in this batch?"""
+        if self.correlator.in_order(source):
+            return True
+        return self.correlator.lines_in_order(
+            nm[0] for nm, s in zip(named, sources) if nm is not None and s == source)
 
     @staticmethod
     def _sequence_line(i: int, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
