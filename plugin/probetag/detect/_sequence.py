@@ -590,6 +590,12 @@ class SequenceNamer:
                     changed += 1
                 continue
             plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines)
+            if plan is None and all(lines[i][4] for i in flat):
+                # Records known to miss bytes may miss whole lines too (Fluent
+                # Bit's RFC 5424 parser drops every record with an empty
+                # message): the probes that left none are passed over, and
+                # the lines still take the probes in the scan's order.
+                plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines, skip=True)
             if plan is None:
                 continue
             for i, sig, frag in plan:
@@ -633,14 +639,16 @@ class SequenceNamer:
         return False
 
     def _split(self, scanner: str, transport: str, groups: list[list[int]], expected: list[str],
-               lines: Sequence[Any]) -> list[tuple[int, Signature, int]] | None:
+               lines: Sequence[Any], skip: bool = False) -> list[tuple[int, Signature, int]] | None:
         """The one way to cut the lines into ``expected``'s connections, in
         order, each line of a connection its probe's next piece; None when
         there is none or more than one. A pause of more than
         ``_SAME_CONNECTION`` always starts a connection (``groups``), but two
         connections can also follow each other within it (kumo-server's
         empty RFC 5424 record and metasploit-msgrpc's request line, 0.1 ms
-        apart): a group may hold several of them."""
+        apart): a group may hold several of them. ``skip``: a probe of
+        ``expected`` may have left no line (each way of naming the lines
+        is counted once: a probe is either passed over or takes lines)."""
         if len(expected) < len(groups) or len(expected) > _MAX_SPLIT:
             return None
         flat = [i for grp in groups for i in grp]
@@ -660,11 +668,13 @@ class SequenceNamer:
 
         def ways(k: int, e: int) -> tuple[int, list[tuple[int, Signature, int]]]:
             if k == len(flat) or e == len(expected):
-                return (1, []) if k == len(flat) and e == len(expected) else (0, [])
+                return (1, []) if k == len(flat) and (skip or e == len(expected)) else (0, [])
             got = memo.get((k, e))
             if got is not None:
                 return got
             count, best = 0, []
+            if skip:
+                count, best = ways(k, e + 1)
             n = 1
             while k + n <= len(flat):
                 if n > 1 and flat[k + n - 1] in starts:
