@@ -495,7 +495,10 @@ class SequenceNamer:
                 # connection's: another program logging through the same
                 # relay, as the benign lines of corpus-dev's mixed run do)
                 fit = None
-                for k in range(len(group), min(total, len(group)) - 1, -1):
+                # (a record known to miss lines may have kept only its first
+                # line, and the rest of the second be others')
+                least = 1 if lossy else min(total, len(group))
+                for k in range(len(group), least - 1, -1):
                     fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
                     if fit is not None:
                         break
