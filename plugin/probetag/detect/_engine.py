@@ -313,6 +313,41 @@ def rsyslog_msg(line: bytes) -> bytes:
     return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), escaped[_TAG_MAX:])
 
 
+#: An escape that a cut at a fixed byte count split (``#0`` of ``#001``).
+_SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
+
+
+def forward_cut(line: bytes) -> tuple[bytes, bytes] | None:
+    """What rsyslog's forwarding template (``%syslogtag:1:32%%msg%``) sends
+    of a logged line whose TAG ran into pmrfc3164's 510-byte cut, as
+    (head, tail), both decoded: head is the HOSTNAME word (with its space),
+    if any, and the TAG's first 32 bytes as escaped, without an escape that
+    cut split; tail is MSG, the escaped text from byte 510 on, whose first
+    bytes may be the digits of an escape the 510-byte cut split (ibm-db2's
+    ``#0`` + `` `` + ``000#004...``). None when the TAG ends before 510."""
+    sp = line.find(b" ")
+    word = line if sp < 0 else line[:sp]
+    host = b""
+    if sp >= 0 and word and _HOSTWORD.fullmatch(word) is not None:
+        host, line = line[:sp + 1], line[sp + 1:]
+    if not line or line[:1] in (b" ", b"{", b"["):
+        return None
+    end = _TAG_END.search(line)
+    if end is not None:
+        cut = end.end() if end.group() == b":" else end.start()
+        if cut + 3 * len(_CONTROL_BYTE.findall(line, 0, cut)) <= _TAG_MAX:
+            return None
+    escaped = _CONTROL_BYTE.sub(lambda m: b"#%03o" % m.group()[0], line)
+    if len(escaped) <= _TAG_MAX:
+        return None
+
+    def decode(text: bytes) -> bytes:
+        return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), text)
+
+    head = _SPLIT_ESCAPE.sub(b"", escaped[:32])
+    return host + decode(head), decode(escaped[_TAG_MAX:])
+
+
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
@@ -329,6 +364,9 @@ class Detector:
         self._sng_tcp: dict[str, tuple[bytes, ...]] = {}
         self._sng_exact: dict[bytes, list[_Piece]] = {}
         self._sng_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
+        #: pieces whose TAG ran into the 510-byte cut, with what the
+        #: forwarding template leaves of them (``forward_cut``)
+        self._forward: list[tuple[_Piece, bytes, bytes]] = []
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
@@ -351,6 +389,11 @@ class Detector:
             for _t, f, line in logged:
                 frags.setdefault(f, line)
             self._logged[sig.id] = tuple(frags[f] for f in sorted(frags))
+            for transport, frag, line in logged:
+                got = forward_cut(line)
+                if got is not None and len(got[1].strip(_TRIM)) >= _MIN_GAPPED:
+                    self._forward.append((_Piece(si, frag, "damaged", transport, line, distinctive(line),
+                                                 trimmed=False), got[0].strip(_TRIM), got[1].strip(_TRIM)))
             self._cores[sig.id] = tuple(x.strip(b" \t") for x in self._logged[sig.id])
             for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
@@ -611,6 +654,15 @@ class Detector:
             return []
         hits: list[tuple[_Piece, float]] = []
         seen: set[bytes] = set()
+        # The forwarding template's cut after the 510-byte one: the TAG's
+        # first 32 bytes, then MSG; rebuild joins the two with a separator
+        # of its own (a space, ``: ``) or none, and may drop a split escape.
+        core = line.strip(_TRIM)
+        for p, head, tail in self._forward:
+            if core.endswith(tail) and self._ok_transport(p, transport):
+                kept = core[:len(core) - len(tail)].rstrip(b" :")
+                if head.startswith(kept):
+                    hits.append((p, len(core) / len(p.text)))
 
         def consider(key: bytes) -> None:
             if key in seen or len(key) <= len(line):
