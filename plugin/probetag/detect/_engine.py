@@ -317,14 +317,19 @@ def rsyslog_msg(line: bytes) -> bytes:
 _SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
 
 
-def forward_cut(line: bytes) -> tuple[bytes, bytes] | None:
+_NUL = re.compile(rb"\x00")
+
+
+def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> tuple[bytes, bytes] | None:
     """What rsyslog's forwarding template (``%syslogtag:1:32%%msg%``) sends
     of a logged line whose TAG ran into pmrfc3164's 510-byte cut, as
     (head, tail), both decoded: head is the HOSTNAME word (with its space),
     if any, and the TAG's first 32 bytes as escaped, without an escape that
     cut split; tail is MSG, the escaped text from byte 510 on, whose first
     bytes may be the digits of an escape the 510-byte cut split (ibm-db2's
-    ``#0`` + `` `` + ``000#004...``). None when the TAG ends before 510."""
+    ``#0`` + `` `` + ``000#004...``). None when the TAG ends before 510.
+    ``escaped_bytes``: the bytes rsyslog wrote as ``#ooo`` (with escaping
+    off, after the NUL rule, only NUL)."""
     sp = line.find(b" ")
     word = line if sp < 0 else line[:sp]
     host = b""
@@ -335,9 +340,9 @@ def forward_cut(line: bytes) -> tuple[bytes, bytes] | None:
     end = _TAG_END.search(line)
     if end is not None:
         cut = end.end() if end.group() == b":" else end.start()
-        if cut + 3 * len(_CONTROL_BYTE.findall(line, 0, cut)) <= _TAG_MAX:
+        if cut + 3 * len(escaped_bytes.findall(line, 0, cut)) <= _TAG_MAX:
             return None
-    escaped = _CONTROL_BYTE.sub(lambda m: b"#%03o" % m.group()[0], line)
+    escaped = escaped_bytes.sub(lambda m: b"#%03o" % m.group()[0], line)
     if len(escaped) <= _TAG_MAX:
         return None
 
@@ -390,10 +395,11 @@ class Detector:
                 frags.setdefault(f, line)
             self._logged[sig.id] = tuple(frags[f] for f in sorted(frags))
             for transport, frag, line in logged:
-                got = forward_cut(line)
-                if got is not None and len(got[1].strip(_TRIM)) >= _MIN_GAPPED:
-                    self._forward.append((_Piece(si, frag, "damaged", transport, line, distinctive(line),
-                                                 trimmed=False), got[0].strip(_TRIM), got[1].strip(_TRIM)))
+                kept = unescaped_nul_rule(line)
+                for got in {forward_cut(line), forward_cut(kept, _NUL) if kept != line else None}:
+                    if got is not None and len(got[1].strip(_TRIM)) >= _MIN_GAPPED:
+                        self._forward.append((_Piece(si, frag, "damaged", transport, line, distinctive(line),
+                                                     trimmed=False), got[0].strip(_TRIM), got[1].strip(_TRIM)))
             self._cores[sig.id] = tuple(x.strip(b" \t") for x in self._logged[sig.id])
             for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
