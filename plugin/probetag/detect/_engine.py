@@ -318,6 +318,7 @@ _SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
 
 
 _NUL = re.compile(rb"\x00")
+_SPACE_RUN = re.compile(rb" {2,}")
 
 
 def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> tuple[bytes, bytes] | None:
@@ -413,6 +414,16 @@ class Detector:
                             lost_cr = t.count(b"\r") < text.count(b"\r")
                             self._add(_Piece(si, frag, kind, transport, t,
                                              distinctive(t) and not lost_cr, trimmed=True))
+        # Pieces with runs of spaces, by their text with each run one space:
+        # parsers that split a line into fields at spaces and trim them
+        # (Vector's syslog source) keep one space where the payload had
+        # several (SharpTV's ``TVNM1   \rMNRD1``, ``DB2DAS      \x01``).
+        self._squeezed: dict[bytes, list[_Piece]] = {}
+        for p in self._pieces:
+            if not p.trimmed and b"  " in p.text:
+                key = _SPACE_RUN.sub(b" ", p.text).strip(_TRIM)
+                if len(key) >= _MIN_GAPPED:
+                    self._squeezed.setdefault(key, []).append(p)
         # Sorted keys for the truncation bisect.
         self._sorted = sorted(self._exact)
         self._rsorted = sorted(k[::-1] for k in self._exact)
@@ -624,7 +635,7 @@ class Detector:
         matches."""
         cands = [c for c in candidates if c]
         fallback: tuple[bytes, list[Match]] | None = None
-        passes = [self._match_one] + ([self._gapped] if lossy else [])
+        passes = [self._match_one] + ([self._gapped] if lossy else []) + [self._squeezed_match]
         if collector == "syslog-ng":
             # what syslog-ng leaves of a payload first (module docstring)
             passes.insert(0, self._match_syslog_ng)
@@ -639,6 +650,24 @@ class Detector:
                 if fallback is None:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])
+
+    def _squeezed_match(self, line: bytes, transport: str | None) -> list[Match]:
+        """A piece whose runs of spaces the line has one space of each
+        (``damaged``): what a parser that trims its fields leaves."""
+        if not self._squeezed or b" " not in line:
+            return []
+        hits = [p for p in self._squeezed.get(_SPACE_RUN.sub(b" ", line).strip(_TRIM), ())
+                if self._ok_transport(p, transport)]
+        if not hits:
+            return []
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb), amb)
+        return self._finish({id(m.signature): m for m in best.values()})
 
     def match_markers(self, data: bytes) -> list[Match]:
         """Marker signatures only (a user agent, a tool's name) anywhere in
