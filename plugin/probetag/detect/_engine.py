@@ -561,7 +561,7 @@ class Detector:
         if not hits:
             return self.match_best((line,), transport=transport)[1]
         probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(core) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        amb = not distinctive(core) or (len(probes) > 1 and self._payloads(hits) > 1)
         best: dict[int, Match] = {}
         for p in hits:
             if p.sig not in best:
@@ -651,6 +651,12 @@ class Detector:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])
 
+    def _payloads(self, pieces: Iterable[_Piece]) -> int:
+        """How many payloads these pieces come from: one means no doubt
+        about the bytes, whatever names the catalogue gives them (the
+        variants of one payload, trimmed or damaged, differ in text)."""
+        return len({self.signatures[p.sig].payload for p in pieces})
+
     def _squeezed_match(self, line: bytes, transport: str | None) -> list[Match]:
         """A piece whose runs of spaces the line has one space of each
         (``damaged``): what a parser that trims its fields leaves."""
@@ -661,7 +667,7 @@ class Detector:
         if not hits:
             return []
         probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(hits) > 1)
         best: dict[int, Match] = {}
         for p in hits:
             if p.sig not in best:
@@ -749,7 +755,7 @@ class Detector:
         # Several probes, but all from the same bytes (an -sV probe and the
         # -sU payload of its port): no doubt about the line; the catalogue's
         # naming policy (Signature.rank) picks the name.
-        amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
+        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(p for p, _ in hits) > 1)
         best: dict[int, Match] = {}
         for p, ratio in hits:
             m = Match(self.signatures[p.sig], p.fragment, "damaged",
@@ -848,7 +854,7 @@ class Detector:
                 # Several probes, but all from the same bytes (an -sV probe and the
                 # -sU payload of its port): no doubt about the line; the catalogue's
                 # naming policy (Signature.rank) picks the name.
-                amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
+                amb = not distinctive(line) or (len(probes) > 1 and self._payloads(p for p, _ in hits) > 1)
                 for p, ratio in hits:
                     offer(Match(self.signatures[p.sig], p.fragment, "truncated",
                                 self._conf(p.sig, "truncated", amb, 0.8 + 0.2 * ratio), amb))
