@@ -319,6 +319,8 @@ _SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
 
 _NUL = re.compile(rb"\x00")
 _SPACE_RUN = re.compile(rb" {2,}")
+#: What ``[^:]*:`` and the `` *`` after it take from a TAG.
+_SEPARATOR_GAP = re.compile(rb"[^:]*: *")
 
 
 def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> tuple[bytes, bytes] | None:
@@ -626,16 +628,24 @@ class Detector:
         return self.match_best((line, *alternatives), transport=transport, lossy=lossy, collector=collector)[1]
 
     def match_best(self, candidates: Iterable[bytes], *, transport: str | None = None,
-                   lossy: bool = False, collector: str | None = None) -> tuple[bytes, list[Match]]:
+                   lossy: bool = False, collector: str | None = None,
+                   separator: bool = False) -> tuple[bytes, list[Match]]:
         """(candidate, its matches) for the first candidate with a
         distinctive match; exact/prefix/truncated readings before gapped ones
         (``lossy``), and syslog-ng's pieces before both for its lines
-        (``collector``); failing that, the first candidate with ambiguous matches
+        (``collector``); ``separator``: the record comes from a parser whose
+        ident stops at the first byte outside a class and whose separator
+        ``[^:]*:`` then swallows the rest of the TAG (Fluent Bit's stock
+        ``syslog-rfc3164``: ``A#000#000#000:`` read as ident ``A``), so a
+        piece with such a stretch, up to its colon, lost matches too
+        (``damaged``); failing that, the first candidate with ambiguous matches
         only, so correlation can still use it. ``(b"", [])`` when nothing
         matches."""
         cands = [c for c in candidates if c]
         fallback: tuple[bytes, list[Match]] | None = None
         passes = [self._match_one] + ([self._gapped] if lossy else []) + [self._squeezed_match]
+        if separator and not lossy:
+            passes.append(self._swallowed)
         if collector == "syslog-ng":
             # what syslog-ng leaves of a payload first (module docstring)
             passes.insert(0, self._match_syslog_ng)
@@ -686,11 +696,17 @@ class Detector:
                 best[si] = Match(self.signatures[si], 0, "marker", self._conf(si, "marker", False), False)
         return self._finish({id(m.signature): m for m in best.values()}) if best else []
 
-    def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
+    def _swallowed(self, line: bytes, transport: str | None) -> list[Match]:
+        """``_gapped`` where the lost stretch is what a syslog parser's
+        ``[^:]*:`` separator takes: no colon but its last byte."""
+        return self._gapped(line, transport, colon=True)
+
+    def _gapped(self, line: bytes, transport: str | None, colon: bool = False) -> list[Match]:
         """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost
         in one stretch (FIELD_GUIDE 3: RFC 5424 output prints APP-NAME, not
         the rest of the TAG). ``A`` may be empty (the whole TAG lost); ``B``
-        must be long enough to mean something."""
+        must be long enough to mean something. ``colon``: ``X`` ends with
+        the first colon after ``A`` (``_swallowed``)."""
         if len(line.strip(_TRIM)) < _MIN_GAPPED:
             return []
         hits: list[tuple[_Piece, float]] = []
@@ -699,7 +715,7 @@ class Detector:
         # first 32 bytes, then MSG; rebuild joins the two with a separator
         # of its own (a space, ``: ``) or none, and may drop a split escape.
         core = line.strip(_TRIM)
-        for p, head, tail in self._forward:
+        for p, head, tail in () if colon else self._forward:
             if core.endswith(tail) and self._ok_transport(p, transport):
                 kept = core[:len(core) - len(tail)].rstrip(b" :")
                 if head.startswith(kept):
@@ -720,7 +736,8 @@ class Detector:
             # piece (A empty: the line's first bytes only happen to be the
             # piece's too, ``\x00`` after a TAG that began with one).
             for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
-                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs):
+                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs) and (
+                        not colon or _SEPARATOR_GAP.fullmatch(key[a:len(key) - (len(line) - a)]) is not None):
                     break
             else:
                 return

@@ -394,7 +394,8 @@ class Enricher:
                     if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
                         transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
                 line, matches = self.detector.match_best(
-                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector)
+                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector,
+                    separator=rb.shape == "fluentd-syslog")
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
