@@ -77,7 +77,7 @@ from ._correlate import Correlator, Verdict
 from ._engine import DEFAULT_CONFIDENCE, Detector, Match
 from ._runs import FragmentRuns, RunLine
 from ._sequence import SEQUENCE_CONFIDENCE, SequenceNamer, load_orders
-from ._openings import Openings, continuation_bytes, seen_in
+from ._openings import Openings, continuation_bytes, hostname_was_payload, seen_in
 from ._openings import literals as opening_literals
 
 __all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
@@ -423,12 +423,8 @@ class Enricher:
             # A memoised reading may come from a record with another sender:
             # the source is this record's.
             source = first if first is not None else rb.source
-            if first is None and source and reading.matches and reading.line is not rb.line:
-                # The reading that matched has the HOSTNAME as the payload's
-                # first word (``show info\r``): then it was not the sender.
-                word = source.encode("utf-8", "surrogateescape")
-                if reading.line == word or reading.line.startswith(word + b" "):
-                    source = None
+            if first is None and reading.matches and hostname_was_payload(reading.line, rb.line, source):
+                source = None
         if not reading.matches:
             # Markers (user agents...) also count in other fields of the
             # record, e.g. the ``agent`` of a parsed access log.
