@@ -198,6 +198,7 @@ class SequenceNamer:
                 cores = self._sng_cores[sig.id] = self._syslog_ng(sig)
                 for k, p in enumerate(cores):
                     self._sng_pieces.setdefault((sig.scanner, p), []).append((sig, k))
+        self._nul_kept: dict[str, tuple[bytes, ...]] = {}
         self._multi: set[str | None] = set()
         self._index = _Index()
         self._cands: dict[tuple[str, bytes, bool, bool, bool], dict[str, tuple[Signature, int]]] = {}
@@ -259,13 +260,29 @@ class SequenceNamer:
             if lossy:
                 out.extend(range(len(pieces)))
             return out
+        kept = self._kept(sig.id) if lossy or cut else ()
         for k, p in enumerate(pieces):
             # (a CR at the end is what in_tail and in_syslog chomp off a
             # line rsyslog wrote with escaping off)
             if p == core or p == core + b"\r" or (
-                    (lossy or cut) and len(p) > len(core) and p.startswith(core)):
+                    (lossy or cut) and ((len(p) > len(core) and p.startswith(core))
+                                        or (len(kept[k]) > len(core) and kept[k].startswith(core)))):
+                # (or a prefix of what the NUL rule leaves of it: escaping
+                # off, TerminalServer's ``\x03\x00\x00\x0b\x06\xe0`` is logged
+                # ``#000#000\xe0``, and RFC 5424's APP-NAME keeps ``#000#000``)
                 out.append(k)
         return out
+
+    def _kept(self, sig_id: str) -> tuple[bytes, ...]:
+        """The signature's logged pieces as rsyslog with escaping off keeps
+        them (``_engine.unescaped_nul_rule``), spaces and tabs stripped."""
+        got = self._nul_kept.get(sig_id)
+        if got is None:
+            from ._engine import unescaped_nul_rule
+
+            got = self._nul_kept[sig_id] = tuple(unescaped_nul_rule(p).strip(b" \t")
+                                                 for p in self.detector.logged_cores(sig_id))
+        return got
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
                    cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
