@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -219,3 +222,25 @@ def test_hostname_was_payload() -> None:
     assert not hostname_was_payload(b"info\r", b"info\r", "show")
     assert not hostname_was_payload(b"127.0.0.1x", b"x", "127.0.0.1")
     assert not hostname_was_payload(b"show info\r", b"info\r", None)
+
+
+# -- RFC 5424 with escaping off: APP-NAME of what the NUL rule left --------
+
+
+def test_escaping_off_app_names_and_the_empty_lines_between() -> None:
+    # ``127.0.0.1 #000#000 - - -`` (TerminalServer: \x03\x00\x00\x0b\x06\xe0...
+    # with the control bytes after the first NUL dropped), ``#00087``
+    # (OpenVPN), then pcworx's and proconos' empty records between OpenVPN
+    # and niagara-fox
+    path = DEV / "noescape_nmap_sV_all" / "proto23.log"
+    labels = {x["line"]: x["label"] for x in map(json.loads, (DEV / "labels.jsonl").read_text().splitlines())
+              if x["run"] == "noescape_nmap_sV_all" and x["format"] == "proto23"}
+    env = {**os.environ, "PYTHONPATH": str(FIX.parents[1] / "plugin")}
+    out = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", "--jobs", "1",
+                          str(path)], capture_output=True, env=env, timeout=300)
+    assert out.returncode in (0, 1), out.stderr.decode()[-2000:]
+    probes = [json.loads(x)["probe"] for x in out.stdout.decode().splitlines()]
+    lines = [50, 134, 135, 136]
+    assert {n: labels[n] for n in lines} == {50: "TerminalServer", 134: "OpenVPN", 135: "pcworx", 136: "proconos"}
+    assert {n: (probes[n - 1] or {}).get("name") for n in lines} == {n: labels[n] for n in lines}
+    assert not [n for n, lab in labels.items() if probes[n - 1] and probes[n - 1]["name"] != lab]
