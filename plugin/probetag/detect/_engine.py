@@ -319,6 +319,8 @@ _SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
 
 _NUL = re.compile(rb"\x00")
 _SPACE_RUN = re.compile(rb" {2,}")
+#: Places tried for a gap that ends with a colon (``Detector._gapped``).
+_MAX_GAP_PLACES = 8
 #: What ``[^:]*:`` and the `` *`` after it take from a TAG.
 _SEPARATOR_GAP = re.compile(rb"[^:]*: *")
 
@@ -735,7 +737,17 @@ class Detector:
             # When the whole line is a suffix, the gap may also start the
             # piece (A empty: the line's first bytes only happen to be the
             # piece's too, ``\x00`` after a TAG that began with one).
-            for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
+            hi, glen = min(cp, len(line)), len(key) - len(line)
+            tries = [hi, 0 if cs >= len(line) else -1]
+            # A gap that ends with the TAG's colon (a separator ``[^:]*:``
+            # took it) may sit earlier, where the bytes before and after it
+            # repeat (``#000`` runs): those places too, a few.
+            for a in range(hi - 1, max(0, len(line) - cs) - 1, -1):
+                if key[a + glen - 1:a + glen] == b":" or key[a + glen - 2:a + glen] == b": ":
+                    tries.append(a)
+                    if len(tries) >= _MAX_GAP_PLACES:
+                        break
+            for a in dict.fromkeys(tries):
                 if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs) and (
                         not colon or _SEPARATOR_GAP.fullmatch(key[a:len(key) - (len(line) - a)]) is not None):
                     break
