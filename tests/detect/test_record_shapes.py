@@ -244,3 +244,21 @@ def test_escaping_off_app_names_and_the_empty_lines_between() -> None:
     assert {n: labels[n] for n in lines} == {50: "TerminalServer", 134: "OpenVPN", 135: "pcworx", 136: "proconos"}
     assert {n: (probes[n - 1] or {}).get("name") for n in lines} == {n: labels[n] for n in lines}
     assert not [n for n, lab in labels.items() if probes[n - 1] and probes[n - 1]["name"] != lab]
+
+
+def test_a_tag_cut_at_32_then_a_separator_up_to_a_colon() -> None:
+    # escaping off: ``#000Z#000#000#000#000#0006,#000#`` (32 bytes) as ident,
+    # `` #000:`` taken by the separator, the rest as message
+    rows = {r["source_line"]: r for r in map(json.loads, (DEV / "fluentd_in_syslog_noescape_oracle_tns.jsonl")
+                                             .read_text().splitlines())}
+    row = rows[60]
+    rec = {k: _value(v) for k, v in row["record"].items()}
+    assert row["label"] == "oracle-tns" and rec["ident"].endswith(b",#000#") and len(rec["ident"]) == 32
+    rb = rebuild(rec)
+    assert rb is not None and rb.lossy
+    _line, matches = DET.match_best((rb.line, *rb.alternatives), lossy=True, transport="tcp")
+    assert matches and not matches[0].ambiguous and matches[0].signature.probe == "oracle-tns"
+    for n in (59, 61):  # its neighbours are not it
+        rb = rebuild({k: _value(v) for k, v in rows[n]["record"].items()})
+        got = DET.match_best((rb.line, *rb.alternatives), lossy=bool(rb.lossy), transport="tcp")[1]
+        assert not [m for m in got if m.signature.probe == "oracle-tns"], n
