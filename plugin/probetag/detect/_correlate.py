@@ -37,7 +37,10 @@ Theory of operation
     *group* (``group_lines`` counts them); all lines of a source form one
     *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
     hash of the source and the scan's first time, so replaying the same log
-    gives the same ids.
+    gives the same ids. A scan that was going through its scanner's order
+    when it ended on silence hands its place to the source's next scan if
+    that one's first placed line comes later in the order: the same scan
+    whose lines in between a collector dropped (``in_order``).
 
 * **Event time, not wall clock.** ``t`` is the record's own time. Replaying
   a day of logs through probetag in a minute then groups lines exactly as

@@ -23,8 +23,10 @@ Theory of operation
     (``Detector.logged_cores``), or a match the engine already found for it
     (ambiguous ones included: damage, truncation);
   - a proper prefix of such a piece (a TAG cut at 32 or 510 bytes, RFC 5424's
-    APP-NAME prefix, a connection closed early), or for records known to
-    miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
+    APP-NAME prefix, a connection closed early), or of what rsyslog's NUL
+    rule leaves of it with escaping off (APP-NAME ``#000#000`` of
+    TerminalServer), or for records known to miss bytes, nothing at all (an
+    all-TAG binary line in RFC 5424 output);
   - an empty message, for a probe whose payload has a frame that is only a
     NUL (FIELD_GUIDE 2.1: it is logged as an empty message);
   - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``; an 8th
@@ -50,7 +52,11 @@ Theory of operation
   order starting again) bounds nothing.
 * ``_segments``: between two anchors of one source, the unnamed lines are
   cut into the connections of the probes the order puts between them; a
-  cut is used only when it is the only one (``_split``).
+  cut is used only when it is the only one (``_split``). For records known
+  to miss bytes, which may miss whole records too (Fluent Bit's RFC 5424
+  parser drops every record with an empty message), probes may be passed
+  over: the lines still take the probes in order, one way only
+  (metasploit-msgrpc's and hazelcast-http's identical request lines).
 * Nothing here creates a scan: a line is named only between lines that
   named their probe themselves, so a benign ``#015`` far from any scan, or
   from another sender, stays untagged.
