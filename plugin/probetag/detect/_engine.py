@@ -321,8 +321,8 @@ _NUL = re.compile(rb"\x00")
 _SPACE_RUN = re.compile(rb" {2,}")
 #: Places tried for a gap that ends with a colon (``Detector._gapped``).
 _MAX_GAP_PLACES = 8
-#: What ``[^:]*:`` and the `` *`` after it take from a TAG.
-_SEPARATOR_GAP = re.compile(rb"[^:]*: *")
+#: The ident class of Fluent Bit's stock ``syslog-rfc3164`` parser.
+_IDENT = re.compile(rb"[A-Za-z0-9_/.-]*")
 
 
 def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> tuple[bytes, bytes] | None:
@@ -377,6 +377,8 @@ class Detector:
         #: pieces whose TAG ran into the 510-byte cut, with what the
         #: forwarding template leaves of them (``forward_cut``)
         self._forward: list[tuple[_Piece, bytes, bytes]] = []
+        #: (ident, MSG) -> pieces, for ``_swallowed`` (built on first use)
+        self._separator_index: dict[tuple[bytes, bytes], list[_Piece]] | None = None
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
@@ -699,16 +701,43 @@ class Detector:
         return self._finish({id(m.signature): m for m in best.values()}) if best else []
 
     def _swallowed(self, line: bytes, transport: str | None) -> list[Match]:
-        """``_gapped`` where the lost stretch is what a syslog parser's
-        ``[^:]*:`` separator takes: no colon but its last byte."""
-        return self._gapped(line, transport, colon=True)
+        """Pieces ``IDENT + X + MSG`` for a line ``IDENT [sep] MSG``, ``X``
+        what a syslog parser's separator ``[^:]*:`` took after an ident that
+        stopped at a byte outside ``[A-Za-z0-9_/.-]`` (``damaged``). One
+        lookup: the pieces are indexed by (ident, MSG) once."""
+        index = self._separator_index
+        if index is None:
+            index = self._separator_index = {}
+            for p in self._pieces:
+                if p.trimmed:
+                    continue
+                ident = _IDENT.match(p.text).group()
+                colon = p.text.find(b":", len(ident))
+                if colon <= len(ident):
+                    continue  # nothing but the colon between: no bytes lost
+                msg = p.text[colon + 1:].lstrip(b": ").rstrip(_TRIM)
+                if len(msg) >= _MIN_GAPPED or (ident and len(ident) + len(msg) >= _MIN_GAPPED):
+                    index.setdefault((ident, msg), []).append(p)
+        ident = _IDENT.match(line).group()
+        hits = [p for p in index.get((ident, line[len(ident):].lstrip(b": ").rstrip(_TRIM)), ())
+                if self._ok_transport(p, transport)]
+        if not hits:
+            return []
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(hits) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb, 0.8 + 0.2 * min(1.0, len(line) / len(p.text))),
+                                    amb)
+        return self._finish({id(m.signature): m for m in best.values()})
 
-    def _gapped(self, line: bytes, transport: str | None, colon: bool = False) -> list[Match]:
+    def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
         """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost
         in one stretch (FIELD_GUIDE 3: RFC 5424 output prints APP-NAME, not
         the rest of the TAG). ``A`` may be empty (the whole TAG lost); ``B``
-        must be long enough to mean something. ``colon``: ``X`` ends with
-        the first colon after ``A`` (``_swallowed``)."""
+        must be long enough to mean something."""
         if len(line.strip(_TRIM)) < _MIN_GAPPED:
             return []
         hits: list[tuple[_Piece, float]] = []
@@ -717,7 +746,7 @@ class Detector:
         # first 32 bytes, then MSG; rebuild joins the two with a separator
         # of its own (a space, ``: ``) or none, and may drop a split escape.
         core = line.strip(_TRIM)
-        for p, head, tail in () if colon else self._forward:
+        for p, head, tail in self._forward:
             if core.endswith(tail) and self._ok_transport(p, transport):
                 kept = core[:len(core) - len(tail)].rstrip(b" :")
                 if head.startswith(kept):
@@ -748,8 +777,7 @@ class Detector:
                     if len(tries) >= _MAX_GAP_PLACES:
                         break
             for a in dict.fromkeys(tries):
-                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs) and (
-                        not colon or _SEPARATOR_GAP.fullmatch(key[a:len(key) - (len(line) - a)]) is not None):
+                if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs):
                     break
             else:
                 return
