@@ -262,3 +262,15 @@ def test_a_tag_cut_at_32_then_a_separator_up_to_a_colon() -> None:
         rb = rebuild({k: _value(v) for k, v in rows[n]["record"].items()})
         got = DET.match_best((rb.line, *rb.alternatives), lossy=bool(rb.lossy), transport="tcp")[1]
         assert not [m for m in got if m.signature.probe == "oracle-tns"], n
+
+
+def test_a_few_bytes_after_a_swallowed_stretch_are_named_by_the_lines_around() -> None:
+    # ``id=i: 1`` read as ident ``id``, message ``1`` (the line before it is
+    # niagara-fox's ``fox.version=s:1.0``); ``CNXN#000...#000 :`` as ident
+    # ``CNXN`` and nothing else (between SharpTV and piholeVersion)
+    rb = rebuild(_record(_row(FB3164, 190)))
+    got = DET.match_best((rb.line, *rb.alternatives), transport="tcp", separator=True)[1]
+    assert got and all(m.ambiguous for m in got)  # alone it says nothing
+    rows = [r for r in FB3164 if 186 <= r["source_line"] <= 207]
+    named = _stage(rows)
+    assert _named(named, rows, [190, 206]) == _want(rows, [190, 206]) == {190: "niagara-fox", 206: "adbConnect"}

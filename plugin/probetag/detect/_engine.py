@@ -716,15 +716,18 @@ class Detector:
                 if colon <= len(ident):
                     continue  # nothing but the colon between: no bytes lost
                 msg = p.text[colon + 1:].lstrip(b": ").rstrip(_TRIM)
-                if len(msg) >= _MIN_GAPPED or (ident and len(ident) + len(msg) >= _MIN_GAPPED):
+                if ident or msg:
                     index.setdefault((ident, msg), []).append(p)
         ident = _IDENT.match(line).group()
-        hits = [p for p in index.get((ident, line[len(ident):].lstrip(b": ").rstrip(_TRIM)), ())
-                if self._ok_transport(p, transport)]
+        msg = line[len(ident):].lstrip(b": ").rstrip(_TRIM)
+        hits = [p for p in index.get((ident, msg), ()) if self._ok_transport(p, transport)]
         if not hits:
             return []
         probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(hits) > 1)
+        # (a few bytes left, ``id`` + ``1`` of niagara-fox's ``id=i:1``, say
+        # nothing alone: the line before them from the same sender decides)
+        amb = (not distinctive(line) or len(ident) + len(msg) < _MIN_GAPPED
+               or (len(probes) > 1 and self._payloads(hits) > 1))
         best: dict[int, Match] = {}
         for p in hits:
             if p.sig not in best:
