@@ -68,7 +68,7 @@ EXTRA_FLOORS: dict[str, tuple[str, float, int | None]] = {
     "file: rsyslog traditional": ("name_recall", 0.99, 0),
     "file: rsyslog fromhost_ip": ("name_recall", 0.99, 0),
     "file: rsyslog fromhost": ("name_recall", 0.96, 0),
-    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.97, 0),
+    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.975, 0),
     "records: fluentbit_syslog_rfc5424 (derived)": ("name_recall", 0.94, 0),
     "records: vector_syslog_relay (derived)": ("name_recall", 0.99, 0),
     "file: syslog-ng net_default": ("name_recall_payload_kept", 0.98, 0),
