@@ -20,7 +20,12 @@ exactly what that connection sent (nmap sends some payloads under two names:
 skypev2-version's first request is GetRequest's bytes). A *wrong* name is a
 probe map on a probe line that is none of those, or one that names a scanner
 other than the one that sent it. *Benign tagged* counts probe maps on lines
-labelled benign, rsyslogd's own framing-error lines included.
+labelled benign, rsyslogd's own framing-error lines included. A record
+stream names some lines only after they left, in the scan summaries'
+``named_late``: each such entry is paired with a line of its event time
+that left unnamed and judged the same way ("named late (summary)" when
+right, else a wrong name or a benign line tagged); "name-recall" counts
+the names given at once, "name-recall incl. late" both.
 
 A second layout is read too (``tests/fixtures/corpus-extra``, made by
 ``tools/corpus/capture_extra.py``): its labels carry ``collector`` (rsyslog,
@@ -163,10 +168,10 @@ def _pack(t: list[int], record: dict[str, Any]) -> bytes:
                          unicode_errors="surrogateescape")
 
 
-#: (time, probe) of lines named after they had left, from the scan summaries
-#: of the last ``_stage`` run
-LATE: list[tuple[float, str]] = []
-LATE_BY_SHAPE: dict[str, list[tuple[float, str]]] = {}
+#: The ``named_late`` entries (time, probe, id, scanner, fragment) of the scan
+#: summaries of the last ``_stage`` run: lines named after they had left
+LATE: list[dict[str, Any]] = []
+LATE_BY_SHAPE: dict[str, list[dict[str, Any]]] = {}
 
 
 def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | None]:
@@ -188,9 +193,10 @@ def _stage(chunks: Iterable[tuple[str, list[bytes]]]) -> list[dict[str, Any] | N
                 got.append(rec.get("probe") if isinstance(rec, dict) else None)
         assert len(got) == len(entries), (tag, len(got), len(entries))
         out.extend(got)
-    for summary in proc.correlator.flush():  # what the scan summaries say
-        for x in summary.get("named_late", ()):
-            LATE.append((x["time"], x["probe"]))
+    # what the scan summaries say (process() hands none over: every scan,
+    # ended or not, is handed over here)
+    for summary in proc.correlator.flush():
+        LATE.extend(summary.get("named_late", ()))
     return out
 
 
@@ -222,17 +228,20 @@ def _fluentd_shapes(corpus: Path) -> dict[str, tuple[list[dict[str, Any]], list[
         # One Processor per source file: each was a Fluentd of its own (and
         # the runs overlap in time from the same sender address).
         probes: list[dict[str, Any] | None] = []
+        batched_late: list[dict[str, Any]] = []
         for run in dict.fromkeys(r["capture"]["fluentd_run"] for r in rows):
             mine = [c for c in chunk_runs if c[0] == run]
             probes.extend(_stage([c[1] for c in mine]))
+            batched_late.extend(LATE)
         derived = bool(rows[0].get("derived"))
         name = f"records: {variant} (derived)" if derived else f"records: fluentd {variant}"
         shapes[name] = (rows_in_order, probes)
+        LATE_BY_SHAPE[name] = batched_late  # (a line a later chunk placed)
         if variant in ("tail_none", "in_syslog_tcp") and not derived:
             # A live stream: Fluentd flushes every line on its own (a scan's
             # lines are seconds apart), so each chunk holds one record.
             probes = []
-            late: list[tuple[float, str]] = []
+            late: list[dict[str, Any]] = []
             for run in sorted({r["capture"]["fluentd_run"] for r in rows}):
                 recs = [r for r in rows_in_order if r["capture"]["fluentd_run"] == run]
                 probes_run = _stage([(r["tag"], [_pack(r["time"], {k: _value(v, r["value_types"][k])
@@ -304,7 +313,8 @@ class Row:
         self.app_traces = 0
         self.lost = 0  # probe lines whose payload the format did not keep
         self.lost_named = 0
-        self.late = 0  # unnamed lines named later in their scan's summary (serve)
+        self.late = 0  # unnamed probe lines named right later, in their scan's summary (serve)
+        self.late_wrong = 0  # of those named later, wrongly (counted in ``wrong`` too)
         self.wrong_scanner = 0  # named after a scanner that did not send it
         self.by_protocol = 0  # named by protocol only (scanner "unknown")
         self.misses: list[str] = []
@@ -343,6 +353,25 @@ class Row:
             self.misses.append(f"WRONG {where} [{label['label']}] as {probe.get('name')}/{probe.get('scanner')} via {probe.get('via')}: "
                                f"{label.get('raw', '')[:120]!r}")
 
+    def add_late(self, truth: Truth, label: dict[str, Any], late: dict[str, Any], where: str) -> None:
+        """An entry of a scan summary's ``named_late`` for this line, which
+        left untagged (``add`` saw it unnamed): judged as a probe map is."""
+        probe = {"name": late.get("probe"), "id": late.get("id"), "scanner": late.get("scanner")}
+        if label["label"] == "benign":
+            self.benign_tagged += 1
+            self.misses.append(f"BENIGN-NAMED-LATE {where}: {probe['name']} <- {label.get('raw', '')[:100]!r}")
+            return
+        if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
+            self.late += 1
+            self.misses.append(f"NAMED-LATE {where} [{label['label']}] (in the scan's summary)")
+            return
+        self.late_wrong += 1
+        self.wrong += 1
+        if probe["scanner"] not in (label.get("scanner"), "unknown"):
+            self.wrong_scanner += 1
+        self.misses.append(f"WRONG-LATE {where} [{label['label']}] as {probe['name']}/{probe['scanner']}: "
+                           f"{label.get('raw', '')[:120]!r}")
+
     def as_dict(self) -> dict[str, Any]:
         return {"shape": self.shape, "probe_lines": self.probe_lines, "tagged": self.tagged,
                 "named": self.named, "wrong": self.wrong,
@@ -351,6 +380,9 @@ class Row:
                 "name_recall_payload_kept": (round((self.named - self.lost_named) / (self.probe_lines - self.lost), 4)
                                              if self.probe_lines > self.lost else None),
                 "named_late_in_summary": self.late,
+                "named_late_wrong": self.late_wrong,
+                "name_recall_incl_late": (round((self.named + self.late) / self.probe_lines, 4)
+                                          if self.probe_lines else None),
                 "wrong_scanner": self.wrong_scanner,
                 "by_protocol_only": self.by_protocol,
                 "benign_lines": self.benign, "benign_tagged": self.benign_tagged,
@@ -390,7 +422,11 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
     labels_by_line = {(lab["file"], lab["line"]): lab for lab in labels}
     for shape, (recs, probes) in _fluentd_shapes(corpus).items():
         # in_syslog over the no-escape relay is its own shape (raw CRs chomped)
-        late = collections.Counter((round(t), p) for t, p in LATE_BY_SHAPE.get(shape, ()))
+        # Lines named late, by their record's event time (as the stage reads it)
+        late: dict[float, list[dict[str, Any]]] = collections.defaultdict(list)
+        for x in LATE_BY_SHAPE.get(shape, ()):
+            late[x["time"]].append(x)
+        unnamed: dict[float, list[tuple[Row, dict[str, Any], str]]] = collections.defaultdict(list)
         for r, probe in zip(recs, probes):
             name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
             if r.get("source_file") is not None:
@@ -400,11 +436,13 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
             name = _split(name, lab, by_transport)
             row = rows.setdefault(name, Row(name))
             lab["raw"] = json.dumps(r["record"])[:200]
-            row.add(truth, lab, probe, f"{r['variant']} {r['source_file']}:{r['source_line']}")
-            key = (r["time"][0] + round(r["time"][1] / 1e9), lab["label"])
-            if probe is None and lab["label"] != "benign" and late[key] > 0:
-                late[key] -= 1
-                row.late += 1
+            where = f"{r['variant']} {r['source_file']}:{r['source_line']}"
+            row.add(truth, lab, probe, where)
+            t = r["time"][0] + r["time"][1] / 1e9
+            if probe is None and t in late:
+                unnamed[t].append((row, lab, where))
+        for t, entries in late.items():
+            _judge_late(truth, entries, unnamed.get(t, []), shape)
     for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
         for lab, probe in zip(labs, probes):
             name = _split(shape + (" (escaping off)" if lab["variant"] != "default" else ""), lab, by_transport)
@@ -413,18 +451,43 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
     return list(rows.values())
 
 
+def _judge_late(truth: Truth, entries: list[dict[str, Any]], lines: list[tuple[Row, dict[str, Any], str]],
+                shape: str) -> None:
+    """Pairs the ``named_late`` entries of one event time with the lines of
+    that time that left unnamed: each entry with a probe line it names
+    right if there is one, then with the other probe lines (a wrong name),
+    then with benign lines (a benign line tagged)."""
+    entries = list(entries)
+    left = [x for x in lines if x[1]["label"] != "benign"]
+    for row, lab, where in list(left):
+        for e in entries:
+            if truth.right(lab["label"], lab.get("scanner"), lab.get("session"),
+                           {"name": e.get("probe"), "id": e.get("id"), "scanner": e.get("scanner")}):
+                row.add_late(truth, lab, e, where)
+                entries.remove(e)
+                left.remove((row, lab, where))
+                break
+    rest = left + [x for x in lines if x[1]["label"] == "benign"]
+    for e, (row, lab, where) in zip(entries, rest):
+        row.add_late(truth, lab, e, where)
+    if len(entries) > len(rest):
+        raise SystemExit(f"{shape}: {len(entries) - len(rest)} late names for no line left unnamed")
+
+
 def table(rows: list[Row]) -> str:
     out = ["| shape | probe lines | tagged | named right | protocol only | wrong name | wrong scanner | name-recall | payload lost | "
-           "name-recall, payload kept | named late (summary) | benign lines | benign tagged | app-log traces |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "name-recall, payload kept | named late (summary) | name-recall incl. late | benign lines | benign tagged | "
+           "app-log traces |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tot = Row("total")
     for r in rows:
         d = r.as_dict()
         kept = d["name_recall_payload_kept"]
         recall = "n/a" if d["name_recall"] is None else f"{d['name_recall']:.3f}"
         kept_s = "n/a" if kept is None else f"{kept:.3f}"
+        with_late = "n/a" if d["name_recall_incl_late"] is None else f"{d['name_recall_incl_late']:.3f}"
         out.append(f"| {r.shape} | {r.probe_lines} | {r.tagged} | {r.named} | {r.by_protocol} | {r.wrong} | {r.wrong_scanner} | "
-                   f"{recall} | {r.lost} | {kept_s} | {r.late} | {r.benign} | {r.benign_tagged} | "
+                   f"{recall} | {r.lost} | {kept_s} | {r.late} | {with_late} | {r.benign} | {r.benign_tagged} | "
                    f"{r.app_traces} |")
         tot.probe_lines += r.probe_lines
         tot.tagged += r.tagged
@@ -436,11 +499,13 @@ def table(rows: list[Row]) -> str:
         tot.lost += r.lost
         tot.lost_named += r.lost_named
         tot.late += r.late
+        tot.late_wrong += r.late_wrong
         tot.wrong_scanner += r.wrong_scanner
         tot.by_protocol += r.by_protocol
     d = tot.as_dict()
     out.append(f"| **all** | {tot.probe_lines} | {tot.tagged} | {tot.named} | {tot.by_protocol} | {tot.wrong} | {tot.wrong_scanner} | "
                f"{d['name_recall']:.3f} | {tot.lost} | {d['name_recall_payload_kept']:.3f} | {tot.late} | "
+               f"{d['name_recall_incl_late']:.3f} | "
                f"{tot.benign} | {tot.benign_tagged} | {tot.app_traces} |")
     return "\n".join(out)
 

@@ -210,6 +210,13 @@ class Processor:
                 keep = [i for i in hits if self._context_live(entries, starts, i)]
                 if len(keep) < len(hits):
                     self.metrics.inc("prefilter_skipped_no_context", len(hits) - len(keep))
+                    if self.enricher is not None:
+                        # (as bytes, for a scan whose first lines come later:
+                        # GenericLines' two CRs open nmap's -sV; Enricher.hold)
+                        kept = set(keep)
+                        skipped = [i for i in hits if i not in kept] if keep else hits
+                        self.enricher.hold(tag, [entries[starts[i]:starts[i + 1]] for i in skipped[-32:]],
+                                           _held_entry)
                     hits = keep
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
@@ -590,6 +597,19 @@ def _walk_c(entries: bytes, max_entries: int = -1) -> tuple[Sequence[int], list[
     # A memoryview over the C array: indexing and bisect work on it like on
     # a list, without a Python int per entry.
     return memoryview(offsets).cast("Q"), slow, pos, error
+
+
+def _held_entry(raw: bytes) -> tuple[float, dict[Any, Any]] | None:
+    """(event time in seconds, record) of one entry ``Enricher.hold`` kept,
+    or None for one the full path would not have analysed."""
+    try:
+        t, record = _unpack_one(raw)
+        nt, reason = normalize_time(t)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return None
+    if reason is not None or is_group_marker(t) or not isinstance(record, dict):
+        return None
+    return _seconds(nt), record
 
 
 # The accelerator is loaded by ``_accel`` (the prefilter uses it too);

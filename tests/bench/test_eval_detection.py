@@ -34,13 +34,13 @@ FLOORS = {
     "file: traditional": 0.995,
     "file: fileformat": 0.995,
     "file: json": 0.995,
-    "file: proto23": 0.97,
+    "file: proto23": 0.99,
     "file: traditional (escaping off)": 0.99,
     "file: fileformat (escaping off)": 0.99,
     "file: json (escaping off)": 0.99,
-    "file: proto23 (escaping off)": 0.975,
-    "records: fluentd in_syslog_tcp": 0.985,
-    "records: fluentd in_syslog_tcp (escaping off)": 0.98,
+    "file: proto23 (escaping off)": 0.99,
+    "records: fluentd in_syslog_tcp": 0.995,
+    "records: fluentd in_syslog_tcp (escaping off)": 0.99,
     "records: fluentd tail_rfc3164": 0.995,
     "records: fluentd tail_auto": 0.995,
     "records: fluentd tail_string": 0.995,
@@ -57,6 +57,20 @@ FLOORS = {
     "records, one per chunk: fluentd tail_none (escaping off)": 0.93,
 }
 
+#: A live stream, one record per chunk: the lines named at once (above) and
+#: those named late in their scan's summary (``named_late``), together.
+#: shape -> (lowest recall with the late names, fewest lines named late).
+LATE_FLOORS = {
+    # the misses left are the batched rows' own
+    "records, one per chunk: fluentd in_syslog_tcp": (0.98, 5),
+    "records, one per chunk: fluentd tail_none": (0.995, 5),
+    # escaping off: a raw CR and a CR-less request line hold no literal the
+    # prefilter reads, and a lone record has no strong hit beside it
+    # (docs/detection.md "serve and the lines that come later")
+    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": (0.90, 6),
+    "records, one per chunk: fluentd tail_none (escaping off)": (0.945, 2),
+}
+
 
 #: corpus-extra shape -> (the recall held, lowest accepted, most wrong names
 #: accepted or None). rsyslog's, Fluent Bit's and Vector's rows are held on
@@ -67,14 +81,14 @@ FLOORS = {
 EXTRA_FLOORS: dict[str, tuple[str, float, int | None]] = {
     "file: rsyslog traditional": ("name_recall", 0.99, 0),
     "file: rsyslog fromhost_ip": ("name_recall", 0.99, 0),
-    "file: rsyslog fromhost": ("name_recall", 0.96, 0),
-    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.975, 0),
-    "records: fluentbit_syslog_rfc5424 (derived)": ("name_recall", 0.94, 0),
-    "records: vector_syslog_relay (derived)": ("name_recall", 0.99, 0),
-    "file: syslog-ng net_default": ("name_recall_payload_kept", 0.98, 0),
-    "file: syslog-ng net_iso": ("name_recall_payload_kept", 0.98, 0),
-    "file: syslog-ng sys_default": ("name_recall_payload_kept", 0.97, None),
-    "file: syslog-ng sys_iso": ("name_recall_payload_kept", 0.97, None),
+    "file: rsyslog fromhost": ("name_recall", 0.99, 0),
+    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.99, 0),
+    "records: fluentbit_syslog_rfc5424 (derived)": ("name_recall", 0.965, 0),
+    "records: vector_syslog_relay (derived)": ("name_recall", 0.995, 0),
+    "file: syslog-ng net_default": ("name_recall_payload_kept", 0.99, 0),
+    "file: syslog-ng net_iso": ("name_recall_payload_kept", 0.99, 0),
+    "file: syslog-ng sys_default": ("name_recall_payload_kept", 0.99, None),
+    "file: syslog-ng sys_iso": ("name_recall_payload_kept", 0.99, None),
 }
 
 
@@ -131,3 +145,17 @@ def test_wrong_names_stay_rare(rows):
     total = sum(r["tagged"] for r in rows.values())
     wrong = sum(r["wrong"] for r in rows.values())
     assert wrong <= 0.001 * total, (wrong, total)
+
+
+@pytest.mark.parametrize("shape", sorted(LATE_FLOORS))
+def test_a_live_stream_names_late_what_it_could_not_name_at_once(rows, shape):
+    r = rows[shape]
+    recall, named_late = LATE_FLOORS[shape]
+    assert r["name_recall_incl_late"] >= recall, r
+    assert r["named_late_in_summary"] >= named_late, r
+
+
+def test_no_line_is_named_late_wrongly(rows):
+    # (a wrong late name counts in "wrong" too, and one on a benign line in
+    # "benign_tagged", both held at zero or near it above)
+    assert {s: r["named_late_wrong"] for s, r in rows.items() if r["named_late_wrong"]} == {}

@@ -434,3 +434,156 @@ def test_an_empty_record_after_a_senderless_line_until_close():
     lines = [_line(0.0, "a", b"x"), _line(0.001, None, b"HELP"), _line(5.0, "a", b"", lossy=True)]
     got = namer.name(lines, [_named("ms-sql-s"), _named("HELP4STOMP"), None], lambda s: None)
     assert got[2] is not None and (got[2][0].probe, got[2][3]) == ("HELP4STOMP", "continuation")
+
+
+# -- the NSE scripts after the service probes ---------------------------------
+
+def _sng(t, src, core):
+    return (t, src, core, DET.match(core, collector="syslog-ng"), False, False, True, False)
+
+
+def _msg(t, src, core):
+    return (t, src, core, DET.match_msg(core) if core else (), False, False, False, True)
+
+
+def _nse_names(got):
+    return [g and (g[0].probe, g[1]) for g in got]
+
+
+def test_bundled_nse_steps_follow_the_order():
+    tcp = ORDER.nse[("nmap", "tcp")]
+    assert [s.script for s in tcp] == ["skypev2-version", "rpc-grind"]
+    # skypev2-version's request is GetRequest's bytes; rpc-grind's XID is random
+    assert tcp[0].sends == BY_ID["nmap-tcp-GetRequest"].payload and not tcp[0].varies
+    assert tcp[1].varies == frozenset({4, 5, 6, 7}) and tcp[1].sends[:4] == b"\x80\x00\x00\x28"
+    assert [s.script for s in ORDER.nse[("nmap", "udp")]] == ["rpc-grind"]
+
+
+def test_bad_nse_step_names_the_file(tmp_path: Path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("- scanner: nmap\n  transport: tcp\n  provenance: p\n  order: [GetRequest]\n"
+                   "  nse:\n    - script: rpc-grind\n      sends: \"\\u0100\"\n")
+    with pytest.raises(CatalogueError) as e:
+        load_orders([bad])
+    assert "nse step 0" in str(e.value) and e.value.file == str(bad)
+
+
+def test_scan_order_reads_the_nse_scripts_and_their_random_bytes():
+    sys.path.insert(0, str(FX.parent.parent.parent / "tools" / "capture"))
+    import scan_order
+
+    # nmap 7.93 -sV --script-trace against tools/capture/recorder.py (two ports)
+    trace = """NSE: Starting runlevel 1 (of 2) scan.
+NSE: Starting skypev2-version M:562356885ec8 against 127.0.0.1:6615.
+NSE: TCP 127.0.0.1:51096 > 127.0.0.1:6615 | CONNECT
+NSE: TCP 127.0.0.1:51096 > 127.0.0.1:6615 | 00000000: 47 45 54 20 2f 20 48 54 54 50 2f 31 2e 30 0d 0a GET / HTTP/1.0  
+00000010: 0d 0a                                             
+
+NSE: Finished skypev2-version M:562356885ec8 against 127.0.0.1:6615.
+NSE: Starting runlevel 2 (of 2) scan.
+NSE: Starting rpc-grind M:56235692e0f8 against 127.0.0.1:6615.
+NSE: Starting rpc-grind M:56235692c508 against 127.0.0.1:6614.
+NSE: TCP 127.0.0.1:841 > 127.0.0.1:6615 | 00000000: 80 00 00 28 10 50 95 01 00 00 00 00 00 00 00 02    ( P          
+00000010: 00 01 86 a0 00 00 00 02 00 00 00 00 00 00 00 00                 
+00000020: 00 00 00 00 00 00 00 00 00 00 00 00                         
+
+NSE: TCP 127.0.0.1:558 > 127.0.0.1:6614 | 00000000: 80 00 00 28 08 ee 40 dc 00 00 00 00 00 00 00 02    (  @         
+00000010: 00 01 86 a0 00 00 00 02 00 00 00 00 00 00 00 00                 
+00000020: 00 00 00 00 00 00 00 00 00 00 00 00                         
+
+NSE: Finished rpc-grind M:56235692e0f8 against 127.0.0.1:6615.
+"""
+    sends = scan_order.nse_sends(trace)
+    assert [name for name, _ in sends[(6615, "tcp")]] == ["skypev2-version", "rpc-grind"]
+    steps = scan_order.nse_steps(list(sends.values()))
+    assert steps[0] == ("skypev2-version", b"GET / HTTP/1.0\r\n\r\n", [])
+    assert steps[1][0] == "rpc-grind" and len(steps[1][1]) == 44 and steps[1][2] == [4, 5, 6, 7]
+
+
+def test_fromhost_lines_after_the_last_probe_are_the_nse_scripts():
+    # rsyslog %FROMHOST% %msg% (corpus-extra sV_tcp/fromhost.log 104-108):
+    # afp, giop (MSG empty), skypev2-version's GetRequest bytes (' HTTP/1.0#015',
+    # then an empty MSG) and rpc-grind's call (all TAG: an empty MSG) 8 s later
+    namer = SequenceNamer(DET, ORDER)
+    lines = [_msg(965.0, "a", b""), _msg(970.0, "a", b""), _msg(970.0, "a", b"HTTP/1.0\r"),
+             _msg(970.0, "a", b""), _msg(978.0, "a", b"")]
+    got = namer.name(lines, [_named("afp"), None, None, None, None], lambda s: None)
+    assert _nse_names(got[1:]) == [("giop", 0), ("GetRequest", 0), ("GetRequest", 1), ("rpc-grind", 0)]
+    # another sender's empty line after the scan is nobody's
+    lines[4] = _msg(978.0, "b", b"")
+    assert namer.name(lines, [_named("afp"), None, None, None, None], lambda s: None)[4] is None
+
+
+def test_an_empty_record_is_no_nse_script_while_the_order_goes_on():
+    # RFC 5424: an empty record after afp, at default intensity giop is
+    # still to come; the next probe's own line bounds the order
+    namer = SequenceNamer(DET, ORDER)
+    lines = [_line(0.0, "a", b"x"), _line(5.0, "a", b"", lossy=True), _line(10.0, "a", b"y")]
+    got = namer.name(lines, [_named("ms-sql-s"), None, _named("giop")], lambda s: None)
+    assert got[1] is None or got[1][0].probe != "rpc-grind"
+    got = namer.name(lines[:2], [_named("ms-sql-s"), None], lambda s: None)
+    assert got[1] is None
+
+
+def test_rfc5424_skypev2_request_then_rpc_grind_after_giop():
+    # corpus-dev mixed_nmap_sV_benign/proto23.log 153-156: giop, then
+    # 'GET - - - -  HTTP/1.0#015' (the path went with the TAG; HOSTNAME GET:
+    # no sender), '127.0.0.1 #015', and 8 s later rpc-grind's record that
+    # kept no byte
+    namer = SequenceNamer(DET, ORDER)
+    req = b"GET  HTTP/1.0\r"
+    lines = [_line(0.0, "a", b"x"), _line(0.0, None, req, DET.match(req, lossy=True), lossy=True),
+             _line(0.0, "a", b"\r", DET.match(b"\r"), lossy=True), _line(8.0, "a", b"", lossy=True)]
+    got = namer.name(lines, [_named("giop"), None, None, None], lambda s: None)
+    assert _nse_names(got[1:]) == [("GetRequest", 0), ("GetRequest", 1), ("rpc-grind", 0)]
+    # the request line alone is GetRequest's again, but the empty record
+    # could be either script's: both are still to come
+    got = namer.name(lines[:1] + lines[3:], [_named("giop"), None], lambda s: None)
+    assert got[1] is None
+
+
+def test_syslog_ng_pieces_of_rpc_grinds_call():
+    # corpus-extra syslog-ng/sV_tcp/net_default.log 370-379: giop, skypev2's
+    # request (GetRequest's bytes), then rpc-grind's call cut at every NUL:
+    # the record marker's 0x80, '(' + the random XID, 2, 100000, 2
+    namer = SequenceNamer(DET, ORDER)
+    pieces = [b"\x80", b"(\x07w{\xda", b"\x02", b"\x01\x86\xa0", b"\x02"]
+    lines = [_sng(965.0, "a", b"x"), _sng(970.0, "a", b"GET / HTTP/1.0")] + [_sng(977.0, "a", p) for p in pieces]
+    named = [_named("giop"), _named("GetRequest")] + [None] * 5
+    got = namer.name(lines, named, lambda s: None)
+    assert _nse_names(got[2:]) == [("rpc-grind", k) for k in range(5)]
+    # RPCCheck's own call (its fixed XID) there is not rpc-grind's
+    rpccheck = BY_ID["nmap-tcp-RPCCheck"].payload
+    xid = rpccheck[rpccheck.index(b"(") + 1:][:4]
+    lines[3] = _sng(977.0, "a", b"(" + xid)
+    got = namer.name(lines, named, lambda s: None)
+    assert got[3] is None or got[3][0].probe != "rpc-grind"
+
+
+def test_syslog_ng_datagram_of_rpc_grind_after_the_last_udp_probe():
+    # corpus-extra syslog-ng/sU_sV_udp/net_default.log 111-113: QUIC (the
+    # last UDP probe at the default intensity), then rpc-grind's datagram:
+    # a random XID, the call's fields, trailing NULs left off
+    namer = SequenceNamer(DET, ORDER)
+    quic = BY_ID["nmap-udp-QUIC"]
+    line = b",\xb4\x033\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x86\xa0\x00\x00\x00\x02"
+    lines = [_sng(909.0, "a", b"x"), _sng(914.0, "a", line)]
+    got = namer.name(lines, [(quic, 0), None], lambda s: None)
+    assert _nse_names(got) == [None, ("rpc-grind", 0)] and got[1][0].transport == "udp"
+    # one of the call's fixed bytes changed: not rpc-grind's
+    lines[1] = _sng(914.0, "a", line[:-1] + b"\x03")
+    assert namer.name(lines, [(quic, 0), None], lambda s: None)[1] is None
+
+
+def test_a_relays_tag_cut_after_rpc_grinds_xid():
+    # corpus-extra Fluent Bit syslog-rfc3164 record (sV_tcp traditional.log
+    # 108): rsyslog's forwarding template cut the TAG at 32 characters, the
+    # parser took it for the message: the record marker, XID, then 3 NULs
+    namer = SequenceNamer(DET, ORDER)
+    core = b"\x80\x00\x00(\x053\\\x7f\x00\x00\x00"
+    req = b"GET / HTTP/1.0\r"
+    lines = [_line(965.0, "a", b"x"), _line(970.0, None, req, DET.match(req), lossy=True),
+             _line(970.0, "a", b"\r", DET.match(b"\r"), lossy=True), _line(978.0, "a", core, lossy=True)]
+    got = namer.name(lines, [_named("giop"), _named("GetRequest"), _named("GetRequest", 1), None],
+                     lambda s: None)
+    assert _nse_names(got)[3] == ("rpc-grind", 0)

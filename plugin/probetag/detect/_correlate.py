@@ -328,13 +328,34 @@ class Correlator:
             return None
         return scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes)
 
-    def note_late(self, source: str | None, t: float, probe: str, fragment: int) -> None:
-        """A line of ``source`` at ``t`` that left untagged was ``probe``
-        (found later, by its place in the scan): said in the scan's summary."""
+    def note_late(self, source: str | None, t: float, m: Match) -> bool:
+        """A line of ``source`` at ``t`` that left untagged was ``m``'s probe
+        (found later, by its place in the scan): counted in the scan (its
+        probes, lines and scanners, for the next placements and the summary)
+        and listed in its summary. The scan's context and place in the order
+        stay where the lines as they came put them: the line is older than
+        both. False when the source has no scan to say it in."""
         scan = self._sources.get(source or "-")
-        if scan is not None and len(scan.late) < _MAX_LATE:
-            scan.late.append({"time": t, "probe": probe, "fragment": fragment})
-            self._grow(scan, _LATE_BYTES)
+        if scan is None:
+            return False
+        sig = m.signature
+        scan.lines += 1
+        n = scan.probes.get(sig.probe)
+        scan.probes[sig.probe] = 1 if n is None else n + 1
+        grew = 0 if n is not None else 2 * _ENTRY_BYTES
+        n = scan.scanners.get(sig.scanner)
+        scan.scanners[sig.scanner] = 1 if n is None else n + 1
+        if n is None:
+            grew += _ENTRY_BYTES
+        if t < scan.first:
+            scan.first = t
+        if len(scan.late) < _MAX_LATE:
+            scan.late.append({"time": t, "probe": sig.probe, "id": sig.id, "scanner": sig.scanner,
+                              "fragment": m.fragment})
+            grew += _LATE_BYTES
+        if grew:
+            self._grow(scan, grew)
+        return True
 
     def _port_scan_payload_late(self, scan: _Scan, m: Match) -> bool:
         """A -sU port-scan payload (place -1) once the scan's service probes

@@ -55,6 +55,15 @@ Theory of operation
   Every probe map says ``seen_in``: ``syslog-listener`` (the probe's own
   bytes) or ``application-log`` (a marker in another daemon's log line or
   in another field of the record).
+* Late names (serve; ``late``, off in explain): lines no pass named are
+  kept with the named lines of their sender around them (``_pending``,
+  bounded by count per sender and in all, and by event time), and offered
+  to pass 3 again with the next batch that names a line of a scan going
+  through its scanner's order, so a live stream's one-line chunks get the
+  picture one batch would. A name found so goes into the scan's summary
+  (``Correlator.note_late``): the record has left. Bare-CR records the
+  stage skipped for want of a probe context come as bytes (``hold``) and
+  are decoded only then.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
@@ -66,8 +75,9 @@ Theory of operation
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -118,10 +128,22 @@ MAX_SOURCE_CHARS = 256
 _LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
-#: Unnamed lines kept for the next batches' sequence pass, and for how long
-#: (event-time seconds before the newest line).
+#: Lines kept for the next batches' sequence pass (``Enricher._keep_pending``):
+#: the unnamed ones, and the named lines around them it places them by; at
+#: most ``_MAX_PENDING`` in all, ``_MAX_PENDING_SOURCE`` of one source (the
+#: head of an nmap scan, from GenericLines to its second placed probe, is
+#: about 20 lines), ``_MAX_ANCHORS_KEPT`` named ones of a source with no
+#: unnamed line kept, none older than ``_PENDING_AGE`` event-time seconds
+#: before the newest line.
 _MAX_PENDING = 128
+_MAX_PENDING_SOURCE = 64
+_MAX_ANCHORS_KEPT = 4
 _PENDING_AGE = 60.0
+#: Bare-CR records the stage did not decode (no probe context near them,
+#: ``Processor.process``) kept as bytes for the next pass 3 that has a scan
+#: to place them in: at most this many, of at most ``_MAX_HELD_BYTES`` each.
+_MAX_HELD = 32
+_MAX_HELD_BYTES = 512
 #: Record shapes a Fluentd input made, whose line may have lost a final CR
 #: (``Enricher._restore_cr``), and how many tags it remembers as carrying raw
 #: CRs.
@@ -321,11 +343,17 @@ class Enricher:
         self._sender_hostname = decode.sender_hostname
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
-        #: Lines of earlier batches left unnamed, offered to the next pass 3
-        #: ((time, line) pairs); ``late``: do that (explain's blocks are
-        #: whole file parts, and their lines are written already).
-        self._pending: list[tuple[float, Any]] = []
+        #: Lines of earlier batches, offered to the next pass 3 ((time, line,
+        #: (signature, fragment) or None: unnamed) in time order; ``late``: do
+        #: that (explain's blocks are whole file parts, and their lines are
+        #: written already). ``_unnamed``: how many of them are unnamed.
+        self._pending: list[tuple[float, Any, Any]] = []
+        self._unnamed = 0
         self.late = True
+        #: (tag, entry bytes) the stage skipped (``hold``) and the function
+        #: that decodes one into (event time, record), or None.
+        self._held: deque[tuple[str, bytes]] = deque(maxlen=_MAX_HELD)
+        self._decode_held: Any = None
         # Client openings: lines the catalogue names no probe in (_openings).
         self.openings = Openings()
         #: (payload, scanner) -> entry, for bytes several scanners send
@@ -559,13 +587,15 @@ class Enricher:
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
-        if self.sequence is not None and (below or has_unmatched or self._pending) and (
+        lines: list[Any] | None = None
+        if self.sequence is not None and (below or has_unmatched or self._unnamed or self._held) and (
                 any(x is not None for x in named)
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
-            below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched)
-        elif self.sequence is not None and self.late and (below or has_unmatched):
-            self._keep_pending(items, readings, sources, unmatched, out, [])
+            lines = [None] * n
+            below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched, lines)
+        if self.sequence is not None and self.late:
+            self._keep_pending(items, readings, sources, unmatched, named, lines)
         if metrics is not None:
             # Counted per batch: the same totals as per record, at a fraction
             # of the label handling.
@@ -682,11 +712,11 @@ class Enricher:
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
-                       matched: dict[tuple[str, str, str], int]) -> int:
+                       matched: dict[tuple[str, str, str], int], lines: list[Any]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
-        confidence threshold it named."""
+        confidence threshold it named. ``lines``: filled with the lines as
+        the pass took them."""
         n = len(items)
-        lines: list[Any] = [None] * n
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
         # A line without a sender in a batch with no scanning sender of its
@@ -719,43 +749,43 @@ class Enricher:
             if not ok:
                 continue
             lines[i] = line
-        # Lines of earlier batches that were left unnamed come first: this
-        # batch may hold the anchor after them (a live stream's chunks are
-        # small). They have left already; a name found now goes into their
-        # scan's summary (``named_late``).
-        # Only the earlier lines this batch can say more about: of a source
-        # with a line named here (any, for lines without a sender).
-        waiting: list[Any] = []
-        pending: list[Any] = []
-        if self.late and self._pending:
-            fresh = {sources[i] for i in range(len(items)) if named[i] is not None}
+        # Lines of earlier batches come first, the unnamed ones and the named
+        # lines around them: this batch may hold the anchor after them (a
+        # live stream's chunks are small), and the pass then sees what it
+        # would have seen in one batch. They have left already; a name found
+        # now goes into their scan's summary (``named_late``). Only the
+        # earlier lines this batch can say more about: of a source with a
+        # line named here whose scan goes through its scanner's order (and
+        # lines without a sender).
+        offer: list[int] = []
+        if self.late and (self._unnamed or self._held):
+            fresh = {sources[i] for i in range(n) if named[i] is not None}
             fresh = {x for x in fresh if x is not None and in_order(x)}
-            for x in self._pending:
-                src = x[1][1]
-                if src is not None and not in_order(src):
-                    continue  # its scan left its scanner's order: nothing to place it by
-                (pending if (src in fresh or (src is None and fresh)) else waiting).append(x)
-        p = len(pending)
+            if fresh and self._held:
+                self._take_held(fresh, items[-1][0])
+            if fresh and self._unnamed:
+                offer = [k for k, x in enumerate(self._pending) if x[1][1] in fresh or x[1][1] is None]
+                if all(self._pending[k][2] is not None for k in offer):
+                    offer = []
+        p = len(offer)
         if not p and not any(lines[i] is not None and named[i] is None for i in range(n)):
-            if self.late:
-                self._keep_pending(items, readings, sources, unmatched, out, (), waiting, lines)
             return 0  # nothing to place
-        got_all = self.sequence.name([*(x[1] for x in pending), *lines], [None] * p + named,
-                                     self.correlator.context)
-        for k in range(p):
-            g = got_all[k]
-            if g is not None:
-                sig, frag, source, via = g
-                t = pending[k][0]
-                m = Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)
-                if self.correlator.observe(source, t, (m,), sure=(m,)) is not None:
-                    self.correlator.note_late(source, t, sig.probe, frag)
-                    if self.metrics is not None:
-                        self.metrics.inc("probes_named_late", probe=sig.probe)
+        pend = self._pending
+        got_all = self.sequence.name([*(pend[k][1] for k in offer), *lines],
+                                     [*(pend[k][2] for k in offer), *named], self.correlator.context)
+        for j, k in enumerate(offer):
+            g = got_all[j]
+            t, line, was = pend[k]
+            if g is None or was is not None:
+                continue
+            sig, frag, source, via = g
+            if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)):
+                if self.metrics is not None:
+                    self.metrics.inc("probes_named_late", probe=sig.probe)
+            # (an anchor now, for the lines still waiting)
+            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag))
+            self._unnamed -= 1
         got = got_all[p:]
-        if self.late:
-            self._keep_pending(items, readings, sources, unmatched, out, got,
-                               waiting + [x for k, x in enumerate(pending) if got_all[k] is None], lines)
         below = 0
         for i, g in enumerate(got):
             if g is None:
@@ -813,23 +843,105 @@ class Enricher:
 
     def _keep_pending(self, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                       sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
-                      out: Sequence[Any], got: Sequence[Any], still: Sequence[Any] = (),
-                      lines: Sequence[Any] | None = None) -> None:
-        """Keep this batch's unnamed lines (and earlier ones still unnamed)
-        for the next batch's pass 3: at most ``_MAX_PENDING``, none older
-        than ``_PENDING_AGE`` seconds before the newest."""
-        keep = list(still)
-        newest = float("-inf")
+                      named: Sequence[tuple[Any, int] | None], lines: Sequence[Any] | None) -> None:
+        """Keep this batch's lines for the next batches' pass 3: the unnamed
+        ones a scan may still place (of a source with no scan yet too: the
+        head of a scan is placed once its later probes come) and the named
+        ones they would be placed by; within the bounds (``_MAX_PENDING``...),
+        the oldest going first, unnamed lines dropped counted as
+        ``late_pending_dropped``."""
+        may_place = self.correlator.may_place
+        new: list[tuple[float, Any, Any]] = []
         for i in range(len(items)):
             t = items[i][0]
-            newest = max(newest, t)
-            if out[i] is not None or (got and got[i] is not None):
+            nm = named[i]
+            if nm is not None:
+                src = sources[i]
+                if src is None or may_place(src):
+                    new.append((t, (t, src, b"", (), False, False), nm))
                 continue
-            line = lines[i] if lines is not None else self._sequence_line(i, items, readings, sources, unmatched)
-            if line is not None and (line[1] is None or self.correlator.in_order(line[1])):
-                keep.append((t, line))
-        keep = sorted((x for x in keep if x[0] >= newest - _PENDING_AGE), key=lambda x: x[0])
-        self._pending = keep[-_MAX_PENDING:]
+            line = lines[i] if lines is not None else None
+            if line is None:
+                line = self._sequence_line(i, items, readings, sources, unmatched)
+            if line is not None and (line[1] is None or may_place(line[1])):
+                new.append((t, line, None))
+        if new:
+            self._add_pending(new)
+
+    def _add_pending(self, new: Sequence[tuple[float, Any, Any]]) -> None:
+        keep = self._pending
+        if not new and not keep:
+            return
+        keep = sorted([*keep, *new], key=lambda x: x[0]) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
+        newest = keep[-1][0]
+        dropped = 0
+        if keep[0][0] < newest - _PENDING_AGE:
+            cut = bisect_left([x[0] for x in keep], newest - _PENDING_AGE)
+            dropped += sum(1 for x in keep[:cut] if x[2] is None)
+            keep = keep[cut:]
+        if len(keep) > _MAX_ANCHORS_KEPT:
+            # per source, newest first: at most _MAX_PENDING_SOURCE lines, and
+            # of a source with nothing unnamed only its last named lines
+            waits = {x[1][1] for x in keep if x[2] is None}
+            seen: dict[str | None, int] = {}
+            out: list[tuple[float, Any, Any]] = []
+            for x in reversed(keep):
+                src = x[1][1]
+                c = seen.get(src, 0)
+                if c >= (_MAX_PENDING_SOURCE if src in waits else _MAX_ANCHORS_KEPT):
+                    dropped += x[2] is None
+                    continue
+                seen[src] = c + 1
+                out.append(x)
+            out.reverse()
+            keep = out
+        if len(keep) > _MAX_PENDING:
+            dropped += sum(1 for x in keep[:len(keep) - _MAX_PENDING] if x[2] is None)
+            keep = keep[len(keep) - _MAX_PENDING:]
+        self._pending = keep
+        self._unnamed = sum(1 for x in keep if x[2] is None)
+        if self.metrics is not None:
+            if dropped:
+                self.metrics.inc("late_pending_dropped", dropped)
+            self.metrics.set("late_pending", self._unnamed)
+
+    def hold(self, tag: str, entries: Sequence[bytes], decode: Any) -> None:
+        """Bare-CR records the stage passed on without decoding them (no
+        probe context was near; a Windows forwarder's CRLF lines are that
+        too): the last few, as bytes, for the next pass 3 that has a scan to
+        place them in (GenericLines' two CRs at a scan's head come seconds
+        before the scan's first distinctive line). ``decode``: entry bytes
+        -> (event time in seconds, record), or None."""
+        if not self.late or self.sequence is None:
+            return
+        self._decode_held = decode
+        for raw in entries[-_MAX_HELD:]:
+            if len(raw) <= _MAX_HELD_BYTES:
+                self._held.append((tag, raw))
+
+    def _take_held(self, fresh: set[str], newest: float) -> None:
+        """The held records of the scanning sources in ``fresh``, decoded,
+        join the pending lines (those of other senders are dropped)."""
+        held, decode = list(self._held), self._decode_held
+        self._held.clear()
+        new: list[tuple[float, Any, Any]] = []
+        for _tag, raw in held:
+            got = decode(raw) if decode is not None else None
+            if got is None or not newest - _PENDING_AGE <= got[0] <= newest:
+                continue
+            t, rec = got
+            read = self.analyse(rec, True)
+            if read is None:
+                continue
+            r, src = read
+            one = [(t, rec)]
+            line = (self._sequence_line(0, one, [r], [src], [None]) if r.matches
+                    else self._sequence_line(0, one, [None], [None], [read]))
+            if line is not None and line[1] in fresh:
+                new.append((t, line, None))
+        if new:
+            self._add_pending(new)
+
     def _make_reading(self, rb: Any, line: bytes, matches: Sequence[Match], shape: str, lossy: bool,
                       asked: tuple[tuple[bytes, bool], ...]) -> Reading:
         return _reading(self.detector, rb, line, matches, shape, lossy, asked)

@@ -48,8 +48,26 @@ Theory of operation
   first; so is the line after a sender-less named line. A line right before
   a later piece of its source's payload is an earlier piece of it. A record
   that kept nothing is only placed so (or as GenericLines at a scan's
-  head). A next anchor earlier in the order than the previous one (the
+  head). Before a scan's first anchor, where several probes could have
+  left a line, the one whose whole payload the line and its sender's next
+  ones within the second are is taken, when only one is (GenericLines'
+  two lone CRs; the request line before GetRequest's CR may not have been
+  read). A next anchor earlier in the order than the previous one (the
   order starting again) bounds nothing.
+* After the last probe of the order, nmap runs the NSE scripts of the
+  version category, runlevel by runlevel (``nse:`` in the sequence file,
+  observed from ``--script-trace``): skypev2-version sends GetRequest's bytes
+  again, rpc-grind an ONC-RPC call whose XID is random. ``_nse`` places a
+  sender's line after its last anchor as one of those scripts when exactly
+  one step after the previous anchor (a script's line, or a probe of the
+  order) fits it and no probe the order still has to send at the scan's
+  intensity could have left it: a piece of the resent probe, or rpc-grind's
+  bytes with the random ones taken for any byte (the prefix a record kept,
+  the pieces syslog-ng cut at NULs, a datagram without its trailing NULs).
+  A line that kept nothing, or too little to say so alone, only when no
+  probe of the order is left; random bytes that another probe's catalogue
+  entry holds as fixed ones (RPCCheck's XID) are that probe's. A resent
+  probe named so does not count as sent by the order.
 * ``_segments``: between two anchors of one source, the unnamed lines are
   cut into the connections of the probes the order puts between them; a
   cut is used only when it is the only one (``_split``). For records known
@@ -67,7 +85,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -75,7 +93,7 @@ import yaml
 
 from ._catalogue import CatalogueError, Signature
 
-__all__ = ["ScanOrder", "load_orders", "SEQUENCE_CONFIDENCE"]
+__all__ = ["NseStep", "ScanOrder", "load_orders", "SEQUENCE_CONFIDENCE"]
 
 _SEQ_DIR = Path(__file__).resolve().parent / "catalogue" / "sequences"
 #: Confidence of a line named by its place in the scan.
@@ -100,6 +118,8 @@ _MAX_SPLIT_LINES = 256
 #: Candidate sets kept per (scanner, line, lossy, cut).
 _MAX_CANDIDATE_MEMO = 4096
 _DIGITS = re.compile(rb"[0-9]+")
+#: How far into a lossy line a space that joined two record fields is looked for.
+_MAX_JOIN = 48
 
 
 def _flags(item: Sequence[Any]) -> tuple[bool, bool]:
@@ -115,10 +135,23 @@ def _telling(core: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class NseStep:
+    """An NSE script that runs after the service probes (its runlevel's
+    place): the bytes of its first send, and the offsets that differ from
+    one send to the next (a random id)."""
+
+    script: str
+    sends: bytes
+    varies: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ScanOrder:
-    """(scanner, transport) -> probe -> position in the send order."""
+    """(scanner, transport) -> probe -> position in the send order; and the
+    NSE scripts that run after the last probe, in the order they start."""
 
     positions: dict[tuple[str, str], dict[str, int]]
+    nse: dict[tuple[str, str], tuple[NseStep, ...]] = field(default_factory=dict)
 
     def position(self, sig: Signature) -> int | None:
         order = self.positions.get((sig.scanner, sig.transport))
@@ -133,6 +166,7 @@ def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
     """The bundled sequence files (``catalogue/sequences/*.yaml``), or ``paths``."""
     files = sorted(_SEQ_DIR.glob("*.yaml")) if paths is None else list(paths)
     positions: dict[tuple[str, str], dict[str, int]] = {}
+    nse: dict[tuple[str, str], tuple[NseStep, ...]] = {}
     for path in files:
         try:
             data = yaml.safe_load(Path(path).read_text())
@@ -150,7 +184,25 @@ def load_orders(paths: Iterable[Path] | None = None) -> ScanOrder:
                 raise CatalogueError(f"entry {n}: order must be a list of probe names", file=str(path))
             key = (entry["scanner"], entry["transport"])
             positions[key] = {name: i for i, name in enumerate(order)}
-    return ScanOrder(positions)
+            steps = entry.get("nse", [])
+            if not isinstance(steps, list):
+                raise CatalogueError(f"entry {n}: nse must be a list", file=str(path))
+            got = []
+            for k, step in enumerate(steps):
+                varies = step.get("varies", []) if isinstance(step, dict) else None
+                if (not isinstance(step, dict) or not isinstance(step.get("script"), str)
+                        or not isinstance(step.get("sends"), str) or not isinstance(varies, list)
+                        or not all(isinstance(v, int) and v >= 0 for v in varies)):
+                    raise CatalogueError(f"entry {n}: nse step {k}: needs a script and sends string "
+                                         "and a list of varies offsets", file=str(path))
+                try:
+                    sends = step["sends"].encode("latin-1")
+                except UnicodeEncodeError:
+                    raise CatalogueError(f"entry {n}: nse step {k}: sends must be bytes (\\xNN escapes)",
+                                         file=str(path)) from None
+                got.append(NseStep(step["script"], sends, frozenset(varies)))
+            nse[key] = tuple(got)
+    return ScanOrder(positions, nse)
 
 
 @dataclass(slots=True)
@@ -159,6 +211,8 @@ class _Anchor:
     source: str | None
     sig: Signature
     fragment: int
+    #: the NSE step (``ScanOrder.nse``) this pass named the line as
+    step: int | None = None
 
 
 class _Index:
@@ -225,6 +279,18 @@ class SequenceNamer:
         for sig in detector.signatures:
             if sig.match == "payload" and sig.transport == "tcp" and b"\n\x00\n" in b"\n" + sig.payload + b"\n":
                 self._empty.add(sig.id)
+        # (scanner, transport) -> the NSE steps after the order, each with the
+        # probe whose bytes it resends (skypev2-version sends GetRequest's),
+        # or else the script's own catalogue entry (rpc-grind's marker).
+        self._steps: dict[tuple[str, str], list[tuple[NseStep, Signature | None, Signature | None]]] = {}
+        for key, steps in order.nse.items():
+            for step in steps:
+                same = [g for g in by_scanner.get(key[0], ()) if g.transport == key[1] and g.payload == step.sends]
+                own = [g for g in detector.signatures if g.scanner == key[0] and g.transport == key[1]
+                       and g.probe == step.script]
+                self._steps.setdefault(key, []).append((
+                    step, min(same, key=lambda g: g.rank) if same else None,
+                    min(own, key=lambda g: g.rank) if own else None))
 
     def _syslog_ng(self, sig: Signature) -> tuple[bytes, ...]:
         """What syslog-ng logs of the signature's payload, spacing aside."""
@@ -380,9 +446,15 @@ class SequenceNamer:
         return out
 
     def _set(self, i: int, t: float, source: str | None, sig: Signature, frag: int, via: str,
-             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]]) -> None:
+             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]],
+             step: int | None = None) -> None:
         out[i] = (sig, frag, source, via)
-        a = anchors[i] = _Anchor(t, source, sig, frag)
+        a = anchors[i] = _Anchor(t, source, sig, frag, step)
+        if step is not None:
+            # an NSE script's line: a probe whose bytes it resends is not
+            # sent by the order for that (GetRequest's place is still open)
+            self._index.add(i, a, False)
+            return
         self._index.add(i, a, self._pos(a) is not None)
         sent.setdefault(source, set()).add(sig.probe)
 
@@ -420,8 +492,8 @@ class SequenceNamer:
             if prev is not None and nxt is not None and nxt.sig.scanner != scanner:
                 continue
             cands = self.candidates(scanner, core, matches, lossy, cut, sng=sng, head=head)
-            if not cands and not (lossy and cont is not None):
-                continue
+            if not cands and not (lossy and cont is not None) and not (self._steps and prev is not None):
+                continue  # (an NSE script's line has no candidate of the order: _nse)
             # The rest of the previous line's payload, logged with it (its
             # last piece when the connection closed); bytes lost inside a
             # short lossy line are looked for only here.
@@ -438,7 +510,8 @@ class SequenceNamer:
                 if frag is not None and t - cont.t > _SAME_CONNECTION and frag != last:
                     frag = None
                 if frag is not None:
-                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent)
+                    self._set(i, t, source, cont.sig, frag, "continuation", anchors, out, sent,
+                              step=cont.step)
                     changed += 1
                     continue
             if (nxt is not None and nxt.source == source and nxt.fragment >= 1 and nxt.sig.id in cands
@@ -454,9 +527,14 @@ class SequenceNamer:
                 frags += [m.fragment for m in matches if m.signature.id == nxt.sig.id]
                 frag = max((f for f in frags if f < nxt.fragment), default=None)
                 if frag is not None:
-                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent)
+                    self._set(i, t, source, nxt.sig, frag, "sequence", anchors, out, sent, step=nxt.step)
                     changed += 1
                     continue
+            got = self._nse(i, item, anchors, source, cands, sent, ctx)
+            if got is not None:
+                self._set(i, t, source, got[1], got[2], "sequence", anchors, out, sent, step=got[0])
+                changed += 1
+                continue
             if prev is None and nxt is None or not cands:
                 continue
             already = set(sent.get(source, ()))
@@ -498,44 +576,258 @@ class SequenceNamer:
                 if hi is not None and hi.sig.transport == sig.transport and pos >= self._pos(hi):  # type: ignore[operator]
                     continue
                 left[sid] = (sig, frag)
+            if lo is None and not head and len({sig.probe for sig, _ in left.values()}) > 1:
+                # The head of a scan, several probes before the first anchor:
+                # the one whose whole payload the line and the sender's next
+                # ones within the second are, when only one is (GenericLines'
+                # two lone CRs: GetRequest, HTTPOptions, ... end with one CR,
+                # after a request line a live stream may not have read). Not
+                # for lines that hold only MSG: _head counts those.
+                group = self._head_group(lines, anchors, i, t, src, source)
+                whole = {sid: v for sid, v in left.items()
+                         if self._head_fit(v[0], group, sng, lossy, core, v[1], strict=True)}
+                if len({sig.probe for sig, _ in whole.values()}) == 1:
+                    left = whole
             if len({sig.probe for sig, _ in left.values()}) != 1:
                 continue
             sig, frag = min(left.values(), key=lambda x: x[0].rank)
             if lo is None:
                 # The head of a scan: only a payload seen whole (GenericLines'
                 # two CRs, not one CR alone) is placed before the first anchor.
-                group = []
-                for j in range(i, len(lines)):
-                    lj = lines[j]
-                    if lj is None:
-                        continue
-                    if lj[0] - t > _SAME_CONNECTION:
-                        break
-                    if anchors[j] is None and lj[1] in (src, source):
-                        group.append(lj)
-                total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
-                # (the sender's next line within the second may be another
-                # connection's: another program logging through the same
-                # relay, as the benign lines of corpus-dev's mixed run do)
-                fit = None
-                # (a record known to miss lines may have kept only its first
-                # line, and the rest of the second be others')
-                least = 1 if lossy else min(total, len(group))
-                for k in range(len(group), least - 1, -1):
-                    fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
-                    if fit is not None:
-                        break
-                if fit is None or fit[0][1] != 0:
-                    continue
-                if len(fit) < total and not (lossy and frag == 0 and _telling(core)):
-                    # (a record known to miss lines too, Fluent Bit's RFC 5424
-                    # parser drops empty ones: its first piece will do, when
-                    # it says more than a lone CR or word)
+                if not self._head_fit(sig, self._head_group(lines, anchors, i, t, src, source),
+                                      sng, lossy, core, frag):
                     continue
                 frag = 0
             self._set(i, t, source, sig, frag, "sequence", anchors, out, sent)
             changed += 1
         return changed
+
+    @staticmethod
+    def _head_group(lines: Sequence[Any], anchors: Sequence[_Anchor | None], i: int, t: float,
+                    src: str | None, source: str | None) -> list[Any]:
+        """Line ``i`` and the unnamed lines of its sender within the second
+        after it."""
+        group = []
+        for j in range(i, len(lines)):
+            lj = lines[j]
+            if lj is None:
+                continue
+            if lj[0] - t > _SAME_CONNECTION:
+                break
+            if anchors[j] is None and lj[1] in (src, source):
+                group.append(lj)
+        return group
+
+    def _head_fit(self, sig: Signature, group: Sequence[Any], sng: bool, lossy: bool, core: bytes,
+                  frag: int, strict: bool = False) -> bool:
+        """Are the first lines of ``group`` all of ``sig``'s payload, from
+        its first piece (``strict``: and the group is just that)? A record known to miss lines may show only its first
+        piece, when that says more than a lone CR or word."""
+        total = self._count(sig, sng) - (0 if sng else sig.id in self._empty)
+        # (the sender's next line within the second may be another
+        # connection's: another program logging through the same relay, as
+        # the benign lines of corpus-dev's mixed run do)
+        fit = None
+        # (a record known to miss lines may have kept only its first line,
+        # and the rest of the second be others')
+        least = 1 if lossy and not strict else min(total, len(group))
+        for k in range(len(group), least - 1, -1):
+            fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
+            if fit is not None:
+                break
+        if fit is None or fit[0][1] != 0:
+            return False
+        if strict:
+            return len(fit) == total == len(group)
+        # (a record known to miss lines too, Fluent Bit's RFC 5424 parser
+        # drops empty ones: its first piece will do)
+        return len(fit) >= total or (lossy and frag == 0 and _telling(core))
+
+    # -- the NSE scripts after the order --------------------------------------
+
+    def _step_of(self, i: int, a: _Anchor, earlier: _Anchor | None) -> int | None:
+        """The NSE step anchor ``a`` (line ``i``) is: named so here, the
+        script's own entry, or a resent probe's bytes after a later probe
+        of the order (``earlier``, the sender's anchor before it)."""
+        if a.step is not None:
+            return a.step
+        for k, (step, same, own) in enumerate(self._steps.get((a.sig.scanner, a.sig.transport), ())):
+            if own is not None and a.sig.probe == own.probe:
+                return k
+            if (same is not None and a.sig.id == same.id and earlier is not None
+                    and self._pos(earlier) is not None and self._pos(a) is not None
+                    and self._pos(earlier) > self._pos(a)):  # type: ignore[operator]
+                return k
+        return None
+
+    @staticmethod
+    def _sng_step_pieces(step: NseStep) -> list[tuple[int, int]]:
+        """(start, end) of the pieces syslog-ng logs of the step's TCP send:
+        cut at every NUL and LF, empty ones dropped; a random byte is taken
+        for one that cuts nothing (it may, and then no piece fits)."""
+        out, start = [], 0
+        sends = step.sends
+        for k in range(len(sends) + 1):
+            if k == len(sends) or (sends[k] in b"\0\n" and k not in step.varies):
+                if k > start:
+                    out.append((start, k))
+                start = k + 1
+        return out
+
+    def _step_fit(self, step: NseStep, same: Signature | None, own: Signature | None,
+                  item: Sequence[Any]) -> list[tuple[Signature, int, bool, bool]]:
+        """(signature, fragment, telling, random) for each way the line can
+        be the step's: a piece of the probe it resends, or what rsyslog or
+        syslog-ng keeps of its own bytes with the random ones (``varies``)
+        any byte; telling is False for a line that kept too little to say
+        so alone, random True for one that holds random bytes."""
+        core, matches, lossy, cut = item[2:6]
+        sng, head = _flags(item)
+        if same is not None:
+            frags = sorted({m.fragment for m in matches if m.signature.id == same.id}
+                           | set(self._fragments(same, core, lossy, cut, sng=sng, head=head)))
+            return [(same, f, bool(core), False) for f in frags]
+        if own is None:
+            return []
+        if not core:
+            return [(own, 0, False, False)] if (lossy or head) else []
+        if head:
+            return []
+        sends = step.sends
+
+        def fits(start: int, end: int, prefix: bool) -> int | None:
+            """How many of the line's bytes are the send's fixed ones, when
+            the line is sends[start:end] (or a prefix of it)."""
+            nonlocal random
+            if len(core) > end - start or (not prefix and len(core) != end - start):
+                return None
+            for k, b in enumerate(core):
+                if start + k not in step.varies and sends[start + k] != b:
+                    return None
+            fixed = sum(1 for k in range(len(core)) if start + k not in step.varies)
+            random = fixed < len(core)
+            return fixed
+
+        random = False
+        if sng and own.transport == "tcp":
+            out = []
+            for f, (start, end) in enumerate(self._sng_step_pieces(step)):
+                while start < end and sends[start] in b" \t" and start not in step.varies:
+                    start += 1
+                while end > start and sends[end - 1] in b" \t\r" and end - 1 not in step.varies:
+                    end -= 1
+                fixed = fits(start, end, False)
+                if fixed is not None:
+                    out.append((own, f, fixed >= 8, random))
+            return out
+        # the line's bytes from the start of the send (spacing aside); what
+        # follows them is what the record lost (cut, lossy) or the NULs
+        # syslog-ng left off a datagram
+        start = 0
+        if sng or not (lossy or cut):
+            for start in range(len(sends)):
+                if sends[start] not in b" \t" or start in step.varies:
+                    break
+        fixed = fits(start, len(sends), True)
+        if fixed is None and lossy:
+            # (a record's fields joined again with a space the line did not
+            # have: Fluent Bit's ident stops at a byte its pattern refuses)
+            for p in [k for k, b in enumerate(core[:_MAX_JOIN]) if b == 0x20]:
+                core = item[2][:p] + item[2][p + 1:]
+                fixed = fits(start, len(sends), True)
+                if fixed is not None:
+                    break
+        if fixed is None:
+            return []
+        if (not (lossy or cut) and sends[start + len(core):].strip(b"\0")
+                and not (step.varies and start + len(core) > max(step.varies))):
+            # (a cut after the random bytes, where a relay cut the TAG
+            # at 32 characters and the parser took it for the message)
+            return []
+        return [(own, 0, fixed >= 8, random)]
+
+    def _nse(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str | None,
+             cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]],
+             ctx: Any) -> tuple[int, Signature, int] | None:
+        """A line after the sender's last probe of the order, placed as one
+        of the NSE scripts that run then (``ScanOrder.nse``), when exactly
+        one step between the anchors around it fits it and no probe still
+        to come in the order does. A line that kept too little to say so
+        alone (an empty record) only when the scan's intensity sends no
+        probe after the previous anchor, or that anchor was a script's."""
+        if source is None or source in self._multi or not self._steps:
+            return None
+        t = item[0]
+        lst = self._index.by_source.get(source, ())
+        k = bisect_left(lst, i)
+        back = [j for j in lst[:k] if anchors[j] is not None and 0 <= t - anchors[j].t <= self.gap]  # type: ignore[union-attr]
+        if not back:
+            return None
+        j = back[-1]
+        lo = anchors[j]
+        assert lo is not None
+        steps = self._steps.get((lo.sig.scanner, lo.sig.transport))
+        if not steps:
+            return None
+        # the anchor before lo, looked for back to where the order went forward
+        earlier = None
+        for jj in reversed(back[:-1]):
+            a = anchors[jj]
+            if a is not None and self._pos(a) is not None and a.sig.id != lo.sig.id:
+                earlier = a
+                break
+        lo_step = self._step_of(j, lo, earlier)
+        key = (lo.sig.scanner, lo.sig.transport)
+        order = self.order.positions.get(key, {})
+        already = set(sent.get(source, ()))
+        if ctx is not None:
+            already |= ctx[3]
+        remaining: list[str] = []
+        if lo_step is None:
+            plo = self._pos(lo)
+            if plo is None:
+                return None
+            level = self._scan_intensity(*key, already)
+            for name, pos in order.items():
+                if (pos > plo and name not in already and (*key, name) not in self._silent
+                        and self._intensity.get((*key, name), 0) <= level):
+                    remaining.append(name)
+            if any(sig.transport == key[1] and sig.probe in remaining for sig, _frag in cands.values()):
+                return None  # a probe still to come could have left it
+            lo_step = -1
+        hi_step = len(steps)
+        nxt = lst[k + 1] if k < len(lst) and lst[k] == i else (lst[k] if k < len(lst) else None)
+        if nxt is not None:
+            a = anchors[nxt]
+            if a is not None and 0 <= a.t - t <= self.gap:
+                st = self._step_of(nxt, a, lo)
+                if st is None:
+                    return None  # the order goes on after this line
+                hi_step = st
+        # Random bytes that are a probe's fixed ones (RPCCheck's XID, in
+        # its own RPC call) are that probe's.
+        elsewhere = any(sig.scanner == lo.sig.scanner for sig, _f in cands.values())
+        fits = []
+        if lo.step is not None and 0 <= t - lo.t <= _SAME_CONNECTION:
+            # the next piece of the step's payload (syslog-ng cut rpc-grind's
+            # call at every NUL)
+            step, same, own = steps[lo.step]
+            later = [g for g in self._step_fit(step, same, own, item)
+                     if g[0] is lo.sig and g[1] > lo.fragment and not (g[3] and elsewhere)]
+            if later:
+                return lo.step, later[0][0], min(g[1] for g in later)
+        for n in range(lo_step + 1, hi_step):
+            step, same, own = steps[n]
+            got = [g for g in self._step_fit(step, same, own, item)
+                   if (g[1] == 0 or same is not None) and not (g[3] and elsewhere)]
+            if got:
+                fits.append((n, *got[0][:3]))
+        if len(fits) != 1:
+            return None
+        n, sig, frag, telling = fits[0]
+        if remaining and (not telling or _flags(item)[1]):
+            return None  # (lines that hold only MSG: the count at the scan's end places them)
+        return n, sig, frag
 
     def _segments(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
                   sent: dict[str | None, set[str]], context: Any) -> int:
@@ -961,7 +1253,7 @@ class SequenceNamer:
         return None
 
     def _pos(self, a: _Anchor | None) -> int | None:
-        return None if a is None else self.order.position(a.sig)
+        return None if a is None or a.step is not None else self.order.position(a.sig)
 
     def _around(self, anchors: Sequence[_Anchor | None], i: int, t: float,
                 src: str | None) -> tuple[_Anchor | None, _Anchor | None, str | None]:
