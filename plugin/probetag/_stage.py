@@ -373,7 +373,14 @@ class Processor:
             needle = self._hit_sender(entries, starts, i)
             if needle is None:
                 continue
-            if near is not None:
+            if not needle:
+                # A hit that names no sender (its HOSTNAME was the payload's
+                # first word: ``fox a 1 -1 fox hello``, ``GET / HTTP/1.0``):
+                # the lines of its connection and scan around it may hold
+                # the sender (``fox.version=s:1.0``) or name none either
+                # (xmlsysd's ``on identity version``), whatever their size.
+                window = range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
+            elif near is not None:
                 window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
             else:
                 window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
@@ -384,7 +391,7 @@ class Processor:
                     have.add(j)
                     extra.append(j)
             last = i
-            last_needle = needle
+            last_needle = needle or last_needle or needle0
         if last >= 0:
             self._carry = (max(0, last + _NEIGHBOURS_AFTER + 1 - count), last_needle)
         else:

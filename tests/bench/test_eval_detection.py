@@ -38,9 +38,9 @@ FLOORS = {
     "file: traditional (escaping off)": 0.99,
     "file: fileformat (escaping off)": 0.99,
     "file: json (escaping off)": 0.99,
-    "file: proto23 (escaping off)": 0.965,
-    "records: fluentd in_syslog_tcp": 0.985,
-    "records: fluentd in_syslog_tcp (escaping off)": 0.98,
+    "file: proto23 (escaping off)": 0.99,
+    "records: fluentd in_syslog_tcp": 0.995,
+    "records: fluentd in_syslog_tcp (escaping off)": 0.99,
     "records: fluentd tail_rfc3164": 0.995,
     "records: fluentd tail_auto": 0.995,
     "records: fluentd tail_string": 0.995,
@@ -51,9 +51,9 @@ FLOORS = {
     "records: fluentd tail_none (escaping off)": 0.99,
     "records: rsyslog json (omfwd/jsonf)": 0.995,
     "records: rsyslog json (omfwd/jsonf) (escaping off)": 0.99,
-    "records, one per chunk: fluentd in_syslog_tcp": 0.955,
+    "records, one per chunk: fluentd in_syslog_tcp": 0.965,
     "records, one per chunk: fluentd tail_none": 0.975,
-    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": 0.86,
+    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": 0.865,
     "records, one per chunk: fluentd tail_none (escaping off)": 0.93,
 }
 
@@ -77,16 +77,16 @@ LATE_FLOORS = {
 #: all their probe lines (in ``file: rsyslog fromhost`` two thirds keep no
 #: probe byte and are named by their place in the scan, and that is what
 #: this holds), with no wrong name; syslog-ng's on the lines that kept
-#: their payload.
+#: their payload (its ``network()`` files with no wrong name either).
 EXTRA_FLOORS: dict[str, tuple[str, float, int | None]] = {
     "file: rsyslog traditional": ("name_recall", 0.99, 0),
     "file: rsyslog fromhost_ip": ("name_recall", 0.99, 0),
     "file: rsyslog fromhost": ("name_recall", 0.99, 0),
-    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.965, 0),
-    "records: fluentbit_syslog_rfc5424 (derived)": ("name_recall", 0.86, 0),
-    "records: vector_syslog_relay (derived)": ("name_recall", 0.985, 0),
-    "file: syslog-ng net_default": ("name_recall_payload_kept", 0.99, None),
-    "file: syslog-ng net_iso": ("name_recall_payload_kept", 0.99, None),
+    "records: fluentbit_syslog_rfc3164 (derived)": ("name_recall", 0.99, 0),
+    "records: fluentbit_syslog_rfc5424 (derived)": ("name_recall", 0.965, 0),
+    "records: vector_syslog_relay (derived)": ("name_recall", 0.995, 0),
+    "file: syslog-ng net_default": ("name_recall_payload_kept", 0.99, 0),
+    "file: syslog-ng net_iso": ("name_recall_payload_kept", 0.99, 0),
     "file: syslog-ng sys_default": ("name_recall_payload_kept", 0.99, None),
     "file: syslog-ng sys_iso": ("name_recall_payload_kept", 0.99, None),
 }

@@ -193,7 +193,7 @@ class Run:
         else:
             f["label"], f["method"] = ctx[6:], "pcap+nmap-trace"
 
-    def assign(self, proto, dport, src, t, content):
+    def assign(self, proto, dport, src, t, content, cuts=b"\n"):
         cands = [f for f in self.flows if f["proto"] == proto and f["dport"] == dport
                  and f["src"] == src and f["data"]]
 
@@ -216,10 +216,22 @@ class Run:
             if nul:
                 nul.sort(key=lambda f: abs(f["t_end"] - t))
                 return nul[0], "nul-frame"
+        def closed_with(f, c):
+            # The bytes after a stream's last delimiter (``cuts``) are logged
+            # when the connection closes, which can be the instant the next
+            # one opens: a short last piece (``\x04``) found in both payloads
+            # is the one of the flow that closed then.
+            if proto != "tcp" or not f["t_end"] or abs(f["t_end"] - t) > 1.0 or f.get("tail_logged"):
+                return False
+            tail = re.split(b"[" + re.escape(cuts) + b"]", f["payload"])[-1]
+            return c in (tail, tail.rstrip(b"\r"))
+
         for c in [x for c in content for x in (c, c.strip(b"\0"))]:
             hit = [f for f in cands if c and c in f["payload"] and dist(f) < 30]
             if hit:
-                hit.sort(key=lambda f: (dist(f), abs(f["t_first_data"] - t)))
+                hit.sort(key=lambda f: (not closed_with(f, c), dist(f), abs(f["t_first_data"] - t)))
+                if closed_with(hit[0], c):
+                    hit[0]["tail_logged"] = True  # (once: the same bytes may come again in the next flow)
                 return hit[0], "content"
         if cands:
             cands.sort(key=lambda f: (dist(f), abs(f["t_first_data"] - t)))
@@ -312,7 +324,7 @@ class Run:
             else:
                 tr = {"6": "tcp", "17": "udp"}.get(proto)
                 # RAWMSG stops at the first NUL: the parsed fields carry the rest
-                f, how = self.assign(tr, int(dport), sip, t, [raw, hdr + msg, msg])
+                f, how = self.assign(tr, int(dport), sip, t, [raw, hdr + msg, msg], cuts=b"\n\0")
                 m.update(transport=tr, input="main", origin="network", source_driver=src)
                 self._set_flow(m, f, how)
             out.append(m)

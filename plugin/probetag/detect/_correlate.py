@@ -37,7 +37,10 @@ Theory of operation
     *group* (``group_lines`` counts them); all lines of a source form one
     *scan* until the source is silent for ``scan_idle``; ``scan_id`` is a
     hash of the source and the scan's first time, so replaying the same log
-    gives the same ids.
+    gives the same ids. A scan that was going through its scanner's order
+    when it ended on silence hands its place to the source's next scan if
+    that one's first placed line comes later in the order: the same scan
+    whose lines in between a collector dropped (``in_order``).
 
 * **Event time, not wall clock.** ``t`` is the record's own time. Replaying
   a day of logs through probetag in a minute then groups lines exactly as
@@ -70,7 +73,7 @@ import hashlib
 import sys
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ._engine import Match
 
@@ -139,6 +142,9 @@ class _Scan:
     placed: int = 0
     last_pos: int = -2
     back: int = 0
+    #: (placed, last_pos, back) of the scan this source's previous one ended
+    #: on silence with, while going through its order (``observe``)
+    resume: tuple[int, int, int] | None = None
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
     cost: int = 0  # estimated bytes held (see max_bytes)
@@ -207,7 +213,10 @@ class Correlator:
         if sure is None:
             sure = [m for m in matches if not m.ambiguous]
         scan = self._sources.get(src)
+        resume = None
         if scan is not None and t - scan.last > self.scan_idle:
+            if scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK:
+                resume = (scan.placed, scan.last_pos, scan.back)
             self._end(src)  # silent too long: that scan is over
             scan = None
         if sure:
@@ -223,6 +232,8 @@ class Correlator:
             scan = self._touch(src, t, scan)
             scan.ctx, scan.ctx_conf, scan.ctx_t = first, first.confidence, t
             scan.ctx_frag = first.fragment
+            if resume is not None:
+                scan.resume = resume
             if t >= self.last_context:
                 self.last_source = None if src == "-" else src
             self.last_context = max(self.last_context, t)
@@ -240,6 +251,13 @@ class Correlator:
                 key = (sig.scanner, sig.transport)
                 if pos > scan.max_pos.get(key, -2):
                     scan.max_pos[key] = pos
+                if scan.resume is not None and not scan.placed and pos > scan.resume[1]:
+                    # The order goes on where the scan that ended on silence
+                    # left it: the same scan, whose lines in between a
+                    # collector dropped (Fluent Bit's RFC 5424 parser drops
+                    # every record with an empty message).
+                    scan.placed, scan.last_pos, scan.back = scan.resume
+                scan.resume = None
                 if pos != scan.last_pos:
                     if scan.placed and pos < scan.last_pos:
                         scan.back += 1
@@ -367,6 +385,27 @@ class Correlator:
         sequence pass only places lines of such scans."""
         scan = self._sources.get(source or "-")
         return scan is not None and scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK
+
+    def lines_in_order(self, sigs: Iterable[Any]) -> bool:
+        """Do these named lines of one source (stream order) go through their
+        scanner's order by ``in_order``'s rule? A batch can hold a scan that
+        the correlator ended on a silence of ``scan_idle`` and began again (a
+        collector that drops records, Fluent Bit's RFC 5424 parser, leaves
+        minutes without a line of a scan that went on): its lines are placed
+        by the order all the same."""
+        if self.position is None:
+            return False
+        placed = back = 0
+        last = None
+        for sig in sigs:
+            pos = self.position(sig)
+            if pos is None or pos == last:
+                continue
+            if last is not None and pos < last:
+                back += 1
+            placed += 1
+            last = pos
+        return placed >= 2 and back <= _MAX_STEPS_BACK
 
     def may_place(self, source: str) -> bool:
         """Could the sequence pass place lines of this source's scan: none

@@ -313,6 +313,51 @@ def rsyslog_msg(line: bytes) -> bytes:
     return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), escaped[_TAG_MAX:])
 
 
+#: An escape that a cut at a fixed byte count split (``#0`` of ``#001``).
+_SPLIT_ESCAPE = re.compile(rb"#[0-7]{0,2}$")
+
+
+_NUL = re.compile(rb"\x00")
+_SPACE_RUN = re.compile(rb" {2,}")
+#: Places tried for a gap that ends with a colon (``Detector._gapped``).
+_MAX_GAP_PLACES = 8
+#: The ident class of Fluent Bit's stock ``syslog-rfc3164`` parser.
+_IDENT = re.compile(rb"[A-Za-z0-9_/.-]*")
+
+
+def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> tuple[bytes, bytes] | None:
+    """What rsyslog's forwarding template (``%syslogtag:1:32%%msg%``) sends
+    of a logged line whose TAG ran into pmrfc3164's 510-byte cut, as
+    (head, tail), both decoded: head is the HOSTNAME word (with its space),
+    if any, and the TAG's first 32 bytes as escaped, without an escape that
+    cut split; tail is MSG, the escaped text from byte 510 on, whose first
+    bytes may be the digits of an escape the 510-byte cut split (ibm-db2's
+    ``#0`` + `` `` + ``000#004...``). None when the TAG ends before 510.
+    ``escaped_bytes``: the bytes rsyslog wrote as ``#ooo`` (with escaping
+    off, after the NUL rule, only NUL)."""
+    sp = line.find(b" ")
+    word = line if sp < 0 else line[:sp]
+    host = b""
+    if sp >= 0 and word and _HOSTWORD.fullmatch(word) is not None:
+        host, line = line[:sp + 1], line[sp + 1:]
+    if not line or line[:1] in (b" ", b"{", b"["):
+        return None
+    end = _TAG_END.search(line)
+    if end is not None:
+        cut = end.end() if end.group() == b":" else end.start()
+        if cut + 3 * len(escaped_bytes.findall(line, 0, cut)) <= _TAG_MAX:
+            return None
+    escaped = escaped_bytes.sub(lambda m: b"#%03o" % m.group()[0], line)
+    if len(escaped) <= _TAG_MAX:
+        return None
+
+    def decode(text: bytes) -> bytes:
+        return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), text)
+
+    head = _SPLIT_ESCAPE.sub(b"", escaped[:32])
+    return host + decode(head), decode(escaped[_TAG_MAX:])
+
+
 class Detector:
     """Compiled catalogue. ``match()`` is safe to call from one thread at a time."""
 
@@ -329,6 +374,11 @@ class Detector:
         self._sng_tcp: dict[str, tuple[bytes, ...]] = {}
         self._sng_exact: dict[bytes, list[_Piece]] = {}
         self._sng_answers: dict[tuple[bytes, str | None], tuple[Match, ...]] = {}
+        #: pieces whose TAG ran into the 510-byte cut, with what the
+        #: forwarding template leaves of them (``forward_cut``)
+        self._forward: list[tuple[_Piece, bytes, bytes]] = []
+        #: (ident, MSG) -> pieces, for ``_swallowed`` (built on first use)
+        self._separator_index: dict[tuple[bytes, bytes], list[_Piece]] | None = None
         markers: list[tuple[bytes, int]] = []
         for si, sig in enumerate(self.signatures):
             if sig.match == "marker":
@@ -351,6 +401,12 @@ class Detector:
             for _t, f, line in logged:
                 frags.setdefault(f, line)
             self._logged[sig.id] = tuple(frags[f] for f in sorted(frags))
+            for transport, frag, line in logged:
+                kept = unescaped_nul_rule(line)
+                for got in {forward_cut(line), forward_cut(kept, _NUL) if kept != line else None}:
+                    if got is not None and len(got[1].strip(_TRIM)) >= _MIN_GAPPED:
+                        self._forward.append((_Piece(si, frag, "damaged", transport, line, distinctive(line),
+                                                     trimmed=False), got[0].strip(_TRIM), got[1].strip(_TRIM)))
             self._cores[sig.id] = tuple(x.strip(b" \t") for x in self._logged[sig.id])
             for transport, frag, line in logged:
                 for text, kind in self._variants(line, transport):
@@ -364,6 +420,16 @@ class Detector:
                             lost_cr = t.count(b"\r") < text.count(b"\r")
                             self._add(_Piece(si, frag, kind, transport, t,
                                              distinctive(t) and not lost_cr, trimmed=True))
+        # Pieces with runs of spaces, by their text with each run one space:
+        # parsers that split a line into fields at spaces and trim them
+        # (Vector's syslog source) keep one space where the payload had
+        # several (SharpTV's ``TVNM1   \rMNRD1``, ``DB2DAS      \x01``).
+        self._squeezed: dict[bytes, list[_Piece]] = {}
+        for p in self._pieces:
+            if not p.trimmed and b"  " in p.text:
+                key = _SPACE_RUN.sub(b" ", p.text).strip(_TRIM)
+                if len(key) >= _MIN_GAPPED:
+                    self._squeezed.setdefault(key, []).append(p)
         # Sorted keys for the truncation bisect.
         self._sorted = sorted(self._exact)
         self._rsorted = sorted(k[::-1] for k in self._exact)
@@ -501,7 +567,7 @@ class Detector:
         if not hits:
             return self.match_best((line,), transport=transport)[1]
         probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(core) or (len(probes) > 1 and len({p.text for p in hits}) > 1)
+        amb = not distinctive(core) or (len(probes) > 1 and self._payloads(hits) > 1)
         best: dict[int, Match] = {}
         for p in hits:
             if p.sig not in best:
@@ -566,16 +632,24 @@ class Detector:
         return self.match_best((line, *alternatives), transport=transport, lossy=lossy, collector=collector)[1]
 
     def match_best(self, candidates: Iterable[bytes], *, transport: str | None = None,
-                   lossy: bool = False, collector: str | None = None) -> tuple[bytes, list[Match]]:
+                   lossy: bool = False, collector: str | None = None,
+                   separator: bool = False) -> tuple[bytes, list[Match]]:
         """(candidate, its matches) for the first candidate with a
         distinctive match; exact/prefix/truncated readings before gapped ones
         (``lossy``), and syslog-ng's pieces before both for its lines
-        (``collector``); failing that, the first candidate with ambiguous matches
+        (``collector``); ``separator``: the record comes from a parser whose
+        ident stops at the first byte outside a class and whose separator
+        ``[^:]*:`` then swallows the rest of the TAG (Fluent Bit's stock
+        ``syslog-rfc3164``: ``A#000#000#000:`` read as ident ``A``), so a
+        piece with such a stretch, up to its colon, lost matches too
+        (``damaged``); failing that, the first candidate with ambiguous matches
         only, so correlation can still use it. ``(b"", [])`` when nothing
         matches."""
         cands = [c for c in candidates if c]
         fallback: tuple[bytes, list[Match]] | None = None
-        passes = [self._match_one] + ([self._gapped] if lossy else [])
+        passes = [self._match_one] + ([self._gapped] if lossy else []) + [self._squeezed_match]
+        if separator and not lossy:
+            passes.append(self._swallowed)
         if collector == "syslog-ng":
             # what syslog-ng leaves of a payload first (module docstring)
             passes.insert(0, self._match_syslog_ng)
@@ -591,6 +665,30 @@ class Detector:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])
 
+    def _payloads(self, pieces: Iterable[_Piece]) -> int:
+        """How many payloads these pieces come from: one means no doubt
+        about the bytes, whatever names the catalogue gives them (the
+        variants of one payload, trimmed or damaged, differ in text)."""
+        return len({self.signatures[p.sig].payload for p in pieces})
+
+    def _squeezed_match(self, line: bytes, transport: str | None) -> list[Match]:
+        """A piece whose runs of spaces the line has one space of each
+        (``damaged``): what a parser that trims its fields leaves."""
+        if not self._squeezed or b" " not in line:
+            return []
+        hits = [p for p in self._squeezed.get(_SPACE_RUN.sub(b" ", line).strip(_TRIM), ())
+                if self._ok_transport(p, transport)]
+        if not hits:
+            return []
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(hits) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb), amb)
+        return self._finish({id(m.signature): m for m in best.values()})
+
     def match_markers(self, data: bytes) -> list[Match]:
         """Marker signatures only (a user agent, a tool's name) anywhere in
         ``data``: for record fields other than the payload line, such as the
@@ -602,6 +700,42 @@ class Detector:
                 best[si] = Match(self.signatures[si], 0, "marker", self._conf(si, "marker", False), False)
         return self._finish({id(m.signature): m for m in best.values()}) if best else []
 
+    def _swallowed(self, line: bytes, transport: str | None) -> list[Match]:
+        """Pieces ``IDENT + X + MSG`` for a line ``IDENT [sep] MSG``, ``X``
+        what a syslog parser's separator ``[^:]*:`` took after an ident that
+        stopped at a byte outside ``[A-Za-z0-9_/.-]`` (``damaged``). One
+        lookup: the pieces are indexed by (ident, MSG) once."""
+        index = self._separator_index
+        if index is None:
+            index = self._separator_index = {}
+            for p in self._pieces:
+                if p.trimmed:
+                    continue
+                ident = _IDENT.match(p.text).group()
+                colon = p.text.find(b":", len(ident))
+                if colon <= len(ident):
+                    continue  # nothing but the colon between: no bytes lost
+                msg = p.text[colon + 1:].lstrip(b": ").rstrip(_TRIM)
+                if ident or msg:
+                    index.setdefault((ident, msg), []).append(p)
+        ident = _IDENT.match(line).group()
+        msg = line[len(ident):].lstrip(b": ").rstrip(_TRIM)
+        hits = [p for p in index.get((ident, msg), ()) if self._ok_transport(p, transport)]
+        if not hits:
+            return []
+        probes = {self.signatures[p.sig].probe for p in hits}
+        # (a few bytes left, ``id`` + ``1`` of niagara-fox's ``id=i:1``, say
+        # nothing alone: the line before them from the same sender decides)
+        amb = (not distinctive(line) or len(ident) + len(msg) < _MIN_GAPPED
+               or (len(probes) > 1 and self._payloads(hits) > 1))
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb, 0.8 + 0.2 * min(1.0, len(line) / len(p.text))),
+                                    amb)
+        return self._finish({id(m.signature): m for m in best.values()})
+
     def _gapped(self, line: bytes, transport: str | None) -> list[Match]:
         """Pieces ``A + X + B`` for a line ``A + B``: the bytes ``X`` were lost
         in one stretch (FIELD_GUIDE 3: RFC 5424 output prints APP-NAME, not
@@ -611,6 +745,15 @@ class Detector:
             return []
         hits: list[tuple[_Piece, float]] = []
         seen: set[bytes] = set()
+        # The forwarding template's cut after the 510-byte one: the TAG's
+        # first 32 bytes, then MSG; rebuild joins the two with a separator
+        # of its own (a space, ``: ``) or none, and may drop a split escape.
+        core = line.strip(_TRIM)
+        for p, head, tail in self._forward:
+            if core.endswith(tail) and self._ok_transport(p, transport):
+                kept = core[:len(core) - len(tail)].rstrip(b" :")
+                if head.startswith(kept):
+                    hits.append((p, len(core) / len(p.text)))
 
         def consider(key: bytes) -> None:
             if key in seen or len(key) <= len(line):
@@ -626,7 +769,17 @@ class Detector:
             # When the whole line is a suffix, the gap may also start the
             # piece (A empty: the line's first bytes only happen to be the
             # piece's too, ``\x00`` after a TAG that began with one).
-            for a in dict.fromkeys((min(cp, len(line)), 0 if cs >= len(line) else -1)):
+            hi, glen = min(cp, len(line)), len(key) - len(line)
+            tries = [hi, 0 if cs >= len(line) else -1]
+            # A gap that ends with the TAG's colon (a separator ``[^:]*:``
+            # took it) may sit earlier, where the bytes before and after it
+            # repeat (``#000`` runs): those places too, a few.
+            for a in range(hi - 1, max(0, len(line) - cs) - 1, -1):
+                if key[a + glen - 1:a + glen] == b":" or key[a + glen - 2:a + glen] == b": ":
+                    tries.append(a)
+                    if len(tries) >= _MAX_GAP_PLACES:
+                        break
+            for a in dict.fromkeys(tries):
                 if a >= 0 and self._tag_gap(key, line, a, len(line) - a, cs):
                     break
             else:
@@ -662,7 +815,7 @@ class Detector:
         # Several probes, but all from the same bytes (an -sV probe and the
         # -sU payload of its port): no doubt about the line; the catalogue's
         # naming policy (Signature.rank) picks the name.
-        amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
+        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(p for p, _ in hits) > 1)
         best: dict[int, Match] = {}
         for p, ratio in hits:
             m = Match(self.signatures[p.sig], p.fragment, "damaged",
@@ -761,7 +914,7 @@ class Detector:
                 # Several probes, but all from the same bytes (an -sV probe and the
                 # -sU payload of its port): no doubt about the line; the catalogue's
                 # naming policy (Signature.rank) picks the name.
-                amb = not distinctive(line) or (len(probes) > 1 and len({p.text for p, _ in hits}) > 1)
+                amb = not distinctive(line) or (len(probes) > 1 and self._payloads(p for p, _ in hits) > 1)
                 for p, ratio in hits:
                     offer(Match(self.signatures[p.sig], p.fragment, "truncated",
                                 self._conf(p.sig, "truncated", amb, 0.8 + 0.2 * ratio), amb))

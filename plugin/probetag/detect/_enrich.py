@@ -87,7 +87,7 @@ from ._correlate import Correlator, Verdict
 from ._engine import DEFAULT_CONFIDENCE, Detector, Match
 from ._runs import FragmentRuns, RunLine
 from ._sequence import SEQUENCE_CONFIDENCE, SequenceNamer, load_orders
-from ._openings import Openings, continuation_bytes, seen_in
+from ._openings import Openings, continuation_bytes, hostname_was_payload, seen_in
 from ._openings import literals as opening_literals
 
 __all__ = ["Enricher", "Reading", "show_bytes", "HOST_FIELDS"]
@@ -422,7 +422,8 @@ class Enricher:
                     if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
                         transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
                 line, matches = self.detector.match_best(
-                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector)
+                    (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector,
+                    separator=rb.shape == "fluentd-syslog")
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
         if key is not None:
             self.memo_misses += 1
@@ -450,12 +451,8 @@ class Enricher:
             # A memoised reading may come from a record with another sender:
             # the source is this record's.
             source = first if first is not None else rb.source
-            if first is None and source and reading.matches and reading.line is not rb.line:
-                # The reading that matched has the HOSTNAME as the payload's
-                # first word (``show info\r``): then it was not the sender.
-                word = source.encode("utf-8", "surrogateescape")
-                if reading.line == word or reading.line.startswith(word + b" "):
-                    source = None
+            if first is None and reading.matches and hostname_was_payload(reading.line, rb.line, source):
+                source = None
         if not reading.matches:
             # Markers (user agents...) also count in other fields of the
             # record, e.g. the ``agent`` of a parsed access log.
@@ -746,8 +743,9 @@ class Enricher:
             # line without a sender: when some sender's scan does)
             ok = ordered.get(src)
             if ok is None:
-                ok = ordered[src] = (in_order(src) if src is not None
-                                     else any(in_order(x) for x in set(sources) if x is not None))
+                ok = ordered[src] = (self._in_order(src, sources, named) if src is not None
+                                     else any(self._in_order(x, sources, named)
+                                              for x in set(sources) if x is not None))
             if not ok:
                 continue
             lines[i] = line
@@ -822,6 +820,15 @@ class Enricher:
             k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
+
+    def _in_order(self, source: str, sources: Sequence[str | None],
+                  named: Sequence[tuple[Any, int] | None]) -> bool:
+        """Does the source's scan go through its scanner's order: as the
+        correlator sees it now, or by the lines of it named in this batch?"""
+        if self.correlator.in_order(source):
+            return True
+        return self.correlator.lines_in_order(
+            nm[0] for nm, s in zip(named, sources) if nm is not None and s == source)
 
     @staticmethod
     def _sequence_line(i: int, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],

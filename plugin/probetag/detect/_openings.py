@@ -54,7 +54,7 @@ from ._clients import recognise as _recognise
 recognise = lru_cache(maxsize=4096)(_recognise)
 from ._engine import Match
 
-__all__ = ["Openings", "seen_in", "literals"]
+__all__ = ["Openings", "seen_in", "literals", "hostname_was_payload"]
 
 #: Seconds a truncated ClientHello waits for its next piece: the bytes after
 #: its last LF are logged when the client closes, on its own timeout.
@@ -373,18 +373,22 @@ class Openings:
                     break
 
 
+def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -> bool:
+    """Did the reading that matched (``line``) need the HOSTNAME ``source``
+    put back in front of rebuild's line (``show info\r`` logged as HOSTNAME
+    ``show``, TAG ``info#015``: FIELD_GUIDE 3)? Then that word was the
+    payload's, not the sender's: the line has no sender (the next line of
+    its connection may lend one, see ``_enrich._adopt_senders``)."""
+    if not source or line == rebuilt_line:
+        return False
+    word = source.encode("utf-8", "surrogateescape")
+    return line == word or line.startswith(word + b" ")
+
+
 def _payload_word_senders(readings: Sequence[Any], sources: list[str | None]) -> None:
-    """A reading that matched only once the HOSTNAME was put back in front
-    of the line (``show info\r`` logged as HOSTNAME ``show``, TAG
-    ``info#015``: FIELD_GUIDE 3) says that word was the payload's, not the
-    sender's: the line has no sender then (the next line of its connection
-    may lend one, see ``_enrich._adopt_senders``)."""
+    """``hostname_was_payload`` over a batch: such lines lose their sender."""
     for i, r in enumerate(readings):
-        src = sources[i]
-        if r is None or not src or r.rebuilt is None or r.line == r.rebuilt.line:
-            continue
-        word = src.encode("utf-8", "surrogateescape")
-        if r.line.startswith(word + b" ") and r.line[len(word) + 1:] == r.rebuilt.line:
+        if r is not None and r.rebuilt is not None and hostname_was_payload(r.line, r.rebuilt.line, sources[i]):
             sources[i] = None
 
 

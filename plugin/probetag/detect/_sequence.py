@@ -23,8 +23,10 @@ Theory of operation
     (``Detector.logged_cores``), or a match the engine already found for it
     (ambiguous ones included: damage, truncation);
   - a proper prefix of such a piece (a TAG cut at 32 or 510 bytes, RFC 5424's
-    APP-NAME prefix, a connection closed early), or for records known to
-    miss bytes, nothing at all (an all-TAG binary line in RFC 5424 output);
+    APP-NAME prefix, a connection closed early), or of what rsyslog's NUL
+    rule leaves of it with escaping off (APP-NAME ``#000#000`` of
+    TerminalServer), or for records known to miss bytes, nothing at all (an
+    all-TAG binary line in RFC 5424 output);
   - an empty message, for a probe whose payload has a frame that is only a
     NUL (FIELD_GUIDE 2.1: it is logged as an empty message);
   - for a line that holds only rsyslog's MSG (``%FROMHOST% %msg%``; an 8th
@@ -68,7 +70,11 @@ Theory of operation
   probe named so does not count as sent by the order.
 * ``_segments``: between two anchors of one source, the unnamed lines are
   cut into the connections of the probes the order puts between them; a
-  cut is used only when it is the only one (``_split``).
+  cut is used only when it is the only one (``_split``). For records known
+  to miss bytes, which may miss whole records too (Fluent Bit's RFC 5424
+  parser drops every record with an empty message), probes may be passed
+  over: the lines still take the probes in order, one way only
+  (metasploit-msgrpc's and hazelcast-http's identical request lines).
 * Nothing here creates a scan: a line is named only between lines that
   named their probe themselves, so a benign ``#015`` far from any scan, or
   from another sender, stays untagged.
@@ -252,6 +258,7 @@ class SequenceNamer:
                 cores = self._sng_cores[sig.id] = self._syslog_ng(sig)
                 for k, p in enumerate(cores):
                     self._sng_pieces.setdefault((sig.scanner, p), []).append((sig, k))
+        self._nul_kept: dict[str, tuple[bytes, ...]] = {}
         self._multi: set[str | None] = set()
         self._index = _Index()
         self._cands: dict[tuple[str, bytes, bool, bool, bool], dict[str, tuple[Signature, int]]] = {}
@@ -325,13 +332,29 @@ class SequenceNamer:
             if lossy:
                 out.extend(range(len(pieces)))
             return out
+        kept = self._kept(sig.id) if lossy or cut else ()
         for k, p in enumerate(pieces):
             # (a CR at the end is what in_tail and in_syslog chomp off a
             # line rsyslog wrote with escaping off)
             if p == core or p == core + b"\r" or (
-                    (lossy or cut) and len(p) > len(core) and p.startswith(core)):
+                    (lossy or cut) and ((len(p) > len(core) and p.startswith(core))
+                                        or (len(kept[k]) > len(core) and kept[k].startswith(core)))):
+                # (or a prefix of what the NUL rule leaves of it: escaping
+                # off, TerminalServer's ``\x03\x00\x00\x0b\x06\xe0`` is logged
+                # ``#000#000\xe0``, and RFC 5424's APP-NAME keeps ``#000#000``)
                 out.append(k)
         return out
+
+    def _kept(self, sig_id: str) -> tuple[bytes, ...]:
+        """The signature's logged pieces as rsyslog with escaping off keeps
+        them (``_engine.unescaped_nul_rule``), spaces and tabs stripped."""
+        got = self._nul_kept.get(sig_id)
+        if got is None:
+            from ._engine import unescaped_nul_rule
+
+            got = self._nul_kept[sig_id] = tuple(unescaped_nul_rule(p).strip(b" \t")
+                                                 for p in self.detector.logged_cores(sig_id))
+        return got
 
     def candidates(self, scanner: str, core: bytes, matches: Sequence[Any], lossy: bool,
                    cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
@@ -605,7 +628,10 @@ class SequenceNamer:
         # connection's: another program logging through the same relay, as
         # the benign lines of corpus-dev's mixed run do)
         fit = None
-        for k in range(len(group), min(total, len(group)) - 1, -1):
+        # (a record known to miss lines may have kept only its first line,
+        # and the rest of the second be others')
+        least = 1 if lossy and not strict else min(total, len(group))
+        for k in range(len(group), least - 1, -1):
             fit = self._fit(sig.scanner, sig.transport, sig.probe, group[:k])
             if fit is not None:
                 break
@@ -882,6 +908,12 @@ class SequenceNamer:
                     changed += 1
                 continue
             plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines)
+            if plan is None and all(lines[i][4] for i in flat):
+                # Records known to miss bytes may miss whole lines too (Fluent
+                # Bit's RFC 5424 parser drops every record with an empty
+                # message): the probes that left none are passed over, and
+                # the lines still take the probes in the scan's order.
+                plan = self._split(a.sig.scanner, a.sig.transport, groups, expected, lines, skip=True)
             if plan is None:
                 continue
             for i, sig, frag in plan:
@@ -925,14 +957,16 @@ class SequenceNamer:
         return False
 
     def _split(self, scanner: str, transport: str, groups: list[list[int]], expected: list[str],
-               lines: Sequence[Any]) -> list[tuple[int, Signature, int]] | None:
+               lines: Sequence[Any], skip: bool = False) -> list[tuple[int, Signature, int]] | None:
         """The one way to cut the lines into ``expected``'s connections, in
         order, each line of a connection its probe's next piece; None when
         there is none or more than one. A pause of more than
         ``_SAME_CONNECTION`` always starts a connection (``groups``), but two
         connections can also follow each other within it (kumo-server's
         empty RFC 5424 record and metasploit-msgrpc's request line, 0.1 ms
-        apart): a group may hold several of them."""
+        apart): a group may hold several of them. ``skip``: a probe of
+        ``expected`` may have left no line (each way of naming the lines
+        is counted once: a probe is either passed over or takes lines)."""
         if len(expected) < len(groups) or len(expected) > _MAX_SPLIT:
             return None
         flat = [i for grp in groups for i in grp]
@@ -952,11 +986,13 @@ class SequenceNamer:
 
         def ways(k: int, e: int) -> tuple[int, list[tuple[int, Signature, int]]]:
             if k == len(flat) or e == len(expected):
-                return (1, []) if k == len(flat) and e == len(expected) else (0, [])
+                return (1, []) if k == len(flat) and (skip or e == len(expected)) else (0, [])
             got = memo.get((k, e))
             if got is not None:
                 return got
             count, best = 0, []
+            if skip:
+                count, best = ways(k, e + 1)
             n = 1
             while k + n <= len(flat):
                 if n > 1 and flat[k + n - 1] in starts:
