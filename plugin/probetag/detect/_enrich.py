@@ -914,7 +914,10 @@ class Enricher:
 
     def _take_held(self, fresh: set[str], newest: float) -> None:
         """The held records of the scanning sources in ``fresh``, decoded,
-        join the pending lines (those of other senders are dropped)."""
+        join the pending lines (those of other senders are dropped). So do
+        records without a sender (a request line whose CR Fluentd chomped,
+        ``GET`` taken for the HOSTNAME): pass 3 places such a line only
+        between lines of a scan, as it would in one batch."""
         held, decode = list(self._held), self._decode_held
         self._held.clear()
         new: list[tuple[float, Any, Any]] = []
@@ -930,7 +933,7 @@ class Enricher:
             one = [(t, rec)]
             line = (self._sequence_line(0, one, [r], [src], [None]) if r.matches
                     else self._sequence_line(0, one, [None], [None], [read]))
-            if line is not None and line[1] in fresh:
+            if line is not None and (line[1] in fresh or line[1] is None):
                 new.append((t, line, None))
         if new:
             self._add_pending(new)
