@@ -164,7 +164,7 @@ def _scan_head_stream(kind: str) -> list[tuple[int, str, bytes]]:
             for n, line in enumerate(raw, 1) if line]
 
 
-@pytest.mark.parametrize("kind", ["in_tail rfc3164"])
+@pytest.mark.parametrize("kind", ["in_tail rfc3164", "in_tail none"])
 def test_the_scan_head_before_its_first_distinctive_line_is_named_late(kind):
     # rsyslog's escaping off, one record per chunk: nmap's first probes
     # (GenericLines' raw CRs, request lines whose CR Fluentd chomped) hold

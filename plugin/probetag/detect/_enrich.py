@@ -850,7 +850,10 @@ class Enricher:
             nm = named[i]
             if nm is not None:
                 src = sources[i]
-                if src is None or may_place(src):
+                # (a line named by its protocol, a client's opening, has no
+                # place in a scanner's order: kept, it would stand between a
+                # scan's head and the probes that place it)
+                if (src is None or may_place(src)) and nm[0].family != "client":
                     new.append((t, (t, src, b"", (), False, False), nm))
                 continue
             line = lines[i] if lines is not None else None
