@@ -42,7 +42,10 @@ look at it:
    (read from the time's bytes in place).
 3. Only hit entries (and full-path ones) are decoded; hit entries go
    through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
-   one batch, so an ambiguous line can look ahead within the chunk.
+   one batch, so an ambiguous line can look ahead within the chunk. The
+   bytes of the chunk's last few unread entries are kept (``_keep_tail``:
+   a constant cost per chunk, no decode) for a strong hit at the head of
+   the next chunk, whose neighbours before they are.
 4. Output: runs of untouched entries are copied as slices of the input;
    only changed records are re-encoded. Records retagged by a rule leave in
    their own ``OutChunk`` per new tag, after the chunk of the input tag.
@@ -365,6 +368,11 @@ class Processor:
         ``_NEIGHBOURS_BEFORE`` entries are looked at, whatever the chunk's
         size, and one longer than ``_TAIL_BYTES`` keeps only its place."""
         tail = self._tail
+        if count == 1:  # (a live stream's chunk: no loop to set up)
+            a = starts[0]
+            b = starts[1]
+            tail.append(entries[a:b] if b - a <= _TAIL_BYTES and 0 not in read else None)
+            return
         lo = count - _NEIGHBOURS_BEFORE if count > _NEIGHBOURS_BEFORE else 0
         a = starts[lo]
         for j in range(lo, count):

@@ -63,7 +63,8 @@ Theory of operation
   picture one batch would. A name found so goes into the scan's summary
   (``Correlator.note_late``): the record has left. Bare-CR records the
   stage skipped for want of a probe context come as bytes (``hold``) and
-  are decoded only then.
+  are decoded only then; so do the records of earlier chunks the stage
+  reads as the neighbours before a hit at the head of a chunk.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
