@@ -42,7 +42,10 @@ look at it:
    (read from the time's bytes in place).
 3. Only hit entries (and full-path ones) are decoded; hit entries go
    through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
-   one batch, so an ambiguous line can look ahead within the chunk.
+   one batch, so an ambiguous line can look ahead within the chunk. The
+   bytes of the chunk's last few unread entries are kept (``_keep_tail``:
+   a constant cost per chunk, no decode) for a strong hit at the head of
+   the next chunk, whose neighbours before they are.
 4. Output: runs of untouched entries are copied as slices of the input;
    only changed records are re-encoded. Records retagged by a rule leave in
    their own ``OutChunk`` per new tag, after the chunk of the input tag.
@@ -61,6 +64,7 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -160,6 +164,11 @@ class Processor:
         #: (entries still to read at the start of the next chunk, the sender
         #: bytes they may hold): the neighbours of a hit at a chunk's end
         self._carry: tuple[int, bytes] = (0, b"")
+        #: the bytes (None: an entry not kept) of the last entries that went
+        #: by unread: the neighbours before a hit at the head of the next
+        #: chunk (``_keep_tail``); like ``_carry``, of whatever tag came
+        #: (in_syslog's tags change with a line's facility and severity)
+        self._tail: deque[bytes | None] = deque(maxlen=_NEIGHBOURS_BEFORE)
         #: entries rejected as msgpack Python cannot hold, so far (inputs
         #: compare it around a chunk to log their peer)
         self.undecodable = 0
@@ -202,8 +211,10 @@ class Processor:
 
         # One multi-literal scan over the packed bytes picks the entries to decode.
         hits: list[int] = []
+        found: list[int] = []
         if self.prefilter is not None and count_entries:
             hits, weak = self.prefilter.classify(entries if pos == n else entries[:pos], starts)
+            found = hits
             if weak and len(weak) == len(hits):
                 # Only bare-CR lines (a Windows forwarder's CRLF) in this chunk:
                 # decode those that some source's probe context is near in time.
@@ -221,7 +232,7 @@ class Processor:
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
-                hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
+                hits = self._with_neighbours(tag, entries, starts, hits, weak, count_entries)
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
@@ -346,11 +357,44 @@ class Processor:
             res.chunks.append(OutChunk(tag, data, kept))
         for new_tag, packed_list in retagged.items():
             res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
+        if self.enricher is not None and count_entries:
+            self._keep_tail(entries, starts, count_entries, hitset.union(found) if found else hitset)
         self._account(res)
         return res
 
-    def _with_neighbours(self, entries: bytes, starts: Sequence[int], hits: list[int], weak: set[int],
-                         count: int) -> list[int]:
+    def _keep_tail(self, entries: bytes, starts: Sequence[int], count: int, read: set[int]) -> None:
+        """Remembers the chunk's last entries that went by unread (a live
+        stream's chunk is often one line), as bytes: only the last
+        ``_NEIGHBOURS_BEFORE`` entries are looked at, whatever the chunk's
+        size, and one longer than ``_TAIL_BYTES`` keeps only its place."""
+        tail = self._tail
+        if count == 1:  # (a live stream's chunk: no loop to set up)
+            a = starts[0]
+            b = starts[1]
+            tail.append(entries[a:b] if b - a <= _TAIL_BYTES and 0 not in read else None)
+            return
+        lo = count - _NEIGHBOURS_BEFORE if count > _NEIGHBOURS_BEFORE else 0
+        a = starts[lo]
+        for j in range(lo, count):
+            b = starts[j + 1]
+            tail.append(entries[a:b] if b - a <= _TAIL_BYTES and j not in read else None)
+            a = b
+
+    def _tail_before(self, tag: str, i: int, needle: bytes) -> None:
+        """Strong hit ``i`` near the head of its chunk: the entries of earlier
+        chunks in its window before it that would be its neighbours (short,
+        or holding its sender) are read now. They have left already: the
+        enricher keeps them for pass 3 (``Enricher.hold``), which names them
+        late, in their scan's summary."""
+        tail = list(self._tail)[max(0, len(self._tail) - (_NEIGHBOURS_BEFORE - i)):]
+        self._tail.clear()
+        raws = [x for x in tail if x is not None and (len(x) <= _NEIGHBOUR_BYTES or (needle and needle in x))]
+        if raws:
+            self.metrics.inc("neighbours_read_back", len(raws))
+            self.enricher.hold(tag, raws, _held_entry)  # type: ignore[union-attr]
+
+    def _with_neighbours(self, tag: str, entries: bytes, starts: Sequence[int], hits: list[int],
+                         weak: set[int], count: int) -> list[int]:
         have = set(hits)
         extra: list[int] = []
         find = entries.find
@@ -373,6 +417,8 @@ class Processor:
             needle = self._hit_sender(entries, starts, i)
             if needle is None:
                 continue
+            if i < _NEIGHBOURS_BEFORE and self._tail:
+                self._tail_before(tag, i, needle)
             if not needle:
                 # A hit that names no sender (its HOSTNAME was the payload's
                 # first word: ``fox a 1 -1 fox hello``, ``GET / HTTP/1.0``):
@@ -520,6 +566,10 @@ _FAST_ENTRY = re.compile(
 _NEIGHBOURS_BEFORE = 8
 _NEIGHBOURS_AFTER = 6
 _NEIGHBOUR_BYTES = 112
+#: Longest entry kept, as bytes, for a hit at the head of the next chunk
+#: (``_keep_tail``): its window before reaches back across the chunk
+#: boundary, at most ``_NEIGHBOURS_BEFORE`` entries of this size.
+_TAIL_BYTES = 512
 
 
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402

@@ -65,10 +65,14 @@ LATE_FLOORS = {
     "records, one per chunk: fluentd in_syslog_tcp": (0.98, 5),
     "records, one per chunk: fluentd tail_none": (0.995, 5),
     # escaping off: a raw CR and a CR-less request line hold no literal the
-    # prefilter reads, and a lone record has no strong hit beside it
-    # (docs/detection.md "serve and the lines that come later")
-    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": (0.90, 6),
-    "records, one per chunk: fluentd tail_none (escaping off)": (0.945, 2),
+    # prefilter reads; alone in its chunk such a record is read as a
+    # neighbour before the next strong hit from the records kept across
+    # chunks (docs/detection.md "serve and the lines that come later").
+    # in_syslog's misses are the batched row's; in_tail's OPTIONS lines are
+    # named at once by protocol, and its records' times (Fluentd read the
+    # file in one burst) leave one of GenericLines' CRs unplaced.
+    "records, one per chunk: fluentd in_syslog_tcp (escaping off)": (0.975, 16),
+    "records, one per chunk: fluentd tail_none (escaping off)": (0.97, 5),
 }
 
 

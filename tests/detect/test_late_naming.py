@@ -8,6 +8,7 @@ per chunk, through the stage ``serve`` runs.
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import pytest
 
 from probetag._config import config_from_mapping
 from probetag._metrics import Metrics
+from probetag import _stage
 from probetag._stage import Processor, event_time, unpacker_for
 from probetag.detect import _enrich
 
@@ -139,3 +141,101 @@ def test_what_waits_for_later_lines_is_bounded():
     big = _entry(b"Dec  5 13:00:46 10.3.0.1 " + b"x" * 600 + b"#015 ", t=6000)
     proc.process("t", big)
     assert all(len(raw) <= _enrich._MAX_HELD_BYTES for _tag, raw in enr._held)
+
+
+def _fluentd_rows(name: str) -> list[tuple[int, str, bytes]]:
+    """(line, tag, entry) of a real Fluentd's records of a run."""
+    out = []
+    for row in map(json.loads, (FX / name).read_text().splitlines()):
+        rec = {}
+        for k, v in row["record"].items():
+            raw = base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode("utf-8")
+            rec[k] = raw if row["value_types"][k].startswith("bin") else raw.decode("utf-8", "surrogateescape")
+        out.append((row["source_line"], row["tag"], msgpack.packb([event_time(*row["time"]), rec], use_bin_type=True)))
+    return out
+
+
+def _scan_head_stream(kind: str) -> list[tuple[int, str, bytes]]:
+    if kind == "in_tail rfc3164":
+        return _fluentd_rows("fluentd_tail_rfc3164_noescape_head.jsonl")
+    # in_tail with no parser: Fluentd's chomp removes a CR at a line's end
+    raw = (FX / "noescape_nmap_sV_all" / "traditional.log").read_bytes().split(b"\n")
+    return [(n, "tail.none", _entry(line[:-1] if line.endswith(b"\r") else line))
+            for n, line in enumerate(raw, 1) if line]
+
+
+@pytest.mark.parametrize("kind", ["in_tail rfc3164", "in_tail none"])
+def test_the_scan_head_before_its_first_distinctive_line_is_named_late(kind):
+    # rsyslog's escaping off, one record per chunk: nmap's first probes
+    # (GenericLines' raw CRs, request lines whose CR Fluentd chomped) hold
+    # no literal and pass unread, each alone in its chunk; the first line
+    # the prefilter reads comes later. Its window before reaches back into
+    # the records kept from the chunks before it.
+    run = "noescape_nmap_sV_all"
+    labels, m = _labels(run), Metrics()
+    proc = Processor(config_from_mapping({"actions": {"summaries": True}}), m)
+    at_once: dict[int, str | None] = {}
+    when: dict[int, float] = {}
+    for n, tag, entry in _scan_head_stream(kind):
+        res = proc.process(tag, entry)
+        recs = [r for ch in res.chunks if not ch.tag.startswith("probetag.") for _, r in unpacker_for(ch.entries)]
+        assert len(recs) == 1
+        at_once[n] = (recs[0].get("probe") or {}).get("name")
+        t, _rec = msgpack.unpackb(entry, raw=False, unicode_errors="surrogateescape")
+        when[n] = int.from_bytes(t.data[:4], "big") + int.from_bytes(t.data[4:], "big") / 1e9
+    late = [x for ch in proc.flush() for _, rec in unpacker_for(ch.entries)
+            for x in rec["probe_summary"].get("named_late", [])]
+    # the scan's head: its probe lines before the first one named at once
+    first = min(n for n, name in at_once.items() if name is not None and name == labels[n])
+    head = [n for n in sorted(at_once) if n < first and labels[n] != "benign" and at_once[n] is None]
+    assert len(head) >= 4 and {labels[n] for n in head} >= {"GenericLines", "GetRequest"}
+    # every head line is named late with its label; no late name is wrong
+    waiting = collections.defaultdict(list)
+    for n, name in at_once.items():
+        if name is None:
+            waiting[when[n]].append(labels[n])
+    for x in late:
+        assert x["scanner"] == "nmap" and x["id"] == "nmap-tcp-" + x["probe"], x
+        assert x["probe"] in waiting[x["time"]], (x, waiting[x["time"]])
+        waiting[x["time"]].remove(x["probe"])
+    named = collections.Counter((x["time"], x["probe"]) for x in late)
+    want = collections.Counter((when[n], labels[n]) for n in head)
+    assert named & want == want, (sorted(named), sorted(want))
+    assert m.get("neighbours_read_back") >= len(head)
+
+
+def test_what_is_kept_for_the_next_chunks_window_is_bounded():
+    proc = Processor(config_from_mapping({}), Metrics())
+    benign = [_entry(b"Dec  5 13:00:40 vm app[1]: request %d served" % i, t=100 + i) for i in range(1000)]
+    proc.process("t", b"".join(benign))
+    # the chunk's last entries only, as their own bytes
+    assert list(proc._tail) == benign[-_stage._NEIGHBOURS_BEFORE:]
+    long = _entry(b"Dec  5 13:00:41 vm app[1]: " + b"x" * _stage._TAIL_BYTES, t=2000)
+    proc.process("t", long)
+    assert len(proc._tail) == _stage._NEIGHBOURS_BEFORE and proc._tail[-1] is None
+    assert sum(len(x) for x in proc._tail if x is not None) <= _stage._NEIGHBOURS_BEFORE * _stage._TAIL_BYTES
+    # a record the prefilter read is not kept (it is in the late path already)
+    proc.process("t", _entry(b"Dec  5 13:00:42 10.0.0.1 HELP#015 ", t=2001))
+    assert proc._tail[-1] is None
+
+
+def test_kept_records_of_another_sender_are_read_but_never_named():
+    # short records of a sender that never scans (a lone CR among them) go
+    # by just before a scan's first distinctive line, each in its chunk
+    m = Metrics()
+    proc = Processor(config_from_mapping({"actions": {"summaries": True}}), m)
+    rows = _fluentd_rows("fluentd_tail_rfc3164_noescape_head.jsonl")
+    labels = _labels("noescape_nmap_sV_all")
+    first = next(k for k, (n, _tag, _e) in enumerate(rows) if labels[n] == "RPCCheck")
+    tag = rows[first][1]
+    for k, payload in enumerate([b"\r", b"ok", b"\r", b"GET", b"/", b"HTTP/1.0", b"\r", b"done"]):
+        rec = {"host": b"10.9.9.9", "ident": payload, "message": b""}
+        proc.process(tag, msgpack.packb([event_time(1796475670, k), rec], use_bin_type=True))
+    for _n, tag, entry in rows[first:]:
+        proc.process(tag, entry)
+    assert m.get("neighbours_read_back") == 8
+    for ch in proc.flush():
+        for _, rec in unpacker_for(ch.entries):
+            s = rec["probe_summary"]
+            assert s["source"] != "10.9.9.9"
+            assert not [x for x in s.get("named_late", ()) if int(x["time"]) == 1796475670]

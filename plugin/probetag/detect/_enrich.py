@@ -63,7 +63,8 @@ Theory of operation
   picture one batch would. A name found so goes into the scan's summary
   (``Correlator.note_late``): the record has left. Bare-CR records the
   stage skipped for want of a probe context come as bytes (``hold``) and
-  are decoded only then.
+  are decoded only then; so do the records of earlier chunks the stage
+  reads as the neighbours before a hit at the head of a chunk.
 * A verdict below ``detect.min_confidence`` adds nothing. Otherwise the probe
   map (``detect.output_field``) has at least ``name``, ``scanner``, ``id``,
   ``confidence``, ``transport``, ``payload``, ``fragment``, ``scan_id``,
@@ -869,7 +870,10 @@ class Enricher:
             nm = named[i]
             if nm is not None:
                 src = sources[i]
-                if src is None or may_place(src):
+                # (a line named by its protocol, a client's opening, has no
+                # place in a scanner's order: kept, it would stand between a
+                # scan's head and the probes that place it)
+                if (src is None or may_place(src)) and nm[0].family != "client":
                     new.append((t, (t, src, b"", (), False, False), nm))
                 continue
             line = lines[i] if lines is not None else None
@@ -933,7 +937,10 @@ class Enricher:
 
     def _take_held(self, fresh: set[str], newest: float) -> None:
         """The held records of the scanning sources in ``fresh``, decoded,
-        join the pending lines (those of other senders are dropped)."""
+        join the pending lines (those of other senders are dropped). So do
+        records without a sender (a request line whose CR Fluentd chomped,
+        ``GET`` taken for the HOSTNAME): pass 3 places such a line only
+        between lines of a scan, as it would in one batch."""
         held, decode = list(self._held), self._decode_held
         self._held.clear()
         new: list[tuple[float, Any, Any]] = []
@@ -949,7 +956,7 @@ class Enricher:
             one = [(t, rec)]
             line = (self._sequence_line(0, one, [r], [src], [None]) if r.matches
                     else self._sequence_line(0, one, [None], [None], [read]))
-            if line is not None and line[1] in fresh:
+            if line is not None and (line[1] in fresh or line[1] is None):
                 new.append((t, line, None))
         if new:
             self._add_pending(new)
