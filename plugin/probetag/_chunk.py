@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["OutChunk", "unpacker_for", "pack_entry", "event_time", "event_time_now", "EXT_EVENT_TIME"]
+__all__ = ["OutChunk", "unpacker_for", "pack_entry", "pack_after", "event_time", "event_time_now", "EXT_EVENT_TIME"]
 
 EXT_EVENT_TIME = 0
 
@@ -71,6 +71,15 @@ def pack_entry(t: Any, record: Any) -> bytes:
         # Only JSON inputs can carry such strings; raising here would fail
         # the whole request or line batch, so the record goes on with U+FFFD.
         return _lenient_packer.pack([t, record])
+
+
+def pack_after(head: bytes, record: Any) -> bytes:
+    """``pack_entry(t, record)`` when ``head`` is the 2-array header and ``t``
+    packed: the time's bytes as they came, without a Python object for it."""
+    try:
+        return head + _packer.pack(record)
+    except UnicodeEncodeError:
+        return head + _lenient_packer.pack(record)
 
 
 def event_time(seconds: int, nanoseconds: int = 0) -> msgpack.ExtType:

@@ -67,7 +67,7 @@ from typing import Any, Callable, Sequence
 import msgpack
 
 from . import _accel
-from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_entry,
+from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_after, pack_entry,
                      unpacker_for)
 from ._config import Config
 from ._metrics import Metrics
@@ -182,6 +182,10 @@ class Processor:
         #: entry index -> Enricher.analyse() result, when the neighbour
         #: search analysed it already (the batch then does not again)
         self._analysed: dict[int, Any] = {}
+        #: entry index -> (seconds, head, record) of a fast entry read
+        #: already (``_read_fast``)
+        self._fast: dict[int, tuple[float, bytes, Any]] = {}
+        #: entry index -> the whole entry decoded, for a slow one
         self._unpacked: dict[int, Any] = {}
         n = len(entries)
         limit = self.config.listen.max_chunk_entries
@@ -200,6 +204,7 @@ class Processor:
             raise ChunkRejected(error, f"more than {limit} entries")
         count_entries = len(starts) - 1  # starts ends with a sentinel
 
+        slowset = set(slow)
         # One multi-literal scan over the packed bytes picks the entries to decode.
         hits: list[int] = []
         if self.prefilter is not None and count_entries:
@@ -214,7 +219,7 @@ class Processor:
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
-                hits = self._with_neighbours(entries, starts, hits, weak, count_entries)
+                hits = self._with_neighbours(entries, starts, hits, weak, count_entries, slowset)
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
@@ -235,7 +240,7 @@ class Processor:
                 changes = dict.fromkeys(not_pair)
                 slow = [i for i in slow if i not in changes] if len(not_pair) < len(slow) else []
                 hits = [i for i in hits if i not in changes]
-        slowset = set(slow)
+                slowset = set(slow)
         todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
         retagged: dict[str, list[bytes]] = {}
@@ -244,12 +249,36 @@ class Processor:
         detect_items: list[tuple[float, dict[Any, Any]]] = []
         detect_time: list[Any] = []
         detect_changed: list[bool] = []
+        fast = self._fast
+        enricher = self.enricher
         for i in todo:
+            if i not in slowset:
+                # _FAST_ENTRY vouched for its bytes: a pair whose time needs
+                # no normalisation (and is no group marker) and whose record
+                # is a map, so the checks of the full path would all pass.
+                # Only the record is decoded; the time stays bytes.
+                got = fast.get(i)
+                if got is None:
+                    try:
+                        got = self._read_fast(entries, starts, i)
+                    except _UNDECODABLE:
+                        self._reject(res, "entry_undecodable")
+                        changes[i] = None
+                        continue
+                if enricher is not None and i in hitset:
+                    detect_idx.append(i)
+                    detect_pre.append(self._analysed.get(i, _NOT_ANALYSED))
+                    detect_items.append((got[0], got[2]))
+                    detect_time.append(got[1])
+                    detect_changed.append(False)
+                else:
+                    res.passed += 1
+                continue
             entry = self._unpacked.get(i, _NOT_ANALYSED)
             try:
                 if entry is _NOT_ANALYSED:
                     entry = _unpack_one(entries[starts[i]:starts[i + 1]])
-            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            except _UNDECODABLE:
                 # Well-framed msgpack Python cannot hold (a map or an array as
                 # a map key, a malformed timestamp ext): this record is
                 # rejected, the rest of the chunk goes on and is acked.
@@ -257,31 +286,24 @@ class Processor:
                 self._reject(res, "entry_undecodable")
                 changes[i] = None
                 continue
-            if i not in slowset:
-                # _FAST_ENTRY vouched for its bytes: a pair whose time needs
-                # no normalisation (and is no group marker) and whose record
-                # is a map, so the checks below would all pass.
-                t, record = entry
-                nt = t
-            else:
-                if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
-                    self._reject(res, "entry_not_pair")
-                    changes[i] = None
-                    continue
-                t, record = entry
-                if is_group_marker(t):
-                    res.markers += 1
-                    changes[i] = None
-                    continue
-                if not isinstance(record, dict):
-                    self._reject(res, "record_not_map")
-                    changes[i] = None
-                    continue
-                nt, reason = normalize_time(t)
-                if reason is not None:
-                    self._reject(res, reason)
-                    changes[i] = None
-                    continue
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+                self._reject(res, "entry_not_pair")
+                changes[i] = None
+                continue
+            t, record = entry
+            if is_group_marker(t):
+                res.markers += 1
+                changes[i] = None
+                continue
+            if not isinstance(record, dict):
+                self._reject(res, "record_not_map")
+                changes[i] = None
+                continue
+            nt, reason = normalize_time(t)
+            if reason is not None:
+                self._reject(res, reason)
+                changes[i] = None
+                continue
             if i in hitset and self.enricher is not None:
                 detect_idx.append(i)
                 detect_pre.append(self._analysed.get(i, _NOT_ANALYSED))
@@ -306,7 +328,8 @@ class Processor:
                     changes[i] = None
                 else:
                     res.tagged += 1
-                    packed = pack_entry(nt, d.record)
+                    # (a fast entry's time: its bytes, as they came)
+                    packed = pack_after(nt, d.record) if type(nt) is bytes else pack_entry(nt, d.record)
                     if d.tag != tag:
                         retagged.setdefault(d.tag, []).append(packed)
                         changes[i] = None
@@ -343,7 +366,7 @@ class Processor:
         return res
 
     def _with_neighbours(self, entries: bytes, starts: Sequence[int], hits: list[int], weak: set[int],
-                         count: int) -> list[int]:
+                         count: int, slowset: set[int]) -> list[int]:
         have = set(hits)
         extra: list[int] = []
         find = entries.find
@@ -363,7 +386,7 @@ class Processor:
         for i in hits:
             if i in weak:
                 continue
-            needle = self._hit_sender(entries, starts, i)
+            needle = self._hit_sender(entries, starts, i, slowset)
             if needle is None:
                 continue
             if near is not None:
@@ -384,19 +407,22 @@ class Processor:
             self._carry = (max(0, left - count), needle0)
         return sorted(hits + extra) if extra else hits
 
-    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes | None:
+    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int, slowset: set[int]) -> bytes | None:
         """The sender of hit entry ``i`` as bytes (b"": none), or None when
         its neighbours are not worth reading: its line matched nothing, or
         its sender's scan is not going through its scanner's order (the
         sequence pass only places lines of such scans); the reading is
         memoised for the batch."""
         try:
-            entry = _unpack_one(entries[starts[i]:starts[i + 1]])
-            record = entry[1]
+            if i in slowset:
+                entry = _unpack_one(entries[starts[i]:starts[i + 1]])
+                record = entry[1]
+                self._unpacked[i] = entry
+            else:
+                record = self._read_fast(entries, starts, i)[2]
         except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData, msgpack.FormatError,
                 msgpack.StackError):
             return b""
-        self._unpacked[i] = entry
         if not isinstance(record, dict):
             return b""
         got = self.enricher.analyse(record)  # type: ignore[union-attr]
@@ -406,6 +432,31 @@ class Processor:
         if got[1] and not self.correlator.may_place(got[1]):  # type: ignore[union-attr]
             return None  # a scan that does not go through its scanner's order
         return got[1].encode("utf-8", "surrogateescape") if got[1] else b""
+
+    def _read_fast(self, entries: bytes, starts: Sequence[int], i: int) -> tuple[float, bytes, Any]:
+        """(event time in seconds, the entry's head: its array header and
+        time packed, the record) of an entry ``_FAST_ENTRY`` vouched for,
+        memoised for the chunk. The time is read from its bytes: no
+        ``ExtType`` is made for it, and a tagged record is re-encoded after
+        the same bytes (``pack_after``)."""
+        a = starts[i]
+        tb = entries[a + 1]
+        if tb == 0xD7:  # EventTime: seconds and nanoseconds, big-endian
+            at = a + 11
+            head = entries[a:at]
+            sec = int.from_bytes(head[3:7], "big") + int.from_bytes(head[7:11], "big") / 1e9
+        elif tb <= 0x7F:
+            at = a + 2
+            head = entries[a:at]
+            sec = float(tb)
+        else:  # uint32: packed again as msgpack packs the int (smallest form)
+            at = a + 6
+            value = int.from_bytes(entries[a + 2:at], "big")
+            head = b"\x92" + msgpack.packb(value)
+            sec = float(value)
+        got = (sec, head, _unpack_one(entries[at:starts[i + 1]]))
+        self._fast[i] = got
+        return got
 
     def _context_live(self, entries: bytes, starts: list[int], i: int) -> bool:
         """Is any source's probe context recent at entry ``i``'s time?"""
@@ -600,6 +651,10 @@ _speedups = _accel.speedups
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py
 WALK_BACKEND = _accel.WALK_BACKEND
+
+
+#: What decoding an entry Python cannot hold raises.
+_UNDECODABLE = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
 
 
 def _unpack_one(raw: bytes) -> Any:
