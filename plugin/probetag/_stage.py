@@ -61,6 +61,7 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -204,7 +205,6 @@ class Processor:
             raise ChunkRejected(error, f"more than {limit} entries")
         count_entries = len(starts) - 1  # starts ends with a sentinel
 
-        slowset = set(slow)
         # One multi-literal scan over the packed bytes picks the entries to decode.
         hits: list[int] = []
         if self.prefilter is not None and count_entries:
@@ -219,7 +219,7 @@ class Processor:
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
-                hits = self._with_neighbours(entries, starts, hits, weak, count_entries, slowset)
+                hits = self._with_neighbours(entries, starts, hits, weak, count_entries, slow)
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
@@ -240,7 +240,7 @@ class Processor:
                 changes = dict.fromkeys(not_pair)
                 slow = [i for i in slow if i not in changes] if len(not_pair) < len(slow) else []
                 hits = [i for i in hits if i not in changes]
-                slowset = set(slow)
+        slowset = set(slow)
         todo = sorted(slowset.union(hits)) if slow else hits
         hitset = set(hits)
         retagged: dict[str, list[bytes]] = {}
@@ -342,10 +342,12 @@ class Processor:
         kept = count_entries - len(changes) + sum(1 for v in changes.values() if v is not None)
         if kept:
             if not changes:
-                data = entries if pos == n else entries[:pos]
+                res.chunks.append(OutChunk(tag, entries if pos == n else entries[:pos], kept))
             else:
-                # Runs of untouched entries are copied from the input once,
-                # by the join (memoryview slices copy nothing).
+                # Runs of untouched entries are slices of the input
+                # (memoryviews: no copy) between the re-encoded records,
+                # handed over as parts: the output copies them once, into
+                # its frame (``OutChunk``).
                 view = memoryview(entries)
                 parts: list[Any] = []
                 run = 0
@@ -358,15 +360,19 @@ class Processor:
                     run = i + 1
                 if starts[count_entries] > starts[run]:
                     parts.append(view[starts[run]:starts[count_entries]])
-                data = b"".join(parts)
-            res.chunks.append(OutChunk(tag, data, kept))
+                if type(entries) is bytes and len(parts) <= _MAX_PARTS:
+                    res.chunks.append(OutChunk(tag, None, kept, parts=parts))
+                else:
+                    # a buffer its owner may reuse, or so many parts that
+                    # their views would outweigh the copy: joined now
+                    res.chunks.append(OutChunk(tag, b"".join(parts), kept))
         for new_tag, packed_list in retagged.items():
             res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
         self._account(res)
         return res
 
     def _with_neighbours(self, entries: bytes, starts: Sequence[int], hits: list[int], weak: set[int],
-                         count: int, slowset: set[int]) -> list[int]:
+                         count: int, slow: list[int]) -> list[int]:
         have = set(hits)
         extra: list[int] = []
         find = entries.find
@@ -386,7 +392,7 @@ class Processor:
         for i in hits:
             if i in weak:
                 continue
-            needle = self._hit_sender(entries, starts, i, slowset)
+            needle = self._hit_sender(entries, starts, i, slow)
             if needle is None:
                 continue
             if near is not None:
@@ -407,14 +413,15 @@ class Processor:
             self._carry = (max(0, left - count), needle0)
         return sorted(hits + extra) if extra else hits
 
-    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int, slowset: set[int]) -> bytes | None:
+    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int, slow: list[int]) -> bytes | None:
         """The sender of hit entry ``i`` as bytes (b"": none), or None when
         its neighbours are not worth reading: its line matched nothing, or
         its sender's scan is not going through its scanner's order (the
         sequence pass only places lines of such scans); the reading is
         memoised for the batch."""
         try:
-            if i in slowset:
+            k = bisect_left(slow, i) if slow else 0  # (slow is sorted)
+            if k < len(slow) and slow[k] == i:
                 entry = _unpack_one(entries[starts[i]:starts[i + 1]])
                 record = entry[1]
                 self._unpacked[i] = entry
@@ -561,6 +568,10 @@ _NEIGHBOUR_BYTES = 112
 
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
 
+
+#: Parts of an output chunk (runs of the input and re-encoded records)
+#: handed to the output unjoined, at most (a memoryview is ~200 bytes).
+_MAX_PARTS = 256
 
 #: Slow entries above which non-pairs are rejected in bulk (see process()).
 _BULK_REJECT_MIN = 64
