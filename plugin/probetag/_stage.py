@@ -42,10 +42,14 @@ look at it:
    (read from the time's bytes in place).
 3. Only hit entries (and full-path ones) are decoded; hit entries go
    through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
-   one batch, so an ambiguous line can look ahead within the chunk.
-4. Output: runs of untouched entries are copied as slices of the input;
-   only changed records are re-encoded. Records retagged by a rule leave in
-   their own ``OutChunk`` per new tag, after the chunk of the input tag.
+   one batch, so an ambiguous line can look ahead within the chunk. Of a
+   hit entry that passed ``_FAST_ENTRY`` only the record is decoded: its
+   time is read from its bytes, and a tagged record is packed after them.
+4. Output: runs of untouched entries are slices of the input; only changed
+   records are re-encoded. They go out as ``OutChunk.parts`` (the forward
+   output copies them once, into its frame). Records retagged by a rule
+   leave in their own ``OutChunk`` per new tag, after the chunk of the
+   input tag.
 
 C accelerator
 -------------
