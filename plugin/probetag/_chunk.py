@@ -12,24 +12,63 @@ from __future__ import annotations
 
 import codecs
 import time as _time
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-__all__ = ["OutChunk", "unpacker_for", "pack_entry", "event_time", "event_time_now", "EXT_EVENT_TIME"]
+__all__ = ["OutChunk", "unpacker_for", "pack_entry", "pack_after", "event_time", "event_time_now", "EXT_EVENT_TIME"]
 
 EXT_EVENT_TIME = 0
 
 
-@dataclass(slots=True)
 class OutChunk:
-    tag: str
-    entries: bytes
-    count: int
-    #: The upstream peer the records came from ("" when unknown: summaries,
-    #: stdin); only the dead-letter file shows it.
-    peer: str = ""
+    """``tag``, the packed ``entries`` of ``count`` records, and ``peer``:
+    the upstream peer the records came from ("" when unknown: summaries,
+    stdin; only the dead-letter file shows it).
+
+    The stage may hand the entries over as ``parts`` (slices of its input
+    and re-encoded records, in order) instead of joining them: the forward
+    output lays the parts into its frame, the one copy it makes anyway, so
+    a chunk with tagged records is not copied a second time on the way.
+    ``entries`` joins them on first use; ``nbytes`` is their length."""
+
+    __slots__ = ("tag", "_entries", "count", "peer", "parts", "nbytes")
+
+    def __init__(self, tag: str, entries: bytes | None, count: int, peer: str = "", *,
+                 parts: list[Any] | None = None) -> None:
+        self.tag = tag
+        self.count = count
+        self.peer = peer
+        if entries is None:
+            assert parts is not None, "entries or parts"
+            self.parts: list[Any] | None = parts
+            self._entries: bytes | None = None
+            self.nbytes = sum(len(p) for p in parts)
+        else:
+            self.parts = None
+            self._entries = entries
+            self.nbytes = len(entries)
+
+    @property
+    def entries(self) -> bytes:
+        if self._entries is None:
+            self._entries = b"".join(self.parts or ())
+            self.parts = None
+        return self._entries
+
+    @entries.setter
+    def entries(self, value: bytes) -> None:
+        self._entries, self.parts, self.nbytes = value, None, len(value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OutChunk):
+            return NotImplemented
+        return (self.tag, self.entries, self.count, self.peer) == (other.tag, other.entries, other.count, other.peer)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"OutChunk(tag={self.tag!r}, entries={self.entries!r}, count={self.count!r}, peer={self.peer!r})"
 
 
 def unpacker_for(data: bytes | None = None, max_size: int = 0) -> msgpack.Unpacker:
@@ -71,6 +110,15 @@ def pack_entry(t: Any, record: Any) -> bytes:
         # Only JSON inputs can carry such strings; raising here would fail
         # the whole request or line batch, so the record goes on with U+FFFD.
         return _lenient_packer.pack([t, record])
+
+
+def pack_after(head: bytes, record: Any) -> bytes:
+    """``pack_entry(t, record)`` when ``head`` is the 2-array header and ``t``
+    packed: the time's bytes as they came, without a Python object for it."""
+    try:
+        return head + _packer.pack(record)
+    except UnicodeEncodeError:
+        return head + _lenient_packer.pack(record)
 
 
 def event_time(seconds: int, nanoseconds: int = 0) -> msgpack.ExtType:

@@ -42,13 +42,17 @@ look at it:
    (read from the time's bytes in place).
 3. Only hit entries (and full-path ones) are decoded; hit entries go
    through ``detect.Enricher`` (rebuild -> match -> correlate -> actions) as
-   one batch, so an ambiguous line can look ahead within the chunk. The
-   bytes of the chunk's last few unread entries are kept (``_keep_tail``:
+   one batch, so an ambiguous line can look ahead within the chunk. Of a
+   hit entry that passed ``_FAST_ENTRY`` only the record is decoded: its
+   time is read from its bytes, and a tagged record is packed after them.
+   The bytes of the chunk's last few unread entries are kept (``_keep_tail``:
    a constant cost per chunk, no decode) for a strong hit at the head of
    the next chunk, whose neighbours before they are.
-4. Output: runs of untouched entries are copied as slices of the input;
-   only changed records are re-encoded. Records retagged by a rule leave in
-   their own ``OutChunk`` per new tag, after the chunk of the input tag.
+4. Output: runs of untouched entries are slices of the input; only changed
+   records are re-encoded. They go out as ``OutChunk.parts`` (the forward
+   output copies them once, into its frame). Records retagged by a rule
+   leave in their own ``OutChunk`` per new tag, after the chunk of the
+   input tag.
 
 C accelerator
 -------------
@@ -64,6 +68,7 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -71,7 +76,7 @@ from typing import Any, Callable, Sequence
 import msgpack
 
 from . import _accel
-from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_entry,
+from ._chunk import (EXT_EVENT_TIME, OutChunk, event_time, event_time_now, pack_after, pack_entry,
                      unpacker_for)
 from ._config import Config
 from ._metrics import Metrics
@@ -191,6 +196,10 @@ class Processor:
         #: entry index -> Enricher.analyse() result, when the neighbour
         #: search analysed it already (the batch then does not again)
         self._analysed: dict[int, Any] = {}
+        #: entry index -> (seconds, head, record) of a fast entry read
+        #: already (``_read_fast``)
+        self._fast: dict[int, tuple[float, bytes, Any]] = {}
+        #: entry index -> the whole entry decoded, for a slow one
         self._unpacked: dict[int, Any] = {}
         n = len(entries)
         limit = self.config.listen.max_chunk_entries
@@ -232,7 +241,7 @@ class Processor:
             if hits:
                 self.metrics.inc("prefilter_hits", len(hits))
             if self.enricher is not None and (len(weak) < len(hits) or self._carry):
-                hits = self._with_neighbours(tag, entries, starts, hits, weak, count_entries)
+                hits = self._with_neighbours(tag, entries, starts, hits, weak, count_entries, slow)
         # entry index -> None (removed: rejected, marker, dropped, retagged)
         # or bytes (re-encoded); entries not in it leave as they came.
         changes: dict[int, Any] = {}
@@ -262,12 +271,36 @@ class Processor:
         detect_items: list[tuple[float, dict[Any, Any]]] = []
         detect_time: list[Any] = []
         detect_changed: list[bool] = []
+        fast = self._fast
+        enricher = self.enricher
         for i in todo:
+            if i not in slowset:
+                # _FAST_ENTRY vouched for its bytes: a pair whose time needs
+                # no normalisation (and is no group marker) and whose record
+                # is a map, so the checks of the full path would all pass.
+                # Only the record is decoded; the time stays bytes.
+                got = fast.get(i)
+                if got is None:
+                    try:
+                        got = self._read_fast(entries, starts, i)
+                    except _UNDECODABLE:
+                        self._reject(res, "entry_undecodable")
+                        changes[i] = None
+                        continue
+                if enricher is not None and i in hitset:
+                    detect_idx.append(i)
+                    detect_pre.append(self._analysed.get(i, _NOT_ANALYSED))
+                    detect_items.append((got[0], got[2]))
+                    detect_time.append(got[1])
+                    detect_changed.append(False)
+                else:
+                    res.passed += 1
+                continue
             entry = self._unpacked.get(i, _NOT_ANALYSED)
             try:
                 if entry is _NOT_ANALYSED:
                     entry = _unpack_one(entries[starts[i]:starts[i + 1]])
-            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            except _UNDECODABLE:
                 # Well-framed msgpack Python cannot hold (a map or an array as
                 # a map key, a malformed timestamp ext): this record is
                 # rejected, the rest of the chunk goes on and is acked.
@@ -275,31 +308,24 @@ class Processor:
                 self._reject(res, "entry_undecodable")
                 changes[i] = None
                 continue
-            if i not in slowset:
-                # _FAST_ENTRY vouched for its bytes: a pair whose time needs
-                # no normalisation (and is no group marker) and whose record
-                # is a map, so the checks below would all pass.
-                t, record = entry
-                nt = t
-            else:
-                if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
-                    self._reject(res, "entry_not_pair")
-                    changes[i] = None
-                    continue
-                t, record = entry
-                if is_group_marker(t):
-                    res.markers += 1
-                    changes[i] = None
-                    continue
-                if not isinstance(record, dict):
-                    self._reject(res, "record_not_map")
-                    changes[i] = None
-                    continue
-                nt, reason = normalize_time(t)
-                if reason is not None:
-                    self._reject(res, reason)
-                    changes[i] = None
-                    continue
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+                self._reject(res, "entry_not_pair")
+                changes[i] = None
+                continue
+            t, record = entry
+            if is_group_marker(t):
+                res.markers += 1
+                changes[i] = None
+                continue
+            if not isinstance(record, dict):
+                self._reject(res, "record_not_map")
+                changes[i] = None
+                continue
+            nt, reason = normalize_time(t)
+            if reason is not None:
+                self._reject(res, reason)
+                changes[i] = None
+                continue
             if i in hitset and self.enricher is not None:
                 detect_idx.append(i)
                 detect_pre.append(self._analysed.get(i, _NOT_ANALYSED))
@@ -324,7 +350,8 @@ class Processor:
                     changes[i] = None
                 else:
                     res.tagged += 1
-                    packed = pack_entry(nt, d.record)
+                    # (a fast entry's time: its bytes, as they came)
+                    packed = pack_after(nt, d.record) if type(nt) is bytes else pack_entry(nt, d.record)
                     if d.tag != tag:
                         retagged.setdefault(d.tag, []).append(packed)
                         changes[i] = None
@@ -337,10 +364,12 @@ class Processor:
         kept = count_entries - len(changes) + sum(1 for v in changes.values() if v is not None)
         if kept:
             if not changes:
-                data = entries if pos == n else entries[:pos]
+                res.chunks.append(OutChunk(tag, entries if pos == n else entries[:pos], kept))
             else:
-                # Runs of untouched entries are copied from the input once,
-                # by the join (memoryview slices copy nothing).
+                # Runs of untouched entries are slices of the input
+                # (memoryviews: no copy) between the re-encoded records,
+                # handed over as parts: the output copies them once, into
+                # its frame (``OutChunk``).
                 view = memoryview(entries)
                 parts: list[Any] = []
                 run = 0
@@ -353,8 +382,12 @@ class Processor:
                     run = i + 1
                 if starts[count_entries] > starts[run]:
                     parts.append(view[starts[run]:starts[count_entries]])
-                data = b"".join(parts)
-            res.chunks.append(OutChunk(tag, data, kept))
+                if type(entries) is bytes and len(parts) <= _MAX_PARTS:
+                    res.chunks.append(OutChunk(tag, None, kept, parts=parts))
+                else:
+                    # a buffer its owner may reuse, or so many parts that
+                    # their views would outweigh the copy: joined now
+                    res.chunks.append(OutChunk(tag, b"".join(parts), kept))
         for new_tag, packed_list in retagged.items():
             res.chunks.append(OutChunk(new_tag, b"".join(packed_list), len(packed_list)))
         if self.enricher is not None and count_entries:
@@ -368,6 +401,15 @@ class Processor:
         ``_NEIGHBOURS_BEFORE`` entries are looked at, whatever the chunk's
         size, and one longer than ``_TAIL_BYTES`` keeps only its place."""
         tail = self._tail
+        if type(entries) is not bytes:
+            # a buffer its owner may reuse (a view of the input's framer):
+            # the kept entries must be copies
+            lo = max(0, count - _NEIGHBOURS_BEFORE)
+            base = starts[lo]
+            entries = bytes(entries[base:starts[count]])
+            starts = [x - base for x in starts[lo:count + 1]]
+            read = {j - lo for j in read if j >= lo}
+            count -= lo
         if count == 1:  # (a live stream's chunk: no loop to set up)
             a = starts[0]
             b = starts[1]
@@ -394,7 +436,7 @@ class Processor:
             self.enricher.hold(tag, raws, _held_entry)  # type: ignore[union-attr]
 
     def _with_neighbours(self, tag: str, entries: bytes, starts: Sequence[int], hits: list[int],
-                         weak: set[int], count: int) -> list[int]:
+                         weak: set[int], count: int, slow: list[int]) -> list[int]:
         have = set(hits)
         extra: list[int] = []
         find = entries.find
@@ -414,7 +456,7 @@ class Processor:
         for i in hits:
             if i in weak:
                 continue
-            needle = self._hit_sender(entries, starts, i)
+            needle = self._hit_sender(entries, starts, i, slow)
             if needle is None:
                 continue
             if i < _NEIGHBOURS_BEFORE and self._tail:
@@ -444,19 +486,23 @@ class Processor:
             self._carry = (max(0, left - count), needle0)
         return sorted(hits + extra) if extra else hits
 
-    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int) -> bytes | None:
+    def _hit_sender(self, entries: bytes, starts: Sequence[int], i: int, slow: list[int]) -> bytes | None:
         """The sender of hit entry ``i`` as bytes (b"": none), or None when
         its neighbours are not worth reading: its line matched nothing, or
         its sender's scan is not going through its scanner's order (the
         sequence pass only places lines of such scans); the reading is
         memoised for the batch."""
         try:
-            entry = _unpack_one(entries[starts[i]:starts[i + 1]])
-            record = entry[1]
+            k = bisect_left(slow, i) if slow else 0  # (slow is sorted)
+            if k < len(slow) and slow[k] == i:
+                entry = _unpack_one(entries[starts[i]:starts[i + 1]])
+                record = entry[1]
+                self._unpacked[i] = entry
+            else:
+                record = self._read_fast(entries, starts, i)[2]
         except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData, msgpack.FormatError,
                 msgpack.StackError):
             return b""
-        self._unpacked[i] = entry
         if not isinstance(record, dict):
             return b""
         got = self.enricher.analyse(record)  # type: ignore[union-attr]
@@ -466,6 +512,31 @@ class Processor:
         if got[1] and not self.correlator.may_place(got[1]):  # type: ignore[union-attr]
             return None  # a scan that does not go through its scanner's order
         return got[1].encode("utf-8", "surrogateescape") if got[1] else b""
+
+    def _read_fast(self, entries: bytes, starts: Sequence[int], i: int) -> tuple[float, bytes, Any]:
+        """(event time in seconds, the entry's head: its array header and
+        time packed, the record) of an entry ``_FAST_ENTRY`` vouched for,
+        memoised for the chunk. The time is read from its bytes: no
+        ``ExtType`` is made for it, and a tagged record is re-encoded after
+        the same bytes (``pack_after``)."""
+        a = starts[i]
+        tb = entries[a + 1]
+        if tb == 0xD7:  # EventTime: seconds and nanoseconds, big-endian
+            at = a + 11
+            head = entries[a:at]
+            sec = int.from_bytes(head[3:7], "big") + int.from_bytes(head[7:11], "big") / 1e9
+        elif tb <= 0x7F:
+            at = a + 2
+            head = entries[a:at]
+            sec = float(tb)
+        else:  # uint32: packed again as msgpack packs the int (smallest form)
+            at = a + 6
+            value = int.from_bytes(entries[a + 2:at], "big")
+            head = b"\x92" + msgpack.packb(value)
+            sec = float(value)
+        got = (sec, head, _unpack_one(entries[at:starts[i + 1]]))
+        self._fast[i] = got
+        return got
 
     def _context_live(self, entries: bytes, starts: list[int], i: int) -> bool:
         """Is any source's probe context recent at entry ``i``'s time?"""
@@ -575,6 +646,10 @@ _TAIL_BYTES = 512
 from .detect._enrich import NOT_ANALYSED as _NOT_ANALYSED  # noqa: E402
 
 
+#: Parts of an output chunk (runs of the input and re-encoded records)
+#: handed to the output unjoined, at most (a memoryview is ~200 bytes).
+_MAX_PARTS = 256
+
 #: Slow entries above which non-pairs are rejected in bulk (see process()).
 _BULK_REJECT_MIN = 64
 #: First bytes of a msgpack array that may hold 2 elements: fixarray 2,
@@ -677,6 +752,10 @@ _speedups = _accel.speedups
 #: answer (tests/stage cross-checks them); ``PROBETAG_PURE=1`` forces Python.
 walk_entries = _walk_c if _speedups is not None else _walk_py
 WALK_BACKEND = _accel.WALK_BACKEND
+
+
+#: What decoding an entry Python cannot hold raises.
+_UNDECODABLE = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
 
 
 def _unpack_one(raw: bytes) -> Any:

@@ -588,3 +588,15 @@ def test_generated_syslog_lines_are_rsyslog_file_format(tmp_path):
     probe = [ln for ln in lines[:-1] if not benign.match(ln)]
     assert len(probe) == counts["probe_lines"]
     assert counts["probe_lines"] == pytest.approx(0.05 * counts["lines"], rel=0.35)
+
+
+def test_stage_cost_runs_the_e2e_chunks_through_the_stage():
+    """bench/stage_cost.py (in process, tiny counts): the measured chunks
+    go through the stage and some of their probe lines are tagged."""
+    out = subprocess.run([sys.executable, str(BENCH / "stage_cost.py"), "--warmup", "20", "--count", "10",
+                          "--passes", "1"], capture_output=True, text=True, timeout=300, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["records"] == 10_000
+    assert 0 < res["tagged"] < res["records"] * 0.02  # 1 % probe lines, not every record
+    assert res["cpu_us_per_record"] > 0
+    assert Path(res["tree"]) == BENCH.parent

@@ -78,6 +78,26 @@ def test_without_a_raw_cr_in_the_stream_the_cr_is_not_put_back() -> None:
     assert _names(rows, proc)[27] == "FourOhFourRequest"
 
 
+
+def test_an_escaped_cr_is_no_evidence() -> None:
+    # The same lone CR as rsyslog escapes it by default (``#015``): the
+    # stream keeps its CRs, so a CR-less request line after it had none.
+    proc = Processor(config_from_mapping({}), Metrics())
+    escaped = []
+    for n in range(8, 11):
+        row = _line(n)
+        rec = {}
+        for k, v in row["record"].items():
+            raw = base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode("utf-8")
+            rec[k] = {"b64": base64.b64encode(raw.replace(b"\r", b"#015")).decode()}
+        escaped.append({**row, "record": rec})
+    assert any(b"#015" in base64.b64decode(v["b64"]) for r in escaped for v in r["record"].values())
+    _names(escaped, proc)
+    assert _names([_line(27)], proc)[27] != "FourOhFourRequest"
+    # the raw CRs of the very same lines are
+    _names([_line(n) for n in range(8, 11)], proc)
+    assert _names([_line(27)], proc)[27] == "FourOhFourRequest"
+
 def test_another_tag_does_not_inherit_the_evidence() -> None:
     proc = Processor(config_from_mapping({}), Metrics())
     _names([_line(n) for n in range(8, 11)], proc)

@@ -239,3 +239,17 @@ def test_kept_records_of_another_sender_are_read_but_never_named():
             s = rec["probe_summary"]
             assert s["source"] != "10.9.9.9"
             assert not [x for x in s.get("named_late", ()) if int(x["time"]) == 1796475670]
+
+
+def test_kept_entries_of_a_reused_buffer_are_copies():
+    # an input may hand the stage a view of a buffer it reuses: what is kept
+    # for the next chunk must not change when that buffer does
+    proc = Processor(config_from_mapping({}), Metrics())
+    benign = [_entry(b"Dec  5 13:00:40 vm app[1]: request %d served" % i, t=100 + i) for i in range(20)]
+    buf = bytearray(b"".join(benign))
+    proc.process("t", buf)
+    kept = list(proc._tail)
+    assert kept == benign[-_stage._NEIGHBOURS_BEFORE:]
+    assert all(type(x) is bytes for x in kept)
+    buf[:] = b"\x00" * len(buf)
+    assert list(proc._tail) == benign[-_stage._NEIGHBOURS_BEFORE:]

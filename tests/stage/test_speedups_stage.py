@@ -122,6 +122,24 @@ def _all_slow(entries: bytes):
     return starts, list(range(len(starts) - 1)), end, error
 
 
+def test_tagged_records_keep_the_full_paths_bytes_whatever_the_time_form():
+    """A tagged fast entry is re-encoded after its time's bytes; they must be
+    what packing the decoded time gives (the full path's bytes): an
+    EventTime, a positive fixint and uint32s, one of them in a longer form
+    than msgpack's own (``0xce`` for 5)."""
+    line = escape(b"GET / HTTP/1.0\r", "rsyslog").decode()
+    record = msgpack.packb({"host": "web1", "source_address": "203.0.113.5", "message": line})
+    heads = [b"\x92" + msgpack.packb(event_time(1_800_000_000, 5)), b"\x92\x07", b"\x92\xce\x00\x00\x00\x05",
+             b"\x92\xce\x6b\x49\xd2\x00"]
+    chunk = b"".join(h + record for h in heads)
+    fast = _run([chunk], _stage._walk_c)
+    assert _stage._walk_c(chunk)[1] == []  # every entry takes the fast path
+    assert fast == _run([chunk], _all_slow)
+    out = fast[0][0][0][0][1]
+    assert fast[0][0][2] == len(heads)  # all tagged
+    assert out.startswith(heads[0]) and b"\x92\x05\x84" in out and b"\xce\x00\x00\x00\x05" not in out
+
+
 def test_the_mix_exercises_every_outcome():
     """The seeded mix above is not all one kind: it tags, passes, rejects
     (for several reasons), removes markers and meets damaged tails."""

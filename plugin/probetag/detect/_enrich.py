@@ -636,7 +636,10 @@ class Enricher:
             rb = r.rebuilt
             if rb is None or rb.shape not in _CHOMPED:
                 continue
-            if not found and b"\r" in rb.line:
+            # A raw CR is one in the record's text (``escaped``): ``#015``
+            # unescapes to a CR in ``line`` too, but a stream that escapes
+            # its CRs keeps them, and has none to put back.
+            if not found and b"\r" in rb.escaped:
                 found = True
             elif rb.line[-1:] not in (b"\r", b""):
                 todo.append(i)

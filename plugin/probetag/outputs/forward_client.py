@@ -215,12 +215,12 @@ class ForwardOutput:
                 continue
             peer = item.chunk.peer
             if (i < start or peer in held or item.chunk.tag != tag
-                    or (batch and size + len(item.chunk.entries) > MAX_BATCH_BYTES)):
+                    or (batch and size + item.chunk.nbytes > MAX_BATCH_BYTES)):
                 held.add(peer)
                 keep.append(item)
                 continue
             batch.append(item)
-            size += len(item.chunk.entries)
+            size += item.chunk.nbytes
         queue.clear()
         queue.extend(keep)
         self._mark_served(batch)
@@ -237,11 +237,11 @@ class ForwardOutput:
                 self._unqueue(queue.popleft())
                 continue
             if batch and (item.chunk.tag != batch[0].chunk.tag
-                          or size + len(item.chunk.entries) > MAX_BATCH_BYTES):
+                          or size + item.chunk.nbytes > MAX_BATCH_BYTES):
                 break
             queue.popleft()
             batch.append(item)
-            size += len(item.chunk.entries)
+            size += item.chunk.nbytes
         self._mark_served(batch)
         return batch
 
@@ -286,8 +286,14 @@ class ForwardOutput:
 
     async def _deliver(self, batch: list[Queued]) -> None:
         tag = batch[0].chunk.tag
-        # The chunks' entries go into the frame as parts: joined once there.
-        entries: list[bytes] = [i.chunk.entries for i in batch]
+        # The chunks' entries (and the stage's parts of them) go into the
+        # frame as parts: joined once there.
+        entries: list[Any] = []
+        for i in batch:
+            if i.chunk.parts is not None:
+                entries.extend(i.chunk.parts)
+            else:
+                entries.append(i.chunk.entries)
         count = sum(i.chunk.count for i in batch)
         if self.config.time_as_integer:
             entries = [integer_times(b"".join(entries))]
