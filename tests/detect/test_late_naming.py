@@ -259,6 +259,19 @@ def test_a_line_named_by_its_protocol_is_refined_late_by_its_place_in_the_scan()
     assert "http-request" not in scan["probes"] and scan["probes"]["HTTPOptions"] >= 1
 
 
+def test_only_a_protocol_line_some_probe_leaves_waits_to_be_refined():
+    # every web client's header lines are named by protocol too: none is a
+    # piece of a scanner's probe, and none is kept to be placed
+    seq = Processor(config_from_mapping({}), Metrics()).enricher.sequence
+    assert seq is not None
+
+    def line(core: bytes) -> tuple:
+        return (0.0, "10.8.8.8", core, (), False, False, False, False)
+    assert seq.could_place(line(b"OPTIONS / HTTP/1.0")) and seq.could_place(line(b"\r"))
+    assert not seq.could_place(line(b"Host: www.example.com\r"))
+    assert not seq.could_place(line(b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r"))
+
+
 def test_what_is_kept_for_the_next_chunks_window_is_bounded():
     proc = Processor(config_from_mapping({}), Metrics())
     benign = [_entry(b"Dec  5 13:00:40 vm app[1]: request %d served" % i, t=100 + i) for i in range(1000)]

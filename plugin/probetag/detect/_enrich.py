@@ -889,9 +889,11 @@ class Enricher:
                     # place in a scanner's order, and as an anchor it would
                     # stand between a scan's head and the probes that place
                     # it; as a line to place, the order may say whose probe
-                    # it was. The opening's match is no scanner's: left out.)
+                    # it was. The opening's match is no scanner's: left out.
+                    # A request no scanner's probe leaves, the traffic of
+                    # every web client, would only crowd the lines that wait.)
                     line = self._sequence_line(i, items, readings, sources, unmatched)
-                    if line is not None:
+                    if line is not None and self.sequence is not None and self.sequence.could_place(line):
                         new.append((t, (*line[:3], (), *line[4:]), None, nm[0]))
                 continue
             line = lines[i] if lines is not None else None
