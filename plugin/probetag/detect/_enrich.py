@@ -61,7 +61,10 @@ Theory of operation
   to pass 3 again with the next batch that names a line of a scan going
   through its scanner's order, so a live stream's one-line chunks get the
   picture one batch would. A name found so goes into the scan's summary
-  (``Correlator.note_late``): the record has left. Bare-CR records the
+  (``Correlator.note_late``): the record has left. A line named only by
+  its protocol (a client's opening, scanner unknown) waits so too, as a
+  line to place and never as an anchor; a name pass 3 finds for it refines
+  the protocol's (its summary entry says ``was``). Bare-CR records the
   stage skipped for want of a probe context come as bytes (``hold``) and
   are decoded only then; so do the records of earlier chunks the stage
   reads as the neighbours before a hit at the head of a chunk.
@@ -345,10 +348,11 @@ class Enricher:
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
         #: Lines of earlier batches, offered to the next pass 3 ((time, line,
-        #: (signature, fragment) or None: unnamed) in time order; ``late``: do
+        #: (signature, fragment) or None: unnamed, the protocol signature an
+        #: unnamed line left named by or None) in time order; ``late``: do
         #: that (explain's blocks are whole file parts, and their lines are
         #: written already). ``_unnamed``: how many of them are unnamed.
-        self._pending: list[tuple[float, Any, Any]] = []
+        self._pending: list[tuple[float, Any, Any, Any]] = []
         self._unnamed = 0
         self.late = True
         #: (tag, entry bytes) the stage skipped (``hold``) and the function
@@ -809,15 +813,15 @@ class Enricher:
                 got_all[p + i] = got_kept[p + k]
         for j, k in enumerate(offer):
             g = got_all[j]
-            t, line, was = pend[k]
-            if g is None or was is not None:
+            t, line, nm, was = pend[k]
+            if g is None or nm is not None:
                 continue
             sig, frag, source, via = g
-            if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)):
+            if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False), was):
                 if self.metrics is not None:
                     self.metrics.inc("probes_named_late", probe=sig.probe)
             # (an anchor now, for the lines still waiting)
-            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag))
+            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag), None)
             self._unnamed -= 1
         got = got_all[p:]
         below = 0
@@ -882,29 +886,42 @@ class Enricher:
         head of a scan is placed once its later probes come) and the named
         ones they would be placed by; within the bounds (``_MAX_PENDING``...),
         the oldest going first, unnamed lines dropped counted as
-        ``late_pending_dropped``."""
+        ``late_pending_dropped``. A line named only by its protocol (a
+        client's opening, scanner unknown) waits as an unnamed one does,
+        with that name (``was``): never an anchor, it may be placed as a
+        scanner's probe, a refinement of the name it left with."""
         may_place = self.correlator.may_place
-        new: list[tuple[float, Any, Any]] = []
+        new: list[tuple[float, Any, Any, Any]] = []
         for i in range(len(items)):
             t = items[i][0]
             nm = named[i]
             if nm is not None:
                 src = sources[i]
-                # (a line named by its protocol, a client's opening, has no
-                # place in a scanner's order: kept, it would stand between a
-                # scan's head and the probes that place it)
-                if (src is None or may_place(src)) and nm[0].family != "client":
-                    new.append((t, (t, src, b"", (), False, False), nm))
+                if src is not None and not may_place(src):
+                    continue
+                if nm[0].family != "client":
+                    new.append((t, (t, src, b"", (), False, False), nm, None))
+                elif nm[0].scanner == "unknown":
+                    # (named by its protocol, a client's opening: it has no
+                    # place in a scanner's order, and as an anchor it would
+                    # stand between a scan's head and the probes that place
+                    # it; as a line to place, the order may say whose probe
+                    # it was. The opening's match is no scanner's: left out.
+                    # A request no scanner's probe leaves, the traffic of
+                    # every web client, would only crowd the lines that wait.)
+                    line = self._sequence_line(i, items, readings, sources, unmatched)
+                    if line is not None and self.sequence is not None and self.sequence.could_place(line):
+                        new.append((t, (*line[:3], (), *line[4:]), None, nm[0]))
                 continue
             line = lines[i] if lines is not None else None
             if line is None:
                 line = self._sequence_line(i, items, readings, sources, unmatched)
             if line is not None and (line[1] is None or may_place(line[1])):
-                new.append((t, line, None))
+                new.append((t, line, None, None))
         if new:
             self._add_pending(new)
 
-    def _add_pending(self, new: Sequence[tuple[float, Any, Any]]) -> None:
+    def _add_pending(self, new: Sequence[tuple[float, Any, Any, Any]]) -> None:
         keep = self._pending
         if not new and not keep:
             return
@@ -920,7 +937,7 @@ class Enricher:
             # of a source with nothing unnamed only its last named lines
             waits = {x[1][1] for x in keep if x[2] is None}
             seen: dict[str | None, int] = {}
-            out: list[tuple[float, Any, Any]] = []
+            out: list[tuple[float, Any, Any, Any]] = []
             for x in reversed(keep):
                 src = x[1][1]
                 c = seen.get(src, 0)
@@ -963,7 +980,7 @@ class Enricher:
         between lines of a scan, as it would in one batch."""
         held, decode = list(self._held), self._decode_held
         self._held.clear()
-        new: list[tuple[float, Any, Any]] = []
+        new: list[tuple[float, Any, Any, Any]] = []
         for _tag, raw in held:
             got = decode(raw) if decode is not None else None
             if got is None or not newest - _PENDING_AGE <= got[0] <= newest:
@@ -977,7 +994,7 @@ class Enricher:
             line = (self._sequence_line(0, one, [r], [src], [None]) if r.matches
                     else self._sequence_line(0, one, [None], [None], [read]))
             if line is not None and (line[1] in fresh or line[1] is None):
-                new.append((t, line, None))
+                new.append((t, line, None, None))
         if new:
             self._add_pending(new)
 
