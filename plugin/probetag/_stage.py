@@ -466,8 +466,13 @@ class Processor:
                 # first word: ``fox a 1 -1 fox hello``, ``GET / HTTP/1.0``):
                 # the lines of its connection and scan around it may hold
                 # the sender (``fox.version=s:1.0``) or name none either
-                # (xmlsysd's ``on identity version``), whatever their size.
-                window = range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
+                # (xmlsysd's ``on identity version``), whatever their size;
+                # but not a daemon's own line (a pid, ``name[pid]: ``), which
+                # no payload piece looks like: a request line in an access
+                # log must not cost the analysis of every line around it.
+                daemon = _DAEMON_ENTRY.search
+                window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
+                          if starts[j + 1] - starts[j] <= short or daemon(entries, starts[j], starts[j + 1]) is None]
             elif near is not None:
                 window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
             else:
@@ -637,6 +642,11 @@ _FAST_ENTRY = re.compile(
 _NEIGHBOURS_BEFORE = 8
 _NEIGHBOURS_AFTER = 6
 _NEIGHBOUR_BYTES = 112
+#: A record as a daemon logs its own line: a ``pid`` field with digits (a
+#: msgpack str of 1 to 10 digits, or an int), or a TAG ``name[pid]: `` in its
+#: text (a file line in ``message``). No probe's piece is either.
+_DAEMON_ENTRY = re.compile(rb"\xa3pid(?:[\xa1-\xaa][0-9]|[\x00-\x7f\xcc-\xce])"
+                           rb"|[A-Za-z0-9_./-]\[[0-9]{1,10}\]: \S")
 #: Longest entry kept, as bytes, for a hit at the head of the next chunk
 #: (``_keep_tail``): its window before reaches back across the chunk
 #: boundary, at most ``_NEIGHBOURS_BEFORE`` entries of this size.

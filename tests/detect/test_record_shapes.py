@@ -118,6 +118,34 @@ def test_lines_of_a_sender_less_hit_are_read_whatever_their_size() -> None:
     assert _named(got, rows, [189]) == {189: "niagara-fox"}
 
 
+def test_a_sender_less_hit_does_not_read_the_daemon_lines_around_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request line whose HOSTNAME is ``GET`` names no sender; the long
+    # lines around it are read unless they are a daemon's own (a pid field,
+    # ``name[pid]: ``): ordinary traffic must not cost an analysis per line.
+    proc = Processor(config_from_mapping({}), Metrics())
+    assert proc.enricher is not None
+    tail = [{"message": "2026-12-05T10:00:%02d.000000+00:00 app01 backup[%d]: copied %d files to the "
+                        "archive volume in 1.2 s, nothing left to do for this run of the job" % (i, 4000 + i, i)}
+            for i in range(6)]
+    syslog = [{"host": "app01", "ident": "sshd", "pid": str(700 + i), "message": "Accepted publickey for deploy "
+               "from 10.0.0.7 port 5214%d ssh2: ED25519 SHA256:abcdefghijklmnopqrstuvwxyz0123456789" % i}
+              for i in range(2)]
+    plain = {"host": "app01", "ident": "-", "pid": "-", "message": "no tag and no pid here, " + "x" * 120}
+    hit = {"message": "2026-12-05T10:00:09.000000+00:00 GET / HTTP/1.0#015"}
+    records = [*tail[:3], plain, hit, *tail[3:], *syslog]
+    seen: list[dict] = []
+    analyse = proc.enricher.analyse
+    monkeypatch.setattr(proc.enricher, "analyse", lambda rec, *a, **k: (seen.append(rec), analyse(rec, *a, **k))[1])
+    data = b"".join(msgpack.packb([event_time(1_796_000_000 + i, 0), r], use_bin_type=True)
+                    for i, r in enumerate(records))
+    res = proc.process("syslog", data)
+    got = [rec.get("probe") for ch in res.chunks for _, rec in unpacker_for(ch.entries)
+           if rec.get("event") != "scan_summary"]
+    assert got[records.index(hit)]["name"] == "GetRequest"
+    assert hit in seen and plain in seen
+    assert not [r for r in tail + syslog if r in seen]
+
+
 def test_a_lossy_request_line_at_a_scans_head_fits_alone() -> None:
     # GetRequest's ``GET`` + `` HTTP/1.0#015`` at 17:13:45.23; another
     # client's ``ERROR RPC ...`` (also without a sender) in the same second
