@@ -30,7 +30,13 @@ Theory of operation
   anything it cannot decide from the headers (other shapes, an option map
   of more than ``_WALK_BUDGET`` objects) goes to the skipper. The skipper is
   dropped whenever such a frame starts: between frames it holds nothing
-  but bytes still in ``_buf``.
+  but bytes still in ``_buf``. Such a frame is returned as a memoryview of
+  the buffer it was received into, not copied into a ``bytes`` of its own:
+  the framer keeps a new buffer with the bytes after the frame (what the
+  old one would have moved when it next grew), and ``parse_frame`` copies
+  the payload out once, as the chunk's entries. Each received byte of a
+  big chunk is thus copied twice in user space (into ``_buf``, into the
+  entries), not three times.
 * Nesting deeper than msgpack's C stack (1024 levels) raises ``StackError``
   in the skipper: fatal ``too_deep``, never a crash. ``0xc1`` and other
   undecodable bytes: fatal ``parse_error``. After a fatal framing error the
@@ -282,8 +288,10 @@ class Framer:
         else:
             self._eof = True
 
-    def next_frame(self) -> bytes | None:
-        """The next complete frame, or None if more bytes are needed.
+    def next_frame(self) -> bytes | memoryview | None:
+        """The next complete frame, or None if more bytes are needed. A frame
+        of the fast path is a read-only view that stays valid (the framer
+        never writes to a buffer it handed out).
         Raises ``FrameError`` (fatal) on undecodable, too deep or too large
         input."""
         if not self._buf:
@@ -379,10 +387,12 @@ class Framer:
             return None
         if n > self._limit:
             raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
-        with memoryview(self._buf) as view:
-            frame = view[:n].tobytes()
-        del self._buf[:n]
-        return frame
+        # The frame is handed out as a view of the buffer it arrived in,
+        # which the framer gives up (keeping only the bytes after it):
+        # ``parse_frame`` copies the payload out of it once, as the entries.
+        buf = self._buf
+        self._buf = buf[n:]
+        return memoryview(buf)[:n]
 
     def _feed_slice(self) -> bool:
         """Hand the skipper the next (at most ``_FEED``) received bytes."""
@@ -569,7 +579,7 @@ def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, in
     return chunk, compressed, size_hint, signal
 
 
-def parse_frame(frame: bytes, limits: Limits) -> Chunk | Heartbeat | ProtocolError:
+def parse_frame(frame: bytes | memoryview, limits: Limits) -> Chunk | Heartbeat | ProtocolError:
     """Interpret one complete frame. Never raises for peer errors."""
     try:
         return _parse(frame, limits)
@@ -577,7 +587,7 @@ def parse_frame(frame: bytes, limits: Limits) -> Chunk | Heartbeat | ProtocolErr
         return skip.error
 
 
-def _packed_layout(frame: bytes) -> tuple[int, str, int, int] | None:
+def _packed_layout(frame: bytes | memoryview) -> tuple[int, str, int, int] | None:
     """(element count, tag, payload offset, payload end) of a PackedForward
     frame ``[str, str/bin, option?]`` in a fixarray, from its headers alone;
     None for any other shape (the unpacker path decides)."""
@@ -594,11 +604,11 @@ def _packed_layout(frame: bytes) -> tuple[int, str, int, int] | None:
     if h2 is None:
         return None
     # msgpack's raw=False decoding of a str, as new_unpacker does it.
-    tag = frame[1 + h[0]:p2].decode("utf-8", "surrogateescape")
+    tag = str(frame[1 + h[0]:p2], "utf-8", "surrogateescape")
     return b0 & 0x0F, tag, p2, p2 + h2[0] + h2[1]
 
 
-def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
+def _parse(frame: bytes | memoryview, limits: Limits) -> Chunk | Heartbeat:
     first = _KINDS[frame[0]]
     if first == NIL:
         # SPEC1: a nil request is a heartbeat. Fluentd and Vector ignore it;
@@ -678,11 +688,13 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     elif mode == "forward":
         b = frame[p2]
         hlen = _ARRAY_HLEN.get(b, 1)
-        entries = frame[p2 + hlen:p3]
+        entries = bytes(frame[p2 + hlen:p3])
     else:
         b = frame[p2]
         hlen = _PAYLOAD_HLEN.get(b, 1)
-        entries = frame[p2 + hlen:p3]
+        # One copy: the slice of a bytes frame, bytes() of a view (the
+        # bytes() of a bytes is the same object).
+        entries = bytes(frame[p2 + hlen:p3])
         if compressed is not None and compressed != "text":
             decompress = _DECOMPRESSORS.get(compressed)
             if decompress is None:
