@@ -196,3 +196,18 @@ def test_fast_frame_is_a_view_that_later_bytes_leave_alone():
     assert first == frame and second == frame
     assert framer.next_frame() == b"\xc0"
     assert framer.buffered == 0
+
+
+def test_many_buffered_fast_frames_each_come_out_whole():
+    """Frames buffered behind a fast-path frame (more bytes than it holds)
+    are not moved to a new buffer per frame; every frame still comes out
+    whole and unchanged by the ones cut after it."""
+    frames = [_packed("t", _entries(200 + i, 100), {"chunk": f"c{i}"}) for i in range(12)]
+    framer = _wire.Framer(1 << 20)
+    framer.feed(b"".join(frames))
+    got = []
+    while (frame := framer.next_frame()) is not None:
+        got.append(frame)
+    assert [bytes(f) for f in got] == frames
+    assert isinstance(got[0], bytes) and isinstance(got[-1], memoryview)
+    assert framer.buffered == 0

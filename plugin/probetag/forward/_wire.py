@@ -36,7 +36,10 @@ Theory of operation
   old one would have moved when it next grew), and ``parse_frame`` copies
   the payload out once, as the chunk's entries. Each received byte of a
   big chunk is thus copied twice in user space (into ``_buf``, into the
-  entries), not three times.
+  entries), not three times. When more bytes follow the frame than it
+  holds (many frames buffered at once), copying them to a new buffer
+  would cost more than it saves, and once per frame: the frame is copied
+  out as before.
 * Nesting deeper than msgpack's C stack (1024 levels) raises ``StackError``
   in the skipper: fatal ``too_deep``, never a crash. ``0xc1`` and other
   undecodable bytes: fatal ``parse_error``. After a fatal framing error the
@@ -387,10 +390,18 @@ class Framer:
             return None
         if n > self._limit:
             raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
-        # The frame is handed out as a view of the buffer it arrived in,
-        # which the framer gives up (keeping only the bytes after it):
-        # ``parse_frame`` copies the payload out of it once, as the entries.
         buf = self._buf
+        if len(buf) - n > n:
+            # More bytes after the frame than in it (many frames buffered):
+            # giving the buffer up would copy them once per frame.
+            with memoryview(buf) as view:
+                frame = view[:n].tobytes()
+            del buf[:n]
+            return frame
+        # The frame is handed out as a view of the buffer it arrived in,
+        # which the framer gives up (keeping only the bytes after it, fewer
+        # than the copy of the frame this saves): ``parse_frame`` copies the
+        # payload out of it once, as the entries.
         self._buf = buf[n:]
         return memoryview(buf)[:n]
 
