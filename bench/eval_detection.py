@@ -24,8 +24,11 @@ labelled benign, rsyslogd's own framing-error lines included. A record
 stream names some lines only after they left, in the scan summaries'
 ``named_late``: each such entry is paired with a line of its event time
 that left unnamed and judged the same way ("named late (summary)" when
-right, else a wrong name or a benign line tagged); "name-recall" counts
-the names given at once, "name-recall incl. late" both.
+right, else a wrong name or a benign line tagged); an entry that says
+``was`` (a line that left named only by its protocol, refined later to a
+scanner's probe) is paired with a line of its time that left named so.
+"name-recall" counts the names given at once, "name-recall incl. late"
+both.
 
 A second layout is read too (``tests/fixtures/corpus-extra``, made by
 ``tools/corpus/capture_extra.py``): its labels carry ``collector`` (rsyslog,
@@ -355,15 +358,17 @@ class Row:
 
     def add_late(self, truth: Truth, label: dict[str, Any], late: dict[str, Any], where: str) -> None:
         """An entry of a scan summary's ``named_late`` for this line, which
-        left untagged (``add`` saw it unnamed): judged as a probe map is."""
+        left untagged (``add`` saw it unnamed), or left named by its protocol
+        only (the entry says ``was``): judged as a probe map is."""
         probe = {"name": late.get("probe"), "id": late.get("id"), "scanner": late.get("scanner")}
+        how = f", refining {late['was']}" if "was" in late else ""
         if label["label"] == "benign":
             self.benign_tagged += 1
             self.misses.append(f"BENIGN-NAMED-LATE {where}: {probe['name']} <- {label.get('raw', '')[:100]!r}")
             return
         if truth.right(label["label"], label.get("scanner"), label.get("session"), probe):
             self.late += 1
-            self.misses.append(f"NAMED-LATE {where} [{label['label']}] (in the scan's summary)")
+            self.misses.append(f"NAMED-LATE {where} [{label['label']}] (in the scan's summary{how})")
             return
         self.late_wrong += 1
         self.wrong += 1
@@ -427,6 +432,8 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
         for x in LATE_BY_SHAPE.get(shape, ()):
             late[x["time"]].append(x)
         unnamed: dict[float, list[tuple[Row, dict[str, Any], str]]] = collections.defaultdict(list)
+        # lines that left named by their protocol only, for entries that say ``was``
+        by_protocol: dict[float, list[tuple[Row, dict[str, Any], str]]] = collections.defaultdict(list)
         for r, probe in zip(recs, probes):
             name = shape + (" (escaping off)" if r["escape_variant"] != "default" else "")
             if r.get("source_file") is not None:
@@ -439,10 +446,15 @@ def evaluate(corpus: Path, by_transport: bool = False) -> list[Row]:
             where = f"{r['variant']} {r['source_file']}:{r['source_line']}"
             row.add(truth, lab, probe, where)
             t = r["time"][0] + r["time"][1] / 1e9
-            if probe is None and t in late:
-                unnamed[t].append((row, lab, where))
+            if t in late:
+                if probe is None:
+                    unnamed[t].append((row, lab, where))
+                elif probe.get("scanner") == "unknown" and not truth.right(
+                        lab["label"], lab.get("scanner"), lab.get("session"), probe):
+                    by_protocol[t].append((row, lab, where))
         for t, entries in late.items():
-            _judge_late(truth, entries, unnamed.get(t, []), shape)
+            _judge_late(truth, [e for e in entries if "was" not in e], unnamed.get(t, []), shape)
+            _judge_late(truth, [e for e in entries if "was" in e], by_protocol.get(t, []), shape)
     for shape, (labs, probes) in _rsyslog_json_records(corpus, labels).items():
         for lab, probe in zip(labs, probes):
             name = _split(shape + (" (escaping off)" if lab["variant"] != "default" else ""), lab, by_transport)
@@ -456,7 +468,8 @@ def _judge_late(truth: Truth, entries: list[dict[str, Any]], lines: list[tuple[R
     """Pairs the ``named_late`` entries of one event time with the lines of
     that time that left unnamed: each entry with a probe line it names
     right if there is one, then with the other probe lines (a wrong name),
-    then with benign lines (a benign line tagged)."""
+    then with benign lines (a benign line tagged). Refinements (entries that
+    say ``was``) are paired so with the lines that left named by protocol."""
     entries = list(entries)
     left = [x for x in lines if x[1]["label"] != "benign"]
     for row, lab, where in list(left):

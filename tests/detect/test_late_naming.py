@@ -164,6 +164,29 @@ def _scan_head_stream(kind: str) -> list[tuple[int, str, bytes]]:
             for n, line in enumerate(raw, 1) if line]
 
 
+def _live(rows: list[tuple[int, str, bytes]], m: Metrics) -> tuple[dict[int, dict | None], dict[int, float],
+                                                                   list[dict], list[dict]]:
+    """Each entry its own chunk -> (line -> probe map given at once, line ->
+    event time, the summaries' named_late entries, the summaries)."""
+    proc = Processor(config_from_mapping({"actions": {"summaries": True}}), m)
+    at_once: dict[int, dict | None] = {}
+    when: dict[int, float] = {}
+    for n, tag, entry in rows:
+        res = proc.process(tag, entry)
+        recs = [r for ch in res.chunks if not ch.tag.startswith("probetag.") for _, r in unpacker_for(ch.entries)]
+        assert len(recs) == 1
+        at_once[n] = recs[0].get("probe")
+        t, _rec = msgpack.unpackb(entry, raw=False, unicode_errors="surrogateescape")
+        when[n] = int.from_bytes(t.data[:4], "big") + int.from_bytes(t.data[4:], "big") / 1e9
+    summaries = [rec["probe_summary"] for ch in proc.flush() for _, rec in unpacker_for(ch.entries)]
+    late = [x for s in summaries for x in s.get("named_late", [])]
+    return at_once, when, late, summaries
+
+
+def _by_protocol(p: dict | None) -> bool:
+    return p is not None and p["scanner"] == "unknown"
+
+
 @pytest.mark.parametrize("kind", ["in_tail rfc3164", "in_tail none"])
 def test_the_scan_head_before_its_first_distinctive_line_is_named_late(kind):
     # rsyslog's escaping off, one record per chunk: nmap's first probes
@@ -173,35 +196,80 @@ def test_the_scan_head_before_its_first_distinctive_line_is_named_late(kind):
     # the records kept from the chunks before it.
     run = "noescape_nmap_sV_all"
     labels, m = _labels(run), Metrics()
-    proc = Processor(config_from_mapping({"actions": {"summaries": True}}), m)
-    at_once: dict[int, str | None] = {}
-    when: dict[int, float] = {}
-    for n, tag, entry in _scan_head_stream(kind):
-        res = proc.process(tag, entry)
-        recs = [r for ch in res.chunks if not ch.tag.startswith("probetag.") for _, r in unpacker_for(ch.entries)]
-        assert len(recs) == 1
-        at_once[n] = (recs[0].get("probe") or {}).get("name")
-        t, _rec = msgpack.unpackb(entry, raw=False, unicode_errors="surrogateescape")
-        when[n] = int.from_bytes(t.data[:4], "big") + int.from_bytes(t.data[4:], "big") / 1e9
-    late = [x for ch in proc.flush() for _, rec in unpacker_for(ch.entries)
-            for x in rec["probe_summary"].get("named_late", [])]
+    got, when, late, _summaries = _live(_scan_head_stream(kind), m)
+    at_once = {n: (p or {}).get("name") for n, p in got.items()}
     # the scan's head: its probe lines before the first one named at once
     first = min(n for n, name in at_once.items() if name is not None and name == labels[n])
     head = [n for n in sorted(at_once) if n < first and labels[n] != "benign" and at_once[n] is None]
     assert len(head) >= 4 and {labels[n] for n in head} >= {"GenericLines", "GetRequest"}
     # every head line is named late with its label; no late name is wrong
+    # (a name that refines a protocol's, ``was``: of a line that left so)
     waiting = collections.defaultdict(list)
-    for n, name in at_once.items():
-        if name is None:
-            waiting[when[n]].append(labels[n])
+    for n, p in got.items():
+        if p is None or _by_protocol(p):
+            waiting[(when[n], p and p["name"])].append(labels[n])
     for x in late:
+        key = (x["time"], x.get("was"))
         assert x["scanner"] == "nmap" and x["id"] == "nmap-tcp-" + x["probe"], x
-        assert x["probe"] in waiting[x["time"]], (x, waiting[x["time"]])
-        waiting[x["time"]].remove(x["probe"])
+        assert x["probe"] in waiting[key], (x, waiting[key])
+        waiting[key].remove(x["probe"])
     named = collections.Counter((x["time"], x["probe"]) for x in late)
     want = collections.Counter((when[n], labels[n]) for n in head)
     assert named & want == want, (sorted(named), sorted(want))
     assert m.get("neighbours_read_back") >= len(head)
+
+
+def test_a_line_named_by_its_protocol_is_refined_late_by_its_place_in_the_scan():
+    # in_tail none, escaping off, one record per chunk: HTTPOptions'
+    # ``OPTIONS / HTTP/1.0`` (its CR chomped) and the CR after it are named
+    # at once by protocol (http-request, scanner unknown); the scan's later
+    # lines place them as nmap's probe. A line of the same second from a
+    # sender that never scans, named so too, stays as it left.
+    run = "noescape_nmap_sV_all"
+    labels, m = _labels(run), Metrics()
+    rows = _scan_head_stream("in_tail none")
+    other = b"Dec  5 13:01:01 10.9.9.9 OPTIONS / HTTP/1.0"
+    k = next(k for k, (n, _tag, _e) in enumerate(rows) if labels[n] == "HTTPOptions")
+    rows.insert(k + 1, (0, rows[k][1], _entry(other)))
+    labels[0] = "benign"
+    got, when, late, summaries = _live(rows, m)
+    assert got[0] is not None and got[0]["source"] == "10.9.9.9" and _by_protocol(got[0])
+    left = {n: p["name"] for n, p in got.items() if _by_protocol(p) and labels[n] != "benign"}
+    assert len(left) >= 2 and {labels[n] for n in left} == {"HTTPOptions"}
+    refined = [x for x in late if "was" in x]
+    # each refinement is the label of a line of its time that left named by
+    # that protocol; every such line of the scan is refined
+    waiting = collections.defaultdict(list)
+    for n, name in left.items():
+        waiting[(when[n], name)].append(labels[n])
+    for x in refined:
+        key = (x["time"], x["was"])
+        assert x["scanner"] == "nmap" and x["id"] == "nmap-tcp-" + x["probe"], x
+        assert x["probe"] in waiting[key], (x, waiting[key])
+        waiting[key].remove(x["probe"])
+    assert not any(waiting.values()), dict(waiting)
+    assert sorted(x["fragment"] for x in refined) == [0, 1]
+    assert m.get("probes_named_late", probe="HTTPOptions") == len(refined)
+    # the other sender's line: no entry, and its scan is as it left
+    assert not [x for x in late if x["time"] == when[0]]
+    mine = [s for s in summaries if s["source"] == "10.9.9.9"]
+    assert mine and all(s["probes"] == {"http-request": 1} and "named_late" not in s for s in mine)
+    # the scanning sender's count moved from the protocol to the probe
+    scan = next(s for s in summaries if s["source"] == "127.0.0.1")
+    assert "http-request" not in scan["probes"] and scan["probes"]["HTTPOptions"] >= 1
+
+
+def test_only_a_protocol_line_some_probe_leaves_waits_to_be_refined():
+    # every web client's header lines are named by protocol too: none is a
+    # piece of a scanner's probe, and none is kept to be placed
+    seq = Processor(config_from_mapping({}), Metrics()).enricher.sequence
+    assert seq is not None
+
+    def line(core: bytes) -> tuple:
+        return (0.0, "10.8.8.8", core, (), False, False, False, False)
+    assert seq.could_place(line(b"OPTIONS / HTTP/1.0")) and seq.could_place(line(b"\r"))
+    assert not seq.could_place(line(b"Host: www.example.com\r"))
+    assert not seq.could_place(line(b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r"))
 
 
 def test_what_is_kept_for_the_next_chunks_window_is_bounded():

@@ -75,6 +75,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from ._catalogue import Signature
 from ._engine import Match
 
 __all__ = ["Correlator", "Verdict"]
@@ -102,6 +103,8 @@ _MAX_LATE = 256
 _SCAN_BYTES = 1200
 _ENTRY_BYTES = 120
 _LATE_BYTES = 360
+#: A late entry that also says ``was`` (six keys: the dict's next size).
+_WAS_BYTES = 88
 _SUMMARY_BYTES = 1100
 
 
@@ -328,18 +331,26 @@ class Correlator:
             return None
         return scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes)
 
-    def note_late(self, source: str | None, t: float, m: Match) -> bool:
+    def note_late(self, source: str | None, t: float, m: Match, was: Signature | None = None) -> bool:
         """A line of ``source`` at ``t`` that left untagged was ``m``'s probe
         (found later, by its place in the scan): counted in the scan (its
         probes, lines and scanners, for the next placements and the summary)
-        and listed in its summary. The scan's context and place in the order
-        stay where the lines as they came put them: the line is older than
-        both. False when the source has no scan to say it in."""
+        and listed in its summary. ``was``: the protocol name (a client's
+        opening, scanner unknown) the line left with: the line was counted
+        under it, and now counts under ``m``'s probe instead; its entry says
+        ``was``. The scan's context and place in the order stay where the
+        lines as they came put them: the line is older than both. False
+        when the source has no scan to say it in."""
         scan = self._sources.get(source or "-")
         if scan is None:
             return False
         sig = m.signature
-        scan.lines += 1
+        if was is not None and scan.probes.get(was.probe):
+            # (the line is in the scan's count already, under its protocol)
+            _drop_one(scan.probes, was.probe)
+            _drop_one(scan.scanners, was.scanner)
+        else:
+            scan.lines += 1
         n = scan.probes.get(sig.probe)
         scan.probes[sig.probe] = 1 if n is None else n + 1
         grew = 0 if n is not None else 2 * _ENTRY_BYTES
@@ -350,8 +361,11 @@ class Correlator:
         if t < scan.first:
             scan.first = t
         if len(scan.late) < _MAX_LATE:
-            scan.late.append({"time": t, "probe": sig.probe, "id": sig.id, "scanner": sig.scanner,
-                              "fragment": m.fragment})
+            entry = {"time": t, "probe": sig.probe, "id": sig.id, "scanner": sig.scanner, "fragment": m.fragment}
+            if was is not None:
+                entry["was"] = was.probe
+                grew += _WAS_BYTES
+            scan.late.append(entry)
             grew += _LATE_BYTES
         if grew:
             self._grow(scan, grew)
@@ -551,7 +565,16 @@ class Correlator:
             **({"named_late": list(scan.late)} if scan.late else {}),
         }
         cost = (_SUMMARY_BYTES + sys.getsizeof(scan.source)
-                + _ENTRY_BYTES * (2 * len(scan.probes) + 2 * len(scanners)) + _LATE_BYTES * len(scan.late))
+                + _ENTRY_BYTES * (2 * len(scan.probes) + 2 * len(scanners)) + _LATE_BYTES * len(scan.late)
+                + _WAS_BYTES * sum(1 for x in scan.late if "was" in x))
         self._ended.append((summary, cost))
         self._ended_bytes += cost
         self.bytes += cost
+
+
+def _drop_one(counts: dict[str, int], key: str) -> None:
+    n = counts.get(key, 0)
+    if n > 1:
+        counts[key] = n - 1
+    else:
+        counts.pop(key, None)

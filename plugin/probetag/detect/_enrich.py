@@ -61,7 +61,10 @@ Theory of operation
   to pass 3 again with the next batch that names a line of a scan going
   through its scanner's order, so a live stream's one-line chunks get the
   picture one batch would. A name found so goes into the scan's summary
-  (``Correlator.note_late``): the record has left. Bare-CR records the
+  (``Correlator.note_late``): the record has left. A line named only by
+  its protocol (a client's opening, scanner unknown) waits so too, as a
+  line to place and never as an anchor; a name pass 3 finds for it refines
+  the protocol's (its summary entry says ``was``). Bare-CR records the
   stage skipped for want of a probe context come as bytes (``hold``) and
   are decoded only then; so do the records of earlier chunks the stage
   reads as the neighbours before a hit at the head of a chunk.
@@ -345,10 +348,11 @@ class Enricher:
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
         #: Lines of earlier batches, offered to the next pass 3 ((time, line,
-        #: (signature, fragment) or None: unnamed) in time order; ``late``: do
+        #: (signature, fragment) or None: unnamed, the protocol signature an
+        #: unnamed line left named by or None) in time order; ``late``: do
         #: that (explain's blocks are whole file parts, and their lines are
         #: written already). ``_unnamed``: how many of them are unnamed.
-        self._pending: list[tuple[float, Any, Any]] = []
+        self._pending: list[tuple[float, Any, Any, Any]] = []
         self._unnamed = 0
         self.late = True
         #: (tag, entry bytes) the stage skipped (``hold``) and the function
@@ -512,6 +516,10 @@ class Enricher:
         # Lines without matches, as read: for the client-openings hook and
         # the sequence pass below.
         unmatched: list[tuple[Reading, str | None] | None] = [None] * n
+        # Lines with a payload or a match: the passes below step over the
+        # others (explain's placeholders for lines it skipped: always
+        # untagged). Those keep their places, which the look-ahead counts.
+        live: list[int] = []
         for i, (_t, rec) in enumerate(items):
             got = pre[i] if pre is not None else NOT_ANALYSED
             if got is NOT_ANALYSED:
@@ -519,8 +527,12 @@ class Enricher:
             if got is None or not got[0].matches:
                 nothing += 1
                 unmatched[i] = got
+                if got is not None and got[0].rebuilt is not None:
+                    live.append(i)
             else:
                 readings[i], sources[i] = got
+                live.append(i)
+        todo: Sequence[int] = live if len(live) < n else range(n)
         metrics = self.metrics
         if metrics is not None:
             if nothing:
@@ -531,11 +543,11 @@ class Enricher:
             if self.memo_misses > misses:
                 metrics.inc("detect_memo_misses", self.memo_misses - misses)
         # Pass 0.5: a request line whose CR Fluentd removed (see _restore_cr).
-        nothing -= self._restore_cr(tag, items, readings, sources, unmatched)
+        nothing -= self._restore_cr(tag, items, readings, sources, unmatched, todo)
         # --- hook: client openings (detect/_openings.py) ---------------------
         nothing -= self.openings.amend(readings, sources, items,
                                        lambda i: _as_read(unmatched[i], readings[i], sources[i], items[i][1]),
-                                       self._make_reading)
+                                       self._make_reading, todo)
         # ----------------------------------------------------------------------
         out: list[Any] = [None] * n
         if nothing == n and not any(unmatched):
@@ -544,7 +556,7 @@ class Enricher:
         # its NULs and LFs (``_runs``).
         reassembled: set[int] = set()
         if self.runs is not None:
-            nothing -= self._reassemble(items, readings, sources, unmatched, reassembled)
+            nothing -= self._reassemble(items, readings, sources, unmatched, reassembled, todo)
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
         if None in sources:
@@ -594,7 +606,8 @@ class Enricher:
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
             lines = [None] * n
-            below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched, lines)
+            below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched, lines,
+                                         todo)
         if self.sequence is not None and self.late:
             self._keep_pending(items, readings, sources, unmatched, named, lines)
         if metrics is not None:
@@ -607,7 +620,8 @@ class Enricher:
         return out
 
     def _restore_cr(self, tag: str, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
-                    sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None]) -> int:
+                    sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None],
+                    todo: Sequence[int]) -> int:
         """Fluentd's ``in_tail`` and ``in_syslog`` end a line with Ruby's
         ``chomp``, which removes a trailing CR as well as the LF. Where
         rsyslog escapes control bytes (its default) the CR was ``#015`` and
@@ -623,8 +637,8 @@ class Enricher:
         lines that had no match now have one."""
         raw = self._raw_cr
         found = tag in raw
-        todo: list[int] = []
-        for i in range(len(items)):
+        again: list[int] = []
+        for i in todo:
             r = readings[i]
             if r is None:
                 got = unmatched[i]
@@ -642,7 +656,7 @@ class Enricher:
             if not found and b"\r" in rb.escaped:
                 found = True
             elif rb.line[-1:] not in (b"\r", b""):
-                todo.append(i)
+                again.append(i)
         if not found:
             return 0
         raw[tag] = None
@@ -650,7 +664,7 @@ class Enricher:
         if len(raw) > _MAX_RAW_TAGS:
             raw.popitem(last=False)
         fixed = 0
-        for i in todo:
+        for i in again:
             r = readings[i]
             got = unmatched[i]
             was_unmatched = r is None
@@ -675,14 +689,14 @@ class Enricher:
 
     def _reassemble(self, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
                     sources: list[str | None], unmatched: list[tuple[Reading, str | None] | None],
-                    reassembled: set[int]) -> int:
+                    reassembled: set[int], todo: Sequence[int]) -> int:
         """Pass 1.5 (``_runs``): lines of syslog-ng files that are the pieces
         of one payload get that payload's match. Returns how many of them
         had no match before."""
         assert self.runs is not None
         lines: list[RunLine | None] = [None] * len(items)
         any_sng = False
-        for i in range(len(items)):
+        for i in todo:
             r, src = readings[i], sources[i]
             if r is None:
                 got = unmatched[i]
@@ -716,10 +730,11 @@ class Enricher:
     def _by_scan_order(self, tag: str, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
-                       matched: dict[tuple[str, str, str], int], lines: list[Any]) -> int:
+                       matched: dict[tuple[str, str, str], int], lines: list[Any],
+                       todo: Sequence[int]) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
         confidence threshold it named. ``lines``: filled with the lines as
-        the pass took them."""
+        the pass took them. ``todo``: the lines with a payload or a match."""
         n = len(items)
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
@@ -733,7 +748,9 @@ class Enricher:
                 and not any(in_order(x) for x in set(sources) if x is not None)
                 and 0 <= items[0][0] - self.correlator.last_context <= self.sequence.gap and in_order(last)):
             guess = last
-        for i in range(n):
+        # The named lines per sender, in order, for ``_in_order``.
+        named_by: dict[str | None, list[Any]] | None = None
+        for i in todo:
             if named[i] is not None:
                 lines[i] = (items[i][0], sources[i], b"", (), False, False)
                 continue
@@ -747,8 +764,13 @@ class Enricher:
             # line without a sender: when some sender's scan does)
             ok = ordered.get(src)
             if ok is None:
-                ok = ordered[src] = (self._in_order(src, sources, named) if src is not None
-                                     else any(self._in_order(x, sources, named)
+                if named_by is None:
+                    named_by = {}
+                    for j in todo:
+                        if named[j] is not None:
+                            named_by.setdefault(sources[j], []).append(named[j][0])
+                ok = ordered[src] = (self._in_order(src, named_by) if src is not None
+                                     else any(self._in_order(x, named_by)
                                               for x in set(sources) if x is not None))
             if not ok:
                 continue
@@ -791,15 +813,15 @@ class Enricher:
                 got_all[p + i] = got_kept[p + k]
         for j, k in enumerate(offer):
             g = got_all[j]
-            t, line, was = pend[k]
-            if g is None or was is not None:
+            t, line, nm, was = pend[k]
+            if g is None or nm is not None:
                 continue
             sig, frag, source, via = g
-            if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False)):
+            if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False), was):
                 if self.metrics is not None:
                     self.metrics.inc("probes_named_late", probe=sig.probe)
             # (an anchor now, for the lines still waiting)
-            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag))
+            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag), None)
             self._unnamed -= 1
         got = got_all[p:]
         below = 0
@@ -825,14 +847,13 @@ class Enricher:
             matched[k] = matched.get(k, 0) + 1
         return below
 
-    def _in_order(self, source: str, sources: Sequence[str | None],
-                  named: Sequence[tuple[Any, int] | None]) -> bool:
+    def _in_order(self, source: str, named_by: Mapping[str | None, Sequence[Any]]) -> bool:
         """Does the source's scan go through its scanner's order: as the
-        correlator sees it now, or by the lines of it named in this batch?"""
+        correlator sees it now, or by the lines of it named in this batch
+        (``named_by``: their signatures per sender, in stream order)?"""
         if self.correlator.in_order(source):
             return True
-        return self.correlator.lines_in_order(
-            nm[0] for nm, s in zip(named, sources) if nm is not None and s == source)
+        return self.correlator.lines_in_order(named_by.get(source, ()))
 
     @staticmethod
     def _sequence_line(i: int, items: Sequence[tuple[float, Any]], readings: Sequence[Reading | None],
@@ -865,29 +886,42 @@ class Enricher:
         head of a scan is placed once its later probes come) and the named
         ones they would be placed by; within the bounds (``_MAX_PENDING``...),
         the oldest going first, unnamed lines dropped counted as
-        ``late_pending_dropped``."""
+        ``late_pending_dropped``. A line named only by its protocol (a
+        client's opening, scanner unknown) waits as an unnamed one does,
+        with that name (``was``): never an anchor, it may be placed as a
+        scanner's probe, a refinement of the name it left with."""
         may_place = self.correlator.may_place
-        new: list[tuple[float, Any, Any]] = []
+        new: list[tuple[float, Any, Any, Any]] = []
         for i in range(len(items)):
             t = items[i][0]
             nm = named[i]
             if nm is not None:
                 src = sources[i]
-                # (a line named by its protocol, a client's opening, has no
-                # place in a scanner's order: kept, it would stand between a
-                # scan's head and the probes that place it)
-                if (src is None or may_place(src)) and nm[0].family != "client":
-                    new.append((t, (t, src, b"", (), False, False), nm))
+                if src is not None and not may_place(src):
+                    continue
+                if nm[0].family != "client":
+                    new.append((t, (t, src, b"", (), False, False), nm, None))
+                elif nm[0].scanner == "unknown":
+                    # (named by its protocol, a client's opening: it has no
+                    # place in a scanner's order, and as an anchor it would
+                    # stand between a scan's head and the probes that place
+                    # it; as a line to place, the order may say whose probe
+                    # it was. The opening's match is no scanner's: left out.
+                    # A request no scanner's probe leaves, the traffic of
+                    # every web client, would only crowd the lines that wait.)
+                    line = self._sequence_line(i, items, readings, sources, unmatched)
+                    if line is not None and self.sequence is not None and self.sequence.could_place(line):
+                        new.append((t, (*line[:3], (), *line[4:]), None, nm[0]))
                 continue
             line = lines[i] if lines is not None else None
             if line is None:
                 line = self._sequence_line(i, items, readings, sources, unmatched)
             if line is not None and (line[1] is None or may_place(line[1])):
-                new.append((t, line, None))
+                new.append((t, line, None, None))
         if new:
             self._add_pending(new)
 
-    def _add_pending(self, new: Sequence[tuple[float, Any, Any]]) -> None:
+    def _add_pending(self, new: Sequence[tuple[float, Any, Any, Any]]) -> None:
         keep = self._pending
         if not new and not keep:
             return
@@ -903,7 +937,7 @@ class Enricher:
             # of a source with nothing unnamed only its last named lines
             waits = {x[1][1] for x in keep if x[2] is None}
             seen: dict[str | None, int] = {}
-            out: list[tuple[float, Any, Any]] = []
+            out: list[tuple[float, Any, Any, Any]] = []
             for x in reversed(keep):
                 src = x[1][1]
                 c = seen.get(src, 0)
@@ -946,7 +980,7 @@ class Enricher:
         between lines of a scan, as it would in one batch."""
         held, decode = list(self._held), self._decode_held
         self._held.clear()
-        new: list[tuple[float, Any, Any]] = []
+        new: list[tuple[float, Any, Any, Any]] = []
         for _tag, raw in held:
             got = decode(raw) if decode is not None else None
             if got is None or not newest - _PENDING_AGE <= got[0] <= newest:
@@ -960,7 +994,7 @@ class Enricher:
             line = (self._sequence_line(0, one, [r], [src], [None]) if r.matches
                     else self._sequence_line(0, one, [None], [None], [read]))
             if line is not None and (line[1] in fresh or line[1] is None):
-                new.append((t, line, None))
+                new.append((t, line, None, None))
         if new:
             self._add_pending(new)
 

@@ -144,18 +144,19 @@ class Openings:
     # -- the batch pass --------------------------------------------------------
     def amend(self, readings: list[Any], sources: list[str | None], items: Sequence[tuple[float, Any]],
               full: Callable[[int], tuple[Any, str | None, str | None]],
-              make: Callable[..., Any]) -> int:
+              make: Callable[..., Any], todo: Sequence[int] | None = None) -> int:
         """Give lines the catalogue left unnamed (or whose name the next
         line contradicts) an opening reading, in place. ``full(i)``: (the
         reading of line i even without matches, its source, its transport);
         ``make(rebuilt, line, matches, shape, lossy, asked)``: a Reading.
+        ``todo``: the lines to look at (default: all); the others have
+        neither a match nor a payload line (placeholders).
         Returns how many lines had no reading before and have one now."""
-        n = len(items)
         added = 0
         self._batch += 1
         _payload_word_senders(readings, sources)
         self._ambiguous = [r is not None and not r.sure for r in readings]
-        for i in range(n):
+        for i in (range(len(items)) if todo is None else todo):
             r = readings[i]
             if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
                 # a catalogue line can still be a piece of a ClientHello

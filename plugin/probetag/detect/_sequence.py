@@ -377,6 +377,13 @@ class SequenceNamer:
             out.setdefault(sid, v)
         return out
 
+    def could_place(self, item: Sequence[Any]) -> bool:
+        """Is a sequence line (as ``name`` takes them) a piece some
+        scanner's probe leaves? A line none leaves is never placed as one."""
+        _t, _src, core, _matches, lossy, cut = item[:6]
+        sng, head = _flags(item)
+        return any(self.candidates(scanner, core, (), lossy, cut, sng=sng, head=head) for scanner in self._by_scanner)
+
     def _catalogue_candidates(self, scanner: str, core: bytes, lossy: bool,
                               cut: bool, *, sng: bool = False, head: bool = False) -> dict[str, tuple[Signature, int]]:
         out: dict[str, tuple[Signature, int]] = {}
