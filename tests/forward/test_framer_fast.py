@@ -199,8 +199,8 @@ def test_fast_frame_is_a_view_that_later_bytes_leave_alone():
 
 
 def test_many_buffered_fast_frames_each_come_out_whole():
-    """Frames buffered behind a fast-path frame (more bytes than it holds)
-    are not moved to a new buffer per frame; every frame still comes out
+    """Many fast-path frames buffered at once, each kept by the caller (so
+    each pins the buffer it is a view of): every frame still comes out
     whole and unchanged by the ones cut after it."""
     frames = [_packed("t", _entries(200 + i, 100), {"chunk": f"c{i}"}) for i in range(12)]
     framer = _wire.Framer(1 << 20)
@@ -209,5 +209,20 @@ def test_many_buffered_fast_frames_each_come_out_whole():
     while (frame := framer.next_frame()) is not None:
         got.append(frame)
     assert [bytes(f) for f in got] == frames
-    assert isinstance(got[0], bytes) and isinstance(got[-1], memoryview)
+    assert all(isinstance(f, memoryview) for f in got)
     assert framer.buffered == 0
+
+
+def test_a_released_fast_frame_is_dropped_in_place():
+    """A frame nobody keeps is dropped from the front of the same buffer
+    (no copy of the bytes after it); the buffered count never includes it."""
+    frame = _packed("t", _entries(300, 80), {"chunk": "c1"})
+    framer = _wire.Framer(1 << 20)
+    framer.feed(frame + frame[:500])
+    got = framer.next_frame()
+    assert got == frame and framer.buffered == 500
+    buf = framer._buf  # noqa: SLF001 - the buffer under test
+    got.release()
+    framer.feed(frame[500:])
+    assert framer._buf is buf  # noqa: SLF001
+    assert framer.next_frame() == frame

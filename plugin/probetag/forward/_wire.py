@@ -31,15 +31,14 @@ Theory of operation
   of more than ``_WALK_BUDGET`` objects) goes to the skipper. The skipper is
   dropped whenever such a frame starts: between frames it holds nothing
   but bytes still in ``_buf``. Such a frame is returned as a memoryview of
-  the buffer it was received into, not copied into a ``bytes`` of its own:
-  the framer keeps a new buffer with the bytes after the frame (what the
-  old one would have moved when it next grew), and ``parse_frame`` copies
-  the payload out once, as the chunk's entries. Each received byte of a
-  big chunk is thus copied twice in user space (into ``_buf``, into the
-  entries), not three times. When more bytes follow the frame than it
-  holds (many frames buffered at once), copying them to a new buffer
-  would cost more than it saves, and once per frame: the frame is copied
-  out as before.
+  ``_buf``, not copied into a ``bytes`` of its own: ``parse_frame`` copies
+  the payload out once, as the chunk's entries, so each received byte of
+  a big chunk is copied twice in user space (into ``_buf``, into the
+  entries), not three times. Its bytes stay at the front of ``_buf``
+  (``_held``) until the next ``feed`` or ``next_frame`` drops them, in
+  O(1) as before. A view still alive then (a caller that kept its frame)
+  pins the buffer: ``_buf`` is then replaced by a copy of the bytes after
+  the frame and the view keeps the old one, unchanged.
 * Nesting deeper than msgpack's C stack (1024 levels) raises ``StackError``
   in the skipper: fatal ``too_deep``, never a crash. ``0xc1`` and other
   undecodable bytes: fatal ``parse_error``. After a fatal framing error the
@@ -254,7 +253,7 @@ class FrameError(Exception):
 class Framer:
     """Cuts a byte stream into complete top-level msgpack objects."""
 
-    __slots__ = ("_limit", "_buf", "_start", "_fed", "_up", "_eof", "_checked")
+    __slots__ = ("_limit", "_buf", "_start", "_fed", "_up", "_eof", "_checked", "_held")
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._limit = max_frame_bytes
@@ -266,6 +265,7 @@ class Framer:
         self._checked = -1       # _fed value at the last declared-size walk
         self._eof = False
         self._up: msgpack.Unpacker | None = None  # created on the first byte
+        self._held = 0  # bytes at the front of _buf handed out as a view
 
     @property
     def skipper_active(self) -> bool:
@@ -275,7 +275,7 @@ class Framer:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as a frame."""
-        return len(self._buf)
+        return len(self._buf) - self._held
 
     @property
     def eof(self) -> bool:
@@ -283,9 +283,22 @@ class Framer:
 
     def peek(self) -> int:
         """The first buffered byte (call only when ``buffered``)."""
-        return self._buf[0]
+        return self._buf[self._held]
+
+    def _drop_held(self) -> None:
+        """Drop the bytes of the last frame handed out as a view."""
+        n = self._held
+        self._held = 0
+        try:
+            del self._buf[:n]  # O(1) at the front of a bytearray
+        except BufferError:
+            # A view of it is still alive: never resize or write what a
+            # caller can still read; the view keeps the old buffer.
+            self._buf = self._buf[n:]
 
     def feed(self, data: bytes) -> None:
+        if self._held:
+            self._drop_held()
         if data:
             self._buf += data
         else:
@@ -293,10 +306,13 @@ class Framer:
 
     def next_frame(self) -> bytes | memoryview | None:
         """The next complete frame, or None if more bytes are needed. A frame
-        of the fast path is a read-only view that stays valid (the framer
-        never writes to a buffer it handed out).
+        of the fast path is a view of the framer's buffer that stays valid
+        and unchanged (the framer never resizes or writes a buffer with a
+        live view).
         Raises ``FrameError`` (fatal) on undecodable, too deep or too large
         input."""
+        if self._held:
+            self._drop_held()
         if not self._buf:
             # Every received byte went out as frames: drop the skipper (it
             # holds no state between objects) so an idle stream costs nothing.
@@ -390,20 +406,10 @@ class Framer:
             return None
         if n > self._limit:
             raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
-        buf = self._buf
-        if len(buf) - n > n:
-            # More bytes after the frame than in it (many frames buffered):
-            # giving the buffer up would copy them once per frame.
-            with memoryview(buf) as view:
-                frame = view[:n].tobytes()
-            del buf[:n]
-            return frame
-        # The frame is handed out as a view of the buffer it arrived in,
-        # which the framer gives up (keeping only the bytes after it, fewer
-        # than the copy of the frame this saves): ``parse_frame`` copies the
-        # payload out of it once, as the entries.
-        self._buf = buf[n:]
-        return memoryview(buf)[:n]
+        # Handed out as a view, dropped from _buf at the next call (see
+        # "Theory of operation").
+        self._held = n
+        return memoryview(self._buf)[:n]
 
     def _feed_slice(self) -> bool:
         """Hand the skipper the next (at most ``_FEED``) received bytes."""
