@@ -28,6 +28,14 @@ Theory of operation
 * Outputs never give up, so when the downstream is down the in-flight
   records stay at the bound and everything upstream waits; nothing is
   dropped.
+* Hand-over: an output with ``send_nowait(chunk)`` (the forward output)
+  queues the chunk at once and returns the future its delivery settles;
+  the pipeline settles the chunk from that future's done callback, not
+  from a task per chunk that awaits ``send`` (a task, its coroutines and
+  their wake-ups per chunk were per-chunk work on the hot path). Chunks
+  are queued in the order they were processed; ``close`` cancels the
+  futures, which settles their chunks as not delivered, as cancelling the
+  tasks did. Other outputs get the task.
 * Scan summaries: if the processor has ``expire(now)``, it is called every
   ``EXPIRE_INTERVAL`` seconds and the chunks it returns go to the output like
   any other (they have no upstream to ack). At shutdown ``flush_summaries``
@@ -236,6 +244,8 @@ class Pipeline:
         self.metrics = metrics
         self.flow = FlowControl(flow, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Futures of chunks handed over by ``_hand_over``, not settled yet.
+        self._waiting: set[asyncio.Future[None]] = set()
         self._expirer: asyncio.Task[None] | None = None
         self._closed = False
         #: Set when the output reported it is gone for good (stdout closed);
@@ -294,10 +304,74 @@ class Pipeline:
             return
         records = sum(c.count for c in chunks)
         self.flow.add(records, nbytes, owner)
+        send_nowait = getattr(self.output, "send_nowait", None)
+        if send_nowait is not None:
+            self._hand_over(send_nowait, chunks, records, nbytes, on_settled, owner)
+            return
         task = asyncio.get_running_loop().create_task(
             self._deliver(chunks, records, nbytes, on_settled, owner, time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _hand_over(self, send_nowait: Callable[[OutChunk], asyncio.Future[None]],
+                   chunks: list[OutChunk], records: int, nbytes: int,
+                   on_settled: Settled | None, owner: Any) -> None:
+        """``_deliver`` without a task (see "Hand-over" above): the chunks
+        are queued at once, in order, and the first failure or the last
+        success settles them, as ``asyncio.gather`` did in ``_deliver``."""
+        t0 = time.monotonic()
+        futures = [send_nowait(c) for c in chunks]
+        left = len(futures)
+        settled = False
+        waiting = self._waiting
+
+        def done(fut: asyncio.Future[None]) -> None:
+            nonlocal left, settled
+            waiting.discard(fut)
+            left -= 1
+            if settled:
+                if not fut.cancelled():
+                    fut.exception()  # retrieved, as gather does: no "never retrieved" log
+                return
+            failed = fut.cancelled() or fut.exception() is not None
+            if not failed and left:
+                return
+            settled = True
+            for other in futures:
+                waiting.discard(other)  # the others settle nothing more
+            self._settle(fut, records, nbytes, on_settled, owner, t0)
+
+        for fut in futures:
+            waiting.add(fut)
+            fut.add_done_callback(done)
+
+    def _settle(self, fut: asyncio.Future[None], records: int, nbytes: int,
+                on_settled: Settled | None, owner: Any, t0: float) -> None:
+        """What ``_deliver`` does once its sends returned or raised, for the
+        future that decided it."""
+        ok = False
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled():
+            pass
+        elif isinstance(exc, OutputClosed):
+            if not self._closed and not self.output_failed.is_set():
+                log_event(logging.ERROR, "output_closed", records=records, reason=str(exc))
+            self.output_failed.set()
+        elif exc is not None:  # our bug: keep serving, never ack what was not delivered
+            self.metrics.inc("internal_errors", where="output")
+            _log.error("event=output_failed records=%d", records, exc_info=exc)
+        else:
+            ok = True
+        self.flow.release(records, nbytes, owner)
+        if ok:
+            self.metrics.inc("delivery_seconds_sum", time.monotonic() - t0)
+            self.metrics.inc("delivery_seconds_count")
+        if on_settled is not None:
+            try:
+                on_settled(ok)
+            except Exception:
+                self.metrics.inc("internal_errors", where="on_settled")
+                _log.exception("event=settle_callback_failed")
 
     async def _deliver(self, chunks: list[OutChunk], records: int, nbytes: int,
                        on_settled: Settled | None, owner: Any = None, t0: float = 0.0) -> None:
@@ -375,6 +449,9 @@ class Pipeline:
             self._expirer.cancel()
         for t in list(self._tasks):
             t.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        waiting = list(self._waiting)
+        for f in waiting:
+            f.cancel()  # settles its chunk as not delivered, as a task's cancel does
+        if self._tasks or waiting:
+            await asyncio.wait(list(self._tasks) + waiting, timeout=5)
         await self.output.close()

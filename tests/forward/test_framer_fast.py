@@ -40,7 +40,10 @@ def _summary(events: list) -> list:
     out = []
     for ev in events:
         if isinstance(ev, Chunk):
-            out.append(("chunk", ev.tag, ev.entries, ev.chunk_id, ev.mode, ev.size_hint, ev.frame_bytes))
+            # The type too: the stage needs bytes (it calls entries.find),
+            # and the fast path cuts its frames as views.
+            out.append(("chunk", ev.tag, ev.entries, ev.chunk_id, ev.mode, ev.size_hint,
+                        ev.frame_bytes, type(ev.entries)))
         elif isinstance(ev, ProtocolError):
             out.append(("error", ev.reason, ev.fatal, ev.chunk_id))
         elif ev is NEED_DATA or ev is CLOSED:
@@ -175,3 +178,51 @@ def test_truncated_big_frame_at_eof(monkeypatch):
     frame = _packed("big.t", _entries(200, 150), {"size": 200})
     fast, slow = _both([frame[:-3]], monkeypatch=monkeypatch)
     assert fast == slow == [("error", "truncated_frame", True, None)]
+
+
+def test_fast_frame_is_a_view_that_later_bytes_leave_alone():
+    """The fast path hands out its frame as a view of the buffer it arrived
+    in (no copy of its own); the framer must never write to that buffer
+    again, whatever it receives next."""
+    frame = _packed("t", _entries(300, 80), {"chunk": "c1", "size": 300})
+    framer = _wire.Framer(1 << 20)
+    framer.feed(frame + frame[:1000])
+    first = framer.next_frame()
+    assert isinstance(first, memoryview)
+    assert first == frame
+    assert framer.buffered == 1000
+    framer.feed(frame[1000:] + b"\xc0")
+    second = framer.next_frame()
+    assert first == frame and second == frame
+    assert framer.next_frame() == b"\xc0"
+    assert framer.buffered == 0
+
+
+def test_many_buffered_fast_frames_each_come_out_whole():
+    """Many fast-path frames buffered at once, each kept by the caller (so
+    each pins the buffer it is a view of): every frame still comes out
+    whole and unchanged by the ones cut after it."""
+    frames = [_packed("t", _entries(200 + i, 100), {"chunk": f"c{i}"}) for i in range(12)]
+    framer = _wire.Framer(1 << 20)
+    framer.feed(b"".join(frames))
+    got = []
+    while (frame := framer.next_frame()) is not None:
+        got.append(frame)
+    assert [bytes(f) for f in got] == frames
+    assert all(isinstance(f, memoryview) for f in got)
+    assert framer.buffered == 0
+
+
+def test_a_released_fast_frame_is_dropped_in_place():
+    """A frame nobody keeps is dropped from the front of the same buffer
+    (no copy of the bytes after it); the buffered count never includes it."""
+    frame = _packed("t", _entries(300, 80), {"chunk": "c1"})
+    framer = _wire.Framer(1 << 20)
+    framer.feed(frame + frame[:500])
+    got = framer.next_frame()
+    assert got == frame and framer.buffered == 500
+    buf = framer._buf  # noqa: SLF001 - the buffer under test
+    got.release()
+    framer.feed(frame[500:])
+    assert framer._buf is buf  # noqa: SLF001
+    assert framer.next_frame() == frame

@@ -30,7 +30,15 @@ Theory of operation
   anything it cannot decide from the headers (other shapes, an option map
   of more than ``_WALK_BUDGET`` objects) goes to the skipper. The skipper is
   dropped whenever such a frame starts: between frames it holds nothing
-  but bytes still in ``_buf``.
+  but bytes still in ``_buf``. Such a frame is returned as a memoryview of
+  ``_buf``, not copied into a ``bytes`` of its own: ``parse_frame`` copies
+  the payload out once, as the chunk's entries, so each received byte of
+  a big chunk is copied twice in user space (into ``_buf``, into the
+  entries), not three times. Its bytes stay at the front of ``_buf``
+  (``_held``) until the next ``feed`` or ``next_frame`` drops them, in
+  O(1) as before. A view still alive then (a caller that kept its frame)
+  pins the buffer: ``_buf`` is then replaced by a copy of the bytes after
+  the frame and the view keeps the old one, unchanged.
 * Nesting deeper than msgpack's C stack (1024 levels) raises ``StackError``
   in the skipper: fatal ``too_deep``, never a crash. ``0xc1`` and other
   undecodable bytes: fatal ``parse_error``. After a fatal framing error the
@@ -245,7 +253,7 @@ class FrameError(Exception):
 class Framer:
     """Cuts a byte stream into complete top-level msgpack objects."""
 
-    __slots__ = ("_limit", "_buf", "_start", "_fed", "_up", "_eof", "_checked")
+    __slots__ = ("_limit", "_buf", "_start", "_fed", "_up", "_eof", "_checked", "_held")
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._limit = max_frame_bytes
@@ -257,6 +265,7 @@ class Framer:
         self._checked = -1       # _fed value at the last declared-size walk
         self._eof = False
         self._up: msgpack.Unpacker | None = None  # created on the first byte
+        self._held = 0  # bytes at the front of _buf handed out as a view
 
     @property
     def skipper_active(self) -> bool:
@@ -266,7 +275,7 @@ class Framer:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as a frame."""
-        return len(self._buf)
+        return len(self._buf) - self._held
 
     @property
     def eof(self) -> bool:
@@ -274,18 +283,36 @@ class Framer:
 
     def peek(self) -> int:
         """The first buffered byte (call only when ``buffered``)."""
-        return self._buf[0]
+        return self._buf[self._held]
+
+    def _drop_held(self) -> None:
+        """Drop the bytes of the last frame handed out as a view."""
+        n = self._held
+        self._held = 0
+        try:
+            del self._buf[:n]  # O(1) at the front of a bytearray
+        except BufferError:
+            # A view of it is still alive: never resize or write what a
+            # caller can still read; the view keeps the old buffer.
+            self._buf = self._buf[n:]
 
     def feed(self, data: bytes) -> None:
+        if self._held:
+            self._drop_held()
         if data:
             self._buf += data
         else:
             self._eof = True
 
-    def next_frame(self) -> bytes | None:
-        """The next complete frame, or None if more bytes are needed.
+    def next_frame(self) -> bytes | memoryview | None:
+        """The next complete frame, or None if more bytes are needed. A frame
+        of the fast path is a view of the framer's buffer that stays valid
+        and unchanged (the framer never resizes or writes a buffer with a
+        live view).
         Raises ``FrameError`` (fatal) on undecodable, too deep or too large
         input."""
+        if self._held:
+            self._drop_held()
         if not self._buf:
             # Every received byte went out as frames: drop the skipper (it
             # holds no state between objects) so an idle stream costs nothing.
@@ -379,10 +406,10 @@ class Framer:
             return None
         if n > self._limit:
             raise FrameError("frame_too_large", f"frame of {n} bytes > limit {self._limit}")
-        with memoryview(self._buf) as view:
-            frame = view[:n].tobytes()
-        del self._buf[:n]
-        return frame
+        # Handed out as a view, dropped from _buf at the next call (see
+        # "Theory of operation").
+        self._held = n
+        return memoryview(self._buf)[:n]
 
     def _feed_slice(self) -> bool:
         """Hand the skipper the next (at most ``_FEED``) received bytes."""
@@ -569,7 +596,7 @@ def _parse_options(opt: Any) -> tuple[ChunkId | None, str | None, int | None, in
     return chunk, compressed, size_hint, signal
 
 
-def parse_frame(frame: bytes, limits: Limits) -> Chunk | Heartbeat | ProtocolError:
+def parse_frame(frame: bytes | memoryview, limits: Limits) -> Chunk | Heartbeat | ProtocolError:
     """Interpret one complete frame. Never raises for peer errors."""
     try:
         return _parse(frame, limits)
@@ -577,7 +604,7 @@ def parse_frame(frame: bytes, limits: Limits) -> Chunk | Heartbeat | ProtocolErr
         return skip.error
 
 
-def _packed_layout(frame: bytes) -> tuple[int, str, int, int] | None:
+def _packed_layout(frame: bytes | memoryview) -> tuple[int, str, int, int] | None:
     """(element count, tag, payload offset, payload end) of a PackedForward
     frame ``[str, str/bin, option?]`` in a fixarray, from its headers alone;
     None for any other shape (the unpacker path decides)."""
@@ -594,11 +621,11 @@ def _packed_layout(frame: bytes) -> tuple[int, str, int, int] | None:
     if h2 is None:
         return None
     # msgpack's raw=False decoding of a str, as new_unpacker does it.
-    tag = frame[1 + h[0]:p2].decode("utf-8", "surrogateescape")
+    tag = str(frame[1 + h[0]:p2], "utf-8", "surrogateescape")
     return b0 & 0x0F, tag, p2, p2 + h2[0] + h2[1]
 
 
-def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
+def _parse(frame: bytes | memoryview, limits: Limits) -> Chunk | Heartbeat:
     first = _KINDS[frame[0]]
     if first == NIL:
         # SPEC1: a nil request is a heartbeat. Fluentd and Vector ignore it;
@@ -678,11 +705,13 @@ def _parse(frame: bytes, limits: Limits) -> Chunk | Heartbeat:
     elif mode == "forward":
         b = frame[p2]
         hlen = _ARRAY_HLEN.get(b, 1)
-        entries = frame[p2 + hlen:p3]
+        entries = bytes(frame[p2 + hlen:p3])
     else:
         b = frame[p2]
         hlen = _PAYLOAD_HLEN.get(b, 1)
-        entries = frame[p2 + hlen:p3]
+        # One copy: the slice of a bytes frame, bytes() of a view (the
+        # bytes() of a bytes is the same object).
+        entries = bytes(frame[p2 + hlen:p3])
         if compressed is not None and compressed != "text":
             decompress = _DECOMPRESSORS.get(compressed)
             if decompress is None:

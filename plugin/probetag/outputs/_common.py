@@ -63,10 +63,15 @@ class SendQueue:
 
     async def put(self, chunk: OutChunk) -> None:
         """Queue ``chunk`` and wait until the sender settles it."""
+        await self.put_nowait(chunk)
+
+    def put_nowait(self, chunk: OutChunk) -> asyncio.Future[None]:
+        """Queue ``chunk``; the future is settled by the sender (cancelling
+        it takes the chunk back if the sender has not taken it yet)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.items.append(Queued(chunk, fut))
         self._wakeup.set()
-        await fut
+        return fut
 
     async def wait(self) -> None:
         """Until something is queued."""

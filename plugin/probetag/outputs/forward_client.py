@@ -164,9 +164,20 @@ class ForwardOutput:
     async def send(self, chunk: OutChunk) -> None:
         if self._closed:
             raise OutputClosed("forward output is closed")
+        await self.send_nowait(chunk)
+
+    def send_nowait(self, chunk: OutChunk) -> asyncio.Future[None]:
+        """``send`` without a coroutine: queues ``chunk`` at once and returns
+        the future its delivery settles (``OutputClosed`` set on it if the
+        output is closed). The pipeline uses it to hand over a chunk without
+        a task of its own."""
+        if self._closed:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_exception(OutputClosed("forward output is closed"))
+            return fut
         queued = self._queued
         queued[chunk.peer] = queued.get(chunk.peer, 0) + 1
-        await self._queue.put(chunk)
+        return self._queue.put_nowait(chunk)
 
     async def close(self) -> None:
         self._closed = True
