@@ -350,20 +350,31 @@ class Pipeline:
         """What ``_deliver`` does once its sends returned or raised, for the
         future that decided it."""
         ok = False
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled():
-            pass
-        elif isinstance(exc, OutputClosed):
+        if not fut.cancelled():
+            exc = fut.exception()
+            if exc is None:
+                ok = True
+            else:
+                self._failed(exc, records)
+        self._delivered(ok, records, nbytes, owner, t0, on_settled)
+
+    def _failed(self, exc: BaseException, records: int) -> None:
+        if isinstance(exc, OutputClosed):
             if not self._closed and not self.output_failed.is_set():
                 log_event(logging.ERROR, "output_closed", records=records, reason=str(exc))
             self.output_failed.set()
-        elif exc is not None:  # our bug: keep serving, never ack what was not delivered
+        else:  # our bug: keep serving, never ack what was not delivered
             self.metrics.inc("internal_errors", where="output")
             _log.error("event=output_failed records=%d", records, exc_info=exc)
-        else:
-            ok = True
+
+    def _delivered(self, ok: bool, records: int, nbytes: int, owner: Any, t0: float,
+                   on_settled: Settled | None) -> None:
+        """A delivery settled: its flow-control share released, its time
+        counted when it succeeded, and its upstream told."""
         self.flow.release(records, nbytes, owner)
-        if ok:
+        if ok and t0:
+            # processed -> acked downstream, per chunk (a Prometheus
+            # summary without quantiles: rate(sum) / rate(count))
             self.metrics.inc("delivery_seconds_sum", time.monotonic() - t0)
             self.metrics.inc("delivery_seconds_count")
         if on_settled is not None:
@@ -382,28 +393,12 @@ class Pipeline:
             else:
                 await asyncio.gather(*(self.output.send(c) for c in chunks))
             ok = True
-        except OutputClosed as exc:
-            if not self._closed and not self.output_failed.is_set():
-                log_event(logging.ERROR, "output_closed", records=records, reason=str(exc))
-            self.output_failed.set()
         except asyncio.CancelledError:
             raise
-        except Exception:  # our bug: keep serving, never ack what was not delivered
-            self.metrics.inc("internal_errors", where="output")
-            _log.exception("event=output_failed records=%d", records)
+        except Exception as exc:
+            self._failed(exc, records)
         finally:
-            self.flow.release(records, nbytes, owner)
-            if ok and t0:
-                # processed -> acked downstream, per chunk (a Prometheus
-                # summary without quantiles: rate(sum) / rate(count))
-                self.metrics.inc("delivery_seconds_sum", time.monotonic() - t0)
-                self.metrics.inc("delivery_seconds_count")
-            if on_settled is not None:
-                try:
-                    on_settled(ok)
-                except Exception:
-                    self.metrics.inc("internal_errors", where="on_settled")
-                    _log.exception("event=settle_callback_failed")
+            self._delivered(ok, records, nbytes, owner, t0, on_settled)
 
     async def _expire_loop(self) -> None:
         expire = getattr(self.processor, "expire")

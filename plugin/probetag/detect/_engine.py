@@ -566,14 +566,7 @@ class Detector:
         hits = [p for p in index.get(core, ()) if self._ok_transport(p, transport)]
         if not hits:
             return self.match_best((line,), transport=transport)[1]
-        probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(core) or (len(probes) > 1 and self._payloads(hits) > 1)
-        best: dict[int, Match] = {}
-        for p in hits:
-            if p.sig not in best:
-                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
-                                    self._conf(p.sig, "damaged", amb), amb)
-        return self._finish({id(m.signature): m for m in best.values()})
+        return self._damaged(hits, core)
 
     def fragments(self) -> list[bytes]:
         """Raw byte fragments one of which survives intact in a record that
@@ -665,6 +658,19 @@ class Detector:
                     fallback = (cand, got)
         return fallback if fallback is not None else (b"", [])
 
+    def _damaged(self, hits: list[_Piece], text: bytes) -> list[Match]:
+        """Pieces ``text`` matched with bytes lost or changed -> a ``damaged``
+        match per signature, ambiguous when ``text`` is not distinctive or
+        leaves several probes whose payloads differ."""
+        probes = {self.signatures[p.sig].probe for p in hits}
+        amb = not distinctive(text) or (len(probes) > 1 and self._payloads(hits) > 1)
+        best: dict[int, Match] = {}
+        for p in hits:
+            if p.sig not in best:
+                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
+                                    self._conf(p.sig, "damaged", amb), amb)
+        return self._finish({id(m.signature): m for m in best.values()})
+
     def _payloads(self, pieces: Iterable[_Piece]) -> int:
         """How many payloads these pieces come from: one means no doubt
         about the bytes, whatever names the catalogue gives them (the
@@ -680,14 +686,7 @@ class Detector:
                 if self._ok_transport(p, transport)]
         if not hits:
             return []
-        probes = {self.signatures[p.sig].probe for p in hits}
-        amb = not distinctive(line) or (len(probes) > 1 and self._payloads(hits) > 1)
-        best: dict[int, Match] = {}
-        for p in hits:
-            if p.sig not in best:
-                best[p.sig] = Match(self.signatures[p.sig], p.fragment, "damaged",
-                                    self._conf(p.sig, "damaged", amb), amb)
-        return self._finish({id(m.signature): m for m in best.values()})
+        return self._damaged(hits, line)
 
     def match_markers(self, data: bytes) -> list[Match]:
         """Marker signatures only (a user agent, a tool's name) anywhere in
