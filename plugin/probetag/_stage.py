@@ -470,9 +470,9 @@ class Processor:
                 # but not a daemon's own line (a pid, ``name[pid]: ``), which
                 # no payload piece looks like: a request line in an access
                 # log must not cost the analysis of every line around it.
-                daemon = _DAEMON_ENTRY.search
                 window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
-                          if starts[j + 1] - starts[j] <= short or daemon(entries, starts[j], starts[j + 1]) is None]
+                          if starts[j + 1] - starts[j] <= short
+                          or not _daemon_entry(entries, starts[j], starts[j + 1])]
             elif near is not None:
                 window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
             else:
@@ -642,11 +642,12 @@ _FAST_ENTRY = re.compile(
 _NEIGHBOURS_BEFORE = 8
 _NEIGHBOURS_AFTER = 6
 _NEIGHBOUR_BYTES = 112
-#: A record as a daemon logs its own line: a ``pid`` field with digits (a
-#: msgpack str of 1 to 10 digits, or an int), or a TAG ``name[pid]: `` in its
-#: text (a file line in ``message``). No probe's piece is either.
-_DAEMON_ENTRY = re.compile(rb"\xa3pid(?:[\xa1-\xaa][0-9]|[\x00-\x7f\xcc-\xce])"
-                           rb"|[A-Za-z0-9_./-]\[[0-9]{1,10}\]: \S")
+#: A daemon's TAG in a record's text, ``name[pid]: `` (a file line in
+#: ``message``): no probe's piece looks like it. Searched from its ``[`` (a
+#: literal start, which the regex engine looks for with memchr) and the name
+#: byte before it checked by hand (``_daemon_entry``).
+_PID_TAG = re.compile(rb"\[[0-9]{1,10}\]: \S")
+_NAME_BYTE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./-")
 #: Longest entry kept, as bytes, for a hit at the head of the next chunk
 #: (``_keep_tail``): its window before reaches back across the chunk
 #: boundary, at most ``_NEIGHBOURS_BEFORE`` entries of this size.
@@ -766,6 +767,25 @@ WALK_BACKEND = _accel.WALK_BACKEND
 
 #: What decoding an entry Python cannot hold raises.
 _UNDECODABLE = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
+
+
+def _daemon_entry(entries: bytes, a: int, b: int) -> bool:
+    """Entry ``entries[a:b]`` is a daemon's own line: a ``pid`` field with
+    digits (a msgpack str of 1 to 10 digits, or an int), or a TAG
+    ``name[pid]: `` in its text."""
+    k = entries.find(b"\xa3pid", a, b)
+    if 0 <= k < b - 5:
+        v = entries[k + 4]
+        if v <= 0x7F or 0xCC <= v <= 0xCE or (0xA1 <= v <= 0xAA and 0x30 <= entries[k + 5] <= 0x39):
+            return True
+    search = _PID_TAG.search
+    m = search(entries, a, b)
+    while m is not None:
+        at = m.start()
+        if at > a and entries[at - 1] in _NAME_BYTE:
+            return True
+        m = search(entries, at + 1, b)
+    return False
 
 
 def _unpack_one(raw: bytes) -> Any:
