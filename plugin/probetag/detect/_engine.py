@@ -300,17 +300,27 @@ def rsyslog_msg(line: bytes) -> bytes:
         line = line[sp + 1:]
     if not line or line[:1] in (b" ", b"{", b"["):
         return line
-    end = _TAG_END.search(line)
-    if end is not None:
-        cut = end.end() if end.group() == b":" else end.start()
-        if cut + 3 * len(_CONTROL_BYTE.findall(line, 0, cut)) <= _TAG_MAX:
-            return line[cut:]
+    cut = _tag_cut(line)
+    if cut is not None:
+        return line[cut:]
     # The TAG runs into the 510-byte cut, counted in the escaped text: the
     # cut may split an escape, whose digits then start MSG as text.
     escaped = _CONTROL_BYTE.sub(lambda m: b"#%03o" % m.group()[0], line)
     if len(escaped) <= _TAG_MAX:
         return b""
     return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), escaped[_TAG_MAX:])
+
+
+def _tag_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -> int | None:
+    """Where MSG starts in ``line`` (TAG first) when its TAG ends before
+    pmrfc3164's 510-byte cut, counted as rsyslog wrote it (``escaped_bytes``
+    as ``#ooo``); None when the TAG runs into the cut."""
+    end = _TAG_END.search(line)
+    if end is not None:
+        cut = end.end() if end.group() == b":" else end.start()
+        if cut + 3 * len(escaped_bytes.findall(line, 0, cut)) <= _TAG_MAX:
+            return cut
+    return None
 
 
 #: An escape that a cut at a fixed byte count split (``#0`` of ``#001``).
@@ -342,11 +352,8 @@ def forward_cut(line: bytes, escaped_bytes: re.Pattern[bytes] = _CONTROL_BYTE) -
         host, line = line[:sp + 1], line[sp + 1:]
     if not line or line[:1] in (b" ", b"{", b"["):
         return None
-    end = _TAG_END.search(line)
-    if end is not None:
-        cut = end.end() if end.group() == b":" else end.start()
-        if cut + 3 * len(escaped_bytes.findall(line, 0, cut)) <= _TAG_MAX:
-            return None
+    if _tag_cut(line, escaped_bytes) is not None:
+        return None
     escaped = escaped_bytes.sub(lambda m: b"#%03o" % m.group()[0], line)
     if len(escaped) <= _TAG_MAX:
         return None
