@@ -558,6 +558,89 @@ done:
     return out;
 }
 
+/* A daemon's own line (probetag/_stage.py, _daemon_entry): a msgpack
+ * "pid" key (its first occurrence) whose value is an int or a string of 1
+ * to 10 bytes starting with a digit, or a TAG "name[pid]: " in the text:
+ * "[", 1 to 10 digits, "]: ", a byte that is not ASCII whitespace, with a
+ * name byte before the "[". */
+static int is_name_byte(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '/' || c == '-';
+}
+
+static int is_space_byte(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static int daemon_entry(const unsigned char *d, size_t a, size_t b) {
+    const unsigned char *k = b > a ? memmem(d + a, b - a, "\xa3pid", 4) : NULL;
+    if (k != NULL && (size_t)(k - d) + 5 < b) {
+        unsigned char v = k[4];
+        if (v <= 0x7F || (v >= 0xCC && v <= 0xCE) || (v >= 0xA1 && v <= 0xAA && k[5] >= '0' && k[5] <= '9'))
+            return 1;
+    }
+    for (size_t p = a; p < b; p++) {
+        const unsigned char *q = memchr(d + p, '[', b - p);
+        if (q == NULL)
+            break;
+        p = (size_t)(q - d);
+        size_t e = p + 1, digits = 0;
+        while (e < b && digits < 11 && d[e] >= '0' && d[e] <= '9') {
+            e++;
+            digits++;
+        }
+        if (digits >= 1 && digits <= 10 && e + 4 <= b && d[e] == ']' && d[e + 1] == ':' && d[e + 2] == ' ' &&
+            !is_space_byte(d[e + 3]) && p > a && is_name_byte(d[p - 1]))
+            return 1;
+    }
+    return 0;
+}
+
+/* near_sender_less(buffer, starts, centre, before, after, short) -> the
+ * entries j in [centre - before, centre + after] that are at most `short`
+ * bytes long or are no daemon's own line (daemon_entry): the window of a
+ * hit that names no sender (Processor._with_neighbours). */
+static PyObject *near_sender_less(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    Py_ssize_t centre, before, after, shortlen;
+    if (!PyArg_ParseTuple(args, "y*y*nnnn:near_sender_less", &data, &offs, &centre, &before, &after, &shortlen))
+        return NULL;
+    PyObject *out = NULL;
+    if (offs.len % 8 != 0 || before < 0 || after < 0) {
+        PyErr_SetString(PyExc_ValueError, "near_sender_less: bad offsets or window");
+        goto done;
+    }
+    const uint64_t *starts = (const uint64_t *)offs.buf;
+    Py_ssize_t count = offs.len / 8 - 1;
+    const unsigned char *d = (const unsigned char *)data.buf;
+    out = PyList_New(0);
+    if (!out || count <= 0)
+        goto done;
+    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
+    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
+    for (Py_ssize_t j = lo; j < hi; j++) {
+        uint64_t a = starts[j], b = starts[j + 1];
+        if (b < a || b > (uint64_t)data.len) {
+            PyErr_SetString(PyExc_ValueError, "near_sender_less: offsets outside the buffer");
+            Py_CLEAR(out);
+            goto done;
+        }
+        if (b - a <= (uint64_t)shortlen || !daemon_entry(d, (size_t)a, (size_t)b)) {
+            PyObject *ix = PyLong_FromSsize_t(j);
+            if (!ix || PyList_Append(out, ix) < 0) {
+                Py_XDECREF(ix);
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+    }
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return out;
+}
+
 /* -- Hits: the prefilter's match handler ---------------------------------- */
 
 typedef struct {
@@ -739,6 +822,8 @@ static PyMethodDef methods[] = {
      "error: None, 'entries_truncated' or 'entries_undecodable'."},
     {"near", near, METH_VARARGS,
      "near(buffer, starts, centre, before, after, short, needle) -> entries around centre that are short or hold needle"},
+    {"near_sender_less", near_sender_less, METH_VARARGS,
+     "near_sender_less(buffer, starts, centre, before, after, short) -> entries around centre that are short or no daemon's line"},
     {"contains_any", contains_any, METH_VARARGS,
      "contains_any(buffer, needles: tuple[bytes, ...]) -> bool: does any needle occur in buffer?"},
     {NULL, NULL, 0, NULL},
@@ -764,7 +849,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 4) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 5) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -452,7 +452,9 @@ class Processor:
         last = -1
         last_needle = b""
         # The C walk's offsets: the window is tested in C, one call per hit.
-        near = _speedups.near if _speedups is not None and isinstance(starts, memoryview) else None
+        near = near_less = None
+        if _speedups is not None and isinstance(starts, memoryview):
+            near, near_less = _speedups.near, _speedups.near_sender_less
         for i in hits:
             if i in weak:
                 continue
@@ -470,9 +472,12 @@ class Processor:
                 # but not a daemon's own line (a pid, ``name[pid]: ``), which
                 # no payload piece looks like: a request line in an access
                 # log must not cost the analysis of every line around it.
-                window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
-                          if starts[j + 1] - starts[j] <= short
-                          or not _daemon_entry(entries, starts[j], starts[j + 1])]
+                if near_less is not None:
+                    window = near_less(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short)
+                else:
+                    window = [j for j in range(max(0, i - _NEIGHBOURS_BEFORE), min(count, i + _NEIGHBOURS_AFTER + 1))
+                              if starts[j + 1] - starts[j] <= short
+                              or not _daemon_entry(entries, starts[j], starts[j + 1])]
             elif near is not None:
                 window = near(entries, starts, i, _NEIGHBOURS_BEFORE, _NEIGHBOURS_AFTER, short, needle)
             else:

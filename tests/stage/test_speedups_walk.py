@@ -336,3 +336,34 @@ def test_near_is_the_stages_neighbour_test(seed):
         want = [j for j in range(max(0, centre - b), min(count, centre + a + 1))
                 if starts[j + 1] - starts[j] <= short or (needle and data.find(needle, starts[j], starts[j + 1]) >= 0)]
         assert sp.near(data, starts, centre, b, a, short, needle) == want
+
+
+#: Entry bodies around the daemon-line rule's edges: a ``pid`` key with an
+#: int, a digit string, a word; ``name[pid]: `` TAGs with and without a name
+#: byte before, too many digits, a space or nothing after, cut at the end.
+_DAEMON_BITS = [b"\xa3pid\xcd\x01\x02", b"\xa3pid\xa41234", b"\xa3pid\xa3abc", b"\xa3pid\x05", b"\xa3pid",
+                b"sshd[123]: Accepted", b" [123]: x", b"cron[12345678901]: x", b"a[1]:  x", b"a[1]: ", b"a[1]:\tx",
+                b"x/y-z.q_[7]: go", b"[9]: y", b"GET / HTTP/1.0\r", b"\xff[1]: z", b"k[]: v", b"\xa3pi"]
+
+
+@settings(max_examples=400, **SETTINGS)
+@given(seeds)
+def test_near_sender_less_is_the_stages_daemon_rule(seed):
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(rng.randrange(1, 15)):
+        body = b"".join(rng.choice(_DAEMON_BITS) for _ in range(rng.randrange(0, 4)))
+        body += bytes(rng.choice(b"ab.1 [") for _ in range(rng.choice([0, 3, 40, 120])))
+        body = body[:rng.randrange(len(body) + 1)] if rng.random() < 0.3 else body
+        parts.append(b"\x92\x01\x81\xa1m\xc5" + len(body).to_bytes(2, "big") + body)
+    data = b"".join(parts)
+    starts = _stage._walk_c(data)[0]
+    count = len(starts) - 1
+    short = rng.choice([0, 10, 112])
+    for centre in range(count):
+        b, a = rng.randrange(9), rng.randrange(7)
+        want = [j for j in range(max(0, centre - b), min(count, centre + a + 1))
+                if starts[j + 1] - starts[j] <= short or not _stage._daemon_entry(data, starts[j], starts[j + 1])]
+        assert sp.near_sender_less(data, starts, centre, b, a, short) == want
+    # and the rule says yes somewhere: the test can fail
+    assert any(_stage._daemon_entry(d, 0, len(d)) for d in (b"sshd[1]: x", b"\xa3pid\x05\x00"))
