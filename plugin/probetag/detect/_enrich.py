@@ -81,8 +81,10 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 import re
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -143,6 +145,13 @@ _MAX_PENDING = 128
 _MAX_PENDING_SOURCE = 64
 _MAX_ANCHORS_KEPT = 4
 _PENDING_AGE = 60.0
+#: ``probe_map``'s per-line facts kept, at most (cleared when full).
+_MAX_LINE_FACTS = 4096
+#: A kept line's (time, sequence line, name or None, was); its sender is
+#: the sequence line's.
+_TIME = itemgetter(0)
+_NAMED = itemgetter(2)
+_SECOND = itemgetter(1)
 #: Bare-CR records the stage did not decode (no probe context near them,
 #: ``Processor.process``) kept as bytes for the next pass 3 that has a scan
 #: to place them in: at most this many, of at most ``_MAX_HELD_BYTES`` each.
@@ -237,7 +246,7 @@ class Reading:
 
 
 def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Match], shape: str,
-             lossy: bool, asked: tuple[tuple[bytes, bool], ...] = ()) -> Reading:
+             lossy: bool, asked: tuple[tuple[bytes, bool], ...] = (), extra: Mapping[str, Any] | None = None) -> Reading:
     matches = tuple(matches)
     sure = tuple(m for m in matches if not m.ambiguous)
     count = detector.fragment_count
@@ -264,7 +273,7 @@ def _reading(detector: Detector, rebuilt: Any, line: bytes, matches: Sequence[Ma
                         for m in sure)
     by_id = MappingProxyType({m.signature.id: m for m in matches})
     return Reading(rebuilt, line, matches, shape, lossy, asked, sure, not sure, by_id, show_bytes(line),
-                   tuple(whole), ranking)
+                   tuple(whole), ranking, extra)
 
 
 def _long_source(source: str) -> str:
@@ -353,6 +362,10 @@ class Enricher:
         #: that (explain's blocks are whole file parts, and their lines are
         #: written already). ``_unnamed``: how many of them are unnamed.
         self._pending: list[tuple[float, Any, Any, Any]] = []
+        #: (the line as matched or rebuilt, the reading's line, shape,
+        #: signature id, fragment, match kind) -> (seen_in, cut piece):
+        #: ``probe_map``'s facts of the line alone
+        self._line_facts: dict[tuple[Any, ...], tuple[str, bool]] = {}
         self._unnamed = 0
         self.late = True
         #: (tag, entry bytes) the stage skipped (``hold``) and the function
@@ -922,37 +935,47 @@ class Enricher:
             self._add_pending(new)
 
     def _add_pending(self, new: Sequence[tuple[float, Any, Any, Any]]) -> None:
+        # Called once per batch with a full list (128 lines): every step is a
+        # C-level pass (map, count, index, slices) rather than a Python loop
+        # over the kept lines.
         keep = self._pending
         if not new and not keep:
             return
-        keep = sorted([*keep, *new], key=lambda x: x[0]) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
+        keep = sorted([*keep, *new], key=_TIME) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
         newest = keep[-1][0]
         dropped = 0
         if keep[0][0] < newest - _PENDING_AGE:
-            cut = bisect_left([x[0] for x in keep], newest - _PENDING_AGE)
-            dropped += sum(1 for x in keep[:cut] if x[2] is None)
+            cut = bisect_left(keep, newest - _PENDING_AGE, key=_TIME)
+            dropped += list(map(_NAMED, keep[:cut])).count(None)
             keep = keep[cut:]
         if len(keep) > _MAX_ANCHORS_KEPT:
-            # per source, newest first: at most _MAX_PENDING_SOURCE lines, and
+            # per source, the newest: at most _MAX_PENDING_SOURCE lines, and
             # of a source with nothing unnamed only its last named lines
-            waits = {x[1][1] for x in keep if x[2] is None}
-            seen: dict[str | None, int] = {}
-            out: list[tuple[float, Any, Any, Any]] = []
-            for x in reversed(keep):
-                src = x[1][1]
-                c = seen.get(src, 0)
-                if c >= (_MAX_PENDING_SOURCE if src in waits else _MAX_ANCHORS_KEPT):
-                    dropped += x[2] is None
-                    continue
-                seen[src] = c + 1
-                out.append(x)
-            out.reverse()
-            keep = out
+            srcs = list(map(_SECOND, map(_SECOND, keep)))
+            nms = list(map(_NAMED, keep))
+            waits = set(compress(srcs, map(is_, nms, repeat(None))))
+            drop: list[int] = []
+            for src, c in Counter(srcs).items():
+                over = c - (_MAX_PENDING_SOURCE if src in waits else _MAX_ANCHORS_KEPT)
+                at = -1
+                for _ in range(over):  # (the oldest go)
+                    at = srcs.index(src, at + 1)
+                    drop.append(at)
+            if drop:
+                drop.sort()
+                dropped += sum(nms[k] is None for k in drop)
+                out: list[tuple[float, Any, Any, Any]] = []
+                a = 0
+                for k in drop:
+                    out += keep[a:k]
+                    a = k + 1
+                out += keep[a:]
+                keep = out
         if len(keep) > _MAX_PENDING:
-            dropped += sum(1 for x in keep[:len(keep) - _MAX_PENDING] if x[2] is None)
+            dropped += list(map(_NAMED, keep[:len(keep) - _MAX_PENDING])).count(None)
             keep = keep[len(keep) - _MAX_PENDING:]
         self._pending = keep
-        self._unnamed = sum(1 for x in keep if x[2] is None)
+        self._unnamed = list(map(_NAMED, keep)).count(None)
         if self.metrics is not None:
             if dropped:
                 self.metrics.inc("late_pending_dropped", dropped)
@@ -999,8 +1022,8 @@ class Enricher:
             self._add_pending(new)
 
     def _make_reading(self, rb: Any, line: bytes, matches: Sequence[Match], shape: str, lossy: bool,
-                      asked: tuple[tuple[bytes, bool], ...]) -> Reading:
-        return _reading(self.detector, rb, line, matches, shape, lossy, asked)
+                      asked: tuple[tuple[bytes, bool], ...], extra: Mapping[str, Any] | None = None) -> Reading:
+        return _reading(self.detector, rb, line, matches, shape, lossy, asked, extra)
 
     def _adopt_senders(self, readings: Sequence[Reading | None], sources: list[str | None],
                        items: Sequence[tuple[float, Any]]) -> list[str | None]:
@@ -1126,7 +1149,18 @@ class Enricher:
         return None
 
     def probe_map(self, r: Reading, source: str | None, v: Verdict) -> dict[str, Any]:
-        sig = v.match.signature
+        m = v.match
+        sig = m.signature
+        # What the map says of the line alone (where it was seen, whether it
+        # is a cut piece), the same for every record of one reading and match.
+        key = (r.line if r.matches else (r.rebuilt.line if r.rebuilt is not None else None), r.line, r.shape,
+               sig.id, m.fragment, m.kind)
+        fixed = self._line_facts.get(key)
+        if fixed is None:
+            if len(self._line_facts) >= _MAX_LINE_FACTS:
+                self._line_facts.clear()
+            fixed = self._line_facts[key] = (seen_in(r.shape, m.kind, r.line),
+                                             m.kind == "truncated" or self._cut_piece(m, r))
         out = {
             "name": sig.probe,
             "scanner": sig.scanner,
@@ -1143,7 +1177,7 @@ class Enricher:
             "source": source,
             "shape": r.shape,
             "lossy": r.lossy,
-            "seen_in": seen_in(r.shape, v.match.kind, r.line),
+            "seen_in": fixed[0],
             **(r.extra or {}),
         }
         if sig.shared_with:
@@ -1159,7 +1193,7 @@ class Enricher:
             else:
                 out["scanner"] = "unknown"
             out["sent_by"] = sorted(senders)
-        if v.match.kind == "truncated" or self._cut_piece(v.match, r):
+        if fixed[1]:
             # the line is the front of the probe's piece: cut on the way
             # (a TAG at 32 or 510 bytes, maxMessageSize, RFC 5424's APP-NAME)
             out["truncated"] = True

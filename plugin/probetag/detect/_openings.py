@@ -148,7 +148,7 @@ class Openings:
         """Give lines the catalogue left unnamed (or whose name the next
         line contradicts) an opening reading, in place. ``full(i)``: (the
         reading of line i even without matches, its source, its transport);
-        ``make(rebuilt, line, matches, shape, lossy, asked)``: a Reading.
+        ``make(rebuilt, line, matches, shape, lossy, asked, extra)``: a Reading.
         ``todo``: the lines to look at (default: all); the others have
         neither a match nor a payload line (placeholders).
         Returns how many lines had no reading before and have one now."""
@@ -156,22 +156,30 @@ class Openings:
         self._batch += 1
         _payload_word_senders(readings, sources)
         self._ambiguous = [r is not None and not r.sure for r in readings]
+        # (no hello under way and no connection open: the common batch, whose
+        # catalogue lines need neither looked up)
+        hellos, conns, named = self._hellos, self._conns, self._named
         for i in (range(len(items)) if todo is None else todo):
             r = readings[i]
             if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
-                # a catalogue line can still be a piece of a ClientHello
-                # (sslscan's cipher lists): the hello's byte count needs it
-                self._feed_hello(r.line, sources[i], items[i][0], i)
-                key, t = sources[i] or "-", items[i][0]
-                conn = self._conn(key, t)
+                t = items[i][0]
+                if hellos or r.line[:1] == b"\x16":
+                    # a catalogue line can still be a piece of a ClientHello
+                    # (sslscan's cipher lists): the hello's byte count needs it
+                    self._feed_hello(r.line, sources[i], t, i)
+                key = sources[i] or "-"
+                conn = self._conn(key, t) if conns else None
                 if conn is not None and conn[0] == "http" and _HEADER.fullmatch(r.line.strip(b" \t")):
                     # a header line the catalogue names (sqlmap's User-Agent)
                     # inside a request this source opened: still that request
-                    self._remember(self._conns, key, ("http", t, conn[2]))
+                    self._remember(conns, key, ("http", t, conn[2]))
                 else:
                     # the source's context now: its ambiguous lines are the
                     # correlator's to decide, not an earlier opening's
-                    self._remember(self._named, key, t)
+                    named[key] = t
+                    named.move_to_end(key)
+                    if len(named) > MAX_SOURCES:
+                        named.popitem(last=False)
                 continue
             base, src, transport = full(i)
             if base is None or base.rebuilt is None:
@@ -188,8 +196,7 @@ class Openings:
             op, client, candidates, conf = got
             m = self._match(op, client, transport, conf)
             extra = _extra(op, client, candidates)
-            readings[i] = replace(make(base.rebuilt, line, (m,), base.shape, base.lossy, base.asked),
-                                  extra=MappingProxyType(extra))
+            readings[i] = make(base.rebuilt, line, (m,), base.shape, base.lossy, base.asked, MappingProxyType(extra))
             if r is None:
                 added += 1
         self._adopt(readings, sources, items)
@@ -389,7 +396,8 @@ def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -
 def _payload_word_senders(readings: Sequence[Any], sources: list[str | None]) -> None:
     """``hostname_was_payload`` over a batch: such lines lose their sender."""
     for i, r in enumerate(readings):
-        if r is not None and r.rebuilt is not None and hostname_was_payload(r.line, r.rebuilt.line, sources[i]):
+        if r is not None and sources[i] and r.rebuilt is not None and r.line != r.rebuilt.line \
+                and hostname_was_payload(r.line, r.rebuilt.line, sources[i]):
             sources[i] = None
 
 
