@@ -321,3 +321,67 @@ def test_kept_entries_of_a_reused_buffer_are_copies():
     assert all(type(x) is bytes for x in kept)
     buf[:] = b"\x00" * len(buf)
     assert list(proc._tail) == benign[-_stage._NEIGHBOURS_BEFORE:]
+
+
+def _bound_by_every_line(keep, new):
+    """The kept lines' bounds applied to every line at each addition: what
+    ``Enricher._add_pending`` keeps by counts. Returns (kept, unnamed dropped)."""
+    keep = sorted([*keep, *new], key=lambda x: x[0]) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
+    newest = keep[-1][0]
+    dropped = sum(1 for x in keep if x[0] < newest - _enrich._PENDING_AGE and x[2] is None)
+    keep = [x for x in keep if x[0] >= newest - _enrich._PENDING_AGE]
+    if len(keep) > _enrich._MAX_ANCHORS_KEPT:
+        waits = {x[1][1] for x in keep if x[2] is None}
+        seen: dict = {}
+        out = []
+        for x in reversed(keep):
+            src = x[1][1]
+            c = seen.get(src, 0)
+            if c >= (_enrich._MAX_PENDING_SOURCE if src in waits else _enrich._MAX_ANCHORS_KEPT):
+                dropped += x[2] is None
+                continue
+            seen[src] = c + 1
+            out.append(x)
+        keep = out[::-1]
+    if len(keep) > _enrich._MAX_PENDING:
+        dropped += sum(1 for x in keep[:len(keep) - _enrich._MAX_PENDING] if x[2] is None)
+        keep = keep[len(keep) - _enrich._MAX_PENDING:]
+    return keep, dropped
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_kept_lines_bounds_kept_by_counts_are_the_bounds_of_every_line(seed):
+    import random
+
+    rng = random.Random(seed)
+    m = Metrics()
+    enr = Processor(config_from_mapping({}), m).enricher
+    sources = [None, *(f"10.0.0.{k}" for k in range(rng.choice([1, 3, 12, 40])))]
+    want: list = []
+    want_dropped = 0
+    t = 1000.0
+    p_named = rng.choice([0.1, 0.7, 0.95])
+    for _step in range(600):
+        if want and rng.random() < 0.15:
+            # a waiting line named late, maybe for another sender
+            k = rng.randrange(len(enr._pending))
+            if enr._pending[k][2] is None:
+                src = rng.choice(sources)
+                enr._name_kept(k, src, "sig", 0)
+                want[k] = (want[k][0], (want[k][0], src, b"", (), False, False), ("sig", 0), None)
+            continue
+        new = []
+        for _ in range(rng.choice([1, 1, 2, 9])):
+            # (mostly small steps: the age bound drops a few lines at a time)
+            t += rng.choice([0.0, 0.05, 0.3, 1.0]) if rng.random() < 0.99 else rng.choice([-5.0, 70.0])
+            src = rng.choice(sources[:rng.choice([1, 3, len(sources)])])
+            named = ("sig", 0) if rng.random() < p_named else None
+            new.append((t, (t, src, b"x", (), False, False), named, None))
+        new.sort(key=lambda x: x[0])
+        enr._add_pending(new)
+        want, d = _bound_by_every_line(want, new)
+        want_dropped += d
+        assert enr._pending == want
+        assert enr._unnamed == sum(1 for x in want if x[2] is None) == m.get("late_pending")
+        assert m.get("late_pending_dropped") == want_dropped
+        assert enr._kept_count == dict(collections.Counter(x[1][1] for x in want))

@@ -367,6 +367,11 @@ class Enricher:
         #: ``probe_map``'s facts of the line alone
         self._line_facts: dict[tuple[Any, ...], tuple[str, bool]] = {}
         self._unnamed = 0
+        #: per source: its kept lines, its unnamed ones (``_add_pending``)
+        self._kept_count: dict[str | None, int] = {}
+        self._kept_waiting: dict[str | None, int] = {}
+        #: sources that may be over their bound since the last check
+        self._kept_check: set[str | None] = set()
         self.late = True
         #: (tag, entry bytes) the stage skipped (``hold``) and the function
         #: that decodes one into (event time, record), or None.
@@ -614,7 +619,11 @@ class Enricher:
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
         lines: list[Any] | None = None
-        if self.sequence is not None and (below or has_unmatched or self._unnamed or self._held) and (
+        if self.sequence is not None and (
+                below or has_unmatched
+                # (lines of earlier batches alone: only a sender whose scan
+                # this batch goes on with can place them)
+                or ((self._unnamed or self._held) and self._fresh(sources, named))) and (
                 any(x is not None for x in named)
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
@@ -798,8 +807,7 @@ class Enricher:
         # lines without a sender).
         offer: list[int] = []
         if self.late and (self._unnamed or self._held):
-            fresh = {sources[i] for i in range(n) if named[i] is not None}
-            fresh = {x for x in fresh if x is not None and in_order(x)}
+            fresh = self._fresh(sources, named)
             if fresh and self._held:
                 self._take_held(fresh, items[-1][0])
             if fresh and self._unnamed:
@@ -833,9 +841,7 @@ class Enricher:
             if self.correlator.note_late(source, t, Match(sig, frag, via, SEQUENCE_CONFIDENCE, False), was):
                 if self.metrics is not None:
                     self.metrics.inc("probes_named_late", probe=sig.probe)
-            # (an anchor now, for the lines still waiting)
-            pend[k] = (t, (t, source, b"", (), False, False), (sig, frag), None)
-            self._unnamed -= 1
+            self._name_kept(k, source, sig, frag)
         got = got_all[p:]
         below = 0
         for i, g in enumerate(got):
@@ -859,6 +865,13 @@ class Enricher:
             k = (sig.probe, via, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         return below
+
+    def _fresh(self, sources: Sequence[str | None], named: Sequence[Any]) -> set[str]:
+        """The senders of this batch's named lines whose scans go through
+        their scanner's order: the senders whose kept lines it may place."""
+        in_order = self.correlator.in_order
+        return {x for x in {sources[i] for i, nm in enumerate(named) if nm is not None}
+                if x is not None and in_order(x)}
 
     def _in_order(self, source: str, named_by: Mapping[str | None, Sequence[Any]]) -> bool:
         """Does the source's scan go through its scanner's order: as the
@@ -935,35 +948,48 @@ class Enricher:
             self._add_pending(new)
 
     def _add_pending(self, new: Sequence[tuple[float, Any, Any, Any]]) -> None:
-        # Called once per batch with a full list (128 lines): every step is a
-        # C-level pass (map, count, index, slices) rather than a Python loop
-        # over the kept lines.
+        """Add ``new`` to the kept lines and bound them: none older than
+        ``_PENDING_AGE`` before the newest; per source the newest
+        ``_MAX_PENDING_SOURCE`` lines, or of a source with no unnamed line
+        kept its last ``_MAX_ANCHORS_KEPT`` named ones; ``_MAX_PENDING`` in
+        all, the oldest going first.
+
+        Called once per batch, with 128 lines kept in a steady stream: the
+        per-source bound is kept by counts (``_kept_count``, ``_kept_waiting``)
+        and checked only for the sources that can be over it
+        (``_kept_check``: those with lines added, and those whose last
+        unnamed line went since they were checked), not over every line."""
         keep = self._pending
         if not new and not keep:
             return
+        check = self._kept_check
+        unnamed = 0
+        for x in new:
+            unnamed += self._kept_in(x)
+            check.add(x[1][1])
         keep = sorted([*keep, *new], key=_TIME) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
         newest = keep[-1][0]
         dropped = 0
         if keep[0][0] < newest - _PENDING_AGE:
             cut = bisect_left(keep, newest - _PENDING_AGE, key=_TIME)
-            dropped += list(map(_NAMED, keep[:cut])).count(None)
+            dropped += self._kept_out(keep[:cut])
             keep = keep[cut:]
-        if len(keep) > _MAX_ANCHORS_KEPT:
-            # per source, the newest: at most _MAX_PENDING_SOURCE lines, and
-            # of a source with nothing unnamed only its last named lines
-            srcs = list(map(_SECOND, map(_SECOND, keep)))
-            nms = list(map(_NAMED, keep))
-            waits = set(compress(srcs, map(is_, nms, repeat(None))))
-            drop: list[int] = []
-            for src, c in Counter(srcs).items():
-                over = c - (_MAX_PENDING_SOURCE if src in waits else _MAX_ANCHORS_KEPT)
-                at = -1
-                for _ in range(over):  # (the oldest go)
-                    at = srcs.index(src, at + 1)
-                    drop.append(at)
-            if drop:
+        check = self._kept_check
+        self._kept_check = set()
+        if len(keep) > _MAX_ANCHORS_KEPT and check:
+            count, waiting = self._kept_count, self._kept_waiting
+            over = [(src, e) for src in check
+                    if (e := count.get(src, 0) - (_MAX_PENDING_SOURCE if src in waiting else _MAX_ANCHORS_KEPT)) > 0]
+            if over:
+                srcs = list(map(_SECOND, map(_SECOND, keep)))
+                drop: list[int] = []
+                for src, e in over:
+                    at = -1
+                    for _ in range(e):  # (the oldest go)
+                        at = srcs.index(src, at + 1)
+                        drop.append(at)
                 drop.sort()
-                dropped += sum(nms[k] is None for k in drop)
+                dropped += self._kept_out([keep[k] for k in drop])
                 out: list[tuple[float, Any, Any, Any]] = []
                 a = 0
                 for k in drop:
@@ -972,14 +998,60 @@ class Enricher:
                 out += keep[a:]
                 keep = out
         if len(keep) > _MAX_PENDING:
-            dropped += list(map(_NAMED, keep[:len(keep) - _MAX_PENDING])).count(None)
+            dropped += self._kept_out(keep[:len(keep) - _MAX_PENDING])
             keep = keep[len(keep) - _MAX_PENDING:]
         self._pending = keep
-        self._unnamed = list(map(_NAMED, keep)).count(None)
+        self._unnamed += unnamed - dropped
         if self.metrics is not None:
             if dropped:
                 self.metrics.inc("late_pending_dropped", dropped)
             self.metrics.set("late_pending", self._unnamed)
+
+    def _kept_in(self, x: tuple[float, Any, Any, Any]) -> int:
+        """Count kept line ``x`` in; 1 if it is unnamed."""
+        src = x[1][1]
+        count = self._kept_count
+        count[src] = count.get(src, 0) + 1
+        if x[2] is not None:
+            return 0
+        waiting = self._kept_waiting
+        waiting[src] = waiting.get(src, 0) + 1
+        return 1
+
+    def _kept_out(self, gone: Sequence[tuple[float, Any, Any, Any]]) -> int:
+        """Count kept lines ``gone`` out; a source whose last unnamed line
+        went is checked against the anchors' bound next time. Returns how
+        many of them were unnamed."""
+        count, waiting = self._kept_count, self._kept_waiting
+        unnamed = 0
+        for x in gone:
+            src = x[1][1]
+            n = count[src] - 1
+            if n:
+                count[src] = n
+            else:
+                del count[src]
+            if x[2] is None:
+                unnamed += 1
+                n = waiting[src] - 1
+                if n:
+                    waiting[src] = n
+                else:
+                    del waiting[src]
+                    self._kept_check.add(src)
+        return unnamed
+
+    def _name_kept(self, k: int, source: str | None, sig: Any, frag: int) -> None:
+        """Kept unnamed line ``k``, named late: an anchor now, of ``source``
+        (the sender the pass placed it for), for the lines still waiting."""
+        was = self._pending[k]
+        t = was[0]
+        x = (t, (t, source, b"", (), False, False), (sig, frag), None)
+        self._kept_out([was])
+        self._kept_in(x)
+        self._pending[k] = x
+        self._kept_check.add(source)
+        self._unnamed -= 1
 
     def hold(self, tag: str, entries: Sequence[bytes], decode: Any) -> None:
         """Bare-CR records the stage passed on without decoding them (no
