@@ -3,6 +3,7 @@
     python bench/stage_cost.py                     # CPU µs per record (best of --passes)
     python bench/stage_cost.py --callgrind         # instructions per record under valgrind
     python bench/stage_cost.py --callgrind --tree /path/to/other/tree
+    python bench/stage_cost.py --opcodes [--top 20]  # Python bytecode instructions per record
 
 Theory of operation
 -------------------
@@ -27,6 +28,12 @@ Theory of operation
   measured chunks, best of ``--passes`` passes (a fresh processor per pass,
   warmed up the same way); noisy on a shared machine, say the load average
   with it.
+* ``--opcodes``: the Python bytecode instructions the measured chunks run
+  (``sys.settrace`` with ``f_trace_opcodes``), per record, and with
+  ``--top N`` the functions that run most of them. Also independent of
+  load, and closer to the CPU time than the machine instructions are: the
+  interpreter's dispatch costs more per instruction (branch and
+  instruction-cache misses) than the C it calls.
 * ``--tree`` runs another work tree's ``plugin`` (its C accelerator built
   in place) with this tree's load generator: the before/after comparison.
 """
@@ -121,6 +128,44 @@ def measure(args: argparse.Namespace) -> dict:
             "matcher": matcher, "load_avg": [round(x, 2) for x in os.getloadavg()]}
 
 
+def opcodes(args: argparse.Namespace) -> dict:
+    """Bytecode instructions of the measured chunks, per function."""
+    import collections
+
+    import probetag
+
+    chunks = _chunks(args.gap_ms, args.warmup + args.count)
+    warm, counted = chunks[:args.warmup], chunks[args.warmup:]
+    tag = "syslog.bench"
+    proc = _processor()
+    for ch in warm:
+        proc.process(tag, ch)
+    per: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        code = frame.f_code
+        key = (code.co_filename.rsplit("/plugin/", 1)[-1], code.co_name)
+
+        def local(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "opcode":
+                per[key] += 1
+            return local
+        return local
+
+    sys.settrace(trace)
+    try:
+        tagged = sum(proc.process(tag, ch).tagged for ch in counted)
+    finally:
+        sys.settrace(None)
+    records = 1000 * len(counted)
+    total = sum(per.values())
+    return {"tree": str(Path(probetag.__file__).resolve().parents[2]), "records": records, "tagged": tagged,
+            "opcodes_per_record": round(total / records, 2),
+            "top": [[f"{f}:{n}", round(c / len(counted))] for (f, n), c in per.most_common(args.top)]}
+
+
 def _have_header() -> bool:
     return Path("/usr/include/valgrind/callgrind.h").exists() and shutil.which("cc") is not None
 
@@ -164,12 +209,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keep", type=Path, help="--callgrind: keep valgrind's output file here")
+    ap.add_argument("--opcodes", action="store_true", help="Python bytecode instructions per record")
+    ap.add_argument("--top", type=int, default=0, help="--opcodes: the N functions that run most, per chunk")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--client-requests", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     plugin = (args.tree / "plugin").resolve()
     if args.inner:
-        print(json.dumps(measure(args)))
+        print(json.dumps(opcodes(args) if args.opcodes else measure(args)))
+        return 0
+    if args.opcodes:
+        env = {**os.environ, "PYTHONPATH": str(plugin), "PYTHONHASHSEED": "0"}
+        run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner", "--opcodes",
+                              "--top", str(args.top), "--warmup", str(args.warmup), "--count", str(args.count),
+                              "--gap-ms", str(args.gap_ms)], env=env, capture_output=True, text=True,
+                             timeout=args.timeout)
+        if run.returncode != 0:
+            raise SystemExit(run.stderr[-2000:])
+        res = json.loads(run.stdout.strip().splitlines()[-1])
+        print(f"{res['tree']}: {res['opcodes_per_record']:,} bytecode instructions per record "
+              f"({res['records']:,} records, {res['tagged']} tagged)")
+        for name, per_chunk in res["top"]:
+            print(f"  {per_chunk:8,} per chunk  {name}")
         return 0
     if args.callgrind:
         res = callgrind(args, plugin)

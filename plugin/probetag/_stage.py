@@ -173,7 +173,10 @@ class Processor:
         #: by unread: the neighbours before a hit at the head of the next
         #: chunk (``_keep_tail``); like ``_carry``, of whatever tag came
         #: (in_syslog's tags change with a line's facility and severity)
-        self._tail: deque[bytes | None] = deque(maxlen=_NEIGHBOURS_BEFORE)
+        #: (kept in ``_tail`` as pieces: (bytes, their offsets in the chunk,
+        #: the index of the first, the chunk's read entries), one per chunk
+        #: or per entry; at most as many pieces as entries are kept)
+        self._tail: deque[tuple[bytes, Sequence[int], int, set[int]]] = deque(maxlen=_NEIGHBOURS_BEFORE)
         #: entries rejected as msgpack Python cannot hold, so far (inputs
         #: compare it around a chunk to log their peer)
         self.undecodable = 0
@@ -399,28 +402,36 @@ class Processor:
         """Remembers the chunk's last entries that went by unread (a live
         stream's chunk is often one line), as bytes: only the last
         ``_NEIGHBOURS_BEFORE`` entries are looked at, whatever the chunk's
-        size, and one longer than ``_TAIL_BYTES`` keeps only its place."""
-        tail = self._tail
-        if type(entries) is not bytes:
-            # a buffer its owner may reuse (a view of the input's framer):
-            # the kept entries must be copies
-            lo = max(0, count - _NEIGHBOURS_BEFORE)
-            base = starts[lo]
-            entries = bytes(entries[base:starts[count]])
-            starts = [x - base for x in starts[lo:count + 1]]
-            read = {j - lo for j in read if j >= lo}
-            count -= lo
-        if count == 1:  # (a live stream's chunk: no loop to set up)
-            a = starts[0]
-            b = starts[1]
-            tail.append(entries[a:b] if b - a <= _TAIL_BYTES and 0 not in read else None)
-            return
+        size, and one longer than ``_TAIL_BYTES`` keeps only its place.
+        Kept as one copy of their bytes with their offsets, split into
+        entries only when a hit at the head of a later chunk reads them
+        (``_tail_entries``): most chunks' tails are never read."""
         lo = count - _NEIGHBOURS_BEFORE if count > _NEIGHBOURS_BEFORE else 0
-        a = starts[lo]
+        base = starts[lo]
+        end = starts[count]
+        if end - base <= _NEIGHBOURS_BEFORE * _TAIL_BYTES:
+            # (bytes: a slice is a copy; a view of a buffer its owner may
+            # reuse is copied all the same)
+            self._tail.append((bytes(entries[base:end]), starts[lo:count + 1], lo, read))
+            return
+        # some entry longer than kept: each kept alone (or its place)
         for j in range(lo, count):
-            b = starts[j + 1]
-            tail.append(entries[a:b] if b - a <= _TAIL_BYTES and j not in read else None)
-            a = b
+            a, b = starts[j], starts[j + 1]
+            if b - a <= _TAIL_BYTES:
+                self._tail.append((bytes(entries[a:b]), (a, b), j, read))
+            else:
+                self._tail.append((b"", (a, a), -1, read))
+
+    def _tail_entries(self) -> list[bytes | None]:
+        """The kept tail, an item per entry (None: an entry read already or
+        longer than ``_TAIL_BYTES``), the last ``_NEIGHBOURS_BEFORE``."""
+        out: list[bytes | None] = []
+        for buf, offs, lo, read in self._tail:
+            base = offs[0]
+            for k in range(len(offs) - 1):
+                a, b = offs[k] - base, offs[k + 1] - base
+                out.append(buf[a:b] if lo >= 0 and b - a <= _TAIL_BYTES and lo + k not in read else None)
+        return out[-_NEIGHBOURS_BEFORE:]
 
     def _tail_before(self, tag: str, i: int, needle: bytes) -> None:
         """Strong hit ``i`` near the head of its chunk: the entries of earlier
@@ -428,7 +439,8 @@ class Processor:
         or holding its sender) are read now. They have left already: the
         enricher keeps them for pass 3 (``Enricher.hold``), which names them
         late, in their scan's summary."""
-        tail = list(self._tail)[max(0, len(self._tail) - (_NEIGHBOURS_BEFORE - i)):]
+        tail = self._tail_entries()
+        tail = tail[max(0, len(tail) - (_NEIGHBOURS_BEFORE - i)):]
         self._tail.clear()
         raws = [x for x in tail if x is not None and (len(x) <= _NEIGHBOUR_BYTES or (needle and needle in x))]
         if raws:

@@ -277,14 +277,16 @@ def test_what_is_kept_for_the_next_chunks_window_is_bounded():
     benign = [_entry(b"Dec  5 13:00:40 vm app[1]: request %d served" % i, t=100 + i) for i in range(1000)]
     proc.process("t", b"".join(benign))
     # the chunk's last entries only, as their own bytes
-    assert list(proc._tail) == benign[-_stage._NEIGHBOURS_BEFORE:]
+    assert proc._tail_entries() == benign[-_stage._NEIGHBOURS_BEFORE:]
+    assert sum(len(piece[0]) for piece in proc._tail) <= _stage._NEIGHBOURS_BEFORE * _stage._TAIL_BYTES
     long = _entry(b"Dec  5 13:00:41 vm app[1]: " + b"x" * _stage._TAIL_BYTES, t=2000)
     proc.process("t", long)
-    assert len(proc._tail) == _stage._NEIGHBOURS_BEFORE and proc._tail[-1] is None
-    assert sum(len(x) for x in proc._tail if x is not None) <= _stage._NEIGHBOURS_BEFORE * _stage._TAIL_BYTES
+    tail = proc._tail_entries()
+    assert len(tail) == _stage._NEIGHBOURS_BEFORE and tail[-1] is None
+    assert sum(len(piece[0]) for piece in proc._tail) <= _stage._NEIGHBOURS_BEFORE * _stage._TAIL_BYTES
     # a record the prefilter read is not kept (it is in the late path already)
     proc.process("t", _entry(b"Dec  5 13:00:42 10.0.0.1 HELP#015 ", t=2001))
-    assert proc._tail[-1] is None
+    assert proc._tail_entries()[-1] is None
 
 
 def test_kept_records_of_another_sender_are_read_but_never_named():
@@ -316,11 +318,11 @@ def test_kept_entries_of_a_reused_buffer_are_copies():
     benign = [_entry(b"Dec  5 13:00:40 vm app[1]: request %d served" % i, t=100 + i) for i in range(20)]
     buf = bytearray(b"".join(benign))
     proc.process("t", buf)
-    kept = list(proc._tail)
+    kept = proc._tail_entries()
     assert kept == benign[-_stage._NEIGHBOURS_BEFORE:]
-    assert all(type(x) is bytes for x in kept)
+    assert all(type(x) is bytes for x in kept) and all(type(piece[0]) is bytes for piece in proc._tail)
     buf[:] = b"\x00" * len(buf)
-    assert list(proc._tail) == benign[-_stage._NEIGHBOURS_BEFORE:]
+    assert proc._tail_entries() == benign[-_stage._NEIGHBOURS_BEFORE:]
 
 
 def _bound_by_every_line(keep, new):
