@@ -43,7 +43,7 @@ class OutChunk:
             assert parts is not None, "entries or parts"
             self.parts: list[Any] | None = parts
             self._entries: bytes | None = None
-            self.nbytes = sum(len(p) for p in parts)
+            self.nbytes = sum(map(len, parts))
         else:
             self.parts = None
             self._entries = entries

@@ -68,6 +68,7 @@ which one runs, and ``PROBETAG_PURE=1`` in the environment forces Python.
 from __future__ import annotations
 
 import re
+import struct
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
@@ -546,7 +547,8 @@ class Processor:
         if tb == 0xD7:  # EventTime: seconds and nanoseconds, big-endian
             at = a + 11
             head = entries[a:at]
-            sec = int.from_bytes(head[3:7], "big") + int.from_bytes(head[7:11], "big") / 1e9
+            s, ns = _EVENT_TIME_BODY.unpack_from(head, 3)
+            sec = s + ns / 1e9
         elif tb <= 0x7F:
             at = a + 2
             head = entries[a:at]
@@ -803,6 +805,10 @@ def _daemon_entry(entries: bytes, a: int, b: int) -> bool:
             return True
         m = search(entries, at + 1, b)
     return False
+
+
+#: An EventTime's body: seconds and nanoseconds, big-endian uint32s.
+_EVENT_TIME_BODY = struct.Struct(">II")
 
 
 def _unpack_one(raw: bytes) -> Any:

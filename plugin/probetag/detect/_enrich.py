@@ -367,6 +367,12 @@ class Enricher:
         #: ``probe_map``'s facts of the line alone
         self._line_facts: dict[tuple[Any, ...], tuple[str, bool]] = {}
         self._unnamed = 0
+        #: Sticky: a reading of a syslog-ng line was made, a reading of a
+        #: Fluentd record with a raw CR in its text was made (every reading
+        #: a batch sees is made by ``reading`` or from one it made): until
+        #: then passes 1.5 and 0.5 have nothing to look at.
+        self._seen_syslog_ng = False
+        self._seen_raw_cr = False
         #: per source: its kept lines, its unnamed ones (``_add_pending``)
         self._kept_count: dict[str | None, int] = {}
         self._kept_waiting: dict[str | None, int] = {}
@@ -442,12 +448,15 @@ class Enricher:
                 collector = None
                 if rb.shape == "syslog-ng":
                     collector = "syslog-ng"
+                    self._seen_syslog_ng = True
                     if transport is None and (b"\x00" in rb.line or b"\n" in rb.line):
                         transport = "udp"  # syslog-ng cuts a TCP stream at every NUL and LF
                 line, matches = self.detector.match_best(
                     (rb.line, *rb.alternatives), transport=transport, lossy=bool(rb.lossy), collector=collector,
                     separator=rb.shape == "fluentd-syslog")
             entry = _reading(self.detector, rb, line, matches, rb.shape, bool(rb.lossy), asked)
+            if not self._seen_raw_cr and rb.shape in _CHOMPED and b"\r" in rb.escaped:
+                self._seen_raw_cr = True
         if key is not None:
             self.memo_misses += 1
             if _key_chars(key) <= _MEMO_KEY_CHARS:
@@ -573,7 +582,7 @@ class Enricher:
         # Pass 1.5: syslog-ng lines that together are one payload, cut at
         # its NULs and LFs (``_runs``).
         reassembled: set[int] = set()
-        if self.runs is not None:
+        if self.runs is not None and self._seen_syslog_ng:
             nothing -= self._reassemble(items, readings, sources, unmatched, reassembled, todo)
         # Pass 0: a line whose HOSTNAME was the payload's first word has no
         # sender; the next line of its connection usually has one.
@@ -659,6 +668,8 @@ class Enricher:
         lines that had no match now have one."""
         raw = self._raw_cr
         found = tag in raw
+        if not found and not self._seen_raw_cr:
+            return 0  # (no record read so far had a raw CR: none of these has)
         again: list[int] = []
         for i in todo:
             r = readings[i]

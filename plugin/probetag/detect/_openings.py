@@ -181,6 +181,12 @@ class Openings:
                     if len(named) > MAX_SOURCES:
                         named.popitem(last=False)
                 continue
+            if r is not None and not r.sure and sources[i] is not None:
+                # (``_read``'s first test, before the line is fetched: an
+                # ambiguous line of a source the catalogue named lately)
+                named_t = named.get(sources[i])
+                if named_t is not None and 0 <= items[i][0] - named_t <= SCAN_CONTEXT:
+                    continue
             base, src, transport = full(i)
             if base is None or base.rebuilt is None:
                 continue

@@ -159,7 +159,7 @@ class ClientConnection:
         # [tag, bin payload, option] laid out by hand (what msgpack packs with
         # use_bin_type=True, byte for byte) so the payload is copied once,
         # into the frame, instead of into the packer and out again.
-        size = sum(len(p) for p in parts)
+        size = sum(map(len, parts))
         frame = b"".join((_FIXARRAY3, _packer.pack(tag), _bin_header(size), *parts, _packer.pack(option)))
         if chunk_id is not None:
             self._outstanding[key] = chunk_id
