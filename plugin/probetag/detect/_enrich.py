@@ -145,7 +145,7 @@ _MAX_PENDING = 128
 _MAX_PENDING_SOURCE = 64
 _MAX_ANCHORS_KEPT = 4
 _PENDING_AGE = 60.0
-#: ``probe_map``'s per-line facts kept, at most (cleared when full).
+#: ``probe_map``'s per-line parts kept, at most (cleared when full).
 _MAX_LINE_FACTS = 4096
 #: A kept line's (time, sequence line, name or None, was); its sender is
 #: the sequence line's.
@@ -363,9 +363,10 @@ class Enricher:
         #: written already). ``_unnamed``: how many of them are unnamed.
         self._pending: list[tuple[float, Any, Any, Any]] = []
         #: (the line as matched or rebuilt, the reading's line, shape,
-        #: signature id, fragment, match kind) -> (seen_in, cut piece):
-        #: ``probe_map``'s facts of the line alone
-        self._line_facts: dict[tuple[Any, ...], tuple[str, bool]] = {}
+        #: lossy, signature id and transport, fragment, match kind) -> (the
+        #: probe map without the verdict's fields, a cut piece):
+        #: ``probe_map``'s part that depends on the line and match alone
+        self._line_facts: dict[tuple[Any, ...], tuple[dict[str, Any], bool]] = {}
         self._unnamed = 0
         #: Sticky: a reading of a syslog-ng line was made, a reading of a
         #: Fluentd record with a raw CR in its text was made (every reading
@@ -1234,35 +1235,29 @@ class Enricher:
     def probe_map(self, r: Reading, source: str | None, v: Verdict) -> dict[str, Any]:
         m = v.match
         sig = m.signature
-        # What the map says of the line alone (where it was seen, whether it
-        # is a cut piece), the same for every record of one reading and match.
-        key = (r.line if r.matches else (r.rebuilt.line if r.rebuilt is not None else None), r.line, r.shape,
-               sig.id, m.fragment, m.kind)
-        fixed = self._line_facts.get(key)
-        if fixed is None:
-            if len(self._line_facts) >= _MAX_LINE_FACTS:
-                self._line_facts.clear()
-            fixed = self._line_facts[key] = (seen_in(r.shape, m.kind, r.line),
-                                             m.kind == "truncated" or self._cut_piece(m, r))
-        out = {
-            "name": sig.probe,
-            "scanner": sig.scanner,
-            "id": sig.id,
-            "confidence": v.confidence,
-            "transport": sig.transport,
-            "kind": v.match.kind,
-            "payload": r.payload or (show_bytes(r.rebuilt.line) if r.rebuilt is not None else ""),
-            "fragment": v.match.fragment,
-            "scan_id": v.scan_id,
-            "group_lines": v.group_lines,
-            "inherited": v.inherited,
-            "via": v.via,
-            "source": source,
-            "shape": r.shape,
-            "lossy": r.lossy,
-            "seen_in": fixed[0],
-            **(r.extra or {}),
-        }
+        if r.extra is None:
+            # What the map says of the line and the match alone is the same
+            # for every record of one reading and match: made once, copied,
+            # and the verdict's fields filled in (in their places: a copy
+            # keeps the keys' order).
+            key = (r.line if r.matches else (r.rebuilt.line if r.rebuilt is not None else None), r.line, r.shape,
+                   r.lossy, sig.id, sig.transport, m.fragment, m.kind)
+            fixed = self._line_facts.get(key)
+            if fixed is None:
+                if len(self._line_facts) >= _MAX_LINE_FACTS:
+                    self._line_facts.clear()
+                fixed = self._line_facts[key] = (self._probe_map(r, None, m, None), self._cut(m, r))
+            out = fixed[0].copy()
+            out["confidence"] = v.confidence
+            out["scan_id"] = v.scan_id
+            out["group_lines"] = v.group_lines
+            out["inherited"] = v.inherited
+            out["via"] = v.via
+            out["source"] = source
+            cut = fixed[1]
+        else:
+            out = self._probe_map(r, source, m, v)
+            cut = self._cut(m, r)
         if sig.shared_with:
             # Bytes several scanners send: the scanner is named only when
             # this sender's scan holds bytes that one of them alone sends.
@@ -1276,11 +1271,36 @@ class Enricher:
             else:
                 out["scanner"] = "unknown"
             out["sent_by"] = sorted(senders)
-        if fixed[1]:
+        if cut:
             # the line is the front of the probe's piece: cut on the way
             # (a TAG at 32 or 510 bytes, maxMessageSize, RFC 5424's APP-NAME)
             out["truncated"] = True
         return out
+
+    def _probe_map(self, r: Reading, source: str | None, m: Match, v: Verdict | None) -> dict[str, Any]:
+        sig = m.signature
+        return {
+            "name": sig.probe,
+            "scanner": sig.scanner,
+            "id": sig.id,
+            "confidence": v.confidence if v is not None else None,
+            "transport": sig.transport,
+            "kind": m.kind,
+            "payload": r.payload or (show_bytes(r.rebuilt.line) if r.rebuilt is not None else ""),
+            "fragment": m.fragment,
+            "scan_id": v.scan_id if v is not None else None,
+            "group_lines": v.group_lines if v is not None else None,
+            "inherited": v.inherited if v is not None else None,
+            "via": v.via if v is not None else None,
+            "source": source,
+            "shape": r.shape,
+            "lossy": r.lossy,
+            "seen_in": seen_in(r.shape, m.kind, r.line),
+            **(r.extra or {}),
+        }
+
+    def _cut(self, m: Match, r: Reading) -> bool:
+        return m.kind == "truncated" or self._cut_piece(m, r)
 
     def _cut_piece(self, m: Match, r: Reading) -> bool:
         pieces = self.detector.logged_cores(m.signature.id)
