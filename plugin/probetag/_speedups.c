@@ -506,52 +506,63 @@ static PyObject *contains_any(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
-/* near(buffer, starts, centre, before, after, short, needle) -> list of the
- * entries j in [centre - before, centre + after] (within the chunk) that are
- * at most `short` bytes long or hold `needle` (an empty needle: none by
- * content), in order: the stage's neighbour test (probetag/_stage.py,
+/* The entries j in [centre - before, centre + after] (within the chunk)
+ * that are at most `shortlen` bytes long or pass `test`, in order, as a
+ * list: the stage's neighbour windows (probetag/_stage.py,
  * Processor._with_neighbours), one call per strong hit instead of a Python
- * loop and a bytes.find per entry. starts: the walk's uint64 offsets with
- * their end sentinel. */
+ * loop per entry. offs: the walk's uint64 offsets with their end sentinel.
+ * `name` prefixes the errors. */
+typedef int (*entry_test)(const unsigned char *d, uint64_t a, uint64_t b, const Py_buffer *arg);
+
+static PyObject *window(const char *name, const Py_buffer *data, const Py_buffer *offs, Py_ssize_t centre,
+                        Py_ssize_t before, Py_ssize_t after, Py_ssize_t shortlen, entry_test test,
+                        const Py_buffer *arg) {
+    if (offs->len % 8 != 0 || before < 0 || after < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: bad offsets or window", name);
+        return NULL;
+    }
+    const uint64_t *starts = (const uint64_t *)offs->buf;
+    Py_ssize_t count = offs->len / 8 - 1; /* entries; the last offset is the sentinel */
+    const unsigned char *d = (const unsigned char *)data->buf;
+    PyObject *out = PyList_New(0);
+    if (!out || count <= 0)
+        return out;
+    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
+    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
+    for (Py_ssize_t j = lo; j < hi; j++) {
+        uint64_t a = starts[j], b = starts[j + 1];
+        if (b < a || b > (uint64_t)data->len) {
+            PyErr_Format(PyExc_ValueError, "%s: offsets outside the buffer", name);
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (b - a <= (uint64_t)shortlen || test(d, a, b, arg)) {
+            PyObject *ix = PyLong_FromSsize_t(j);
+            if (!ix || PyList_Append(out, ix) < 0) {
+                Py_XDECREF(ix);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(ix);
+        }
+    }
+    return out;
+}
+
+/* The entry holds the needle (an empty needle: no entry does). */
+static int holds_needle(const unsigned char *d, uint64_t a, uint64_t b, const Py_buffer *needle) {
+    return needle->len > 0 && (uint64_t)needle->len <= b - a &&
+           memmem(d + a, (size_t)(b - a), needle->buf, (size_t)needle->len) != NULL;
+}
+
+/* near(buffer, starts, centre, before, after, short, needle) -> the window's
+ * entries that are short or hold `needle`. */
 static PyObject *near(PyObject *self, PyObject *args) {
     Py_buffer data, offs, needle;
     Py_ssize_t centre, before, after, shortlen;
     if (!PyArg_ParseTuple(args, "y*y*nnnny*:near", &data, &offs, &centre, &before, &after, &shortlen, &needle))
         return NULL;
-    PyObject *out = NULL;
-    if (offs.len % 8 != 0 || before < 0 || after < 0) {
-        PyErr_SetString(PyExc_ValueError, "near: bad offsets or window");
-        goto done;
-    }
-    const uint64_t *starts = (const uint64_t *)offs.buf;
-    Py_ssize_t count = offs.len / 8 - 1; /* entries; the last offset is the sentinel */
-    const unsigned char *d = (const unsigned char *)data.buf;
-    out = PyList_New(0);
-    if (!out || count <= 0)
-        goto done;
-    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
-    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
-    for (Py_ssize_t j = lo; j < hi; j++) {
-        uint64_t a = starts[j], b = starts[j + 1];
-        if (b < a || b > (uint64_t)data.len) {
-            PyErr_SetString(PyExc_ValueError, "near: offsets outside the buffer");
-            Py_CLEAR(out);
-            goto done;
-        }
-        int take = b - a <= (uint64_t)shortlen;
-        if (!take && needle.len > 0 && (uint64_t)needle.len <= b - a)
-            take = memmem(d + a, (size_t)(b - a), needle.buf, (size_t)needle.len) != NULL;
-        if (take) {
-            PyObject *ix = PyLong_FromSsize_t(j);
-            if (!ix || PyList_Append(out, ix) < 0) {
-                Py_XDECREF(ix);
-                Py_CLEAR(out);
-                goto done;
-            }
-            Py_DECREF(ix);
-        }
-    }
-done:
+    PyObject *out = window("near", &data, &offs, centre, before, after, shortlen, holds_needle, &needle);
     PyBuffer_Release(&data);
     PyBuffer_Release(&offs);
     PyBuffer_Release(&needle);
@@ -596,46 +607,20 @@ static int daemon_entry(const unsigned char *d, size_t a, size_t b) {
     return 0;
 }
 
+static int not_daemon_entry(const unsigned char *d, uint64_t a, uint64_t b, const Py_buffer *unused) {
+    (void)unused;
+    return !daemon_entry(d, (size_t)a, (size_t)b);
+}
+
 /* near_sender_less(buffer, starts, centre, before, after, short) -> the
- * entries j in [centre - before, centre + after] that are at most `short`
- * bytes long or are no daemon's own line (daemon_entry): the window of a
- * hit that names no sender (Processor._with_neighbours). */
+ * window's entries that are short or no daemon's own line (daemon_entry):
+ * the window of a hit that names no sender. */
 static PyObject *near_sender_less(PyObject *self, PyObject *args) {
     Py_buffer data, offs;
     Py_ssize_t centre, before, after, shortlen;
     if (!PyArg_ParseTuple(args, "y*y*nnnn:near_sender_less", &data, &offs, &centre, &before, &after, &shortlen))
         return NULL;
-    PyObject *out = NULL;
-    if (offs.len % 8 != 0 || before < 0 || after < 0) {
-        PyErr_SetString(PyExc_ValueError, "near_sender_less: bad offsets or window");
-        goto done;
-    }
-    const uint64_t *starts = (const uint64_t *)offs.buf;
-    Py_ssize_t count = offs.len / 8 - 1;
-    const unsigned char *d = (const unsigned char *)data.buf;
-    out = PyList_New(0);
-    if (!out || count <= 0)
-        goto done;
-    Py_ssize_t lo = centre - before < 0 ? 0 : centre - before;
-    Py_ssize_t hi = centre + after + 1 > count ? count : centre + after + 1;
-    for (Py_ssize_t j = lo; j < hi; j++) {
-        uint64_t a = starts[j], b = starts[j + 1];
-        if (b < a || b > (uint64_t)data.len) {
-            PyErr_SetString(PyExc_ValueError, "near_sender_less: offsets outside the buffer");
-            Py_CLEAR(out);
-            goto done;
-        }
-        if (b - a <= (uint64_t)shortlen || !daemon_entry(d, (size_t)a, (size_t)b)) {
-            PyObject *ix = PyLong_FromSsize_t(j);
-            if (!ix || PyList_Append(out, ix) < 0) {
-                Py_XDECREF(ix);
-                Py_CLEAR(out);
-                goto done;
-            }
-            Py_DECREF(ix);
-        }
-    }
-done:
+    PyObject *out = window("near_sender_less", &data, &offs, centre, before, after, shortlen, not_daemon_entry, NULL);
     PyBuffer_Release(&data);
     PyBuffer_Release(&offs);
     return out;
