@@ -81,10 +81,9 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 import re
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
-from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -629,17 +628,18 @@ class Enricher:
         # Pass 3: lines still unnamed, by their place in their source's scan.
         has_unmatched = any(x is not None for x in unmatched)
         lines: list[Any] | None = None
+        fresh: set[str] | None = None
         if self.sequence is not None and (
                 below or has_unmatched
                 # (lines of earlier batches alone: only a sender whose scan
                 # this batch goes on with can place them)
-                or ((self._unnamed or self._held) and self._fresh(sources, named))) and (
+                or ((self._unnamed or self._held) and (fresh := self._fresh(sources, named)))) and (
                 any(x is not None for x in named)
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
             lines = [None] * n
             below -= self._by_scan_order(tag, items, readings, sources, unmatched, named, out, matched, lines,
-                                         todo)
+                                         todo, fresh)
         if self.sequence is not None and self.late:
             self._keep_pending(items, readings, sources, unmatched, named, lines)
         if metrics is not None:
@@ -765,10 +765,11 @@ class Enricher:
                        sources: Sequence[str | None], unmatched: Sequence[tuple[Reading, str | None] | None],
                        named: list[tuple[Any, int] | None], out: list[Any],
                        matched: dict[tuple[str, str, str], int], lines: list[Any],
-                       todo: Sequence[int]) -> int:
+                       todo: Sequence[int], fresh: set[str] | None = None) -> int:
         """Pass 3 (``_sequence``): returns how many lines below the
         confidence threshold it named. ``lines``: filled with the lines as
-        the pass took them. ``todo``: the lines with a payload or a match."""
+        the pass took them. ``todo``: the lines with a payload or a match.
+        ``fresh``: ``_fresh`` of this batch, when the caller has it."""
         n = len(items)
         in_order = self.correlator.in_order
         ordered: dict[str | None, bool] = {}
@@ -819,7 +820,8 @@ class Enricher:
         # lines without a sender).
         offer: list[int] = []
         if self.late and (self._unnamed or self._held):
-            fresh = self._fresh(sources, named)
+            if fresh is None:
+                fresh = self._fresh(sources, named)
             if fresh and self._held:
                 self._take_held(fresh, items[-1][0])
             if fresh and self._unnamed:
