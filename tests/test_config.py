@@ -28,6 +28,10 @@ def test_unknown_key_names_file_line_key(tmp_path):
     ("detect:\n  allowlist:\n    sources: [10.0.0.0/8, not-a-net]\n", "detect.allowlist.sources[1]", 3),
     ("actions:\n  rules:\n    - action: retag\n", "actions.rules[0].tag", 3),
     ("actions:\n  rules:\n    - probe: [x]\n", "actions.rules[0].action", 3),
+    # a null where a mapping of settings is expected: its required keys are
+    # missing, at the null's line
+    ("detect:\n  signatures:\n    - null\n", "detect.signatures[0].id", 3),
+    ("actions:\n  rules: [~]\n", "actions.rules[0].action", 2),
 ])
 def test_bad_values(text, key, line):
     with pytest.raises(ConfigError) as ei:

@@ -488,7 +488,8 @@ class _Reported(Exception):
 
 
 def _err(ctx: _Ctx, node: yaml.Node | None, key: str, msg: str) -> ConfigError:
-    line = node.start_mark.line + 1 if node is not None else None
+    mark = node.start_mark if node is not None else None
+    line = mark.line + 1 if mark is not None else None
     return ConfigError(msg, file=ctx.file, line=line, key=key or None)
 
 
@@ -596,7 +597,10 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _build(ctx: _Ctx, node: yaml.Node | None, cls: type, key: str) -> Any:
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
-        node = yaml.MappingNode("tag:yaml.org,2002:map", [])
+        # (an empty mapping where the null stood, at its place: an error
+        # about a key it lacks names that line)
+        node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=getattr(node, "start_mark", None),
+                                end_mark=getattr(node, "end_mark", None))
     if not isinstance(node, yaml.MappingNode):
         raise _err(ctx, node, key, f"expected a mapping of settings, got {_text(node)}")
     hints = _hints(cls)
