@@ -497,7 +497,11 @@ class Worker:
                 st.renewed(entry.revision, first_sent, self.cluster.lease_ttl)
                 self.metrics.inc("cluster_lease_renew_recovered")
                 return
-            self._lose(p, "taken")
+            # Another worker's value. If our validity had run out by now (a
+            # renewal retried through an election longer than the TTL), the
+            # key aged out and was claimed afresh: it expired, it was not
+            # taken from a lease we still held.
+            self._lose(p, "expired" if st.expired(time.monotonic()) else "taken")
             return
 
     async def _upkeep(self) -> None:
