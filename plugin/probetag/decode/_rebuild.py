@@ -528,15 +528,16 @@ _FORWARD_PRI = re.compile(rb"<(?:[0-9]{1,3}|invld)>(?=[A-Z][a-z]{2} [ 0-9][0-9] 
 
 
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
-    # One C-level pass over the names: most records have one sender field
-    # of the eleven, or none.
-    present = [v for v in map(rec.get, source_fields or SOURCE_FIELDS) if v is not None]
+    # C-level passes over the names: most records have one sender field of
+    # the eleven, or none. (A false value is no sender: its bytes, if any,
+    # are empty.)
+    present = list(filter(None, map(rec.get, source_fields or SOURCE_FIELDS)))
     if not present:
         return None, ()
-    found = [b for b in map(to_bytes, present) if b]
+    found = tuple(filter(None, map(to_bytes, present)))
     if not found:
         return None, ()
-    return found[0].decode("utf-8", "replace"), tuple(found)
+    return found[0].decode("utf-8", "replace"), found
 
 
 def _shape(rec: Mapping[str, Any]) -> str | None:
@@ -716,9 +717,14 @@ def _single(value: bytes, sources: Senders, depth: int) -> tuple[_Cand, str]:
     return _Cand(value), "message"
 
 
+_STR_KEYS = frozenset((str,))
+
+
 def str_keys(record: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """``record`` with bytes keys decoded: peers that send msgpack str keys as
     bin (raw=True style decoders). The same object when it has none."""
+    if set(map(type, record)) <= _STR_KEYS:  # (one C-level pass: the usual case)
+        return record
     for k in record:
         if isinstance(k, bytes):
             return {k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k: v

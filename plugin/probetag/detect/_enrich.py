@@ -199,6 +199,8 @@ _TRANSPORTS = {"imudp": "udp", "udp": "udp", "imtcp": "tcp", "imptcp": "tcp", "i
 
 def _transport(record: dict[Any, Any]) -> str | None:
     """tcp/udp when the record says which input it came in on, else None."""
+    if not any(map(record.__contains__, TRANSPORT_FIELDS)):  # (C-level: the usual case)
+        return None
     for key in TRANSPORT_FIELDS:
         v = record.get(key)
         if isinstance(v, str):

@@ -66,6 +66,9 @@ _MAX_LOST_NULS = 6
 #: correlator follows: its ambiguous lines are left to it.
 SCAN_CONTEXT = 60.0
 MAX_SOURCES = 4096
+#: Lines whose HTTP verdicts are memoised, of at most ``_LINE_MEMO_BYTES``.
+_LINE_MEMO = 1024
+_LINE_MEMO_BYTES = 512
 #: Protocols whose later lines (same source, within a second) continue it.
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
               "sip-request": "sip", "memcached-command": "memcached"}
@@ -123,6 +126,10 @@ class Openings:
         self._ambiguous: list[bool] = []
         #: per source, the time of its last line the catalogue named
         self._named: OrderedDict[str, float] = OrderedDict()
+        #: line -> does it open an HTTP request / is it a header line
+        #: (``_is_request``, ``_is_header``; at most ``_LINE_MEMO`` each)
+        self._requests: dict[bytes, bool] = {}
+        self._headers: dict[bytes, bool] = {}
 
     # -- signatures made for recognised lines ---------------------------------
     def signature(self, protocol: str, scanner: str, transport: str) -> Signature:
@@ -156,20 +163,24 @@ class Openings:
         self._batch += 1
         _payload_word_senders(readings, sources)
         self._ambiguous = [r is not None and not r.sure for r in readings]
-        # (no hello under way and no connection open: the common batch, whose
-        # catalogue lines need neither looked up)
+        # (a catalogue line is looked up in the hellos under way only when one
+        # could be its source's, in the open connections only when it is a
+        # header line)
         hellos, conns, named = self._hellos, self._conns, self._named
         for i in (range(len(items)) if todo is None else todo):
             r = readings[i]
             if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
                 t = items[i][0]
-                if hellos or r.line[:1] == b"\x16":
+                src = sources[i]
+                key = src or "-"
+                if r.line[:1] == b"\x16" or (hellos and (key in hellos or src is None)):
                     # a catalogue line can still be a piece of a ClientHello
-                    # (sslscan's cipher lists): the hello's byte count needs it
-                    self._feed_hello(r.line, sources[i], t, i)
-                key = sources[i] or "-"
-                conn = self._conn(key, t) if conns else None
-                if conn is not None and conn[0] == "http" and _HEADER.fullmatch(r.line.strip(b" \t")):
+                    # (sslscan's cipher lists): the hello's byte count needs
+                    # it (``_pending``: a hello of this source, or of any
+                    # source for a line without one)
+                    self._feed_hello(r.line, src, t, i)
+                if conns and self._is_header(r.line) and (conn := self._conn(key, t)) is not None \
+                        and conn[0] == "http":
                     # a header line the catalogue names (sqlmap's User-Agent)
                     # inside a request this source opened: still that request
                     self._remember(conns, key, ("http", t, conn[2]))
@@ -335,6 +346,30 @@ class Openings:
                 return conn
         return None
 
+    def _is_request(self, line: bytes) -> bool:
+        """Does ``line`` open an HTTP request? (memoised: a scanner's request
+        lines come again and again)"""
+        got = self._requests.get(line)
+        if got is None:
+            op = recognise(line)
+            got = op is not None and op.protocol == "http-request"
+            if len(line) <= _LINE_MEMO_BYTES:
+                if len(self._requests) >= _LINE_MEMO:
+                    self._requests.clear()
+                self._requests[line] = got
+        return got
+
+    def _is_header(self, line: bytes) -> bool:
+        """Is ``line`` a header line (``Name: value`` and its CR)? (memoised)"""
+        got = self._headers.get(line)
+        if got is None:
+            got = _HEADER.fullmatch(line.strip(b" \t")) is not None
+            if len(line) <= _LINE_MEMO_BYTES:
+                if len(self._headers) >= _LINE_MEMO:
+                    self._headers.clear()
+                self._headers[line] = got
+        return got
+
     def _contradicted(self, readings: Sequence[Any], sources: Sequence[str | None],
                       items: Sequence[tuple[float, Any]], i: int, r: Any,
                       full: Callable[[int], tuple[Any, str | None, str | None]]) -> bool:
@@ -345,8 +380,7 @@ class Openings:
         m = r.sure[0]
         if m.kind not in ("exact", "prefix") or m.signature.match != "payload" or r.line[:1] not in b"GHOPDT":
             return False
-        op = recognise(r.line)
-        if op is None or op.protocol != "http-request":
+        if not self._is_request(r.line):
             return False
         t, src = items[i][0], sources[i]
         for j in range(i + 1, min(len(items), i + 4)):
