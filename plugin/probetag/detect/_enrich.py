@@ -650,7 +650,9 @@ class Enricher:
             if below:
                 metrics.inc("probe_below_confidence", below)
             for (probe_name, kind, scanner), count in matched.items():
-                metrics.inc("probes_matched", count, probe=probe_name, kind=kind, scanner=scanner)
+                # (inc's key, built in place: labels in key order)
+                metrics.add(("probes_matched", (("kind", kind), ("probe", probe_name), ("scanner", scanner))),
+                            count)
         return out
 
     def _restore_cr(self, tag: str, items: Sequence[tuple[float, Any]], readings: list[Reading | None],
@@ -983,13 +985,17 @@ class Enricher:
         for x in new:
             unnamed += self._kept_in(x)
             check.add(x[1][1])
-        keep = sorted([*keep, *new], key=_TIME) if keep and new[0][0] < keep[-1][0] else [*keep, *new]
+        # (in place: the list is this object's alone between batches)
+        if keep and new[0][0] < keep[-1][0]:
+            keep = sorted([*keep, *new], key=_TIME)
+        else:
+            keep.extend(new)
         newest = keep[-1][0]
         dropped = 0
         if keep[0][0] < newest - _PENDING_AGE:
             cut = bisect_left(keep, newest - _PENDING_AGE, key=_TIME)
             dropped += self._kept_out(keep[:cut])
-            keep = keep[cut:]
+            del keep[:cut]
         check = self._kept_check
         self._kept_check = set()
         if len(keep) > _MAX_ANCHORS_KEPT and check:
@@ -1015,7 +1021,7 @@ class Enricher:
                 keep = out
         if len(keep) > _MAX_PENDING:
             dropped += self._kept_out(keep[:len(keep) - _MAX_PENDING])
-            keep = keep[len(keep) - _MAX_PENDING:]
+            del keep[:len(keep) - _MAX_PENDING]
         self._pending = keep
         self._unnamed += unnamed - dropped
         if self.metrics is not None:
