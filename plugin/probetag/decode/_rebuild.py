@@ -70,7 +70,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from itertools import repeat
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -527,11 +526,28 @@ _FILE_LINE_START = re.compile(
 _FORWARD_PRI = re.compile(rb"<(?:[0-9]{1,3}|invld)>(?=[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|[0-9]{4}-[0-9]{2}-[0-9]{2}T)")
 
 
+#: sender field names -> the same as a set (``_source``; a config has one)
+_NAME_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
-    # C-level passes over the names: most records have one sender field of
-    # the eleven, or none. (A false value is no sender: its bytes, if any,
-    # are empty.)
-    present = list(filter(None, map(rec.get, source_fields or SOURCE_FIELDS)))
+    # The record's keys looked up in the names, not the other way round: a
+    # record has a few keys, and one sender field of the eleven, or none.
+    # (A false value is no sender: its bytes, if any, are empty.)
+    names = source_fields or SOURCE_FIELDS
+    wanted = _NAME_SETS.get(names)
+    if wanted is None:
+        if len(_NAME_SETS) >= 64:
+            _NAME_SETS.clear()
+        wanted = _NAME_SETS[names] = frozenset(names)
+    have = wanted.intersection(rec)
+    if not have:
+        return None, ()
+    if len(have) == 1:
+        for name in have:
+            b = to_bytes(rec[name]) if rec[name] else None
+            return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+    present = list(filter(None, map(rec.get, names)))
     if not present:
         return None, ()
     found = tuple(filter(None, map(to_bytes, present)))
@@ -615,6 +631,8 @@ def _line_field(rec: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
     return hit[0] if hit is not None else None
 
 
+#: names -> (the same as a set, name -> its place) (``memo_key``; a config has one)
+_NAME_INDEX: dict[tuple[str, ...], tuple[frozenset[str], dict[str, int]]] = {}
 #: Stands for a field the record does not have in ``memo_key`` (None is a value).
 ABSENT = object()
 #: Marks a file line's value in ``memo_key`` that stands without its timestamp.
@@ -639,7 +657,16 @@ def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
       ``Senders``; a caller drops them from what it checks)."""
     if names is None:
         names = fields_read(fields)
-    key = list(map(record.get, names, repeat(ABSENT)))
+    # The record's few keys placed, not every name looked up.
+    got = _NAME_INDEX.get(names)
+    if got is None:
+        if len(_NAME_INDEX) >= 64:
+            _NAME_INDEX.clear()
+        got = _NAME_INDEX[names] = (frozenset(names), {n: i for i, n in enumerate(names)})
+    wanted, index = got
+    key = [ABSENT] * len(names)
+    for name in wanted.intersection(record):
+        key[index[name]] = record[name]
     if not fields:
         # The routing of _detect, once: a syslog shape (its HOSTNAME may be
         # a sender) or a plain payload field (which may be a file line).
