@@ -363,11 +363,11 @@ class Enricher:
         #: that (explain's blocks are whole file parts, and their lines are
         #: written already). ``_unnamed``: how many of them are unnamed.
         self._pending: list[tuple[float, Any, Any, Any]] = []
-        #: (the line as matched or rebuilt, the reading's line, shape,
-        #: lossy, signature id and transport, fragment, match kind) -> (the
-        #: probe map without the verdict's fields, a cut piece):
-        #: ``probe_map``'s part that depends on the line and match alone
-        self._line_facts: dict[tuple[Any, ...], tuple[dict[str, Any], bool]] = {}
+        #: (the reading's id, signature id and transport, fragment, match
+        #: kind) -> (the probe map without the verdict's fields, a cut
+        #: piece, the reading): ``probe_map``'s part that depends on the
+        #: reading and match alone
+        self._line_facts: dict[tuple[Any, ...], tuple[dict[str, Any], bool, Reading]] = {}
         self._unnamed = 0
         #: Sticky: a reading of a syslog-ng line was made, a reading of a
         #: Fluentd record with a raw CR in its text was made (every reading
@@ -628,7 +628,7 @@ class Enricher:
             k = (verdict.match.signature.probe, verdict.match.kind, pm["scanner"])
             matched[k] = matched.get(k, 0) + 1
         # Pass 3: lines still unnamed, by their place in their source's scan.
-        has_unmatched = any(x is not None for x in unmatched)
+        has_unmatched = unmatched.count(None) < n  # (C-level: some line is)
         lines: list[Any] | None = None
         fresh: set[str] | None = None
         if self.sequence is not None and (
@@ -636,7 +636,7 @@ class Enricher:
                 # (lines of earlier batches alone: only a sender whose scan
                 # this batch goes on with can place them)
                 or ((self._unnamed or self._held) and (fresh := self._fresh(sources, named)))) and (
-                any(x is not None for x in named)
+                named.count(None) < n
                 or items[-1][0] - self.correlator.last_context <= self.sequence.gap):
             # (a line of this batch, or a scan's line of an earlier one, to place by)
             lines = [None] * n
@@ -1250,13 +1250,15 @@ class Enricher:
             # for every record of one reading and match: made once, copied,
             # and the verdict's fields filled in (in their places: a copy
             # keeps the keys' order).
-            key = (r.line if r.matches else (r.rebuilt.line if r.rebuilt is not None else None), r.line, r.shape,
-                   r.lossy, sig.id, sig.transport, m.fragment, m.kind)
+            # (keyed by the reading's identity: readings are immutable and
+            # the memo hands the same one out again; the entry holds it, so
+            # its id is not reused while the entry is there)
+            key = (id(r), sig.id, sig.transport, m.fragment, m.kind)
             fixed = self._line_facts.get(key)
-            if fixed is None:
+            if fixed is None or fixed[2] is not r:
                 if len(self._line_facts) >= _MAX_LINE_FACTS:
                     self._line_facts.clear()
-                fixed = self._line_facts[key] = (self._probe_map(r, None, m, None), self._cut(m, r))
+                fixed = self._line_facts[key] = (self._probe_map(r, None, m, None), self._cut(m, r), r)
             out = fixed[0].copy()
             out["confidence"] = v.confidence
             out["scan_id"] = v.scan_id

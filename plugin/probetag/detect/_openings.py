@@ -160,6 +160,7 @@ class Openings:
         neither a match nor a payload line (placeholders).
         Returns how many lines had no reading before and have one now."""
         added = 0
+        made = False
         self._batch += 1
         _payload_word_senders(readings, sources)
         self._ambiguous = [r is not None and not r.sure for r in readings]
@@ -214,9 +215,11 @@ class Openings:
             m = self._match(op, client, transport, conf)
             extra = _extra(op, client, candidates)
             readings[i] = make(base.rebuilt, line, (m,), base.shape, base.lossy, base.asked, MappingProxyType(extra))
+            made = True
             if r is None:
                 added += 1
-        self._adopt(readings, sources, items)
+        if made:  # (only the readings made here have an opening's fields)
+            self._adopt(readings, sources, items)
         return added
 
     def _match(self, op: Opening, client: str | None, transport: str | None, conf: float) -> Match:
