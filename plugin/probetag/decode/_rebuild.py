@@ -526,8 +526,11 @@ _FILE_LINE_START = re.compile(
 _FORWARD_PRI = re.compile(rb"<(?:[0-9]{1,3}|invld)>(?=[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:|[0-9]{4}-[0-9]{2}-[0-9]{2}T)")
 
 
-#: sender field names -> the same as a set (``_source``; a config has one)
-_NAME_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+@functools.lru_cache(maxsize=64)
+def _name_index(names: tuple[str, ...]) -> tuple[frozenset[str], dict[str, int]]:
+    """``names`` as a set and each name's place (``_source``, ``memo_key``:
+    a config has one tuple of each; read-only)."""
+    return frozenset(names), {n: i for i, n in enumerate(names)}
 
 
 def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tuple[str | None, tuple[bytes, ...]]:
@@ -535,18 +538,14 @@ def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tupl
     # record has a few keys, and one sender field of the eleven, or none.
     # (A false value is no sender: its bytes, if any, are empty.)
     names = source_fields or SOURCE_FIELDS
-    wanted = _NAME_SETS.get(names)
-    if wanted is None:
-        if len(_NAME_SETS) >= 64:
-            _NAME_SETS.clear()
-        wanted = _NAME_SETS[names] = frozenset(names)
-    have = wanted.intersection(rec)
+    have = _name_index(names)[0].intersection(rec)
     if not have:
         return None, ()
     if len(have) == 1:
-        for name in have:
-            b = to_bytes(rec[name]) if rec[name] else None
-            return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+        (name,) = have
+        value = rec[name]
+        b = to_bytes(value) if value else None
+        return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
     present = list(filter(None, map(rec.get, names)))
     if not present:
         return None, ()
@@ -631,8 +630,6 @@ def _line_field(rec: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
     return hit[0] if hit is not None else None
 
 
-#: names -> (the same as a set, name -> its place) (``memo_key``; a config has one)
-_NAME_INDEX: dict[tuple[str, ...], tuple[frozenset[str], dict[str, int]]] = {}
 #: Stands for a field the record does not have in ``memo_key`` (None is a value).
 ABSENT = object()
 #: Marks a file line's value in ``memo_key`` that stands without its timestamp.
@@ -658,12 +655,7 @@ def memo_key(record: Mapping[str, Any], fields: tuple[str, ...] = (),
     if names is None:
         names = fields_read(fields)
     # The record's few keys placed, not every name looked up.
-    got = _NAME_INDEX.get(names)
-    if got is None:
-        if len(_NAME_INDEX) >= 64:
-            _NAME_INDEX.clear()
-        got = _NAME_INDEX[names] = (frozenset(names), {n: i for i, n in enumerate(names)})
-    wanted, index = got
+    wanted, index = _name_index(names)
     key = [ABSENT] * len(names)
     for name in wanted.intersection(record):
         key[index[name]] = record[name]

@@ -66,9 +66,6 @@ _MAX_LOST_NULS = 6
 #: correlator follows: its ambiguous lines are left to it.
 SCAN_CONTEXT = 60.0
 MAX_SOURCES = 4096
-#: Lines whose HTTP verdicts are memoised, of at most ``_LINE_MEMO_BYTES``.
-_LINE_MEMO = 1024
-_LINE_MEMO_BYTES = 512
 #: Protocols whose later lines (same source, within a second) continue it.
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
               "sip-request": "sip", "memcached-command": "memcached"}
@@ -81,6 +78,13 @@ _PIECE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CR_ONLY = re.compile(rb"[ \t]*\r?[ \t]*")
 _RESP_PIECE = re.compile(rb"(?:\$[0-9]{1,6}|[\x21-\x7e]{1,64})\r")
 _HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r")
+
+
+@lru_cache(maxsize=4096)
+def _is_header(line: bytes) -> bool:
+    """Is ``line`` a header line (``Name: value`` and its CR)? Kept for the
+    lines seen last, as ``recognise``'s answers are."""
+    return _HEADER.fullmatch(line.strip(b" \t")) is not None
 _HTTP_CONT = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r|\r")
 _PROVENANCE = "recogniser: probetag.detect._clients (protocol specification); client from catalogue/clients/known-clients.yaml"
 
@@ -126,10 +130,6 @@ class Openings:
         self._ambiguous: list[bool] = []
         #: per source, the time of its last line the catalogue named
         self._named: OrderedDict[str, float] = OrderedDict()
-        #: line -> does it open an HTTP request / is it a header line
-        #: (``_is_request``, ``_is_header``; at most ``_LINE_MEMO`` each)
-        self._requests: dict[bytes, bool] = {}
-        self._headers: dict[bytes, bool] = {}
 
     # -- signatures made for recognised lines ---------------------------------
     def signature(self, protocol: str, scanner: str, transport: str) -> Signature:
@@ -180,7 +180,7 @@ class Openings:
                     # it (``_pending``: a hello of this source, or of any
                     # source for a line without one)
                     self._feed_hello(r.line, src, t, i)
-                if conns and self._is_header(r.line) and (conn := self._conn(key, t)) is not None \
+                if conns and _is_header(r.line) and (conn := self._conn(key, t)) is not None \
                         and conn[0] == "http":
                     # a header line the catalogue names (sqlmap's User-Agent)
                     # inside a request this source opened: still that request
@@ -349,30 +349,6 @@ class Openings:
                 return conn
         return None
 
-    def _is_request(self, line: bytes) -> bool:
-        """Does ``line`` open an HTTP request? (memoised: a scanner's request
-        lines come again and again)"""
-        got = self._requests.get(line)
-        if got is None:
-            op = recognise(line)
-            got = op is not None and op.protocol == "http-request"
-            if len(line) <= _LINE_MEMO_BYTES:
-                if len(self._requests) >= _LINE_MEMO:
-                    self._requests.clear()
-                self._requests[line] = got
-        return got
-
-    def _is_header(self, line: bytes) -> bool:
-        """Is ``line`` a header line (``Name: value`` and its CR)? (memoised)"""
-        got = self._headers.get(line)
-        if got is None:
-            got = _HEADER.fullmatch(line.strip(b" \t")) is not None
-            if len(line) <= _LINE_MEMO_BYTES:
-                if len(self._headers) >= _LINE_MEMO:
-                    self._headers.clear()
-                self._headers[line] = got
-        return got
-
     def _contradicted(self, readings: Sequence[Any], sources: Sequence[str | None],
                       items: Sequence[tuple[float, Any]], i: int, r: Any,
                       full: Callable[[int], tuple[Any, str | None, str | None]]) -> bool:
@@ -383,7 +359,8 @@ class Openings:
         m = r.sure[0]
         if m.kind not in ("exact", "prefix") or m.signature.match != "payload" or r.line[:1] not in b"GHOPDT":
             return False
-        if not self._is_request(r.line):
+        op = recognise(r.line)
+        if op is None or op.protocol != "http-request":
             return False
         t, src = items[i][0], sources[i]
         for j in range(i + 1, min(len(items), i + 4)):
@@ -404,7 +381,7 @@ class Openings:
             if line is None:
                 base = full(j)[0]
                 line = base.rebuilt.line if base is not None and base.rebuilt is not None else b""
-            return _HEADER.fullmatch(line.strip(b" \t")) is not None
+            return _is_header(line)
         return False
 
     def _adopt(self, readings: Sequence[Any], sources: list[str | None],
