@@ -186,6 +186,10 @@ _SHOW.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x5C: "\\\\"})
 
 def show_bytes(data: bytes) -> str:
     """Bytes as Python shows them inside ``b'...'`` (no quotes): always valid UTF-8."""
+    if type(data) is bytes and b"'" not in data:
+        # repr escapes exactly these (its quote is ', which is not there),
+        # in C: a binary line's translate costs 30 ns a byte
+        return repr(data)[2:-1]
     return data.decode("latin-1").translate(_SHOW)
 
 
@@ -791,8 +795,7 @@ class Enricher:
         named_by: dict[str | None, list[Any]] | None = None
         for i in todo:
             if named[i] is not None:
-                lines[i] = (items[i][0], sources[i], b"", (), False, False)
-                continue
+                continue  # (taken below, when there is a line to place)
             line = self._sequence_line(i, items, readings, sources, unmatched)
             if line is None:
                 continue
@@ -833,8 +836,11 @@ class Enricher:
                 if all(self._pending[k][2] is not None for k in offer):
                     offer = []
         p = len(offer)
-        if not p and not any(lines[i] is not None and named[i] is None for i in range(n)):
+        if not p and lines.count(None) == n:  # (so far only lines to place are in it)
             return 0  # nothing to place
+        for i in todo:
+            if named[i] is not None:
+                lines[i] = (items[i][0], sources[i], b"", (), False, False)
         pend = self._pending
         early = [pend[k][1] for k in offer]
         early_named = [pend[k][2] for k in offer]

@@ -85,6 +85,19 @@ def _is_header(line: bytes) -> bool:
     """Is ``line`` a header line (``Name: value`` and its CR)? Kept for the
     lines seen last, as ``recognise``'s answers are."""
     return _HEADER.fullmatch(line.strip(b" \t")) is not None
+#: ``Openings._contradicted``: the matches and first bytes of a catalogue
+#: line that can be a shared request line.
+_PAYLOAD_KINDS = frozenset(("exact", "prefix"))
+_REQUEST_FIRST = frozenset((b"", b"G", b"H", b"O", b"P", b"D", b"T"))
+
+
+@lru_cache(maxsize=4096)
+def _http_request_line(line: bytes) -> bool:
+    """Does ``recognise`` read ``line`` as an HTTP request line?"""
+    op = _recognise(line)
+    return op is not None and op.protocol == "http-request"
+
+
 _HTTP_CONT = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}: ?[^\r\n]{0,4096}\r|\r")
 _PROVENANCE = "recogniser: probetag.detect._clients (protocol specification); client from catalogue/clients/known-clients.yaml"
 
@@ -112,7 +125,7 @@ class _Pending:
         within a second of each other, except the last (the bytes after the
         last LF, logged when the client closes): that one must end the
         record, give or take the NULs rsyslog removes."""
-        have = sum(len(p) + 1 for p in self.pieces) - 1
+        have = sum(map(len, self.pieces)) + len(self.pieces) - 1  # (the LFs between them)
         total = have + 1 + len(line)
         if total > self.expected:
             return False
@@ -170,7 +183,10 @@ class Openings:
         hellos, conns, named = self._hellos, self._conns, self._named
         for i in (range(len(items)) if todo is None else todo):
             r = readings[i]
-            if r is not None and r.sure and not self._contradicted(readings, sources, items, i, r, full):
+            if r is not None and r.sure and not (
+                    # (``_contradicted``'s first test, inline: most lines fail it)
+                    (m := r.sure[0]).kind in _PAYLOAD_KINDS and m.signature.match == "payload"
+                    and r.line[:1] in _REQUEST_FIRST and self._contradicted(readings, sources, items, i, r, full)):
                 t = items[i][0]
                 src = sources[i]
                 key = src or "-"
@@ -357,12 +373,12 @@ class Openings:
         of the same connection that is not that payload's next piece but a
         header line: another client sent it."""
         m = r.sure[0]
-        if m.kind not in ("exact", "prefix") or m.signature.match != "payload" or r.line[:1] not in b"GHOPDT":
+        if m.kind not in _PAYLOAD_KINDS or m.signature.match != "payload" or r.line[:1] not in _REQUEST_FIRST:
             return False
-        op = recognise(r.line)
-        if op is None or op.protocol != "http-request":
+        if not _http_request_line(r.line):
             return False
         t, src = items[i][0], sources[i]
+        sid, nxt = m.signature.id, m.fragment + 1
         for j in range(i + 1, min(len(items), i + 4)):
             if items[j][0] - t > _SAME_CONNECTION:
                 return False
@@ -370,12 +386,14 @@ class Openings:
                 continue
             rj = readings[j]
             if src is None and rj is not None and rj.sure and \
-                    not any(x.signature.id == m.signature.id for x in rj.sure):
+                    not any(x.signature.id == sid for x in rj.sure):
                 # no sender to follow, and the next line is another probe's:
                 # it says nothing about this one
                 return False
-            if rj is not None and any(x.signature.id == m.signature.id and x.fragment == m.fragment + 1
-                                      for x in rj.matches):
+            # (by_id holds every signature among the matches: a line without
+            # this one's is no next piece of it)
+            if rj is not None and sid in rj.by_id and any(x.signature.id == sid and x.fragment == nxt
+                                                          for x in rj.matches):
                 return False
             line = rj.line if rj is not None and rj.line else None
             if line is None:
