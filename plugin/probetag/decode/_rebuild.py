@@ -69,9 +69,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ._escape import DEFAULT_DIALECTS, to_bytes, unescape, unescape_as
 from ._syslog import SYSLOG_NG_FORMATS, TAG_MAX, parse_syslog_line, strip_time
@@ -756,6 +757,115 @@ def fields_read(fields: tuple[str, ...] = ()) -> tuple[str, ...]:
     fields aside (``Senders`` stands for those). A memo of ``rebuild`` keyed
     on these values and on what ``Senders`` was asked is exact."""
     return tuple(fields) if fields else READ_FIELDS
+
+
+
+# ---------------------------------------------------------------- plans ---
+#
+# A stream's records share their keys (every record of one Fluentd input
+# has the same fields), and much of what ``str_keys``, ``sender_fields``,
+# ``memo_key`` and ``_shape`` find in a record follows from its keys alone:
+# which sender fields, payload fields and rebuild fields it has, and for
+# most shapes the shape itself. ``plan_for`` works that out once per tuple
+# of keys; the ``planned_*`` functions then read only the values. They give
+# what the plain functions give (tests/decode/test_plans.py), for the
+# default fields (no ``fields`` or ``source_fields`` configured).
+
+#: ``RecordPlan.shape`` when the shape depends on values (``rawmsg``,
+#: ``_format``): ``_shape`` decides per record.
+_BY_VALUE = object()
+#: Plans kept, at most (a stream has a few key sets; a hostile one cleared).
+_MAX_PLANS = 256
+
+
+class RecordPlan:
+    """What a record's keys alone say (``plan_for``). ``present``: the
+    ``READ_FIELDS`` it has, in that order (one tuple object per distinct
+    set, so memo keys share it); ``values``: the record -> their values, in
+    that order; ``index``: name -> place in ``present``."""
+
+    __slots__ = ("str_ok", "keyset", "senders", "present", "present_chars", "values", "index", "shape",
+                 "payload")
+
+    def __init__(self, keys: tuple[Any, ...]) -> None:
+        self.str_ok = all(type(k) is str for k in keys)
+        self.keyset = frozenset(keys)
+        self.senders = tuple(n for n in SOURCE_FIELDS if n in self.keyset)
+        present = tuple(n for n in READ_FIELDS if n in self.keyset)
+        self.present = _PRESENT.setdefault(present, present)
+        self.present_chars = sum(map(len, present))
+        if not present:
+            self.values: Callable[[Any], tuple[Any, ...]] = lambda rec: ()
+        elif len(present) == 1:
+            name = present[0]
+            self.values = lambda rec: (rec[name],)
+        else:
+            self.values = operator.itemgetter(*present)
+        self.index = {n: i for i, n in enumerate(present)}
+        if "rawmsg" in self.keyset or "_format" in self.keyset:
+            self.shape: Any = _BY_VALUE
+        else:
+            self.shape = _shape(dict.fromkeys(keys))  # (only key tests are left)
+        self.payload = tuple((n, self.index[n]) for n in PAYLOAD_FIELDS if n in self.index)
+
+
+_PLANS: dict[tuple[Any, ...], RecordPlan] = {}
+_PRESENT: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def plan_for(record: Mapping[Any, Any]) -> RecordPlan:
+    """The plan of ``record``'s keys (made once per tuple of keys)."""
+    keys = tuple(record)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+            _PRESENT.clear()
+        plan = _PLANS[keys] = RecordPlan(keys)
+    return plan
+
+
+def planned_senders(rec: Mapping[str, Any], plan: RecordPlan) -> tuple[str | None, tuple[bytes, ...]]:
+    """``sender_fields(rec)`` (default source fields), ``plan`` being rec's."""
+    names = plan.senders
+    if not names:
+        return None, ()
+    if len(names) == 1:
+        value = rec[names[0]]
+        b = to_bytes(value) if value else None
+        return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+    present = list(filter(None, map(rec.get, names)))
+    if not present:
+        return None, ()
+    found = tuple(filter(None, map(to_bytes, present)))
+    if not found:
+        return None, ()
+    return found[0].decode("utf-8", "replace"), found
+
+
+def planned_key(rec: Mapping[str, Any], plan: RecordPlan, own: tuple[bytes, ...] = ()) -> tuple[Any, ...]:
+    """``memo_key(rec, (), READ_FIELDS, own)`` in another form, as exact:
+    ``plan.present`` (which fields are absent), then the values of the
+    present ones, in that order, with the same two replacements."""
+    values = plan.values(rec)
+    shape = plan.shape
+    if shape is _BY_VALUE:
+        shape = _shape(rec)
+    if shape is not None:
+        if own:
+            at = plan.index.get(_HOSTNAME_FIELD.get(shape))  # type: ignore[arg-type]
+            if at is not None:
+                host = to_bytes(values[at])
+                if host is not None and host in own:  # sender_hostname
+                    values = (*values[:at], SENDER, *values[at + 1:])
+        return (plan.present, *values)
+    for _name, at in plan.payload:  # _first: the first that is text
+        if to_bytes(values[at]) is not None:
+            untimed = strip_time(values[at])
+            if untimed is not None:
+                values = (*values[:at], (_UNTIMED, *untimed), *values[at + 1:])
+            break
+    return (plan.present, *values)
 
 
 class Senders:

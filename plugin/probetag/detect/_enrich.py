@@ -358,6 +358,12 @@ class Enricher:
         self._memo: OrderedDict[tuple[Any, ...], Reading] = OrderedDict()
         self._key_fields = decode.fields_read(self.fields)
         self._memo_key = decode.memo_key
+        # The default fields: what the record's keys say is worked out once
+        # per set of keys (decode.plan_for).
+        self._planned = not self.fields and not self.source_fields
+        self._plan_for = decode.plan_for
+        self._planned_key = decode.planned_key
+        self._planned_senders = decode.planned_senders
         self._sender_hostname = decode.sender_hostname
         #: Pass 3: lines named by their place in a scan (None: off).
         self.sequence: SequenceNamer | None = SequenceNamer(detector, _orders())
@@ -408,17 +414,21 @@ class Enricher:
         self._memo.clear()
 
     def reading(self, record: Mapping[Any, Any], first: str | None, own: tuple[bytes, ...],
-                transport: str | None) -> Reading:
+                transport: str | None, plan: Any = None) -> Reading:
         """The reading of a record with str keys (``decode.str_keys``) whose
         sender fields are ``first``, ``own`` (``decode.sender_fields``);
-        memoised, see ``MEMO_ENTRIES``."""
+        memoised, see ``MEMO_ENTRIES``. ``plan``: the record's
+        ``decode.plan_for`` (default fields only)."""
         key = None
         if self.memo_size > 0:
             # Everything the reading depends on: the payload fields rebuild
             # reads (decode.memo_key), the transport, whether the record has
             # sender fields; what rebuild asked about their values is checked
             # on the hit. Config, dialects and detector are this object's own.
-            key = (transport, bool(own), *self._memo_key(record, self.fields, self._key_fields, own))
+            if plan is not None:
+                key = (transport, bool(own), *self._planned_key(record, plan, own))
+            else:
+                key = (transport, bool(own), *self._memo_key(record, self.fields, self._key_fields, own))
             try:
                 hit = self._memo.get(key)
             except TypeError:  # a list or map among the values: not memoised
@@ -465,7 +475,8 @@ class Enricher:
                 self._seen_raw_cr = True
         if key is not None:
             self.memo_misses += 1
-            if _key_chars(key) <= _MEMO_KEY_CHARS:
+            # (a planned key's field names are no text of the record)
+            if _key_chars(key) - (plan.present_chars if plan is not None else 0) <= _MEMO_KEY_CHARS:
                 memo = self._memo
                 memo[key] = entry
                 memo.move_to_end(key)
@@ -480,9 +491,20 @@ class Enricher:
         (unless ``keep``: then a reading without a rebuilt line)."""
         # rebuild reads the record with bin keys decoded; the rest of the
         # analysis (transport, markers, host fields) reads it as it came.
-        rec = self._str_keys(record)
-        first, own = self._sender_fields(rec, self.source_fields)
-        reading = self.reading(rec, first, own, _transport(record))
+        if self._planned:
+            plan = self._plan_for(record)
+            if plan.str_ok:
+                rec, rplan = record, plan
+            else:
+                rec = self._str_keys(record)
+                rplan = self._plan_for(rec)
+            first, own = self._planned_senders(rec, rplan)
+            reading = self.reading(rec, first, own,
+                                   None if plan.keyset.isdisjoint(TRANSPORT_FIELDS) else _transport(record), rplan)
+        else:
+            rec = self._str_keys(record)
+            first, own = self._sender_fields(rec, self.source_fields)
+            reading = self.reading(rec, first, own, _transport(record))
         rb = reading.rebuilt
         source = None
         if rb is not None:
