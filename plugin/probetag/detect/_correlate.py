@@ -150,6 +150,10 @@ class _Scan:
     #: (placed, last_pos, back) of the scan this source's previous one ended
     #: on silence with, while going through its order (``observe``)
     resume: tuple[int, int, int] | None = None
+    #: the order says nothing more of this scan: it left its scanner's order
+    #: (``in_order`` and ``may_place`` are false from then on) and a probe
+    #: came again (``max_pos`` is read no more); its places are not kept
+    past_order: bool = False
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
     cost: int = 0  # estimated bytes held (see max_bytes)
@@ -251,7 +255,7 @@ class Correlator:
             if sig.transport not in scan.sure_transports:
                 scan.sure_transports.add(sig.transport)
                 self._grow(scan, _ENTRY_BYTES)
-            pos = self.position(sig) if self.position is not None else None
+            pos = self.position(sig) if self.position is not None and not scan.past_order else None
             if pos is not None:
                 key = (sig.scanner, sig.transport)
                 if pos > scan.max_pos.get(key, -2):
@@ -268,6 +272,8 @@ class Correlator:
                         scan.back += 1
                     scan.placed += 1
                     scan.last_pos = pos
+                if scan.repeated and scan.back > _MAX_STEPS_BACK and scan.placed >= 2:
+                    scan.past_order = True
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
