@@ -539,6 +539,11 @@ class Enricher:
                     break
         if source is not None and len(source) > MAX_SOURCE_CHARS:
             source = _long_source(source)
+        if source and rb is not None and reading.matches and reading.line != rb.line \
+                and hostname_was_payload(reading.line, rb.line, source):
+            # The match needed the HOSTNAME put back in front of the line:
+            # that word was the payload's, whichever field named the sender.
+            source = None
         return reading, source
 
     def _marker_field(self, record: dict[Any, Any]) -> tuple[str, bytes, list[Match]] | None:

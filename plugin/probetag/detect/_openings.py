@@ -175,7 +175,6 @@ class Openings:
         added = 0
         made = False
         self._batch += 1
-        _payload_word_senders(readings, sources)
         self._ambiguous = [r is not None and not r.sure for r in readings]
         # (a catalogue line is looked up in the hellos under way only when one
         # could be its source's, in the open connections only when it is a
@@ -429,14 +428,6 @@ def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -
         return False
     word = source.encode("utf-8", "surrogateescape")
     return line == word or line.startswith(word + b" ")
-
-
-def _payload_word_senders(readings: Sequence[Any], sources: list[str | None]) -> None:
-    """``hostname_was_payload`` over a batch: such lines lose their sender."""
-    for i, r in enumerate(readings):
-        if r is not None and sources[i] and r.rebuilt is not None and r.line != r.rebuilt.line \
-                and hostname_was_payload(r.line, r.rebuilt.line, sources[i]):
-            sources[i] = None
 
 
 def _extra(op: Opening, client: str | None, candidates: tuple[str, ...]) -> dict[str, Any]:
