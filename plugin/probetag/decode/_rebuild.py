@@ -785,7 +785,7 @@ class RecordPlan:
     that order; ``index``: name -> place in ``present``."""
 
     __slots__ = ("str_ok", "keyset", "senders", "present", "present_chars", "values", "index", "shape",
-                 "payload")
+                 "host_at", "payload")
 
     def __init__(self, keys: tuple[Any, ...]) -> None:
         self.str_ok = all(type(k) is str for k in keys)
@@ -806,6 +806,10 @@ class RecordPlan:
             self.shape: Any = _BY_VALUE
         else:
             self.shape = _shape(dict.fromkeys(keys))  # (only key tests are left)
+        #: where the shape's HOSTNAME is in ``present`` (-1: none, or the
+        #: shape depends on values)
+        host = _HOSTNAME_FIELD.get(self.shape) if isinstance(self.shape, str) else None
+        self.host_at = self.index.get(host, -1) if host is not None else -1
         self.payload = tuple((n, self.index[n]) for n in PAYLOAD_FIELDS if n in self.index)
 
 
@@ -832,7 +836,15 @@ def planned_senders(rec: Mapping[str, Any], plan: RecordPlan) -> tuple[str | Non
         return None, ()
     if len(names) == 1:
         value = rec[names[0]]
-        b = to_bytes(value) if value else None
+        if not value:
+            return None, ()
+        if type(value) is str:  # (to_bytes, inline: the usual case)
+            try:
+                b = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                b = value.encode("utf-8", "surrogatepass")
+            return value if b.isascii() else b.decode("utf-8", "replace"), (b,)
+        b = to_bytes(value)
         return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
     present = list(filter(None, map(rec.get, names)))
     if not present:
@@ -851,13 +863,21 @@ def planned_key(rec: Mapping[str, Any], plan: RecordPlan, own: tuple[bytes, ...]
     shape = plan.shape
     if shape is _BY_VALUE:
         shape = _shape(rec)
+        at = plan.index.get(_HOSTNAME_FIELD.get(shape), -1) if shape is not None else -1  # type: ignore[arg-type]
+    else:
+        at = plan.host_at
     if shape is not None:
-        if own:
-            at = plan.index.get(_HOSTNAME_FIELD.get(shape))  # type: ignore[arg-type]
-            if at is not None:
-                host = to_bytes(values[at])
-                if host is not None and host in own:  # sender_hostname
-                    values = (*values[:at], SENDER, *values[at + 1:])
+        if own and at >= 0:
+            v = values[at]
+            if type(v) is str:  # (to_bytes, inline: the usual case)
+                try:
+                    host: bytes | None = v.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:
+                    host = v.encode("utf-8", "surrogatepass")
+            else:
+                host = to_bytes(v)
+            if host is not None and host in own:  # sender_hostname
+                values = (*values[:at], SENDER, *values[at + 1:])
         return (plan.present, *values)
     for _name, at in plan.payload:  # _first: the first that is text
         if to_bytes(values[at]) is not None:
