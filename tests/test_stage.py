@@ -488,3 +488,29 @@ def test_client_hello_pieces_across_chunks_get_its_fingerprint():
     assert probes[-1]["ja4"].startswith("t13d1616h2_")  # 16 ciphers, 16 extensions, ALPN h2
     assert "ja4" not in probes[0] and probes[0]["ja4_b"] == probes[-1]["ja4_b"]
     assert probes[-1]["seen_in"] == "syslog-listener"
+
+
+def test_a_request_line_of_no_sender_is_no_piece_of_another_clients_hello():
+    # Source A's ClientHello, cut at its LF bytes: its first piece, then,
+    # the same second, another client's request line with no sender (a file
+    # line whose HOSTNAME was the payload's first word), then A's next
+    # pieces. A piece of a hello is binary (a control byte): the request
+    # line is not counted as one, so A's pieces still add up to the hello
+    # and the last one carries its fingerprint.
+    from tests.detect.test_clients import SPEC_CIPHERS, SPEC_EXTS, SPEC_SIGS, hello, rsyslog_tcp_pieces
+
+    raw = hello([0xC00A] + SPEC_CIPHERS, SPEC_EXTS, groups=(0x001D, 0x0017), sig_algs=SPEC_SIGS)
+    pieces = rsyslog_tcp_pieces(raw)
+    assert len(pieces) == 3 and len(pieces[1]) > 40  # (room for the request line after the first)
+    a = "198.51.100.40"
+    senderless = {"message": "Dec  5 13:00:55 OPTIONS / HTTP/1.0#015"}  # Fluentd in_tail, none parser
+    p = make()
+    first = p.process("s", pack_entry(et(100), rec(line(pieces[0]), src=a))
+                      + pack_entry(et(100, 200_000_000), senderless)
+                      + pack_entry(et(100, 300_000_000), rec(line(pieces[1]), src=a)))
+    last = p.process("s", pack_entry(et(103), rec(line(pieces[2]), src=a)))
+    got = [r for _, r in decode_all(first.chunks[0].entries)]
+    assert got[1] is not None and (got[1].get("probe") or {}).get("name") != "tls-client-hello"
+    probes = [got[0].get("probe"), got[2].get("probe")] + [r.get("probe") for _, r in decode_all(last.chunks[0].entries)]
+    assert all(x is not None and x["name"] == "tls-client-hello" for x in probes), probes
+    assert probes[-1]["ja4"].startswith("t13d1616h2_")

@@ -189,11 +189,14 @@ class Openings:
                 t = items[i][0]
                 src = sources[i]
                 key = src or "-"
-                if r.line[:1] == b"\x16" or (hellos and (key in hellos or src is None)):
+                if r.line[:1] == b"\x16" or (hellos and (key in hellos or src is None)
+                                              and _PIECE.search(r.line) is not None):
                     # a catalogue line can still be a piece of a ClientHello
                     # (sslscan's cipher lists): the hello's byte count needs
                     # it (``_pending``: a hello of this source, or of any
-                    # source for a line without one)
+                    # source for a line without one). A piece is binary, as
+                    # ``_read`` asks of the lines it takes: a request line
+                    # another client sent in the same second is none.
                     self._feed_hello(r.line, src, t, i)
                 if conns and _is_header(r.line) and (conn := self._conn(key, t)) is not None \
                         and conn[0] == "http":
