@@ -277,7 +277,25 @@ class Processor:
         detect_changed: list[bool] = []
         fast = self._fast
         enricher = self.enricher
-        for i in todo:
+        loop: Sequence[int] = todo
+        if not slow and enricher is not None and todo:
+            # The usual chunk: every entry to decode is a fast hit (todo is
+            # hits). Its reads in one pass; an entry whose record does not
+            # decode sends the chunk through the loop below, which rejects
+            # it (the reads made are memoised).
+            try:
+                got_all = [fast.get(i) or self._read_fast(entries, starts, i) for i in todo]
+            except _UNDECODABLE:
+                pass
+            else:
+                analysed = self._analysed
+                detect_idx = todo
+                detect_pre = [analysed.get(i, _NOT_ANALYSED) for i in todo]
+                detect_items = [(g[0], g[2]) for g in got_all]
+                detect_time = [g[1] for g in got_all]
+                detect_changed = [False] * len(todo)
+                loop = ()
+        for i in loop:
             if i not in slowset:
                 # _FAST_ENTRY vouched for its bytes: a pair whose time needs
                 # no normalisation (and is no group marker) and whose record
