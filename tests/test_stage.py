@@ -514,3 +514,26 @@ def test_a_request_line_of_no_sender_is_no_piece_of_another_clients_hello():
     probes = [got[0].get("probe"), got[2].get("probe")] + [r.get("probe") for _, r in decode_all(last.chunks[0].entries)]
     assert all(x is not None and x["name"] == "tls-client-hello" for x in probes), probes
     assert probes[-1]["ja4"].startswith("t13d1616h2_")
+
+
+def test_a_hit_whose_record_does_not_decode_is_rejected_alone():
+    # The chunk's fast hits are read in one pass; when one of them does not
+    # decode (here: made to raise as msgpack does on a record it refuses),
+    # the chunk goes through the entry loop, which rejects that entry alone
+    # and tags the other hits.
+    class Refusing(Processor):
+        def _read_fast(self, entries, starts, i):
+            if i == 1:
+                raise ValueError("refused")
+            return super()._read_fast(entries, starts, i)
+
+    m = Metrics()
+    p = Refusing(config_from_mapping(BASE), m)
+    hits = [rec(line(b"GET / HTTP/1.0\r")), rec(line(b"OPTIONS / HTTP/1.0\r")), rec(line(b"\x16\x03\x01\x00\xa5\x01"))]
+    data = b"".join(pack_entry(et(1_800_000_000 + k), r) for k, r in enumerate(hits + BENIGN))
+    res = p.process("syslog", data)
+    assert res.rejected == 1 and res.reject_reasons == {"entry_undecodable": 1}
+    assert res.tagged + res.passed == len(hits) + len(BENIGN) - 1
+    out = [r for _, r in decode_all(b"".join(c.entries for c in res.chunks))]
+    assert len(out) == len(hits) + len(BENIGN) - 1 and "OPTIONS" not in repr(out)
+    assert out[0].get("probe") is not None
