@@ -140,7 +140,6 @@ class Openings:
         self._lossy = False  # the line being read is known to miss bytes
         self._conns: OrderedDict[str, tuple[str, float, Opening]] = OrderedDict()
         self._batch = 0
-        self._ambiguous: list[bool] = []
         #: per source, the time of its last line the catalogue named
         self._named: OrderedDict[str, float] = OrderedDict()
 
@@ -175,7 +174,6 @@ class Openings:
         added = 0
         made = False
         self._batch += 1
-        self._ambiguous = [r is not None and not r.sure for r in readings]
         # (a catalogue line is looked up in the hellos under way only when one
         # could be its source's, in the open connections only when it is a
         # header line)
@@ -284,7 +282,10 @@ class Openings:
               readings: list[Any]) -> tuple[Opening, str | None, tuple[str, ...], float] | None:
         key = src or "-"
         named = self._named.get(key)
-        if self._ambiguous[i] and named is not None and 0 <= t - named <= SCAN_CONTEXT:
+        # (line i's catalogue reading: still the one it came with, a line's
+        # reading is replaced only once the pass has got to it)
+        r = readings[i]
+        if r is not None and not r.sure and named is not None and 0 <= t - named <= SCAN_CONTEXT:
             # A line the catalogue finds ambiguous (``*1\r``, ``stats\r``,
             # a lone CR) from a source the catalogue named lines of lately:
             # the correlator decides it from that scan.
