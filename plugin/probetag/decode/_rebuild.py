@@ -547,6 +547,12 @@ def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tupl
         value = rec[name]
         b = to_bytes(value) if value else None
         return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+    return _several_senders(rec, names)
+
+
+def _several_senders(rec: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, tuple[bytes, ...]]:
+    """The senders of a record with more than one of the sender fields
+    ``names`` (in that order): the first non-empty one names it."""
     present = list(filter(None, map(rec.get, names)))
     if not present:
         return None, ()
@@ -846,13 +852,7 @@ def planned_senders(rec: Mapping[str, Any], plan: RecordPlan) -> tuple[str | Non
             return value if b.isascii() else b.decode("utf-8", "replace"), (b,)
         b = to_bytes(value)
         return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
-    present = list(filter(None, map(rec.get, names)))
-    if not present:
-        return None, ()
-    found = tuple(filter(None, map(to_bytes, present)))
-    if not found:
-        return None, ()
-    return found[0].decode("utf-8", "replace"), found
+    return _several_senders(rec, names)
 
 
 def planned_key(rec: Mapping[str, Any], plan: RecordPlan, own: tuple[bytes, ...] = ()) -> tuple[Any, ...]:
