@@ -544,10 +544,14 @@ def _source(rec: Mapping[str, Any], source_fields: tuple[str, ...] = ()) -> tupl
         return None, ()
     if len(have) == 1:
         (name,) = have
-        value = rec[name]
-        b = to_bytes(value) if value else None
-        return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+        return _one_sender(rec[name])
     return _several_senders(rec, names)
+
+
+def _one_sender(value: Any) -> tuple[str | None, tuple[bytes, ...]]:
+    """The senders of a record with one sender field, of this value."""
+    b = to_bytes(value) if value else None
+    return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
 
 
 def _several_senders(rec: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str | None, tuple[bytes, ...]]:
@@ -765,7 +769,6 @@ def fields_read(fields: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(fields) if fields else READ_FIELDS
 
 
-
 # ---------------------------------------------------------------- plans ---
 #
 # A stream's records share their keys (every record of one Fluentd input
@@ -841,17 +844,7 @@ def planned_senders(rec: Mapping[str, Any], plan: RecordPlan) -> tuple[str | Non
     if not names:
         return None, ()
     if len(names) == 1:
-        value = rec[names[0]]
-        if not value:
-            return None, ()
-        if type(value) is str:  # (to_bytes, inline: the usual case)
-            try:
-                b = value.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                b = value.encode("utf-8", "surrogatepass")
-            return value if b.isascii() else b.decode("utf-8", "replace"), (b,)
-        b = to_bytes(value)
-        return (b.decode("utf-8", "replace"), (b,)) if b else (None, ())
+        return _one_sender(rec[names[0]])
     return _several_senders(rec, names)
 
 
@@ -868,14 +861,7 @@ def planned_key(rec: Mapping[str, Any], plan: RecordPlan, own: tuple[bytes, ...]
         at = plan.host_at
     if shape is not None:
         if own and at >= 0:
-            v = values[at]
-            if type(v) is str:  # (to_bytes, inline: the usual case)
-                try:
-                    host: bytes | None = v.encode("utf-8", "surrogateescape")
-                except UnicodeEncodeError:
-                    host = v.encode("utf-8", "surrogatepass")
-            else:
-                host = to_bytes(v)
+            host = to_bytes(values[at])
             if host is not None and host in own:  # sender_hostname
                 values = (*values[:at], SENDER, *values[at + 1:])
         return (plan.present, *values)

@@ -85,6 +85,8 @@ def _is_header(line: bytes) -> bool:
     """Is ``line`` a header line (``Name: value`` and its CR)? Kept for the
     lines seen last, as ``recognise``'s answers are."""
     return _HEADER.fullmatch(line.strip(b" \t")) is not None
+
+
 #: ``Openings._contradicted``: the matches and first bytes of a catalogue
 #: line that can be a shared request line.
 _PAYLOAD_KINDS = frozenset(("exact", "prefix"))
@@ -376,8 +378,8 @@ class Openings:
         of the same connection that is not that payload's next piece but a
         header line: another client sent it."""
         m = r.sure[0]
-        if m.kind not in _PAYLOAD_KINDS or m.signature.match != "payload" or r.line[:1] not in _REQUEST_FIRST:
-            return False
+        # (the caller has checked m.kind, its signature's match and the line's
+        # first byte: ``amend``, inline)
         if not _http_request_line(r.line):
             return False
         t, src = items[i][0], sources[i]
