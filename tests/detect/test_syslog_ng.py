@@ -80,6 +80,33 @@ def test_a_run_of_pieces_is_named_as_the_whole_payload():
     assert runs.name(partial) == [None] * len(partial)
 
 
+def test_a_run_stamped_seconds_apart_by_a_busy_logger_is_still_named():
+    # syslog-ng stamps a read's pieces as it parses them (ten per pass): a
+    # busy daemon stamps the later pieces of one read seconds after the first
+    sig = BY_ID["nmap-tcp-WMSRequest"]
+    cores = DET.syslog_ng_cores(sig.id)
+    assert len(cores) > 40
+    runs = FragmentRuns(DET)
+
+    def run(stall_at: int, stall: float, between: bytes | None = None) -> list[RunLine]:
+        out = [RunLine(100.0 + (stall if k >= stall_at else 0.0), "127.0.0.1", c, frozenset())
+               for k, c in enumerate(cores[:-1])]
+        out.append(RunLine(out[-1].t + 5.0, "127.0.0.1", cores[-1], frozenset()))  # at close
+        if between is not None:
+            out.insert(stall_at, RunLine(100.0 + stall, "127.0.0.1", between, frozenset()))
+        return out
+
+    for stall in (2.0, 4.0, 8.0):
+        got = runs.name(run(30, stall))
+        assert all(g is not None and g[0].probe == "WMSRequest" for g in got), stall
+        assert [g[1] for g in got] == list(range(len(cores)))  # type: ignore[index]
+    # not when another line of that sender came in the pause (another
+    # connection's: the pieces after it need not be this one's) ...
+    assert runs.name(run(30, 4.0, b"backup finished")) == [None] * (len(cores) + 1)
+    # ... nor a pause longer than a connection's wait for its close
+    assert runs.name(run(30, 20.0)) == [None] * len(cores)
+
+
 def test_explain_names_cut_and_continued_lines_and_not_benign(tmp_path: Path):
     ssl = DET.syslog_ng_cores("nmap-tcp-SSLSessionReq")
     head = [b"Dec  5 17:13:32 vm syslog-ng[16125]: syslog-ng starting up; version='3.38.1'"]

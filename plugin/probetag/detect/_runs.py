@@ -15,7 +15,9 @@ Theory of operation
   the first piece of a payload as syslog-ng logs it
   (``Detector.syslog_ng_cores``), then that payload's other pieces, in order,
   each on a later line of the same sender within ``SAME_CONNECTION``
-  seconds of the previous one (the last piece within ``CLOSE_WAIT``),
+  seconds of the previous one (the last piece within ``CLOSE_WAIT``; a
+  piece on the very next line of that sender within ``STALL``: a busy
+  daemon stamps the later pieces of one read seconds after the first),
   stepping over at most ``SKIP`` (``SKIP_LAST`` before the last piece) lines
   of that sender that are not the next piece (another client's, or a benign
   line). Only a *whole* payload counts, and it must be worth a name: two
@@ -46,6 +48,11 @@ __all__ = ["FragmentRuns", "SAME_CONNECTION", "CLOSE_WAIT"]
 #: seconds), and before the last piece (logged when the connection closes).
 SAME_CONNECTION = 1.0
 CLOSE_WAIT = 15.0
+#: Seconds between two pieces when the second is the very next line of that
+#: sender: a busy logger stamps a read's later pieces when it gets to them
+#: (syslog-ng parses a read ten messages at a time), seconds after the first
+#: ones, and nothing else of that sender came between.
+STALL = CLOSE_WAIT
 #: Lines of the same sender a run may step over between two pieces, and
 #: before its last piece.
 SKIP = 2
@@ -144,10 +151,13 @@ class FragmentRuns:
                 j = idx[p]
                 ln = lines[j]
                 assert ln is not None
-                if ln.t - prev.t > wait or ln.t < prev.t - SAME_CONNECTION:
+                if ln.t < prev.t - SAME_CONNECTION:
+                    return None
+                fits = out[j] is None and ln.core == want
+                if ln.t - prev.t > wait and not (fits and not skipped and ln.t - prev.t <= STALL):
                     return None
                 p += 1
-                if out[j] is None and ln.core == want:
+                if fits:
                     taken.append(j)
                     prev = ln
                     break
