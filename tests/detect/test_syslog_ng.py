@@ -107,6 +107,29 @@ def test_a_run_stamped_seconds_apart_by_a_busy_logger_is_still_named():
     assert runs.name(run(30, 20.0)) == [None] * len(cores)
 
 
+def test_a_close_logged_after_the_next_probes_pieces_still_ends_its_run():
+    # The daemon reads one connection's close and the next connection's data
+    # in no fixed order: the last piece of WMSRequest (the bytes after its
+    # last NUL, logged at close) can come after the pieces of the probe nmap
+    # sent next, more lines than a run steps over otherwise.
+    wms = DET.syslog_ng_cores("nmap-tcp-WMSRequest")
+    ssl = DET.syslog_ng_cores("nmap-tcp-SSLSessionReq")
+    assert len(ssl) > 8
+    runs = FragmentRuns(DET)
+    lines = [RunLine(100.0, "127.0.0.1", c, frozenset()) for c in wms[:-1]]
+    lines += [RunLine(105.0, "127.0.0.1", c, frozenset()) for c in ssl[:-1]]
+    lines.append(RunLine(105.0, "127.0.0.1", wms[-1], frozenset()))  # WMSRequest's close
+    lines.append(RunLine(110.0, "127.0.0.1", ssl[-1], frozenset()))  # SSLSessionReq's
+    got = runs.name(lines)
+    names = [g[0].probe if g is not None else None for g in got]
+    assert names == ["WMSRequest"] * (len(wms) - 1) + ["SSLSessionReq"] * (len(ssl) - 1) \
+        + ["WMSRequest", "SSLSessionReq"]
+    assert [g[1] for g in got[:len(wms) - 1]] + [got[-2][1]] == list(range(len(wms)))  # type: ignore[index]
+    # a close piece no later than CLOSE_WAIT: one 20 s on ends no run
+    late = lines[:len(wms) - 1] + [RunLine(121.0, "127.0.0.1", wms[-1], frozenset())]
+    assert runs.name(late) == [None] * len(late)
+
+
 def test_explain_names_cut_and_continued_lines_and_not_benign(tmp_path: Path):
     ssl = DET.syslog_ng_cores("nmap-tcp-SSLSessionReq")
     head = [b"Dec  5 17:13:32 vm syslog-ng[16125]: syslog-ng starting up; version='3.38.1'"]

@@ -20,8 +20,13 @@ Theory of operation
   daemon stamps the later pieces of one read seconds after the first),
   stepping over at most ``SKIP`` (``SKIP_LAST`` before the last piece) lines
   of that sender that are not the next piece (another client's, or a benign
-  line). Only a *whole* payload counts, and it must be worth a name: two
-  pieces or more whose bytes together are distinctive (``_engine.distinctive``).
+  line). The last piece can come later still: the daemon reads a
+  connection's close and the next connections' data in no fixed order, so
+  the pieces of the probes after it can come first. Once every whole run
+  has its lines, a run that lacks only its last piece looks for it up to
+  ``SKIP_LAST_FAR`` lines on, among the lines no run took. Only a *whole*
+  payload counts, and it must be worth a name: two pieces or more whose
+  bytes together are distinctive (``_engine.distinctive``).
 * Several payloads can fit the same lines: the one that covers the most
   lines wins; payloads that leave the same pieces (the same bytes sent
   under two names) are ranked by the catalogue's naming policy
@@ -57,6 +62,9 @@ STALL = CLOSE_WAIT
 #: before its last piece.
 SKIP = 2
 SKIP_LAST = 8
+#: Lines of the same sender before the last piece, once the whole runs have
+#: their lines (``FragmentRuns.name``'s second pass).
+SKIP_LAST_FAR = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +101,19 @@ class FragmentRuns:
         for i, ln in enumerate(lines):
             if ln is not None:
                 by_source.setdefault(ln.source, []).append(i)
-        for idx in by_source.values():
-            pos = 0
-            while pos < len(idx):
-                i = idx[pos]
-                if out[i] is None:
-                    got = self._best(lines, idx, pos, out)
-                    if got is not None:
-                        sig, taken = got
-                        for k, j in enumerate(taken):
-                            out[j] = (sig, k)
-                pos += 1
+        for skip_last in (SKIP_LAST, SKIP_LAST_FAR):
+            for idx in by_source.values():
+                for pos in range(len(idx)):
+                    if out[idx[pos]] is None:
+                        got = self._best(lines, idx, pos, out, skip_last)
+                        if got is not None:
+                            sig, taken = got
+                            for k, j in enumerate(taken):
+                                out[j] = (sig, k)
         return out
 
     def _best(self, lines: Sequence[RunLine | None], idx: list[int], pos: int,
-              out: Sequence[Any]) -> tuple[Signature, list[int]] | None:
+              out: Sequence[Any], skip_last: int = SKIP_LAST) -> tuple[Signature, list[int]] | None:
         first = lines[idx[pos]]
         assert first is not None
         cands = self._by_first.get(first.core)
@@ -115,7 +121,7 @@ class FragmentRuns:
             return None
         fits: list[tuple[int, Signature, tuple[bytes, ...], list[int]]] = []
         for sig, cores in cands:
-            taken = self._follow(lines, idx, pos, cores, out)
+            taken = self._follow(lines, idx, pos, cores, out, skip_last)
             if taken is None:
                 continue
             if any(lines[j].sure and sig.id not in lines[j].sure for j in taken):  # type: ignore[union-attr]
@@ -132,7 +138,7 @@ class FragmentRuns:
 
     @staticmethod
     def _follow(lines: Sequence[RunLine | None], idx: list[int], pos: int, cores: tuple[bytes, ...],
-                out: Sequence[Any]) -> list[int] | None:
+                out: Sequence[Any], skip_last: int = SKIP_LAST) -> list[int] | None:
         """The lines (batch indices) that hold ``cores`` in order from
         ``idx[pos]`` on, or None."""
         taken = [idx[pos]]
@@ -142,7 +148,7 @@ class FragmentRuns:
         last = len(cores) - 1
         for k in range(1, len(cores)):
             want = cores[k]
-            limit = SKIP_LAST if k == last else SKIP
+            limit = skip_last if k == last else SKIP
             wait = CLOSE_WAIT if k == last else SAME_CONNECTION
             skipped = 0
             while True:
