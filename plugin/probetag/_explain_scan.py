@@ -271,7 +271,7 @@ _SNG_REACH = 12.0
 #: a header (a continuation), is fragment-like.
 _SNG_SHORT = 16
 _CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_SNG_HEAD = re.compile(rb"(?:([A-Z][a-z]{2}) ([ 0-9][0-9])|[0-9]{4}-([0-9]{2})-([0-9]{2})T)"
+_SNG_HEAD = re.compile(rb"(?:([A-Z][a-z]{2}) ([ 0-9][0-9]) |[0-9]{4}-([0-9]{2})-([0-9]{2})T)"
                        rb"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})? \S+ ")
 
 
@@ -285,21 +285,33 @@ def _sng_clock(m: re.Match[bytes]) -> float:
     return (((mon * 31 + day) * 24 + int(m.group(5))) * 60 + int(m.group(6))) * 60 + int(m.group(7))
 
 
-def _fragment_like(line: bytes | bytearray, m: re.Match[bytes] | None) -> bool:
-    """A syslog-ng line (``m``: its header) that can be a piece of a cut probe."""
+def _fragment_like(data: bytes | bytearray, m: re.Match[bytes] | None, end: int) -> bool:
+    """A syslog-ng line of ``data`` that ends at ``end`` (``m``: its header,
+    matched in ``data``) that can be a piece of a cut probe."""
     if m is None:
         return True  # a continuation line
-    return len(line) - m.end() <= _SNG_SHORT or _CONTROL_BYTE.search(line, m.end()) is not None
+    return end - m.end() <= _SNG_SHORT or _CONTROL_BYTE.search(data, m.end(), end) is not None
 
 
 def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes, bool, bool]],
                           strong: list[tuple[int, int, int]]) -> list[tuple[int, bytes, bool, bool]]:
     """``_with_neighbours`` for syslog-ng files: the walks go on as long as
     ``_SNG_REACH`` says, and a continuation line's message is read back to
-    its header line."""
+    its header line.
+
+    One walk per direction reads each line once: a walk that comes to
+    another strong hit goes on from there as that hit's own walk would (its
+    state starts afresh: as many lines still to take, its time, no line
+    read yet). The hit's own walk would take no line this one does not: it
+    starts with at least as many lines to take and a time no further from
+    the lines ahead (timestamps that go forward), and from its first
+    fragment-like line on both read the same time. A scan's dense run of
+    hits (every line of a cut probe) costs one pass, not one pass per hit."""
     have = {x[0] for x in picked}
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
+    hits = sorted(strong)
+    at = {idx: (start, end) for idx, start, end in hits}
 
     def take(i: int, b: int, e: int) -> bytes:
         ln = bytes(data[b:e])
@@ -308,39 +320,55 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
             extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
         return ln
 
-    for idx, start, end in strong:
-        h = _SNG_HEAD.match(data, start)
-        t0 = _sng_clock(h) if h is not None else None
-        for step in (-1, 1):
-            pos = start if step < 0 else end
-            last_t, k, left = t0, 0, (_NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER)
-            cont = step < 0 and h is None
-            while k < _SNG_WALK:
-                if step < 0:
-                    if pos <= 0:
+    for step in (-1, 1):
+        done = None  # the furthest line a walk of this direction has got to
+        for idx, start, end in (reversed(hits) if step < 0 else hits):
+            if done is not None and (idx >= done if step < 0 else idx <= done):
+                continue  # a walk went through it, and on from it as its own would
+            i = idx
+            while True:
+                # (a fresh walk from strong hit i)
+                h = _SNG_HEAD.match(data, start)
+                last_t = _sng_clock(h) if h is not None else None
+                pos = start if step < 0 else end
+                k, left = 0, (_NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER)
+                cont = step < 0 and h is None
+                again = None
+                while k < _SNG_WALK:
+                    if step < 0:
+                        if pos <= 0:
+                            break
+                        b = data.rfind(b"\n", 0, pos - 1) + 1
+                        e = pos - 1
+                    else:
+                        if pos >= n:
+                            break
+                        b = pos + 1
+                        e = data.find(b"\n", b)
+                        if e < 0:
+                            e = n
+                    m = _SNG_HEAD.match(data, b, e)
+                    t = _sng_clock(m) if m is not None else last_t
+                    near = t is not None and last_t is not None and abs(t - last_t) <= _SNG_REACH
+                    if not (left > 0 or cont or near):
                         break
-                    b = data.rfind(b"\n", 0, pos - 1) + 1
-                    e = pos - 1
-                else:
-                    if pos >= n:
+                    k += 1
+                    j = i + step * k
+                    if j in at:
+                        again = j  # another strong hit: its own walk goes on from here
                         break
-                    b = pos + 1
-                    e = data.find(b"\n", b)
-                    if e < 0:
-                        e = n
-                m = _SNG_HEAD.match(data, b, e)
-                t = _sng_clock(m) if m is not None else last_t
-                near = t is not None and last_t is not None and abs(t - last_t) <= _SNG_REACH
-                if not (left > 0 or cont or near):
+                    ln = take(j, b, e)
+                    left -= 1
+                    if _fragment_like(data, m, e):
+                        last_t = t if t is not None else last_t
+                        left = max(left, 1)
+                    cont = step < 0 and m is None
+                    pos = b if step < 0 else e
+                if again is None:
+                    done = i + step * k
                     break
-                k += 1
-                ln = take(idx + step * k, b, e)
-                left -= 1
-                if _fragment_like(ln, m):
-                    last_t = t if t is not None else last_t
-                    left = max(left, 1)
-                cont = step < 0 and m is None
-                pos = b if step < 0 else e
+                i = again
+                start, end = at[i]
     if not extra:
         return picked
     return sorted(picked + extra, key=lambda x: x[0])
