@@ -300,13 +300,15 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
     its header line.
 
     One walk per direction reads each line once: a walk that comes to
-    another strong hit goes on from there as that hit's own walk would (its
-    state starts afresh: as many lines still to take, its time, no line
-    read yet). The hit's own walk would take no line this one does not: it
-    starts with at least as many lines to take and a time no further from
-    the lines ahead (timestamps that go forward), and from its first
-    fragment-like line on both read the same time. A scan's dense run of
-    hits (every line of a cut probe) costs one pass, not one pass per hit."""
+    another strong hit with a header goes on from there as that hit's own
+    walk would (its state starts afresh: as many lines still to take, its
+    time, no line read yet). This walk would take no line the hit's own
+    does not: that one starts with at least as many lines to take and a time
+    no further from the lines ahead (timestamps that go forward), and from
+    its first fragment-like line on both read the same time. A hit without
+    a header (a continuation line) has no time of its own: the walk goes
+    through it, and it walks on its own too. A scan's dense run of hits
+    (every line of a cut probe) costs one pass, not one pass per hit."""
     have = {x[0] for x in picked}
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
@@ -322,8 +324,9 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
 
     for step in (-1, 1):
         done = None  # the furthest line a walk of this direction has got to
+        alone: set[int] = set()  # hits without a header a walk went through
         for idx, start, end in (reversed(hits) if step < 0 else hits):
-            if done is not None and (idx >= done if step < 0 else idx <= done):
+            if done is not None and (idx >= done if step < 0 else idx <= done) and idx not in alone:
                 continue  # a walk went through it, and on from it as its own would
             i = idx
             while True:
@@ -355,8 +358,10 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
                     k += 1
                     j = i + step * k
                     if j in at:
-                        again = j  # another strong hit: its own walk goes on from here
-                        break
+                        if m is not None:
+                            again = j  # another strong hit: its own walk goes on from here
+                            break
+                        alone.add(j)
                     ln = take(j, b, e)
                     left -= 1
                     if _fragment_like(data, m, e):
@@ -365,7 +370,8 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
                     cont = step < 0 and m is None
                     pos = b if step < 0 else e
                 if again is None:
-                    done = i + step * k
+                    reached = i + step * k
+                    done = reached if done is None else (min(done, reached) if step < 0 else max(done, reached))
                     break
                 i = again
                 start, end = at[i]
