@@ -109,6 +109,37 @@ def test_the_order_resumes_only_forward() -> None:
         assert c.in_order("127.0.0.1") is resumed, (first, second, then)
 
 
+def test_a_tcp_and_a_udp_scan_of_one_sender_each_go_through_their_own_order() -> None:
+    # ``-sS -sV`` and ``-sU -sV`` at once: each goes forward in its own
+    # order, and the two together go back and forth between them. A TCP and
+    # a UDP probe of one name (Help) are two probes, not one sent again.
+    order = load_orders()
+    by = {(s.probe, s.transport): s for s in DET.signatures if s.scanner == "nmap" and s.family == "service-probe"}
+    tcp = sorted((p for p, tr in by if tr == "tcp" and order.position(by[(p, tr)]) is not None),
+                 key=lambda p: order.position(by[(p, "tcp")]))[:6]
+    udp = sorted((p for p, tr in by if tr == "udp" and order.position(by[(p, tr)]) is not None),
+                 key=lambda p: order.position(by[(p, "udp")]), reverse=True)[:6]
+    assert ("Help", "tcp") in by and ("Help", "udp") in by
+    c = Correlator(scan_idle=60.0)
+    c.position = order.position
+    t = 0.0
+    for a, b in zip(tcp, udp):
+        for sig in (by[(a, "tcp")], by[(b, "udp")]):
+            t += 5.0
+            c.observe("127.0.0.1", t, (Match(sig, 0, "exact", 0.9, False),))
+    # the UDP probes came in reverse order (a scan of several ports, say):
+    # the TCP scan still goes through its order and its lines may be placed
+    assert c.in_order("127.0.0.1") and c.may_place("127.0.0.1")
+    assert c.lines_in_order([by[(p, "tcp")] for p in tcp] + [by[(p, "udp")] for p in udp])
+    assert not c.lines_in_order([by[(p, "udp")] for p in udp])
+    # the same name over the other transport is no repeat: the scan is one port's
+    c2 = Correlator(scan_idle=60.0)
+    c2.position = order.position
+    for t, key in ((0.0, ("Help", "udp")), (5.0, ("Help", "tcp"))):
+        c2.observe("127.0.0.1", t, (Match(by[key], 0, "exact", 0.9, False),))
+    assert not c2._sources["127.0.0.1"].repeated
+
+
 def test_lines_of_a_sender_less_hit_are_read_whatever_their_size() -> None:
     # ``fox a 1 -1 fox hello`` has HOSTNAME ``fox``: no sender. The records
     # after it (``fox.version=s`` + ``1.0``) are longer than a short

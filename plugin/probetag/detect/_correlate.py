@@ -134,26 +134,31 @@ class _Scan:
     scanners: dict[str, int] = field(default_factory=dict)
     #: scanners named by bytes only they send (not ``Signature.shared_with``)
     own: set[str] = field(default_factory=set)
-    sure_probes: set[str] = field(default_factory=set)  # probes seen on distinctive lines
+    #: (probe, transport) seen on distinctive lines: nmap's TCP and UDP
+    #: probes of one name (Help, SIPOptions) are two probes
+    sure_probes: set[tuple[str, str]] = field(default_factory=set)
     sure_transports: set[str] = field(default_factory=set)  # their transports
     ctx_frag: int = -1  # the last fragment of the context's payload seen
     #: furthest place in its scanner's order that a distinctive line reached,
     #: per (scanner, transport); and whether a probe came again (several ports)
     max_pos: dict[tuple[str, str], int] = field(default_factory=dict)
     repeated: bool = False
-    #: distinctive lines with a place in their scanner's order, and how often
-    #: one came before the place of the previous one: a scanner going
-    #: through its order has few such steps back
-    placed: int = 0
-    last_pos: int = -2
-    back: int = 0
-    #: (placed, last_pos, back) of the scan this source's previous one ended
-    #: on silence with, while going through its order (``observe``)
-    resume: tuple[int, int, int] | None = None
-    #: the order says nothing more of this scan: it left its scanner's order
-    #: (``in_order`` and ``may_place`` are false from then on) and a probe
-    #: came again (``max_pos`` is read no more); its places are not kept
-    past_order: bool = False
+    #: per (scanner, transport), [placed, last_pos, back]: distinctive lines
+    #: with a place in that order, the last place, and how often one came
+    #: before the place of the previous one: a scanner going through its
+    #: order has few such steps back. One per transport: ``-sS -sU -sV``
+    #: goes through the TCP and the UDP order at once, from one source.
+    orders: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: per (scanner, transport), (placed, last_pos, back) of the scan this
+    #: source's previous one ended on silence with, while going through
+    #: that order (``observe``)
+    resume: dict[tuple[str, str], tuple[int, int, int]] | None = None
+    #: the orders that say nothing more of this scan: it left them (``in_order``
+    #: and ``may_place`` no longer count them) and a probe came again
+    #: (``max_pos`` is read no more); their places are not kept
+    past_order: set[tuple[str, str]] | None = None
+    #: (probe, transport) of every line counted (``context``)
+    sent: set[tuple[str, str]] = field(default_factory=set)
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
     cost: int = 0  # estimated bytes held (see max_bytes)
@@ -224,8 +229,8 @@ class Correlator:
         scan = self._sources.get(src)
         resume = None
         if scan is not None and t - scan.last > self.scan_idle:
-            if scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK:
-                resume = (scan.placed, scan.last_pos, scan.back)
+            resume = {key: (o[0], o[1], o[2]) for key, o in scan.orders.items()
+                      if o[0] >= 2 and o[2] <= _MAX_STEPS_BACK} or None
             self._end(src)  # silent too long: that scan is over
             scan = None
         if sure:
@@ -247,33 +252,22 @@ class Correlator:
                 self.last_source = None if src == "-" else src
             self.last_context = max(self.last_context, t)
             sig = first.signature
-            if sig.probe in scan.sure_probes and scan.group_sig != sig.id:
-                scan.repeated = True
-            if sig.probe not in scan.sure_probes:
-                scan.sure_probes.add(sig.probe)
+            pt = (sig.probe, sig.transport)
+            if pt in scan.sure_probes:
+                if scan.group_sig != sig.id:
+                    scan.repeated = True
+            else:
+                scan.sure_probes.add(pt)
                 self._grow(scan, _ENTRY_BYTES)
             if sig.transport not in scan.sure_transports:
                 scan.sure_transports.add(sig.transport)
                 self._grow(scan, _ENTRY_BYTES)
-            pos = self.position(sig) if self.position is not None and not scan.past_order else None
-            if pos is not None:
+            if self.position is not None:
                 key = (sig.scanner, sig.transport)
-                if pos > scan.max_pos.get(key, -2):
-                    scan.max_pos[key] = pos
-                if scan.resume is not None and not scan.placed and pos > scan.resume[1]:
-                    # The order goes on where the scan that ended on silence
-                    # left it: the same scan, whose lines in between a
-                    # collector dropped (Fluent Bit's RFC 5424 parser drops
-                    # every record with an empty message).
-                    scan.placed, scan.last_pos, scan.back = scan.resume
-                scan.resume = None
-                if pos != scan.last_pos:
-                    if scan.placed and pos < scan.last_pos:
-                        scan.back += 1
-                    scan.placed += 1
-                    scan.last_pos = pos
-                if scan.repeated and scan.back > _MAX_STEPS_BACK and scan.placed >= 2:
-                    scan.past_order = True
+                past = scan.past_order
+                pos = self.position(sig) if past is None or key not in past else None
+                if pos is not None:
+                    self._place(scan, key, pos)
             return self._record(scan, first, first.confidence, t, inherited=False)
         # Only ambiguous matches: lean on the context.
         by_sig = by_id if by_id is not None else {m.signature.id: m for m in matches}
@@ -331,13 +325,15 @@ class Correlator:
                 return self._record(scan, cands[0], _SCAN_CONFIDENCE, t, inherited=True, via="scan")
         return None
 
-    def context(self, source: str | None) -> tuple[float, Any, int, frozenset[str]] | None:
+    def context(self, source: str | None) -> tuple[float, Any, int, frozenset[str], frozenset[tuple[str, str]]] | None:
         """(time, signature, fragment) of the source's last distinctive
-        line and the probes its scan sent so far; None without a scan."""
+        line, the probes its scan sent so far, and the same as (probe,
+        transport); None without a scan."""
         scan = self._sources.get(source or "-")
         if scan is None or scan.ctx is None:
             return None
-        return scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes)
+        return (scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes),
+                frozenset(scan.sent))
 
     def note_late(self, source: str | None, t: float, m: Match, was: Signature | None = None) -> bool:
         """A line of ``source`` at ``t`` that left untagged was ``m``'s probe
@@ -362,6 +358,10 @@ class Correlator:
         n = scan.probes.get(sig.probe)
         scan.probes[sig.probe] = 1 if n is None else n + 1
         grew = 0 if n is not None else 2 * _ENTRY_BYTES
+        pt = (sig.probe, sig.transport)
+        if pt not in scan.sent:
+            scan.sent.add(pt)
+            grew += _ENTRY_BYTES
         n = scan.scanners.get(sig.scanner)
         scan.scanners[sig.scanner] = 1 if n is None else n + 1
         if n is None:
@@ -378,6 +378,32 @@ class Correlator:
         if grew:
             self._grow(scan, grew)
         return True
+
+    def _place(self, scan: _Scan, key: tuple[str, str], pos: int) -> None:
+        """A distinctive line at place ``pos`` of the order ``key``."""
+        if pos > scan.max_pos.get(key, -2):
+            scan.max_pos[key] = pos
+        o = scan.orders.get(key)
+        if o is None:
+            o = scan.orders[key] = [0, -2, 0]
+            self._grow(scan, _ENTRY_BYTES)
+        if scan.resume is not None:
+            r = scan.resume.pop(key, None)
+            if r is not None and not o[0] and pos > r[1]:
+                # The order goes on where the scan that ended on silence left
+                # it: the same scan, whose lines in between a collector
+                # dropped (Fluent Bit's RFC 5424 parser drops every record
+                # with an empty message).
+                o[0], o[1], o[2] = r
+        if pos != o[1]:
+            if o[0] and pos < o[1]:
+                o[2] += 1
+            o[0] += 1
+            o[1] = pos
+        if scan.repeated and o[2] > _MAX_STEPS_BACK and o[0] >= 2:
+            if scan.past_order is None:
+                scan.past_order = set()
+            scan.past_order.add(key)
 
     def _port_scan_payload_late(self, scan: _Scan, m: Match) -> bool:
         """A -sU port-scan payload (place -1) once the scan's service probes
@@ -402,11 +428,11 @@ class Correlator:
         return pos is None or reached is None or pos > reached or (current and pos == reached)
 
     def in_order(self, source: str | None) -> bool:
-        """Is the source's scan going through its scanner's order (two
-        placed probes or more, at most ``_MAX_STEPS_BACK`` steps back)? The
-        sequence pass only places lines of such scans."""
+        """Is the source's scan going through one of its scanner's orders
+        (two placed probes or more, at most ``_MAX_STEPS_BACK`` steps back)?
+        The sequence pass only places lines of such scans."""
         scan = self._sources.get(source or "-")
-        return scan is not None and scan.placed >= 2 and scan.back <= _MAX_STEPS_BACK
+        return scan is not None and any(o[0] >= 2 and o[2] <= _MAX_STEPS_BACK for o in scan.orders.values())
 
     def lines_in_order(self, sigs: Iterable[Any]) -> bool:
         """Do these named lines of one source (stream order) go through their
@@ -417,24 +443,35 @@ class Correlator:
         by the order all the same."""
         if self.position is None:
             return False
-        placed = back = 0
-        last = None
+        orders: dict[tuple[str, str], list[int]] = {}  # per order: placed, last, back
         for sig in sigs:
             pos = self.position(sig)
-            if pos is None or pos == last:
+            if pos is None:
                 continue
-            if last is not None and pos < last:
-                back += 1
-            placed += 1
-            last = pos
-        return placed >= 2 and back <= _MAX_STEPS_BACK
+            o = orders.get((sig.scanner, sig.transport))
+            if o is None:
+                orders[(sig.scanner, sig.transport)] = [1, pos, 0]
+            elif pos != o[1]:
+                if pos < o[1]:
+                    o[2] += 1
+                o[0] += 1
+                o[1] = pos
+        return any(o[0] >= 2 and o[2] <= _MAX_STEPS_BACK for o in orders.values())
 
     def may_place(self, source: str) -> bool:
         """Could the sequence pass place lines of this source's scan: none
         yet or a young one (not known to leave the order), or one going
         through its scanner's order?"""
         scan = self._sources.get(source)
-        return scan is None or scan.placed < 2 or scan.back <= _MAX_STEPS_BACK
+        if scan is None:
+            return True
+        young = True
+        for o in scan.orders.values():
+            if o[0] >= 2:
+                if o[2] <= _MAX_STEPS_BACK:
+                    return True
+                young = False
+        return young
 
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False
@@ -497,6 +534,10 @@ class Correlator:
         n = scan.probes.get(sig.probe)
         scan.probes[sig.probe] = 1 if n is None else n + 1
         grew = 0 if n is not None else 2 * _ENTRY_BYTES  # and the summary's copy
+        pt = (sig.probe, sig.transport)
+        if pt not in scan.sent:
+            scan.sent.add(pt)
+            grew += _ENTRY_BYTES
         n = scan.scanners.get(sig.scanner)
         scan.scanners[sig.scanner] = 1 if n is None else n + 1
         if n is None:

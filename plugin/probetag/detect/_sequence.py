@@ -219,17 +219,19 @@ class _Index:
     """Anchor line numbers, sorted: per source, per source those with a
     place in their scanner's order, and all with a source."""
 
-    __slots__ = ("by_source", "placed", "with_source")
+    __slots__ = ("by_source", "placed", "placed_by_transport", "with_source")
 
     def __init__(self) -> None:
         self.by_source: dict[str | None, list[int]] = {}
         self.placed: dict[str | None, list[int]] = {}
+        self.placed_by_transport: dict[tuple[str | None, str], list[int]] = {}
         self.with_source: list[int] = []
 
     def add(self, i: int, a: _Anchor, placed: bool) -> None:
         insort(self.by_source.setdefault(a.source, []), i)
         if placed:
             insort(self.placed.setdefault(a.source, []), i)
+            insort(self.placed_by_transport.setdefault((a.source, a.sig.transport), []), i)
         if a.source is not None:
             insort(self.with_source, i)
 
@@ -425,21 +427,26 @@ class SequenceNamer:
                 anchors[i] = _Anchor(t, src, nm[0], nm[1])
         out: list[tuple[Signature, int, str | None, str] | None] = [None] * n
         sent: dict[str | None, set[str]] = {}
+        #: the same as (probe, transport): the order of each transport
+        #: places its own probes (a TCP and a UDP probe can share a name)
+        self._sent_pairs: dict[str | None, set[tuple[str, str]]] = {}
         for a in anchors:
             if a is not None:
                 sent.setdefault(a.source, set()).add(a.sig.probe)
+                self._sent_pairs.setdefault(a.source, set()).add((a.sig.probe, a.sig.transport))
         # A scan of several ports sends the whole order to each, interleaved:
         # the order says nothing there. A probe named on two connections
-        # (more than ``gap`` apart) marks such a source.
-        seen: dict[tuple[str | None, str], float] = {}
-        again: dict[str | None, set[str]] = {}
+        # (more than ``gap`` apart) marks such a source; a TCP and a UDP
+        # probe of one name are two probes (``-sS -sU -sV``).
+        seen: dict[tuple[str | None, str, str], float] = {}
+        again: dict[str | None, set[tuple[str, str]]] = {}
         for a in anchors:
             if a is None:
                 continue
-            key = (a.source, a.sig.probe)
+            key = (a.source, a.sig.probe, a.sig.transport)
             t0 = seen.setdefault(key, a.t)
             if abs(a.t - t0) > self.gap:
-                again.setdefault(a.source, set()).add(a.sig.probe)
+                again.setdefault(a.source, set()).add((a.sig.probe, a.sig.transport))
         # (one repeat is not enough: an NSE script may resend a probe's bytes)
         self._multi = {src for src, probes in again.items() if len(probes) >= 2}
         self._build_index(anchors)
@@ -464,6 +471,7 @@ class SequenceNamer:
             return
         self._index.add(i, a, self._pos(a) is not None)
         sent.setdefault(source, set()).add(sig.probe)
+        self._sent_pairs.setdefault(source, set()).add((sig.probe, sig.transport))
 
     def _lines(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
                sent: dict[str | None, set[str]], context: Any) -> int:
@@ -544,46 +552,62 @@ class SequenceNamer:
                 continue
             if prev is None and nxt is None or not cands:
                 continue
-            already = set(sent.get(source, ()))
+            # Each transport's order places its own probes: ``-sS -sU -sV``
+            # goes through the TCP and the UDP order at once from one source,
+            # and a TCP and a UDP probe can share a name (Help).
+            already = set(self._sent_pairs.get(source, ()))
             if ctx is not None:
                 # (less the probes this line's own bytes name: the correlator
                 # counts a probe as sent from a line too unsure to be tagged,
                 # an in_syslog ident cut at 32 bytes)
-                already |= ctx[3] - {m.signature.probe for m in matches if not m.ambiguous}
+                own = {(m.signature.probe, m.signature.transport) for m in matches if not m.ambiguous}
+                if len(ctx) > 4:
+                    already |= ctx[4] - own
+                else:  # (names only: sent on every transport)
+                    already |= {(p, tr) for p in ctx[3] for tr in ("tcp", "udp", "any")} - own
             lo = self._placed(anchors, i, t, source, -1)
             if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
                 lo = prev  # the scan's line from an earlier batch
             if rest_only and lo is not None:
                 continue  # (at the head of a scan: GenericLines' two empty records)
-            hi = self._placed(anchors, i, t, source, +1)
-            if src is None:
-                # A line without a sender: placed lines without one (their
-                # HOSTNAME was the payload's word too) are as near.
-                lo = self._nearer(lo, self._placed(anchors, i, t, None, -1), t)
-                hi = self._nearer(hi, self._placed(anchors, i, t, None, +1), t)
-            if (lo is not None and hi is not None and lo.sig.transport == hi.sig.transport
-                    and self._pos(hi) < self._pos(lo)):  # type: ignore[operator]
-                # The order starts again after this line (an NSE script
-                # resends GetRequest's bytes after the last service probe,
-                # insteonPLM): the next anchor bounds nothing; the line is
-                # among the rest of the order after the previous one.
-                hi = None
-            transports = {a.sig.transport for a in (lo, hi) if a is not None}
-            if not transports:
+            bounds: dict[str, tuple[_Anchor | None, _Anchor | None]] = {}
+            for tr in {sig.transport for sig, _ in cands.values()}:
+                lo = self._placed(anchors, i, t, source, -1, tr)
+                if (lo is None and prev is not None and prev.source == source and prev.sig.transport == tr
+                        and self._pos(prev) is not None):
+                    lo = prev
+                hi = self._placed(anchors, i, t, source, +1, tr)
+                if src is None:
+                    # A line without a sender: placed lines without one (their
+                    # HOSTNAME was the payload's word too) are as near.
+                    lo = self._nearer(lo, self._placed(anchors, i, t, None, -1, tr), t)
+                    hi = self._nearer(hi, self._placed(anchors, i, t, None, +1, tr), t)
+                if lo is not None and hi is not None and self._pos(hi) < self._pos(lo):  # type: ignore[operator]
+                    # The order starts again after this line (an NSE script
+                    # resends GetRequest's bytes after the last service probe,
+                    # insteonPLM): the next anchor bounds nothing; the line is
+                    # among the rest of the order after the previous one.
+                    hi = None
+                if lo is not None or hi is not None:
+                    bounds[tr] = (lo, hi)
+            if not bounds:
                 continue  # no order to place it by
             left: dict[str, tuple[Signature, int]] = {}
             for sid, (sig, frag) in cands.items():
-                if sig.probe in already or sig.transport not in transports:
+                b = bounds.get(sig.transport)
+                if b is None or (sig.probe, sig.transport) in already:
                     continue
                 pos = self.order.position(sig)
                 if pos is None:
                     continue
-                if lo is not None and lo.sig.transport == sig.transport and pos <= self._pos(lo):  # type: ignore[operator]
+                lo, hi = b
+                if lo is not None and pos <= self._pos(lo):  # type: ignore[operator]
                     continue
-                if hi is not None and hi.sig.transport == sig.transport and pos >= self._pos(hi):  # type: ignore[operator]
+                if hi is not None and pos >= self._pos(hi):  # type: ignore[operator]
                     continue
                 left[sid] = (sig, frag)
-            if lo is None and not head and len({sig.probe for sig, _ in left.values()}) > 1:
+            if all(b[0] is None for b in bounds.values()) and not head \
+                    and len({sig.probe for sig, _ in left.values()}) > 1:
                 # The head of a scan, several probes before the first anchor:
                 # the one whose whole payload the line and the sender's next
                 # ones within the second are, when only one is (GenericLines'
@@ -598,7 +622,7 @@ class SequenceNamer:
             if len({sig.probe for sig, _ in left.values()}) != 1:
                 continue
             sig, frag = min(left.values(), key=lambda x: x[0].rank)
-            if lo is None:
+            if bounds[sig.transport][0] is None:
                 # The head of a scan: only a payload seen whole (GenericLines'
                 # two CRs, not one CR alone) is placed before the first anchor.
                 if not self._head_fit(sig, self._head_group(lines, anchors, i, t, src, source),
@@ -1229,11 +1253,14 @@ class SequenceNamer:
         return a if abs(a.t - t) <= abs(b.t - t) else b
 
     def _placed(self, anchors: Sequence[_Anchor | None], i: int, t: float, source: str | None,
-                step: int) -> _Anchor | None:
+                step: int, transport: str | None = None) -> _Anchor | None:
         """The nearest anchor of ``source`` before (step -1) or after (+1)
         line ``i`` within ``gap`` seconds whose probe has a place in its
-        scanner's order."""
-        return self._near(self._index.placed.get(source, ()), anchors, i, t, step, self.gap)
+        scanner's order (of ``transport``'s order, when given)."""
+        idx = self._index
+        lst = idx.placed.get(source, ()) if transport is None else \
+            idx.placed_by_transport.get((source, transport), ())
+        return self._near(lst, anchors, i, t, step, self.gap)
 
     @staticmethod
     def _near(lst: Sequence[int], anchors: Sequence[_Anchor | None], i: int, t: float, step: int,
