@@ -57,7 +57,8 @@ class Example:
 
 @functools.lru_cache(maxsize=1)
 def _describes() -> tuple[dict[str, str], dict[int, str]]:
-    data = yaml.safe_load(_DESCRIBES.read_text(encoding="utf-8")) or {}
+    data = yaml.load(_DESCRIBES.read_text(encoding="utf-8"),
+                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     probes = {str(k): str(v) for k, v in (data.get("probes") or {}).items()}
     ports = {int(k): str(v) for k, v in (data.get("ports") or {}).items()}
     return probes, ports
