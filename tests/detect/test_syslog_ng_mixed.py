@@ -4,10 +4,10 @@ UDP orders together, whose probes share names (Help, SIPOptions).
 
 The lines no byte names alone (DNSStatusRequestTCP's ``\\x0c`` and ``\\x10``,
 X11Probe's ``l`` and ``\\x0b``, a TCP ``HELP`` after the UDP Help probe,
-rpc-grind's RPC call with its random XID cut at the NULs) are placed by the
-order of their own transport: the anchors of the other transport around
-them bound nothing, and the other transport's probe of the same name is
-not this one."""
+rpc-grind's RPC call with its random XID, cut at the NULs over TCP, whole
+over UDP) are placed by the order of their own transport: the anchors of the
+other transport around them bound nothing, and the other transport's probe
+of the same name is not this one."""
 
 from __future__ import annotations
 
@@ -53,10 +53,7 @@ def test_every_probe_line_of_both_scans_is_named_and_nothing_else(name: str) -> 
     assert all(p is None for k, p in zip(kinds, probes) if k != "probe")
     raw = path.read_bytes().split(b"\n")
     unnamed = [raw[i] for i, (k, p) in enumerate(zip(kinds, probes)) if k == "probe" and p is None]
-    # only the RPC call rpc-grind sent over UDP: its XID is random, and
-    # syslog-ng dropped the trailing NULs its catalogue entry holds
-    assert len(unnamed) <= 1, unnamed
-    assert all(b"\x00\x00\x00\x02\x00\x01\x86\xa0" in x for x in unnamed)
+    assert not unnamed
     assert {p["scanner"] for p in probes if p is not None} == {"nmap"}
 
 
@@ -84,3 +81,9 @@ def test_lines_placed_by_their_own_transports_order() -> None:
     # and the random XID, then the call's fixed words
     assert ("rpc-grind", "tcp") in named(b"\x80")
     assert ("rpc-grind", "tcp") in named(b"\x01\x86\xa0")
+    # rpc-grind over UDP: one datagram, its XID random, its trailing NULs
+    # gone; after the UDP order's last probe while the TCP one still went on
+    udp = [(x, p) for x, p in zip(payload, probes) if x is not None and x.endswith(b"\x00\x01\x86\xa0\x00\x00\x00\x02")
+           and len(x) == 20]
+    assert len(udp) == 1 and udp[0][1] is not None
+    assert (udp[0][1]["name"], udp[0][1]["transport"]) == ("rpc-grind", "udp")

@@ -796,6 +796,30 @@ class SequenceNamer:
         back = [j for j in lst[:k] if anchors[j] is not None and 0 <= t - anchors[j].t <= self.gap]  # type: ignore[union-attr]
         if not back:
             return None
+        transports = {anchors[j].sig.transport for j in back}  # type: ignore[union-attr]
+        if len(transports) == 1:
+            return self._nse_after(i, item, anchors, source, cands, sent, ctx, lst, k, back)
+        # A sender going through two orders at once (``-sS -sU -sV``): the
+        # line follows the last anchor of its own transport's order, which
+        # of them is not known: it is placed when exactly one fits it.
+        got = []
+        for tr in sorted(transports):
+            g = self._nse_after(i, item, anchors, source, cands, sent, ctx,
+                                [j for j in lst if anchors[j].sig.transport == tr],  # type: ignore[union-attr]
+                                None, [j for j in back if anchors[j].sig.transport == tr])  # type: ignore[union-attr]
+            if g is not None:
+                got.append(g)
+        return got[0] if len(got) == 1 else None
+
+    def _nse_after(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str,
+                   cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]], ctx: Any,
+                   lst: Sequence[int], k: int | None, back: list[int]) -> tuple[int, Signature, int] | None:
+        """``_nse`` after the anchors ``back`` (the last is the line's
+        previous anchor), ``lst`` the anchors the next one is looked for in
+        (``k``: where line ``i`` goes in it, when known)."""
+        t = item[0]
+        if k is None:
+            k = bisect_left(lst, i)
         j = back[-1]
         lo = anchors[j]
         assert lo is not None
