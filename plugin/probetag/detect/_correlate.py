@@ -157,8 +157,12 @@ class _Scan:
     #: and ``may_place`` no longer count them) and a probe came again
     #: (``max_pos`` is read no more); their places are not kept
     past_order: set[tuple[str, str]] | None = None
-    #: (probe, transport) of every line counted (``context``)
-    sent: set[tuple[str, str]] = field(default_factory=set)
+    #: some order goes through its scanner's order (``in_order``); no order
+    #: has two places yet (``may_place``): kept by ``_place``
+    ordered: bool = False
+    young: bool = True
+    #: signature id -> (probe, transport) of every line counted (``context``)
+    sent: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: lines that had already left when their probe was named (serve)
     late: list[dict[str, Any]] = field(default_factory=list)
     cost: int = 0  # estimated bytes held (see max_bytes)
@@ -333,7 +337,7 @@ class Correlator:
         if scan is None or scan.ctx is None:
             return None
         return (scan.ctx_t, scan.ctx.signature, max(scan.ctx.fragment, scan.ctx_frag), frozenset(scan.probes),
-                frozenset(scan.sent))
+                frozenset(scan.sent.values()))
 
     def note_late(self, source: str | None, t: float, m: Match, was: Signature | None = None) -> bool:
         """A line of ``source`` at ``t`` that left untagged was ``m``'s probe
@@ -358,9 +362,8 @@ class Correlator:
         n = scan.probes.get(sig.probe)
         scan.probes[sig.probe] = 1 if n is None else n + 1
         grew = 0 if n is not None else 2 * _ENTRY_BYTES
-        pt = (sig.probe, sig.transport)
-        if pt not in scan.sent:
-            scan.sent.add(pt)
+        if sig.id not in scan.sent:
+            scan.sent[sig.id] = (sig.probe, sig.transport)
             grew += _ENTRY_BYTES
         n = scan.scanners.get(sig.scanner)
         scan.scanners[sig.scanner] = 1 if n is None else n + 1
@@ -400,6 +403,9 @@ class Correlator:
                 o[2] += 1
             o[0] += 1
             o[1] = pos
+        if o[0] >= 2 and (scan.young or scan.ordered != (o[2] <= _MAX_STEPS_BACK)):
+            scan.young = False
+            scan.ordered = any(x[0] >= 2 and x[2] <= _MAX_STEPS_BACK for x in scan.orders.values())
         if scan.repeated and o[2] > _MAX_STEPS_BACK and o[0] >= 2:
             if scan.past_order is None:
                 scan.past_order = set()
@@ -432,7 +438,7 @@ class Correlator:
         (two placed probes or more, at most ``_MAX_STEPS_BACK`` steps back)?
         The sequence pass only places lines of such scans."""
         scan = self._sources.get(source or "-")
-        return scan is not None and any(o[0] >= 2 and o[2] <= _MAX_STEPS_BACK for o in scan.orders.values())
+        return scan is not None and scan.ordered
 
     def lines_in_order(self, sigs: Iterable[Any]) -> bool:
         """Do these named lines of one source (stream order) go through their
@@ -463,15 +469,7 @@ class Correlator:
         yet or a young one (not known to leave the order), or one going
         through its scanner's order?"""
         scan = self._sources.get(source)
-        if scan is None:
-            return True
-        young = True
-        for o in scan.orders.values():
-            if o[0] >= 2:
-                if o[2] <= _MAX_STEPS_BACK:
-                    return True
-                young = False
-        return young
+        return scan is None or scan.young or scan.ordered
 
     def context_live(self, t: float) -> bool:
         """Could a line at time ``t`` lean on some source's context? (False
@@ -534,9 +532,8 @@ class Correlator:
         n = scan.probes.get(sig.probe)
         scan.probes[sig.probe] = 1 if n is None else n + 1
         grew = 0 if n is not None else 2 * _ENTRY_BYTES  # and the summary's copy
-        pt = (sig.probe, sig.transport)
-        if pt not in scan.sent:
-            scan.sent.add(pt)
+        if sig.id not in scan.sent:
+            scan.sent[sig.id] = (sig.probe, sig.transport)
             grew += _ENTRY_BYTES
         n = scan.scanners.get(sig.scanner)
         scan.scanners[sig.scanner] = 1 if n is None else n + 1
