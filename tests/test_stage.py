@@ -368,7 +368,9 @@ def test_shared_first_line_resolved_by_following_lines():
 def test_shared_lines_of_another_client_name_the_protocol_not_a_scanner():
     # masscan's banner request (documented.yaml, observed from masscan
     # 1.3.2): its User-Agent line is its own; the request line is nmap's too,
-    # "Accept: */*" curl's and every other client's.
+    # "Accept: */*" curl's and every other client's. They are read as an
+    # HTTP request, not as nmap's probe, and the request's User-Agent names
+    # the client that sent all its lines.
     from probetag.detect import load_catalogue
     ua = next(s for s in load_catalogue() if s.id == "masscan-user-agent")
     lines = [b"GET / HTTP/1.0\r", b"User-Agent: masscan/1.3 " + ua.payload + b"\r", b"Accept: */*\r", b"\r"]
@@ -376,13 +378,24 @@ def test_shared_lines_of_another_client_name_the_protocol_not_a_scanner():
     res = p.process("s", b"".join(pack_entry(et(10), rec(line(x), src="198.51.100.1")) for x in lines))
     probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
     assert [x["name"] for x in probes] == ["http-request", "masscan-http-hello", "http-request", "http-request"]
-    assert [x["scanner"] for x in probes] == ["unknown", "masscan", "unknown", "unknown"]
-    # curl's request: no line of it is masscan's or nmap's
+    assert [x["scanner"] for x in probes] == ["masscan"] * 4
+    # curl's request: no line of it is masscan's or nmap's, all are curl's
     curl = [b"GET / HTTP/1.1\r", b"Host: 127.0.0.1:8080\r", b"User-Agent: curl/7.88.1\r", b"Accept: */*\r", b"\r"]
     res = p.process("s", b"".join(pack_entry(et(20), rec(line(x), src="198.51.100.9")) for x in curl))
     probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
     assert [x["name"] for x in probes] == ["http-request"] * 5
-    assert {x["scanner"] for x in probes} <= {"unknown", "curl"}
+    assert [x["scanner"] for x in probes] == ["curl"] * 5
+
+
+def test_a_request_whose_lines_name_two_clients_names_neither_on_the_others():
+    # two clients' requests from one sender in the same second, interleaved
+    # by the logger: the lines that name no client stay the protocol's
+    p = make()
+    lines = [b"GET / HTTP/1.1\r", b"User-Agent: curl/7.88.1\r", b"User-Agent: Go-http-client/1.1\r", b"\r"]
+    res = p.process("s", b"".join(pack_entry(et(30), rec(line(x), src="198.51.100.7")) for x in lines))
+    probes = [r.get("probe") for _, r in decode_all(res.chunks[0].entries)]
+    assert [x["name"] for x in probes] == ["http-request"] * 4
+    assert [x["scanner"] for x in probes[:3]] == ["unknown", "curl", "go"]
 
 
 def test_input_transport_from_record_limits_signatures():

@@ -102,6 +102,18 @@ def test_accept_star_line_is_not_masscan(results):
             assert (probe["scanner"] == "masscan") == (r["scanner"] == "masscan"), (r["file"], r["line"])
 
 
+def test_an_http_requests_client_names_every_line_of_it(results):
+    # One request's lines (request line, headers, the empty line) were sent
+    # by one client: the one its User-Agent names (the known-client table or
+    # the catalogue), the lines before that header as well as after it.
+    for tool, folder in (("sqlmap", "sqlmap"), ("hydra", "hydra-http-get"), ("curl", "curl-http"),
+                         ("whatweb", "whatweb"), ("go", "go-http")):
+        rows = [r for r in LABELS if r["file"].startswith(folder + "/") and r["scanner"] == tool]
+        assert len(rows) >= 4, tool
+        got = [(r["file"], r["line"], (results[(r["file"], r["line"])] or {}).get("scanner")) for r in rows]
+        assert all(x[2] == tool for x in got), got
+
+
 def test_masscan_and_zmap_are_named_from_their_own_bytes(results):
     # Real masscan (--banners --hello=http) and zmap (UDP module, every
     # payload file of its examples) across a veth link into a namespace.

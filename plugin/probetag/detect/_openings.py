@@ -174,7 +174,7 @@ class Openings:
         neither a match nor a payload line (placeholders).
         Returns how many lines had no reading before and have one now."""
         added = 0
-        made = False
+        made = http = False
         self._batch += 1
         # (a catalogue line is looked up in the hellos under way only when one
         # could be its source's, in the open connections only when it is a
@@ -234,10 +234,13 @@ class Openings:
             extra = _extra(op, client, candidates)
             readings[i] = make(base.rebuilt, line, (m,), base.shape, base.lossy, base.asked, MappingProxyType(extra))
             made = True
+            http = http or op.protocol == "http-request"
             if r is None:
                 added += 1
         if made:  # (only the readings made here have an opening's fields)
             self._adopt(readings, sources, items)
+            if http:
+                self._share_client(readings, sources, items, todo)
         return added
 
     def _match(self, op: Opening, client: str | None, transport: str | None, conf: float) -> Match:
@@ -422,6 +425,65 @@ class Openings:
                 if sources[j] is not None and rj is not None and (rj.extra or {}).get("protocol") == r.extra.get("protocol"):
                     sources[i] = sources[j]
                     break
+
+
+    def _share_client(self, readings: list[Any], sources: Sequence[str | None],
+                      items: Sequence[tuple[float, Any]], todo: Sequence[int] | None) -> None:
+        """The lines of one HTTP request (its request line and the header
+        lines after it, one sender, each within ``_SAME_CONNECTION`` of the
+        one before) were sent by one client: when exactly one client is
+        named among them (a User-Agent the known-client table or the
+        catalogue knows: sqlmap's, hydra's), the lines named only by their
+        protocol are named after it too. A request whose lines name two
+        clients, or none, stays as it is."""
+        groups: dict[str, list[int]] = {}  # per sender, the request being read
+        done: list[list[int]] = []
+        for i in (range(len(readings)) if todo is None else todo):
+            r = readings[i]
+            src = sources[i]
+            if r is None or src is None or not r.sure:
+                continue
+            extra = r.extra or {}
+            opening = extra.get("protocol") == "http-request"
+            if not opening and not (r.sure[0].signature.family != "client" and _is_header(r.line)):
+                continue
+            g = groups.get(src)
+            if opening and _http_request_line(r.line):
+                if g is not None:
+                    done.append(g)
+                groups[src] = [i]
+            elif g is not None and 0 <= items[i][0] - items[g[-1]][0] <= _SAME_CONNECTION:
+                g.append(i)
+            elif g is not None:
+                done.append(groups.pop(src))
+        done.extend(groups.values())
+        for g in done:
+            if len(g) < 2:
+                continue
+            named = set()
+            for i in g:
+                r = readings[i]
+                extra = r.extra or {}
+                if extra.get("protocol") == "http-request":
+                    if extra.get("client"):
+                        named.add(extra["client"])
+                elif r.sure[0].signature.scanner != "unknown":
+                    named.add(r.sure[0].signature.scanner)
+            if len(named) != 1:
+                continue
+            client = named.pop()
+            for i in g:
+                r = readings[i]
+                extra = r.extra or {}
+                if extra.get("protocol") != "http-request" or extra.get("client"):
+                    continue
+                old = r.sure[0]
+                sig = self.signature("http-request", client, old.signature.transport)
+                m = Match(sig, 0, "opening", old.confidence, False)
+                new_extra = {k: v for k, v in extra.items() if k != "client_candidates"}
+                new_extra["client"] = client
+                readings[i] = replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
+                                      extra=MappingProxyType(new_extra))
 
 
 def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -> bool:
