@@ -68,6 +68,20 @@ def _wordy(msg: bytes, escapes: tuple[bytes, ...]) -> bool:
     return len(msg) - len(msg.translate(None, _ALNUM)) >= _WORDS
 
 
+def _binary(msg: bytes) -> bool:
+    """Does ``msg`` hold an escaped control byte besides TAB and CR (rsyslog's
+    ``#000``-``#037``, C-style ``\\xHH``)? Then it is a binary payload's
+    piece (a TLS ClientHello cut at its LF bytes), not text with a CR: it
+    matches no catalogue entry alone, but the hello it belongs to needs it.
+    Only for a line with a byte past ASCII: random bytes (a hello's random,
+    its key share) have them, the CR and TAB lines of text that explain
+    skips (a third of some files) mostly do not, and ``isascii`` is cheap."""
+    if msg.isascii():
+        return False
+    n = msg.count(b"#0")
+    return (n > 0 and n > msg.count(b"#011") + msg.count(b"#015")) or b"\\x" in msg
+
+
 @functools.lru_cache(maxsize=8)
 def _escape_words(escapes: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], int]:
     """(the first bytes of the escapes that hold letters or digits, the most
@@ -606,7 +620,7 @@ class Explainer:
             if weak_only and raw_ok and not marked:
                 host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
                 q = line.rfind(b": ")
-                if 0 <= host_end < q and _wordy(line[q + 2:], lits):
+                if 0 <= host_end < q and _wordy(line[q + 2:], lits) and not _binary(line[q + 2:]):
                     self.weak_skipped += 1
                     pending.append(line)
                     items.append((self._last_t, _NOTHING))
@@ -630,7 +644,7 @@ class Explainer:
                     # place in the batch as an empty record, which reads as
                     # nothing as the line would have: the look-ahead counts
                     # places, so every verdict stays the same.
-                    if self.skip_weak and _wordy(sl.msg, lits):
+                    if self.skip_weak and _wordy(sl.msg, lits) and not _binary(sl.msg):
                         self.weak_skipped += 1
                         items.append((t, _NOTHING))
                         where.append(idx)

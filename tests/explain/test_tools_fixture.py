@@ -114,6 +114,17 @@ def test_an_http_requests_client_names_every_line_of_it(results):
         assert all(x[2] == tool for x in got), got
 
 
+def test_a_hellos_piece_with_a_tab_and_words_is_read_with_the_rest(results):
+    # curl's ClientHello, cut at its LF bytes: one piece holds an escaped TAB
+    # (#011) among its random bytes, which read as words; it is no text
+    # line with a TAB (explain skips those unread) but a binary piece, and
+    # with it the hello is whole: its fingerprint names curl.
+    rows = [r for r in LABELS if r["file"].startswith("curl-https/") and r["scanner"] == "curl"]
+    assert len(rows) == 10 and any("#011" in r["raw"] for r in rows)
+    got = [(r["file"], r["line"], (results[(r["file"], r["line"])] or {}).get("scanner")) for r in rows]
+    assert all(x[2] == "curl" for x in got), got
+
+
 def test_masscan_and_zmap_are_named_from_their_own_bytes(results):
     # Real masscan (--banners --hello=http) and zmap (UDP module, every
     # payload file of its examples) across a veth link into a namespace.
