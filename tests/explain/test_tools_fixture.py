@@ -125,6 +125,16 @@ def test_a_hellos_piece_with_a_tab_and_words_is_read_with_the_rest(results):
     assert all(x[2] == "curl" for x in got), got
 
 
+def test_a_hello_two_tools_send_alike_is_named_after_the_senders_own_tool(results):
+    # sslscan and testssl.sh send some ClientHellos byte for byte: such a
+    # hello names both as candidates. The sender's other hellos of the run
+    # name sslscan alone: this one is sslscan's too.
+    for f in ("sslscan/traditional.log", "sslscan/rfc3339.log"):
+        alike = [r for r in LABELS if r["file"] == f and r["line"] in (23, 24, 25)]
+        assert [r["scanner"] for r in alike] == ["sslscan"] * 3
+        assert all(results[(f, r["line"])]["scanner"] == "sslscan" for r in alike), f
+
+
 def test_masscan_and_zmap_are_named_from_their_own_bytes(results):
     # Real masscan (--banners --hello=http) and zmap (UDP module, every
     # payload file of its examples) across a veth link into a namespace.

@@ -174,7 +174,7 @@ class Openings:
         neither a match nor a payload line (placeholders).
         Returns how many lines had no reading before and have one now."""
         added = 0
-        made = http = False
+        made = http = torn = False
         self._batch += 1
         # (a catalogue line is looked up in the hellos under way only when one
         # could be its source's, in the open connections only when it is a
@@ -235,12 +235,15 @@ class Openings:
             readings[i] = make(base.rebuilt, line, (m,), base.shape, base.lossy, base.asked, MappingProxyType(extra))
             made = True
             http = http or op.protocol == "http-request"
+            torn = torn or (client is None and bool(candidates))
             if r is None:
                 added += 1
         if made:  # (only the readings made here have an opening's fields)
             self._adopt(readings, sources, items)
             if http:
                 self._share_client(readings, sources, items, todo)
+            if torn:
+                self._by_own_client(readings, sources, items, todo)
         return added
 
     def _match(self, op: Opening, client: str | None, transport: str | None, conf: float) -> Match:
@@ -484,6 +487,42 @@ class Openings:
                 new_extra["client"] = client
                 readings[i] = replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
                                       extra=MappingProxyType(new_extra))
+
+
+    def _by_own_client(self, readings: list[Any], sources: Sequence[str | None],
+                       items: Sequence[tuple[float, Any]], todo: Sequence[int] | None) -> None:
+        """An opening whose bytes two clients send alike (sslscan and
+        testssl.sh send some ClientHellos byte for byte: ``client_candidates``)
+        is named after the one of them that the same sender's other openings
+        of this batch, within ``SCAN_CONTEXT`` seconds, name on their own,
+        when exactly one of them does."""
+        seen: dict[str, list[tuple[float, str]]] = {}
+        torn: list[int] = []
+        for i in (range(len(readings)) if todo is None else todo):
+            r = readings[i]
+            src = sources[i]
+            if r is None or src is None or not r.extra:
+                continue
+            client = r.extra.get("client")
+            if client:
+                seen.setdefault(src, []).append((items[i][0], client))
+            elif r.extra.get("client_candidates"):
+                torn.append(i)
+        for i in torn:
+            r, src, t = readings[i], sources[i], items[i][0]
+            cands = set(r.extra["client_candidates"])
+            named = {c for tc, c in seen.get(src, ()) if c in cands and abs(tc - t) <= SCAN_CONTEXT}
+            others = {c for tc, c in seen.get(src, ()) if abs(tc - t) <= SCAN_CONTEXT} - named
+            if len(named) != 1 or others:
+                continue  # (a sender whose openings name other clients too says nothing)
+            client = named.pop()
+            old = r.sure[0]
+            sig = self.signature(old.signature.probe, client, old.signature.transport)
+            m = Match(sig, 0, "opening", old.confidence, False)
+            extra = {k: v for k, v in r.extra.items() if k != "client_candidates"}
+            extra["client"] = client
+            readings[i] = replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
+                                  extra=MappingProxyType(extra))
 
 
 def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -> bool:
