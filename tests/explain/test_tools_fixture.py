@@ -135,6 +135,18 @@ def test_a_hello_two_tools_send_alike_is_named_after_the_senders_own_tool(result
         assert all(results[(f, r["line"])]["scanner"] == "sslscan" for r in alike), f
 
 
+def test_a_hellos_last_piece_in_a_tag_cut_at_510_bytes_ends_it(results):
+    # testssl.sh's hellos end in long runs of NULs: rsyslog cut the last
+    # piece's TAG (no space in it) at 510 bytes, and the line is marked lossy
+    # for the space the template puts at the cut. It misses no byte of the
+    # hello, so it still completes it, and the hello's fingerprint names it.
+    for f in ("testssl/traditional.log", "testssl/rfc3339.log"):
+        rows = [r for r in LABELS if r["file"] == f and r["line"] in (10, 24, 29, 37)]
+        assert [r["scanner"] for r in rows] == ["testssl.sh"] * 4
+        got = [results[(f, r["line"])] for r in rows]
+        assert all(p is not None and (p["name"], p["scanner"]) == ("tls-client-hello", "testssl.sh") for p in got), got
+
+
 def test_masscan_and_zmap_are_named_from_their_own_bytes(results):
     # Real masscan (--banners --hello=http) and zmap (UDP module, every
     # payload file of its examples) across a veth link into a namespace.

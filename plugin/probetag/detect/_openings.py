@@ -67,6 +67,8 @@ _MAX_LOST_NULS = 6
 SCAN_CONTEXT = 60.0
 MAX_SOURCES = 4096
 #: Protocols whose later lines (same source, within a second) continue it.
+#: rsyslog file formats whose lines keep every byte of TAG and MSG.
+_WHOLE_FILE_FORMATS = frozenset(("traditional", "rfc3339"))
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
               "sip-request": "sip", "memcached-command": "memcached"}
 #: A binary piece holds a control byte other than TAB/LF: the chunk
@@ -224,8 +226,12 @@ class Openings:
                 sources[i] = src
             line = base.line or base.rebuilt.line
             # a record known to miss bytes (RFC 5424's dropped TAG) cannot be
-            # counted as the next piece of a hello under way
-            self._lossy = bool(base.lossy)
+            # counted as the next piece of a hello under way; a line of a
+            # traditional or RFC 3339 file misses none (it is lossy for the
+            # space at a TAG cut at 510 bytes, which the line leaves out:
+            # the template adds one there; a hello's count allows a byte less)
+            self._lossy = bool(base.lossy) and not (
+                base.shape == "file-line" and items[i][1].get("_format") in _WHOLE_FILE_FORMATS)
             got = self._read(line, sources[i], items[i][0], transport, i, readings)
             if got is None:
                 continue
