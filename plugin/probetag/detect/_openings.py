@@ -486,13 +486,7 @@ class Openings:
                 extra = r.extra or {}
                 if extra.get("protocol") != "http-request" or extra.get("client"):
                     continue
-                old = r.sure[0]
-                sig = self.signature("http-request", client, old.signature.transport)
-                m = Match(sig, 0, "opening", old.confidence, False)
-                new_extra = {k: v for k, v in extra.items() if k != "client_candidates"}
-                new_extra["client"] = client
-                readings[i] = replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
-                                      extra=MappingProxyType(new_extra))
+                readings[i] = self._with_client(r, client)
 
 
     def _by_own_client(self, readings: list[Any], sources: Sequence[str | None],
@@ -521,14 +515,18 @@ class Openings:
             others = {c for tc, c in seen.get(src, ()) if abs(tc - t) <= SCAN_CONTEXT} - named
             if len(named) != 1 or others:
                 continue  # (a sender whose openings name other clients too says nothing)
-            client = named.pop()
-            old = r.sure[0]
-            sig = self.signature(old.signature.probe, client, old.signature.transport)
-            m = Match(sig, 0, "opening", old.confidence, False)
-            extra = {k: v for k, v in r.extra.items() if k != "client_candidates"}
-            extra["client"] = client
-            readings[i] = replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
-                                  extra=MappingProxyType(extra))
+            readings[i] = self._with_client(r, named.pop())
+
+    def _with_client(self, r: Any, client: str) -> Any:
+        """Opening reading ``r`` (named by its protocol only) named after
+        ``client``: its match, and ``client`` in its fields."""
+        old = r.sure[0]
+        sig = self.signature(old.signature.probe, client, old.signature.transport)
+        m = Match(sig, 0, "opening", old.confidence, False)
+        extra = {k: v for k, v in (r.extra or {}).items() if k != "client_candidates"}
+        extra["client"] = client
+        return replace(r, matches=(m,), sure=(m,), by_id=MappingProxyType({sig.id: m}),
+                       extra=MappingProxyType(extra))
 
 
 def hostname_was_payload(line: bytes, rebuilt_line: bytes, source: str | None) -> bool:
