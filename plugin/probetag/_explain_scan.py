@@ -329,12 +329,11 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
     hits = sorted(strong)
     at = {idx: (start, end) for idx, start, end in hits}
 
-    def take(i: int, b: int, e: int) -> bytes:
-        ln = bytes(data[b:e])
+    def take(i: int, b: int, e: int) -> None:
         if i not in have:
+            ln = bytes(data[b:e])
             have.add(i)
             extra.append((i, ln, any(m in ln for m in _FRAMING_MARKERS), False))
-        return ln
 
     for step in (-1, 1):
         done = None  # the furthest line a walk of this direction has got to
@@ -376,7 +375,7 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
                             again = j  # another strong hit: its own walk goes on from here
                             break
                         alone.add(j)
-                    ln = take(j, b, e)
+                    take(j, b, e)
                     left -= 1
                     if _fragment_like(data, m, e):
                         last_t = t if t is not None else last_t

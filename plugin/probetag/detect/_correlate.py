@@ -177,6 +177,22 @@ class _Scan:
     group_frag: int = -1
 
 
+def _step(o: list[int], pos: int) -> None:
+    """One more distinctive line at place ``pos`` of an order's
+    [placed, last place, steps back]."""
+    if pos != o[1]:
+        if o[0] and pos < o[1]:
+            o[2] += 1
+        o[0] += 1
+        o[1] = pos
+
+
+def _going(o: list[int]) -> bool:
+    """Does an order's [placed, last place, steps back] go through it: two
+    places or more, at most ``_MAX_STEPS_BACK`` steps back?"""
+    return o[0] >= 2 and o[2] <= _MAX_STEPS_BACK
+
+
 def _scan_id(source: str, first: float) -> str:
     return hashlib.blake2b(f"{source}|{first:.6f}".encode("utf-8", "surrogateescape"),
                            digest_size=8).hexdigest()
@@ -233,8 +249,7 @@ class Correlator:
         scan = self._sources.get(src)
         resume = None
         if scan is not None and t - scan.last > self.scan_idle:
-            resume = {key: (o[0], o[1], o[2]) for key, o in scan.orders.items()
-                      if o[0] >= 2 and o[2] <= _MAX_STEPS_BACK} or None
+            resume = {key: (o[0], o[1], o[2]) for key, o in scan.orders.items() if _going(o)} or None
             self._end(src)  # silent too long: that scan is over
             scan = None
         if sure:
@@ -398,14 +413,10 @@ class Correlator:
                 # dropped (Fluent Bit's RFC 5424 parser drops every record
                 # with an empty message).
                 o[0], o[1], o[2] = r
-        if pos != o[1]:
-            if o[0] and pos < o[1]:
-                o[2] += 1
-            o[0] += 1
-            o[1] = pos
+        _step(o, pos)
         if o[0] >= 2 and (scan.young or scan.ordered != (o[2] <= _MAX_STEPS_BACK)):
             scan.young = False
-            scan.ordered = any(x[0] >= 2 and x[2] <= _MAX_STEPS_BACK for x in scan.orders.values())
+            scan.ordered = any(map(_going, scan.orders.values()))
         if scan.repeated and o[2] > _MAX_STEPS_BACK and o[0] >= 2:
             if scan.past_order is None:
                 scan.past_order = set()
@@ -452,17 +463,9 @@ class Correlator:
         orders: dict[tuple[str, str], list[int]] = {}  # per order: placed, last, back
         for sig in sigs:
             pos = self.position(sig)
-            if pos is None:
-                continue
-            o = orders.get((sig.scanner, sig.transport))
-            if o is None:
-                orders[(sig.scanner, sig.transport)] = [1, pos, 0]
-            elif pos != o[1]:
-                if pos < o[1]:
-                    o[2] += 1
-                o[0] += 1
-                o[1] = pos
-        return any(o[0] >= 2 and o[2] <= _MAX_STEPS_BACK for o in orders.values())
+            if pos is not None:
+                _step(orders.setdefault((sig.scanner, sig.transport), [0, -2, 0]), pos)
+        return any(map(_going, orders.values()))
 
     def may_place(self, source: str) -> bool:
         """Could the sequence pass place lines of this source's scan: none

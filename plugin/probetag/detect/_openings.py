@@ -66,9 +66,9 @@ _MAX_LOST_NULS = 6
 #: correlator follows: its ambiguous lines are left to it.
 SCAN_CONTEXT = 60.0
 MAX_SOURCES = 4096
-#: Protocols whose later lines (same source, within a second) continue it.
 #: rsyslog file formats whose lines keep every byte of TAG and MSG.
 _WHOLE_FILE_FORMATS = frozenset(("traditional", "rfc3339"))
+#: Protocols whose later lines (same source, within a second) continue it.
 _CONTINUED = {"http-request": "http", "http-header": "http", "redis-command": "redis",
               "sip-request": "sip", "memcached-command": "memcached"}
 #: A binary piece holds a control byte other than TAB/LF: the chunk
@@ -435,7 +435,6 @@ class Openings:
                     sources[i] = sources[j]
                     break
 
-
     def _share_client(self, readings: list[Any], sources: Sequence[str | None],
                       items: Sequence[tuple[float, Any]], todo: Sequence[int] | None) -> None:
         """The lines of one HTTP request (its request line and the header
@@ -487,7 +486,6 @@ class Openings:
                 if extra.get("protocol") != "http-request" or extra.get("client"):
                     continue
                 readings[i] = self._with_client(r, client)
-
 
     def _by_own_client(self, readings: list[Any], sources: Sequence[str | None],
                        items: Sequence[tuple[float, Any]], todo: Sequence[int] | None) -> None:

@@ -130,6 +130,12 @@ def _flags(item: Sequence[Any]) -> tuple[bool, bool]:
     return len(item) > 6 and bool(item[6]), len(item) > 7 and bool(item[7])
 
 
+def _names(sent: dict[str | None, set[tuple[str, str]]], source: str | None) -> set[str]:
+    """The names of the probes ``source`` sent (``SequenceNamer.name``'s
+    ``sent``), whatever their transport."""
+    return {p for p, _tr in sent.get(source, ())}
+
+
 def _telling(core: bytes) -> bool:
     """More than a lone CR, a common word or a run of one byte."""
     t = core.strip(b" \t\r")
@@ -428,14 +434,13 @@ class SequenceNamer:
                 t, src = lines[i][0], lines[i][1]  # type: ignore[index]
                 anchors[i] = _Anchor(t, src, nm[0], nm[1])
         out: list[tuple[Signature, int, str | None, str] | None] = [None] * n
-        sent: dict[str | None, set[str]] = {}
-        #: the same as (probe, transport): the order of each transport
-        #: places its own probes (a TCP and a UDP probe can share a name)
-        self._sent_pairs: dict[str | None, set[tuple[str, str]]] = {}
+        # per sender, the probes sent as (name, transport): the order of each
+        # transport places its own probes (a TCP and a UDP probe can share a
+        # name); ``_names`` for the passes that go by name
+        sent: dict[str | None, set[tuple[str, str]]] = {}
         for a in anchors:
             if a is not None:
-                sent.setdefault(a.source, set()).add(a.sig.probe)
-                self._sent_pairs.setdefault(a.source, set()).add((a.sig.probe, a.sig.transport))
+                sent.setdefault(a.source, set()).add((a.sig.probe, a.sig.transport))
         # A scan of several ports sends the whole order to each, interleaved:
         # the order says nothing there. A probe named on two connections
         # (more than ``gap`` apart) marks such a source; a TCP and a UDP
@@ -462,7 +467,7 @@ class SequenceNamer:
         return out
 
     def _set(self, i: int, t: float, source: str | None, sig: Signature, frag: int, via: str,
-             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[str]],
+             anchors: list[_Anchor | None], out: list[Any], sent: dict[str | None, set[tuple[str, str]]],
              step: int | None = None) -> None:
         out[i] = (sig, frag, source, via)
         a = anchors[i] = _Anchor(t, source, sig, frag, step)
@@ -472,11 +477,10 @@ class SequenceNamer:
             self._index.add(i, a, False)
             return
         self._index.add(i, a, self._pos(a) is not None)
-        sent.setdefault(source, set()).add(sig.probe)
-        self._sent_pairs.setdefault(source, set()).add((sig.probe, sig.transport))
+        sent.setdefault(source, set()).add((sig.probe, sig.transport))
 
     def _lines(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
-               sent: dict[str | None, set[str]], context: Any) -> int:
+               sent: dict[str | None, set[tuple[str, str]]], context: Any) -> int:
         """One line at a time: a continuation of the previous named line, or
         the one probe its bytes allow between its anchors."""
         changed = 0
@@ -557,7 +561,7 @@ class SequenceNamer:
             # Each transport's order places its own probes: ``-sS -sU -sV``
             # goes through the TCP and the UDP order at once from one source,
             # and a TCP and a UDP probe can share a name (Help).
-            already = set(self._sent_pairs.get(source, ()))
+            already = set(sent.get(source, ()))
             if ctx is not None:
                 # (less the probes this line's own bytes name: the correlator
                 # counts a probe as sent from a line too unsure to be tagged,
@@ -567,17 +571,15 @@ class SequenceNamer:
                     already |= ctx[4] - own
                 else:  # (names only: sent on every transport)
                     already |= {(p, tr) for p in ctx[3] for tr in ("tcp", "udp", "any")} - own
-            lo = self._placed(anchors, i, t, source, -1)
-            if lo is None and prev is not None and prev.source == source and self._pos(prev) is not None:
-                lo = prev  # the scan's line from an earlier batch
-            if rest_only and lo is not None:
+            if rest_only and (self._placed(anchors, i, t, source, -1) is not None or (
+                    prev is not None and prev.source == source and self._pos(prev) is not None)):
                 continue  # (at the head of a scan: GenericLines' two empty records)
             bounds: dict[str, tuple[_Anchor | None, _Anchor | None]] = {}
             for tr in {sig.transport for sig, _ in cands.values()}:
                 lo = self._placed(anchors, i, t, source, -1, tr)
                 if (lo is None and prev is not None and prev.source == source and prev.sig.transport == tr
                         and self._pos(prev) is not None):
-                    lo = prev
+                    lo = prev  # the scan's line from an earlier batch
                 hi = self._placed(anchors, i, t, source, +1, tr)
                 if src is None:
                     # A line without a sender: placed lines without one (their
@@ -780,7 +782,7 @@ class SequenceNamer:
         return [(own, 0, fixed >= 8, random)]
 
     def _nse(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str | None,
-             cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]],
+             cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[tuple[str, str]]],
              ctx: Any) -> tuple[int, Signature, int] | None:
         """A line after the sender's last probe of the order, placed as one
         of the NSE scripts that run then (``ScanOrder.nse``), when exactly
@@ -812,7 +814,7 @@ class SequenceNamer:
         return got[0] if len(got) == 1 else None
 
     def _nse_after(self, i: int, item: Sequence[Any], anchors: list[_Anchor | None], source: str,
-                   cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[str]], ctx: Any,
+                   cands: dict[str, tuple[Signature, int]], sent: dict[str | None, set[tuple[str, str]]], ctx: Any,
                    lst: Sequence[int], k: int | None, back: list[int]) -> tuple[int, Signature, int] | None:
         """``_nse`` after the anchors ``back`` (the last is the line's
         previous anchor), ``lst`` the anchors the next one is looked for in
@@ -836,7 +838,7 @@ class SequenceNamer:
         lo_step = self._step_of(j, lo, earlier)
         key = (lo.sig.scanner, lo.sig.transport)
         order = self.order.positions.get(key, {})
-        already = set(sent.get(source, ()))
+        already = _names(sent, source)
         if ctx is not None:
             already |= ctx[3]
         remaining: list[str] = []
@@ -887,7 +889,7 @@ class SequenceNamer:
         return n, sig, frag
 
     def _segments(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
-                  sent: dict[str | None, set[str]], context: Any) -> int:
+                  sent: dict[str | None, set[tuple[str, str]]], context: Any) -> int:
         """Between two placed anchors of one source (positions a < b in the
         scanner's order), the unnamed lines fall into connections (a new one
         after a pause of more than ``_SAME_CONNECTION``); when there are as
@@ -946,7 +948,7 @@ class SequenceNamer:
                 last_t = t
             if not groups:
                 continue
-            done = set(sent.get(source, ())) | between_named
+            done = _names(sent, source) | between_named
             ctx = context(source) if source is not None else None
             if ctx is not None:
                 done |= ctx[3]
@@ -1070,7 +1072,7 @@ class SequenceNamer:
         return plan if count == 1 else None
 
     def _head(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
-              sent: dict[str | None, set[str]], context: Any) -> int:
+              sent: dict[str | None, set[tuple[str, str]]], context: Any) -> int:
         """The start of a scan in lines that hold only MSG: before a source's
         first placed anchor ``b`` (with nothing of its scan before the batch),
         every unnamed line of that source back to the last pause longer than
@@ -1098,7 +1100,7 @@ class SequenceNamer:
             if not idx or any(anchors[i] is not None and anchors[i].source == source  # type: ignore[union-attr]
                               for i in range(idx[0], y)):
                 continue
-            done = set(sent.get(source, ()))
+            done = _names(sent, source)
             level = self._scan_intensity(b.sig.scanner, b.sig.transport, done)
             order = self.order.positions.get((b.sig.scanner, b.sig.transport), {})
             expected = [name for name, pos in sorted(order.items(), key=lambda x: x[1])
@@ -1114,7 +1116,7 @@ class SequenceNamer:
         return changed
 
     def _tail(self, lines: Sequence[Any], anchors: list[_Anchor | None], out: list[Any],
-              sent: dict[str | None, set[str]], context: Any) -> int:
+              sent: dict[str | None, set[tuple[str, str]]], context: Any) -> int:
         """The end of a scan in lines that hold only MSG: after a source's
         last placed anchor ``a``, its unnamed lines are counted against the
         probes after ``a`` in the order (``_by_count``). Lines left over
@@ -1149,7 +1151,7 @@ class SequenceNamer:
             idx = self._run(idx, lines, a.t, +1)
             if not idx:
                 continue
-            done = set(sent.get(source, ()))
+            done = _names(sent, source)
             plans = []
             for level in range(self._scan_intensity(a.sig.scanner, a.sig.transport, done), 10):
                 expected = [name for name in after if name not in done and (*key, name) not in self._silent
