@@ -440,6 +440,8 @@ class Explainer:
         # weak literals) and the escapes themselves (``_weak_matters``).
         self._weak_ids = frozenset(getattr(pre, "_weak", ()))
         self._weak_lits = tuple(pre.literals.patterns[i] for i in sorted(self._weak_ids))
+        #: the C scan's tables (``_speedups.Hits``), or None: the Python loop
+        self._hit_tables = self._literals.hit_tables(self._weak_ids)
         #: lines hit only by the context marker that ``pick`` did not decode
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
@@ -523,6 +525,40 @@ class Explainer:
         framing-error lines, [(0-based line index, line, holds a framing
         marker, hit only by the context marker)] for the lines a prefilter
         literal hit)."""
+        tables = self._hit_tables
+        if tables is not None:
+            # the loop below, in C (``_speedups.Hits.lines``); it also tells
+            # the CR lines ``pick`` skips (``weak`` 2), where it can
+            from ._accel import speedups
+
+            handler = speedups.Hits(*tables)  # type: ignore[union-attr]
+            self._literals.scan_into(data, handler)
+            firsts, most = _escape_words(self._weak_lits)
+            n, framing, picked, strong_lines = handler.lines(
+                data, self._marker_ids, self._raw_from() if self.skip_weak else -1, b"".join(firsts), most, _WORDS)
+        else:
+            n, framing, picked, strong_lines = self._scan_lines(data)
+        if strong_lines:
+            if self.fmt in decode.SYSLOG_NG_FORMATS:
+                picked = _syslog_ng_neighbours(data, picked, strong_lines)
+            else:
+                host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
+                picked = _with_neighbours(data, picked, strong_lines, host_at)
+        if self.fmt == "fromhost":
+            picked = _with_empty_msgs(data, picked)
+        return n, framing, picked
+
+    def _raw_from(self) -> int:
+        """Where HOSTNAME's search starts in a line of a file format whose MSG
+        is a suffix of the line (16: traditional; 0: RFC 3339, after the
+        first space), else -1: see ``pick``."""
+        return 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
+
+    def _scan_lines(self, data: bytes | bytearray
+                    ) -> tuple[int, int, list[tuple[int, bytes, bool, bool]], list[tuple[int, int, int]]]:
+        """``scan`` before the neighbours, in Python: -> (number of lines,
+        framing-error lines, hit lines, (line index, start, end) of those a
+        strong literal hit)."""
         # One pass of LF counting over the block: the line index of each hit
         # line is counted from the previous hit line, and the block's line
         # count from the last one. A line's hits are consecutive (sorted by
@@ -569,15 +605,7 @@ class Explainer:
             marked = pid >= marker_ids
             probe = not marked
             strong = probe and pid not in weak_ids
-        if strong_lines:
-            if self.fmt in decode.SYSLOG_NG_FORMATS:
-                picked = _syslog_ng_neighbours(data, picked, strong_lines)
-            else:
-                host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
-                picked = _with_neighbours(data, picked, strong_lines, host_at)
-        if self.fmt == "fromhost":
-            picked = _with_empty_msgs(data, picked)
-        return idx + count(b"\n", pos) + 1, framing, picked
+        return idx + count(b"\n", pos) + 1, framing, picked, strong_lines
 
     def pick(self, picked: list[tuple[int, bytes, bool, bool]]) -> tuple[list[tuple[float, dict[Any, Any]]], list[int]]:
         """The middle of ``block`` (the reading process of ``--jobs 2`` runs
@@ -593,7 +621,7 @@ class Explainer:
         # after the last ": " past HOSTNAME lies inside MSG, and words in it
         # are words in MSG, so the line need not even be parsed (its time is
         # read later, only if a line after it needs it: ``_time_after``).
-        first_space = 16 if fmt == "traditional" else 0 if fmt == "rfc3339" else -1
+        first_space = self._raw_from()
         raw_ok = self.skip_weak and first_space >= 0
         pending = self._pending
         sng = fmt in decode.SYSLOG_NG_FORMATS
@@ -614,6 +642,12 @@ class Explainer:
                     continue
                 head = (idx, len(items), rec)
                 items.append((self._time(sl) if not pending else self._time_after(sl), rec))
+                where.append(idx)
+                continue
+            if weak_only == 2:  # the C scan's mark (``_speedups.Hits.lines``): a CR line of text
+                self.weak_skipped += 1
+                pending.append(line)
+                items.append((self._last_t, _NOTHING))
                 where.append(idx)
                 continue
             if weak_only and raw_ok and not marked:

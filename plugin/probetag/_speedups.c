@@ -775,6 +775,205 @@ done:
     return result;
 }
 
+/* One hit as lines() sorts them: by start offset, then pattern id (the
+ * order of the Python scan's sorted (offset, id) pairs). */
+typedef struct {
+    uint64_t off;
+    uint32_t id;
+} StartId;
+
+static int start_id_cmp(const void *a, const void *b) {
+    const StartId *x = a, *y = b;
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static size_t count_lf(const unsigned char *d, size_t a, size_t b) {
+    size_t n = 0;
+    while (a < b) {
+        const unsigned char *p = memchr(d + a, '\n', b - a);
+        if (!p)
+            break;
+        n++;
+        a = (size_t)(p - d) + 1;
+    }
+    return n;
+}
+
+static const unsigned char *rfind_lf(const unsigned char *d, size_t end) {
+    return end ? memrchr(d, '\n', end) : NULL;
+}
+
+/* A line hit only by weak literals that explain's pick would skip: the text
+ * after its last ": " past HOSTNAME holds enough letters and digits even if
+ * every byte among firsts began an escape (need letters and digits left
+ * when each takes most), and no byte past ASCII (see
+ * _explain_scan._wordy and _binary). Only ever says yes when pick would;
+ * a no leaves the line to pick's own tests. */
+static int text_line(const unsigned char *l, size_t n, Py_ssize_t first_space,
+                     const unsigned char *firsts, Py_ssize_t nfirsts, Py_ssize_t most, Py_ssize_t need) {
+    size_t from;
+    if (first_space == 0) {
+        const unsigned char *sp = memchr(l, ' ', n);
+        from = sp ? (size_t)(sp - l) + 1 : 0;
+    } else {
+        from = (size_t)first_space;
+    }
+    if (from > n)
+        return 0;
+    const unsigned char *he = memchr(l + from, ' ', n - from);
+    if (!he)
+        return 0;
+    size_t host_end = (size_t)(he - l);
+    /* rfind(b": ") */
+    size_t q = n;
+    for (size_t i = n; i >= 2; i--) {
+        if (l[i - 2] == ':' && l[i - 1] == ' ') {
+            q = i - 2;
+            break;
+        }
+    }
+    if (q == n || host_end >= q)
+        return 0;
+    const unsigned char *m = l + q + 2;
+    size_t mn = n - q - 2;
+    if ((Py_ssize_t)mn < need)
+        return 0;
+    Py_ssize_t words = 0, starts = 0;
+    for (size_t i = 0; i < mn; i++) {
+        unsigned char c = m[i];
+        if (c >= 0x80)
+            return 0;
+        if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
+            words++;
+        for (Py_ssize_t k = 0; k < nfirsts; k++)
+            if (c == firsts[k])
+                starts++;
+    }
+    return words >= need && words - starts * most >= need;
+}
+
+/* lines(data, marker_from, first_space, firsts, most, need)
+ *   -> (lines, framing, picked, strong)
+ * explain's scan of one block (probetag/_explain_scan.py, Explainer.scan,
+ * before the neighbours are added) over the hits collected from it:
+ *   lines    the block's line count (LFs + 1);
+ *   framing  lines holding a hit of a pattern id >= marker_from;
+ *   picked   [(line index, line bytes, marked, weak)] for each line a
+ *            pattern id < marker_from hit, in line order; weak is False
+ *            when a strong literal hit it, else True, or 2 when first_space
+ *            >= 0, the line is not marked and text_line() says pick skips it;
+ *   strong   [(line index, start, end)] of the lines a strong literal hit.
+ */
+static PyObject *Hits_lines(Hits *self, PyObject *args) {
+    Py_buffer view, fv;
+    Py_ssize_t marker_from, first_space, most, need;
+    if (!PyArg_ParseTuple(args, "y*nny*nn:lines", &view, &marker_from, &first_space, &fv, &most, &need))
+        return NULL;
+    PyObject *picked = NULL, *strong = NULL, *result = NULL;
+    StartId *hs = NULL;
+    const unsigned char *d = view.buf;
+    size_t n = (size_t)view.len;
+    picked = PyList_New(0);
+    strong = PyList_New(0);
+    if (!picked || !strong)
+        goto done;
+    size_t used = self->used;
+    if (used) {
+        hs = PyMem_RawMalloc(used * sizeof(StartId));
+        if (!hs) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    size_t k = 0;
+    for (size_t h = 0; h < used; h++) {
+        uint32_t id = self->ids[h];
+        uint64_t len = self->lens[id];
+        if (self->ends[h] < len)
+            continue;
+        hs[k].off = self->ends[h] - len;
+        hs[k].id = id;
+        k++;
+    }
+    if (k > 1)
+        qsort(hs, k, sizeof(StartId), start_id_cmp);
+    size_t idx = 0, pos = 0, start = 0, end = 0, framing = 0;
+    int have = 0, probe = 0, marked = 0, strong_hit = 0;
+    for (size_t h = 0; h <= k; h++) {
+        int last = h == k;
+        uint64_t off = last ? (uint64_t)n + 1 : hs[h].off;
+        uint32_t id = last ? 0 : hs[h].id;
+        if (have && off <= end) {
+            if ((Py_ssize_t)id >= marker_from)
+                marked = 1;
+            else {
+                probe = 1;
+                if (!self->weak[id])
+                    strong_hit = 1;
+            }
+            continue;
+        }
+        if (have) {
+            if (marked)
+                framing++;
+            if (probe) {
+                PyObject *weak;
+                if (strong_hit)
+                    weak = Py_False;
+                else if (first_space >= 0 && !marked &&
+                         text_line(d + start, end - start, first_space, fv.buf, fv.len, most, need))
+                    weak = PyLong_FromLong(2);
+                else
+                    weak = Py_True;
+                if (weak == Py_True || weak == Py_False)
+                    Py_INCREF(weak);
+                if (!weak)
+                    goto done;
+                PyObject *t = Py_BuildValue("(ny#ON)", (Py_ssize_t)idx, (const char *)d + start,
+                                            (Py_ssize_t)(end - start), marked ? Py_True : Py_False, weak);
+                if (!t || PyList_Append(picked, t) < 0) {
+                    Py_XDECREF(t);
+                    goto done;
+                }
+                Py_DECREF(t);
+                if (strong_hit) {
+                    t = Py_BuildValue("(nnn)", (Py_ssize_t)idx, (Py_ssize_t)start, (Py_ssize_t)end);
+                    if (!t || PyList_Append(strong, t) < 0) {
+                        Py_XDECREF(t);
+                        goto done;
+                    }
+                    Py_DECREF(t);
+                }
+            }
+        }
+        if (last)
+            break;
+        if (off > n) /* past the data: cannot happen for a match */
+            break;
+        idx += count_lf(d, pos, (size_t)off);
+        pos = (size_t)off;
+        const unsigned char *lf = rfind_lf(d, (size_t)off);
+        start = lf ? (size_t)(lf - d) + 1 : 0;
+        const unsigned char *f = (size_t)off < n ? memchr(d + off, '\n', n - (size_t)off) : NULL;
+        end = f ? (size_t)(f - d) : n;
+        have = 1;
+        marked = (Py_ssize_t)id >= marker_from;
+        probe = !marked;
+        strong_hit = probe && !self->weak[id];
+    }
+    idx += count_lf(d, pos, n);
+    result = Py_BuildValue("(nnOO)", (Py_ssize_t)(idx + 1), (Py_ssize_t)framing, picked, strong);
+done:
+    PyMem_RawFree(hs);
+    Py_XDECREF(picked);
+    Py_XDECREF(strong);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&fv);
+    return result;
+}
+
 static PyObject *Hits_len(Hits *self, PyObject *unused) {
     return PyLong_FromSize_t(self->used);
 }
@@ -782,6 +981,8 @@ static PyObject *Hits_len(Hits *self, PyObject *unused) {
 static PyMethodDef Hits_methods[] = {
     {"entries", (PyCFunction)Hits_entries, METH_O,
      "entries(starts) -> (sorted indices of the entries hit, set of those hit only by weak literals)"},
+    {"lines", (PyCFunction)Hits_lines, METH_VARARGS,
+     "lines(data, marker_from, first_space, firsts, most, need) -> (lines, framing, picked, strong): explain's scan of a block"},
     {"count", (PyCFunction)Hits_len, METH_NOARGS, "count() -> hits collected so far"},
     {NULL, NULL, 0, NULL},
 };
@@ -834,7 +1035,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 5) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 6) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -46,7 +46,7 @@ import tempfile
 from array import array
 from bisect import bisect_right
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 __all__ = ["LiteralSet", "Prefilter", "available_backends", "default_backend"]
 
@@ -174,6 +174,26 @@ class LiteralSet:
         out.sort()
         return out
 
+    def scan_into(self, data: Any, handler: Any) -> None:
+        """hyperscan only: every occurrence in ``data`` to ``handler`` (a
+        C match handler, ``_speedups.Hits``), in no particular order."""
+        main, short, anchors = self._impl  # type: ignore[misc]
+        main.scan(data, match_event_handler=handler)
+        if short is not None and _holds_any(data, anchors):
+            short.scan(data, match_event_handler=handler)
+
+    def hit_tables(self, weak: Iterable[int] = ()) -> tuple[bytes, bytes] | None:
+        """(pattern lengths, weak flags) for a ``_speedups.Hits`` handler, or
+        None when hits cannot be collected in C (no hyperscan, no C
+        accelerator, no patterns)."""
+        from .._accel import speedups
+
+        if self.backend != "hyperscan" or not self.patterns or speedups is None:
+            return None
+        weak = set(weak)
+        lens = array("I", (len(p) for p in self.patterns)).tobytes()
+        return lens, bytes(1 if i in weak else 0 for i in range(len(self.patterns)))
+
     def starts(self, data: bytes) -> list[int]:
         """Just the start offsets (sorted, possibly repeated): the chunk prefilter."""
         return [s for s, _ in self.find(data)]
@@ -203,13 +223,7 @@ class Prefilter:
         self._weak = frozenset(range(len(strong), len(strong) + len(weak_list)))
         #: (pattern lengths, weak flags) for the C match handler
         #: (``_speedups.Hits``), when hyperscan and the accelerator are there
-        self._tables: tuple[bytes, bytes] | None = None
-        from .._accel import speedups
-
-        if self.literals.backend == "hyperscan" and self.literals.patterns and speedups is not None:
-            lens = array("I", (len(p) for p in self.literals.patterns)).tobytes()
-            flags = bytes(1 if i in self._weak else 0 for i in range(len(self.literals.patterns)))
-            self._tables = (lens, flags)
+        self._tables = self.literals.hit_tables(self._weak)
 
     def entries_hit(self, data: bytes, starts: Sequence[int]) -> list[int]:
         """Indices into ``starts`` (sorted entry start offsets, an end sentinel
@@ -227,10 +241,7 @@ class Prefilter:
             from .._accel import speedups
 
             handler = speedups.Hits(*self._tables)  # type: ignore[union-attr]
-            main, short, anchors = self.literals._impl  # type: ignore[misc]
-            main.scan(data, match_event_handler=handler)
-            if short is not None and _holds_any(data, anchors):
-                short.scan(data, match_event_handler=handler)
+            self.literals.scan_into(data, handler)
             return handler.entries(starts)  # type: ignore[no-any-return]
         hits = self.literals.find(data)
         if not hits:
