@@ -28,8 +28,9 @@ class OutChunk:
 
     The stage may hand the entries over as ``parts`` (slices of its input
     and re-encoded records, in order) instead of joining them: the forward
-    output lays the parts into its frame, the one copy it makes anyway, so
-    a chunk with tagged records is not copied a second time on the way.
+    output hands the parts to the socket as they are (``os.writev`` on a
+    plain socket; a TLS one gets them laid into one frame), so a chunk is
+    not copied in user space on the way out.
     ``entries`` joins them on first use; ``nbytes`` is their length."""
 
     __slots__ = ("tag", "_entries", "count", "peer", "parts", "nbytes")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import secrets
 import zlib
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import msgpack
 
@@ -135,6 +135,19 @@ class ClientConnection:
         """One PackedForward frame. With ``chunk_id`` the server must ack it.
         ``entries`` may be given in parts (several chunks' packed entries):
         they are concatenated into the frame, which is the only copy made."""
+        return b"".join(self.send_packed_parts(tag, entries, count, chunk_id, compress))
+
+    def send_packed_parts(
+        self,
+        tag: str,
+        entries: bytes | Sequence[bytes],
+        count: int,
+        chunk_id: str | None,
+        compress: Literal["text", "gzip"] = "text",
+    ) -> list[Any]:
+        """``send_packed``'s frame as the parts it is made of (its head,
+        ``entries``' parts as given, its option map), not joined: for a
+        writer that hands them to the kernel as they are (``os.writev``)."""
         if self._state != _READY:
             raise LocalProtocolError(f"send_packed() in state {self._state}")
         if not isinstance(tag, str) or not tag:
@@ -160,7 +173,7 @@ class ClientConnection:
         # use_bin_type=True, byte for byte) so the payload is copied once,
         # into the frame, instead of into the packer and out again.
         size = sum(map(len, parts))
-        frame = b"".join((_FIXARRAY3, _packer.pack(tag), _bin_header(size), *parts, _packer.pack(option)))
+        frame = [_FIXARRAY3 + _packer.pack(tag) + _bin_header(size), *parts, _packer.pack(option)]
         if chunk_id is not None:
             self._outstanding[key] = chunk_id
         return frame

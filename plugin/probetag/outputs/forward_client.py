@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 from dataclasses import dataclass
@@ -113,6 +114,40 @@ class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     proto: ClientConnection
+    #: the socket's descriptor when nothing sits between it and the
+    #: transport (no TLS): frames are written to it by ``_write``
+    fd: int | None = None
+
+
+#: At most this many parts go to one ``os.writev``.
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def _write(conn: _Conn, parts: list[Any]) -> None:
+    """Write a frame given as parts. An output chunk is mostly slices of its
+    input chunk between the re-encoded records: joined into one frame they
+    would be copied once more before the socket copies them. On a plain
+    socket whose transport holds nothing unsent, ``os.writev`` hands the
+    kernel the parts themselves; what it does not take (a full socket
+    buffer) goes to the transport, which sends it when the socket drains,
+    as it does any write. Errors are left to the transport's own write."""
+    tr = conn.writer.transport
+    if conn.fd is not None and 1 < len(parts) <= _IOV_MAX and not tr.get_write_buffer_size() \
+            and not tr.is_closing():
+        try:
+            n = os.writev(conn.fd, parts)
+        except OSError:  # (EAGAIN, EINTR, or an error the transport reports below)
+            n = 0
+        k = 0
+        while k < len(parts) and n >= len(parts[k]):
+            n -= len(parts[k])
+            k += 1
+        if k == len(parts):
+            return
+        parts = [memoryview(parts[k])[n:], *parts[k + 1:]]
+    # As a memoryview, what the socket does not take at once is sliced
+    # without a copy before the transport buffers it.
+    conn.writer.write(memoryview(parts[0] if len(parts) == 1 else b"".join(parts)))
 
 
 def integer_times(entries: bytes) -> bytes:
@@ -405,14 +440,12 @@ class ForwardOutput:
     async def _request(self, tag: str, entries: list[bytes], count: int) -> None:
         conn = await self._connection()
         chunk_id = new_chunk_id() if self.config.require_ack else None
-        data = conn.proto.send_packed(tag, entries, count, chunk_id, compress=self.config.compress)
+        parts = conn.proto.send_packed_parts(tag, entries, count, chunk_id, compress=self.config.compress)
         # asyncio.timeout arms one timer on this task; wait_for would run
         # each of these awaits in a Task of its own (Python 3.11).
         try:
             async with asyncio.timeout(self.config.ack_timeout):
-                # As a memoryview, what the socket does not take at once is
-                # sliced without a copy before the transport buffers it.
-                conn.writer.write(memoryview(data))
+                _write(conn, parts)
                 await conn.writer.drain()
         except TimeoutError:
             raise _Retry("write_timeout") from None
@@ -482,6 +515,9 @@ class ForwardOutput:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             raise _Retry("connect_error", type(exc).__name__) from None
         conn = _Conn(reader, writer, ClientConnection(security=self.security))
+        if self.ssl is None:
+            sock = writer.get_extra_info("socket")
+            conn.fd = sock.fileno() if sock is not None else None
         self._conn = conn
         if self.security is not None:
             try:
