@@ -27,7 +27,8 @@ Theory of operation
 * Ack writes have backpressure: once the socket's write buffer passes
   asyncio's high-water mark (64 KiB: the peer does not read its acks), the
   connection stops reading until it drains (``ack_writes_blocked``); the
-  frames already buffered are bounded by ``HIGH_WATER``.
+  frames already buffered are bounded by ``HIGH_WATER``, those in flight in
+  the pipeline by ``flow.*``, and so are the acks still to come.
 * Acks that become due in the same event-loop iteration (one downstream ack
   settles a batch of chunks) are written together, once per iteration,
   and always before the connection is closed.
