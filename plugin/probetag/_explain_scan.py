@@ -82,6 +82,16 @@ def _binary(msg: bytes) -> bool:
     return (n > 0 and n > msg.count(b"#011") + msg.count(b"#015")) or b"\\x" in msg
 
 
+def _text_after_host(line: bytes, first_space: int, escapes: tuple[bytes, ...]) -> bool:
+    """Is the text after the last ``": "`` past HOSTNAME of a plain-header
+    file line (``first_space``: 16, traditional; 0, RFC 3339) words
+    (``_wordy``) and no binary piece (``_binary``)? In those formats MSG is
+    a suffix of the line, so such a line's MSG is text too."""
+    host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
+    q = line.rfind(b": ")
+    return 0 <= host_end < q and _wordy(line[q + 2:], escapes) and not _binary(line[q + 2:])
+
+
 @functools.lru_cache(maxsize=8)
 def _escape_words(escapes: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], int]:
     """(the first bytes of the escapes that hold letters or digits, the most
@@ -440,8 +450,12 @@ class Explainer:
         # weak literals) and the escapes themselves (``_weak_matters``).
         self._weak_ids = frozenset(getattr(pre, "_weak", ()))
         self._weak_lits = tuple(pre.literals.patterns[i] for i in sorted(self._weak_ids))
-        #: the C scan's tables (``_speedups.Hits``), or None: the Python loop
+        #: the C scan's tables (``_speedups.Hits``), or None: the Python loop;
+        #: and ``_wordy``'s quick bound for it (the escapes' first bytes
+        #: joined, the most letters and digits one escape holds)
         self._hit_tables = self._literals.hit_tables(self._weak_ids)
+        firsts, most = _escape_words(self._weak_lits)
+        self._c_words = (b"".join(firsts), most)
         #: lines hit only by the context marker that ``pick`` did not decode
         #: (``skip_weak``: whether it may; tests compare both ways)
         self.weak_skipped = 0
@@ -533,17 +547,16 @@ class Explainer:
 
             handler = speedups.Hits(*tables)  # type: ignore[union-attr]
             self._literals.scan_into(data, handler)
-            firsts, most = _escape_words(self._weak_lits)
+            firsts, most = self._c_words
             n, framing, picked, strong_lines = handler.lines(
-                data, self._marker_ids, self._raw_from() if self.skip_weak else -1, b"".join(firsts), most, _WORDS)
+                data, self._marker_ids, self._raw_from() if self.skip_weak else -1, firsts, most, _WORDS)
         else:
             n, framing, picked, strong_lines = self._scan_lines(data)
         if strong_lines:
             if self.fmt in decode.SYSLOG_NG_FORMATS:
                 picked = _syslog_ng_neighbours(data, picked, strong_lines)
             else:
-                host_at = 16 if self.fmt == "traditional" else 0 if self.fmt == "rfc3339" else -1
-                picked = _with_neighbours(data, picked, strong_lines, host_at)
+                picked = _with_neighbours(data, picked, strong_lines, self._raw_from())
         if self.fmt == "fromhost":
             picked = _with_empty_msgs(data, picked)
         return n, framing, picked
@@ -644,21 +657,14 @@ class Explainer:
                 items.append((self._time(sl) if not pending else self._time_after(sl), rec))
                 where.append(idx)
                 continue
-            if weak_only == 2:  # the C scan's mark (``_speedups.Hits.lines``): a CR line of text
+            # (weak 2: the C scan's mark, ``_speedups.Hits.lines``, for a
+            # line these tests pass)
+            if weak_only == 2 or (weak_only and raw_ok and not marked and _text_after_host(line, first_space, lits)):
                 self.weak_skipped += 1
                 pending.append(line)
                 items.append((self._last_t, _NOTHING))
                 where.append(idx)
                 continue
-            if weak_only and raw_ok and not marked:
-                host_end = line.find(b" ", line.find(b" ", first_space) + 1 if first_space == 0 else first_space)
-                q = line.rfind(b": ")
-                if 0 <= host_end < q and _wordy(line[q + 2:], lits) and not _binary(line[q + 2:]):
-                    self.weak_skipped += 1
-                    pending.append(line)
-                    items.append((self._last_t, _NOTHING))
-                    where.append(idx)
-                    continue
             sl = parse(line, fmt)
             if not (marked and sl.tag == b"rsyslogd:" and any(m in sl.msg for m in _FRAMING_MARKERS)):
                 # every line's time in order: a line without one takes the

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from probetag._accel import speedups
 from probetag._config import load_config
-from probetag._explain_scan import _FRAMING_MARKERS, _WORDS, Explainer, _escape_words
+from probetag._explain_scan import _FRAMING_MARKERS, _WORDS, Explainer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(None)
@@ -39,8 +39,8 @@ def _c_scan(ex: Explainer, data: bytes) -> tuple[int, int, list[Any], list[Any]]
     assert ex._hit_tables is not None, "hyperscan and the C accelerator are dependencies on this platform"
     handler = speedups.Hits(*ex._hit_tables)
     ex._literals.scan_into(data, handler)
-    firsts, most = _escape_words(ex._weak_lits)
-    return handler.lines(data, ex._marker_ids, ex._raw_from(), b"".join(firsts), most, _WORDS)  # type: ignore[no-any-return]
+    firsts, most = ex._c_words
+    return handler.lines(data, ex._marker_ids, ex._raw_from(), firsts, most, _WORDS)  # type: ignore[no-any-return]
 
 
 def _same(fmt: str, data: bytes) -> int:
