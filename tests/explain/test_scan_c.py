@@ -121,3 +121,10 @@ def test_c_scan_marks_nothing_where_pick_must_parse() -> None:
     line = b"Nov 27 13:25:57 web1 rsyslogd: " + _FRAMING_MARKERS[0] + b" service started on port http#015"
     assert _same("traditional", line) == 0
     assert _same("traditional", line.replace(_FRAMING_MARKERS[0], b"x")) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(HEADS)), st.lists(st.one_of(st.binary(max_size=40), TEXT), max_size=40))
+def test_c_scan_on_garbage_is_the_python_loop(fmt: str, pieces: list[bytes]) -> None:
+    # arbitrary bytes (NULs, lone CRs, invalid UTF-8, LF runs) among literals
+    _same(fmt, b"".join(pieces))
