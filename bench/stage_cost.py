@@ -13,6 +13,9 @@ Theory of operation
   ``--gap-ms`` apart (0.67 ms: a chunk every 0.67 ms is ~1.5 M records/s),
   and run through ``Processor.process`` as ``probetag serve`` runs them
   (config defaults, detection on), tag ``syslog.bench``.
+* ``--probe-rate`` changes the share of probe lines (default 0.01, the
+  e2e workload's): runs at several rates split a chunk's cost into what
+  every chunk costs and what each probe line adds.
 * ``--warmup`` chunks go first (1,500 by default): by then every scanner
   address's scan has left its scanner's order, as in a ``max`` run, so the
   sequence pass keeps its bookkeeping but names nothing. Then ``--count``
@@ -55,10 +58,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _chunks(gap_ms: float, total: int) -> list[bytes]:
+def _chunks(gap_ms: float, total: int, probe_rate: float = 0.01) -> list[bytes]:
     from _loadgen import build_templates, stamp
 
-    templates = build_templates(50)
+    templates = build_templates(50, probe_rate=probe_rate)
     t0 = 1_800_000_000.0
     return [stamp(templates[k % len(templates)], t0 + k * gap_ms / 1000) for k in range(total)]
 
@@ -106,7 +109,7 @@ def measure(args: argparse.Namespace) -> dict:
     except ImportError:  # a tree from before the loader
         matcher = None
 
-    chunks = _chunks(args.gap_ms, args.warmup + args.count)
+    chunks = _chunks(args.gap_ms, args.warmup + args.count, args.probe_rate)
     warm, counted = chunks[:args.warmup], chunks[args.warmup:]
     tag = "syslog.bench"
     instrument = _instrumenter(args.client_requests)
@@ -134,7 +137,7 @@ def opcodes(args: argparse.Namespace) -> dict:
 
     import probetag
 
-    chunks = _chunks(args.gap_ms, args.warmup + args.count)
+    chunks = _chunks(args.gap_ms, args.warmup + args.count, args.probe_rate)
     warm, counted = chunks[:args.warmup], chunks[args.warmup:]
     tag = "syslog.bench"
     proc = _processor()
@@ -181,7 +184,7 @@ def callgrind(args: argparse.Namespace, plugin: Path) -> dict:
                ["--collect-atstart=no", "--toggle-collect=functools_reduce"])
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *how, sys.executable, str(Path(__file__).resolve()),
                 "--inner", "--passes", "1", "--client-requests", tmp if fast else "", "--warmup", str(args.warmup), "--count", str(args.count),
-                "--gap-ms", str(args.gap_ms)]
+                "--gap-ms", str(args.gap_ms), "--probe-rate", str(args.probe_rate)]
         run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])
@@ -206,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1500)
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--gap-ms", type=float, default=0.67)
+    ap.add_argument("--probe-rate", type=float, default=0.01,
+                    help="share of probe lines in the chunks (0: forwarding and the prefilter alone)")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keep", type=Path, help="--callgrind: keep valgrind's output file here")
@@ -222,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(plugin), "PYTHONHASHSEED": "0"}
         run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner", "--opcodes",
                               "--top", str(args.top), "--warmup", str(args.warmup), "--count", str(args.count),
-                              "--gap-ms", str(args.gap_ms)], env=env, capture_output=True, text=True,
-                             timeout=args.timeout)
+                              "--gap-ms", str(args.gap_ms), "--probe-rate", str(args.probe_rate)],
+                             env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])
         res = json.loads(run.stdout.strip().splitlines()[-1])
@@ -240,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(plugin)}
         run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner",
                               "--passes", str(args.passes), "--warmup", str(args.warmup),
-                              "--count", str(args.count), "--gap-ms", str(args.gap_ms)],
+                              "--count", str(args.count), "--gap-ms", str(args.gap_ms),
+                              "--probe-rate", str(args.probe_rate)],
                              env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])

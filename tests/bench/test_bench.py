@@ -600,3 +600,17 @@ def test_stage_cost_runs_the_e2e_chunks_through_the_stage():
     assert 0 < res["tagged"] < res["records"] * 0.02  # 1 % probe lines, not every record
     assert res["cpu_us_per_record"] > 0
     assert Path(res["tree"]) == BENCH.parent
+
+
+def test_stage_cost_probe_rate_sets_the_share_of_probe_lines():
+    """``--probe-rate``: no probe line at 0, and about five times the
+    default's tagged records at 0.05 (the split of a chunk's cost into
+    what every chunk costs and what each probe line adds)."""
+    def tagged(rate: str) -> int:
+        out = subprocess.run([sys.executable, str(BENCH / "stage_cost.py"), "--warmup", "20", "--count", "10",
+                              "--passes", "1", "--probe-rate", rate], capture_output=True, text=True, timeout=300,
+                             check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["tagged"]
+
+    assert tagged("0") == 0
+    assert 0.03 * 10_000 < tagged("0.05") <= 0.05 * 10_000
