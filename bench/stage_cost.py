@@ -66,6 +66,12 @@ def _chunks(gap_ms: float, total: int, probe_rate: float = 0.01) -> list[bytes]:
     return [stamp(templates[k % len(templates)], t0 + k * gap_ms / 1000) for k in range(total)]
 
 
+def _workload(args: argparse.Namespace) -> list[str]:
+    """The flags that make the measured chunks, for the run in a child."""
+    return ["--warmup", str(args.warmup), "--count", str(args.count), "--gap-ms", str(args.gap_ms),
+            "--probe-rate", str(args.probe_rate)]
+
+
 def _processor():  # type: ignore[no-untyped-def]
     from probetag._config import config_from_mapping
     from probetag._metrics import Metrics
@@ -183,8 +189,7 @@ def callgrind(args: argparse.Namespace, plugin: Path) -> dict:
         how = (["--instr-atstart=no"] if fast else
                ["--collect-atstart=no", "--toggle-collect=functools_reduce"])
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *how, sys.executable, str(Path(__file__).resolve()),
-                "--inner", "--passes", "1", "--client-requests", tmp if fast else "", "--warmup", str(args.warmup), "--count", str(args.count),
-                "--gap-ms", str(args.gap_ms), "--probe-rate", str(args.probe_rate)]
+                "--inner", "--passes", "1", "--client-requests", tmp if fast else "", *_workload(args)]
         run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])
@@ -226,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.opcodes:
         env = {**os.environ, "PYTHONPATH": str(plugin), "PYTHONHASHSEED": "0"}
         run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner", "--opcodes",
-                              "--top", str(args.top), "--warmup", str(args.warmup), "--count", str(args.count),
-                              "--gap-ms", str(args.gap_ms), "--probe-rate", str(args.probe_rate)],
+                              "--top", str(args.top), *_workload(args)],
                              env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])
@@ -244,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env = {**os.environ, "PYTHONPATH": str(plugin)}
         run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner",
-                              "--passes", str(args.passes), "--warmup", str(args.warmup),
-                              "--count", str(args.count), "--gap-ms", str(args.gap_ms),
-                              "--probe-rate", str(args.probe_rate)],
+                              "--passes", str(args.passes), *_workload(args)],
                              env=env, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode != 0:
             raise SystemExit(run.stderr[-2000:])
