@@ -919,16 +919,11 @@ static PyObject *Hits_lines(Hits *self, PyObject *args) {
             if (marked)
                 framing++;
             if (probe) {
-                PyObject *weak;
-                if (strong_hit)
-                    weak = Py_False;
-                else if (first_space >= 0 && !marked &&
-                         text_line(d + start, end - start, first_space, fv.buf, fv.len, most, need))
-                    weak = PyLong_FromLong(2);
-                else
-                    weak = Py_True;
-                if (weak == Py_True || weak == Py_False)
-                    Py_INCREF(weak);
+                /* False, True, or 2 for a line pick skips (new references) */
+                PyObject *weak = strong_hit ? PyBool_FromLong(0)
+                                 : first_space >= 0 && !marked
+                                       && text_line(d + start, end - start, first_space, fv.buf, fv.len, most, need)
+                                     ? PyLong_FromLong(2) : PyBool_FromLong(1);
                 if (!weak)
                     goto done;
                 PyObject *t = Py_BuildValue("(ny#ON)", (Py_ssize_t)idx, (const char *)d + start,
