@@ -442,3 +442,39 @@ def test_room_in_a_full_pipeline_is_not_a_decompression_herd():
     assert held < 2.5 * inflated, held
     print(f"FIGURES full_pipeline_room conns={n_conns} compressed_kib={len(payload) // 1024} "
           f"held_mib={held / 2**20:.1f} inflated_each_mib={inflated >> 20}")
+
+
+@pytest.mark.parametrize("tail, reason", [(b"\xc1", "entries_undecodable"),          # never-used byte
+                                          (b"\x92", "entries_truncated"),            # a pair with nothing in it
+                                          (b"\xdb\x00\x00\x10\x00", "entries_truncated")])  # str32 of 4 KiB
+def test_broken_tail_does_not_swallow_the_next_buffered_frame(tail, reason):
+    """Two PackedForward frames of one tag in one write are buffered
+    together and would be merged; the first payload ends in a cut or
+    undecodable entry. Joined, that entry took the second frame's 100
+    entries with it (lost, or miscounted) while both chunks were acked.
+    Each frame's records count exactly as when the frames come apart."""
+    a = packed("t", GOOD + tail, "A")
+    b = packed("t", b"".join(msgpack.packb([1700000000, {"message": f"victim {i}"}]) for i in range(100)), "B")
+
+    async def main():
+        async with Harness() as h:
+            r, w = await h.connect()
+            w.write(a + b)                                     # one write: both frames buffered at once
+            await w.drain()
+            up = msgpack.Unpacker(raw=False)
+            acks: set = set()
+            while len(acks) < 2:
+                data = await asyncio.wait_for(r.read(1000), 10)
+                assert data, "connection closed before both acks"
+                up.feed(data)
+                acks |= {o.get("ack") for o in up}
+            w.close()
+            return acks, h.metrics, h.buf.getvalue()
+
+    acks, m, out = asyncio.run(asyncio.wait_for(main(), 30))
+    assert acks == {"A", "B"}
+    assert out.count(b"\n") == 101                             # A's whole entry and all of B's
+    assert out.count(b"victim") == 100
+    assert m.get("records_rejected", reason=reason) == 1       # A's broken tail, counted once
+    assert m.get("records_rejected") == 1                      # and nothing else rejected
+    assert m.get("records_in") == 102                          # every entry counted: 101 passed + 1

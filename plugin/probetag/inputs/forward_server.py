@@ -39,7 +39,9 @@ Theory of operation
   in-flight bound (records counted from the ``size`` option, 1 for a
   Message frame); their acks are all written when that chunk settles.
   Nothing waits for more frames to merge, so merging adds no latency; it
-  only saves per-chunk work.
+  only saves per-chunk work. A PackedForward payload that does not end with
+  a whole entry is never joined to another frame's (its cut entry would
+  swallow them): such a group goes frame by frame.
 * Peer errors (``ProtocolError``) are counted in ``frames_rejected{reason}``;
   the first one of a connection is logged with the peer address (never the
   key or passwords); a fatal one closes the connection. A connection opened
@@ -509,6 +511,13 @@ class _Connection:
 
     async def _submit(self, group: list[Chunk]) -> None:
         """Hand buffered frames of one tag to the pipeline as one chunk."""
+        if len(group) > 1 and not all(_ends_whole(ev) for ev in group):
+            # A payload that ends in a cut or broken entry would swallow the
+            # next frame's entries once joined to them: each frame goes on
+            # its own, and its broken tail is rejected and counted there.
+            for ev in group:
+                await self._submit([ev])
+            return
         m = self.server.metrics
         await self.server.pipeline.wait_capacity(self)
         if self.stopping:
@@ -628,6 +637,15 @@ class _Connection:
             await asyncio.wait_for(self.io.wait_closed(), 2.0)
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
+
+
+def _ends_whole(ev: Chunk) -> bool:
+    """The frame's entries end with a whole entry. Message and Forward
+    frames are framed entry by entry by the parser; a PackedForward payload
+    is the peer's blob, walked here (only when it is to be merged)."""
+    if ev.mode == "message" or ev.mode == "forward":
+        return True
+    return walk_entries(ev.entries)[3] is None
 
 
 def _slices(entries: bytes, max_entries: int) -> tuple[list[int] | None, Any]:
