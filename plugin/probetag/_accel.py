@@ -29,7 +29,7 @@ __all__ = ["speedups", "SPEEDUPS_API", "WALK_BACKEND", "matcher_backend", "fast_
            "describe", "slow_paths", "log_start"]
 
 #: The ``API_VERSION`` of ``_speedups.c`` this package expects.
-SPEEDUPS_API = 6
+SPEEDUPS_API = 7
 
 
 def _load_speedups() -> Any:

@@ -60,6 +60,15 @@
  * literal. A hit starting before 0 (impossible for a literal found in the
  * data) is dropped, like the Python path's bisect does.
  *
+ * hyperscan's binding calls the handler per occurrence, ~0.15 us each: a
+ * record of a few MB holding a probe piece over and over (or a binary probe
+ * line in a line of its own) would take that per piece. Hits.guard(starts,
+ * limit) counts the hits per entry as they come; the limit + 1st hit in one
+ * entry stops the scan (the handler returns True), resume() says where to
+ * scan on (the next entry's start, added to every later offset) and that
+ * entry counts as hit by a strong literal: it is decoded and read anyway,
+ * and its other hits would change nothing.
+ *
  * Every read is bounds-checked against the buffer's length; lengths are
  * compared as remaining-byte counts, so no offset arithmetic can overflow.
  */
@@ -638,9 +647,35 @@ typedef struct {
     uint64_t *ends;       /* end offset of each hit */
     uint32_t *ids;        /* its pattern id */
     size_t used, cap;
+    /* guard(starts, limit): the entries' offsets, held while guarded */
+    Py_buffer gview;
+    int guarded;
+    const uint64_t *gstarts;
+    size_t gns;
+    Py_ssize_t limit;     /* hits counted per entry before the scan is stopped */
+    uint64_t base;        /* offset in the data of the buffer being scanned */
+    size_t cur;           /* entry of the last hit counted, if cur_valid */
+    int cur_valid;
+    Py_ssize_t stopped;   /* entry whose hits passed limit, or -1 */
+    uint32_t *counts;     /* per entry: hits counted (more than limit: stopped there) */
 } Hits;
 
+static void Hits_unguard(Hits *self) {
+    if (self->guarded) {
+        PyBuffer_Release(&self->gview);
+        self->guarded = 0;
+    }
+    PyMem_RawFree(self->counts);
+    self->counts = NULL;
+    self->gstarts = NULL;
+    self->gns = 0;
+    self->base = 0;
+    self->cur_valid = 0;
+    self->stopped = -1;
+}
+
 static void Hits_dealloc(Hits *self) {
+    Hits_unguard(self);
     Py_XDECREF(self->lens_obj);
     Py_XDECREF(self->weak_obj);
     PyMem_RawFree(self->ends);
@@ -669,6 +704,7 @@ static int Hits_init(Hits *self, PyObject *args, PyObject *kwds) {
     self->weak = (const unsigned char *)PyBytes_AS_STRING(weak);
     self->npat = npat;
     self->used = 0;
+    Hits_unguard(self);
     return 0;
 }
 
@@ -688,6 +724,38 @@ static PyObject *Hits_call(Hits *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "pattern id out of range");
         return NULL;
     }
+    if (to > UINT64_MAX - self->base) {
+        PyErr_SetString(PyExc_ValueError, "offset out of range");
+        return NULL;
+    }
+    to += self->base;
+    if (self->guarded && to >= self->lens[id]) {
+        /* Count the hit against its entry; past the limit, stop the scan. */
+        uint64_t off = to - self->lens[id];
+        const uint64_t *st = self->gstarts;
+        size_t ns = self->gns;
+        if (!(self->cur_valid && st[self->cur] <= off && (self->cur + 1 >= ns || off < st[self->cur + 1]))) {
+            size_t lo = 0, hi = ns;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (st[mid] <= off)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            self->cur_valid = lo > 0;
+            self->cur = lo ? lo - 1 : 0;
+        }
+        if (self->cur_valid) {
+            uint32_t *c = &self->counts[self->cur];
+            if (*c < UINT32_MAX)
+                (*c)++;
+            if ((Py_ssize_t)*c > self->limit) {
+                self->stopped = (Py_ssize_t)self->cur;
+                Py_RETURN_TRUE; /* a true result stops hyperscan's scan */
+            }
+        }
+    }
     if (self->used == self->cap) {
         size_t ncap = self->cap ? self->cap * 2 : 256;
         uint64_t *e = PyMem_RawRealloc(self->ends, ncap * sizeof(uint64_t));
@@ -706,19 +774,86 @@ static PyObject *Hits_call(Hits *self, PyObject *args, PyObject *kwds) {
     Py_RETURN_NONE;
 }
 
+/* A C-contiguous buffer of native uint64 (the walk's offsets with their end
+ * sentinel); 0, or -1 with an exception set. */
+static int get_starts(PyObject *arg, Py_buffer *view) {
+    if (PyObject_GetBuffer(arg, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != 8 || (view->format && strcmp(view->format, "Q") != 0 && strcmp(view->format, "@Q") != 0
+                                && strcmp(view->format, "L") != 0 && strcmp(view->format, "@L") != 0)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "starts must be a buffer of uint64");
+        return -1;
+    }
+    return 0;
+}
+
+/* guard(starts, limit): from now on each hit is counted against its entry
+ * (as entries(starts) will place it), and the hit that takes an entry past
+ * limit hits stops the scan (the handler returns True; hyperscan's binding
+ * raises ScanTerminated). resume() then says where to scan on. Such an
+ * entry counts as hit by a strong literal in entries(). */
+static PyObject *Hits_guard(Hits *self, PyObject *args) {
+    PyObject *arg;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "On:guard", &arg, &limit))
+        return NULL;
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit must be >= 0");
+        return NULL;
+    }
+    Py_buffer view;
+    if (get_starts(arg, &view) < 0)
+        return NULL;
+    size_t ns = (size_t)view.len / 8;
+    uint32_t *counts = PyMem_RawCalloc(ns ? ns : 1, sizeof(uint32_t));
+    if (!counts) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    Hits_unguard(self);
+    self->gview = view;
+    self->guarded = 1;
+    self->gstarts = (const uint64_t *)view.buf;
+    self->gns = ns;
+    self->counts = counts;
+    self->limit = limit;
+    Py_RETURN_NONE;
+}
+
+/* resume() -> the offset to scan on from after a stopped scan (its base:
+ * the hits of that scan are offsets from there), or -1 when the scan was not
+ * stopped or no entry is left. The entry it stopped in counts as hit by a
+ * strong literal in entries(): it is decoded and read, as any entry with a
+ * strong hit, without the rest of its hits. */
+static PyObject *Hits_resume(Hits *self, PyObject *unused) {
+    if (!self->guarded || self->stopped < 0)
+        return PyLong_FromLong(-1);
+    size_t i = (size_t)self->stopped;
+    self->stopped = -1;
+    self->cur_valid = 0;
+    if (i + 1 >= self->gns)
+        return PyLong_FromLong(-1);
+    self->base = self->gstarts[i + 1];
+    return PyLong_FromUnsignedLongLong(self->base);
+}
+
+/* restart(): the next scan covers the data from its start (another
+ * database over the same data); the hits counted so far stay counted. */
+static PyObject *Hits_restart(Hits *self, PyObject *unused) {
+    self->base = 0;
+    self->cur_valid = 0;
+    self->stopped = -1;
+    Py_RETURN_NONE;
+}
+
 /* entries(starts) -> (hit entry indices, sorted; set of the weak-only ones).
  * starts: a C-contiguous buffer of native uint64 (the walk's offsets with
  * their end sentinel). */
 static PyObject *Hits_entries(Hits *self, PyObject *arg) {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+    if (get_starts(arg, &view) < 0)
         return NULL;
-    if (view.itemsize != 8 || (view.format && strcmp(view.format, "Q") != 0 && strcmp(view.format, "@Q") != 0
-                               && strcmp(view.format, "L") != 0 && strcmp(view.format, "@L") != 0)) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "starts must be a buffer of uint64");
-        return NULL;
-    }
     const uint64_t *starts = (const uint64_t *)view.buf;
     size_t ns = (size_t)view.len / 8;
     PyObject *out = NULL, *weak = NULL, *result = NULL;
@@ -727,13 +862,19 @@ static PyObject *Hits_entries(Hits *self, PyObject *arg) {
     weak = PySet_New(NULL);
     if (!out || !weak)
         goto done;
-    if (ns == 0 || self->used == 0)
+    int any_forced = 0;
+    for (size_t i = 0; self->counts && i < self->gns && i < ns && !any_forced; i++)
+        any_forced = (Py_ssize_t)self->counts[i] > self->limit;
+    if (ns == 0 || (self->used == 0 && !any_forced))
         goto build;
     flag = PyMem_RawCalloc(ns, 1);
     if (!flag) {
         PyErr_NoMemory();
         goto done;
     }
+    for (size_t i = 0; any_forced && i < self->gns && i < ns; i++)
+        if ((Py_ssize_t)self->counts[i] > self->limit)
+            flag[i] = 3;
     for (size_t h = 0; h < self->used; h++) {
         uint32_t id = self->ids[h];
         uint64_t len = self->lens[id];
@@ -974,6 +1115,12 @@ static PyObject *Hits_len(Hits *self, PyObject *unused) {
 }
 
 static PyMethodDef Hits_methods[] = {
+    {"guard", (PyCFunction)Hits_guard, METH_VARARGS,
+     "guard(starts, limit): count hits per entry; stop the scan at an entry's limit + 1st hit"},
+    {"resume", (PyCFunction)Hits_resume, METH_NOARGS,
+     "resume() -> offset to scan on from after a stopped scan, or -1"},
+    {"restart", (PyCFunction)Hits_restart, METH_NOARGS,
+     "restart(): the next scan covers the data from its start"},
     {"entries", (PyCFunction)Hits_entries, METH_O,
      "entries(starts) -> (sorted indices of the entries hit, set of those hit only by weak literals)"},
     {"lines", (PyCFunction)Hits_lines, METH_VARARGS,
@@ -1030,7 +1177,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Bumped when the functions or their results change: probetag ignores
      * a stale build (an editable install is not rebuilt by a git pull). */
     if (m && (PyModule_AddIntConstant(m, "STACK_SIZE", STACK_SIZE) < 0 ||
-              PyModule_AddIntConstant(m, "API_VERSION", 6) < 0)) {
+              PyModule_AddIntConstant(m, "API_VERSION", 7) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -457,3 +457,50 @@ def test_one_payload_under_two_names_is_not_in_doubt(det):
     assert {"NTPRequest", "udp-scan-payload/123"} <= {m.signature.probe for m in got}
     assert got[0].signature.probe == "NTPRequest" and not got[0].ambiguous
     assert got[0].confidence >= 0.85  # not lowered as for two payloads
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pats=st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=25),
+       data=st.binary(max_size=200), glue=st.lists(st.integers(0, 24), max_size=8))
+def test_first_only_is_each_literals_first_occurrence(pats, data, glue):
+    for g in glue:
+        data += pats[g % len(pats)] + data[:3]
+    every = LiteralSet(pats, "re").find(data)
+    first: dict[int, int] = {}
+    for start, pid in every:
+        first.setdefault(pid, start)
+    want = sorted((start, pid) for pid, start in first.items())
+    for b in available_backends():
+        assert LiteralSet(pats, b, first_only=True).find(data) == want, b
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=12)), min_size=1, max_size=6),
+       repeat=st.integers(1, 4))
+def test_engine_reads_first_occurrences_as_it_read_every_one(parts, repeat):
+    """The line matcher's substring set reports each literal once, at its
+    first occurrence: the matches are the same as from every occurrence."""
+    line = b"".join(parts) * repeat
+    for b, d in _DETECTORS.items():
+        every = Detector(_ALL, backend=b)
+        every._subs = LiteralSet(every._subs.patterns, b)           # every occurrence, as before
+        assert every._subs.first_only is False and d._subs.first_only is True
+        assert [(m.signature.id, m.fragment, m.kind, m.confidence) for m in d.match(line)] == \
+            [(m.signature.id, m.fragment, m.kind, m.confidence) for m in every.match(line)], b
+
+
+def test_a_line_of_one_piece_over_and_over_is_one_hit_per_literal():
+    """A 1 MB line of one binary probe piece repeated (~0.5 substring hits
+    a byte) once built a Python tuple and a confidence per hit: seconds per
+    line. Each literal is reported once now (hyperscan), or the search
+    stops at MAX_RAW_HITS occurrences (the other backends)."""
+    from probetag.detect._prefilter import MAX_RAW_HITS
+
+    piece = b"\x00\x0c\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00\x00"
+    line = piece * 80_000
+    for b, d in _DETECTORS.items():
+        hits = d._subs.find(line)
+        assert len(hits) == len({pid for _s, pid in hits})         # each literal once
+        assert len(hits) <= MAX_RAW_HITS
+        every = LiteralSet(d._subs.patterns, b).find(line[:len(piece) * 2000])
+        assert len(every) > 100 * len(hits)                         # what it was

@@ -451,7 +451,8 @@ class Detector:
                 subs.append(p.text)
                 self._sub_info.append(("piece", p))
         self._markers = markers
-        self._subs = LiteralSet(subs, backend)
+        # (first occurrences: all _match_one and match_markers read)
+        self._subs = LiteralSet(subs, backend, first_only=True)
         self.backend = self._subs.backend
         # MSG-only lines (match_msg): built on first use
         self._msg_index: dict[bytes, list[_Piece]] | None = None

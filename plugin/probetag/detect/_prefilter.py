@@ -7,6 +7,13 @@ Theory of operation
   ``(start, pattern_index)`` pairs, overlapping occurrences included. That
   one contract is what the line matcher (``_engine``) and the chunk
   prefilter (``Prefilter``) both build on.
+* ``LiteralSet(patterns, first_only=True)``: ``find`` returns each
+  literal's first occurrence only (sorted the same way), which is all the
+  line matcher asks (what a literal is found at the line's start, or
+  inside it). A hostile line of one probe piece repeated a million times
+  then costs one result, not a million: hyperscan reports each literal
+  once (``HS_FLAG_SINGLEMATCH``); the other backends stop after
+  ``MAX_RAW_HITS`` occurrences (no real line comes near: ~10 at most).
 * Three backends give the same answer (the tests cross-check them):
 
   - ``hyperscan`` (Intel's SIMD matcher) when importable (a dependency
@@ -70,9 +77,11 @@ def default_backend() -> str:
 class LiteralSet:
     """Every occurrence of a set of byte literals; see the module docstring."""
 
-    __slots__ = ("patterns", "backend", "_impl", "_lens", "_prefixes", "_index")
+    __slots__ = ("patterns", "backend", "first_only", "_impl", "_lens", "_prefixes", "_index")
 
-    def __init__(self, patterns: Sequence[bytes], backend: str | None = None) -> None:
+    def __init__(self, patterns: Sequence[bytes], backend: str | None = None, *,
+                 first_only: bool = False) -> None:
+        self.first_only = first_only
         pats = [bytes(p) for p in patterns]
         if any(not p for p in pats):
             raise ValueError("empty literal")
@@ -98,8 +107,9 @@ class LiteralSet:
         pats = self.patterns
         short = [i for i, p in enumerate(pats) if len(p) < _HS_SHORT]
         anchors = _anchors([pats[i] for i in short]) if short and len(short) < len(pats) else None
+        single = self.first_only
         if anchors is None:
-            return (_hs_database(pats, range(len(pats))), None, ())
+            return (_hs_database(pats, range(len(pats)), single), None, ())
         # A 2- or 3-byte literal makes hyperscan's literal matcher check
         # far more candidate positions: with the catalogue's three C-style
         # escapes (``\\0``, ``\\r``, ``0\\r``) in the set, a scan of ordinary
@@ -109,7 +119,7 @@ class LiteralSet:
         # ids are the original pattern indices.
         skip = set(short)
         rest = [i for i in range(len(pats)) if i not in skip]
-        return (_hs_database(pats, rest), _hs_database(pats, short), anchors)
+        return (_hs_database(pats, rest, single), _hs_database(pats, short, single), anchors)
 
     def _build_ahocorasick(self) -> object:
         import ahocorasick
@@ -139,7 +149,8 @@ class LiteralSet:
     # -- search ------------------------------------------------------------
 
     def find(self, data: bytes) -> list[tuple[int, int]]:
-        """All occurrences as sorted ``(start, pattern_index)`` pairs."""
+        """All occurrences as sorted ``(start, pattern_index)`` pairs (with
+        ``first_only``: each literal's first occurrence)."""
         impl = self._impl
         if impl is None or not data:
             return []
@@ -155,6 +166,8 @@ class LiteralSet:
             main.scan(data, match_event_handler=on_match)
             if short is not None and _holds_any(data, anchors):
                 short.scan(data, match_event_handler=on_match)
+        elif self.first_only:
+            return self._find_first(data)
         elif self.backend == "ahocorasick":
             for end, (n, ids) in impl.iter(data.decode("latin-1")):  # type: ignore[attr-defined]
                 start = end - n + 1
@@ -174,13 +187,47 @@ class LiteralSet:
         out.sort()
         return out
 
+    def _find_first(self, data: bytes) -> list[tuple[int, int]]:
+        """``find`` with ``first_only`` on the backends without hyperscan's
+        single-match mode: each literal's first occurrence, looked for in
+        the first ``MAX_RAW_HITS`` occurrences of any."""
+        impl = self._impl
+        first: dict[int, int] = {}
+        raw = 0
+        if self.backend == "ahocorasick":
+            for end, (n, ids) in impl.iter(data.decode("latin-1")):  # type: ignore[attr-defined]
+                start = end - n + 1
+                for pid in ids:
+                    if pid not in first or start < first[pid]:
+                        first[pid] = start
+                raw += len(ids)
+                if raw >= MAX_RAW_HITS:
+                    break
+        else:
+            index = self._index
+            prefixes = self._prefixes
+            for m in impl.finditer(data):  # type: ignore[attr-defined]
+                start = m.start()
+                hit = m.group(1)
+                for q in (hit, *prefixes[hit]):
+                    for pid in index[q]:
+                        if pid not in first:
+                            first[pid] = start
+                        raw += 1
+                if raw >= MAX_RAW_HITS:
+                    break
+        return sorted((start, pid) for pid, start in first.items())
+
     def scan_into(self, data: Any, handler: Any) -> None:
         """hyperscan only: every occurrence in ``data`` to ``handler`` (a
-        C match handler, ``_speedups.Hits``), in no particular order."""
+        C match handler, ``_speedups.Hits``), in no particular order. A
+        guarded handler (``Hits.guard``) that stops a scan has it go on
+        where ``resume()`` says."""
         main, short, anchors = self._impl  # type: ignore[misc]
-        main.scan(data, match_event_handler=handler)
+        _scan_on(main, data, handler)
         if short is not None and _holds_any(data, anchors):
-            short.scan(data, match_event_handler=handler)
+            handler.restart()
+            _scan_on(short, data, handler)
 
     def hit_tables(self, weak: Iterable[int] = ()) -> tuple[bytes, bytes] | None:
         """(pattern lengths, weak flags) for a ``_speedups.Hits`` handler, or
@@ -241,6 +288,10 @@ class Prefilter:
             from .._accel import speedups
 
             handler = speedups.Hits(*self._tables)  # type: ignore[union-attr]
+            # (an entry of thousands of hits, a record of one probe piece
+            # over and over, costs ENTRY_HIT_LIMIT of them; one with more
+            # counts as hit by a strong literal, on both paths)
+            handler.guard(starts, ENTRY_HIT_LIMIT)
             self.literals.scan_into(data, handler)
             return handler.entries(starts)  # type: ignore[no-any-return]
         hits = self.literals.find(data)
@@ -254,6 +305,7 @@ class Prefilter:
         # they fall in the entry [lo, hi) of the previous hit, no bisect.
         lo = hi = -1
         top = len(starts) - 1
+        n = 0
         for off, pid in hits:
             if not lo <= off < hi:
                 i = bisect_right(starts, off) - 1
@@ -264,10 +316,41 @@ class Prefilter:
                 if i != last:
                     out.append(i)
                     last = i
-            if pid not in weak:
+                    n = 0
+            n += 1
+            if pid not in weak or n > ENTRY_HIT_LIMIT:
+                # (past the limit, as the C handler reads it: see classify)
                 strong.add(last)
         return out, set(out) - strong if weak else set()
 
+
+def _scan_on(db: Any, data: Any, handler: Any) -> None:
+    """One database over ``data``, resumed after each stop of a guarded
+    handler (see ``Prefilter.classify``)."""
+    from hyperscan import ScanTerminated
+
+    try:
+        db.scan(data, match_event_handler=handler)
+        return
+    except ScanTerminated:
+        pass
+    view = memoryview(data)
+    while (at := handler.resume()) >= 0:
+        try:
+            db.scan(view[at:], match_event_handler=handler)
+            return
+        except ScanTerminated:
+            continue
+
+
+#: Hits counted in one entry before the chunk scan moves on to the next
+#: entry (``Hits.guard``): a binary probe line has up to ~1,300 (nmap's
+#: ``--version-all`` probes as rsyslog escapes them); an entry stopped at
+#: is read as if a strong literal hit it, so this only bounds the work.
+ENTRY_HIT_LIMIT = 256
+
+#: ``first_only`` without hyperscan: occurrences looked at per ``find``.
+MAX_RAW_HITS = 1024
 
 #: Literals shorter than this go to hyperscan's second database (see
 #: ``LiteralSet._build_hyperscan``). Measured on 190-byte syslog records with
@@ -314,12 +397,15 @@ def _holds_any(data: object, anchors: tuple[bytes, ...]) -> bool:
         return True
 
 
-def _hs_database(patterns: Sequence[bytes], ids: Iterable[int]) -> object:
+def _hs_database(patterns: Sequence[bytes], ids: Iterable[int], single: bool = False) -> object:
+    """``single``: each pattern reported once per scan, at its first
+    occurrence (``HS_FLAG_SINGLEMATCH``)."""
     import hyperscan
 
     ids = list(ids)
     mode = hyperscan.HS_MODE_BLOCK
-    h = hashlib.sha256(repr((_CACHE_FORMAT, hyperscan.__version__, mode, ids)).encode())
+    what = (_CACHE_FORMAT, hyperscan.__version__, mode, ids) + (("single",) if single else ())
+    h = hashlib.sha256(repr(what).encode())
     for i in ids:  # length-prefixed: no two lists hash alike
         h.update(len(patterns[i]).to_bytes(4, "big"))
         h.update(patterns[i])
@@ -329,7 +415,8 @@ def _hs_database(patterns: Sequence[bytes], ids: Iterable[int]) -> object:
         # Every byte as \\xHH (hex digits never hold a newline).
         exprs = [b"\\x" + patterns[i].hex("\n").encode().replace(b"\n", b"\\x") for i in ids]
         db = hyperscan.Database(mode=mode)
-        db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=0)
+        db.compile(expressions=exprs, ids=ids, elements=len(exprs),
+                   flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(exprs) if single else 0)
         _hs_cache_store(key, db)
     return db
 
