@@ -130,6 +130,13 @@ _RUN_FACTOR = 0.95
 #: per-source table (correlation, openings): it is kept as its first
 #: ``_LONG_SOURCE_KEEP`` characters and a hash of the whole.
 MAX_SOURCE_CHARS = 256
+#: A record with a payload field (one rebuild reads) longer than this is
+#: not read as a probe line (counted in
+#: ``detect_skipped{reason="line_too_long"}``): no syslog daemon writes one
+#: (rsyslog's ``maxMessageSize`` is 8 KiB by default, syslog-ng's
+#: ``log-msg-size`` 64 KiB), and undoing the escapes of a few MB would hold
+#: the loop for a second. Its markers (user agents...) are still looked for.
+MAX_LINE_BYTES = 64 * 1024
 _LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
 _MAX_SEQUENCE_LINE = 600
@@ -294,6 +301,17 @@ def _as_read(got: tuple[Reading, str | None] | None, reading: Reading | None, so
     return reading, source, _transport(record)
 
 
+def _too_long(record: Mapping[Any, Any], fields: Sequence[str]) -> bool:
+    """A text value among the ``fields`` of ``record`` that rebuild reads is
+    over ``MAX_LINE_BYTES`` (characters of a str: as many bytes at least)."""
+    get = record.get
+    for k in fields:
+        v = get(k)
+        if v is not None and isinstance(v, (str, bytes)) and len(v) > MAX_LINE_BYTES:
+            return True
+    return False
+
+
 def _same_source_chain(readings: Sequence[Reading | None], sources: Sequence[str | None]) -> list[int]:
     """For each line, the index of the next line of the batch from the same
     source (None is a source too), or -1: the look-ahead loops step along it
@@ -442,6 +460,10 @@ class Enricher:
                     self._memo.move_to_end(key)
                     self.memo_hits += 1
                     return hit
+        if _too_long(record, self._key_fields):
+            if self.metrics is not None:
+                self.metrics.inc("detect_skipped", reason="line_too_long")
+            return _reading(self.detector, None, b"", (), "", False, ())
         who = self._senders(own, first)
         rb = self._rebuild_with(record, who, fields=self.fields, dialects=self.dialects)
         asked = tuple(who.asked)
