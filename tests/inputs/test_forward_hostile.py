@@ -335,7 +335,7 @@ def test_big_chunk_is_processed_in_slices(measure):
     bound: handed over in slices, so the loop keeps serving; the chunk is
     acked once, after every slice settled, and the good entries arrive in
     order."""
-    from probetag.inputs import forward_server
+    from probetag._runtime import SLICE_ENTRIES
 
     bad = b"\x92\x00\x00"               # [0, 0]: rejected one by one (record_not_map)
     n_bad = 1_000_000 if measure == "lag" else 120_000
@@ -364,7 +364,7 @@ def test_big_chunk_is_processed_in_slices(measure):
         # One slice is 20,000 entries (~20 ms); unsliced this chunk stalled
         # the loop ~1 s. 0.5 s is slack for a busy machine.
         assert lag < 0.5, lag
-    print(f"FIGURES sliced_chunk entries={n_bad + 2} slice={forward_server.SLICE_ENTRIES} "
+    print(f"FIGURES sliced_chunk entries={n_bad + 2} slice={SLICE_ENTRIES} "
           f"max_lag_ms={lag * 1000:.0f}")
 
 
@@ -478,3 +478,27 @@ def test_broken_tail_does_not_swallow_the_next_buffered_frame(tail, reason):
     assert m.get("records_rejected", reason=reason) == 1       # A's broken tail, counted once
     assert m.get("records_rejected") == 1                      # and nothing else rejected
     assert m.get("records_in") == 102                          # every entry counted: 101 passed + 1
+
+
+def test_slices_cut_by_bytes_at_entry_boundaries():
+    """A chunk is cut into slices of at most SLICE_BYTES (one entry at
+    least) as well as SLICE_ENTRIES: its cost grows with its bytes (the
+    probe lines in them), not just its entry count."""
+    from probetag._runtime import SLICE_BYTES, slice_cuts as _slices
+
+    small = msgpack.packb([1700000000, {"message": "x" * 100}])
+    big = msgpack.packb([1700000000, {"message": "y" * (SLICE_BYTES + 10)}])
+    entries = small * 3 + big + small * 20_000 + big
+    cuts, walked = _slices(entries, -1)
+    assert cuts is not None and walked is None
+    assert cuts[0] == 0 and cuts[-1] == len(entries)
+    starts = set(walk_entries(entries)[0])
+    assert all(c in starts for c in cuts)                    # only at entry boundaries
+    widths = [b - a for a, b in zip(cuts, cuts[1:])]
+    assert all(w <= SLICE_BYTES or w == len(big) for w in widths)
+    assert widths.count(len(big)) == 2                       # an entry over the bound is a slice of its own
+    # All of it in order, nothing left out or repeated.
+    assert b"".join(entries[a:b] for a, b in zip(cuts, cuts[1:])) == entries
+    # A chunk under both bounds is one slice, walked once.
+    cuts, walked = _slices(small * 5_000, -1)
+    assert cuts is None and walked is not None

@@ -184,3 +184,38 @@ def test_slow_headers_and_bodies_are_timed_out():
     assert open_conns == 0
     assert m.get("http_request_timeouts", phase="header") == 20
     assert m.get("http_request_timeouts", phase="body") == 1
+
+
+def test_big_request_goes_to_the_stage_in_slices():
+    """A 3 MB request is handed to the stage in slices of at most
+    SLICE_BYTES (the loop serves others between them, as for a forward
+    chunk); every event arrives, in order, and the request is answered 200
+    once all slices settled."""
+    from probetag._runtime import SLICE_BYTES
+
+    n = 30_000
+    body = b"".join(b'{"message":"event %06d %s"}\n' % (i, b"x" * 80) for i in range(n))
+    assert len(body) > 2 * SLICE_BYTES
+
+    async def main():
+        async with Harness() as h:
+            calls: list[int] = []
+            process = h.pipeline.processor.process
+
+            def counting(tag, entries, *a):
+                calls.append(len(entries))
+                return process(tag, entries, *a)
+
+            h.pipeline.processor.process = counting
+            r, w = await h.connect()
+            w.write(vector_request(body, ndjson=True, port=h.server.port))
+            await w.drain()
+            status, _, _ = await read_response(r)
+            w.close()
+            return status, calls, h.buf.getvalue()
+
+    status, calls, out = asyncio.run(asyncio.wait_for(main(), 60))
+    assert status == 200
+    assert len(calls) >= 3 and max(calls) <= SLICE_BYTES
+    got = [int(line.split(b"event ")[1][:6]) for line in out.splitlines()]
+    assert got == list(range(n))

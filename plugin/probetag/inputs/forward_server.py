@@ -74,9 +74,9 @@ Theory of operation
   one more connection is accepted and closed at once
   (``connections_refused``, logged once per hundred); the listening socket
   keeps accepting.
-* A chunk of more than ``SLICE_ENTRIES`` entries is handed to the pipeline
-  in slices, yielding the loop between them; it is acked once every slice
-  has settled. More than ``max_chunk_entries``: refused, not acked.
+* A chunk of more than ``SLICE_ENTRIES`` entries or ``SLICE_BYTES`` bytes
+  is handed to the pipeline in slices, yielding the loop between them; it
+  is acked once every slice has settled. More than ``max_chunk_entries``: refused, not acked.
 * Slots: a connection that has sent no byte within ``first_frame_timeout``
   of its accept is closed (``connections_timed_out{reason=
   "first_frame_timeout"}``); once ``idle_soft_limit`` connections are open,
@@ -108,7 +108,7 @@ from typing import Any
 
 from .._config import Listen, parse_hostport
 from .._metrics import Metrics
-from .._runtime import Pipeline, log_event
+from .._runtime import Pipeline, log_event, slice_cuts
 from .._stage import ChunkRejected, walk_entries
 from ..forward import (
     CLOSED,
@@ -131,10 +131,6 @@ HIGH_WATER = 512 * 1024
 #: Bounds of one merged group of buffered frames (see "Merging").
 MERGE_MAX_BYTES = 1024 * 1024
 MERGE_MAX_FRAMES = 1000
-#: Entries the stage processes in one go: a chunk with more is handed over
-#: in slices of this many, the event loop serving others in between
-#: (~20 ms of stage work per slice at the worst ~1 us an entry).
-SLICE_ENTRIES = 20_000
 _log = logging.getLogger("probetag")
 
 
@@ -543,7 +539,7 @@ class _Connection:
         processor = self.server.pipeline.processor
         undecodable = processor.undecodable
         try:
-            cuts, walked = _slices(entries, self.server.config.max_chunk_entries)
+            cuts, walked = slice_cuts(entries, self.server.config.max_chunk_entries)
             if cuts is None:
                 self.server.pipeline.submit(tag, entries, len(entries),
                                             lambda ok: self._on_settled(chunk_ids, ok), walked, peer=self.peer,
@@ -577,35 +573,10 @@ class _Connection:
 
     async def _submit_sliced(self, tag: str, entries: bytes, cuts: list[int],
                              chunk_ids: list[Any]) -> None:
-        """A chunk of many entries goes to the pipeline in slices of
-        ``SLICE_ENTRIES``, the loop running other connections between them
-        (the stage is synchronous: one slice is its longest stall). The
-        chunk's acks wait for every slice to settle; one failed slice and
-        none is acked."""
-        left = len(cuts) - 1
-        all_ok = True
-
-        def part_settled(ok: bool) -> None:
-            nonlocal left, all_ok
-            all_ok = all_ok and ok
-            left -= 1
-            if left == 0:
-                self._on_settled(chunk_ids, all_ok)
-
-        for k in range(len(cuts) - 1):
-            if k:
-                await asyncio.sleep(0)
-            try:
-                self.server.pipeline.submit(tag, entries[cuts[k]:cuts[k + 1]],
-                                            cuts[k + 1] - cuts[k], part_settled, peer=self.peer, owner=self)
-            except Exception:
-                # As in _submit: our bug; the slices not handed over count as
-                # failed, so the chunk is not acked (settled once, here).
-                self.server.metrics.inc("internal_errors", where="process")
-                _log.exception("event=process_failed peer=%s tag=%s", self.peer, tag)
-                left -= len(cuts) - 2 - k
-                part_settled(False)
-                return
+        """The chunk in slices (``Pipeline.submit_sliced``); its acks wait
+        for every slice to settle, and one failed slice means none."""
+        await self.server.pipeline.submit_sliced(tag, entries, cuts, lambda ok: self._on_settled(chunk_ids, ok),
+                                                 peer=self.peer, owner=self)
 
     def _log_once(self, reason: str, *, fatal: bool, detail: Any = None) -> None:
         if self.logged_error:
@@ -646,26 +617,6 @@ def _ends_whole(ev: Chunk) -> bool:
     if ev.mode == "message" or ev.mode == "forward":
         return True
     return walk_entries(ev.entries)[3] is None
-
-
-def _slices(entries: bytes, max_entries: int) -> tuple[list[int] | None, Any]:
-    """(offsets cutting ``entries`` into slices of ``SLICE_ENTRIES`` entries,
-    first 0 and last len(entries), or None when one slice holds them all;
-    the walk, handed to the stage so that it does not walk again, or None).
-    Past ``max_entries`` it raises ``ChunkRejected`` before any slice is
-    handed over. Walked only when the chunk could hold more than one slice
-    (an entry takes a byte at least)."""
-    if len(entries) <= SLICE_ENTRIES:
-        return None, None
-    walked = walk_entries(entries, max_entries)
-    starts, _slow, _end, error = walked
-    if error == "too_many_entries":
-        raise ChunkRejected(error, f"more than {max_entries} entries")
-    count = len(starts) - 1
-    if count <= SLICE_ENTRIES:
-        return None, walked
-    # The last slice runs to the end: a truncated tail is the stage's to report.
-    return [int(starts[i]) for i in range(0, count, SLICE_ENTRIES)] + [len(entries)], None
 
 
 def _peer_host(transport: Any) -> str:

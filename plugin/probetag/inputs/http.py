@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .._config import Config, parse_hostport
 from .._inflate import InflateError, inflate, unzstd
 from .._metrics import Metrics
+from .._runtime import slice_cuts
 from .._logging import log_event
 from .._chunk import pack_entry
 from ._listener import admit, close_listener, close_writer, peer_label
@@ -638,8 +639,10 @@ class HttpInput:
         if bad:
             log_event(logging.WARNING, "http_events_rejected", log, peer=peer, rejected=bad, first=parsed.first_error)
         # Room is checked once for the whole request and nothing is awaited
-        # between the check and the submits, so a request is either taken
-        # entirely or not at all (429): Vector's retry then sends nothing twice.
+        # between the check and the first submit, so a request is either
+        # taken entirely or not at all (429): Vector's retry then sends
+        # nothing twice. (A big request goes in slices, the loop serving
+        # others between them; once started, it goes on to its end.)
         most = self.config.listen.max_chunk_entries
         if any(count > most for _tag, _entries, count in chunks):
             self.metrics.inc("chunks_rejected", reason="too_many_entries")
@@ -660,7 +663,11 @@ class HttpInput:
         for tag, entries, _count in chunks:
             fut: asyncio.Future[bool] = loop.create_future()
             futures.append(fut)
-            self.pipeline.submit(tag, entries, len(entries), _settler(fut), peer=peer, owner=peer)
+            cuts, walked = slice_cuts(entries, most)
+            if cuts is None:
+                self.pipeline.submit(tag, entries, len(entries), _settler(fut), walked, peer=peer, owner=peer)
+            else:
+                await self.pipeline.submit_sliced(tag, entries, cuts, _settler(fut), peer=peer, owner=peer)
         results = await asyncio.gather(*futures)
         if not all(results):
             # Part of the request may have been delivered; Vector's retry will
