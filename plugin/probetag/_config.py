@@ -173,6 +173,10 @@ class Listen:
     frame_timeout: float = field(default=60.0, metadata=_doc(
         "A frame that has started must be complete within this long, else the "
         "connection is closed (slow-loris guard). Seconds.", above=0))
+    max_partial_bytes: int = field(default=256 * 1024 * 1024, metadata=_doc(
+        "Bytes of frames that have started and are not complete yet, summed over every "
+        "connection; past it, the connection holding the largest such frame is closed "
+        "(counted) and its sender resends. At least max_frame_bytes. Bytes.", min=1))
     deny_keepalive: bool = field(default=False, metadata=_doc(
         "Close each connection after its first request (Fluentd deny_keepalive)."))
 
@@ -429,6 +433,9 @@ class Config:
                      "auth_failures_per_minute"):
             if getattr(self.listen, name) <= 0:
                 out.append(ConfigError("must be > 0", key=f"listen.{name}"))
+        if self.listen.max_partial_bytes < self.listen.max_frame_bytes:
+            out.append(ConfigError(f"must be at least listen.max_frame_bytes ({self.listen.max_frame_bytes})",
+                                   key="listen.max_partial_bytes"))
         for name in ("header_timeout", "body_timeout", "min_body_rate"):
             if getattr(self.http, name) <= 0:
                 out.append(ConfigError("must be > 0", key=f"http.{name}"))

@@ -502,3 +502,56 @@ def test_slices_cut_by_bytes_at_entry_boundaries():
     # A chunk under both bounds is one slice, walked once.
     cuts, walked = _slices(small * 5_000, -1)
     assert cuts is None and walked is not None
+
+
+def test_unfinished_frames_are_bounded_over_all_connections(caplog):
+    """Each connection may hold an unfinished frame of up to max_frame_bytes
+    until frame_timeout; many connections doing so at once held GBs (40
+    connections, 15 MiB each: 600 MB). Over max_partial_bytes in all, the
+    connections holding the largest are closed (counted, logged with the
+    peer); an honest connection goes on being served."""
+    caplog.set_level(logging.WARNING)
+    mib = 1024 * 1024
+    head = msgpack.packb("t") + b"\xc6" + (mib - 1000).to_bytes(4, "big")   # bin32 of ~1 MiB
+    start = b"\x93" + head + b"\x00" * (mib * 7 // 8)                         # 7/8 of it, then silence
+
+    async def main():
+        async with Harness(max_frame_bytes=mib + 4096, max_partial_bytes=3 * mib) as h:
+            held = []
+            for _ in range(6):
+                r, w = await h.connect()
+                w.write(start)
+                await w.drain()
+                held.append((r, w))
+            for _ in range(200):                   # the server reads them (bounded wait)
+                if h.metrics.get("connections_evicted", reason="partial_frames") >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            r, w = await h.connect()
+            w.write(packed("t", GOOD, "ok"))
+            await w.drain()
+            ack = await asyncio.wait_for(r.read(100), 10)
+            closed = 0
+            for hr, hw in held:
+                try:
+                    closed += await asyncio.wait_for(hr.read(1), 1) == b""
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
+                hw.close()
+            w.close()
+            return h.metrics, h.server.partial_total, ack, closed
+
+    m, total, ack, closed = asyncio.run(asyncio.wait_for(main(), 60))
+    assert msgpack.unpackb(ack) == {"ack": "ok"}
+    assert m.get("connections_evicted", reason="partial_frames") == 3      # 6 x 7/8 MiB: 3 fit in 3 MiB
+    assert closed == 3
+    assert total <= 3 * mib
+    logged = [r.getMessage() for r in caplog.records if "reason=partial_frames" in r.getMessage()]
+    assert len(logged) == 3 and all("peer=127.0.0.1" in line for line in logged)
+
+
+def test_partial_budget_below_the_frame_bound_is_a_config_error():
+    from probetag._config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_partial_bytes"):
+        config_from_mapping({"listen": {"max_frame_bytes": 1000, "max_partial_bytes": 999}})

@@ -83,7 +83,11 @@ Theory of operation
   each new one closes the connection idle the longest (nothing buffered, no
   ack owed; ``connections_evicted``); a peer address with
   ``auth_failures_per_minute`` failed handshakes in its minute gets its new
-  connections closed at once (``connections_refused_auth_rate``).
+  connections closed at once (``connections_refused_auth_rate``). Frames
+  that have started and not ended are bounded per connection
+  (``max_frame_bytes``, ``frame_timeout``) and over all of them
+  (``max_partial_bytes``: the connections holding the largest are closed,
+  ``connections_evicted{reason="partial_frames"}``).
 * ``deny_keepalive`` (Fluentd in_forward): stop reading after the first
   request, write its ack when it settles, then close.
 * UDP heartbeat on the same port: ``handle_udp_heartbeat`` decides the reply
@@ -326,6 +330,8 @@ class _Connection:
         #: it works. Idle = waiting, no partial frame and no ack owed.
         self.idle_since: float | None = None
         self.evicted = False
+        #: this connection's share of the server's ``partial_total``
+        self.partial_held = 0
 
     # -- settle callbacks (called by the pipeline) ---------------------------
 
@@ -415,6 +421,11 @@ class _Connection:
                     continue
             if ev is NEED_DATA:
                 io.arrived = False  # next_event() has seen every byte so far
+                partial = self.proto.partial_bytes
+                if partial != self.partial_held:
+                    self.server.hold_partial(self, partial)
+                    if self.closed:
+                        break  # the connection holding the most (this one) was shed
                 waited_from = loop.time()
                 await self.server.pipeline.wait_capacity(self)
                 if self.stopping:
@@ -600,6 +611,8 @@ class _Connection:
         self._flush_acks()  # acks already due go out before the close
         self.closed = True
         self.stopping = True
+        if self.partial_held:
+            self.server.hold_partial(self, 0)
         self.io.close()
 
     async def close(self) -> None:
@@ -656,6 +669,8 @@ class ForwardServer:
         self._ssl: ssl.SSLContext | None = None
         self._refused = 0
         self.acks_pending = 0
+        #: bytes of unfinished frames over all connections (``hold_partial``)
+        self.partial_total = 0
         #: peer address -> (start of its minute, failed handshakes in it)
         self._auth_failures: dict[str, tuple[float, int]] = {}
         self._poison_logged: dict[str, float] = {}
@@ -709,6 +724,29 @@ class ForwardServer:
         oldest.evicted = True
         self.metrics.inc("connections_evicted", reason="idle_soft_limit")
         oldest._close()
+
+    def hold_partial(self, conn: _Connection, nbytes: int) -> None:
+        """``conn`` now holds ``nbytes`` of a frame that has not ended
+        (``partial_bytes``, read when it waits for data). Past
+        ``max_partial_bytes`` over all connections, the connections holding
+        the largest such frames are closed until the rest fit: each one's
+        sender resends the frame (it was not acked)."""
+        self.partial_total += nbytes - conn.partial_held
+        conn.partial_held = nbytes
+        if self.partial_total <= self.config.max_partial_bytes:
+            return
+        held = sorted((c for c in self._conns if c.partial_held and not c.closed),
+                      key=lambda c: c.partial_held, reverse=True)
+        for c in held:
+            if self.partial_total <= self.config.max_partial_bytes:
+                break
+            self.metrics.inc("connections_evicted", reason="partial_frames")
+            c._log_once("partial_frames", fatal=True,
+                        detail=f"{c.partial_held} bytes of an unfinished frame; "
+                               f"{self.partial_total} held over all connections "
+                               f"(listen.max_partial_bytes {self.config.max_partial_bytes})")
+            c.evicted = True
+            c._close()  # (gives its share back)
 
     def count_pending(self, delta: int) -> None:
         """Chunks handed to the pipeline whose upstream ack (or refusal) is
