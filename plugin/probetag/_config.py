@@ -194,6 +194,10 @@ class HttpInput:
     time_field: str = field(default="timestamp", metadata=_doc("Event field that holds the time."))
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_doc(
         "Largest request body, after decompression. Bytes.", min=1))
+    max_partial_bytes: int = field(default=256 * 1024 * 1024, metadata=_doc(
+        "Bytes of requests that have started and are not complete yet, summed over every "
+        "connection; past it, the connection holding the most is answered 503 and closed "
+        "(counted). At least max_body_bytes. Bytes.", min=1))
     header_timeout: float = field(default=10.0, metadata=_doc(
         "A request's line and headers must arrive within this long of its first "
         "byte, else 408 and close (slow-loris guard). Seconds.", above=0))
@@ -439,6 +443,9 @@ class Config:
         for name in ("header_timeout", "body_timeout", "min_body_rate"):
             if getattr(self.http, name) <= 0:
                 out.append(ConfigError("must be > 0", key=f"http.{name}"))
+        if self.http.max_partial_bytes < self.http.max_body_bytes:
+            out.append(ConfigError(f"must be at least http.max_body_bytes ({self.http.max_body_bytes})",
+                                   key="http.max_partial_bytes"))
         if self.flow.max_inflight_records <= 0 or self.flow.max_inflight_bytes <= 0:
             out.append(ConfigError("must be > 0", key="flow"))
         if self.output.dead_letter is not None and self.output.type != "forward":

@@ -219,3 +219,57 @@ def test_big_request_goes_to_the_stage_in_slices():
     assert len(calls) >= 3 and max(calls) <= SLICE_BYTES
     got = [int(line.split(b"event ")[1][:6]) for line in out.splitlines()]
     assert got == list(range(n))
+
+
+def test_unfinished_requests_are_bounded_over_all_connections(caplog):
+    """Each connection may hold a request body of up to max_body_bytes
+    until body_timeout; many doing so at once held GBs. Over
+    max_partial_bytes in all, the connections holding the most are shed
+    (503 or closed, counted, logged with the peer); an honest request is
+    still served."""
+    caplog.set_level(logging.WARNING)
+    mib = 1024 * 1024
+    head = (b"POST /v1/vector HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % mib)
+    start = head + b"[" + b" " * (mib * 7 // 8)
+
+    async def main():
+        async with Harness(max_body_bytes=mib, max_partial_bytes=3 * mib) as h:
+            held = []
+            for _ in range(6):
+                r, w = await h.connect()
+                w.write(start)
+                await w.drain()
+                held.append((r, w))
+            for _ in range(200):                   # the server reads them (bounded wait)
+                if h.metrics.get("http_connections_evicted", reason="partial_requests") >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            r, w = await h.connect()
+            w.write(vector_request(b'[{"message":"fine"}]', ndjson=False, port=h.server.port))
+            await w.drain()
+            ok, _, _ = await read_response(r)
+            w.close()
+            shed = 0
+            for hr, hw in held:
+                try:
+                    data = await asyncio.wait_for(hr.read(), 1)
+                    shed += data == b"" or data.startswith(b"HTTP/1.1 503")
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
+                hw.close()
+            total = h.server.partial_total
+            for _ in range(100):                   # every connection gone: nothing is held
+                if not h.server.partial_total and not h.server._shed:
+                    break
+                await asyncio.sleep(0.05)
+            return ok, shed, h.metrics, total, h.server.partial_total + len(h.server._shed)
+
+    ok, shed, m, total, left = asyncio.run(asyncio.wait_for(main(), 60))
+    assert left == 0
+    assert ok == 200
+    assert m.get("http_connections_evicted", reason="partial_requests") == 3
+    assert shed == 3
+    assert total <= 3 * 1024 * 1024
+    refused = [r.getMessage() for r in caplog.records if "max_partial_bytes" in r.getMessage()]
+    assert len(refused) == 3 and all("peer=127.0.0.1" in line for line in refused)

@@ -731,6 +731,8 @@ class ForwardServer:
         ``max_partial_bytes`` over all connections, the connections holding
         the largest such frames are closed until the rest fit: each one's
         sender resends the frame (it was not acked)."""
+        if conn.closed:
+            nbytes = 0  # (a connection shed while it still had bytes to parse)
         self.partial_total += nbytes - conn.partial_held
         conn.partial_held = nbytes
         if self.partial_total <= self.config.max_partial_bytes:

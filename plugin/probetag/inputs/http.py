@@ -480,6 +480,11 @@ class HttpInput:
         self.idle_timeout = idle_timeout if idle_timeout is not None else config.listen.idle_timeout
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        #: bytes of unfinished requests per connection, and their sum
+        #: (``_hold``; bounded by ``http.max_partial_bytes``)
+        self._held: dict[asyncio.Task[None], tuple[int, str]] = {}
+        self.partial_total = 0
+        self._shed: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -523,6 +528,13 @@ class HttpInput:
                     await writer.drain()
                     return
                 if ev is NEED_DATA:
+                    if self._hold(task, parser.body_received if parser.in_body else parser.buffered, peer_s):
+                        self._count_status(503)
+                        answered = True
+                        writer.write(render_response(503, _err_body("busy, retry"), keep_alive=False,
+                                                     extra=(("Retry-After", "1"),)))
+                        await writer.drain()
+                        return
                     # Deadlines (RFC 9110 §15.5.9 408): the idle wait between
                     # requests, the header block, then the body with a
                     # minimum rate (Apache mod_reqtimeout's body=...,MinRate=).
@@ -592,8 +604,41 @@ class HttpInput:
                 except Exception:  # noqa: BLE001 - the transport is already broken
                     pass
         finally:
+            self._hold(task, 0, peer_s)
             self._conns.discard(task)
             await close_writer(writer)
+
+    def _hold(self, task: "asyncio.Task[None]", nbytes: int, peer: str) -> bool:
+        """The connection ``task`` now holds ``nbytes`` of a request that has
+        not ended. Past ``http.max_partial_bytes`` over all connections, the
+        ones holding the most are shed until the rest fit: True when that
+        is this one (the caller answers 503), and others are cancelled
+        (closed without an answer: they sent part of a request only).
+        Each one shed is counted and logged with its peer, once."""
+        if task in self._shed:
+            if not nbytes:
+                self._shed.discard(task)  # its connection ends
+            return True  # (shed while it had bytes to parse; its cancel is due)
+        old = self._held.pop(task, (0, peer))[0]
+        if nbytes:
+            self._held[task] = (nbytes, peer)
+        self.partial_total += nbytes - old
+        if self.partial_total <= self.cfg.max_partial_bytes:
+            return False
+        shed_self = False
+        for other, (held, who) in sorted(self._held.items(), key=lambda kv: kv[1][0], reverse=True):
+            if self.partial_total <= self.cfg.max_partial_bytes:
+                break
+            del self._held[other]
+            self.partial_total -= held
+            self.metrics.inc("http_connections_evicted", reason="partial_requests")
+            _log_refusal(who, 503, f"{held} bytes of an unfinished request, over http.max_partial_bytes")
+            if other is task:
+                shed_self = True
+            else:
+                self._shed.add(other)
+                other.cancel()
+        return shed_self
 
     def _decode(self, req: Request) -> tuple[ParsedBody, list[tuple[str, bytes, int]], dict[str, int]]:
         body = decode_body(req.body, req.header("content-encoding"), self.cfg.max_body_bytes)
