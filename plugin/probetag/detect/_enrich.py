@@ -135,7 +135,8 @@ MAX_SOURCE_CHARS = 256
 #: ``detect_skipped{reason="line_too_long"}``): no syslog daemon writes one
 #: (rsyslog's ``maxMessageSize`` is 8 KiB by default, syslog-ng's
 #: ``log-msg-size`` 64 KiB), and undoing the escapes of a few MB would hold
-#: the loop for a second. Its markers (user agents...) are still looked for.
+#: the loop for a second. Its markers (user agents...) are still looked for,
+#: in the first MAX_LINE_BYTES of each field (as in every record).
 MAX_LINE_BYTES = 64 * 1024
 _LONG_SOURCE_KEEP = 64
 #: Longest line the sequence pass considers (probe lines it names are short).
@@ -573,9 +574,9 @@ class Enricher:
             if n >= _MAX_MARKER_FIELDS:
                 break
             if isinstance(value, str):
-                data = value.encode("utf-8", "surrogateescape")
+                data = value[:MAX_LINE_BYTES].encode("utf-8", "surrogateescape")
             elif isinstance(value, bytes):
-                data = value
+                data = value[:MAX_LINE_BYTES]
             else:
                 continue
             got = self.detector.match_markers(data)
