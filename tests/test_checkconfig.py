@@ -64,8 +64,8 @@ def test_every_error_of_a_file_is_reported_in_file_order(tmp_path):
         f"error: {p}:2: listen.adress: unknown key (did you mean 'address'?) (known here: address, "
         "auth_failures_per_minute, deny_keepalive, first_frame_timeout, frame_timeout, "
         "handshake_timeout, idle_soft_limit, idle_timeout, max_chunk_entries, max_connections, "
-        "max_decompressed_bytes, max_frame_bytes, self_hostname, shared_key, tag_prefix, tls, "
-        "udp_heartbeat, users)",
+        "max_decompressed_bytes, max_frame_bytes, max_partial_bytes, self_hostname, shared_key, "
+        "tag_prefix, tls, udp_heartbeat, users)",
         f"error: {p}:4: output.type: must be one of stdout, forward, ndjson; got 'fowrard' "
         "(did you mean 'forward'?)",
         f"error: {p}:6: detect.min_confidence: must not be negative, got -1",
