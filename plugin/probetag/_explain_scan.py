@@ -19,6 +19,7 @@ from . import decode
 from ._config import Config
 from ._explain_report import _FIRST_LINES, Example
 from ._metrics import Metrics
+from .detect._enrich import MAX_LINE_BYTES
 
 #: rsyslog's internal messages when octet counting meets a non-syslog client
 _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame at end of stream")
@@ -331,8 +332,12 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
     no further from the lines ahead (timestamps that go forward), and from
     its first fragment-like line on both read the same time. A hit without
     a header (a continuation line) has no time of its own: the walk goes
-    through it, and it walks on its own too. A scan's dense run of hits
-    (every line of a cut probe) costs one pass, not one pass per hit."""
+    through it and goes on from it as that hit's own walk would, with as
+    many lines still to take and a walk bound counted afresh, and keeps its
+    time (the hit's own walk has none until its first line with a header,
+    and reads no line this one does not). A scan's dense run of hits (every
+    line of a cut probe, or thousands of headerless lines) costs one pass,
+    not one pass per hit."""
     have = {x[0] for x in picked}
     extra: list[tuple[int, bytes, bool, bool]] = []
     n = len(data)
@@ -347,9 +352,9 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
 
     for step in (-1, 1):
         done = None  # the furthest line a walk of this direction has got to
-        alone: set[int] = set()  # hits without a header a walk went through
+        fresh = _NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER
         for idx, start, end in (reversed(hits) if step < 0 else hits):
-            if done is not None and (idx >= done if step < 0 else idx <= done) and idx not in alone:
+            if done is not None and (idx >= done if step < 0 else idx <= done):
                 continue  # a walk went through it, and on from it as its own would
             i = idx
             while True:
@@ -357,7 +362,7 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
                 h = _SNG_HEAD.match(data, start)
                 last_t = _sng_clock(h) if h is not None else None
                 pos = start if step < 0 else end
-                k, left = 0, (_NEIGHBOURS_BEFORE if step < 0 else _NEIGHBOURS_AFTER)
+                k, left = 0, fresh
                 cont = step < 0 and h is None
                 again = None
                 while k < _SNG_WALK:
@@ -384,7 +389,8 @@ def _syslog_ng_neighbours(data: bytes | bytearray, picked: list[tuple[int, bytes
                         if m is not None:
                             again = j  # another strong hit: its own walk goes on from here
                             break
-                        alone.add(j)
+                        # a hit without a header: on from it as its own walk would
+                        i, k, left = j, 0, fresh + 1
                     take(j, b, e)
                     left -= 1
                     if _fragment_like(data, m, e):
@@ -643,10 +649,13 @@ class Explainer:
             if sng:
                 sl = parse(line, fmt)
                 rec = sl.record
-                if rec.get("_continuation") and head is not None and head[0] == idx - 1:
+                if (rec.get("_continuation") and head is not None and head[0] == idx - 1
+                        and len(head[2]["msg"]) + len(rec["msg"]) < MAX_LINE_BYTES):
                     # a raw LF inside the message above (a UDP datagram):
                     # its text joins that message, and the line takes the
-                    # message's verdict (``detect``)
+                    # message's verdict (``detect``). Up to a datagram's
+                    # 64 KiB: past that the lines are no datagram's, and
+                    # the next one opens a message of its own.
                     hrec = head[2]
                     hrec["msg"] = hrec["msg"] + b"\n" + rec["msg"]
                     items.append((self._last_t, {"_continues": head[1]}))
@@ -705,13 +714,21 @@ class Explainer:
         if not items:
             return n, found
         by_item: dict[int, dict[str, Any]] = {}
+        by_message: dict[int, dict[str, Any]] = {}
         for k, d in enumerate(self.enricher.batch("explain", items, self._analysed(items))):
             rec = items[k][1]
             if "_continues" in rec:
-                # a continuation line of a syslog-ng message: the message's verdict
-                probe = by_item.get(rec["_continues"])  # type: ignore[assignment]
+                # a continuation line of a syslog-ng message: the message's
+                # verdict, and the line it starts on instead of its payload
+                # (a message of thousands of lines would repeat it as often)
+                head = rec["_continues"]
+                probe = by_message.get(head)  # type: ignore[assignment]
                 if probe is None:
-                    continue
+                    first = by_item.get(head)
+                    if first is None:
+                        continue
+                    probe = by_message[head] = {**{f: v for f, v in first.items() if f != "payload"},
+                                                "continues": base + where[head]}
             else:
                 if d is None or d.outcome != "tagged":
                     continue

@@ -129,3 +129,54 @@ def test_a_dense_scan_is_read_once_per_direction() -> None:
         mod._SNG_HEAD = saved
     assert [x[0] for x in got] == list(range(3000))
     assert reads <= 4 * 3000, reads
+
+
+def test_a_run_of_hits_without_a_header_is_read_once_per_direction() -> None:
+    # syslog-ng lines with no header (continuations) that a strong literal
+    # hits, thousands in a row: each used to walk on its own (up to
+    # _SNG_WALK lines each way), now the walk through them goes on from
+    # each as its own would
+    spec = [(0, 2, True, 0)] + [(0, 2, False, 0)] * 600
+    data, picked, strong = _file(spec)
+    reads = 0
+    real_match = _SNG_HEAD.match
+
+    class Counting:
+        def match(self, *a):  # noqa: ANN001, ANN202
+            nonlocal reads
+            reads += 1
+            return real_match(*a)
+
+    import probetag._explain_scan as mod
+    mod._SNG_HEAD, saved = Counting(), mod._SNG_HEAD
+    try:
+        got = _syslog_ng_neighbours(data, list(picked), strong)
+    finally:
+        mod._SNG_HEAD = saved
+    assert got == _per_hit(data, list(picked), strong)
+    assert [x[0] for x in got] == list(range(601))
+    assert reads <= 4 * 601, reads
+
+
+def test_a_message_of_more_lines_than_a_datagram_holds_is_cut_into_messages(tmp_path) -> None:
+    # A syslog-ng line with a header, then thousands of lines without one
+    # (read as the message's continuations): past 64 KiB, the next line
+    # opens a message of its own, so each is matched, not one too long to be.
+    import json
+    import subprocess
+    import sys
+
+    log = tmp_path / "sng.log"
+    log.write_bytes(b"Nov 27 13:00:00 web01 syslog-ng[123]: syslog-ng starting up; version='3.38.1'\n"
+                    b"Nov 27 13:00:01 203.0.113.7 GET / HTTP/1.0\n" + b"GET / HTTP/1.0\n" * 8000)
+    p = subprocess.run([sys.executable, "-m", "probetag", "explain", "--format", "jsonl", str(log)],
+                       capture_output=True, timeout=300)
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert len(lines) == 8002
+    assert sum(1 for x in lines if x["probe"]) == 8001
+    # a continuation line names the line its message starts on, and does not
+    # repeat the message's payload (thousands of lines would, each in full)
+    starts = {x["probe"].get("continues", x["line"]) for x in lines if x["probe"]}
+    assert 2 in starts and len(starts) >= 2
+    assert all("payload" not in x["probe"] for x in lines if x["probe"] and "continues" in x["probe"])
+    assert len(p.stdout) < 100 * len(log.read_bytes())
