@@ -179,8 +179,12 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[by
     Each block is read straight into its own buffer (``readinto``) behind
     the partial line the previous read left, and cut at its last LF in
     place: the bytes are copied once, by the read."""
+    report.cut_lines += getattr(first, "cut", 0)
     rest = b"\n".join(first) + b"\n" if first else b""
     held: bytearray | None = None
+    # past a line cut at _MAX_LINE: the rest of that line, up to its LF, is
+    # dropped, not read as lines of its own
+    skip = False
     while True:
         start = len(rest)
         buf = bytearray(start + _BLOCK)
@@ -190,6 +194,14 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[by
         if not got:
             break
         size = start + got
+        if skip:
+            lf = buf.find(b"\n", 0, size)
+            if lf < 0:
+                rest = b""
+                continue
+            skip = False
+            del buf[:lf + 1]
+            size -= lf + 1
         cut = buf.rfind(b"\n", 0, size)
         if cut < 0:
             if size > _MAX_LINE:
@@ -197,7 +209,7 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[by
                 if held is not None:
                     yield held
                 del buf[_MAX_LINE:]
-                held, rest = buf, b""
+                held, rest, skip = buf, b"", True
             else:
                 rest = bytes(buf[:size])
             continue
@@ -221,13 +233,33 @@ def _blocks(f: IO[bytes], first: list[bytes], report: FileReport) -> Iterator[by
         yield held
 
 
+class _Sniffed(list):  # type: ignore[type-arg]
+    """The first lines of a file (``_sniff``). ``cut``: how many were over
+    ``_MAX_LINE`` and were cut (``_blocks`` counts them)."""
+    cut = 0
+
+
 def _sniff(f: IO[bytes]) -> list[bytes]:
-    out = []
-    for _ in range(_SNIFF_LINES):
-        ln = f.readline(_MAX_LINE)
+    """Up to ``_SNIFF_LINES`` lines and ``_BLOCK`` bytes; a line over
+    ``_MAX_LINE`` is kept cut, and the rest of it is read past (a line is
+    never held whole: memory stays at a block)."""
+    out = _Sniffed()
+    size = 0
+    while len(out) < _SNIFF_LINES and size < _BLOCK:
+        ln = f.readline(_MAX_LINE + 1)
         if not ln:
             break
-        out.append(ln[:-1] if ln.endswith(b"\n") else ln)
+        if ln.endswith(b"\n"):
+            ln = ln[:-1]
+        elif len(ln) > _MAX_LINE:
+            out.cut += 1
+            ln = ln[:_MAX_LINE]
+            while True:  # the rest of the line, a piece at a time
+                more = f.readline(_MAX_LINE)
+                if not more or more.endswith(b"\n"):
+                    break
+        out.append(ln)
+        size += len(ln) + 1
     return out
 
 

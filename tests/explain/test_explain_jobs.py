@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -77,7 +78,16 @@ class TestPipeline:
             two = _explain("--format", fmt, *files, jobs="2")
             assert one.returncode == 2 and b"missing.log" in one.stderr and b"cut.gz" in one.stderr
             assert (two.returncode, two.stdout, two.stderr) == (one.returncode, one.stdout, one.stderr), fmt
-        assert b"over-long lines cut" in _explain(str(long), jobs="2").stdout
+        # The cut line is one line, cut once: the lines after it keep their numbers.
+        n = golden.count(b"\n")
+        for jobs in ("1", "2"):
+            text = _explain(str(long), jobs=jobs).stdout
+            assert b"1 over-long line cut" in text and f": {3 * n + 1} lines".encode() in text, text[:200]
+            probes = [json.loads(x) for x in _explain("--format", "jsonl", str(long), jobs=jobs).stdout.splitlines()]
+            alone = [json.loads(x) for x in _explain("--format", "jsonl", str(FIX / "rfc3339.log"),
+                                                    jobs=jobs).stdout.splitlines()]
+            after = [p["line"] - (2 * n + 1) for p in probes if p["probe"] and p["line"] > 2 * n + 1]
+            assert after == [p["line"] for p in alone if p["probe"]] and after
 
     def test_stdin_text_equals_one_process(self) -> None:
         data = gzip.compress((FIX / "traditional.log").read_bytes())

@@ -68,21 +68,31 @@ def _spy(ex: explain.Explainer) -> list[tuple[float, dict[str, Any]]]:
 
 # ----------------------------------------------------------- references
 def ref_blocks(f: Any, first: list[bytes], report: explain.FileReport) -> Iterator[bytes]:
-    """The original block cut: ``f.read(_BLOCK)``, cut at the last LF."""
+    """The original block cut: ``f.read(_BLOCK)``, cut at the last LF; a
+    read with no LF past ``_MAX_LINE`` is a line cut there, and the rest of
+    that line, up to its LF, is dropped."""
+    report.cut_lines += getattr(first, "cut", 0)
     rest = b"\n".join(first) + b"\n" if first else b""
     held: bytes | None = None
+    skip = False
     while True:
         data = f.read(_explain_read._BLOCK)
         if not data:
             break
         data = rest + data
+        if skip:
+            lf = data.find(b"\n")
+            if lf < 0:
+                rest = b""
+                continue
+            skip, data = False, data[lf + 1:]
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) > _explain_read._MAX_LINE:
                 report.cut_lines += 1
                 if held is not None:
                     yield held
-                held, rest = data[:_explain_read._MAX_LINE], b""
+                held, rest, skip = data[:_explain_read._MAX_LINE], b"", True
             else:
                 rest = data
             continue
@@ -306,6 +316,15 @@ def test_blocks_cut_where_the_original_cut(lines: list[bytes], final_lf: bool, b
             got = [bytes(b) for b in explain._blocks(reader, explain._sniff(reader), got_rep)]
             assert got == want
             assert got_rep.cut_lines == want_rep.cut_lines
+    # Whatever the cuts: line k read is a prefix of line k of the file (no
+    # line is lost, split or numbered anew), and each one shorter is counted.
+    file_lines = data.split(b"\n") if data else []
+    if data.endswith(b"\n"):
+        file_lines.pop()
+    read = b"\n".join(want).split(b"\n") if want else []
+    assert len(read) == len(file_lines)
+    assert all(line.startswith(r) for r, line in zip(read, file_lines))
+    assert want_rep.cut_lines == sum(len(r) < len(line) for r, line in zip(read, file_lines))
 
 
 # ------------------------------------------------- hit lines and detection
