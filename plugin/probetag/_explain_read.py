@@ -13,6 +13,7 @@ import io
 import marshal
 import os
 import queue
+import re
 import signal
 import struct
 import sys
@@ -35,6 +36,11 @@ _MAX_LINE = 1024 * 1024
 _GZ_IN = 1024 * 1024
 _GZ_OUT = 4 * 1024 * 1024
 _GZ_AHEAD = 2
+#: the first window of a member's compressed bytes zlib gets (``_Gunzip``)
+_GZ_WINDOW = 512
+#: inflated bytes handed to the reader at once, at least (``_Gunzip``)
+_GZ_BATCH = 256 * 1024
+_NOT_ZERO = re.compile(rb"[^\x00]")
 #: Lines the format detection looks at.
 _SNIFF_LINES = 200
 #: Pipe buffer between the two processes (F_SETPIPE_SZ; Linux's default is
@@ -74,6 +80,15 @@ class _Gunzip(io.RawIOBase):
     def __init__(self, src: IO[bytes]) -> None:
         self._src = src
         self._z = zlib.decompressobj(31)
+        # The compressed bytes read and how far zlib got in them. zlib gets
+        # a window of them at a time: the copies it makes of what it leaves
+        # (``unused_data`` at a member's end, ``unconsumed_tail``) are never
+        # longer than the window, which starts small for every member and
+        # doubles while the member goes on (``_inflate.py``: a copy of the
+        # rest of a read per member is quadratic in a file of many members).
+        self._buf = b""
+        self._pos = 0
+        self._window = _GZ_WINDOW
         self._out = memoryview(b"")
         self._done = False
         self._stop = threading.Event()
@@ -107,17 +122,29 @@ class _Gunzip(io.RawIOBase):
         super().close()
 
     def _produce(self) -> None:
+        # Small pieces (a file of many one-line members) go to the reader
+        # together: one hand-over per _GZ_BATCH bytes, not one per member.
         item: bytes | BaseException | None
+        batch: list[bytes] = []
+        size = 0
         try:
             while not self._stop.is_set():
                 item = self._inflate()
                 if item is None:
                     break
                 if item:
-                    self._put(item)
+                    batch.append(item)
+                    size += len(item)
+                    if size >= _GZ_BATCH:
+                        self._put(batch[0] if len(batch) == 1 else b"".join(batch))
+                        batch, size = [], 0
         except Exception as exc:  # the reader raises it, in order
+            if batch:
+                self._put(b"".join(batch))
             self._put(exc)
             return
+        if batch:
+            self._put(b"".join(batch))
         self._put(None)
 
     def _put(self, item: bytes | BaseException | None) -> None:
@@ -131,29 +158,42 @@ class _Gunzip(io.RawIOBase):
     def _inflate(self) -> bytes | None:
         """The next inflated piece (maybe empty); None at the end."""
         z = self._z
+        buf, pos = self._buf, self._pos
         if z.eof:
             # A member ended. GzipFile: zero padding is skipped; anything
             # else must be the next member's magic.
-            rest = z.unused_data.lstrip(b"\x00")
-            while not rest:
-                rest = self._src.read(_GZ_IN)
-                if not rest:
+            while True:
+                m = _NOT_ZERO.search(buf, pos)
+                if m is not None:
+                    pos = m.start()
+                    break
+                buf, pos = self._src.read(_GZ_IN), 0
+                if not buf:
+                    self._buf, self._pos = b"", 0
                     return None
-                rest = rest.lstrip(b"\x00")
-            if len(rest) < 2:
-                rest += self._src.read(1)
-            if rest[:2] != b"\x1f\x8b":
-                raise gzip.BadGzipFile("Not a gzipped file (%r)" % rest[:2])
+            if len(buf) - pos < 2:
+                buf, pos = buf[pos:] + self._src.read(1), 0
+            if buf[pos:pos + 2] != b"\x1f\x8b":
+                raise gzip.BadGzipFile("Not a gzipped file (%r)" % buf[pos:pos + 2])
             self._z = z = zlib.decompressobj(31)
-            data = rest
-        else:
-            data = z.unconsumed_tail or self._src.read(_GZ_IN)
-            if not data:
+            self._window = _GZ_WINDOW
+        elif pos >= len(buf):
+            buf, pos = self._src.read(_GZ_IN), 0
+            if not buf:
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
-        try:
-            return z.decompress(data, _GZ_OUT)
-        except zlib.error as exc:
-            raise gzip.BadGzipFile(str(exc)) from exc
+        window = self._window
+        with memoryview(buf) as view, view[pos:pos + window] as data:
+            fed = len(data)
+            try:
+                out = z.decompress(data, _GZ_OUT)
+            except zlib.error as exc:
+                raise gzip.BadGzipFile(str(exc)) from exc
+        tail = len(z.unconsumed_tail)
+        pos += fed - tail - len(z.unused_data)
+        if not z.eof and not tail and window < _GZ_IN:
+            self._window = window * 2
+        self._buf, self._pos = buf, pos
+        return out
 
 
 def _fill(f: IO[bytes], view: memoryview) -> int:
