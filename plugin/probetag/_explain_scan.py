@@ -153,6 +153,9 @@ class FileReport:
 _NEIGHBOURS_BEFORE = 3
 _NEIGHBOURS_AFTER = 6
 
+#: Skipped lines ``pick`` holds for their time at most (``_settle_pending``)
+_PENDING_MAX = 4096
+
 
 #: A neighbour line of a file format with a plain header (traditional,
 #: RFC 3339) is read when what follows its timestamp is at most this long or
@@ -511,6 +514,20 @@ class Explainer:
         self._pending.clear()
         return t
 
+    def _settle_pending(self) -> None:
+        """The time the skipped lines held so far leave behind (the last one
+        that has one), read from the last back: a file of nothing but
+        skipped lines holds ``_PENDING_MAX`` of them at most."""
+        base = self._last_t
+        for line in reversed(self._pending):
+            self._last_t = float("nan")
+            t = self._time(decode.parse_syslog_line(line, self.fmt))
+            if t == t:
+                break
+        else:
+            self._last_t = base
+        self._pending.clear()
+
     def _cache_time(self, key: bytes) -> float:
         if len(self._tcache) > 100_000:
             self._tcache.clear()
@@ -670,6 +687,8 @@ class Explainer:
             # line these tests pass)
             if weak_only == 2 or (weak_only and raw_ok and not marked and _text_after_host(line, first_space, lits)):
                 self.weak_skipped += 1
+                if len(pending) >= _PENDING_MAX:
+                    self._settle_pending()
                 pending.append(line)
                 items.append((self._last_t, _NOTHING))
                 where.append(idx)

@@ -601,3 +601,23 @@ def test_skipped_cr_line_still_lends_its_time_to_a_line_without_one() -> None:
         times[skip] = [t for t, rec in seen if rec]
         assert (ex.weak_skipped == 2) is skip
     assert times[True] == times[False][-1:] == [1795787161.0]
+
+
+def test_skipped_cr_lines_held_for_their_time_are_bounded() -> None:
+    # A file of nothing but CRLF-sender lines (pick skips each one, holding
+    # it for its time only): a few thousand at most are held, and the last
+    # one's time still reaches the next line without one of its own.
+    from probetag._explain_scan import _PENDING_MAX
+    n = 3 * _PENDING_MAX + 7
+    data = b"".join(b"2026-11-27T13:%02d:%02d+00:00 web01 app: one two three four five#015\n"
+                    % (i // 60 % 60, i % 60) for i in range(n))
+    last = n - 1
+    data += b"garbage with no stamp GET / HTTP/1.0#015"
+    ex = _explainer("rfc3339")
+    seen = _spy(ex)
+    ex.block(bytearray(data))
+    assert ex.weak_skipped == n
+    assert len(ex._pending) <= _PENDING_MAX
+    stamp = datetime(2026, 11, 27, 13, last // 60 % 60, last % 60, tzinfo=timezone.utc).timestamp()
+    assert [t for t, rec in seen if rec] == [stamp]
+
