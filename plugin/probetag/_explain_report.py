@@ -173,6 +173,7 @@ def listener_kinds(rep: Any, listener: Callable[[Any, str], tuple[str, list[str]
     kind per transport; sources seen only in another program's log lines
     get none (no syslog listener took their bytes)."""
     kinds = {} if kinds is None else kinds
+    seen = {where: set(srcs) for where, (_how, srcs) in kinds.items()}  # (a list's `in` is linear)
     for s in sorted(rep.summaries, key=lambda s: (s["first_seen"], s["source"])):
         info = rep.sources.get(s["source"])
         if info is None or (info.app_lines and not info.listener_lines):
@@ -182,7 +183,9 @@ def listener_kinds(rep: Any, listener: Callable[[Any, str], tuple[str, list[str]
             one = dataclasses.replace(info, transports={t}) if t else info
             where, how = listener(one, rep.fmt)
             srcs = kinds.setdefault(where, (how, []))[1]
-            if src not in srcs:
+            have = seen.setdefault(where, set())
+            if src not in have:
+                have.add(src)
                 srcs.append(src)
     return kinds
 
