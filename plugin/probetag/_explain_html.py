@@ -466,6 +466,9 @@ def write_html(out: IO[str], lines: Lines, *,
     for r in reps:
         tail = f", {_n(r.framing_errors, 'rsyslog framing-error line')}" if r.framing_errors else ""
         cut = f", {_n(r.cut_lines, 'over-long line')} cut at {max_line:,} bytes" if r.cut_lines else ""
+        if r.scans_dropped:
+            cut += (f", {_n(r.scans_dropped, 'scan')} not listed (more sources than "
+                    "correlation.max_bytes holds)")
         w(f"<li><code>{_e(r.name)}</code>: {_n(r.lines, 'line')} ({_e(r.fmt)} format), "
           f"{_n(r.probe_lines, 'scanner-probe line')}, {_n(r.benign_lines, 'other line')}{tail}{cut}</li>\n")
     w("</ul>\n")

@@ -237,6 +237,9 @@ def text_report(out: IO[str], rep: Any, *, first: bool = True, width: int = _WID
                                         subsequent_indent="        ") + "\n")
     if rep.cut_lines:
         out.write(f"  {_n(rep.cut_lines, 'over-long line')} cut at {max_line} bytes\n")
+    if rep.scans_dropped:
+        out.write(f"  {_n(rep.scans_dropped, 'scan')} not listed: more sources than correlation.max_bytes "
+                  "holds (their lines are counted above; a larger bound in --config lists them)\n")
 
 
 class Progress:

@@ -136,6 +136,9 @@ class FileReport:
     probe_lines: int = 0
     framing_errors: int = 0
     cut_lines: int = 0
+    #: scan summaries the correlator dropped at its memory bound (a flood of
+    #: new sources): those sources' scans are missing from the report
+    scans_dropped: int = 0
     summaries: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, _SourceInfo] = field(default_factory=dict)
     #: source -> probe name -> its first lines and a sample (the text report)
@@ -820,6 +823,7 @@ class Explainer:
 
     def finish(self) -> FileReport:
         self.report.summaries = _merge_overlapping(self.correlator.flush())
+        self.report.scans_dropped = int(self.metrics.get("correlation_summaries_dropped"))
         return self.report
 
 

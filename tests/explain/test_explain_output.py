@@ -621,3 +621,21 @@ def test_skipped_cr_lines_held_for_their_time_are_bounded() -> None:
     stamp = datetime(2026, 11, 27, 13, last // 60 % 60, last % 60, tzinfo=timezone.utc).timestamp()
     assert [t for t, rec in seen if rec] == [stamp]
 
+
+def test_a_report_says_how_many_scans_the_correlation_bound_left_out(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("correlation:\n  max_bytes: 1048576\n")
+    log = tmp_path / "many.log"
+    log.write_bytes(b"".join(b"Nov 27 10:%02d:%02d 10.1.%d.%d GET / HTTP/1.0#015\n"
+                             % (i // 60 % 60, i % 60, i >> 8, i & 255) for i in range(5000)))
+    for jobs in ("1", "2"):
+        small = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, "-c", str(cfg), str(log)],
+                               capture_output=True, timeout=300)
+        full = subprocess.run([sys.executable, "-m", "probetag", "explain", "--jobs", jobs, str(log)],
+                              capture_output=True, timeout=300)
+        assert small.returncode == full.returncode == 0
+        m = re.search(rb"\n  ([0-9,]+) scans not listed: more sources than correlation.max_bytes holds", small.stdout)
+        assert m is not None, small.stdout[-500:]
+        listed = small.stdout.count(b"\n  10.1.")
+        assert listed + int(m.group(1).replace(b",", b"")) == 5000 == full.stdout.count(b"\n  10.1.")
+        assert b"not listed" not in full.stdout
