@@ -80,6 +80,28 @@ def test_a_run_of_pieces_is_named_as_the_whole_payload():
     assert runs.name(partial) == [None] * len(partial)
 
 
+def test_pieces_that_are_no_name_together_are_a_run_only_on_consecutive_lines():
+    # DNSStatusRequestTCP is \x0c and \x10 once cut at its NULs: too few
+    # bytes to name anything wherever they are, but one read of one
+    # connection on the sender's next two lines is that probe whole.
+    cores = DET.syslog_ng_cores("nmap-tcp-DNSStatusRequestTCP")
+    assert cores == (b"\x0c", b"\x10")
+    runs = FragmentRuns(DET)
+    other = RunLine(100.0, "127.0.9.4", b"backup finished", frozenset())
+    tight = [RunLine(100.0, "127.0.0.1", cores[0], frozenset()), other,
+             RunLine(100.0, "127.0.0.1", cores[1], frozenset())]
+    got = runs.name(tight)
+    assert [g and (g[0].probe, g[1]) for g in got] == [("DNSStatusRequestTCP", 0), None, ("DNSStatusRequestTCP", 1)]
+    # a line of the same sender between them, or a second between them
+    # (the last piece of a run with distinctive bytes could be that late)
+    between = RunLine(100.0, "127.0.0.1", b"\x01", frozenset())
+    assert runs.name([tight[0], between, tight[2]]) == [None] * 3
+    late = RunLine(102.0, "127.0.0.1", cores[1], frozenset())
+    assert runs.name([tight[0], late]) == [None] * 2
+    # printable pieces that are no name together are never a run
+    assert all(any(b < 0x20 or b >= 0x7F for b in piece) for tight_cores in runs._tight for piece in tight_cores)
+
+
 def test_a_run_stamped_seconds_apart_by_a_busy_logger_is_still_named():
     # syslog-ng stamps a read's pieces as it parses them (ten per pass): a
     # busy daemon stamps the later pieces of one read seconds after the first

@@ -45,7 +45,7 @@ def _explain(path: Path) -> list[dict | None]:
     return [json.loads(x)["probe"] for x in proc.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("name", ["net_default.log", "net_iso.log"])
+@pytest.mark.parametrize("name", ["net_default.log", "net_iso.log", "net_default-2.log"])
 def test_every_probe_line_of_both_scans_is_named_and_nothing_else(name: str) -> None:
     path = FIX / name
     kinds, probes = _kinds(path), _explain(path)
@@ -87,3 +87,16 @@ def test_lines_placed_by_their_own_transports_order() -> None:
            and len(x) == 20]
     assert len(udp) == 1 and udp[0][1] is not None
     assert (udp[0][1]["name"], udp[0][1]["transport"]) == ("rpc-grind", "udp")
+
+
+def test_a_probe_whose_pieces_come_before_the_last_piece_of_the_one_before() -> None:
+    # net_default-2.log: DNSVersionBindReqTCP's pieces at lines 63-67, its
+    # last (logged when its connection closed) at 75, after the next
+    # connection's DNSStatusRequestTCP pieces \x0c \x10 (73-74). Those two
+    # bytes are no name alone; on consecutive lines of one read they are
+    # that probe whole, and the \x10 is not DNSVersionBindReqTCP's.
+    probes = _explain(FIX / "net_default-2.log")
+    names = {n: (probes[n - 1] or {}).get("name") for n in range(63, 76)}
+    assert [names[n] for n in (63, 64, 65, 66, 67, 75)] == ["DNSVersionBindReqTCP"] * 6
+    assert [names[n] for n in (73, 74)] == ["DNSStatusRequestTCP"] * 2
+    assert all(probes[n - 1]["via"] == "reassembled" for n in (73, 74))

@@ -26,7 +26,12 @@ Theory of operation
   has its lines, a run that lacks only its last piece looks for it up to
   ``SKIP_LAST_FAR`` lines on, among the lines no run took. Only a *whole*
   payload counts, and it must be worth a name: two pieces or more whose
-  bytes together are distinctive (``_engine.distinctive``).
+  bytes together are distinctive (``_engine.distinctive``), or binary
+  pieces that are not (``DNSStatusRequestTCP``'s ``\x0c`` ``\x10``) on the
+  sender's very next lines within ``SAME_CONNECTION``, nothing stepped
+  over: one read of one connection, which no other client's lines
+  interleave (a later close's last piece of the probe before would be a
+  line between).
 * Several payloads can fit the same lines: the one that covers the most
   lines wins; payloads that leave the same pieces (the same bytes sent
   under two names) are ranked by the catalogue's naming policy
@@ -67,6 +72,11 @@ SKIP_LAST = 8
 SKIP_LAST_FAR = 160
 
 
+def _binary_piece(core: bytes) -> bool:
+    """A piece with a control byte or one past ASCII: no log line's text."""
+    return any(b < 0x20 or b >= 0x7F for b in core)
+
+
 @dataclass(frozen=True, slots=True)
 class RunLine:
     """One line as the pass reads it: time, sender, payload (spacing aside),
@@ -85,12 +95,19 @@ class FragmentRuns:
         self.detector = detector
         # first piece -> [(signature, its pieces)], payloads of 2+ pieces
         self._by_first: dict[bytes, list[tuple[Signature, tuple[bytes, ...]]]] = {}
+        #: payloads whose pieces together are not distinctive (``\x0c``
+        #: ``\x10``): a run of them must be whole on consecutive lines
+        self._tight: set[tuple[bytes, ...]] = set()
         for sig in detector.signatures:
             if sig.match != "payload" or sig.transport not in ("tcp", "any"):
                 continue
             cores = detector.syslog_ng_cores(sig.id)
-            if len(cores) < 2 or not distinctive(b"".join(cores)):
+            if len(cores) < 2:
                 continue
+            if not distinctive(b"".join(cores)):
+                if not all(_binary_piece(c) for c in cores):
+                    continue
+                self._tight.add(cores)
             self._by_first.setdefault(cores[0], []).append((sig, cores))
 
     def name(self, lines: Sequence[RunLine | None]) -> list[tuple[Signature, int] | None]:
@@ -121,7 +138,8 @@ class FragmentRuns:
             return None
         fits: list[tuple[int, Signature, tuple[bytes, ...], list[int]]] = []
         for sig, cores in cands:
-            taken = self._follow(lines, idx, pos, cores, out, skip_last)
+            taken = (self._follow(lines, idx, pos, cores, out, 0, tight=True) if cores in self._tight
+                     else self._follow(lines, idx, pos, cores, out, skip_last))
             if taken is None:
                 continue
             if any(lines[j].sure and sig.id not in lines[j].sure for j in taken):  # type: ignore[union-attr]
@@ -138,9 +156,11 @@ class FragmentRuns:
 
     @staticmethod
     def _follow(lines: Sequence[RunLine | None], idx: list[int], pos: int, cores: tuple[bytes, ...],
-                out: Sequence[Any], skip_last: int = SKIP_LAST) -> list[int] | None:
+                out: Sequence[Any], skip_last: int = SKIP_LAST, tight: bool = False) -> list[int] | None:
         """The lines (batch indices) that hold ``cores`` in order from
-        ``idx[pos]`` on, or None."""
+        ``idx[pos]`` on, or None. ``tight``: on the sender's very next
+        lines, each within ``SAME_CONNECTION`` of the one before (one read
+        of one connection), nothing stepped over."""
         taken = [idx[pos]]
         prev = lines[idx[pos]]
         assert prev is not None
@@ -148,8 +168,8 @@ class FragmentRuns:
         last = len(cores) - 1
         for k in range(1, len(cores)):
             want = cores[k]
-            limit = skip_last if k == last else SKIP
-            wait = CLOSE_WAIT if k == last else SAME_CONNECTION
+            limit = 0 if tight else skip_last if k == last else SKIP
+            wait = SAME_CONNECTION if tight else CLOSE_WAIT if k == last else SAME_CONNECTION
             skipped = 0
             while True:
                 if p >= len(idx):
@@ -160,7 +180,7 @@ class FragmentRuns:
                 if ln.t < prev.t - SAME_CONNECTION:
                     return None
                 fits = out[j] is None and ln.core == want
-                if ln.t - prev.t > wait and not (fits and not skipped and ln.t - prev.t <= STALL):
+                if ln.t - prev.t > wait and (tight or not (fits and not skipped and ln.t - prev.t <= STALL)):
                     return None
                 p += 1
                 if fits:
