@@ -136,7 +136,7 @@ class _Gunzip(io.RawIOBase):
                     batch.append(item)
                     size += len(item)
                     if size >= _GZ_BATCH:
-                        self._put(batch[0] if len(batch) == 1 else b"".join(batch))
+                        self._put(b"".join(batch))  # (one piece: itself, not a copy)
                         batch, size = [], 0
         except Exception as exc:  # the reader raises it, in order
             if batch:

@@ -19,7 +19,6 @@ from . import decode
 from ._config import Config
 from ._explain_report import _FIRST_LINES, Example
 from ._metrics import Metrics
-from .detect._enrich import MAX_LINE_BYTES
 
 #: rsyslog's internal messages when octet counting meets a non-syslog client
 _FRAMING_MARKERS = (b"Framing Error in received TCP message", b"Incomplete frame at end of stream")
@@ -422,9 +421,12 @@ class Explainer:
     def __init__(self, config: Config, fmt: str, name: str = "-", detector: Any = None) -> None:
         # the same construction the stage uses (probetag._stage)
         from .detect import Prefilter, build_detection, prefilter_fragments
+        from .detect._enrich import MAX_LINE_BYTES
 
         self.config = config
         self.fmt = fmt
+        #: a syslog-ng message's continuation lines join it up to this (``pick``)
+        self._max_message = MAX_LINE_BYTES
         self.metrics = Metrics()
         det, pre, self.correlator, _actions, self.enricher = build_detection(config, self.metrics, detector=detector)
         self.detector = det
@@ -511,16 +513,16 @@ class Explainer:
         t = self._time(sl)
         if t != t:
             self._last_t = base
-            for line in self._pending:
-                self._time(decode.parse_syslog_line(line, self.fmt))
+            self._settle_pending()
             t = self._time(sl)
         self._pending.clear()
         return t
 
     def _settle_pending(self) -> None:
         """The time the skipped lines held so far leave behind (the last one
-        that has one), read from the last back: a file of nothing but
-        skipped lines holds ``_PENDING_MAX`` of them at most."""
+        that has one), read from the last back; ``pick`` calls it too, so a
+        file of nothing but skipped lines holds ``_PENDING_MAX`` of them at
+        most."""
         base = self._last_t
         for line in reversed(self._pending):
             self._last_t = float("nan")
@@ -670,7 +672,7 @@ class Explainer:
                 sl = parse(line, fmt)
                 rec = sl.record
                 if (rec.get("_continuation") and head is not None and head[0] == idx - 1
-                        and len(head[2]["msg"]) + len(rec["msg"]) < MAX_LINE_BYTES):
+                        and len(head[2]["msg"]) + len(rec["msg"]) < self._max_message):
                     # a raw LF inside the message above (a UDP datagram):
                     # its text joins that message, and the line takes the
                     # message's verdict (``detect``). Up to a datagram's

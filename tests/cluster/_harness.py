@@ -5,6 +5,7 @@ reference. Every wait is bounded; every process is stopped by PID."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import msgpack
 import yaml
@@ -318,14 +319,29 @@ async def collect(urls: list[str], want: set[str], timeout: float, stream: str =
     return await asyncio.wait_for(_collect(urls, want, timeout, stream), timeout + 60)
 
 
-async def _collect(urls: list[str], want: set[str], timeout: float, stream: str) -> Collected:
+@contextlib.asynccontextmanager
+async def _client(urls: list[str]) -> AsyncIterator[Any]:
+    """A NATS client that reconnects through node restarts; closing it gets
+    a bounded grace period (a cluster that stopped answering fails the
+    caller's wait instead of hanging it)."""
     import nats
+
+    nc = await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        yield nc
+    finally:
+        try:
+            await asyncio.wait_for(nc.close(), 10)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _collect(urls: list[str], want: set[str], timeout: float, stream: str) -> Collected:
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import AckPolicy, ConsumerConfig
 
     res = Collected()
-    nc = await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    try:
+    async with _client(urls) as nc:
         js = nc.jetstream(timeout=5)
         deadline = time.monotonic() + timeout
         # Creating the consumer is a JetStream API request: right after a node
@@ -357,24 +373,17 @@ async def _collect(urls: list[str], want: set[str], timeout: float, stream: str)
                     res.events[rid] = ev
                     src = ev.get("source_address") or ev.get("fromhost-ip") or "?"
                     res.workers.setdefault(src, set()).add(worker)
-    finally:
-        try:
-            await asyncio.wait_for(nc.close(), 10)
-        except asyncio.TimeoutError:
-            pass
     return res
 
 
 async def sweep(urls: list[str], stream: str = "PROBETAG_OUT") -> dict[str, dict[str, Any]]:
     """Every event the stream holds, read by sequence number from 1 to its
     last, each a request its leader answers (no consumer in between)."""
-    import nats
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import NotFoundError
 
-    nc = await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     out: dict[str, dict[str, Any]] = {}
-    try:
+    async with _client(urls) as nc:
         js = nc.jetstream(timeout=5)
         last = (await js.stream_info(stream)).state.last_seq
         seq = 1
@@ -390,11 +399,6 @@ async def sweep(urls: list[str], stream: str = "PROBETAG_OUT") -> dict[str, dict
             for ev in output_events(m.headers or {}, m.data or b""):
                 out.setdefault(ev.get("rid"), ev)
             seq += 1
-    finally:
-        try:
-            await asyncio.wait_for(nc.close(), 10)
-        except asyncio.TimeoutError:
-            pass
     return out
 
 

@@ -107,11 +107,8 @@ def test_a_walk_that_comes_to_another_hit_goes_on_as_that_hits_walk() -> None:
     assert got == [x[0] for x in _per_hit(data, list(picked), strong)] == list(range(3, 10))
 
 
-def test_a_dense_scan_is_read_once_per_direction() -> None:
-    # every line of a cut probe a strong hit: the per-hit walks read each
-    # line once per hit before it in reach; the joined walk once in all
-    spec = [(0, 0, True, 0)] * 3000
-    data, picked, strong = _file(spec)
+def _counting_header_reads(data: bytes, picked: list, strong: list) -> tuple[list, int]:
+    """``_syslog_ng_neighbours``' result, and how many lines' headers it read."""
     reads = 0
     real_match = _SNG_HEAD.match
 
@@ -127,6 +124,15 @@ def test_a_dense_scan_is_read_once_per_direction() -> None:
         got = _syslog_ng_neighbours(data, list(picked), strong)
     finally:
         mod._SNG_HEAD = saved
+    return got, reads
+
+
+def test_a_dense_scan_is_read_once_per_direction() -> None:
+    # every line of a cut probe a strong hit: the per-hit walks read each
+    # line once per hit before it in reach; the joined walk once in all
+    spec = [(0, 0, True, 0)] * 3000
+    data, picked, strong = _file(spec)
+    got, reads = _counting_header_reads(data, picked, strong)
     assert [x[0] for x in got] == list(range(3000))
     assert reads <= 4 * 3000, reads
 
@@ -138,21 +144,7 @@ def test_a_run_of_hits_without_a_header_is_read_once_per_direction() -> None:
     # each as its own would
     spec = [(0, 2, True, 0)] + [(0, 2, False, 0)] * 600
     data, picked, strong = _file(spec)
-    reads = 0
-    real_match = _SNG_HEAD.match
-
-    class Counting:
-        def match(self, *a):  # noqa: ANN001, ANN202
-            nonlocal reads
-            reads += 1
-            return real_match(*a)
-
-    import probetag._explain_scan as mod
-    mod._SNG_HEAD, saved = Counting(), mod._SNG_HEAD
-    try:
-        got = _syslog_ng_neighbours(data, list(picked), strong)
-    finally:
-        mod._SNG_HEAD = saved
+    got, reads = _counting_header_reads(data, picked, strong)
     assert got == _per_hit(data, list(picked), strong)
     assert [x[0] for x in got] == list(range(601))
     assert reads <= 4 * 601, reads

@@ -138,8 +138,7 @@ class FragmentRuns:
             return None
         fits: list[tuple[int, Signature, tuple[bytes, ...], list[int]]] = []
         for sig, cores in cands:
-            taken = (self._follow(lines, idx, pos, cores, out, 0, tight=True) if cores in self._tight
-                     else self._follow(lines, idx, pos, cores, out, skip_last))
+            taken = self._follow(lines, idx, pos, cores, out, skip_last, tight=cores in self._tight)
             if taken is None:
                 continue
             if any(lines[j].sure and sig.id not in lines[j].sure for j in taken):  # type: ignore[union-attr]
@@ -169,7 +168,7 @@ class FragmentRuns:
         for k in range(1, len(cores)):
             want = cores[k]
             limit = 0 if tight else skip_last if k == last else SKIP
-            wait = SAME_CONNECTION if tight else CLOSE_WAIT if k == last else SAME_CONNECTION
+            wait = CLOSE_WAIT if k == last and not tight else SAME_CONNECTION
             skipped = 0
             while True:
                 if p >= len(idx):
